@@ -1,0 +1,107 @@
+"""The thin Faust side: batches of messages in, the processor, records out, errors contained.
+
+Faust acknowledges a message even when the agent raised (faust-streaming/faust#315), so nothing
+may escape the loop: a bad message is dead-lettered by the processor, a transient Redis or Kafka
+error is retried with backoff until it passes, and any other failure of a batch makes the batch
+run again one message at a time so that only the guilty message is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.exceptions
+from aiokafka.errors import KafkaError
+
+from streamproc.events.codec import RawMessage, deadletter_record
+from streamproc.processor import BatchResult, Processor, StateConflictError
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    KafkaError,
+    StateConflictError,
+    OSError,
+)
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class Emitter(Protocol):
+    """Publishes a batch's records and returns once the broker has them."""
+
+    async def emit(self, result: BatchResult) -> None: ...
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    messages: int = 0
+    decisions: int = 0
+    deadletters: int = 0
+    retries: int = 0
+
+
+async def retry_transient(
+    what: str, call: Callable[[], Awaitable[None]], stats: BatchStats,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Run ``call`` until it succeeds, backing off on transient errors; other errors propagate."""
+    delay = BACKOFF_FIRST_S
+    while True:
+        try:
+            await call()
+            return
+        except TRANSIENT_ERRORS as exc:
+            stats.retries += 1
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc,
+                        delay)
+            await sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+async def handle_batch(
+    messages: Sequence[RawMessage], processor: Processor, emitter: Emitter, stats: BatchStats
+) -> None:
+    """Process and publish one batch; returns only when every message is accounted for."""
+
+    async def run(chunk: Sequence[RawMessage]) -> None:
+        result = await processor.process(chunk)
+        await emitter.emit(result)
+        stats.decisions += len(result.decisions)
+        stats.deadletters += len(result.deadletters)
+
+    stats.batches += 1
+    stats.messages += len(messages)
+    try:
+        await retry_transient("batch", lambda: run(messages), stats)
+        return
+    except Exception:
+        log.exception("batch of %d failed; processing it one message at a time", len(messages))
+    for msg in messages:
+        try:
+            await retry_transient("message", lambda m=msg: run([m]), stats)  # type: ignore[misc]
+        except Exception as exc:
+            log.exception("message %s:%d dead-lettered", msg.source, msg.offset)
+            record = deadletter_record(msg, "processing_error", f"{type(exc).__name__}: {exc}",
+                                       time.time_ns() // 1_000_000)
+            await retry_transient(
+                "dead letter", lambda r=record, m=msg: emitter.emit(  # type: ignore[misc]
+                    BatchResult(deadletters=[(m.key, r)])), stats)
+            stats.deadletters += 1
+
+
+async def consume(
+    batches: AsyncIterator[Sequence[RawMessage]], processor: Processor, emitter: Emitter,
+    stats: BatchStats,
+) -> None:
+    async for messages in batches:
+        await handle_batch(messages, processor, emitter, stats)

@@ -1,0 +1,96 @@
+"""Build the Faust app from Settings: topics, the processing agent and its emitter.
+
+Nothing happens at import time; ``create_app`` wires an app for the given settings (tests build
+several). Values travel as raw bytes: decoding is ours, so a bad message reaches the processor
+(and the dead-letter topic) instead of failing inside Faust's deserializer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streamproc.agents import BatchStats, Emitter, consume
+from streamproc.events.codec import RawMessage
+from streamproc.processor import BatchResult, Processor
+from streamproc.settings import Settings
+from streamproc.state.store import RedisStore, Store
+
+
+class FaustEmitter:
+    def __init__(self, decisions: faust.TopicT, deadletter: faust.TopicT) -> None:
+        self.decisions = decisions
+        self.deadletter = deadletter
+
+    async def emit(self, result: BatchResult) -> None:
+        futures = [
+            await self.decisions.send(key=key, value=value, force=True)
+            for key, value in result.decisions
+        ]
+        futures += [
+            await self.deadletter.send(key=key, value=value, force=True)
+            for key, value in result.deadletters
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+
+def _raw(event: Any) -> RawMessage:
+    m = event.message
+    ts = int(m.timestamp * 1000) if m.timestamp else None
+    return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
+
+
+def create_app(
+    settings: Settings,
+    store_factory: Callable[[], Store] | None = None,
+    emitter: Emitter | None = None,
+    **faust_options: Any,
+) -> faust.App:
+    options: dict[str, Any] = {
+        "broker": settings.kafka_url,
+        "store": "memory://",
+        "autodiscover": False,
+        "web_enabled": settings.web_port > 0,
+        "web_port": settings.web_port or 6066,
+        "web_bind": "127.0.0.1",
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "topic_partitions": settings.partitions,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "datadir": str(settings.stack_dir / "worker-data"),
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    options.update(faust_options)
+    Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.app_id, **options)
+    topics = settings.topics
+    inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes)
+    out = emitter or FaustEmitter(app.topic(topics.decisions), app.topic(topics.deadletter))
+    make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
+    stats = BatchStats()
+    app.streamproc_stats = stats  # type: ignore[attr-defined]
+
+    async def process_events(stream: faust.StreamT) -> None:
+        processor = Processor(settings, make_store())
+        batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
+        try:
+            await consume(batches, processor, out, stats)
+        finally:
+            await processor.store.close()
+
+    app.agent(inputs, name="streamproc.process_events")(process_events)
+    return app
+
+
+async def _raw_batches(
+    stream: faust.StreamT, size: int, within: float
+) -> AsyncIterator[Sequence[RawMessage]]:
+    async for events in stream.take_events(size, within=within):
+        yield [_raw(e) for e in events]

@@ -1,0 +1,234 @@
+"""The ``streamproc`` command.
+
+Settings come from ``STREAMPROC_*`` environment variables (``streamproc settings`` lists them);
+a few options override them per command. Heavy modules are imported inside the commands so that
+``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from streamproc import __version__
+from streamproc.errors import StreamprocError
+from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
+
+EPILOG = """\
+First run:  streamproc stack up && streamproc worker   (and, in another shell,
+            streamproc simulate --customers 1000 --rate 200 --duration 60)
+Settings:   STREAMPROC_* environment variables; `streamproc settings` lists them.
+"""
+
+
+def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.stack import stack_down, stack_status, stack_up
+
+    if args.action == "up":
+        print(stack_up(settings).render())
+    elif args.action == "down":
+        stack_down(settings)
+    else:
+        status = stack_status(settings)
+        print(status.render())
+        return 0 if status.running else 3
+    return 0
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from streamproc.app import create_app
+    from streamproc.stack import ensure_topics
+
+    overrides: dict[str, Any] = {}
+    if args.web_port is not None:
+        overrides["web_port"] = args.web_port
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    settings = dataclasses.replace(settings, **overrides)
+    settings.validate()
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    app = create_app(settings)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()  # returns through SystemExit when the worker stops
+    return 0
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.simulator import run_simulation
+
+    asyncio.run(  # prints its own progress and summary
+        run_simulation(
+            settings,
+            customers=args.customers,
+            rate=args.rate,
+            duration=args.duration,
+            seed=args.seed,
+            max_events=args.max_events,
+        )
+    )
+    return 0
+
+
+async def _read_profile(settings: Settings, customer_id: str) -> dict[str, Any] | None:
+    from streamproc.state.keys import validate_customer_id
+    from streamproc.state.store import RedisStore
+
+    validate_customer_id(customer_id)
+    store = RedisStore.from_url(settings.redis_url)
+    try:
+        return await store.read_profile(customer_id)
+    finally:
+        await store.close()
+
+
+def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.exceptions
+
+    try:
+        found = asyncio.run(_read_profile(settings, args.customer_id))
+    except redis.exceptions.ConnectionError as exc:
+        raise StreamprocError(
+            f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
+            "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
+        ) from None
+    if found is None:
+        print(f"streamproc: no profile stored for customer {args.customer_id!r}", file=sys.stderr)
+        return 1
+    shown = {"customer_id": args.customer_id, **found}
+    print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.tail import tail_topic
+
+    topic = getattr(settings.topics, args.topic)
+    try:
+        asyncio.run(tail_topic(settings, topic, args.topic, from_beginning=args.from_beginning,
+                               limit=args.max, customer=args.customer, raw=args.json))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    width = max(len(ENV_PREFIX + name) for name, _, _ in SETTING_DOCS)
+    for name, default, doc in SETTING_DOCS:
+        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {default or 'from the prefix'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamproc",
+        description="Real-time personalisation on Kafka, Redis and River: live customer "
+        "profiles, segments and next-best-action decisions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"streamproc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("stack", help="start, stop or inspect the local Kafka and Redis",
+                       description="The local stack: a real Apache Kafka broker (KRaft, from "
+                       "Maven Central, run with Java 17+) and a real Redis server, with data "
+                       "and logs under STREAMPROC_STACK_DIR (default .stack/). `up` is "
+                       "idempotent and creates the topics; `down` stops only what `up` "
+                       "started; `status` exits 3 when something is not running.")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_cmd_stack)
+
+    p = sub.add_parser("worker", help="run a stream-processing worker (Ctrl-C stops it)",
+                       description="Consume the input topics, keep every customer's profile "
+                       "in Redis and publish decisions. Start several to share the partitions; "
+                       "each needs its own --web-port, or none (the default).")
+    p.add_argument("--web-port", type=int, help="serve Faust's web endpoints on this port "
+                   "(default: STREAMPROC_WEB_PORT, 0 = off)")
+    p.add_argument("--log-level", choices=["debug", "info", "warn", "error"],
+                   help="default: STREAMPROC_LOG_LEVEL or info")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("simulate", help="produce realistic customer traffic to Kafka",
+                       description="Simulated customers with personas browse, search, fill "
+                       "carts and buy; events go to the input topics at the given rate.")
+    p.add_argument("--customers", type=_positive_int, default=1000, help="default: 1000")
+    p.add_argument("--rate", type=_positive_float, default=200.0,
+                   help="events per second (default: 200)")
+    p.add_argument("--duration", type=_positive_float, default=None,
+                   help="seconds to run (default: until Ctrl-C or --max-events)")
+    p.add_argument("--max-events", type=_positive_int, default=None,
+                   help="stop after this many events")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("profile", help="print everything stored about a customer, as JSON",
+                       description="Print the customer's stored state (profile, version, "
+                       "last decisions) from Redis. Exits 1 when nothing is stored.")
+    p.add_argument("customer_id")
+    p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("tail", help="follow an output topic live (decisions by default)",
+                       description="Pretty-print records of an output topic as they arrive, "
+                       "until Ctrl-C.")
+    p.add_argument("topic", nargs="?", default="decisions",
+                   choices=["decisions", "segments", "deadletter"])
+    p.add_argument("--from-beginning", action="store_true",
+                   help="start at the oldest record instead of new ones only")
+    p.add_argument("--max", type=_positive_int, default=None, help="stop after N records")
+    p.add_argument("--customer", help="only this customer's records")
+    p.add_argument("--json", action="store_true", help="print raw JSON, one record a line")
+    p.set_defaults(func=_cmd_tail)
+
+    p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
+    p.set_defaults(func=_cmd_settings)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command != "worker":
+        # Our own error says what failed and what to do; aiokafka's connection noise before
+        # it only repeats it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(settings, args))
+    except StreamprocError as exc:
+        print(f"streamproc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (`streamproc profile x | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

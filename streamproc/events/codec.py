@@ -1,0 +1,168 @@
+"""Turn raw Kafka messages into validated events, and failures into dead-letter records.
+
+Decoding never raises anything but :class:`DecodeError`: whatever bytes arrive, the caller gets
+either an :class:`Event` or a reason to dead-letter the message.
+
+>>> from streamproc.settings import Settings
+>>> decoder = Decoder(Settings())
+>>> raw = b'{"event_id":"e1","type":"search","customer_id":"c1",' \\
+...       b'"ts":"2026-01-02T03:04:05Z","query":"red shoes"}'
+>>> event = decoder.decode(RawMessage("streamproc.browsing", 0, 7, b"c1", raw))
+>>> event.type, event.ts_ms
+('search', 1767323045000)
+>>> try:
+...     decoder.decode(RawMessage("streamproc.browsing", 0, 8, b"c1", b"{oops"))
+... except DecodeError as exc:
+...     print(exc.reason)
+invalid_json
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from streamproc.errors import DecodeError
+from streamproc.events.schemas import EventSchema, load_event_schemas
+from streamproc.settings import Settings
+
+# How much of an oversized message is kept in its dead-letter record: the record must itself fit
+# in a Kafka message, so the full original cannot always travel; its size and sha256 do.
+DEADLETTER_PREVIEW_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One consumed Kafka message, as the worker saw it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass(slots=True)
+class Event:
+    """A decoded, schema-valid input event with where it came from."""
+
+    type: str
+    customer_id: str
+    event_id: str
+    ts_ms: int
+    data: dict[str, Any]
+    message: RawMessage = field(repr=False)
+
+
+def parse_ts(ts: str) -> int:
+    """ISO-8601 with a zone to epoch milliseconds (raises ValueError)."""
+    return int(datetime.fromisoformat(ts).timestamp() * 1000)
+
+
+class Decoder:
+    def __init__(self, settings: Settings, schemas: dict[str, EventSchema] | None = None) -> None:
+        self.max_bytes = settings.max_event_bytes
+        self.schemas = schemas if schemas is not None else load_event_schemas()
+        topics = settings.topics
+        self.logical_topic = {
+            topics.browsing: "browsing",
+            topics.purchases: "purchases",
+            topics.profiles: "profiles",
+            topics.feedback: "feedback",
+        }
+
+    def decode(self, msg: RawMessage) -> Event:
+        value = msg.value
+        if value is None:
+            raise DecodeError("empty_message", "message has no value (tombstones are not events)")
+        if len(value) > self.max_bytes:
+            raise DecodeError(
+                "too_large",
+                f"message is {len(value)} bytes, over the limit of {self.max_bytes} "
+                "(STREAMPROC_MAX_EVENT_BYTES)",
+            )
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError("invalid_json", f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise DecodeError("schema_violation", "an event must be a JSON object")
+        type_name = data.get("type")
+        schema = self.schemas.get(type_name) if isinstance(type_name, str) else None
+        if schema is None:
+            raise DecodeError(
+                "unknown_type",
+                f"unknown event type {str(type_name)[:64]!r}; "
+                f"known: {', '.join(sorted(self.schemas))}",
+            )
+        expected = self.logical_topic.get(msg.topic)
+        if schema.topic != expected:
+            raise DecodeError(
+                "wrong_topic",
+                f"a {schema.type} event belongs on the {schema.topic} topic, not {msg.topic}",
+            )
+        try:
+            schema.validate(data)
+        except fastjsonschema.JsonSchemaException as exc:
+            raise DecodeError("schema_violation", f"{schema.type}: {exc.message}"[:500]) from None
+        try:
+            ts_ms = parse_ts(data["ts"])
+        except (ValueError, OverflowError) as exc:
+            raise DecodeError("schema_violation", f"ts is not a valid date-time: {exc}") from None
+        customer_id = data["customer_id"]
+        if msg.key != customer_id.encode():
+            shown = "none" if msg.key is None else repr(msg.key[:140])
+            raise DecodeError(
+                "key_mismatch",
+                f"the message key must equal customer_id {customer_id!r}, got {shown}: "
+                "key every message by customer so a customer's events stay in order",
+            )
+        return Event(type_name, customer_id, data["event_id"], ts_ms, data, msg)
+
+
+def encode(record: Any) -> bytes:
+    return orjson.dumps(record)
+
+
+def _bytes_field(raw: bytes | None) -> dict[str, Any] | None:
+    """Text when the bytes are UTF-8, base64 otherwise, so the original is always recoverable."""
+    if raw is None:
+        return None
+    try:
+        return {"encoding": "utf-8", "data": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"encoding": "base64", "data": base64.b64encode(raw).decode("ascii")}
+
+
+def deadletter_record(msg: RawMessage, reason: str, error: str, failed_at_ms: int) -> bytes:
+    """The dead-letter record of a message: its error, where it came from and its bytes."""
+    value = msg.value
+    truncated = value is not None and len(value) > DEADLETTER_PREVIEW_BYTES
+    record = {
+        "reason": reason,
+        "error": error,
+        "source": {
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "timestamp_ms": msg.timestamp_ms,
+        },
+        "failed_at_ms": failed_at_ms,
+        "key": _bytes_field(msg.key),
+        "value": _bytes_field(value[:DEADLETTER_PREVIEW_BYTES] if truncated and value else value),
+        "value_size": None if value is None else len(value),
+        "value_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
+        "value_truncated": truncated,
+    }
+    return orjson.dumps(record)

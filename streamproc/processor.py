@@ -1,0 +1,228 @@
+"""One batch of raw messages in, state written and records to publish out: no Kafka here.
+
+Effectively once: every customer's profile carries the last applied offset of each
+topic-partition and a bounded window of recent event ids, written in the same atomic
+compare-and-set as the state change. A redelivered message (same partition, offset not newer)
+and a producer duplicate (same event id) are skipped, so a crash, a rebalance or a retry never
+double counts. The decisions of a customer's last batch stay in its outbox and are published
+again when that batch is redelivered, so a crash between the state write and the publish loses
+no decision (decision ids are deterministic: consumers see the same id twice, never two ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streamproc.decisions.policy import POLICY_NAME, Choice, decide
+from streamproc.errors import DecodeError, StreamprocError
+from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
+from streamproc.settings import Settings
+from streamproc.state.profile import Profile, apply_event, new_profile
+from streamproc.state.store import Store, Stored, Write
+
+log = logging.getLogger(__name__)
+
+DECISION_NAMESPACE = uuid.UUID("6f1c2d8e-4b7a-4f0e-9a51-3c2b7d9e0a14")
+DECISION_TTL_MS = 24 * 3600 * 1000
+MAX_CAS_ATTEMPTS = 5
+
+
+class StateConflictError(StreamprocError):
+    """Another writer kept changing the same customers; the batch is retried as a whole."""
+
+
+@dataclass
+class BatchResult:
+    decisions: list[tuple[bytes, bytes]] = field(default_factory=list)
+    deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    applied: int = 0
+    redelivered: int = 0
+    duplicates: int = 0
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def simple_segments(p: Profile) -> dict[str, str]:
+    orders = p["purchases"]["orders"]
+    return {
+        "buyer": "prospect" if orders == 0 else "first_time" if orders == 1 else "repeat",
+        "cart": "active" if p["cart"]["items"] else "empty",
+    }
+
+
+def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> dict[str, Any]:
+    msg = event.message
+    trigger_key = f"{event.customer_id}/{event.event_id}/{event.type}"
+    return {
+        "decision_id": uuid.uuid5(DECISION_NAMESPACE, trigger_key).hex,
+        "customer_id": event.customer_id,
+        "ts": event.data["ts"],
+        "decided_at": iso_ms(now_ms),
+        "trigger": {
+            "type": event.type,
+            "event_id": event.event_id,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+        },
+        "slot": choice.slot,
+        "channel": choice.channel,
+        "action": choice.action,
+        "personalised": choice.personalised,
+        "reasons": choice.reasons,
+        "segments": simple_segments(p),
+        "scores": {"cart_value": p["cart"]["value"], "orders": p["purchases"]["orders"]},
+        "experiment": None,
+        "propensity": choice.propensity,
+        "expires_at": iso_ms(event.ts_ms + DECISION_TTL_MS),
+        "model_versions": {},
+        "latency_ms": max(0, now_ms - msg.timestamp_ms) if msg.timestamp_ms else 0,
+        "policy": POLICY_NAME,
+    }
+
+
+@dataclass
+class _CustomerOutcome:
+    write: Write | None
+    decisions: list[dict[str, Any]]
+    deadletters: list[tuple[Event, str]]
+    applied: int = 0
+    redelivered: int = 0
+    duplicates: int = 0
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        decoder: Decoder | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.store = store
+        self.decoder = decoder or Decoder(settings)
+        self.dedupe_window = settings.dedupe_window
+        self.clock_ms = clock_ms
+
+    async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
+        result = BatchResult()
+        now_ms = self.clock_ms()
+        by_customer: dict[str, list[Event]] = {}
+        for msg in messages:
+            try:
+                event = self.decoder.decode(msg)
+            except DecodeError as exc:
+                result.deadletters.append(
+                    (msg.key, deadletter_record(msg, exc.reason, exc.message, now_ms))
+                )
+                continue
+            by_customer.setdefault(event.customer_id, []).append(event)
+
+        pending = by_customer
+        for _ in range(MAX_CAS_ATTEMPTS):
+            if not pending:
+                break
+            stored = await self.store.load(list(pending))
+            outcomes = {
+                cid: self._apply_customer(cid, events, stored[cid], now_ms)
+                for cid, events in pending.items()
+            }
+            writes = [o.write for o in outcomes.values() if o.write is not None]
+            lost = set(await self.store.save(writes)) if writes else set()
+            for cid, outcome in outcomes.items():
+                if cid in lost:
+                    continue
+                result.applied += outcome.applied
+                result.redelivered += outcome.redelivered
+                result.duplicates += outcome.duplicates
+                key = cid.encode()
+                result.decisions.extend((key, orjson.dumps(d)) for d in outcome.decisions)
+                for event, error in outcome.deadletters:
+                    record = deadletter_record(event.message, "processing_error", error, now_ms)
+                    result.deadletters.append((key, record))
+            if lost:
+                log.warning("state of %d customers changed under us; recomputing", len(lost))
+            pending = {cid: pending[cid] for cid in lost}
+        if pending:
+            raise StateConflictError(
+                f"{len(pending)} customers kept changing under this worker "
+                f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
+            )
+        return result
+
+    def _apply_customer(
+        self, cid: str, events: list[Event], stored: Stored, now_ms: int
+    ) -> _CustomerOutcome:
+        # An event that makes the profile code raise is dead-lettered, and the customer is
+        # recomputed from the stored document without it: no half-applied event is ever saved.
+        poison: dict[int, str] = {}
+        while True:
+            try:
+                return self._apply_events(cid, events, stored, now_ms, poison)
+            except _PoisonEventError as exc:
+                poison[id(exc.event)] = exc.error
+
+    def _apply_events(
+        self, cid: str, events: list[Event], stored: Stored, now_ms: int, poison: dict[int, str]
+    ) -> _CustomerOutcome:
+        p: Profile = orjson.loads(stored.doc) if stored.doc else new_profile(cid)
+        applied: dict[str, int] = p.setdefault("applied", {})
+        recent: list[str] = p.setdefault("recent_event_ids", [])
+        previous_outbox: list[dict[str, Any]] = orjson.loads(stored.outbox) if stored.outbox else []
+        out = _CustomerOutcome(None, [], [])
+        changed = False
+        for event in events:
+            msg = event.message
+            if msg.offset <= applied.get(msg.source, -1):
+                out.redelivered += 1
+                out.decisions.extend(
+                    d for d in previous_outbox
+                    if d["trigger"]["topic"] == msg.topic
+                    and d["trigger"]["partition"] == msg.partition
+                    and d["trigger"]["offset"] == msg.offset
+                )
+                continue
+            applied[msg.source] = msg.offset
+            changed = True
+            if event.event_id in recent:
+                out.duplicates += 1
+                continue
+            if self.dedupe_window:
+                recent.append(event.event_id)
+                del recent[: -self.dedupe_window]
+            if id(event) in poison:
+                out.deadletters.append((event, poison[id(event)]))
+                continue
+            try:
+                apply_event(p, event.type, event.ts_ms, event.data)
+                choice = decide(p, event.type, event.data)
+                if choice is not None:
+                    out.decisions.append(decision_record(event, choice, p, now_ms))
+            except Exception as exc:  # a bug in profile or policy code must not stop the stream
+                log.exception("processing %s %s failed", event.type, event.event_id)
+                raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc
+            out.applied += 1
+        if changed:
+            out.write = Write(
+                cid, stored.version, orjson.dumps(p), orjson.dumps(out.decisions)
+            )
+        return out
+
+
+class _PoisonEventError(Exception):
+    def __init__(self, event: Event, error: str) -> None:
+        super().__init__(error)
+        self.event = event
+        self.error = error

@@ -1,0 +1,188 @@
+"""One frozen Settings object, read from ``STREAMPROC_*`` environment variables here and only here.
+
+Every other module receives a :class:`Settings` (or the values it needs); nothing else reads the
+environment. The defaults point at the local stack (``streamproc stack up``).
+
+>>> s = Settings.from_env({"STREAMPROC_PARTITIONS": "4"})
+>>> s.partitions, s.topics.browsing
+(4, 'streamproc.browsing')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from streamproc.errors import ConfigError
+
+ENV_PREFIX = "STREAMPROC_"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names. Inputs are keyed by customer id; so are decisions and segments."""
+
+    browsing: str
+    purchases: str
+    profiles: str
+    feedback: str
+    decisions: str
+    segments: str
+    deadletter: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str, overrides: Mapping[str, str] | None = None) -> Topics:
+        overrides = overrides or {}
+        names = {f.name: overrides.get(f.name) or f"{prefix}{f.name}" for f in fields(cls)}
+        return cls(**names)
+
+    @property
+    def inputs(self) -> tuple[str, str, str, str]:
+        return (self.browsing, self.purchases, self.profiles, self.feedback)
+
+    @property
+    def outputs(self) -> tuple[str, str, str]:
+        return (self.decisions, self.segments, self.deadletter)
+
+    def all(self) -> tuple[str, ...]:
+        return self.inputs + self.outputs
+
+
+# (name, environment variable, default, help) of every setting: the one table that the CLI's
+# `--help`, the docs test and the compose-file check read.
+SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
+    ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated host:port"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://, with /db)"),
+    ("APP_ID", "streamproc", "Faust app id = Kafka consumer group of the workers"),
+    ("TOPIC_PREFIX", "streamproc.", "prefix of every topic name"),
+    ("TOPIC_BROWSING", "", "full name of the browsing topic (overrides the prefix)"),
+    ("TOPIC_PURCHASES", "", "full name of the purchases topic"),
+    ("TOPIC_PROFILES", "", "full name of the profiles topic"),
+    ("TOPIC_FEEDBACK", "", "full name of the feedback topic"),
+    ("TOPIC_DECISIONS", "", "full name of the decisions topic"),
+    ("TOPIC_SEGMENTS", "", "full name of the segments topic"),
+    ("TOPIC_DEADLETTER", "", "full name of the dead-letter topic"),
+    ("PARTITIONS", "12", "partitions of every topic created by streamproc"),
+    ("REPLICATION_FACTOR", "1", "replication factor of topics created by streamproc"),
+    ("MAX_EVENT_BYTES", "65536", "larger input messages go to the dead-letter topic"),
+    ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
+    ("BATCH_WAIT_MS", "20", "longest wait for a batch to fill, in milliseconds"),
+    ("DEDUPE_WINDOW", "64", "event ids remembered per customer against producer duplicates"),
+    ("WEB_PORT", "0", "port of the worker's web server; 0 disables it"),
+    ("LOG_LEVEL", "info", "worker log level: debug, info, warn, error"),
+    ("STACK_DIR", ".stack", "data, logs and pid files of the local stack (git-ignored)"),
+    ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
+    ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
+    ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
+)
+
+KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
+_DEFAULTS = {name: default for name, default, _ in SETTING_DOCS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = _DEFAULTS["KAFKA_BOOTSTRAP"]
+    redis_url: str = _DEFAULTS["REDIS_URL"]
+    app_id: str = _DEFAULTS["APP_ID"]
+    topics: Topics = field(default_factory=lambda: Topics.with_prefix("streamproc."))
+    partitions: int = 12
+    replication_factor: int = 1
+    max_event_bytes: int = 65536
+    batch_size: int = 500
+    batch_wait_ms: int = 20
+    dedupe_window: int = 64
+    web_port: int = 0
+    log_level: str = "info"
+    stack_dir: Path = Path(".stack")
+    cache_dir: Path = Path("~/.cache/streamproc").expanduser()
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "1g"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``STREAMPROC_*`` variables; unknown ones are an error (typos)."""
+        env = os.environ if environ is None else environ
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in KNOWN_VARIABLES)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(KNOWN_VARIABLES))}"
+            )
+
+        def get(name: str) -> str:
+            return env.get(ENV_PREFIX + name, "").strip() or _DEFAULTS[name]
+
+        overrides = {
+            f.name: env.get(f"{ENV_PREFIX}TOPIC_{f.name.upper()}", "").strip()
+            for f in fields(Topics)
+        }
+        settings = cls(
+            kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
+            redis_url=get("REDIS_URL"),
+            app_id=get("APP_ID"),
+            topics=Topics.with_prefix(env.get(ENV_PREFIX + "TOPIC_PREFIX", "streamproc."),
+                                      overrides),
+            partitions=_int(get, "PARTITIONS", 1, 10_000),
+            replication_factor=_int(get, "REPLICATION_FACTOR", 1, 16),
+            max_event_bytes=_int(get, "MAX_EVENT_BYTES", 256, 16 * 1024 * 1024),
+            batch_size=_int(get, "BATCH_SIZE", 1, 100_000),
+            batch_wait_ms=_int(get, "BATCH_WAIT_MS", 1, 60_000),
+            dedupe_window=_int(get, "DEDUPE_WINDOW", 0, 10_000),
+            web_port=_int(get, "WEB_PORT", 0, 65535),
+            log_level=get("LOG_LEVEL").lower(),
+            stack_dir=Path(get("STACK_DIR")).expanduser(),
+            cache_dir=Path(get("CACHE_DIR")).expanduser(),
+            kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
+            kafka_heap=get("KAFKA_HEAP"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.log_level not in {"debug", "info", "warn", "error", "crit"}:
+            raise ConfigError(
+                f"STREAMPROC_LOG_LEVEL={self.log_level!r}: use debug, info, warn or error"
+            )
+        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError(
+                f"STREAMPROC_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
+            )
+        for server in self.kafka_bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(
+                    f"STREAMPROC_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: expected host:port[,...]"
+                )
+        names = self.topics.all()
+        if len(set(names)) != len(names):
+            raise ConfigError(f"topic names must be distinct, got {names}")
+
+    @property
+    def kafka_url(self) -> str:
+        """The broker list in Faust's ``kafka://`` form."""
+        return ";".join(f"kafka://{s.strip()}" for s in self.kafka_bootstrap.split(","))
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.redis_url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        host, _, port = self.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+        return host, int(port)
+
+
+def _int(get: Callable[[str], str], name: str, low: int, high: int) -> int:
+    raw = get(name)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{ENV_PREFIX}{name}={value}: expected {low} to {high}")
+    return value

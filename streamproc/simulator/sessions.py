@@ -1,0 +1,377 @@
+"""A pure, deterministic generator of customer events: browsing sessions, carts and purchases.
+
+:func:`generate_events` runs a simulated clock (event time), not the wall clock: it yields events
+in event-time order, as fast as it is iterated, and knows nothing about Kafka. Pacing and
+producing are :mod:`streamproc.simulator.producer`'s job, so this part is testable in isolation
+and replayable: the same population, start and seed give the same events, ids included.
+
+How a customer behaves comes from their :class:`~streamproc.simulator.population.Customer`:
+sessions start at the customer's active hours (a Poisson process thinned by hour-of-day weights),
+browse mostly the preferred categories, favour preferred brands and affordable products, and end
+in a purchase with the customer's propensity. The cart outlives the session (like a real shop's),
+so a purchase may include items added sessions earlier; every purchase line was added to the cart
+first, and the amount is exactly the sum of the lines.
+
+Event time is independent of the wall clock: at a high send rate the simulated clock runs faster
+than real time (a simulated day per minute or so); the events stay internally consistent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from streamproc.events.schemas import load_event_schemas
+from streamproc.simulator.population import Customer, Population, Product, weighted_choice
+
+CURRENCY = "EUR"
+# Logical topics the simulator writes to (it sends no feedback: there are no decisions to rate).
+SIMULATED_TOPICS: tuple[str, ...] = ("browsing", "purchases", "profiles")
+WEB = "https://shop.example.com"
+APP = "app://shop"
+MAX_CART_LINES = 12
+RECENT_VIEWS = 8
+MIN_SESSION_GAP_MS = 10 * 60 * 1000
+
+USER_AGENTS: dict[tuple[str, bool], str] = {
+    ("desktop", False): "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                        "(KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+    ("mobile", False): "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) "
+                       "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 "
+                       "Safari/604.1",
+    ("tablet", False): "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+                       "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    ("mobile", True): "ShopApp/5.12.0 (Android 14; Pixel 8)",
+    ("tablet", True): "ShopApp/5.12.0 (iPadOS 17.4; iPad13,1)",
+}
+REFERRERS = ("https://www.google.com/", "https://www.bing.com/", "https://www.instagram.com/",
+             f"{WEB}/newsletter?utm_source=email")
+SEARCH_WORDS: dict[str, tuple[str, ...]] = {
+    "shoes": ("running shoes", "trainers", "boots", "sandals", "heels"),
+    "dresses": ("summer dress", "maxi dress", "party dress", "linen dress"),
+    "electronics": ("headphones", "laptop", "smartwatch", "4k tv", "usb-c charger"),
+    "books": ("crime novel", "cookbook", "bestsellers", "fantasy trilogy"),
+    "home": ("bedding", "lamp", "storage boxes", "cushions"),
+    "beauty": ("moisturiser", "lipstick", "sunscreen", "shampoo"),
+    "sports": ("yoga mat", "dumbbells", "cycling jersey", "tennis racket"),
+    "toys": ("lego", "puzzle", "board game", "plush"),
+    "baby": ("nappies", "pram", "baby monitor", "bottles"),
+    "grocery": ("coffee", "olive oil", "pasta", "snacks"),
+    "garden": ("hose", "seeds", "lawn mower", "planter"),
+    "jewellery": ("necklace", "earrings", "silver ring", "bracelet"),
+}
+CONSENT_PURPOSES = ("personalisation", "email", "sms", "push", "call_centre")
+INITIAL_CONSENT = {"personalisation": 0.9, "email": 0.7, "sms": 0.3, "push": 0.5,
+                   "call_centre": 0.2}
+LOYALTY_TIERS = ("bronze", "silver", "gold")
+
+
+class SimEvent(NamedTuple):
+    """One generated event: ``topic`` is the logical name (an attribute of ``Topics``)."""
+
+    topic: str
+    key: str
+    event: dict[str, Any]
+
+
+def format_ts(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, the form the simulator sends."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def _to_ms(start: datetime) -> int:
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    return int(start.astimezone(UTC).timestamp() * 1000)
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+@dataclass
+class _State:
+    """What the simulator remembers about a customer between sessions (not ground truth)."""
+
+    cart: dict[str, int] = field(default_factory=dict)  # product_id -> units, insertion-ordered
+    consents: dict[str, bool] = field(default_factory=dict)
+
+
+class _Session:
+    """Builds the events of one session; ``t`` is the session's clock in epoch milliseconds."""
+
+    def __init__(self, sim: _Simulator, index: int, t: int) -> None:
+        self.sim, self.rng = sim, sim.rng
+        self.customer: Customer = sim.population.customers[index]
+        self.state: _State = sim.states[index]
+        self.t = t
+        self.out: list[tuple[int, str, dict[str, Any]]] = []
+        self.viewed: list[Product] = []
+        c, rng = self.customer, self.rng
+        self.app = rng.random() < c.app_share
+        self.channel = "app" if self.app else "web"
+        device = weighted_choice(rng, list(c.devices), c.devices)
+        if self.app and device == "desktop":
+            device = "mobile"
+        sim.sessions += 1
+        self.context = {
+            "session_id": f"{sim.prefix}s{sim.sessions}",
+            "device": device,
+            "locale": c.locale,
+            "country": c.country,
+            "city": c.city,
+            "user_agent": USER_AGENTS[(device, self.app)],
+        }
+        self.category = weighted_choice(rng, list(c.category_weights), c.category_weights)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def emit(self, type_: str, channel: str | None = None, in_session: bool = True,
+             **fields: Any) -> None:
+        event: dict[str, Any] = {"type": type_, "customer_id": self.customer.customer_id,
+                                 "channel": channel or self.channel}
+        if in_session:
+            event["context"] = dict(self.context)
+        event.update(fields)
+        self.out.append((self.t, self.sim.topic_of[type_], event))
+
+    def wait(self, low_s: float, high_s: float) -> None:
+        self.t += self.rng.randint(int(low_s * 1000), int(high_s * 1000))
+
+    def url(self, path: str) -> str:
+        return (APP if self.app else WEB) + path
+
+    def pick_product(self, category: str) -> Product:
+        """A product of ``category``: affordable for this customer, preferred brands favoured."""
+        c, rng = self.customer, self.rng
+        items = self.sim.population.catalogue.products[category]
+        weights = []
+        for p in items:
+            relative = p.price / self.sim.median_price[category]
+            affordability = 1.0 if relative <= c.budget else (c.budget / relative) ** (
+                1 + 4 * c.price_sensitivity)
+            cheapness = (1.0 / relative) ** (2 * c.price_sensitivity)
+            weights.append(affordability * cheapness * c.brand_weights.get(p.brand, 1.0))
+        return rng.choices(items, weights=weights)[0]
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def land(self) -> None:
+        if self.rng.random() < 0.4:
+            extra: dict[str, Any] = {} if self.app else {"referrer": self.rng.choice(REFERRERS)}
+            self.emit("page_view", url=self.url(f"/c/{self.category}"), page_type="category",
+                      category=self.category, **extra)
+        else:
+            self.emit("page_view", url=self.url("/"), page_type="home")
+
+    def browse_category(self) -> None:
+        c = self.customer
+        self.category = weighted_choice(self.rng, list(c.category_weights), c.category_weights)
+        self.emit("page_view", url=self.url(f"/c/{self.category}"), page_type="category",
+                  category=self.category)
+
+    def search(self) -> None:
+        rng = self.rng
+        category = weighted_choice(rng, list(self.customer.category_weights),
+                                   self.customer.category_weights)
+        words = rng.choice(SEARCH_WORDS[category])
+        if rng.random() < 0.3:
+            words = f"{self.pick_product(category).brand.lower()} {words}"
+        self.category = category
+        results = 0 if rng.random() < 0.05 else rng.randint(1, 240)
+        self.emit("search", query=words, results_count=results)
+
+    def view_product(self) -> None:
+        product = self.pick_product(self.category)
+        self.viewed = [*[p for p in self.viewed if p != product][-RECENT_VIEWS + 1:], product]
+        self.emit("product_view", product=product.as_event())
+
+    def add_to_cart(self) -> None:
+        rng = self.rng
+        product = self.viewed[-1] if rng.random() < 0.7 else rng.choice(self.viewed)
+        bulk = product.category in {"grocery", "baby"}
+        quantity = rng.choice((1, 1, 2, 3, 4)) if bulk else rng.choice((1, 1, 1, 1, 2))
+        cart = self.state.cart
+        cart[product.product_id] = cart.get(product.product_id, 0) + quantity
+        self.emit("cart_add", product=product.as_event(), quantity=quantity)
+
+    def remove_from_cart(self) -> None:
+        cart = self.state.cart
+        product_id = self.rng.choice(list(cart))
+        units = cart[product_id]
+        quantity = units if self.rng.random() < 0.8 else self.rng.randint(1, units)
+        cart[product_id] -= quantity
+        if not cart[product_id]:
+            del cart[product_id]
+        self.emit("cart_remove", product_id=product_id, quantity=quantity)
+
+    def update_profile(self) -> None:
+        c, rng = self.customer, self.rng
+        self.emit("page_view", url=self.url("/account"), page_type="account")
+        self.wait(20, 120)
+        everything: dict[str, Any] = {
+            "age_band": c.age_band,
+            "gender": c.gender,
+            "postcode": f"{random.Random(c.customer_id).randint(10000, 99999)}",
+            "city": c.city,
+            "country": c.country,
+            "timezone": c.timezone,
+            "preferred_language": c.locale,
+            "extra": {"newsletter": rng.random() < 0.5,
+                      "loyalty_tier": rng.choice(LOYALTY_TIERS)}
+            | ({"children": rng.randint(1, 3)} if c.persona == "new_parent" else {}),
+        }
+        keys = rng.sample(sorted(everything), k=rng.randint(1, 4))
+        self.emit("profile_update", attributes={k: everything[k] for k in sorted(keys)})
+
+    def change_consent(self) -> None:
+        rng, consents = self.rng, self.state.consents
+        purpose = rng.choice(CONSENT_PURPOSES)
+        granted = (not consents[purpose]) if rng.random() < 0.7 else consents[purpose]
+        consents[purpose] = granted
+        if purpose == "email" and not granted and rng.random() < 0.6:
+            # an unsubscribe link in an email: outside any web or app session
+            self.emit("consent_update", channel="email", in_session=False, purpose=purpose,
+                      granted=False, source="unsubscribe_link")
+            return
+        source = "app_settings" if self.app else rng.choice(("web_form", "preference_centre"))
+        self.emit("consent_update", purpose=purpose, granted=granted, source=source)
+
+    def checkout(self) -> None:
+        """Checkout steps, then a purchase of the whole cart with the customer's propensity."""
+        rng, cart = self.rng, self.state.cart
+        buys = rng.random() < self.customer.propensity
+        if not buys and rng.random() < 0.6:
+            return  # leaves with the cart full
+        prices = {pid: self.sim.products[pid] for pid in cart}
+        value_cents = sum(prices[pid].price_cents * q for pid, q in cart.items())
+        items = sum(cart.values())
+        self.emit("page_view", url=self.url("/cart"), page_type="cart")
+        steps = ("start", "shipping", "payment", "review")
+        last = len(steps) if buys else rng.randint(1, len(steps))
+        for step in steps[:last]:
+            self.wait(10, 90)
+            self.emit("checkout", cart_value=value_cents / 100, items=items, step=step)
+        if not buys:
+            return
+        self.wait(5, 60)
+        self.sim.orders += 1
+        lines = [
+            {"product_id": pid, "category": prices[pid].category, "brand": prices[pid].brand,
+             "quantity": quantity, "unit_price": prices[pid].price}
+            for pid, quantity in cart.items()
+        ]
+        self.emit("purchase", order_id=f"{self.sim.prefix}o{self.sim.orders}", lines=lines,
+                  amount=value_cents / 100, currency=CURRENCY)
+        cart.clear()
+
+    def run(self) -> None:
+        rng, c, cart = self.rng, self.customer, self.state.cart
+        self.land()
+        if rng.random() < 0.03:
+            self.wait(5, 60)
+            self.update_profile()
+        if rng.random() < 0.025:
+            self.wait(5, 60)
+            self.change_consent()
+        steps = 1 + int(rng.expovariate(1.0 / c.session_length))
+        for _ in range(steps):
+            self.wait(4, 75)
+            roll = rng.random()
+            if roll < 0.12:
+                self.browse_category()
+            elif roll < 0.22:
+                self.search()
+            elif roll < 0.32 and self.viewed and len(cart) < MAX_CART_LINES:
+                self.add_to_cart()
+            elif roll < 0.36 + 0.02 * len(cart) and cart:
+                self.remove_from_cart()
+            else:
+                self.view_product()
+        if cart:
+            self.wait(10, 60)
+            self.checkout()
+
+
+class _Simulator:
+    def __init__(self, population: Population, start_ms: int, seed: int) -> None:
+        self.population = population
+        self.rng = random.Random(f"sessions:{population.seed}:{seed}")
+        self.prefix = f"sim{seed}-{_base36(start_ms)}-"
+        self.topic_of = {name: s.topic for name, s in load_event_schemas().items()}
+        self.products = population.catalogue.by_id()
+        self.median_price = {
+            category: items[len(items) // 2].price
+            for category, items in population.catalogue.products.items()
+        }
+        self.sessions = 0
+        self.orders = 0
+        self.states = []
+        for _ in population.customers:
+            consents = {p: self.rng.random() < share for p, share in INITIAL_CONSENT.items()}
+            self.states.append(_State(consents=consents))
+
+    def next_session(self, customer: Customer, after_ms: int) -> int:
+        """Start of the customer's next session: a Poisson process thinned by hour of day."""
+        weights = customer.hour_weights
+        peak, mean = max(weights), sum(weights) / 24
+        per_ms = customer.sessions_per_day / 86_400_000 * peak / mean
+        t = float(after_ms)
+        while True:
+            t += self.rng.expovariate(per_ms)
+            hour = int(t // 3_600_000) % 24
+            if self.rng.random() * peak < weights[hour]:
+                return int(t)
+
+    def run(self, start_ms: int) -> Iterator[SimEvent]:
+        # heap of (event time, sequence, customer index, event or None for "session starts")
+        heap: list[tuple[int, int, int, tuple[str, dict[str, Any]] | None]] = []
+        seq = 0
+        for index, customer in enumerate(self.population.customers):
+            heap.append((self.next_session(customer, start_ms), seq, index, None))
+            seq += 1
+        heapq.heapify(heap)
+        emitted = 0
+        while heap:
+            t, _, index, item = heapq.heappop(heap)
+            if item is None:
+                session = _Session(self, index, t)
+                session.run()
+                for ts, topic, event in session.out:
+                    heapq.heappush(heap, (ts, seq, index, (topic, event)))
+                    seq += 1
+                customer = self.population.customers[index]
+                gap_from = session.t + MIN_SESSION_GAP_MS
+                heapq.heappush(heap, (self.next_session(customer, gap_from), seq, index, None))
+                seq += 1
+                continue
+            topic, event = item
+            emitted += 1
+            # envelope first, in the schema's order, for readable messages
+            head = {"event_id": f"{self.prefix}e{emitted}", "type": "", "customer_id": "",
+                    "ts": format_ts(t)}
+            event = head | event
+            yield SimEvent(topic, event["customer_id"], event)
+
+
+def generate_events(population: Population, start: datetime, seed: int = 7) -> Iterator[SimEvent]:
+    """Endless events of ``population`` from event time ``start`` on, in event-time order.
+
+    Deterministic: the same population, ``start`` and ``seed`` give the same events. Event ids
+    (``sim<seed>-<start in base 36>-e<n>``) are unique per (seed, start), so a second run from
+    another start never collides with the first in the workers' duplicate filter.
+    """
+    start_ms = _to_ms(start)
+    return _Simulator(population, start_ms, seed).run(start_ms)

@@ -1,0 +1,144 @@
+"""The local stack: a real Kafka broker and a real Redis server on this machine, no Docker.
+
+``stack_up`` starts what is not running yet (idempotent), waits until both accept connections
+and creates the topics; ``stack_down`` stops only what this stack started; ``stack_status``
+reports each component. Everything lives under ``settings.stack_dir`` (data, configs, logs, pid
+files); the Kafka jars are cached under ``settings.cache_dir``. Only loopback addresses are
+managed: a remote Kafka or Redis is somebody else's to run. See :mod:`streamproc.stack.kafka`
+and :mod:`streamproc.stack.redis` for each component, :mod:`streamproc.stack.jars` for how
+the broker's jars are fetched and verified.
+
+These functions are synchronous (they run their own event loop for the Kafka admin client),
+so call them from plain code, not from inside a running event loop; ``ensure_topics`` is the
+async one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TextIO
+
+from streamproc.errors import StackError
+from streamproc.settings import Settings
+from streamproc.stack import kafka, redis
+from streamproc.stack.process import exclusive
+from streamproc.stack.status import ComponentStatus, StackStatus
+from streamproc.stack.topics import ensure_topics
+
+# Longest wait for another `up`/`down` of the same stack: a cold start fetches the jars.
+LOCK_TIMEOUT_S = 1200.0
+
+__all__ = [
+    "ComponentStatus",
+    "StackStatus",
+    "ensure_topics",
+    "stack_down",
+    "stack_status",
+    "stack_up",
+]
+
+
+def stack_status(settings: Settings) -> StackStatus:
+    """What runs where: each component's state, pid and address. Changes nothing."""
+    return StackStatus(kafka=kafka.status(settings), redis=redis.status(settings))
+
+
+def _require_local(settings: Settings) -> None:
+    remote = []
+    if not kafka.is_local(settings):
+        remote.append(f"STREAMPROC_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}")
+    if not redis.is_local(settings):
+        remote.append(f"STREAMPROC_REDIS_URL={settings.redis_url}")
+    if remote:
+        raise StackError(
+            f"the stack only manages local services (one loopback Kafka server, a redis:// URL "
+            f"on a loopback host), but {' and '.join(remote)}: unset these to use the local "
+            "stack, or run those services yourself"
+        )
+
+
+def stack_up(settings: Settings, out: TextIO = sys.stderr) -> StackStatus:
+    """Start Kafka and Redis unless already running, wait until ready, create the topics.
+
+    Idempotent: when both run, it only says so (and creates topics that went missing). Stale
+    pid files are cleaned up; a port held by another program is an error naming the setting
+    to change. Started processes outlive this process; `stack_down` stops them.
+    """
+    _require_local(settings)
+    stack_dir = settings.stack_dir.expanduser()
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(stack_dir / ".lock", LOCK_TIMEOUT_S, "starting or stopping this stack"):
+        return _up(settings, out)
+
+
+def _up(settings: Settings, out: TextIO) -> StackStatus:
+    before = stack_status(settings)
+    if before.running:
+        print("stack: already running", file=out, flush=True)
+        _create_topics(settings, out)
+        return before
+    taken = [c.detail for c in before.components if c.state == "port-taken"]
+    if taken:
+        raise StackError("cannot start the stack: " + "; ".join(taken))
+    for component in before.components:
+        if component.state == "stale":
+            print(f"{component.name}: cleaning up a stale pid file ({component.detail})",
+                  file=out, flush=True)
+        elif component.running:
+            print(f"{component.name}: already running (pid {component.pid})", file=out)
+        elif component.state == "starting":
+            print(f"{component.name}: already starting (pid {component.pid}); waiting for it",
+                  file=out)
+
+    started = time.monotonic()
+    # Prerequisites of both first (may install Redis or fetch the jars), so that a missing one
+    # does not leave the other component half-started.
+    server = redis.prepare(settings, out) if _needs_start(before.redis) else ""
+    jvm = kafka.prepare(settings, out) if _needs_start(before.kafka) else []
+
+    kafka_pid = before.kafka.pid
+    if _needs_start(before.kafka):
+        kafka_pid = kafka.start(settings, jvm, out)
+    redis_pid = before.redis.pid
+    if _needs_start(before.redis):
+        redis_pid = redis.start(settings, server, out)
+
+    # Redis is ready in milliseconds, Kafka in seconds: wait for Redis first.
+    if not before.redis.running and redis_pid is not None:
+        took = redis.wait_ready(settings, redis_pid, out)
+        print(f"redis: ready ({took:.1f} s)", file=out, flush=True)
+    if not before.kafka.running and kafka_pid is not None:
+        took = kafka.wait_ready(settings, kafka_pid, out)
+        print(f"kafka: ready ({took:.1f} s)", file=out, flush=True)
+    _create_topics(settings, out)
+    print(f"stack: up in {time.monotonic() - started:.1f} s", file=out, flush=True)
+    return stack_status(settings)
+
+
+def _needs_start(component: ComponentStatus) -> bool:
+    """Stopped or stale: start it. Starting (ours, not ready yet): only wait for it."""
+    return component.state in ("stopped", "stale")
+
+
+def _create_topics(settings: Settings, out: TextIO) -> None:
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        print(f"kafka: created {len(created)} topics with {settings.partitions} partitions: "
+              f"{', '.join(created)}", file=out, flush=True)
+
+
+def stack_down(settings: Settings, out: TextIO = sys.stderr) -> None:
+    """Stop what this stack started (found by pid file and verified), and say what it stopped.
+
+    Nothing running is fine. Processes not started by this stack are never touched, even when
+    they hold the configured ports.
+    """
+    stack_dir = settings.stack_dir.expanduser()
+    if not stack_dir.is_dir():
+        print("kafka: not running\nredis: not running", file=out)
+        return
+    with exclusive(stack_dir / ".lock", LOCK_TIMEOUT_S, "starting or stopping this stack"):
+        kafka.stop(settings, out)
+        redis.stop(settings, out)

@@ -1,0 +1,296 @@
+"""The local Kafka broker: one KRaft node (broker + controller) run from the cached jars.
+
+Layout under ``<stack_dir>/kafka``: ``server.properties``, ``log4j2.properties``, ``data/`` (the
+log dirs, formatted once), ``server.log`` (the broker's log), ``console.log`` (the JVM's own
+output, e.g. a bad ``-Xmx``) and ``kafka.pid``. The process is ours only if its command line
+holds the absolute path of that ``server.properties`` (see :mod:`streamproc.stack.process`).
+
+Why each broker setting: a single node must be its own controller (``process.roles``,
+``controller.quorum.voters``); every internal topic must fit on one broker (replication 1,
+``min.isr`` 1); consumer groups should form at once (``group.initial.rebalance.delay.ms=0``);
+topics are created only by :func:`streamproc.stack.topics.ensure_topics`, with the configured
+partition counts, never implicitly by a client (``auto.create.topics.enable=false``).
+
+Regenerate the jar lock file after changing a version in :mod:`streamproc.stack.jars`::
+
+    python -m streamproc.stack --write-lock
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from streamproc.errors import StackError
+from streamproc.settings import Settings
+from streamproc.stack import jars
+from streamproc.stack.process import (
+    check_pid,
+    is_loopback,
+    log_size,
+    pid_alive,
+    port_accepts,
+    port_in_use,
+    run,
+    spawn,
+    stop_pid,
+    tail,
+    wait_until,
+)
+from streamproc.stack.status import ComponentStatus
+
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+# Log sizes when this process started the broker, so that a failure shows only this run's lines.
+_log_starts: dict[Path, int] = {}
+JAVA_INSTALL = ("`sudo apt-get install openjdk-17-jre-headless` "
+                "(macOS: `brew install openjdk@17`)")
+
+
+@dataclass(frozen=True)
+class KafkaPaths:
+    """Where the broker's files live; absolute, because the path identifies our process."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaPaths:
+        return cls(settings.stack_dir.expanduser().resolve() / "kafka")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def log4j(self) -> Path:
+        return self.root / "log4j2.properties"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def pid(self) -> Path:
+        return self.root / "kafka.pid"
+
+
+def is_local(settings: Settings) -> bool:
+    """True if the bootstrap list is a single loopback server, the only kind the stack runs."""
+    servers = [s for s in settings.kafka_bootstrap.split(",") if s.strip()]
+    return len(servers) == 1 and is_loopback(settings.kafka_host_port[0])
+
+
+def _escape(value: str) -> str:
+    """A value for a Java properties file (backslash is its only special character there)."""
+    return value.replace("\\", "\\\\")
+
+
+def render_server_properties(settings: Settings, paths: KafkaPaths) -> str:
+    host, port = settings.kafka_host_port
+    controller = settings.kafka_controller_port
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{host}:{controller}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": _escape(str(paths.data)),
+        "num.partitions": str(settings.partitions),
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+    }
+    head = "# Written by `streamproc stack up` on every start; edits are overwritten.\n"
+    return head + "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def render_log4j2(paths: KafkaPaths) -> str:
+    """Log to ``server.log``, rolled at 20 MB (3 kept), so that a long-lived stack stays small."""
+    log = _escape(str(paths.log))
+    return (
+        "status = error\n"
+        "appender.file.type = RollingFile\n"
+        "appender.file.name = FILE\n"
+        f"appender.file.fileName = {log}\n"
+        f"appender.file.filePattern = {log}.%i\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+        "appender.file.policies.type = Policies\n"
+        "appender.file.policies.size.type = SizeBasedTriggeringPolicy\n"
+        "appender.file.policies.size.size = 20MB\n"
+        "appender.file.strategy.type = DefaultRolloverStrategy\n"
+        "appender.file.strategy.max = 3\n"
+        "rootLogger.level = INFO\n"
+        "rootLogger.appenderRef.file.ref = FILE\n"
+    )
+
+
+def java_major(version_output: str) -> int | None:
+    """The major version in ``java -version`` output (``1.8.0_x`` is 8), or None."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if match is None:
+        return None
+    major = int(match[1])
+    return int(match[2]) if major == 1 and match[2] else major
+
+
+def find_java() -> str:
+    """The ``java`` to run the broker with; Kafka 4.x needs Java 17 or newer."""
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(f"Kafka {jars.KAFKA_VERSION} needs Java 17 or newer and there is no "
+                         f"`java` on PATH: install it with {JAVA_INSTALL}, then retry")
+    output = run([java, "-version"], timeout=30, what="`java -version`")
+    major = java_major(output)
+    if major is None or major < 17:
+        first = output.splitlines()[0] if output else "an unknown version"
+        raise StackError(f"Kafka {jars.KAFKA_VERSION} needs Java 17 or newer, but {java} is "
+                         f"{first!r}: install {JAVA_INSTALL} and put it first on PATH")
+    return java
+
+
+def new_cluster_id() -> str:
+    """A cluster id as ``kafka.tools.StorageTool random-uuid`` makes it, without starting a JVM.
+
+    Kafka's ``Uuid.randomUuid`` is a random (version 4) UUID in unpadded URL-safe base64 that
+    does not start with ``-`` (it would read as a command-line option).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def status(settings: Settings) -> ComponentStatus:
+    host, port = settings.kafka_host_port
+    controller = settings.kafka_controller_port
+    if not is_local(settings):
+        return ComponentStatus("kafka", "external", settings.kafka_bootstrap,
+                               detail="not a local address: not managed by the stack")
+    address = f"{host}:{port} (controller {controller})"
+    paths = KafkaPaths.of(settings)
+    info = check_pid(paths.pid, str(paths.config))
+    if info.state == "running":
+        state = "running" if port_accepts(host, port) else "starting"
+        return ComponentStatus("kafka", state, address, info.pid, f"log: {paths.log}")
+    taken = [p for p in (port, controller) if port_in_use(host, p)]
+    if taken:
+        return ComponentStatus("kafka", "port-taken", address, None, port_taken_hint(host, taken))
+    if info.state == "stale":
+        return ComponentStatus("kafka", "stale", address, info.pid, info.reason)
+    return ComponentStatus("kafka", "stopped", address)
+
+
+def port_taken_hint(host: str, ports: list[int]) -> str:
+    held = " and ".join(f"{host}:{p}" for p in ports)
+    verb = "are" if len(ports) > 1 else "is"
+    return (f"{held} {verb} held by another program (not started by this stack): stop it, or "
+            "choose free ports with STREAMPROC_KAFKA_BOOTSTRAP and "
+            "STREAMPROC_KAFKA_CONTROLLER_PORT")
+
+
+def prepare(settings: Settings, out: TextIO) -> list[str]:
+    """Check Java and get the verified jars; return the JVM command line up to the main class.
+
+    Done before anything starts, so that a missing prerequisite leaves nothing half-running.
+    """
+    java = find_java()
+    libs = jars.ensure_jars(settings.cache_dir, out)
+    paths = KafkaPaths.of(settings)
+    return [java, f"-Xmx{settings.kafka_heap}", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={paths.log4j}", "-cp", f"{libs}/*"]
+
+
+def start(settings: Settings, jvm: list[str], out: TextIO) -> int:
+    """Write the config, format the data dir on first use, start the broker; return its pid.
+
+    Does not wait for it: :func:`wait_ready` does, so that Redis can start meanwhile.
+    """
+    paths = KafkaPaths.of(settings)
+    paths.data.mkdir(parents=True, exist_ok=True)
+    paths.pid.unlink(missing_ok=True)  # stale by now: the caller checked that ours is not running
+    paths.config.write_text(render_server_properties(settings, paths))
+    paths.log4j.write_text(render_log4j2(paths))
+    if not (paths.data / "meta.properties").exists():
+        print(f"kafka: formatting {paths.data} (first start)", file=out, flush=True)
+        run(jvm + ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+                   "-c", str(paths.config)],
+            timeout=120, what="formatting the Kafka data dir", cwd=paths.root)
+    _log_starts.update({paths.log: log_size(paths.log), paths.console: log_size(paths.console)})
+    host, port = settings.kafka_host_port
+    print(f"kafka: starting Kafka {jars.KAFKA_VERSION} on {host}:{port} (log: {paths.log})",
+          file=out, flush=True)
+    return spawn(jvm + ["kafka.Kafka", str(paths.config)], cwd=paths.root,
+                 log_file=paths.console, pid_file=paths.pid)
+
+
+async def _metadata_ok(bootstrap: str) -> bool:
+    """True if the broker answers a real metadata request and lists itself."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), 10)
+        return bool(cluster.get("brokers"))
+    except (TimeoutError, KafkaError, OSError):
+        return False
+    finally:
+        await admin.close()
+
+
+def failure(settings: Settings, reason: str) -> StackError:
+    """A StackError for a failed start, with the end of the broker's logs."""
+    paths = KafkaPaths.of(settings)
+    logs = "\n".join(f"--- last lines of {p} ---\n{text}" for p in (paths.console, paths.log)
+                     if (text := tail(p, since=_log_starts.get(p, 0))))
+    return StackError(f"Kafka: {reason}.\n{logs or '(no log output)'}\n"
+                      f"Fix the cause, then run `streamproc stack down` and `up` again.")
+
+
+def wait_ready(settings: Settings, pid: int, out: TextIO) -> float:
+    """Wait until the broker answers metadata requests; return the seconds it took."""
+    host, port = settings.kafka_host_port
+
+    def ready() -> bool:  # a cheap TCP check first, so aiokafka does not log refused connects
+        return port_accepts(host, port) and asyncio.run(_metadata_ok(settings.kafka_bootstrap))
+
+    return wait_until(ready, timeout=READY_TIMEOUT_S, what=f"Kafka on {host}:{port}",
+                      alive=lambda: pid_alive(pid), on_fail=lambda r: failure(settings, r), out=out)
+
+
+def stop(settings: Settings, out: TextIO) -> None:
+    """Stop the broker if this stack started it (SIGTERM, then SIGKILL after a timeout)."""
+    paths = KafkaPaths.of(settings)
+    info = check_pid(paths.pid, str(paths.config))
+    if info.state == "running" and info.pid is not None:
+        killed = stop_pid(info.pid, STOP_TIMEOUT_S)
+        how = f"killed after {STOP_TIMEOUT_S:.0f} s" if killed else "stopped"
+        print(f"kafka: {how} (pid {info.pid})", file=out, flush=True)
+    elif info.state == "stale":
+        print(f"kafka: not running; removed a stale pid file ({info.reason})", file=out)
+    else:
+        print("kafka: not running", file=out)
+    paths.pid.unlink(missing_ok=True)

@@ -1,0 +1,39 @@
+"""Every Redis key streamproc writes, in one place.
+
+A customer's keys share the hash tag ``{customer_id}`` so they live in one Redis Cluster slot:
+one customer's update is a single-slot, atomic operation, and all of a customer's keys can be
+listed (right of access) and deleted (erasure) together.
+"""
+
+from __future__ import annotations
+
+import re
+
+from streamproc.errors import StreamprocError
+
+# The same pattern as schemas/events/common.schema.json: no braces (they would break the hash
+# tag), no spaces, no glob characters, bounded length.
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+
+
+class InvalidIdentifierError(StreamprocError):
+    """A customer id that is not safe to use in a Redis key."""
+
+
+def validate_customer_id(customer_id: str) -> str:
+    if not isinstance(customer_id, str) or not CUSTOMER_ID.fullmatch(customer_id):
+        raise InvalidIdentifierError(
+            f"invalid customer id {str(customer_id)[:140]!r}: use 1 to 128 letters, digits "
+            "or . _ : @ -"
+        )
+    return customer_id
+
+
+def customer_key(customer_id: str) -> str:
+    """The hash holding a customer's state document, its version and its decision outbox."""
+    return f"sp:{{{validate_customer_id(customer_id)}}}:state"
+
+
+def customer_keys(customer_id: str) -> list[str]:
+    """Every key that may hold data about a customer (for access and erasure)."""
+    return [customer_key(customer_id)]

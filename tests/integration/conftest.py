@@ -1,0 +1,177 @@
+"""Integration fixtures: the real local Kafka and Redis (``streamproc stack up``), never mocked.
+
+Each test gets its own topics (a unique prefix, 3 partitions) and its own consumer group, and
+uses Redis database 15 with customer ids unique to the test, so tests neither see each other's
+data nor a developer's. When Kafka or Redis is not reachable the tests fail (not skip) with
+what to run: a skipped integration test is a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamproc.settings import Settings
+from streamproc.stack import ensure_topics
+from streamproc.tail import topic_partitions
+
+pytestmark = pytest.mark.integration
+
+BASE = Settings.from_env()
+TEST_REDIS_DB = 15
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_stack() -> None:
+    missing = [
+        f"{name} at {host}:{port}"
+        for name, (host, port) in (("Kafka", BASE.kafka_host_port), ("Redis", BASE.redis_host_port))
+        if not _reachable(host, port)
+    ]
+    if missing:
+        pytest.fail(f"integration tests need {' and '.join(missing)}: run `streamproc stack up` "
+                    "(the README's test command does it for you)", pytrace=False)
+
+
+@dataclass
+class Env:
+    """One test's isolated slice of the real stack."""
+
+    settings: Settings
+    env: dict[str, str]
+    tmp: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def customer(self, name: str = "c") -> str:
+        return f"{name}-{uuid.uuid4().hex[:10]}"
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "streamproc.cli", "worker"], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+        self.workers.append(proc)
+        return proc
+
+    def worker_log(self) -> str:
+        return "\n".join((p.read_text(errors="replace")[-4000:])
+                         for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streamproc.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=60, cwd=self.tmp)
+
+    async def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def produce_events(self, topic: str, events: list[dict[str, Any]]) -> None:
+        await self.produce(topic, [(e["customer_id"].encode(), orjson.dumps(e)) for e in events])
+
+    async def consume_until(
+        self, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """Every record of ``topic`` from the beginning, read until ``done(records)`` holds."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        records: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                partitions = await topic_partitions(self.settings, topic, wait_s=10)
+                assert partitions, f"topic {topic} does not exist"
+                tps = [TopicPartition(topic, p) for p in partitions]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                while not done(records):
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for msgs in batch.values():
+                        records.extend(
+                            {"key": m.key, "value": None if m.value is None
+                             else orjson.loads(m.value), "partition": m.partition}
+                            for m in msgs
+                        )
+                    for proc in self.workers:
+                        assert proc.poll() is None or proc.returncode == -9, (
+                            f"worker exited with {proc.returncode}:\n{self.worker_log()}")
+        except TimeoutError:
+            pytest.fail(f"gave up after {timeout}s waiting on {topic}; read {len(records)} "
+                        f"records. Worker log:\n{self.worker_log()}")
+        finally:
+            await consumer.stop()
+        return records
+
+
+@pytest.fixture
+async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
+    run = uuid.uuid4().hex[:8]
+    prefix = f"it-{run}."
+    host, port = BASE.redis_host_port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    env.update({
+        "STREAMPROC_KAFKA_BOOTSTRAP": BASE.kafka_bootstrap,
+        "STREAMPROC_REDIS_URL": f"redis://{host}:{port}/{TEST_REDIS_DB}",
+        "STREAMPROC_TOPIC_PREFIX": prefix,
+        "STREAMPROC_APP_ID": f"it-{run}",
+        "STREAMPROC_PARTITIONS": "3",
+        "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
+        "STREAMPROC_LOG_LEVEL": "info",
+        "PYTHONPATH": str(REPO),
+    })
+    settings = Settings.from_env(env)
+    await ensure_topics(settings)
+    e = Env(settings, env, tmp_path)
+    try:
+        yield e
+    finally:
+        for proc in e.workers:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(list(settings.topics.all()))
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def test_redis() -> AsyncIterator[aioredis.Redis]:
+    host, port = BASE.redis_host_port
+    client = aioredis.from_url(f"redis://{host}:{port}/{TEST_REDIS_DB}")
+    yield client
+    await client.aclose()
+

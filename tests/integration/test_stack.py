@@ -1,0 +1,147 @@
+"""The real local stack: a Kafka broker and a Redis server, on this test's own free ports.
+
+Its own ports and stack dir keep it apart from the developer's stack (and from a concurrent
+run); the jar cache is the real one, so Maven runs only if nothing is cached yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamproc.errors import StackError
+from streamproc.settings import Settings
+from streamproc.stack import ensure_topics, kafka, redis, stack_down, stack_status, stack_up
+from streamproc.stack.process import pid_alive, write_pid
+
+pytestmark = pytest.mark.integration
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    broker, controller, redis_port = free_ports(3)
+    s = Settings(
+        kafka_bootstrap=f"127.0.0.1:{broker}",
+        kafka_controller_port=controller,
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        stack_dir=tmp_path / "stack",
+        partitions=3,
+        kafka_heap="512m",
+    )
+    yield s
+    stack_down(s, io.StringIO())  # whatever happened, leave nothing running
+
+
+def redis_command(settings: Settings, *args: str) -> bytes:
+    host, port = settings.redis_host_port
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(redis._resp(*args))
+        return sock.recv(1024)
+
+
+async def partition_counts(settings: Settings) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+    finally:
+        await admin.close()
+
+
+async def round_trip(settings: Settings) -> bytes:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(settings.topics.browsing, b"hello", key=b"c1")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.topics.browsing, meta.partition)
+        consumer.assign([tp])
+        message = await asyncio.wait_for(consumer.getone(), 20)
+        return bytes(message.value or b"")
+    finally:
+        await consumer.stop()
+
+
+def test_up_status_topics_down(settings: Settings) -> None:
+    assert [c.state for c in stack_status(settings).components] == ["stopped", "stopped"]
+
+    out = io.StringIO()
+    status = stack_up(settings, out)
+    assert status.running, out.getvalue()
+    assert "kafka: ready" in out.getvalue() and "redis: ready" in out.getvalue()
+    assert status.kafka.pid and status.redis.pid
+    # Detached: own sessions, so they outlive the CLI that started them.
+    assert os.getsid(status.kafka.pid) != os.getsid(0)
+    assert os.getsid(status.redis.pid) != os.getsid(0)
+
+    again = io.StringIO()
+    assert stack_up(settings, again) == status  # a no-op
+    assert "already running" in again.getvalue() and "starting" not in again.getvalue()
+
+    counts = asyncio.run(partition_counts(settings))
+    assert {name: counts.get(name) for name in settings.topics.all()} == {
+        name: 3 for name in settings.topics.all()}
+    assert asyncio.run(ensure_topics(settings)) == []
+    with pytest.raises(StackError, match="STREAMPROC_PARTITIONS=4"):
+        asyncio.run(ensure_topics(replace(settings, partitions=4)))
+
+    assert asyncio.run(round_trip(settings)) == b"hello"
+    assert redis_command(settings, "PING") == b"+PONG\r\n"
+    assert redis_command(settings, "SET", "k", "v") == b"+OK\r\n"
+    assert (settings.stack_dir / "kafka" / "server.log").stat().st_size > 0
+    assert (settings.stack_dir / "redis" / "appendonlydir").is_dir()
+
+    down = io.StringIO()
+    stack_down(settings, down)
+    assert f"kafka: stopped (pid {status.kafka.pid})" in down.getvalue()
+    assert f"redis: stopped (pid {status.redis.pid})" in down.getvalue()
+    assert not pid_alive(status.kafka.pid) and not pid_alive(status.redis.pid)
+    assert [c.state for c in stack_status(settings).components] == ["stopped", "stopped"]
+    stack_down(settings, down)  # nothing running is fine
+    assert down.getvalue().endswith("kafka: not running\nredis: not running\n")
+
+
+def test_stale_pid_files_are_cleaned_up(settings: Settings) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    kafka_paths, redis_paths = kafka.KafkaPaths.of(settings), redis.RedisPaths.of(settings)
+    kafka_paths.root.mkdir(parents=True)
+    redis_paths.root.mkdir(parents=True)
+    write_pid(kafka_paths.pid, dead.pid)  # crashed
+    write_pid(redis_paths.pid, os.getpid())  # pid reused by another program: never killed
+    assert [c.state for c in stack_status(settings).components] == ["stale", "stale"]
+
+    out = io.StringIO()
+    status = stack_up(settings, out)
+    assert status.running
+    assert out.getvalue().count("cleaning up a stale pid file") == 2
+    assert status.redis.pid != os.getpid()
+    stack_down(settings, io.StringIO())
+    assert not stack_status(settings).running

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import redis.exceptions
+
+from streamproc.agents import BatchStats, handle_batch, retry_transient
+from streamproc.app import create_app
+from streamproc.processor import BatchResult, Processor
+from streamproc.settings import Settings, Topics
+from streamproc.state.store import MemoryStore
+
+from .helpers import SETTINGS, Partition, event
+
+
+class ListEmitter:
+    def __init__(self) -> None:
+        self.results: list[BatchResult] = []
+        self.arrived = asyncio.Event()
+
+    async def emit(self, result: BatchResult) -> None:
+        self.results.append(result)
+        self.arrived.set()
+
+    def decisions(self) -> list[dict]:
+        return [orjson.loads(v) for r in self.results for _, v in r.decisions]
+
+    def deadletters(self) -> list[dict]:
+        return [orjson.loads(v) for r in self.results for _, v in r.deadletters]
+
+
+async def test_agent_through_faust_test_context():
+    # Faust's test channel names every message's topic "<internal>": call that the browsing
+    # topic so the decoder accepts browsing events from it.
+    settings = Settings(topics=Topics.with_prefix("streamproc.", {"browsing": "<internal>"}))
+    store, emitter = MemoryStore(), ListEmitter()
+    app = create_app(settings, store_factory=lambda: store, emitter=emitter)
+    app.finalize()
+    app.flow_control.resume()
+    agent = app.agents["streamproc.process_events"]
+    async with agent.test_context() as a:
+        await a.put(orjson.dumps(event("cart_add", customer="c7")), key=b"c7")
+        await a.put(b"definitely not json", key=b"c7")
+        await a.put(orjson.dumps(event("search", customer="c7")), key=b"c7")
+        async with asyncio.timeout(10):
+            while len(emitter.deadletters()) < 1 or len(emitter.decisions()) < 1 or \
+                    app.streamproc_stats.messages < 3:
+                emitter.arrived.clear()
+                await emitter.arrived.wait()
+    [decision] = emitter.decisions()
+    assert decision["customer_id"] == "c7" and decision["action"]["id"] == "cart_reminder"
+    [dead] = emitter.deadletters()
+    assert dead["reason"] == "invalid_json"
+    found = await store.read_profile("c7")
+    assert found is not None and found["profile"]["counts"]["search"] == 1
+
+
+class FlakyProcessor(Processor):
+    """Fails with a transient Redis error `transient` times, and always on message `poison`."""
+
+    def __init__(self, transient: int, poison: int | None = None) -> None:
+        super().__init__(SETTINGS, MemoryStore())
+        self.transient = transient
+        self.poison = poison
+
+    async def process(self, messages):
+        if self.transient:
+            self.transient -= 1
+            raise redis.exceptions.ConnectionError("Redis went away")
+        if any(m.offset == self.poison for m in messages):
+            raise ValueError("unexpected bug")
+        return await super().process(messages)
+
+
+async def test_transient_errors_are_retried_until_they_pass():
+    proc, emitter, stats = FlakyProcessor(transient=3), ListEmitter(), BatchStats()
+    part = Partition()
+    await handle_batch([part.message(event("cart_add"))], proc, emitter, stats)
+    assert stats.retries == 3 and len(emitter.decisions()) == 1
+
+
+async def test_unexpected_batch_failure_dead_letters_only_the_guilty_message():
+    proc, emitter, stats = FlakyProcessor(transient=0, poison=1), ListEmitter(), BatchStats()
+    part = Partition()
+    msgs = [part.message(event("cart_add", minute=i)) for i in range(3)]
+    await handle_batch(msgs, proc, emitter, stats)
+    assert [d["trigger"]["offset"] for d in emitter.decisions()] == [0, 2]
+    [dead] = emitter.deadletters()
+    assert dead["reason"] == "processing_error" and dead["source"]["offset"] == 1
+    assert "unexpected bug" in dead["error"]
+
+
+async def test_backoff_grows_and_is_capped():
+    delays: list[float] = []
+    failures = iter(range(10))
+
+    async def call() -> None:
+        if next(failures, None) is not None:
+            raise redis.exceptions.TimeoutError("slow")
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    await retry_transient("x", call, BatchStats(), sleep=fake_sleep)
+    assert delays[:3] == [0.1, 0.2, 0.4] and max(delays) == 5.0 and len(delays) == 10

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamproc import processor as processor_module
+from streamproc.events.codec import RawMessage
+from streamproc.processor import Processor, StateConflictError
+from streamproc.state.store import MemoryStore
+
+from .helpers import SETTINGS, Partition, event
+
+
+def make(store: MemoryStore | None = None) -> tuple[Processor, MemoryStore]:
+    store = store or MemoryStore()
+    return Processor(SETTINGS, store, clock_ms=lambda: 1_772_359_200_050), store
+
+
+async def profile(store: MemoryStore, cid: str) -> dict:
+    found = await store.read_profile(cid)
+    assert found is not None
+    return found["profile"]
+
+
+async def test_cart_add_updates_state_and_yields_a_decision():
+    proc, store = make()
+    part = Partition()
+    result = await proc.process([part.message(event("page_view")),
+                                 part.message(event("cart_add", minute=1))])
+    assert result.applied == 2 and not result.deadletters
+    assert len(result.decisions) == 1
+    key, value = result.decisions[0]
+    decision = orjson.loads(value)
+    assert key == b"c1" and decision["action"]["id"] == "cart_reminder"
+    assert decision["trigger"]["offset"] == 1 and decision["latency_ms"] == 50
+    p = await profile(store, "c1")
+    assert p["cart"]["value"] == 50.0 and p["counts"] == {"page_view": 1, "cart_add": 1,
+                                                          "sessions": 1}
+
+
+async def test_one_read_and_one_write_per_batch_whatever_its_size():
+    proc, store = make()
+    part = Partition()
+    msgs = [part.message(event("product_view", customer=f"c{i % 20}")) for i in range(200)]
+    await proc.process(msgs)
+    assert store.round_trips == 2
+
+
+async def test_redelivered_batch_changes_nothing_and_republishes_the_same_decisions():
+    proc, store = make()
+    part = Partition()
+    msgs = [part.message(event("cart_add", minute=m)) for m in range(3)]
+    first = await proc.process(msgs)
+    before = await store.read_profile("c1")
+    again = await proc.process(msgs)
+    assert again.applied == 0 and again.redelivered == 3
+    assert again.decisions == first.decisions  # from the outbox, byte for byte
+    assert await store.read_profile("c1") == before
+
+
+async def test_producer_duplicate_with_a_new_offset_is_counted_once():
+    proc, store = make()
+    part = Partition()
+    body = event("purchase", amount=80.0,
+                 lines=[{"product_id": "p", "category": "shoes", "quantity": 1,
+                         "unit_price": 80.0}])
+    result = await proc.process([part.message(body), part.message(body)])
+    assert result.applied == 1 and result.duplicates == 1
+    p = await profile(store, "c1")
+    assert p["purchases"] == {"orders": 1, "total": 80.0, "first_ms": 1772359200000,
+                              "last_ms": 1772359200000}
+
+
+async def test_an_event_that_breaks_the_profile_code_is_dead_lettered_alone(monkeypatch):
+    real_apply = processor_module.apply_event
+
+    def flaky(p, type_, ts_ms, data):
+        real_apply(p, type_, ts_ms, data)  # mutates first, then fails: must not be saved
+        if data.get("query") == "boom":
+            raise RuntimeError("profile bug")
+
+    monkeypatch.setattr(processor_module, "apply_event", flaky)
+    proc, store = make()
+    part = Partition()
+    result = await proc.process([
+        part.message(event("search", query="fine")),
+        part.message(event("search", query="boom")),
+        part.message(event("search", query="also fine")),
+    ])
+    assert result.applied == 2
+    [(key, record)] = result.deadletters
+    dead = orjson.loads(record)
+    assert key == b"c1" and dead["reason"] == "processing_error"
+    assert "profile bug" in dead["error"] and dead["source"]["offset"] == 1
+    p = await profile(store, "c1")
+    assert p["counts"]["search"] == 2 and p["session"]["searches"] == 2
+    assert p["applied"][f"{SETTINGS.topics.browsing}:0"] == 2
+
+
+async def test_bad_messages_are_dead_lettered_and_the_rest_processed():
+    proc, _ = make()
+    part = Partition()
+    result = await proc.process([part.message(b"{bad"), part.message(event("cart_add"))])
+    assert len(result.deadletters) == 1 and result.applied == 1
+    assert orjson.loads(result.deadletters[0][1])["reason"] == "invalid_json"
+
+
+class RacingStore(MemoryStore):
+    """A zombie worker writes the same customers between our read and our write, `races` times."""
+
+    def __init__(self, races: int) -> None:
+        super().__init__()
+        self.races = races
+        self.zombie_part = Partition(partition=1)
+
+    async def save(self, writes):
+        if self.races:
+            self.races -= 1
+            zombie = Processor(SETTINGS, MemoryStore())
+            zombie.store = self._without_races()
+            await zombie.process([self.zombie_part.message(event("search", customer=w.customer_id))
+                                  for w in writes])
+        return await super().save(writes)
+
+    def _without_races(self) -> MemoryStore:
+        plain = MemoryStore()
+        plain.rows = self.rows  # the same data, no races
+        return plain
+
+
+async def test_lost_compare_and_set_is_recomputed_from_fresh_state():
+    proc, store = make(RacingStore(races=1))
+    result = await proc.process([Partition().message(event("cart_add"))])
+    assert result.applied == 1
+    p = await profile(store, "c1")
+    assert p["counts"]["cart_add"] == 1 and p["counts"]["search"] == 1  # ours and the zombie's
+
+
+async def test_endless_conflicts_raise_a_retryable_error():
+    proc, _ = make(RacingStore(races=100))
+    with pytest.raises(StateConflictError):
+        await proc.process([Partition().message(event("cart_add"))])
+
+
+async def test_withdrawn_personalisation_consent_gives_the_neutral_action():
+    proc, _ = make()
+    part = Partition()
+    result = await proc.process([
+        part.message(event("consent_update", purpose="personalisation", granted=False)),
+        part.message(event("cart_add", minute=1)),
+    ])
+    [(_, value)] = result.decisions
+    decision = orjson.loads(value)
+    assert decision["action"]["id"] == "default_content" and decision["personalised"] is False
+
+
+# Redelivery and producer duplicates in any mix give the state of one clean pass.
+@settings(max_examples=150, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(["page_view", "product_view", "cart_add", "cart_remove",
+                                    "purchase", "search"]), min_size=1, max_size=25),
+    customers=st.lists(st.sampled_from(["a", "b", "c"]), min_size=25, max_size=25),
+    replays=st.lists(st.tuples(st.integers(0, 24), st.integers(1, 25)), max_size=6),
+    dupes=st.lists(st.integers(0, 24), max_size=5),
+    cut=st.integers(1, 25),
+)
+async def test_duplicates_and_redeliveries_equal_one_clean_pass(kinds, customers, replays,
+                                                                 dupes, cut):
+    bodies = [event(k, customer=customers[i], minute=i) for i, k in enumerate(kinds)]
+    clean_part = Partition()
+    clean = [clean_part.message(b) for b in bodies]
+    clean_proc, clean_store = make()
+    await clean_proc.process(clean)
+
+    # The messy log: producer retries re-send some events (new offsets, same event id) ...
+    messy_part = Partition()
+    log: list[RawMessage] = []
+    for i, body in enumerate(bodies):
+        log.append(messy_part.message(body))
+        if i in dupes:
+            log.append(messy_part.message(body))
+    # ... and the consumer sees ranges of it again after crashes, in batches of any size.
+    proc, store = make()
+    position = 0
+    for start, length in [(0, len(log))] + replays:
+        chunk = log[min(start, position):min(start, position) + length]
+        for i in range(0, len(chunk), cut):
+            await proc.process(chunk[i:i + cut])
+        position = max(position, min(start, position) + length)
+    await proc.process(log)
+
+    for cid in set(customers[: len(kinds)]):
+        got, want = await profile(store, cid), await profile(clean_store, cid)
+        for ignored in ("applied", "recent_event_ids"):
+            got.pop(ignored), want.pop(ignored)
+        assert got == want
