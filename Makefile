@@ -20,3 +20,9 @@ $(STAMP): pyproject.toml
 
 clean-venv:
 	rm -rf $(VENV)
+
+.PHONY: lint
+lint: $(STAMP)  ## ruff and mypy (installs the dev extra)
+	@$(VENV)/bin/python -m pip install --quiet -e '.[dev,test]'
+	$(VENV)/bin/ruff check streamproc tests
+	$(VENV)/bin/mypy streamproc

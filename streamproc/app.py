@@ -75,7 +75,7 @@ def create_app(
     out = emitter or FaustEmitter(app.topic(topics.decisions), app.topic(topics.deadletter))
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
-    app.streamproc_stats = stats  # type: ignore[attr-defined]
+    app.streamproc_stats = stats
 
     async def process_events(stream: faust.StreamT) -> None:
         processor = Processor(settings, make_store())

@@ -59,7 +59,7 @@ def format_record(kind: str, key: bytes | None, value: bytes | None) -> str:
         return format_decision(record)
     if kind == "deadletter":
         return format_deadletter(record)
-    return orjson.dumps(record).decode()
+    return str(orjson.dumps(record).decode())
 
 
 async def tail_topic(

@@ -128,11 +128,11 @@ class Decoder:
                 f"the message key must equal customer_id {customer_id!r}, got {shown}: "
                 "key every message by customer so a customer's events stay in order",
             )
-        return Event(type_name, customer_id, data["event_id"], ts_ms, data, msg)
+        return Event(schema.type, customer_id, data["event_id"], ts_ms, data, msg)
 
 
 def encode(record: Any) -> bytes:
-    return orjson.dumps(record)
+    return bytes(orjson.dumps(record))
 
 
 def _bytes_field(raw: bytes | None) -> dict[str, Any] | None:
@@ -165,4 +165,4 @@ def deadletter_record(msg: RawMessage, reason: str, error: str, failed_at_ms: in
         "value_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
         "value_truncated": truncated,
     }
-    return orjson.dumps(record)
+    return bytes(orjson.dumps(record))

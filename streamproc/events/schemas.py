@@ -106,4 +106,5 @@ def load_event_schemas(folder: Path | None = None) -> dict[str, EventSchema]:
 def load_decision_validator(folder: Path | None = None) -> Validator:
     base = folder or schema_dir()
     schema = inline_refs(_read(base / "decision.schema.json"), base)
-    return fastjsonschema.compile(schema)
+    validate: Validator = fastjsonschema.compile(schema)
+    return validate

@@ -46,7 +46,7 @@ from streamproc.stack.process import (
     tail,
     wait_until,
 )
-from streamproc.stack.status import ComponentStatus
+from streamproc.stack.status import ComponentStatus, State
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -195,7 +195,7 @@ def status(settings: Settings) -> ComponentStatus:
     paths = KafkaPaths.of(settings)
     info = check_pid(paths.pid, str(paths.config))
     if info.state == "running":
-        state = "running" if port_accepts(host, port) else "starting"
+        state: State = "running" if port_accepts(host, port) else "starting"
         return ComponentStatus("kafka", state, address, info.pid, f"log: {paths.log}")
     taken = [p for p in (port, controller) if port_in_use(host, p)]
     if taken:

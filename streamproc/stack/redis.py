@@ -35,7 +35,7 @@ from streamproc.stack.process import (
     tail,
     wait_until,
 )
-from streamproc.stack.status import ComponentStatus
+from streamproc.stack.status import ComponentStatus, State
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -139,7 +139,7 @@ def status(settings: Settings) -> ComponentStatus:
     paths = RedisPaths.of(settings)
     info = check_pid(paths.pid, str(paths.config))
     if info.state == "running":
-        state = "running" if ping(host, port, _password(settings)) else "starting"
+        state: State = "running" if ping(host, port, _password(settings)) else "starting"
         return ComponentStatus("redis", state, address, info.pid, f"log: {paths.log}")
     if port_in_use(host, port):
         return ComponentStatus("redis", "port-taken", address, None, port_taken_hint(host, port))

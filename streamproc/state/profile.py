@@ -61,7 +61,8 @@ def _touch_session(p: Profile, ts_ms: int, data: dict[str, Any]) -> dict[str, An
         p["session"] = s
         p["counts"]["sessions"] = p["counts"].get("sessions", 0) + 1
     s["last_ms"] = max(s["last_ms"], ts_ms)
-    return s
+    session: dict[str, Any] = s
+    return session
 
 
 def _bump(counter: dict[str, int], key: str, by: int = 1) -> int:
@@ -70,7 +71,7 @@ def _bump(counter: dict[str, int], key: str, by: int = 1) -> int:
 
 
 def _cart_value(items: dict[str, Any]) -> float:
-    return round(sum(i["qty"] * i["price"] for i in items.values()), 2)
+    return round(float(sum(i["qty"] * i["price"] for i in items.values())), 2)
 
 
 def apply_event(p: Profile, type_: str, ts_ms: int, data: dict[str, Any]) -> None:
