@@ -22,19 +22,21 @@ from streamproc.state.store import RedisStore, Store
 
 
 class FaustEmitter:
-    def __init__(self, decisions: faust.TopicT, deadletter: faust.TopicT) -> None:
+    def __init__(self, decisions: faust.TopicT, segments: faust.TopicT,
+                 deadletter: faust.TopicT) -> None:
         self.decisions = decisions
+        self.segments = segments
         self.deadletter = deadletter
 
     async def emit(self, result: BatchResult) -> None:
-        futures = [
-            await self.decisions.send(key=key, value=value, force=True)
-            for key, value in result.decisions
+        sends: list[tuple[faust.TopicT, bytes | None, bytes | None]] = [
+            *((self.decisions, k, v) for k, v in result.decisions),
+            *((self.segments, k, v) for k, v in result.segments),
+            *((self.deadletter, k, v) for k, v in result.deadletters),
+            *((topic, k, None) for k in result.erased for topic in (self.decisions,
+                                                                    self.segments)),
         ]
-        futures += [
-            await self.deadletter.send(key=key, value=value, force=True)
-            for key, value in result.deadletters
-        ]
+        futures = [await topic.send(key=k, value=v, force=True) for topic, k, v in sends]
         if futures:
             await asyncio.gather(*futures)
 
@@ -72,7 +74,8 @@ def create_app(
     app = faust.App(settings.app_id, **options)
     topics = settings.topics
     inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes)
-    out = emitter or FaustEmitter(app.topic(topics.decisions), app.topic(topics.deadletter))
+    out = emitter or FaustEmitter(app.topic(topics.decisions), app.topic(topics.segments),
+                                  app.topic(topics.deadletter))
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
     app.streamproc_stats = stats

@@ -111,6 +111,46 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _forget(settings: Settings, customer_id: str) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from streamproc.state.keys import validate_customer_id
+    from streamproc.state.store import RedisStore
+
+    validate_customer_id(customer_id)
+    store = RedisStore.from_url(settings.redis_url)
+    try:
+        deleted = await store.erase(customer_id)
+    finally:
+        await store.close()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic in (settings.topics.decisions, settings.topics.segments):
+            await producer.send_and_wait(topic, None, key=customer_id.encode())
+    finally:
+        await producer.stop()
+    return deleted
+
+
+def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.exceptions
+    from aiokafka.errors import KafkaError
+
+    try:
+        deleted = asyncio.run(_forget(settings, args.customer_id))
+    except redis.exceptions.ConnectionError as exc:
+        raise StreamprocError(f"cannot reach Redis at {settings.redis_url} ({exc}); "
+                              "run `streamproc stack up` or set STREAMPROC_REDIS_URL") from None
+    except KafkaError as exc:
+        raise StreamprocError(f"erased from Redis, but the tombstones could not be sent to "
+                              f"Kafka at {settings.kafka_bootstrap} ({exc}): run forget again "
+                              "when Kafka is back") from None
+    print(f"forgot {args.customer_id}: {deleted} Redis key(s) deleted; tombstones sent to "
+          f"{settings.topics.decisions} and {settings.topics.segments}")
+    return 0
+
+
 def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.tail import tail_topic
 
@@ -174,10 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("profile", help="print everything stored about a customer, as JSON",
-                       description="Print the customer's stored state (profile, version, "
-                       "last decisions) from Redis. Exits 1 when nothing is stored.")
+                       description="Print everything stored about the customer (right of "
+                       "access): the profile, its version, and the decisions and segment moves "
+                       "of its last batch, from Redis. Exits 1 when nothing is stored.")
     p.add_argument("customer_id")
     p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("forget", help="erase everything stored about a customer",
+                       description="Right to erasure: delete every Redis key of the customer "
+                       "and its counts in the RFM histograms, and publish a tombstone (null "
+                       "value) for the customer's key on the decisions and segments topics. "
+                       "An `erase` event on the profiles topic does the same from the stream.")
+    p.add_argument("customer_id")
+    p.set_defaults(func=_cmd_forget)
 
     p = sub.add_parser("tail", help="follow an output topic live (decisions by default)",
                        description="Pretty-print records of an output topic as they arrive, "

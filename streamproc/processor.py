@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -25,7 +25,7 @@ from streamproc.decisions.policy import POLICY_NAME, Choice, decide
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.settings import Settings
-from streamproc.state.profile import Profile, apply_event, new_profile
+from streamproc.state.profile import Profile, ProfileConfig, apply_event, new_profile
 from streamproc.state.store import Store, Stored, Write
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,37 @@ class StateConflictError(StreamprocError):
 @dataclass
 class BatchResult:
     decisions: list[tuple[bytes, bytes]] = field(default_factory=list)
+    segments: list[tuple[bytes, bytes]] = field(default_factory=list)
     deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    # Customers erased by this batch: a tombstone (null value) for each goes to the decisions
+    # and segments topics, so compacted copies forget them too.
+    erased: list[bytes] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
+
+
+class Segmenter(Protocol):
+    """Re-segments a profile after each event (streamproc.segmentation is the real one)."""
+
+    async def refresh(self, store: Store) -> None: ...
+
+    def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
+        """Recompute the profile's segments; return the moves (records for the segments topic)."""
+        ...
+
+    def buckets(self, p: Profile) -> tuple[str, ...]: ...
+
+
+class NoSegments:
+    async def refresh(self, store: Store) -> None:
+        return None
+
+    def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    def buckets(self, p: Profile) -> tuple[str, ...]:
+        return ()
 
 
 def iso_ms(ms: int) -> str:
@@ -62,27 +89,34 @@ def simple_segments(p: Profile) -> dict[str, str]:
     }
 
 
+def trigger_of(event: Event) -> dict[str, Any]:
+    msg = event.message
+    return {
+        "type": event.type,
+        "event_id": event.event_id,
+        "topic": msg.topic,
+        "partition": msg.partition,
+        "offset": msg.offset,
+    }
+
+
 def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> dict[str, Any]:
     msg = event.message
     trigger_key = f"{event.customer_id}/{event.event_id}/{event.type}"
+    segments = {**simple_segments(p), **{
+        k: v for k, v in p.get("segments", {}).items() if not k.startswith("custom.")}}
     return {
         "decision_id": uuid.uuid5(DECISION_NAMESPACE, trigger_key).hex,
         "customer_id": event.customer_id,
         "ts": event.data["ts"],
         "decided_at": iso_ms(now_ms),
-        "trigger": {
-            "type": event.type,
-            "event_id": event.event_id,
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
-        },
+        "trigger": trigger_of(event),
         "slot": choice.slot,
         "channel": choice.channel,
         "action": choice.action,
         "personalised": choice.personalised,
         "reasons": choice.reasons,
-        "segments": simple_segments(p),
+        "segments": segments,
         "scores": {"cart_value": p["cart"]["value"], "orders": p["purchases"]["orders"]},
         "experiment": None,
         "propensity": choice.propensity,
@@ -96,7 +130,9 @@ def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> di
 @dataclass
 class _CustomerOutcome:
     write: Write | None
-    decisions: list[dict[str, Any]]
+    # What to publish: {"topic": "decisions" | "segments", "record": {...}}, in order. It is
+    # also the customer's new outbox.
+    outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
     applied: int = 0
     redelivered: int = 0
@@ -110,11 +146,16 @@ class Processor:
         store: Store,
         decoder: Decoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        segmenter: Segmenter | None = None,
     ) -> None:
         self.store = store
         self.decoder = decoder or Decoder(settings)
         self.dedupe_window = settings.dedupe_window
         self.clock_ms = clock_ms
+        self.segmenter: Segmenter = segmenter or NoSegments()
+        self.profile_config = ProfileConfig(settings.affinity_half_life_days,
+                                            settings.activity_days)
+        self.ttl_ms = settings.customer_ttl_days * 86_400_000
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
@@ -130,7 +171,16 @@ class Processor:
                 continue
             by_customer.setdefault(event.customer_id, []).append(event)
 
-        pending = by_customer
+        await self.segmenter.refresh(self.store)
+        # An erase supersedes everything before it: the customer's keys go now, and the
+        # events after it (if any) start a new profile.
+        for cid, events in by_customer.items():
+            erases = [i for i, e in enumerate(events) if e.type == "erase"]
+            if erases:
+                await self.store.erase(cid)
+                result.erased.append(cid.encode())
+                by_customer[cid] = events[erases[-1] + 1:]
+        pending = {cid: events for cid, events in by_customer.items() if events}
         for _ in range(MAX_CAS_ATTEMPTS):
             if not pending:
                 break
@@ -148,7 +198,9 @@ class Processor:
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
                 key = cid.encode()
-                result.decisions.extend((key, orjson.dumps(d)) for d in outcome.decisions)
+                for out in outcome.outputs:
+                    target = result.decisions if out["topic"] == "decisions" else result.segments
+                    target.append((key, orjson.dumps(out["record"])))
                 for event, error in outcome.deadletters:
                     record = deadletter_record(event.message, "processing_error", error, now_ms)
                     result.deadletters.append((key, record))
@@ -187,11 +239,11 @@ class Processor:
             msg = event.message
             if msg.offset <= applied.get(msg.source, -1):
                 out.redelivered += 1
-                out.decisions.extend(
-                    d for d in previous_outbox
-                    if d["trigger"]["topic"] == msg.topic
-                    and d["trigger"]["partition"] == msg.partition
-                    and d["trigger"]["offset"] == msg.offset
+                out.outputs.extend(
+                    o for o in previous_outbox
+                    if o["record"]["trigger"]["topic"] == msg.topic
+                    and o["record"]["trigger"]["partition"] == msg.partition
+                    and o["record"]["trigger"]["offset"] == msg.offset
                 )
                 continue
             applied[msg.source] = msg.offset
@@ -206,17 +258,21 @@ class Processor:
                 out.deadletters.append((event, poison[id(event)]))
                 continue
             try:
-                apply_event(p, event.type, event.ts_ms, event.data)
+                apply_event(p, event.type, event.ts_ms, event.data, self.profile_config)
+                moves = self.segmenter.update(p, event, trigger_of(event))
+                out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 choice = decide(p, event.type, event.data)
                 if choice is not None:
-                    out.decisions.append(decision_record(event, choice, p, now_ms))
+                    out.outputs.append({"topic": "decisions",
+                                        "record": decision_record(event, choice, p, now_ms)})
             except Exception as exc:  # a bug in profile or policy code must not stop the stream
                 log.exception("processing %s %s failed", event.type, event.event_id)
                 raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc
             out.applied += 1
         if changed:
             out.write = Write(
-                cid, stored.version, orjson.dumps(p), orjson.dumps(out.decisions)
+                cid, stored.version, orjson.dumps(p), orjson.dumps(out.outputs),
+                self.segmenter.buckets(p), self.ttl_ms,
             )
         return out
 

@@ -71,6 +71,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
     ("BATCH_WAIT_MS", "20", "longest wait for a batch to fill, in milliseconds"),
     ("DEDUPE_WINDOW", "64", "event ids remembered per customer against producer duplicates"),
+    ("AFFINITY_HALF_LIFE_DAYS", "14", "days after which a category/brand affinity halves"),
+    ("ACTIVITY_DAYS", "30", "days of daily activity counts kept for windowed segment rules"),
+    ("CUSTOMER_TTL_DAYS", "0", "expire customers inactive this many days; 0 keeps them"),
+    ("SEGMENT_RULES", "", "YAML or JSON file of custom segments, reloaded when it changes"),
+    ("SEGMENT_HISTORY", "20", "segment moves kept on each profile"),
     ("WEB_PORT", "0", "port of the worker's web server; 0 disables it"),
     ("LOG_LEVEL", "info", "worker log level: debug, info, warn, error"),
     ("STACK_DIR", ".stack", "data, logs and pid files of the local stack (git-ignored)"),
@@ -95,6 +100,11 @@ class Settings:
     batch_size: int = 500
     batch_wait_ms: int = 20
     dedupe_window: int = 64
+    affinity_half_life_days: float = 14.0
+    activity_days: int = 30
+    customer_ttl_days: int = 0
+    segment_rules: Path | None = None
+    segment_history: int = 20
     web_port: int = 0
     log_level: str = "info"
     stack_dir: Path = Path(".stack")
@@ -132,6 +142,12 @@ class Settings:
             batch_size=_int(get, "BATCH_SIZE", 1, 100_000),
             batch_wait_ms=_int(get, "BATCH_WAIT_MS", 1, 60_000),
             dedupe_window=_int(get, "DEDUPE_WINDOW", 0, 10_000),
+            affinity_half_life_days=_float(get, "AFFINITY_HALF_LIFE_DAYS", 0.01, 3650),
+            activity_days=_int(get, "ACTIVITY_DAYS", 1, 400),
+            customer_ttl_days=_int(get, "CUSTOMER_TTL_DAYS", 0, 36500),
+            segment_rules=Path(get("SEGMENT_RULES")).expanduser() if get("SEGMENT_RULES")
+            else None,
+            segment_history=_int(get, "SEGMENT_HISTORY", 0, 1000),
             web_port=_int(get, "WEB_PORT", 0, 65535),
             log_level=get("LOG_LEVEL").lower(),
             stack_dir=Path(get("STACK_DIR")).expanduser(),
@@ -183,6 +199,17 @@ def _int(get: Callable[[str], str], name: str, low: int, high: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{ENV_PREFIX}{name}={value}: expected {low} to {high}")
+    return value
+
+
+def _float(get: Callable[[str], str], name: str, low: float, high: float) -> float:
+    raw = get(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected a number") from None
     if not low <= value <= high:
         raise ConfigError(f"{ENV_PREFIX}{name}={value}: expected {low} to {high}")
     return value

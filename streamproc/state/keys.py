@@ -29,6 +29,15 @@ def validate_customer_id(customer_id: str) -> str:
     return customer_id
 
 
+# Histograms over all customers, one per RFM dimension, read to score customers against the
+# whole base: last purchase day, repeat purchase days, average order value bucket.
+HISTOGRAMS = ("last_purchase_day", "frequency", "monetary")
+
+
+def histogram_key(name: str) -> str:
+    return f"sp:rfm:hist:{name}"
+
+
 def customer_key(customer_id: str) -> str:
     """The hash holding a customer's state document, its version and its decision outbox."""
     return f"sp:{{{validate_customer_id(customer_id)}}}:state"

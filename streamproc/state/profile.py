@@ -12,13 +12,37 @@ or Kafka; the processor decides which events to apply (idempotency) and stores t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # A gap of event time longer than this starts a new session (the common web-analytics default).
 SESSION_GAP_MS = 30 * 60 * 1000
 RECENT_PRODUCTS = 20
+DAY_MS = 86_400_000
+# Affinity below this is forgotten, so a profile does not grow with every category ever seen.
+MIN_AFFINITY = 0.01
+# How much each kind of interest signal adds to a category's or brand's affinity.
+AFFINITY_WEIGHTS = {"page_view": 0.5, "product_view": 1.0, "cart_add": 3.0, "purchase": 5.0}
+ENGAGEMENT_FIELDS = {"impression": "sent", "open": "opened", "click": "clicked",
+                     "conversion": "converted", "unsubscribe": "unsubscribed",
+                     "dismiss": "dismissed"}
 
 Profile = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """The knobs of the profile: affinity half-life and how long daily activity is kept."""
+
+    affinity_half_life_days: float = 14.0
+    activity_days: int = 30
+
+
+DEFAULT_CONFIG = ProfileConfig()
+
+
+def epoch_day(ts_ms: int) -> int:
+    return ts_ms // DAY_MS
 
 
 def new_profile(customer_id: str) -> Profile:
@@ -29,14 +53,84 @@ def new_profile(customer_id: str) -> Profile:
         "counts": {},
         "session": None,
         "cart": {"items": {}, "value": 0.0, "updated_ms": None},
-        "purchases": {"orders": 0, "total": 0.0, "first_ms": None, "last_ms": None},
+        "purchases": {"orders": 0, "total": 0.0, "first_ms": None, "last_ms": None, "days": {}},
         "categories": {},
+        "affinities": {"ts_ms": None, "categories": {}, "brands": {}},
+        "engagement": {},
+        "activity": {},
         "attributes": {},
         "consent": {},
         "feedback": {},
         "device": None,
         "location": {},
+        "segments": {},
+        "segment_history": [],
     }
+
+
+def rfm_summary(purchases: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """RFM in the customer-base-analysis (BTYD) definitions, in days.
+
+    ``frequency``: repeat purchase days (distinct purchase days minus one); ``recency``: days
+    between the first and the last purchase day; ``T``: days between the first purchase day and
+    now (the stream's event time); ``monetary_value``: mean spend of the repeat purchase days.
+
+    >>> rfm_summary({"days": {"10": 20.0, "12": 30.0, "15": 50.0}}, 20 * DAY_MS)
+    {'frequency': 2, 'recency': 5, 'T': 10, 'monetary_value': 40.0}
+    """
+    days = sorted(int(d) for d in purchases["days"])
+    first, last = days[0], days[-1]
+    repeat = [purchases["days"][str(d)] for d in days[1:]]
+    return {
+        "frequency": len(repeat),
+        "recency": last - first,
+        "T": max(epoch_day(now_ms), last) - first,
+        "monetary_value": round(sum(repeat) / len(repeat), 2) if repeat else 0.0,
+    }
+
+
+def _decay_affinities(p: Profile, ts_ms: int, half_life_ms: float) -> float:
+    """Bring every affinity to event time ``ts_ms``; return the weight of a signal at ts_ms.
+
+    Scores are kept decayed to one reference time. A later event decays them all forward; an
+    out-of-order (earlier) event instead adds its signal already decayed to the reference time,
+    so the order of arrival does not change the result.
+    """
+    aff = p["affinities"]
+    ref = aff["ts_ms"]
+    if ref is None or ts_ms >= ref:
+        if ref is not None and ts_ms > ref:
+            factor = 0.5 ** ((ts_ms - ref) / half_life_ms)
+            for table in (aff["categories"], aff["brands"]):
+                for name in list(table):
+                    score = table[name] * factor
+                    if score < MIN_AFFINITY:
+                        del table[name]
+                    else:
+                        table[name] = round(score, 4)
+        aff["ts_ms"] = ts_ms
+        return 1.0
+    return float(0.5 ** ((ref - ts_ms) / half_life_ms))
+
+
+def _add_affinity(table: dict[str, float], name: str | None, weight: float) -> None:
+    if name:
+        table[name] = round(table.get(name, 0.0) + weight, 4)
+
+
+def _count_activity(p: Profile, key: str, day: int, by: int = 1) -> None:
+    per_day = p["activity"].setdefault(key, {})
+    per_day[str(day)] = per_day.get(str(day), 0) + by
+
+
+def _trim_activity(p: Profile, today: int, keep_days: int) -> None:
+    oldest = today - keep_days + 1
+    for key in list(p["activity"]):
+        per_day = p["activity"][key]
+        for day in [d for d in per_day if int(d) < oldest]:
+            del per_day[day]
+        if not per_day:
+            del p["activity"][key]
 
 
 def _touch_session(p: Profile, ts_ms: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +168,10 @@ def _cart_value(items: dict[str, Any]) -> float:
     return round(float(sum(i["qty"] * i["price"] for i in items.values())), 2)
 
 
-def apply_event(p: Profile, type_: str, ts_ms: int, data: dict[str, Any]) -> None:
+def apply_event(
+    p: Profile, type_: str, ts_ms: int, data: dict[str, Any],
+    config: ProfileConfig = DEFAULT_CONFIG,
+) -> None:
     """Apply one schema-valid event to the profile, in place."""
     if p["first_seen_ms"] is None or ts_ms < p["first_seen_ms"]:
         p["first_seen_ms"] = ts_ms
@@ -87,18 +184,30 @@ def apply_event(p: Profile, type_: str, ts_ms: int, data: dict[str, Any]) -> Non
         if context.get(field_):
             p["location"][field_] = context[field_]
 
+    today = epoch_day(ts_ms)
+    _count_activity(p, type_, today)
+    weight = AFFINITY_WEIGHTS.get(type_)
+    if weight is not None:
+        weight *= _decay_affinities(p, ts_ms, config.affinity_half_life_days * DAY_MS)
+    categories, brands = p["affinities"]["categories"], p["affinities"]["brands"]
+
     if type_ in {"page_view", "product_view", "search", "cart_add", "cart_remove", "checkout"}:
         s = _touch_session(p, ts_ms, data)
         if type_ == "page_view":
             s["views"] += 1
             if data.get("category"):
                 _bump(s["categories"], data["category"])
+                _count_activity(p, f"page_view:{data['category']}", today)
+                _add_affinity(categories, data["category"], weight or 0.0)
         elif type_ == "product_view":
             product = data["product"]
             s["product_views"] += 1
             s["products"] = (s["products"] + [product["product_id"]])[-RECENT_PRODUCTS:]
             _bump(s["categories"], product["category"])
             _bump(p["categories"], product["category"])
+            _count_activity(p, f"product_view:{product['category']}", today)
+            _add_affinity(categories, product["category"], weight or 0.0)
+            _add_affinity(brands, product.get("brand"), weight or 0.0)
         elif type_ == "search":
             s["searches"] += 1
         elif type_ == "cart_add":
@@ -109,6 +218,9 @@ def apply_event(p: Profile, type_: str, ts_ms: int, data: dict[str, Any]) -> Non
             )
             line["qty"] += data["quantity"]
             line["price"] = product["price"]
+            _count_activity(p, f"cart_add:{product['category']}", today)
+            _add_affinity(categories, product["category"], weight or 0.0)
+            _add_affinity(brands, product.get("brand"), weight or 0.0)
         elif type_ == "cart_remove":
             items = p["cart"]["items"]
             line = items.get(data["product_id"])
@@ -126,8 +238,13 @@ def apply_event(p: Profile, type_: str, ts_ms: int, data: dict[str, Any]) -> Non
         if buys["first_ms"] is None or ts_ms < buys["first_ms"]:
             buys["first_ms"] = ts_ms
         buys["last_ms"] = max(buys["last_ms"] or ts_ms, ts_ms)
+        day = str(today)
+        buys["days"][day] = round(buys["days"].get(day, 0.0) + data["amount"], 2)
         for line in data["lines"]:
             _bump(p["categories"], line["category"], line["quantity"])
+            _count_activity(p, f"purchase:{line['category']}", today)
+            _add_affinity(categories, line["category"], (weight or 0.0) * line["quantity"])
+            _add_affinity(brands, line.get("brand"), (weight or 0.0) * line["quantity"])
         # What was bought leaves the cart.
         bought = {line["product_id"] for line in data["lines"]}
         items = p["cart"]["items"]
@@ -145,3 +262,10 @@ def apply_event(p: Profile, type_: str, ts_ms: int, data: dict[str, Any]) -> Non
         }
     elif type_ == "feedback":
         _bump(p["feedback"], data["outcome"])
+        channel = p["engagement"].setdefault(data.get("channel") or "web", {"last_ms": ts_ms})
+        _bump(channel, ENGAGEMENT_FIELDS[data["outcome"]])
+        channel["last_ms"] = max(channel["last_ms"], ts_ms)
+
+    if p["purchases"]["days"]:
+        p["rfm"] = rfm_summary(p["purchases"], max(ts_ms, p["last_seen_ms"]))
+    _trim_activity(p, epoch_day(p["last_seen_ms"]), config.activity_days)

@@ -19,15 +19,52 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
-from streamproc.state.keys import customer_key, customer_keys
+from streamproc.state.keys import HISTOGRAMS, customer_key, customer_keys, histogram_key
 
+# KEYS: the customer's hash, then one histogram hash per RFM dimension (streamproc.state.keys).
+# ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), then the customer's
+# new bucket in each histogram ('' when it has none). The customer's current buckets live in the
+# hash fields h1..hN, so moving between buckets (and erasing) is exact and idempotent: the
+# histograms count every customer once, updated in the same atomic step as the state.
 _CAS_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'ver')
 if (current or '0') ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'ver', ARGV[3], 'outbox', ARGV[4])
+for i = 2, #KEYS do
+  local field = 'h' .. (i - 1)
+  local old = redis.call('HGET', KEYS[1], field) or ''
+  local new = ARGV[4 + i]
+  if old ~= new then
+    if old ~= '' then redis.call('HINCRBY', KEYS[i], old, -1) end
+    if new ~= '' then
+      redis.call('HINCRBY', KEYS[i], new, 1)
+      redis.call('HSET', KEYS[1], field, new)
+    else
+      redis.call('HDEL', KEYS[1], field)
+    end
+  end
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 return 1
+"""
+
+# KEYS as above, then every other key of the customer. Takes the customer out of the
+# histograms and deletes all its keys; returns how many keys existed.
+_ERASE_SCRIPT = """
+local n = 0
+for i = 2, #KEYS do
+  local old = redis.call('HGET', KEYS[1], 'h' .. (i - 1))
+  if old then redis.call('HINCRBY', KEYS[i], old, -1) end
+end
+n = n + redis.call('DEL', KEYS[1])
+for i = 1, #ARGV do
+  n = n + redis.call('DEL', ARGV[i])
+end
+return n
 """
 
 
@@ -44,6 +81,9 @@ class Write:
     expected_version: int
     doc: bytes
     outbox: bytes
+    # The customer's bucket in each histogram of HISTOGRAMS ('' = not counted), and the expiry.
+    buckets: tuple[str, ...] = ()
+    ttl_ms: int = 0
 
 
 class Store(Protocol):
@@ -55,7 +95,13 @@ class Store(Protocol):
 
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None: ...
 
-    async def erase(self, customer_id: str) -> int: ...
+    async def erase(self, customer_id: str) -> int:
+        """Delete every key of the customer and its histogram counts; return keys deleted."""
+        ...
+
+    async def histograms(self) -> dict[str, dict[str, int]]:
+        """Every histogram of HISTOGRAMS: bucket -> customers in it."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -63,10 +109,11 @@ class Store(Protocol):
 def _decode_profile(stored: Stored) -> dict[str, Any] | None:
     if stored.doc is None:
         return None
+    outbox = orjson.loads(stored.outbox) if stored.outbox else []
     return {
         "profile": orjson.loads(stored.doc),
         "version": stored.version,
-        "last_decisions": orjson.loads(stored.outbox) if stored.outbox else [],
+        "last_outputs": outbox,
     }
 
 
@@ -74,6 +121,8 @@ class RedisStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self._cas = client.register_script(_CAS_SCRIPT)
+        self._erase = client.register_script(_ERASE_SCRIPT)
+        self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -94,9 +143,11 @@ class RedisStore:
         for w in writes:
             # Queues an EVALSHA on the pipeline; execute() loads the script first if Redis
             # lost it (NOSCRIPT after a restart).
+            buckets = w.buckets or ("",) * len(HISTOGRAMS)
             await self._cas(
-                keys=[customer_key(w.customer_id)],
-                args=[w.expected_version, w.doc, w.expected_version + 1, w.outbox],
+                keys=[customer_key(w.customer_id), *self._histogram_keys],
+                args=[w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
+                      *buckets],
                 client=pipe,
             )
         results = await pipe.execute()
@@ -106,7 +157,18 @@ class RedisStore:
         return _decode_profile((await self.load([customer_id]))[customer_id])
 
     async def erase(self, customer_id: str) -> int:
-        return int(await self.client.delete(*customer_keys(customer_id)))
+        main, *others = customer_keys(customer_id)
+        return int(await self._erase(keys=[main, *self._histogram_keys], args=others))
+
+    async def histograms(self) -> dict[str, dict[str, int]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._histogram_keys:
+            pipe.hgetall(key)
+        rows = await pipe.execute()
+        return {
+            name: {k.decode(): int(v) for k, v in row.items() if int(v) > 0}
+            for name, row in zip(HISTOGRAMS, rows, strict=True)
+        }
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -117,6 +179,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.rows: dict[str, Stored] = {}
+        self.buckets: dict[str, tuple[str, ...]] = {}
+        self.hist: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
         self.round_trips = 0
 
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
@@ -134,13 +198,30 @@ class MemoryStore:
                 lost.append(w.customer_id)
                 continue
             self.rows[key] = Stored(w.expected_version + 1, w.doc, w.outbox)
+            self._move(key, w.buckets or ("",) * len(HISTOGRAMS))
         return lost
+
+    def _move(self, key: str, new: tuple[str, ...]) -> None:
+        old = self.buckets.pop(key, ("",) * len(HISTOGRAMS))
+        for name, before, after in zip(HISTOGRAMS, old, new, strict=True):
+            counts = self.hist[name]
+            if before:
+                counts[before] -= 1
+            if after:
+                counts[after] = counts.get(after, 0) + 1
+        if any(new):
+            self.buckets[key] = new
 
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
         return _decode_profile((await self.load([customer_id]))[customer_id])
 
     async def erase(self, customer_id: str) -> int:
+        self._move(customer_key(customer_id), ("",) * len(HISTOGRAMS))
         return sum(self.rows.pop(k, None) is not None for k in customer_keys(customer_id))
+
+    async def histograms(self) -> dict[str, dict[str, int]]:
+        return {name: {b: n for b, n in counts.items() if n > 0}
+                for name, counts in self.hist.items()}
 
     async def close(self) -> None:
         return None

@@ -16,7 +16,8 @@ TOPIC_OF = {
     "search": SETTINGS.topics.browsing, "cart_add": SETTINGS.topics.browsing,
     "cart_remove": SETTINGS.topics.browsing, "checkout": SETTINGS.topics.browsing,
     "purchase": SETTINGS.topics.purchases, "profile_update": SETTINGS.topics.profiles,
-    "consent_update": SETTINGS.topics.profiles, "feedback": SETTINGS.topics.feedback,
+    "consent_update": SETTINGS.topics.profiles, "erase": SETTINGS.topics.profiles,
+    "feedback": SETTINGS.topics.feedback,
 }
 _ids = itertools.count()
 
@@ -40,6 +41,7 @@ def event(type_: str, customer: str = "c1", minute: int = 0, **fields: Any) -> d
         "profile_update": {"attributes": {"city": "Lyon"}},
         "consent_update": {"purpose": "personalisation", "granted": True, "source": "web_form"},
         "feedback": {"decision_id": "d1", "outcome": "click"},
+        "erase": {},
     }
     body.update(defaults[type_])
     body.update(fields)

@@ -38,4 +38,5 @@ def test_readme_lists_every_setting():
     for name, default, _ in SETTING_DOCS:
         if name.startswith("TOPIC_") and name != "TOPIC_PREFIX":
             continue  # shown as one row: STREAMPROC_TOPIC_BROWSING ... _DEADLETTER
-        assert f"`STREAMPROC_{name}` | `{default}`" in README, name
+        shown = f"`{default}`" if default else "(none)"
+        assert f"`STREAMPROC_{name}` | {shown}" in README, name

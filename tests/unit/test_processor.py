@@ -70,14 +70,15 @@ async def test_producer_duplicate_with_a_new_offset_is_counted_once():
     assert result.applied == 1 and result.duplicates == 1
     p = await profile(store, "c1")
     assert p["purchases"] == {"orders": 1, "total": 80.0, "first_ms": 1772359200000,
-                              "last_ms": 1772359200000}
+                              "last_ms": 1772359200000, "days": {"20513": 80.0}}
+    assert p["rfm"] == {"frequency": 0, "recency": 0, "T": 0, "monetary_value": 0.0}
 
 
 async def test_an_event_that_breaks_the_profile_code_is_dead_lettered_alone(monkeypatch):
     real_apply = processor_module.apply_event
 
-    def flaky(p, type_, ts_ms, data):
-        real_apply(p, type_, ts_ms, data)  # mutates first, then fails: must not be saved
+    def flaky(p, type_, ts_ms, data, config):
+        real_apply(p, type_, ts_ms, data, config)  # mutates first, then fails: not saved
         if data.get("query") == "boom":
             raise RuntimeError("profile bug")
 
@@ -196,3 +197,22 @@ async def test_duplicates_and_redeliveries_equal_one_clean_pass(kinds, customers
         for ignored in ("applied", "recent_event_ids"):
             got.pop(ignored), want.pop(ignored)
         assert got == want
+
+
+async def test_erase_removes_the_customer_and_later_events_start_afresh():
+    proc, store = make()
+    part = Partition()
+    await proc.process([part.message(event("purchase", customer="gone")),
+                        part.message(event("purchase", customer="stays"))])
+    result = await proc.process([
+        part.message(event("cart_add", customer="gone")),
+        part.message(event("erase", customer="gone", reason="GDPR 1")),
+    ])
+    assert result.erased == [b"gone"] and result.decisions == []
+    assert await store.read_profile("gone") is None
+    assert await store.read_profile("stays") is not None
+    again = await proc.process([part.message(event("erase", customer="gone")),
+                                part.message(event("search", customer="gone"))])
+    assert again.erased == [b"gone"]
+    fresh = await profile(store, "gone")
+    assert fresh["counts"] == {"search": 1, "sessions": 1} and fresh["purchases"]["orders"] == 0

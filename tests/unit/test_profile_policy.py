@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from streamproc.decisions.policy import decide
-from streamproc.state.profile import SESSION_GAP_MS, apply_event, new_profile
+from streamproc.state.profile import SESSION_GAP_MS, ProfileConfig, apply_event, new_profile
 
 from .helpers import event
 
@@ -83,3 +83,59 @@ def test_events_that_call_for_nothing_get_no_decision():
         body = event(type_)
         apply(p, body)
         assert decide(p, type_, body) is None
+
+
+DAY = 86_400_000
+
+
+def test_rfm_follows_the_btyd_definitions():
+    p = new_profile("c1")
+    buy = lambda amount: event("purchase", amount=amount)  # noqa: E731
+    apply(p, buy(10.0), 100 * DAY)
+    apply(p, buy(5.0), 100 * DAY + 3_600_000)  # same day: not a repeat purchase day
+    apply(p, buy(30.0), 103 * DAY)
+    apply(p, buy(50.0), 110 * DAY)
+    apply(p, event("page_view"), 120 * DAY)  # time passes: T grows, nothing else
+    assert p["rfm"] == {"frequency": 2, "recency": 10, "T": 20, "monetary_value": 40.0}
+    assert p["purchases"]["orders"] == 4 and p["purchases"]["total"] == 95.0
+
+
+def test_affinity_halves_after_one_half_life_and_ignores_arrival_order():
+    config = ProfileConfig(affinity_half_life_days=10)
+    shoe = {"product_id": "p1", "category": "shoes", "brand": "Stride", "price": 20.0}
+    a, b = new_profile("a"), new_profile("b")
+    first, second = event("product_view", product=shoe), event("product_view", product=shoe)
+    apply_event(a, "product_view", 0, first, config)
+    apply_event(a, "product_view", 10 * DAY, second, config)
+    apply_event(b, "product_view", 10 * DAY, second, config)
+    apply_event(b, "product_view", 0, first, config)  # late arrival
+    assert a["affinities"]["categories"] == b["affinities"]["categories"] == {"shoes": 1.5}
+    assert a["affinities"]["brands"] == {"Stride": 1.5}
+
+
+def test_faded_affinities_are_forgotten():
+    p = new_profile("c1")
+    apply_event(p, "product_view", 0, event("product_view"), ProfileConfig(1))
+    apply_event(p, "page_view", 10 * DAY, event("page_view"), ProfileConfig(1))
+    assert p["affinities"]["categories"] == {}  # 2^-10 < 0.01
+
+
+def test_daily_activity_is_kept_for_the_configured_days_only():
+    p = new_profile("c1")
+    config = ProfileConfig(activity_days=7)
+    apply_event(p, "product_view", 0, event("product_view"), config)
+    apply_event(p, "product_view", 6 * DAY, event("product_view"), config)
+    assert p["activity"]["product_view:shoes"] == {"0": 1, "6": 1}
+    apply_event(p, "search", 7 * DAY, event("search"), config)
+    assert p["activity"]["product_view:shoes"] == {"6": 1}
+    assert p["activity"]["search"] == {"7": 1}
+
+
+def test_feedback_counts_engagement_per_channel():
+    p = new_profile("c1")
+    for outcome, minute in (("impression", 0), ("open", 1), ("click", 2), ("conversion", 3)):
+        apply(p, event("feedback", outcome=outcome, channel="email"), minute * 60_000)
+    apply(p, event("feedback", outcome="impression"), 5 * 60_000)
+    assert p["engagement"]["email"] == {"sent": 1, "opened": 1, "clicked": 1, "converted": 1,
+                                        "last_ms": 180_000}
+    assert p["engagement"]["web"] == {"sent": 1, "last_ms": 300_000}

@@ -38,6 +38,7 @@ EXPECTED_TOPICS = {
     "checkout": "browsing",
     "purchase": "purchases",
     "profile_update": "profiles",
+    "erase": "profiles",
     "consent_update": "profiles",
     "feedback": "feedback",
 }
