@@ -1,0 +1,79 @@
+"""Right of access and right to erasure, on the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from tests.unit.helpers import event
+
+from .conftest import Env
+
+pytestmark = pytest.mark.integration
+
+
+async def _keys_mentioning(redis_client, customer_id: str) -> list[bytes]:
+    found = [k async for k in redis_client.scan_iter(match=f"*{customer_id}*")]
+    # Values too: nothing else may hold the id (histograms hold counts only).
+    for key in [k async for k in redis_client.scan_iter()]:
+        kind = (await redis_client.type(key)).decode()
+        if kind == "hash":
+            blob = orjson.dumps({k.decode(): v.decode(errors="replace")
+                                 for k, v in (await redis_client.hgetall(key)).items()})
+        elif kind == "string":
+            blob = await redis_client.get(key) or b""
+        else:
+            continue
+        if customer_id.encode() in blob:
+            found.append(key)
+    return found
+
+
+async def _wait_for_profile(env: Env, cid: str) -> dict:
+    async with asyncio.timeout(60):
+        while True:
+            shown = env.cli("profile", cid)
+            if shown.returncode == 0:
+                return orjson.loads(shown.stdout)
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["forget_command", "erase_event"])
+async def test_erasure_leaves_nothing_in_redis_and_tombstones_on_topics(
+    stack_env: Env, test_redis, how: str
+) -> None:
+    topics = stack_env.settings.topics
+    cid, other = stack_env.customer("erase-me"), stack_env.customer("keep-me")
+    stack_env.start_worker()
+    await stack_env.produce_events(topics.browsing, [
+        event("cart_add", customer=cid), event("cart_add", customer=other)])
+    await stack_env.produce_events(topics.purchases, [event("purchase", customer=cid)])
+    await stack_env.produce_events(topics.profiles, [
+        event("profile_update", customer=cid, attributes={"city": "Lyon", "postcode": "69001"})])
+    everything = await _wait_for_profile(stack_env, cid)
+    assert everything["customer_id"] == cid
+    async with asyncio.timeout(60):  # wait for all three inputs to be applied
+        while (everything["profile"]["counts"].get("profile_update") is None
+               or everything["profile"]["counts"].get("purchase") is None):
+            await asyncio.sleep(0.2)
+            everything = await _wait_for_profile(stack_env, cid)
+    assert await _keys_mentioning(test_redis, cid)
+
+    if how == "forget_command":
+        done = stack_env.cli("forget", cid)
+        assert done.returncode == 0, done.stderr
+        assert "1 Redis key(s) deleted" in done.stdout
+    else:
+        await stack_env.produce_events(topics.profiles, [event("erase", customer=cid)])
+
+    for topic in (topics.decisions, topics.segments):
+        records = await stack_env.consume_until(
+            topic, lambda rs: any(r["key"] == cid.encode() and r["value"] is None for r in rs))
+        assert any(r["key"] == cid.encode() and r["value"] is None for r in records)
+    async with asyncio.timeout(30):
+        while await _keys_mentioning(test_redis, cid):
+            await asyncio.sleep(0.2)
+    assert stack_env.cli("profile", cid).returncode == 1
+    assert stack_env.cli("profile", other).returncode == 0  # only the one customer is gone
