@@ -1,0 +1,511 @@
+"""The Docker files, checked statically (no Docker engine needed): docker-compose.yml,
+.env.example, deploy/Dockerfile, .dockerignore, deploy/requirements.lock and the topics script.
+
+They must agree with the code: commands the CLI accepts, settings that exist, the Kafka version
+of the local stack, the dependency ranges of pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import importlib.util
+import re
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from streamproc.cli import build_parser
+from streamproc.errors import StackError
+from streamproc.settings import KNOWN_VARIABLES, Settings
+from streamproc.stack import jars
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+LOCK = ROOT / "deploy" / "requirements.lock"
+TOPICS_SCRIPT = ROOT / "deploy" / "compose" / "create_topics.py"
+
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+SETTING_NAME = re.compile(r"\bSTREAMPROC_[A-Z0-9_]+")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def interpolate(value: Any, env: dict[str, str] | None = None) -> Any:
+    """Compose's ``${VAR}``/``${VAR:-default}`` substitution, recursively, with ``env``
+    (default: nothing set, i.e. the defaults written in the file)."""
+    env = env or {}
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        found = env.get(name)
+        if (op in (":-", ":?") and not found) or (op in ("-", "?") and found is None):
+            if op.endswith("?"):
+                raise AssertionError(f"${{{name}}} is required: {arg}")
+            return arg
+        if found is None:
+            raise AssertionError(f"${{{name}}} has no default: the stack would need a .env")
+        return found
+
+    return VARIABLE.sub(substitute, value.replace("$$", "\0")).replace("\0", "$")
+
+
+@cache
+def raw_compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def compose() -> dict[str, Any]:
+    interpolated: dict[str, Any] = interpolate(raw_compose())
+    return interpolated
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
+
+
+def uses_our_image(service: dict[str, Any]) -> bool:
+    build = service.get("build")
+    dockerfile = build.get("dockerfile") if isinstance(build, dict) else None
+    return dockerfile == "deploy/Dockerfile" or service.get("image") == "streamproc:local"
+
+
+def our_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services().items() if uses_our_image(s)}
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: not KEY=value: {line!r}"
+            values[key.strip()] = value.strip()
+    return values
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions (continuations joined, comments dropped), by stage."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = [[]]
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        if instruction.upper() == "FROM" and stages[-1] and any(
+                i == "FROM" for i, _ in stages[-1]):
+            stages.append([])
+        stages[-1].append((instruction.upper(), rest.strip()))
+    return stages
+
+
+def docker_args(stage: list[tuple[str, str]]) -> dict[str, str]:
+    args = {}
+    for instruction, rest in stage:
+        if instruction == "ARG" and "=" in rest:
+            key, _, value = rest.partition("=")
+            args[key] = value
+    return args
+
+
+def expand_args(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m[1], m[0]), text)
+
+
+def dockerignore_excludes(relative: str) -> bool:
+    """Docker's rule: the last matching pattern wins; ``!`` re-includes; a pattern that
+    matches a directory matches everything below it; ``**`` is any number of directories."""
+    excluded = False
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = "".join(
+            ".*" if part == "**" else re.escape(part).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+            for part in re.split(r"(\*\*)", pattern))
+        regex = regex.replace(".*/", "(?:.*/)?")
+        parts = relative.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(re.fullmatch(regex, p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def lock_pins() -> dict[str, tuple[str, Version]]:
+    pins: dict[str, tuple[str, Version]] = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line)
+        assert match, f"requirements.lock: not an exact name==version pin: {line!r}"
+        name = canonicalize_name(match[1])
+        assert name not in pins, f"requirements.lock pins {name} twice"
+        pins[name] = (match[1], Version(match[2]))
+    return pins
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def requirement_closure(roots: list[str]) -> Iterator[tuple[Requirement, str]]:
+    """Every (requirement, required by) reachable from ``roots`` through the metadata of the
+    installed distributions, with markers evaluated for this interpreter (CPython 3.11 on
+    Linux, like the image) and extras followed."""
+    environment = default_environment()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(Requirement(r), "pyproject.toml") for r in roots]
+    while todo:
+        requirement, parent = todo.pop()
+        yield requirement, parent
+        name = canonicalize_name(requirement.name)
+        key = (name, frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        for text in metadata.distribution(requirement.name).requires or []:
+            sub = Requirement(text)
+            extras = requirement.extras or {""}
+            if sub.marker is None or any(
+                    sub.marker.evaluate({**environment, "extra": e}) for e in extras):
+                todo.append((sub, name))
+
+
+def load_topics_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("create_topics", TOPICS_SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- docker-compose.yml ------------------------------------------------------------------------
+
+def test_compose_parses_with_the_expected_services() -> None:
+    assert {"kafka", "redis", "topics", "worker", "simulator"} <= set(services())
+    assert set(our_services()) >= {"topics", "worker", "simulator"}
+    for name in ("kafka", "redis"):
+        assert not uses_our_image(services()[name])
+
+
+def test_compose_needs_no_env_file() -> None:
+    """Every ${VAR} has a default (interpolate() raises otherwise) and .env is optional."""
+    compose()
+    for name, service in our_services().items():
+        for entry in service.get("env_file", []):
+            assert isinstance(entry, dict) and entry.get("required") is False, (name, entry)
+
+
+def test_every_streamproc_command_is_accepted_by_the_cli() -> None:
+    parser = build_parser()
+    commands = set(next(a for a in parser._actions if a.dest == "command").choices or ())
+    checked = 0
+    for name, service in our_services().items():
+        if "entrypoint" in service:
+            continue  # checked by the topics tests below
+        command = service.get("command", ["worker"])
+        assert isinstance(command, list), f"{name}: use the exec (list) form of command"
+        assert command[0] in commands, f"{name}: {command[0]!r} is no streamproc command"
+        parser.parse_args([str(word) for word in command])  # SystemExit on a bad argument
+        checked += 1
+    assert checked >= 2
+
+
+def test_simulator_command_with_other_values_from_env() -> None:
+    raw = raw_compose()["services"]["simulator"]["command"]
+    command = interpolate(raw, {"SIM_CUSTOMERS": "50", "SIM_RATE": "12.5", "SIM_SEED": "3"})
+    args = build_parser().parse_args(command)
+    assert (args.command, args.customers, args.rate, args.seed) == ("simulate", 50, 12.5, 3)
+
+
+def test_topics_service_runs_the_script_copied_into_the_image() -> None:
+    topics = services()["topics"]
+    entrypoint = topics["entrypoint"]
+    assert entrypoint[0] == "python"
+    copies = [rest for stage in dockerfile_stages()[-1:] for i, rest in stage if i == "COPY"]
+    assert f"deploy/compose/{TOPICS_SCRIPT.name} {entrypoint[1]}" in copies
+    assert topics.get("restart") == "no", "a one-shot service must not be restarted"
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    script = load_topics_script()
+    calls = []
+
+    async def fake_ensure_topics(settings: Settings) -> list[str]:
+        calls.append(settings)
+        return []
+
+    script.__dict__["ensure_topics"] = fake_ensure_topics
+    assert script.main(topics.get("command", []), sleep=lambda s: None) == 0
+    assert len(calls) == 1
+
+
+def test_topics_script_retries_an_unreachable_kafka_but_not_a_refusal() -> None:
+    script = load_topics_script()
+    calls = []
+
+    async def unreachable(settings: Settings) -> list[str]:
+        calls.append(1)
+        raise StackError("cannot create topics") from OSError("connection refused")
+
+    script.__dict__["ensure_topics"] = unreachable
+    assert script.main(["--attempts", "3"], sleep=lambda s: None) == 1
+    assert len(calls) == 3
+
+    async def mismatch(settings: Settings) -> list[str]:
+        calls.append(1)
+        raise StackError("topic partition counts differ")
+
+    calls.clear()
+    script.__dict__["ensure_topics"] = mismatch
+    assert script.main(["--attempts", "3"], sleep=lambda s: None) == 1
+    assert len(calls) == 1
+
+
+def test_worker_is_scalable_and_waits_for_its_dependencies() -> None:
+    worker = services()["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker, "fixed host ports would clash with --scale worker=N"
+    assert "hostname" not in worker
+    conditions = {name: dep["condition"] for name, dep in worker["depends_on"].items()}
+    assert conditions == {"kafka": "service_healthy", "redis": "service_healthy",
+                          "topics": "service_completed_successfully"}
+
+
+def test_healthy_dependencies_have_healthchecks() -> None:
+    for name, service in services().items():
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: use the long depends_on form"
+        for target, dep in depends.items():
+            assert target in services(), f"{name} depends on unknown {target}"
+            if dep.get("condition") == "service_healthy":
+                assert "healthcheck" in services()[target], f"{target} has no healthcheck"
+
+
+def test_kafka_matches_the_local_stack() -> None:
+    kafka = services()["kafka"]
+    image, _, tag = kafka["image"].partition(":")
+    assert image == "apache/kafka"
+    assert tag == jars.KAFKA_VERSION
+    assert (ROOT / "streamproc" / "stack" / f"kafka-{tag}.lock").is_file()
+    env = kafka["environment"]
+    assert str(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
+    assert str(env["KAFKA_NODE_ID"]) == "1"
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    for key, value in env.items():
+        if key.endswith("REPLICATION_FACTOR") or key.endswith("MIN_ISR"):
+            assert str(value) == "1", key
+    # The workers' bootstrap address is a listener the broker advertises.
+    bootstrap = our_services()["worker"]["environment"]["STREAMPROC_KAFKA_BOOTSTRAP"]
+    assert f"PLAINTEXT://{bootstrap}" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+
+
+def published_ports() -> list[tuple[str, int, str]]:
+    found = []
+    for name, service in services().items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                host_ip, published = port.get("host_ip", ""), port.get("published")
+            else:
+                parts = str(port).split(":")
+                assert len(parts) >= 2, f"{name}: {port!r} publishes a random host port"
+                host_ip, published = (parts[0] if len(parts) == 3 else ""), parts[-2]
+            found.append((name, int(str(published)), host_ip))
+    return found
+
+
+def test_published_host_ports_do_not_clash() -> None:
+    ports = published_ports()
+    numbers = [port for _, port, _ in ports]
+    assert len(numbers) == len(set(numbers)), ports
+    local = Settings()  # the local stack (`streamproc stack up`) may run at the same time
+    taken = {local.kafka_host_port[1], local.kafka_controller_port, local.redis_host_port[1]}
+    assert not taken & set(numbers), f"the local stack uses {sorted(taken)}"
+    for name, _, host_ip in ports:
+        assert host_ip == "127.0.0.1", f"{name}: publish on loopback only"
+
+
+def test_kafka_external_listener_advertises_the_published_port() -> None:
+    for env in ({}, {"KAFKA_HOST_PORT": "29094"}):
+        kafka = interpolate(raw_compose(), env)["services"]["kafka"]
+        published = kafka["ports"][0].split(":")[-2]
+        assert f"EXTERNAL://127.0.0.1:{published}" in kafka["environment"][
+            "KAFKA_ADVERTISED_LISTENERS"]
+
+
+# --- settings: only known STREAMPROC_* variables ---------------------------------------------
+
+@pytest.mark.parametrize("path", [COMPOSE, ENV_EXAMPLE, DOCKERFILE], ids=lambda p: p.name)
+def test_only_known_settings_are_named(path: Path) -> None:
+    named = set(SETTING_NAME.findall(path.read_text()))
+    assert named, f"{path.name} names no STREAMPROC_* setting"
+    assert named <= KNOWN_VARIABLES, sorted(named - KNOWN_VARIABLES)
+
+
+def test_container_environment_is_valid_settings() -> None:
+    for name, service in our_services().items():
+        env = {k: str(v) for k, v in service.get("environment", {}).items()}
+        assert {k for k in env if k.startswith("STREAMPROC_")} <= KNOWN_VARIABLES
+        settings = Settings.from_env({**env_example(), **env})  # raises ConfigError if invalid
+        assert settings.kafka_bootstrap == "kafka:9092", name
+        assert settings.redis_host_port == ("redis", 6379), name
+
+
+def test_env_example_mentions_every_setting() -> None:
+    """A new setting gets a line (or at least a word) in .env.example, like in the README."""
+    mentioned = set(SETTING_NAME.findall(ENV_EXAMPLE.read_text()))
+    assert mentioned >= KNOWN_VARIABLES, sorted(KNOWN_VARIABLES - mentioned)
+
+
+def test_env_example_matches_the_compose_defaults() -> None:
+    """Copying .env.example to .env changes nothing; every compose variable is documented."""
+    example = env_example()
+    text = COMPOSE.read_text()
+    referenced = {m["name"]: m["arg"] for m in VARIABLE.finditer(text)}
+    for name, default in referenced.items():
+        assert name in example, f"${{{name}}} is not documented in .env.example"
+        if default is not None:
+            assert example[name] == default, f"{name}: .env.example {example[name]!r}, " \
+                                             f"compose default {default!r}"
+    for name in example:
+        assert name.startswith("STREAMPROC_") or name in referenced, \
+            f".env.example sets {name}, which docker-compose.yml does not use"
+    assert {"STREAMPROC_KAFKA_BOOTSTRAP", "STREAMPROC_REDIS_URL"} <= set(example)
+    Settings.from_env({k: v for k, v in example.items() if k.startswith("STREAMPROC_")})
+
+
+# --- deploy/Dockerfile and .dockerignore -------------------------------------------------------
+
+def test_dockerfile_runtime_stage() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 1
+    final = stages[-1]
+    preamble_args = {k: v for stage in stages for k, v in docker_args(stage).items()}
+    for stage in stages:
+        base = expand_args(next(rest for i, rest in stage if i == "FROM"), preamble_args)
+        assert base.split()[0].startswith("python:3.11-slim"), base
+    args = {**preamble_args, **docker_args(final)}
+    users = [expand_args(rest, args) for i, rest in final if i == "USER"]
+    assert users, "the image must not run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users[-1]
+    entrypoint = [rest for i, rest in final if i == "ENTRYPOINT"]
+    cmd = [rest for i, rest in final if i == "CMD"]
+    assert entrypoint and yaml.safe_load(entrypoint[-1]) == ["streamproc"]
+    assert cmd and yaml.safe_load(cmd[-1]) == ["worker"]
+    build_parser().parse_args(yaml.safe_load(cmd[-1]))
+    env = " ".join(rest for i, rest in final if i == "ENV")
+    for expected in ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1",
+                     "STREAMPROC_STACK_DIR=/tmp/streamproc"):
+        assert expected in env
+
+
+def test_dockerfile_installs_from_the_lock_without_dependencies() -> None:
+    runs = [rest for stage in dockerfile_stages() for i, rest in stage if i == "RUN"]
+    copies = [rest for stage in dockerfile_stages() for i, rest in stage if i == "COPY"]
+    assert any(c.split()[0] == "deploy/requirements.lock" for c in copies)
+    installs = [r for r in runs if "pip install" in r]
+    from_lock = [r for r in installs if re.search(r"-r \S*requirements\.lock", r)]
+    assert from_lock, "the dependencies must come from deploy/requirements.lock"
+    for run in installs:
+        for command in re.split(r"&&|;", run):
+            if "pip install" in command:
+                assert "--no-deps" in command, f"unpinned dependencies could slip in: {command}"
+
+
+def test_dockerfile_build_backend_is_pinned_and_in_range() -> None:
+    runs = " ".join(rest for stage in dockerfile_stages() for i, rest in stage if i == "RUN")
+    pinned = dict(re.findall(r"\b(hatchling)==(\S+)", runs))
+    for requirement in map(Requirement, pyproject()["build-system"]["requires"]):
+        assert requirement.name in pinned, f"{requirement.name} is not pinned in the Dockerfile"
+        assert requirement.specifier.contains(pinned[requirement.name])
+
+
+def test_build_context_holds_what_the_image_needs_and_nothing_private() -> None:
+    sources = []
+    for stage in dockerfile_stages():
+        for instruction, rest in stage:
+            if instruction == "COPY" and not rest.startswith("--from"):
+                sources += [w for w in rest.split()[:-1] if not w.startswith("--")]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file"
+        assert not dockerignore_excludes(source.rstrip("/")), f".dockerignore drops {source}"
+    # the wheel build: the readme and the schemas shipped as streamproc/_schemas
+    for needed in ("pyproject.toml", "README.md", "schemas/decision.schema.json",
+                   "streamproc/cli.py",
+                   f"streamproc/stack/kafka-{jars.KAFKA_VERSION}.lock"):
+        assert not dockerignore_excludes(needed), needed
+    for private in (".venv/bin/python", ".stack/kafka/server.properties", ".env", ".git/config",
+                    "tests/unit/test_compose.py", "streamproc/__pycache__/cli.cpython-311.pyc"):
+        assert dockerignore_excludes(private), private
+
+
+# --- deploy/requirements.lock ----------------------------------------------------------------
+
+def test_lock_satisfies_pyproject() -> None:
+    pins = lock_pins()
+    for text in pyproject()["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned"
+        assert requirement.specifier.contains(pins[name][1], prereleases=True), \
+            f"{pins[name][0]}=={pins[name][1]} is outside pyproject's {text!r}"
+
+
+def installed_version(name: str) -> Version | None:
+    try:
+        return Version(metadata.version(name))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def test_lock_is_the_complete_runtime_closure() -> None:
+    """Read from the metadata of the installed distributions. What a package requires is known
+    exactly only for the version installed here, so when .venv has drifted from the lock (a
+    fresh `pip install -e .` resolves the newest versions) only the agreeing parts are checked;
+    `pip check` in the image build checks the rest."""
+    pins = lock_pins()
+    runtime: set[str] = set()
+    for requirement, parent in requirement_closure(pyproject()["project"]["dependencies"]):
+        name = canonicalize_name(requirement.name)
+        runtime.add(name)
+        locked = pins.get(parent, ("", None))[1]
+        if parent != "pyproject.toml" and installed_version(parent) != locked:
+            continue
+        assert name in pins, f"{requirement.name} (needed by {parent}) is not pinned"
+        assert requirement.specifier.contains(pins[name][1], prereleases=True), \
+            f"{parent} needs {requirement}, the lock has {pins[name][1]}"
+    if all(installed_version(name) == version for name, (_, version) in pins.items()):
+        extra = set(pins) - runtime
+        assert not extra, f"not needed at run time (test tools?): {sorted(extra)}"
+
+
+def test_lock_has_no_test_tools() -> None:
+    pins = lock_pins()
+    for text in pyproject()["project"]["optional-dependencies"]["test"]:
+        assert canonicalize_name(Requirement(text).name) not in pins, text
