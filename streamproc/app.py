@@ -17,6 +17,7 @@ import faust
 from streamproc.agents import BatchStats, Emitter, consume
 from streamproc.events.codec import RawMessage
 from streamproc.processor import BatchResult, Processor
+from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
 
@@ -80,8 +81,10 @@ def create_app(
     stats = BatchStats()
     app.streamproc_stats = stats
 
+    segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
+
     async def process_events(stream: faust.StreamT) -> None:
-        processor = Processor(settings, make_store())
+        processor = Processor(settings, make_store(), segmenter=segmenter)
         batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
             await consume(batches, processor, out, stats)

@@ -34,8 +34,13 @@ def validate_customer_id(customer_id: str) -> str:
 HISTOGRAMS = ("last_purchase_day", "frequency", "monetary")
 
 
+# The bucket edges' version (streamproc.segments.quantiles.BUCKETS_VERSION): new edges start
+# new histograms instead of mixing two bucketings.
+HISTOGRAM_VERSION = 1
+
+
 def histogram_key(name: str) -> str:
-    return f"sp:rfm:hist:{name}"
+    return f"sp:rfm:hist:v{HISTOGRAM_VERSION}:{name}"
 
 
 def customer_key(customer_id: str) -> str:

@@ -8,14 +8,18 @@ from hypothesis import strategies as st
 from streamproc import processor as processor_module
 from streamproc.events.codec import RawMessage
 from streamproc.processor import Processor, StateConflictError
+from streamproc.segmentation import Segmenter
 from streamproc.state.store import MemoryStore
 
 from .helpers import SETTINGS, Partition, event
 
 
-def make(store: MemoryStore | None = None) -> tuple[Processor, MemoryStore]:
+def make(store: MemoryStore | None = None, segments: bool = False
+         ) -> tuple[Processor, MemoryStore]:
     store = store or MemoryStore()
-    return Processor(SETTINGS, store, clock_ms=lambda: 1_772_359_200_050), store
+    segmenter = Segmenter(SETTINGS, clock=lambda: 0.0) if segments else None
+    return Processor(SETTINGS, store, clock_ms=lambda: 1_772_359_200_050,
+                     segmenter=segmenter), store
 
 
 async def profile(store: MemoryStore, cid: str) -> dict:
@@ -161,7 +165,8 @@ async def test_withdrawn_personalisation_consent_gives_the_neutral_action():
 @settings(max_examples=150, deadline=None)
 @given(
     kinds=st.lists(st.sampled_from(["page_view", "product_view", "cart_add", "cart_remove",
-                                    "purchase", "search"]), min_size=1, max_size=25),
+                                    "purchase", "search", "feedback", "consent_update"]),
+                   min_size=1, max_size=25),
     customers=st.lists(st.sampled_from(["a", "b", "c"]), min_size=25, max_size=25),
     replays=st.lists(st.tuples(st.integers(0, 24), st.integers(1, 25)), max_size=6),
     dupes=st.lists(st.integers(0, 24), max_size=5),
@@ -172,7 +177,7 @@ async def test_duplicates_and_redeliveries_equal_one_clean_pass(kinds, customers
     bodies = [event(k, customer=customers[i], minute=i) for i, k in enumerate(kinds)]
     clean_part = Partition()
     clean = [clean_part.message(b) for b in bodies]
-    clean_proc, clean_store = make()
+    clean_proc, clean_store = make(segments=True)
     await clean_proc.process(clean)
 
     # The messy log: producer retries re-send some events (new offsets, same event id) ...
@@ -183,7 +188,7 @@ async def test_duplicates_and_redeliveries_equal_one_clean_pass(kinds, customers
         if i in dupes:
             log.append(messy_part.message(body))
     # ... and the consumer sees ranges of it again after crashes, in batches of any size.
-    proc, store = make()
+    proc, store = make(segments=True)
     position = 0
     for start, length in [(0, len(log))] + replays:
         chunk = log[min(start, position):min(start, position) + length]
@@ -197,6 +202,7 @@ async def test_duplicates_and_redeliveries_equal_one_clean_pass(kinds, customers
         for ignored in ("applied", "recent_event_ids"):
             got.pop(ignored), want.pop(ignored)
         assert got == want
+    assert await store.histograms() == await clean_store.histograms()
 
 
 async def test_erase_removes_the_customer_and_later_events_start_afresh():

@@ -1,0 +1,131 @@
+"""Re-segment a customer on every event: the glue between the processor and ``segments/``.
+
+RFM scores are quantiles of the whole customer base. The base lives in Redis as histograms
+(``streamproc.state.keys.HISTOGRAMS``) that the state write moves atomically with each profile:
+the customer's last purchase day, its repeat-purchase-days bucket and its order-value bucket.
+The last purchase *day* is stored rather than days-since-purchase because it only changes when
+the customer buys; days-since-purchase is derived from it at each event's time, so the base stays
+consistent while time passes. Each worker re-reads the histograms every few seconds.
+
+Every move between segments becomes a record for the segments topic, and moves (not first
+assignments) are kept, compactly, in the profile's ``segment_history``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from streamproc.events.codec import Event
+from streamproc.segments import (
+    CUSTOM_PREFIX,
+    Cuts,
+    RuleFile,
+    SegmentConfig,
+    assign_all,
+    bucket_of,
+    changed,
+    cuts_from_histograms,
+)
+from streamproc.settings import Settings
+from streamproc.state.profile import DAY_MS, Profile
+from streamproc.state.store import Store
+
+HISTOGRAM_REFRESH_S = 5.0
+
+
+def rfm_buckets(p: Profile) -> tuple[str, str, str]:
+    """The customer's place in each base histogram: (last purchase day, F bucket, M bucket)."""
+    buys = p["purchases"]
+    if not buys["days"]:
+        return ("", "", "")
+    last_day = max(int(d) for d in buys["days"])
+    frequency = len(buys["days"]) - 1
+    order_value = buys["total"] / buys["orders"]
+    return (str(last_day), str(bucket_of("frequency", frequency)),
+            str(bucket_of("monetary", order_value)))
+
+
+def base_cuts(histograms: dict[str, dict[str, int]], today: int,
+              min_customers: int) -> dict[str, Cuts]:
+    """Quintile cuts of the base as of epoch day ``today``."""
+    recency: dict[int, int] = {}
+    for day, n in histograms.get("last_purchase_day", {}).items():
+        bucket = bucket_of("recency_days", max(0, today - int(day)))
+        recency[bucket] = recency.get(bucket, 0) + n
+    return cuts_from_histograms(
+        {
+            "recency_days": recency,
+            "frequency": {int(b): n for b, n in histograms.get("frequency", {}).items()},
+            "monetary": {int(b): n for b, n in histograms.get("monetary", {}).items()},
+        },
+        min_customers,
+    )
+
+
+class Segmenter:
+    def __init__(
+        self,
+        settings: Settings,
+        config: SegmentConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or SegmentConfig(activity_days=settings.activity_days)
+        # The first load raises ConfigError with every problem: a worker does not start on a
+        # broken rules file. Later edits are checked the same way but never stop it.
+        self.rule_file = (
+            RuleFile(settings.segment_rules, activity_days=settings.activity_days)
+            if settings.segment_rules else None
+        )
+        self.history = settings.segment_history
+        self.clock = clock
+        self._histograms: dict[str, dict[str, int]] = {}
+        self._next_refresh = 0.0
+        self._cuts: tuple[int, dict[str, Cuts]] | None = None
+
+    async def refresh(self, store: Store) -> None:
+        if self.clock() < self._next_refresh:
+            return
+        self._histograms = await store.histograms()
+        self._cuts = None
+        self._next_refresh = self.clock() + HISTOGRAM_REFRESH_S
+
+    def cuts(self, today: int) -> dict[str, Cuts]:
+        if self._cuts is None or self._cuts[0] != today:
+            self._cuts = (today, base_cuts(self._histograms, today,
+                                           self.config.rfm_min_customers))
+        return self._cuts[1]
+
+    def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
+        now_ms = max(event.ts_ms, p["last_seen_ms"] or event.ts_ms)
+        rules = self.rule_file.current() if self.rule_file else None
+        new = assign_all(p, now_ms, self.cuts(now_ms // DAY_MS), rules, self.config)
+        moves = changed(p["segments"], new)
+        if not moves:
+            return []
+        segments, history = p["segments"], p["segment_history"]
+        for move in moves:
+            if move.to is None:
+                segments.pop(move.segmentation, None)
+            else:
+                segments[move.segmentation] = move.to
+            if move.from_ is not None and self.history:
+                history.append([move.segmentation, move.from_, move.to, event.ts_ms])
+        del history[: -self.history or len(history)]
+        return [
+            {
+                "customer_id": event.customer_id,
+                "segmentation": move.segmentation,
+                "from": move.from_,
+                "to": move.to,
+                "reason": move.reason,
+                "custom": move.segmentation.startswith(CUSTOM_PREFIX),
+                "ts": event.data["ts"],
+                "trigger": trigger,
+            }
+            for move in moves
+        ]
+
+    def buckets(self, p: Profile) -> tuple[str, ...]:
+        return rfm_buckets(p)

@@ -1,0 +1,19 @@
+"""Every built-in segmentation and the segments it can assign: for checking rules and for docs."""
+
+from __future__ import annotations
+
+from streamproc.segments import demographic, journey, lifecycle, rfm, tiers
+
+CUSTOM_PREFIX = "custom."
+MEMBER, NOT_MEMBER = "member", "not_member"
+
+# None: any value (a country code).
+SEGMENTATIONS: dict[str, tuple[str, ...] | None] = {
+    "rfm": rfm.SEGMENTS,
+    "value_tier": tiers.SEGMENTS,
+    "lifecycle": lifecycle.SEGMENTS,
+    "journey": journey.SEGMENTS,
+    "age_band": (*demographic.AGE_BANDS, demographic.UNKNOWN),
+    "gender": (*demographic.GENDERS, demographic.UNKNOWN),
+    "country": None,
+}

@@ -1,0 +1,221 @@
+"""Check a parsed rules document: the JSON Schema, then what a schema cannot say.
+
+Every problem found is listed, each with its location (``segments[1].when.all[0].count``). The
+schema (``schemas/segment-rules.schema.json``) is applied node by node: the document, each rule,
+each condition by its kind. So each node reports its first schema problem and nodes inside a
+broken node are not checked; every other node still is. Semantic checks follow on the nodes the
+schema accepted: duplicate names, unknown event types, count windows longer than the activity
+kept, ``at_least`` above ``at_most``, op/value mismatches, unknown profile fields, unknown
+segments under ``segments.``, and (YAML's trap) lists mixing booleans and strings.
+
+>>> check_rules({"segments": [{"name": "x", "when": {"count": {"event": "purchase",
+...     "within_days": 45, "at_least": 1}}}]}, activity_days=30, event_types={"purchase"})
+['segments[0].when.count.within_days: 45 is more than the 30 days of activity kept']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from streamproc.errors import ConfigError
+from streamproc.events.schemas import inline_refs, schema_dir
+from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
+from streamproc.segments.profilepath import check_path, split
+
+SCHEMA_FILE = "segment-rules.schema.json"
+KINDS = ("all", "any", "not", "count")  # and "field"
+MAX_DEPTH = 8
+MAX_CONDITIONS = 10_000  # per file: YAML aliases can make a small file a huge tree
+
+SCALAR_OPS = frozenset({"==", "!=", "contains"})
+ORDER_OPS = frozenset({"<", "<=", ">", ">="})
+LIST_OPS = frozenset({"in", "not_in"})
+NO_VALUE_OPS = frozenset({"exists", "missing"})
+
+Validator = Callable[[Any], Any]
+
+
+@cache
+def validators() -> dict[str, Validator]:
+    """Compiled validators: ``document``, ``rule`` and one per condition kind."""
+    folder = schema_dir()
+    try:
+        raw = orjson.loads((folder / SCHEMA_FILE).read_bytes())
+        pieces = {"document": raw, **raw["$defs"]}
+        # inline_refs drops "$defs": each piece is taken out before it is inlined.
+        return {name: fastjsonschema.compile(inline_refs(piece, folder))
+                for name, piece in pieces.items()}
+    except (OSError, KeyError, orjson.JSONDecodeError) as exc:  # a broken install
+        raise ConfigError(f"{folder / SCHEMA_FILE}: unusable: {exc}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(exc: fastjsonschema.JsonSchemaValueException, loc: str) -> str:
+    name = exc.name or "data"
+    where = (loc + name[len("data"):]) or "top level"
+    value, definition = exc.value, exc.definition or {}
+    if exc.rule == "additionalProperties" and isinstance(value, dict):
+        known = list(definition.get("properties", {}))
+        extra = [k for k in value if k not in known]
+        return (f"{where}: unknown key{'s' if len(extra) > 1 else ''} "
+                f"{', '.join(map(repr, extra))}; expected {', '.join(known)}")
+    if exc.rule == "required" and isinstance(value, dict):
+        missing = [k for k in definition.get("required", []) if k not in value]
+        return f"{where}: missing {', '.join(map(repr, missing))}"
+    text = exc.message[len(name):].strip() if exc.message.startswith(name) else exc.message
+    return f"{where}: {text}, got {_short(value)}"
+
+
+@dataclass
+class _Check:
+    activity_days: int
+    event_types: Collection[str]
+    names: set[str]
+    problems: list[str] = field(default_factory=list)
+    conditions: int = 0
+
+    def schema(self, kind: str, data: Any, loc: str) -> bool:
+        try:
+            validators()[kind](data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            self.problems.append(_describe(exc, loc))
+            return False
+        return True
+
+    def condition(self, node: Any, loc: str, depth: int) -> None:
+        self.conditions += 1
+        if self.conditions == MAX_CONDITIONS + 1:
+            self.problems.append(f"{loc}: more than {MAX_CONDITIONS} conditions in the file")
+        if self.conditions > MAX_CONDITIONS:
+            return
+        if depth > MAX_DEPTH:
+            self.problems.append(f"{loc}: conditions nest deeper than {MAX_DEPTH} levels")
+            return
+        if not isinstance(node, dict):
+            self.problems.append(f"{loc}: a condition must be a mapping, got {_short(node)}")
+            return
+        kinds = [k for k in KINDS if k in node] + (["field"] if "field" in node else [])
+        if len(kinds) != 1:
+            self.problems.append(
+                f"{loc}: a condition needs exactly one of all, any, not, count or field "
+                f"(with op and value), got {', '.join(map(repr, node)) or 'nothing'}"
+            )
+            return
+        kind = kinds[0]
+        if not self.schema(kind, node, loc):
+            return
+        if kind in ("all", "any"):
+            for i, child in enumerate(node[kind]):
+                self.condition(child, f"{loc}.{kind}[{i}]", depth + 1)
+        elif kind == "not":
+            self.condition(node["not"], f"{loc}.not", depth + 1)
+        elif kind == "count":
+            self.count(node["count"], f"{loc}.count")
+        else:
+            self.field(node, loc)
+
+    def count(self, c: dict[str, Any], loc: str) -> None:
+        if c["event"] not in self.event_types:
+            self.problems.append(f"{loc}.event: unknown event type {c['event']!r}; known: "
+                                 f"{', '.join(sorted(self.event_types))}")
+        if c["within_days"] > self.activity_days:
+            self.problems.append(f"{loc}.within_days: {c['within_days']} is more than the "
+                                 f"{self.activity_days} days of activity kept")
+        low, high = c.get("at_least"), c.get("at_most")
+        if low is None and high is None:
+            self.problems.append(f"{loc}: give at_least, at_most or both")
+        elif low is not None and high is not None and low > high:
+            self.problems.append(f"{loc}: at_least {low} is more than at_most {high}: "
+                                 "never true")
+
+    def field(self, node: dict[str, Any], loc: str) -> None:
+        path, op = node["field"], node["op"]
+        problem = check_path(path)
+        if problem:
+            self.problems.append(f"{loc}.field: {problem}")
+        has_value, value = "value" in node, node.get("value")
+        if op in NO_VALUE_OPS:
+            if has_value:
+                self.problems.append(f"{loc}.value: {op!r} takes no value")
+            return
+        if not has_value:
+            self.problems.append(f"{loc}: {op!r} needs a value")
+            return
+        if op in LIST_OPS and not isinstance(value, list):
+            self.problems.append(f"{loc}.value: {op!r} needs a list of values, "
+                                 f"got {_short(value)}")
+            return
+        if op in SCALAR_OPS and isinstance(value, list):
+            hint = "; use 'in' for a list" if op == "==" else ""
+            self.problems.append(f"{loc}.value: {op!r} compares with one value, "
+                                 f"got a list{hint}")
+            return
+        if op in ORDER_OPS and (isinstance(value, (bool, list))):
+            self.problems.append(f"{loc}.value: {op!r} needs a number or a string, "
+                                 f"got {_short(value)}")
+            return
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in values) and any(isinstance(v, str) for v in values):
+            self.problems.append(
+                f"{loc}.value: mixes booleans and strings; YAML reads unquoted yes, no, on, "
+                "off, true and false as booleans: quote them (e.g. 'NO' for Norway)"
+            )
+        if op != "contains" and problem is None:
+            self.segment_values(path, values, loc)
+
+    def segment_values(self, path: str, values: list[Any], loc: str) -> None:
+        parts = split(path)
+        if parts[0] != "segments" or len(parts) != 2:
+            return
+        key = parts[1]
+        if key.startswith(CUSTOM_PREFIX):
+            if key[len(CUSTOM_PREFIX):] not in self.names:
+                self.problems.append(f"{loc}.field: no rule named "
+                                     f"{key[len(CUSTOM_PREFIX):]!r} in this file")
+            known: tuple[str, ...] | None = (MEMBER, NOT_MEMBER)
+        elif key in SEGMENTATIONS:
+            known = SEGMENTATIONS[key]
+        else:
+            self.problems.append(f"{loc}.field: unknown segmentation "
+                                 f"{key!r}; known: {', '.join(SEGMENTATIONS)}, custom.<name>")
+            return
+        if known is None:
+            return
+        for v in values:
+            if v not in known:
+                self.problems.append(f"{loc}.value: {key} has no segment {_short(v)}; "
+                                     f"known: {', '.join(known)}")
+
+
+def check_rules(data: Any, *, activity_days: int, event_types: Collection[str]) -> list[str]:
+    """Every problem of a parsed rules document, located; empty when it is valid."""
+    if data is None:
+        return ["top level: the file is empty; expected a mapping with a 'segments' list"]
+    segments = data.get("segments") if isinstance(data, dict) else None
+    names = {r["name"] for r in segments or () if isinstance(r, dict)
+             and isinstance(r.get("name"), str)} if isinstance(segments, list) else set()
+    check = _Check(activity_days, event_types, names)
+    if not check.schema("document", data, ""):
+        return check.problems
+    first: dict[str, str] = {}
+    for i, rule in enumerate(data["segments"]):
+        loc = f"segments[{i}]"
+        if check.schema("rule", rule, loc):
+            if rule["name"] in first:
+                check.problems.append(f"{loc}.name: {rule['name']!r} is already the name of "
+                                      f"{first[rule['name']]}")
+            else:
+                first[rule["name"]] = loc
+        if isinstance(rule, dict) and "when" in rule:  # checked even when the name is wrong
+            check.condition(rule["when"], f"{loc}.when", 1)
+    return check.problems

@@ -1,0 +1,70 @@
+"""The Redis store's Lua scripts on the real Redis: compare-and-set, histograms, expiry, erase."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streamproc.state.keys import HISTOGRAMS, customer_key, histogram_key
+from streamproc.state.store import RedisStore, Write
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(test_redis):
+    # Histograms are global keys: give this test an empty database of its own (db 15 is the
+    # integration tests' one; its histogram keys are deleted before and after).
+    await test_redis.delete(*(histogram_key(h) for h in HISTOGRAMS))
+    s = RedisStore(test_redis)
+    yield s
+    await test_redis.delete(*(histogram_key(h) for h in HISTOGRAMS))
+
+
+def cid() -> str:
+    return f"store-{uuid.uuid4().hex[:8]}"
+
+
+async def test_compare_and_set_refuses_a_stale_version(store):
+    a = cid()
+    assert await store.save([Write(a, 0, b'{"n":1}', b"[]")]) == []
+    assert await store.save([Write(a, 0, b'{"n":2}', b"[]")]) == [a]  # someone else won
+    loaded = (await store.load([a]))[a]
+    assert (loaded.version, loaded.doc) == (1, b'{"n":1}')
+    assert await store.save([Write(a, 1, b'{"n":2}', b'["x"]')]) == []
+    loaded = (await store.load([a]))[a]
+    assert (loaded.version, loaded.doc, loaded.outbox) == (2, b'{"n":2}', b'["x"]')
+
+
+async def test_histograms_move_with_the_customer_and_erase_takes_it_out(store, test_redis):
+    a, b = cid(), cid()
+    await store.save([Write(a, 0, b"{}", b"[]", ("100", "0", "5")),
+                      Write(b, 0, b"{}", b"[]", ("100", "0", "7"))])
+    assert await store.histograms() == {"last_purchase_day": {"100": 2}, "frequency": {"0": 2},
+                                        "monetary": {"5": 1, "7": 1}}
+    await store.save([Write(a, 1, b"{}", b"[]", ("103", "1", "5"))])
+    await store.save([Write(a, 2, b"{}", b"[]", ("103", "1", "5"))])  # same buckets: no-op
+    assert await store.histograms() == {"last_purchase_day": {"100": 1, "103": 1},
+                                        "frequency": {"0": 1, "1": 1},
+                                        "monetary": {"5": 1, "7": 1}}
+    assert await store.erase(a) == 1
+    assert await store.histograms() == {"last_purchase_day": {"100": 1}, "frequency": {"0": 1},
+                                        "monetary": {"7": 1}}
+    assert await test_redis.exists(customer_key(a)) == 0
+    assert await store.erase(a) == 0  # twice is harmless and counts nothing twice
+    assert (await store.histograms())["monetary"] == {"7": 1}
+
+
+async def test_inactive_customers_expire_when_a_ttl_is_set(store, test_redis):
+    a, b = cid(), cid()
+    await store.save([Write(a, 0, b"{}", b"[]", ttl_ms=3_600_000), Write(b, 0, b"{}", b"[]")])
+    assert 3_500_000 < await test_redis.pttl(customer_key(a)) <= 3_600_000
+    assert await test_redis.pttl(customer_key(b)) == -1  # no ttl: kept
+
+
+async def test_a_lost_script_cache_is_reloaded(store, test_redis):
+    await test_redis.script_flush()
+    a = cid()
+    assert await store.save([Write(a, 0, b"{}", b"[]")]) == []
+    assert (await store.load([a]))[a].version == 1
