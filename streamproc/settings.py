@@ -70,7 +70,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("MAX_EVENT_BYTES", "65536", "larger input messages go to the dead-letter topic"),
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
     ("BATCH_WAIT_MS", "20", "longest wait for a batch to fill, in milliseconds"),
-    ("DEDUPE_WINDOW", "64", "event ids remembered per customer against producer duplicates"),
+    ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),
+    ("STATE_COMPRESSION", "zlib", "how profiles are stored in Redis: zlib (smaller) or none"),
     ("AFFINITY_HALF_LIFE_DAYS", "14", "days after which a category/brand affinity halves"),
     ("ACTIVITY_DAYS", "30", "days of daily activity counts kept for windowed segment rules"),
     ("CUSTOMER_TTL_DAYS", "0", "expire customers inactive this many days; 0 keeps them"),
@@ -99,7 +100,8 @@ class Settings:
     max_event_bytes: int = 65536
     batch_size: int = 500
     batch_wait_ms: int = 20
-    dedupe_window: int = 64
+    dedupe_window: int = 32
+    state_compression: str = "zlib"
     affinity_half_life_days: float = 14.0
     activity_days: int = 30
     customer_ttl_days: int = 0
@@ -142,6 +144,7 @@ class Settings:
             batch_size=_int(get, "BATCH_SIZE", 1, 100_000),
             batch_wait_ms=_int(get, "BATCH_WAIT_MS", 1, 60_000),
             dedupe_window=_int(get, "DEDUPE_WINDOW", 0, 10_000),
+            state_compression=get("STATE_COMPRESSION").lower(),
             affinity_half_life_days=_float(get, "AFFINITY_HALF_LIFE_DAYS", 0.01, 3650),
             activity_days=_int(get, "ACTIVITY_DAYS", 1, 400),
             customer_ttl_days=_int(get, "CUSTOMER_TTL_DAYS", 0, 36500),
@@ -162,6 +165,10 @@ class Settings:
         if self.log_level not in {"debug", "info", "warn", "error", "crit"}:
             raise ConfigError(
                 f"STREAMPROC_LOG_LEVEL={self.log_level!r}: use debug, info, warn or error"
+            )
+        if self.state_compression not in {"zlib", "none"}:
+            raise ConfigError(
+                f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zlib or none"
             )
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
             raise ConfigError(

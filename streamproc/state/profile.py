@@ -17,7 +17,7 @@ from typing import Any
 
 # A gap of event time longer than this starts a new session (the common web-analytics default).
 SESSION_GAP_MS = 30 * 60 * 1000
-RECENT_PRODUCTS = 20
+RECENT_PRODUCTS = 10
 DAY_MS = 86_400_000
 # Affinity below this is forgotten, so a profile does not grow with every category ever seen.
 MIN_AFFINITY = 0.01

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from streamproc.state.document import unpack_doc
 from streamproc.state.keys import HISTOGRAMS, customer_key, customer_keys, histogram_key
 
 # KEYS: the customer's hash, then one histogram hash per RFM dimension (streamproc.state.keys).
@@ -111,7 +112,7 @@ def _decode_profile(stored: Stored) -> dict[str, Any] | None:
         return None
     outbox = orjson.loads(stored.outbox) if stored.outbox else []
     return {
-        "profile": orjson.loads(stored.doc),
+        "profile": unpack_doc(stored.doc),
         "version": stored.version,
         "last_outputs": outbox,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from streamproc.state.document import unpack_doc
 from streamproc.state.keys import customer_key
 from tests.unit.helpers import event
 
@@ -66,5 +67,5 @@ async def test_bad_messages_are_dead_lettered_and_the_worker_goes_on(stack_env: 
         topics.decisions, lambda rs: any(r["key"] == key for r in rs))
     assert [r["value"]["action"]["id"] for r in decisions if r["key"] == key] == ["cart_reminder"]
     assert all(p.poll() is None for p in stack_env.workers)
-    stored = orjson.loads(await test_redis.hget(customer_key(cid), "doc"))
+    stored = unpack_doc(await test_redis.hget(customer_key(cid), "doc"))
     assert stored["counts"] == {"cart_add": 1, "sessions": 1}  # bad messages left no trace

@@ -7,6 +7,7 @@ import asyncio
 import orjson
 import pytest
 
+from streamproc.state.document import unpack_doc
 from tests.unit.helpers import event
 
 from .conftest import Env
@@ -20,8 +21,11 @@ async def _keys_mentioning(redis_client, customer_id: str) -> list[bytes]:
     for key in [k async for k in redis_client.scan_iter()]:
         kind = (await redis_client.type(key)).decode()
         if kind == "hash":
+            fields = await redis_client.hgetall(key)
+            if b"doc" in fields:  # the profile, compressed: look inside
+                fields[b"doc"] = orjson.dumps(unpack_doc(fields[b"doc"]))
             blob = orjson.dumps({k.decode(): v.decode(errors="replace")
-                                 for k, v in (await redis_client.hgetall(key)).items()})
+                                 for k, v in fields.items()})
         elif kind == "string":
             blob = await redis_client.get(key) or b""
         else:
