@@ -29,7 +29,8 @@ PROFILE_SHAPE: Shape = {
     "counts": FREE,
     "session": {
         "id": None, "start_ms": None, "last_ms": None, "views": None, "product_views": None,
-        "searches": None, "products": FREE, "categories": FREE,
+        "searches": None, "cart_adds": None, "checkouts": None, "products": FREE,
+        "categories": FREE,
     },
     "cart": {"items": FREE, "value": None, "updated_ms": None},
     "purchases": {

@@ -70,7 +70,8 @@ class Persona:
     ``categories`` are relative interest weights (unlisted categories get a small floor), ``hours``
     the hours of day (UTC) the archetype is most active, ``price_sensitivity`` 0 (price-blind) to
     1 (buys the cheapest), ``brand_loyalty`` 0 (any brand) to 1 (one or two brands only),
-    ``propensity`` the chance that a session with a non-empty cart ends in a purchase.
+    ``propensity`` the share of sessions that are buying missions (which end in a purchase
+    when the cart is not empty; other sessions rarely do).
     """
 
     name: str
@@ -172,7 +173,7 @@ class Customer:
     brand_weights: Mapping[str, float]  # relative preference per brand (1.0 = neutral)
     price_sensitivity: float  # 0..1
     budget: float  # typical upper price per item relative to the category median (0.5..3)
-    propensity: float  # P(purchase | session ends with a non-empty cart)
+    propensity: float  # P(a session is a buying mission)
     sessions_per_day: float
     session_length: float
     devices: Mapping[str, float]

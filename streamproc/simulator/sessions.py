@@ -7,8 +7,10 @@ and replayable: the same population, start and seed give the same events, ids in
 
 How a customer behaves comes from their :class:`~streamproc.simulator.population.Customer`:
 sessions start at the customer's active hours (a Poisson process thinned by hour-of-day weights),
-browse mostly the preferred categories, favour preferred brands and affordable products, and end
-in a purchase with the customer's propensity. The cart outlives the session (like a real shop's),
+browse mostly the preferred categories, favour preferred brands and affordable products. Each
+session is a buying mission or not (with the customer's propensity), and it shows: missions stay
+in one category, fill the cart and mostly end in a purchase; the other sessions wander, add
+little and rarely buy. The cart outlives the session (like a real shop's),
 so a purchase may include items added sessions earlier; every purchase line was added to the cart
 first, and the amount is exactly the sum of the lines.
 
@@ -37,6 +39,9 @@ APP = "app://shop"
 MAX_CART_LINES = 12
 RECENT_VIEWS = 8
 MIN_SESSION_GAP_MS = 10 * 60 * 1000
+# P(purchase | the session ends with a non-empty cart), on a buying mission or not
+BUY_ON_MISSION = 0.9
+BUY_WHILE_BROWSING = 0.03
 
 USER_AGENTS: dict[tuple[str, bool], str] = {
     ("desktop", False): "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -135,6 +140,11 @@ class _Session:
             "user_agent": USER_AGENTS[(device, self.app)],
         }
         self.category = weighted_choice(rng, list(c.category_weights), c.category_weights)
+        # Purchase intent is decided when the session starts and shows in what the customer does
+        # (as in real shops): on a buying mission they stay in one category, add to the cart and
+        # check out; otherwise they wander and rarely buy. The customer's propensity sets how
+        # often a session is a mission, so history still predicts the next session.
+        self.mission = rng.random() < c.propensity
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -169,7 +179,7 @@ class _Session:
     # -- steps ----------------------------------------------------------------------------------
 
     def land(self) -> None:
-        if self.rng.random() < 0.4:
+        if self.rng.random() < (0.8 if self.mission else 0.25):
             extra: dict[str, Any] = {} if self.app else {"referrer": self.rng.choice(REFERRERS)}
             self.emit("page_view", url=self.url(f"/c/{self.category}"), page_type="category",
                       category=self.category, **extra)
@@ -250,9 +260,9 @@ class _Session:
         self.emit("consent_update", purpose=purpose, granted=granted, source=source)
 
     def checkout(self) -> None:
-        """Checkout steps, then a purchase of the whole cart with the customer's propensity."""
+        """Checkout steps, then a purchase of the whole cart (most missions, few other sessions)."""
         rng, cart = self.rng, self.state.cart
-        buys = rng.random() < self.customer.propensity
+        buys = rng.random() < (BUY_ON_MISSION if self.mission else BUY_WHILE_BROWSING)
         if not buys and rng.random() < 0.6:
             return  # leaves with the cart full
         prices = {pid: self.sim.products[pid] for pid in cart}
@@ -287,16 +297,18 @@ class _Session:
             self.wait(5, 60)
             self.change_consent()
         steps = 1 + int(rng.expovariate(1.0 / c.session_length))
+        # (switch category, search, add to cart): cumulative thresholds of the step roll
+        switch, search, add = (0.03, 0.13, 0.38) if self.mission else (0.15, 0.25, 0.29)
         for _ in range(steps):
             self.wait(4, 75)
             roll = rng.random()
-            if roll < 0.12:
+            if roll < switch:
                 self.browse_category()
-            elif roll < 0.22:
+            elif roll < search:
                 self.search()
-            elif roll < 0.32 and self.viewed and len(cart) < MAX_CART_LINES:
+            elif roll < add and self.viewed and len(cart) < MAX_CART_LINES:
                 self.add_to_cart()
-            elif roll < 0.36 + 0.02 * len(cart) and cart:
+            elif roll < add + 0.04 + 0.02 * len(cart) and cart:
                 self.remove_from_cart()
             else:
                 self.view_product()

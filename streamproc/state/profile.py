@@ -149,6 +149,8 @@ def _touch_session(p: Profile, ts_ms: int, data: dict[str, Any]) -> dict[str, An
             "views": 0,
             "product_views": 0,
             "searches": 0,
+            "cart_adds": 0,
+            "checkouts": 0,
             "products": [],
             "categories": {},
         }
@@ -211,6 +213,7 @@ def apply_event(
         elif type_ == "search":
             s["searches"] += 1
         elif type_ == "cart_add":
+            s["cart_adds"] = s.get("cart_adds", 0) + 1
             product, items = data["product"], p["cart"]["items"]
             line = items.setdefault(
                 product["product_id"],
@@ -228,6 +231,8 @@ def apply_event(
                 line["qty"] -= data["quantity"]
                 if line["qty"] <= 0:
                     del items[data["product_id"]]
+        elif type_ == "checkout":
+            s["checkouts"] = s.get("checkouts", 0) + 1
         if type_ in {"cart_add", "cart_remove"}:
             p["cart"]["value"] = _cart_value(p["cart"]["items"])
             p["cart"]["updated_ms"] = ts_ms

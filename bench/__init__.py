@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run one as ``python -m bench.<name> --help``. See docs/benchmarks.md."""

@@ -1,0 +1,35 @@
+"""Online models on plain dicts: intent, delayed labels, behaviour clusters, lifetime value.
+
+Pure and storage-agnostic (no Kafka, no Redis): ``features`` turns a profile into feature dicts,
+``intent`` scores and learns purchase intent, ``labels`` joins feature snapshots with the
+purchases that follow, ``clusters`` groups customers by behaviour, ``ltv`` estimates future
+value and ``snapshot`` signs models for distribution between workers.
+"""
+
+from __future__ import annotations
+
+from streamproc.models.clusters import BehaviourClusters, majority, purity
+from streamproc.models.features import behaviour_vector, intent_features
+from streamproc.models.intent import IntentModel, default_pipeline
+from streamproc.models.labels import Labelled, PendingLabels
+from streamproc.models.ltv import LifetimeValue, predict_value
+from streamproc.models.snapshot import SnapshotError, SnapshotHeader, dump, load, verify
+
+__all__ = [
+    "BehaviourClusters",
+    "IntentModel",
+    "Labelled",
+    "LifetimeValue",
+    "PendingLabels",
+    "SnapshotError",
+    "SnapshotHeader",
+    "behaviour_vector",
+    "default_pipeline",
+    "dump",
+    "intent_features",
+    "load",
+    "majority",
+    "predict_value",
+    "purity",
+    "verify",
+]

@@ -1,0 +1,154 @@
+"""Feature dicts for the models, computed from a profile (see :mod:`streamproc.state.profile`).
+
+Both functions are pure, cheap (about 10 µs) and return plain ``dict[str, float]``: every value
+is a finite float, skewed counts and amounts are ``log1p``-scaled (durations also capped),
+shares and flags lie in 0..1, so a linear model with a standard scaler (or a distance-based
+clusterer) sees well-behaved inputs. A missing piece of the profile (no session yet, never
+bought) gives a neutral value and, where it matters, a flag, never ``None``.
+
+``intent_features`` is meant to be called right *after* ``apply_event`` applied the event it
+scores, so the session already contains that event.
+
+>>> from streamproc.state.profile import apply_event, new_profile
+>>> p = new_profile("c1")
+>>> ctx = {"context": {"session_id": "s1", "device": "mobile"}}
+>>> apply_event(p, "page_view", 1_767_225_600_000, {"category": "shoes", **ctx})
+>>> x = intent_features(p, "page_view", 1_767_225_600_000)
+>>> x["s_views"], x["dev_mobile"], x["never_bought"], x["ev_page_view"]
+(0.693, 1.0, 1.0, 1.0)
+>>> behaviour_vector(p)["cat:shoes"]
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from streamproc.state.profile import DAY_MS
+
+DEVICES = ("desktop", "mobile", "tablet")
+# The browsing event types a snapshot can be taken on; others share the "ev_other" flag.
+EVENT_TYPES = ("page_view", "product_view", "search", "cart_add", "cart_remove", "checkout")
+HOUR_MS = 3_600_000
+# Caps keep a single outlier (a bot's 10,000-view session) from dominating a scaler's variance.
+MAX_DAYS = 365.0
+MAX_SESSION_MIN = 240.0
+_TAU = 2 * math.pi
+_HOUR_SIN = tuple(round(math.sin(_TAU * h / 24), 4) for h in range(24))
+_HOUR_COS = tuple(round(math.cos(_TAU * h / 24), 4) for h in range(24))
+_DOW_SIN = tuple(round(math.sin(_TAU * d / 7), 4) for d in range(7))
+_DOW_COS = tuple(round(math.cos(_TAU * d / 7), 4) for d in range(7))
+_EVENT_KEYS = {t: f"ev_{t}" for t in EVENT_TYPES}
+_LOG_NEVER = math.log1p(MAX_DAYS)
+_LOG_1000 = math.log1p(1000.0)
+# Weights of the non-category traits in behaviour_vector (category shares weigh 1), chosen with
+# batch and online k-means on the simulator's personas (bench/models_bench.py).
+TRAIT_WEIGHTS = {"price": 0.2, "basket": 0.25, "buy_freq": 0.4}
+DEVICE_WEIGHT = 0.15
+
+
+def _log(x: float) -> float:
+    return round(math.log1p(max(0.0, x)), 3)
+
+
+def intent_features(profile: dict[str, Any], event_type: str, ts_ms: int) -> dict[str, float]:
+    """Purchase-intent features at event time ``ts_ms``: session, history and context.
+
+    Session: views, product views, searches (``log1p``), minutes since the session started, the
+    number of distinct categories, cart adds and checkout steps (read from the session's
+    ``cart_adds`` and ``checkouts`` counters when the profile keeps them, else 0), and the cart
+    (lines, ``log1p`` value, whether it changed in this session). History: orders and
+    spend (``log1p``), days since the last purchase (capped; ``never_bought`` flags the cap),
+    RFM frequency, the top category affinity and the past conversion rate (orders per session,
+    at most 1). Context: hour of day and day of week as sine/cosine (UTC), the device and the
+    type of the event being scored as one-hot flags.
+    """
+    x: dict[str, float] = {}
+    s = profile.get("session")
+    cart = profile["cart"]
+    if s is not None:
+        x["s_views"] = _log(s["views"])
+        x["s_product_views"] = _log(s["product_views"])
+        x["s_searches"] = _log(s["searches"])
+        x["s_dwell_min"] = _log(min(MAX_SESSION_MIN, (ts_ms - s["start_ms"]) / 60_000))
+        x["s_categories"] = _log(len(s["categories"]))
+        # Not every profile version counts these per session: 0 until it does.
+        x["s_cart_adds"] = _log(s.get("cart_adds", 0))
+        x["s_checkouts"] = _log(s.get("checkouts", 0))
+        updated = cart.get("updated_ms")
+        x["s_cart_touched"] = 1.0 if updated is not None and updated >= s["start_ms"] else 0.0
+    else:
+        x["s_views"] = x["s_product_views"] = x["s_searches"] = 0.0
+        x["s_dwell_min"] = x["s_categories"] = x["s_cart_touched"] = 0.0
+        x["s_cart_adds"] = x["s_checkouts"] = 0.0
+    x["cart_lines"] = _log(len(cart["items"]))
+    x["cart_value"] = _log(cart["value"])
+
+    buys = profile["purchases"]
+    orders = buys["orders"]
+    x["orders"] = _log(orders)
+    x["spend"] = _log(buys["total"])
+    last = buys.get("last_ms")
+    if last is None:
+        x["days_since_purchase"], x["never_bought"] = _LOG_NEVER, 1.0
+    else:
+        x["days_since_purchase"] = _log(min(MAX_DAYS, max(0, ts_ms - last) / DAY_MS))
+        x["never_bought"] = 0.0
+    rfm = profile.get("rfm")
+    x["frequency"] = _log(rfm["frequency"]) if rfm else 0.0
+    affinities = profile["affinities"]["categories"]
+    x["top_affinity"] = _log(max(affinities.values())) if affinities else 0.0
+    sessions = profile["counts"].get("sessions", 0)
+    x["conversion"] = min(1.0, orders / sessions) if sessions else 0.0
+
+    hour = (ts_ms // HOUR_MS) % 24
+    day = (ts_ms // DAY_MS + 3) % 7  # epoch day 0 was a Thursday: 0 = Monday
+    x["hour_sin"], x["hour_cos"] = _HOUR_SIN[hour], _HOUR_COS[hour]
+    x["dow_sin"], x["dow_cos"] = _DOW_SIN[day], _DOW_COS[day]
+    device = profile.get("device")
+    for d in DEVICES:
+        x[f"dev_{d}"] = 1.0 if device == d else 0.0
+    for t, key in _EVENT_KEYS.items():
+        x[key] = 1.0 if event_type == t else 0.0
+    x["ev_other"] = 0.0 if event_type in _EVENT_KEYS else 1.0
+    return x
+
+
+def behaviour_vector(profile: dict[str, Any]) -> dict[str, float]:
+    """What a customer is like, for clustering: interests, price level, device, buying habits.
+
+    ``cat:<name>``: each category's share of the customer's decayed affinity (they sum to 1,
+    or are absent when there is none yet). The other traits are scaled so that the shares
+    dominate the distance and the traits separate customers of similar interests without
+    overriding them (weights chosen on the simulator's personas, see ``bench/models_bench.py``):
+    ``price`` the level of the prices in the cart and of the average order, ``log1p`` EUR over
+    ``log1p(1000)``; ``basket`` the average order value on the same scale; ``buy_freq`` the share
+    of days of the customer's buying life (first purchase to now) with a purchase; all three 0..1
+    times their :data:`TRAIT_WEIGHTS`. ``dev_<name>``: the last device seen (the profile keeps no
+    device history), :data:`DEVICE_WEIGHT` or 0.
+    """
+    v: dict[str, float] = {}
+    affinities = profile["affinities"]["categories"]
+    total = sum(affinities.values())
+    if total > 0:
+        for name, score in affinities.items():
+            v[f"cat:{name}"] = round(score / total, 4)
+    items = profile["cart"]["items"]
+    buys = profile["purchases"]
+    prices = [line["price"] for line in items.values()]
+    avg_order = buys["total"] / buys["orders"] if buys["orders"] else 0.0
+    if avg_order and prices:
+        level = (sum(prices) / len(prices) + avg_order) / 2
+    else:
+        level = sum(prices) / len(prices) if prices else avg_order
+    w = TRAIT_WEIGHTS
+    v["price"] = round(w["price"] * min(1.0, math.log1p(level) / _LOG_1000), 4)
+    v["basket"] = round(w["basket"] * min(1.0, math.log1p(avg_order) / _LOG_1000), 4)
+    rfm = profile.get("rfm")
+    days_share = (rfm["frequency"] + 1) / (rfm["T"] + 1) if rfm else 0.0
+    v["buy_freq"] = round(w["buy_freq"] * days_share, 4)
+    device = profile.get("device")
+    for d in DEVICES:
+        v[f"dev_{d}"] = DEVICE_WEIGHT if device == d else 0.0
+    return v
