@@ -25,7 +25,7 @@ from streamproc.settings import Settings
 from streamproc.stack import kafka, redis
 from streamproc.stack.process import exclusive
 from streamproc.stack.status import ComponentStatus, StackStatus
-from streamproc.stack.topics import ensure_topics
+from streamproc.stack.topics import ensure_topics, wait_group_coordinator
 
 # Longest wait for another `up`/`down` of the same stack: a cold start fetches the jars.
 LOCK_TIMEOUT_S = 1200.0
@@ -127,6 +127,9 @@ def _create_topics(settings: Settings, out: TextIO) -> None:
     if created:
         print(f"kafka: created {len(created)} topics with {settings.partitions} partitions: "
               f"{', '.join(created)}", file=out, flush=True)
+    took = asyncio.run(wait_group_coordinator(settings))
+    if took > 0.5:
+        print(f"kafka: group coordinator ready ({took:.1f} s)", file=out, flush=True)
 
 
 def stack_down(settings: Settings, out: TextIO = sys.stderr) -> None:

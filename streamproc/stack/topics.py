@@ -94,3 +94,37 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ) from exc
     finally:
         await admin.close()
+
+
+COORDINATOR_TIMEOUT_S = 30.0
+
+
+async def wait_group_coordinator(settings: Settings) -> float:
+    """Wait until the broker can coordinate consumer groups; return the seconds it took.
+
+    A new broker creates its ``__consumer_offsets`` topic on the first group lookup and answers
+    "coordinator not available" until it is ready: waiting here means that the first worker,
+    test or tool using a group after ``stack up`` finds it ready.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=REQUEST_TIMEOUT_MS)
+    try:
+        await asyncio.wait_for(admin.start(), REQUEST_TIMEOUT_MS / 1000)
+        while True:
+            try:
+                await admin.find_coordinator(settings.app_id)
+                return loop.time() - started
+            except KafkaError:
+                if loop.time() - started > COORDINATOR_TIMEOUT_S:
+                    raise
+                await asyncio.sleep(0.2)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise StackError(
+            f"Kafka at {settings.kafka_bootstrap} cannot coordinate consumer groups after "
+            f"{COORDINATOR_TIMEOUT_S:.0f} s: {type(exc).__name__} {exc}. See its log "
+            "(`streamproc stack status` shows where)"
+        ) from exc
+    finally:
+        await admin.close()

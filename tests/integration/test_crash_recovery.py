@@ -33,6 +33,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    NotCoordinatorForGroupError,
+)
 
 from streamproc.events.schemas import load_event_schemas
 from streamproc.simulator import Population, generate_events
@@ -139,6 +144,11 @@ async def committed_offsets(env: Env) -> dict[str, int]:
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(env.settings.app_id)
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError,
+            NotCoordinatorForGroupError):
+        # A fresh broker creates its offsets topic on the first group lookup: until the
+        # coordinator is ready, nothing can have been committed.
+        return {}
     finally:
         await admin.close()
     return {f"{tp.topic}:{tp.partition}": om.offset for tp, om in offsets.items() if om.offset >= 0}
