@@ -34,7 +34,8 @@ PROFILE_SHAPE: Shape = {
     },
     "cart": {"items": FREE, "value": None, "updated_ms": None},
     "purchases": {
-        "orders": None, "total": None, "first_ms": None, "last_ms": None, "days": FREE,
+        "orders": None, "total": None, "average": None, "first_ms": None, "last_ms": None,
+        "days": FREE,
     },
     "rfm": {"frequency": None, "recency": None, "T": None, "monetary_value": None},
     "affinities": {"categories": FREE, "brands": FREE},

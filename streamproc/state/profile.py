@@ -240,6 +240,7 @@ def apply_event(
         buys = p["purchases"]
         buys["orders"] += 1
         buys["total"] = round(buys["total"] + data["amount"], 2)
+        buys["average"] = round(buys["total"] / buys["orders"], 2)
         if buys["first_ms"] is None or ts_ms < buys["first_ms"]:
             buys["first_ms"] = ts_ms
         buys["last_ms"] = max(buys["last_ms"] or ts_ms, ts_ms)

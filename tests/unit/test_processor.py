@@ -73,8 +73,9 @@ async def test_producer_duplicate_with_a_new_offset_is_counted_once():
     result = await proc.process([part.message(body), part.message(body)])
     assert result.applied == 1 and result.duplicates == 1
     p = await profile(store, "c1")
-    assert p["purchases"] == {"orders": 1, "total": 80.0, "first_ms": 1772359200000,
-                              "last_ms": 1772359200000, "days": {"20513": 80.0}}
+    assert p["purchases"] == {"orders": 1, "total": 80.0, "average": 80.0,
+                              "first_ms": 1772359200000, "last_ms": 1772359200000,
+                              "days": {"20513": 80.0}}
     assert p["rfm"] == {"frequency": 0, "recency": 0, "T": 0, "monetary_value": 0.0}
 
 

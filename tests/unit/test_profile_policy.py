@@ -98,6 +98,7 @@ def test_rfm_follows_the_btyd_definitions():
     apply(p, event("page_view"), 120 * DAY)  # time passes: T grows, nothing else
     assert p["rfm"] == {"frequency": 2, "recency": 10, "T": 20, "monetary_value": 40.0}
     assert p["purchases"]["orders"] == 4 and p["purchases"]["total"] == 95.0
+    assert p["purchases"]["average"] == 23.75
 
 
 def test_affinity_halves_after_one_half_life_and_ignores_arrival_order():
