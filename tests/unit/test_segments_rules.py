@@ -149,7 +149,8 @@ def test_all_problems_are_listed() -> None:
         ({"field": "purchase.total", "op": ">", "value": 1},
          ".field: unknown profile field 'purchase'; known: activity,"),
         ({"field": "purchases.totl", "op": ">", "value": 1},
-         ".field: unknown field purchases.'totl'; known: average, days, first_ms, last_ms, orders, total"),
+         ".field: unknown field purchases.'totl'; "
+         "known: average, days, first_ms, last_ms, orders, total"),
         ({"field": "purchases.total.x", "op": ">", "value": 1},
          ".field: purchases.total is a value; it has no field 'x'"),
         ({"field": "purchases..total", "op": ">", "value": 1}, ".field: must match pattern"),
