@@ -101,6 +101,17 @@ def create_app(
                 await processor.store.close()
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
+
+    if settings.model_secret:
+        # The batch loop writes the model's snapshot when one is due; this timer writes what
+        # was learnt before the traffic paused (no batch, no snapshot otherwise).
+        async def snapshot_models() -> None:
+            scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
+            if scorer is not None:
+                await scorer.checkpoint()
+
+        app.timer(float(settings.model_snapshot_seconds),
+                  name="streamproc.snapshot_models")(snapshot_models)
     return app
 
 

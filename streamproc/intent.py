@@ -39,7 +39,8 @@ is stored, so customers get no intent segment yet.
 Snapshots of the model. With ``STREAMPROC_MODEL_SECRET`` set, the model is written, signed
 (:mod:`streamproc.models.snapshot`), to the Redis key :data:`SNAPSHOT_KEY` at most every
 ``STREAMPROC_MODEL_SNAPSHOT_SECONDS`` (one SET from the batch loop, and one when the worker
-stops), and loaded when the worker starts. A snapshot whose signature does not verify is
+stops; a timer of the same period writes what was learnt before the traffic paused), and
+loaded before the worker's first batch. A snapshot whose signature does not verify is
 refused (never unpickled): the worker logs why and starts from a fresh model. Without a secret
 there are no snapshots (a warning at start): a restarted worker starts from scratch.
 
@@ -54,6 +55,12 @@ Limitations (the MVP of the models issue):
 * negatives are labelled on the customer's next event: a customer who never comes back keeps
   their last snapshots pending and teaches nothing (a bias towards returning customers) until a
   timer expires them (a Redis sorted set by ``PendingLabels.due_ms``, not built yet);
+* labels assume a customer's events are processed roughly in event-time order. The browsing
+  and purchases topics are consumed independently: while a backlog is read (a restart after a
+  long stop), one topic can run ahead of the other, so a purchase may be applied before the
+  browsing that led to it (that browsing is then scored with the purchase already in the
+  profile, and its snapshots expire negative). Live traffic, consumed in step, is barely
+  affected; a backlog replay learns noisier labels (the integration test's AUC says little);
 * the score is the one of the customer's last browsing event; a purchase does not re-score.
 """
 
