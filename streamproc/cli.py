@@ -204,7 +204,8 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     width = max(len(ENV_PREFIX + name) for name, _, _ in SETTING_DOCS)
     for name, default, doc in SETTING_DOCS:
-        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {default or 'from the prefix'})")
+        shown = default or ("from the prefix" if name.startswith("TOPIC_") else "none")
+        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {shown})")
     return 0
 
 
