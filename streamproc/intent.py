@@ -59,8 +59,11 @@ Limitations (the MVP of the models issue):
   and purchases topics are consumed independently: while a backlog is read (a restart after a
   long stop), one topic can run ahead of the other, so a purchase may be applied before the
   browsing that led to it (that browsing is then scored with the purchase already in the
-  profile, and its snapshots expire negative). Live traffic, consumed in step, is barely
-  affected; a backlog replay learns noisier labels (the integration test's AUC says little);
+  profile, and its snapshots expire negative). Measured in memory on 7,500 simulated events:
+  processed in event-time order, ROC AUC 0.73; each 2,500-event chunk's browsing before its
+  purchases, 0.48 (the integration test, which reads such backlogs, sees about 0.41). How much
+  live traffic, consumed nearly in step, suffers is not measured yet; ordering a customer's
+  events by event time within a batch, or waiting out a lateness before labelling, would help;
 * the score is the one of the customer's last browsing event; a purchase does not re-score.
 """
 
