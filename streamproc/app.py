@@ -16,6 +16,7 @@ import faust
 
 from streamproc.agents import BatchStats, Emitter, consume
 from streamproc.events.codec import RawMessage
+from streamproc.intent import IntentScorer, RedisBlobs
 from streamproc.processor import BatchResult, Processor
 from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
@@ -84,14 +85,33 @@ def create_app(
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
 
     async def process_events(stream: faust.StreamT) -> None:
-        processor = Processor(settings, make_store(), segmenter=segmenter)
+        store = make_store()
+        # The model snapshot lives in the state's Redis (none with another store: unit tests).
+        blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
+        scorer = IntentScorer(settings, blobs)
+        app.streamproc_scorer = scorer
+        processor = Processor(settings, store, segmenter=segmenter, scorer=scorer)
         batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
             await consume(batches, processor, out, stats)
         finally:
-            await processor.store.close()
+            try:
+                await scorer.checkpoint(force=True)  # what was learnt since the last one
+            finally:
+                await processor.store.close()
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
+
+    if settings.model_secret:
+        # The batch loop writes the model's snapshot when one is due; this timer writes what
+        # was learnt before the traffic paused (no batch, no snapshot otherwise).
+        async def snapshot_models() -> None:
+            scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
+            if scorer is not None:
+                await scorer.checkpoint()
+
+        app.timer(float(settings.model_snapshot_seconds),
+                  name="streamproc.snapshot_models")(snapshot_models)
     return app
 
 

@@ -163,10 +163,49 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _read_snapshot(settings: Settings) -> bytes | None:
+    import redis.asyncio as aioredis
+
+    from streamproc.intent import SNAPSHOT_KEY
+
+    client = aioredis.from_url(settings.redis_url, decode_responses=False)
+    try:
+        blob: bytes | None = await client.get(SNAPSHOT_KEY)
+        return blob
+    finally:
+        await client.aclose()
+
+
+def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.exceptions
+
+    from streamproc.intent import SNAPSHOT_KEY, snapshot_stats
+
+    if not settings.model_secret:
+        raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
+                              "model snapshot (workers without it write none)")
+    try:
+        blob = asyncio.run(_read_snapshot(settings))
+    except redis.exceptions.ConnectionError as exc:
+        raise StreamprocError(
+            f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
+            "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
+        ) from None
+    if blob is None:
+        print(f"streamproc: no intent model snapshot in Redis ({SNAPSHOT_KEY} at "
+              f"{settings.redis_url}): workers write one every STREAMPROC_MODEL_SNAPSHOT_SECONDS "
+              "once they have learnt, when STREAMPROC_MODEL_SECRET is set", file=sys.stderr)
+        return 1
+    stats = snapshot_stats(blob, settings.model_secret.encode())  # SnapshotError: exit 2
+    print(orjson.dumps({"intent": stats}, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     width = max(len(ENV_PREFIX + name) for name, _, _ in SETTING_DOCS)
     for name, default, doc in SETTING_DOCS:
-        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {default or 'from the prefix'})")
+        shown = default or ("from the prefix" if name.startswith("TOPIC_") else "none")
+        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {shown})")
     return 0
 
 
@@ -239,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customer", help="only this customer's records")
     p.add_argument("--json", action="store_true", help="print raw JSON, one record a line")
     p.set_defaults(func=_cmd_tail)
+
+    p = sub.add_parser("models", help="print the latest intent model snapshot's figures",
+                       description="Read the intent model's snapshot from Redis, verify its "
+                       "signature with STREAMPROC_MODEL_SECRET and print, as JSON, its version, "
+                       "labels learnt (n, positives, negatives), progressive-validation ROC AUC "
+                       "and log loss, and drift detections. Exits 1 when there is no snapshot, "
+                       "2 when the secret is missing or does not match.")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
     p.set_defaults(func=_cmd_settings)

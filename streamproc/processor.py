@@ -7,6 +7,10 @@ and a producer duplicate (same event id) are skipped, so a crash, a rebalance or
 double counts. The decisions of a customer's last batch stay in its outbox and are published
 again when that batch is redelivered, so a crash between the state write and the publish loses
 no decision (decision ids are deterministic: consumers see the same id twice, never two ids).
+
+Two per-event hooks run after the profile took an event: a :class:`Scorer` (the purchase-intent
+model, :mod:`streamproc.intent`) and then a :class:`Segmenter` (which sees the new scores). The
+scorer's labels are learnt only once the customer's state write succeeded.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +30,7 @@ import orjson
 from streamproc.decisions.policy import POLICY_NAME, Choice, decide
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
+from streamproc.intent import NoScoring
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, unpack_doc
 from streamproc.state.profile import Profile, ProfileConfig, apply_event, new_profile
@@ -65,6 +70,24 @@ class Segmenter(Protocol):
         ...
 
     def buckets(self, p: Profile) -> tuple[str, ...]: ...
+
+
+class Scorer(Protocol):
+    """Scores a profile after each event and learns from labels (streamproc.intent)."""
+
+    async def refresh(self) -> None: ...
+
+    def update(self, p: Profile, event: Event) -> list[Any]:
+        """Score the event into the profile; return the labels it decided (learnt later)."""
+        ...
+
+    def learn(self, labels: Iterable[Any]) -> int:
+        """Learn from labels whose profile change has been saved."""
+        ...
+
+    async def checkpoint(self, force: bool = False) -> bool:
+        """Once per batch: persist the model when due."""
+        ...
 
 
 class NoSegments:
@@ -120,6 +143,14 @@ def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> di
     trigger_key = f"{event.customer_id}/{event.event_id}/{event.type}"
     segments = {**simple_segments(p), **{
         k: v for k, v in p.get("segments", {}).items() if not k.startswith("custom.")}}
+    scores: dict[str, float] = {"cart_value": p["cart"]["value"],
+                                "orders": p["purchases"]["orders"]}
+    reasons = list(choice.reasons)
+    intent = (p.get("scores") or {}).get("intent")
+    if intent is not None:
+        scores["intent"] = intent
+        if segments.get("intent") == "hot":
+            reasons.append(f"purchase intent is hot ({intent:.2f})")
     return {
         "decision_id": uuid.uuid5(DECISION_NAMESPACE, trigger_key).hex,
         "customer_id": event.customer_id,
@@ -130,9 +161,9 @@ def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> di
         "channel": choice.channel,
         "action": choice.action,
         "personalised": choice.personalised,
-        "reasons": choice.reasons,
+        "reasons": reasons,
         "segments": segments,
-        "scores": {"cart_value": p["cart"]["value"], "orders": p["purchases"]["orders"]},
+        "scores": scores,
         "experiment": None,
         "propensity": choice.propensity,
         "expires_at": iso_ms(event.ts_ms + DECISION_TTL_MS),
@@ -149,6 +180,8 @@ class _CustomerOutcome:
     # also the customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
+    # The scorer's labels, learnt once the write is saved.
+    labels: list[Any] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -162,6 +195,7 @@ class Processor:
         decoder: Decoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         segmenter: Segmenter | None = None,
+        scorer: Scorer | None = None,
     ) -> None:
         self.store = store
         self.decoder = decoder or Decoder(settings)
@@ -169,6 +203,7 @@ class Processor:
         self.compression = settings.state_compression
         self.clock_ms = clock_ms
         self.segmenter: Segmenter = segmenter or NoSegments()
+        self.scorer: Scorer = scorer or NoScoring()
         self.profile_config = ProfileConfig(settings.affinity_half_life_days,
                                             settings.activity_days)
         self.ttl_ms = settings.customer_ttl_days * 86_400_000
@@ -188,6 +223,7 @@ class Processor:
             by_customer.setdefault(event.customer_id, []).append(event)
 
         await self.segmenter.refresh(self.store)
+        await self.scorer.refresh()
         # An erase supersedes everything before it: the customer's keys go now, and the
         # events after it (if any) start a new profile.
         for cid, events in by_customer.items():
@@ -213,6 +249,8 @@ class Processor:
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
+                if outcome.labels:
+                    self.scorer.learn(outcome.labels)
                 key = cid.encode()
                 for out in outcome.outputs:
                     target = result.decisions if out["topic"] == "decisions" else result.segments
@@ -228,6 +266,7 @@ class Processor:
                 f"{len(pending)} customers kept changing under this worker "
                 f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
             )
+        await self.scorer.checkpoint()
         return result
 
     def _apply_customer(
@@ -276,6 +315,7 @@ class Processor:
                 continue
             try:
                 apply_event(p, event.type, event.ts_ms, event.data, self.profile_config)
+                out.labels.extend(self.scorer.update(p, event))
                 moves = self.segmenter.update(p, event, trigger_of(event))
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 choice = decide(p, event.type, event.data)

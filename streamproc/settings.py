@@ -77,6 +77,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CUSTOMER_TTL_DAYS", "0", "expire customers inactive this many days; 0 keeps them"),
     ("SEGMENT_RULES", "", "YAML or JSON file of custom segments, reloaded when it changes"),
     ("SEGMENT_HISTORY", "20", "segment moves kept on each profile"),
+    ("INTENT_HORIZON_MINUTES", "30",
+     "a browsing moment counts as buying intent if a purchase follows within this many minutes"),
+    ("MODEL_SECRET", "", "shared secret signing model snapshots in Redis; empty: no snapshots"),
+    ("MODEL_SNAPSHOT_SECONDS", "30", "seconds between two snapshots of a worker's models"),
     ("WEB_PORT", "0", "port of the worker's web server; 0 disables it"),
     ("LOG_LEVEL", "info", "worker log level: debug, info, warn, error"),
     ("STACK_DIR", ".stack", "data, logs and pid files of the local stack (git-ignored)"),
@@ -107,6 +111,9 @@ class Settings:
     customer_ttl_days: int = 0
     segment_rules: Path | None = None
     segment_history: int = 20
+    intent_horizon_minutes: int = 30
+    model_secret: str = field(default="", repr=False)
+    model_snapshot_seconds: int = 30
     web_port: int = 0
     log_level: str = "info"
     stack_dir: Path = Path(".stack")
@@ -151,6 +158,10 @@ class Settings:
             segment_rules=Path(get("SEGMENT_RULES")).expanduser() if get("SEGMENT_RULES")
             else None,
             segment_history=_int(get, "SEGMENT_HISTORY", 0, 1000),
+            intent_horizon_minutes=_int(get, "INTENT_HORIZON_MINUTES", 1, 10_080),
+            # Not stripped: a secret is used byte for byte.
+            model_secret=env.get(ENV_PREFIX + "MODEL_SECRET", ""),
+            model_snapshot_seconds=_int(get, "MODEL_SNAPSHOT_SECONDS", 1, 86_400),
             web_port=_int(get, "WEB_PORT", 0, 65535),
             log_level=get("LOG_LEVEL").lower(),
             stack_dir=Path(get("STACK_DIR")).expanduser(),

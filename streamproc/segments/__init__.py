@@ -11,6 +11,7 @@ from streamproc.segments.assignment import Assignment, Transition
 from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
 from streamproc.segments.config import SegmentConfig
 from streamproc.segments.demographic import assign_demographics
+from streamproc.segments.intent import assign_intent
 from streamproc.segments.journey import assign_journey
 from streamproc.segments.lifecycle import assign_lifecycle
 from streamproc.segments.quantiles import (
@@ -48,6 +49,7 @@ __all__ = [
     "Transition",
     "assign_all",
     "assign_demographics",
+    "assign_intent",
     "assign_journey",
     "assign_lifecycle",
     "assign_rfm",

@@ -1,7 +1,8 @@
 """Assign every segmentation to one customer, and list what changed.
 
 The segmentations (keys of :func:`assign_all`'s result): ``rfm``, ``value_tier``, ``lifecycle``,
-``journey``, ``age_band``, ``gender``, ``country`` and one ``custom.<rule name>`` per custom rule,
+``journey``, ``age_band``, ``gender``, ``country``, ``intent`` (only once the customer has an
+intent score) and one ``custom.<rule name>`` per custom rule,
 whose segment is ``member`` or ``not_member``. Custom rules see the built-in segments just
 assigned under ``segments.`` (``segments.rfm`` is this event's RFM segment), and custom segments
 as they were before this event.
@@ -23,6 +24,7 @@ from streamproc.segments.assignment import Assignment, Transition
 from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER
 from streamproc.segments.config import SegmentConfig
 from streamproc.segments.demographic import assign_demographics
+from streamproc.segments.intent import assign_intent
 from streamproc.segments.journey import assign_journey
 from streamproc.segments.lifecycle import assign_lifecycle
 from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts
@@ -51,6 +53,9 @@ def assign_all(
         "journey": assign_journey(profile, config),
         **assign_demographics(profile),
     }
+    intent = assign_intent(profile, config)
+    if intent is not None:
+        out["intent"] = intent
     if rules:
         fresh = {**previous, **{k: a.segment for k, a in out.items()}}
         results = rules.evaluate({**profile, "segments": fresh}, now_ms)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamproc.segments import demographic, journey, lifecycle, rfm, tiers
+from streamproc.segments import demographic, intent, journey, lifecycle, rfm, tiers
 
 CUSTOM_PREFIX = "custom."
 MEMBER, NOT_MEMBER = "member", "not_member"
@@ -16,4 +16,6 @@ SEGMENTATIONS: dict[str, tuple[str, ...] | None] = {
     "age_band": (*demographic.AGE_BANDS, demographic.UNKNOWN),
     "gender": (*demographic.GENDERS, demographic.UNKNOWN),
     "country": None,
+    # Only for customers with an intent score (scores.intent).
+    "intent": intent.SEGMENTS,
 }

@@ -41,6 +41,10 @@ class SegmentConfig:
     journey_engaged_product_views: int = 3
     journey_engaged_sessions: int = 2
     journey_loyal_orders: int = 5
+    # Intent tiers: lower bounds of warm and hot on the intent score (see intent.py); the same
+    # defaults as IntentModel's thresholds.
+    intent_warm: float = 0.2
+    intent_hot: float = 0.5
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -72,4 +76,7 @@ class SegmentConfig:
         if self.journey_loyal_orders < 3:
             # 2 orders already make a repeat buyer; loyal must be a later stage.
             out.append(f"journey_loyal_orders ({self.journey_loyal_orders}) must be at least 3")
+        if not 0.0 <= self.intent_warm <= self.intent_hot <= 1.0:
+            out.append(f"intent thresholds must be 0 <= intent_warm ({self.intent_warm}) <= "
+                       f"intent_hot ({self.intent_hot}) <= 1")
         return out

@@ -51,6 +51,9 @@ PROFILE_SHAPE: Shape = {
     "segments": FREE,
     "categories": FREE,
     "feedback": FREE,
+    # Written by the intent scorer (streamproc/intent.py).
+    "scores": {"intent": None},
+    "pending_labels": FREE,
 }
 
 
@@ -67,7 +70,7 @@ def check_path(path: str, shape: Shape = PROFILE_SHAPE) -> str | None:
     >>> check_path("purchase.total")
     "unknown profile field 'purchase'; known: activity, affinities, attributes, cart, categories, \
 consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
-location, purchases, rfm, segments, session"
+location, pending_labels, purchases, rfm, scores, segments, session"
     """
     node: Shape | str | None = shape
     done: list[str] = []
