@@ -88,7 +88,13 @@ def make_processor(settings: Settings, store: Store) -> Processor:
         from streamproc.segmentation import Segmenter
     except ImportError:  # before segmentation existed
         return Processor(settings, store)
-    return Processor(settings, store, segmenter=Segmenter(settings))
+    try:
+        from streamproc.intent import IntentScorer
+    except ImportError:  # before purchase intent was wired
+        return Processor(settings, store, segmenter=Segmenter(settings))
+    # No blob store: the bench measures state, not model snapshots.
+    return Processor(settings, store, segmenter=Segmenter(settings),
+                     scorer=IntentScorer(settings))
 
 
 def raw_messages(settings: Settings, events: Iterable[SimEvent],

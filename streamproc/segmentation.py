@@ -33,6 +33,8 @@ from streamproc.state.profile import DAY_MS, Profile
 from streamproc.state.store import Store
 
 HISTOGRAM_REFRESH_S = 5.0
+# Segmentations whose moves are not kept in the profile's segment history.
+TRANSIENT = frozenset({"intent"})
 
 
 def rfm_buckets(p: Profile) -> tuple[str, str, str]:
@@ -110,7 +112,9 @@ class Segmenter:
                 segments.pop(move.segmentation, None)
             else:
                 segments[move.segmentation] = move.to
-            if move.from_ is not None and self.history:
+            # The intent tier follows a score that moves on most browsing events: its moves
+            # are published, but kept out of the short history, which is for customer moves.
+            if move.from_ is not None and self.history and move.segmentation not in TRANSIENT:
                 history.append([move.segmentation, move.from_, move.to, event.ts_ms])
         del history[: -self.history or len(history)]
         return [

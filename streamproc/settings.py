@@ -76,7 +76,7 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("ACTIVITY_DAYS", "30", "days of daily activity counts kept for windowed segment rules"),
     ("CUSTOMER_TTL_DAYS", "0", "expire customers inactive this many days; 0 keeps them"),
     ("SEGMENT_RULES", "", "YAML or JSON file of custom segments, reloaded when it changes"),
-    ("SEGMENT_HISTORY", "20", "segment moves kept on each profile"),
+    ("SEGMENT_HISTORY", "10", "segment moves kept on each profile"),
     ("INTENT_HORIZON_MINUTES", "30",
      "a browsing moment counts as buying intent if a purchase follows within this many minutes"),
     ("MODEL_SECRET", "", "shared secret signing model snapshots in Redis; empty: no snapshots"),
@@ -110,7 +110,7 @@ class Settings:
     activity_days: int = 30
     customer_ttl_days: int = 0
     segment_rules: Path | None = None
-    segment_history: int = 20
+    segment_history: int = 10
     intent_horizon_minutes: int = 30
     model_secret: str = field(default="", repr=False)
     model_snapshot_seconds: int = 30

@@ -129,3 +129,23 @@ def test_a_broken_rules_file_stops_the_start_with_every_problem(tmp_path):
         Segmenter(Settings(segment_rules=rules))
     message = str(info.value)
     assert "segments[0]" in message
+
+
+def test_intent_tier_moves_are_published_but_not_kept_in_history():
+    from streamproc.events.codec import Event
+    from streamproc.state.profile import apply_event, new_profile
+
+    segmenter = Segmenter(SETTINGS, clock=lambda: 0.0)
+    p = new_profile("c1")
+    body = event("page_view", customer="c1")
+    apply_event(p, "page_view", 1_000, body)
+    msg = Partition().message(body)
+    ev = Event("page_view", "c1", body["event_id"], 1_000, body, msg)
+    moves = []
+    for score in (0.1, 0.9):
+        p["scores"] = {"intent": score}
+        moves += segmenter.update(p, ev, {"offset": 0})
+    intent_moves = [(m["from"], m["to"]) for m in moves if m["segmentation"] == "intent"]
+    assert intent_moves == [(None, "cold"), ("cold", "hot")]
+    assert p["segments"]["intent"] == "hot"
+    assert all(h[0] != "intent" for h in p["segment_history"])
