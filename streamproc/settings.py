@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from streamproc.errors import ConfigError
@@ -211,23 +212,24 @@ class Settings:
         return host, int(port)
 
 
-def _int(get: Callable[[str], str], name: str, low: int, high: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _number(get: Callable[[str], str], name: str, parse: Callable[[str], _N], what: str,
+            low: _N, high: _N) -> _N:
     raw = get(name)
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected a whole number") from None
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected {what}") from None
     if not low <= value <= high:
         raise ConfigError(f"{ENV_PREFIX}{name}={value}: expected {low} to {high}")
     return value
+
+
+def _int(get: Callable[[str], str], name: str, low: int, high: int) -> int:
+    return _number(get, name, int, "a whole number", low, high)
 
 
 def _float(get: Callable[[str], str], name: str, low: float, high: float) -> float:
-    raw = get(name)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected a number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{ENV_PREFIX}{name}={value}: expected {low} to {high}")
-    return value
+    return _number(get, name, float, "a number", low, high)
