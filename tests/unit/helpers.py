@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -65,3 +66,17 @@ class Partition:
             value = body
             topic = topic or SETTINGS.topics.browsing
         return RawMessage(topic, self.partition, next(self.offsets), key, value, 1_772_359_200_000)
+
+
+async def replay_with_redeliveries(
+    process: Callable[[list[RawMessage]], Awaitable[Any]], log: list[RawMessage],
+    replays: list[tuple[int, int]], cut: int,
+) -> None:
+    """Consume ``log`` once in batches of ``cut``, then again from each ``(start, length)``
+    of ``replays`` as a consumer restarted after a crash would (never past what it read)."""
+    position = 0
+    for start, length in [(0, len(log)), *replays]:
+        chunk = log[min(start, position):min(start, position) + length]
+        for i in range(0, len(chunk), cut):
+            await process(chunk[i:i + cut])
+        position = max(position, min(start, position) + length)

@@ -27,7 +27,7 @@ from streamproc.segments import SegmentConfig, assign_intent
 from streamproc.settings import Settings
 from streamproc.state.store import MemoryStore
 
-from .helpers import Partition, event
+from .helpers import Partition, event, replay_with_redeliveries
 from .test_processor import RacingStore
 
 SECRET = "unit-test-secret"
@@ -325,12 +325,7 @@ async def test_redeliveries_learn_exactly_what_a_clean_pass_learns(kinds, custom
     part = Partition()
     log = [part.message(b) for b in bodies]
     proc, store, scorer = make()
-    position = 0
-    for start, length in [(0, len(log))] + replays:
-        chunk = log[min(start, position):min(start, position) + length]
-        for i in range(0, len(chunk), cut):
-            await proc.process(chunk[i:i + cut])
-        position = max(position, min(start, position) + length)
+    await replay_with_redeliveries(proc.process, log, replays, cut)
     assert scorer.model.stats() == clean_scorer.model.stats()
     for cid in set(customers[: len(kinds)]):
         got, want = await profile(store, cid), await profile(clean_store, cid)

@@ -11,7 +11,7 @@ from streamproc.processor import Processor, StateConflictError
 from streamproc.segmentation import Segmenter
 from streamproc.state.store import MemoryStore
 
-from .helpers import SETTINGS, Partition, event
+from .helpers import SETTINGS, Partition, event, replay_with_redeliveries
 
 
 def make(store: MemoryStore | None = None, segments: bool = False
@@ -190,12 +190,7 @@ async def test_duplicates_and_redeliveries_equal_one_clean_pass(kinds, customers
             log.append(messy_part.message(body))
     # ... and the consumer sees ranges of it again after crashes, in batches of any size.
     proc, store = make(segments=True)
-    position = 0
-    for start, length in [(0, len(log))] + replays:
-        chunk = log[min(start, position):min(start, position) + length]
-        for i in range(0, len(chunk), cut):
-            await proc.process(chunk[i:i + cut])
-        position = max(position, min(start, position) + length)
+    await replay_with_redeliveries(proc.process, log, replays, cut)
     await proc.process(log)
 
     for cid in set(customers[: len(kinds)]):
