@@ -68,13 +68,17 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamproc.decisions.chooser import Pick, unit_draw
 from streamproc.errors import StreamprocError
 from streamproc.models.snapshot import SnapshotError, dump, load
+from streamproc.settings import Settings
+
+if TYPE_CHECKING:
+    from streamproc.intent import Blobs
 
 POLICY = "thompson-v1"
 MC_DRAWS = 2000  # joint posterior draws per propensity vector: P_ts within about +-0.011
@@ -106,6 +110,7 @@ class ThompsonChooser:
     """
 
     version = POLICY
+    name = "bandit"  # as a candidate policy of `streamproc evaluate`
 
     def __init__(self, exploration: float = DEFAULT_EXPLORATION,
                  reward_wait_ms: int = DEFAULT_REWARD_WAIT_MS,
@@ -128,6 +133,11 @@ class ThompsonChooser:
         self._closed: dict[str, None] = {}  # insertion-ordered set
         self._deadlines: list[tuple[int, str]] = []  # (ts_ms + wait, decision id), lazy heap
         self._cache: dict[str, dict[tuple[str, ...], list[float]]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ThompsonChooser:
+        """A fresh chooser with ``STREAMPROC_BANDIT_*`` settings."""
+        return cls(settings.bandit_exploration, settings.bandit_reward_wait_minutes * 60_000)
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -305,3 +315,23 @@ class ThompsonChooser:
                              for a, ab in sorted(arms.items())}
                          for c, arms in sorted(self.posteriors.items())},
         }
+
+
+async def load_bandit(blobs: Blobs, settings: Settings) -> ThompsonChooser | None:
+    """The chooser of the signed snapshot in Redis (:data:`SNAPSHOT_KEY`), with the current
+    settings; None when there is none. SnapshotError when it cannot be trusted or read, or
+    when ``STREAMPROC_MODEL_SECRET`` is not set."""
+    if not settings.model_secret:
+        raise SnapshotError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
+                            "bandit snapshot (workers without it write none)")
+    blob = await blobs.get(SNAPSHOT_KEY)
+    if blob is None:
+        return None
+    return ThompsonChooser.restore(blob, settings.model_secret.encode(),
+                                   settings.bandit_exploration,
+                                   settings.bandit_reward_wait_minutes * 60_000)
+
+
+async def save_bandit(chooser: ThompsonChooser, blobs: Blobs, settings: Settings) -> None:
+    """Write the chooser's signed snapshot to Redis (:data:`SNAPSHOT_KEY`)."""
+    await blobs.set(SNAPSHOT_KEY, chooser.snapshot(settings.model_secret.encode()))

@@ -202,3 +202,24 @@ def test_summary_reports_outcomes_and_means() -> None:
     summary = bandit.summary()
     assert summary["contexts"]["ctx"]["cart_reminder"] == {"outcomes": 10.0, "mean": 0.5}
     assert summary["updates"] == 10
+
+
+async def test_save_and_load_through_blobs_with_the_settings() -> None:
+    from streamproc.decisions.bandit import SNAPSHOT_KEY, load_bandit, save_bandit
+    from streamproc.intent import MemoryBlobs
+    from streamproc.settings import Settings
+
+    settings = Settings.from_env({"STREAMPROC_MODEL_SECRET": SECRET.decode(),
+                                  "STREAMPROC_BANDIT_EXPLORATION": "0.2",
+                                  "STREAMPROC_BANDIT_REWARD_WAIT_MINUTES": "5"})
+    blobs = MemoryBlobs()
+    assert await load_bandit(blobs, settings) is None
+    bandit = ThompsonChooser.from_settings(settings)
+    assert (bandit.exploration, bandit.reward_wait_ms) == (0.2, 300_000)
+    bandit.learn("a", "c", 1.0)
+    await save_bandit(bandit, blobs, settings)
+    assert SNAPSHOT_KEY in blobs.data
+    loaded = await load_bandit(blobs, settings)
+    assert loaded is not None and loaded.posterior("c", "a") == (2.0, 1.0)
+    with pytest.raises(SnapshotError, match="STREAMPROC_MODEL_SECRET is not set"):
+        await load_bandit(blobs, Settings.from_env({}))
