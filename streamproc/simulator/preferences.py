@@ -26,8 +26,9 @@ any catalogue):
 True
 >>> events = prefs.respond(customer, {"decision_id": "d-1", "ts_ms": 0,
 ...                                   "action_id": "cart_reminder"})
->>> events[0]
-(0, {'event_id': 'd-1:impression', 'type': 'feedback', 'customer_id': 'sim7-c000000', 'ts': '1970-01-01T00:00:00.000Z', 'decision_id': 'd-1', 'outcome': 'impression', 'action_id': 'cart_reminder'})
+>>> at, event = events[0]
+>>> at, event["outcome"], event["ts"]
+(0, 'impression', '1970-01-01T00:00:00.000Z')
 """
 
 from __future__ import annotations
