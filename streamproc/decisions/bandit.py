@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from streamproc.intent import Blobs
 
 POLICY = "thompson-v1"
-MC_DRAWS = 2000  # joint posterior draws per propensity vector: P_ts within about +-0.011
+MC_DRAWS = 1000  # joint posterior draws per propensity vector: P_ts within about +-0.016
 SNAPSHOT_KEY = "sp:model:bandit"  # Redis key of the signed snapshot (beside sp:model:intent)
 STATE_FORMAT = 1
 MAX_PENDING = 200_000  # open expectations kept; beyond it the oldest close as zero
