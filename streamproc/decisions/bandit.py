@@ -30,7 +30,9 @@ exactly. So this chooser *defines* its policy as a probability vector and sample
 
 The logged propensity is ``P(pick)``: exact for the policy actually run (the Monte Carlo error
 only makes it differ slightly from an ideal Thompson sampler, not from what was done). The
-vector is cached per context until that context learns something, so most decisions cost a
+vector of a context is kept, and is part of the state (so a restored copy picks the same), until
+the outcomes learnt in that context grew by :data:`REFRESH_SHARE` (2%, at least one): early on
+it follows every outcome, later one redraw serves many decisions, whose cost is then a
 dictionary look-up and a hash.
 
 **Rewards that never come.** :meth:`expect` registers a decision's pick; :meth:`reward` learns
@@ -85,6 +87,7 @@ MC_DRAWS = 1000  # joint posterior draws per propensity vector: P_ts within abou
 SNAPSHOT_KEY = "sp:model:bandit"  # Redis key of the signed snapshot (beside sp:model:intent)
 STATE_FORMAT = 1
 MAX_PENDING = 200_000  # open expectations kept; beyond it the oldest close as zero
+REFRESH_SHARE = 0.02  # a context's vector is redrawn once its outcomes grew by 2% (at least 1)
 MAX_CLOSED = 50_000  # closed decision ids remembered, so a replayed expect is not learnt twice
 DEFAULT_EXPLORATION = 0.1
 DEFAULT_REWARD_WAIT_MS = 24 * 3600 * 1000
@@ -132,7 +135,9 @@ class ThompsonChooser:
         self._pending: dict[str, _Pending] = {}
         self._closed: dict[str, None] = {}  # insertion-ordered set
         self._deadlines: list[tuple[int, str]] = []  # (ts_ms + wait, decision id), lazy heap
-        self._cache: dict[str, dict[tuple[str, ...], list[float]]] = {}
+        # context -> outcomes learnt in it; context -> candidates -> (outcomes then, vector)
+        self.outcomes: dict[str, int] = {}
+        self._vectors: dict[str, dict[tuple[str, ...], tuple[int, list[float]]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThompsonChooser:
@@ -153,9 +158,10 @@ class ThompsonChooser:
         key = tuple(candidates)
         if len(set(key)) != len(key):
             raise BanditError(f"candidate actions must be distinct, got {list(key)}")
-        cached = self._cache.get(context, {}).get(key)
-        if cached is not None:
-            return cached
+        seen = self.outcomes.get(context, 0)
+        cached = self._vectors.get(context, {}).get(key)
+        if cached is not None and seen - cached[0] < max(1, math.ceil(REFRESH_SHARE * seen)):
+            return cached[1]
         k = len(key)
         if k == 1:
             probs = [1.0]
@@ -166,7 +172,7 @@ class ThompsonChooser:
             probs = [(1.0 - self.exploration) * w + floor for w in wins]
             total = math.fsum(probs)
             probs = [p / total for p in probs]
-        self._cache.setdefault(context, {})[key] = probs
+        self._vectors.setdefault(context, {})[key] = (seen, probs)
         return probs
 
     def _thompson_wins(self, context: str, key: tuple[str, ...],
@@ -211,7 +217,7 @@ class ThompsonChooser:
         ab[0] += r
         ab[1] += 1.0 - r
         self.updates += 1
-        self._cache.pop(context, None)
+        self.outcomes[context] = self.outcomes.get(context, 0) + 1
 
     def expect(self, decision_id: str, action_id: str, context: str, ts_ms: int) -> None:
         """Wait for the reward of a pick made at event time ``ts_ms``; idempotent per id, also
@@ -269,6 +275,9 @@ class ThompsonChooser:
                            for c, arms in self.posteriors.items()},
             "pending": [[d, p.action_id, p.context, p.ts_ms] for d, p in self._pending.items()],
             "closed": list(self._closed),
+            "outcomes": dict(self.outcomes),
+            "vectors": [[c, list(key), at, list(probs)] for c, by_key in self._vectors.items()
+                        for key, (at, probs) in by_key.items()],
         }
 
     @classmethod
@@ -286,6 +295,10 @@ class ThompsonChooser:
         chooser.updates = int(state["updates"])
         chooser.expired = int(state["expired"])
         chooser._closed = dict.fromkeys(str(d) for d in state["closed"])
+        chooser.outcomes = {str(c): int(n) for c, n in state["outcomes"].items()}
+        for context, key, at, probs in state["vectors"]:
+            chooser._vectors.setdefault(str(context), {})[tuple(map(str, key))] = (
+                int(at), [float(p) for p in probs])
         for decision_id, action_id, context, ts_ms in state["pending"]:
             chooser.expect(str(decision_id), str(action_id), str(context), int(ts_ms))
         return chooser

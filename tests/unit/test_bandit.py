@@ -223,3 +223,28 @@ async def test_save_and_load_through_blobs_with_the_settings() -> None:
     assert loaded is not None and loaded.posterior("c", "a") == (2.0, 1.0)
     with pytest.raises(SnapshotError, match="STREAMPROC_MODEL_SECRET is not set"):
         await load_bandit(blobs, Settings.from_env({}))
+
+
+def test_the_vector_is_redrawn_once_the_context_grew_by_two_percent() -> None:
+    bandit = trained({"cart_reminder": 0.3, "category_picks": 0.28}, n=500)  # 1,000 outcomes
+    pair = ["cart_reminder", "category_picks"]
+    before = bandit.probabilities(pair, "ctx")
+    for _ in range(20):  # 20 new outcomes < 2% of 1,020 (20.4): the kept vector still serves
+        bandit.learn("category_picks", "ctx", 1.0)
+    assert bandit.probabilities(pair, "ctx") == before
+    bandit.learn("category_picks", "ctx", 1.0)  # 21 >= 2% of 1,021: redrawn
+    after = bandit.probabilities(pair, "ctx")
+    assert after[1] > before[1]
+    # A copy restored from the state keeps the vectors too, so it picks the same.
+    copy = ThompsonChooser.from_state(bandit.to_state())
+    bandit.learn("category_picks", "ctx", 1.0)
+    copy.learn("category_picks", "ctx", 1.0)
+    assert copy.probabilities(pair, "ctx") == bandit.probabilities(pair, "ctx") == after
+
+
+def test_a_young_context_follows_every_outcome() -> None:
+    bandit = ThompsonChooser()
+    pair = ["a", "b"]
+    first = bandit.probabilities(pair, "new")
+    bandit.learn("a", "new", 1.0)
+    assert bandit.probabilities(pair, "new")[0] > first[0]
