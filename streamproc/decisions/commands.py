@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from streamproc.decisions.bandit import ThompsonChooser
     from streamproc.decisions.evaluation import Policy
     from streamproc.decisions.logs import DecisionLog
     from streamproc.settings import Settings
@@ -42,7 +43,8 @@ def _print_json(value: Any) -> None:
     print(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
-async def _bandit_from_redis(settings: Settings) -> Any:
+async def bandit_from_redis(settings: Settings) -> ThompsonChooser:
+    """The bandit of the signed snapshot in Redis; a clear error when there is none."""
     import redis.asyncio as aioredis
     import redis.exceptions
 
@@ -79,8 +81,7 @@ def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
     if name != "bandit":
         raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit or action:ID")
     if snapshot is None:
-        chooser: ThompsonChooser = asyncio.run(_bandit_from_redis(settings))
-        return chooser
+        return asyncio.run(bandit_from_redis(settings))
     if not settings.model_secret:
         raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
                               "bandit snapshot")

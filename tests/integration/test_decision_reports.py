@@ -91,3 +91,33 @@ async def test_a_missing_topic_is_a_clear_error(stack_env: Env) -> None:
     result = env.cli("report")
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+async def test_the_bandit_candidate_comes_from_its_signed_snapshot_in_redis(
+        stack_env: Env, test_redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import uuid
+
+    from streamproc.decisions import bandit as bandit_module
+    from streamproc.decisions.bandit import ThompsonChooser
+    from streamproc.decisions.commands import bandit_from_redis
+    from streamproc.errors import StreamprocError
+    from streamproc.models.snapshot import SnapshotError
+
+    # A key of this test's own: workers of other tests may write the real one in database 15.
+    key = f"sp:model:bandit:it-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(bandit_module, "SNAPSHOT_KEY", key)
+    settings = dataclasses.replace(stack_env.settings, model_secret="it-secret-1234")
+    try:
+        with pytest.raises(StreamprocError, match="no bandit snapshot in Redis"):
+            await bandit_from_redis(settings)
+        learnt = ThompsonChooser()
+        learnt.learn("a", "ctx", 1.0)
+        await test_redis.set(key, learnt.snapshot(b"it-secret-1234"))
+        loaded = await bandit_from_redis(settings)
+        assert loaded.posterior("ctx", "a") == (2.0, 1.0)
+        wrong = dataclasses.replace(settings, model_secret="not-the-secret")
+        with pytest.raises(SnapshotError, match="signature does not match"):
+            await bandit_from_redis(wrong)
+    finally:
+        await test_redis.delete(key)
