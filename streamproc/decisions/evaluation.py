@@ -20,7 +20,8 @@ per-decision terms). The **effective sample size** ``(sum w)^2 / sum w^2`` of th
 weights ``w = pi(a|x) / p`` says how many decisions the estimate is really worth.
 
 Which decisions are used: personalised decisions of a stochastic policy; decisions of the
-control group or of the neutral policy (``personalised: false``) are left out and counted. The
+control group or of the neutral policy (``personalised: false``) and forced choices (policy
+``reuse``, or an empty ``candidates`` list) are left out and counted. The
 candidate chooses among the same actions as the logged policy did: a record's ``candidates``
 list when it has one, otherwise every action the log shows for the same slot (or channel).
 
@@ -51,6 +52,7 @@ from streamproc.errors import StreamprocError
 REWARDS = ("conversion", "click", "revenue")
 DEFAULT_CONTEXT = "context"
 NO_CONTEXT = "all"
+FORCED_POLICIES = ("reuse",)  # the engine re-showing a still-fresh action: nobody chose
 
 
 class EvaluationError(StreamprocError):
@@ -167,6 +169,8 @@ def samples_from_log(log: DecisionLog, reward: str = "conversion",
             excluded["decisions of other arms"] += 1
         elif (exp is not None and exp.get("arm") == CONTROL) or record.get("policy") == "neutral":
             excluded["control-group or neutral-policy decisions"] += 1
+        elif record.get("policy") in FORCED_POLICIES or record.get("candidates") == []:
+            excluded["forced choices (re-use of a fresh action, nothing to choose among)"] += 1
         elif record.get("personalised") is False:
             excluded["non-personalised decisions (no consent, missing data)"] += 1
         elif not isinstance(field_at(record, "action.id"), str):

@@ -129,11 +129,14 @@ def test_control_neutral_and_filtered_decisions_are_left_out_and_counted() -> No
         decision(3, "x", "default_content", 1.0, personalised=False),
         decision(4, "x", "b", 0.5, experiment={"id": "e2", "arm": "bandit"}),
         decision(5, "x", "b", None, policy="neutral"),
+        decision(6, "x", "b", 1.0, policy="reuse", experiment=exp),
+        decision(7, "x", "b", 1.0, candidates=[], experiment=exp),
     ], [])
     samples, excluded = samples_from_log(log, experiment="e1")
     assert [s.decision_id for s in samples] == ["d-1"]
     assert excluded == {"decisions of other experiments": 3,
-                        "control-group or neutral-policy decisions": 1}
+                        "control-group or neutral-policy decisions": 1,
+                        "forced choices (re-use of a fresh action, nothing to choose among)": 2}
     samples, excluded = samples_from_log(log)
     assert [s.decision_id for s in samples] == ["d-1", "d-4"]
     assert excluded["non-personalised decisions (no consent, missing data)"] == 1
