@@ -303,6 +303,10 @@ class ThompsonChooser:
             chooser.expect(str(decision_id), str(action_id), str(context), int(ts_ms))
         return chooser
 
+    def take_over(self, other: ThompsonChooser) -> None:
+        """Adopt ``other``'s state and settings in place, for holders of this object."""
+        vars(self).update(vars(other))
+
     def snapshot(self, secret: bytes, created_ms: int | None = None) -> bytes:
         """The state, signed with ``secret`` (``STREAMPROC_MODEL_SECRET``)."""
         return dump(self.to_state(), secret, version=self.updates, created_ms=created_ms)
