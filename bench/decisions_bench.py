@@ -9,10 +9,11 @@ each action with its own hidden probability (:mod:`streamproc.simulator.preferen
 
 ``--visits`` visits (60,000) arrive in event time (one every ~2 s on average): a random customer
 asks for the ``homepage_hero`` slot. The customer's arm comes from
-``streamproc.decisions.experiments.assign`` on one experiment: 10% control (the neutral
-``default_content``), the rest split evenly between the **bandit** (``ThompsonChooser``, context
-key = the customer's favourite category, which a worker would see as a segment) and **random**
-(``UniformChooser``). Each decision is answered by the simulator the way the persona would: an
+``streamproc.decisions.experiments.assign`` on one experiment: 10% control (the slot's neutral
+``bestsellers_hero``), the rest split evenly between the **bandit** (``ThompsonChooser``,
+context key = the customer's favourite category, which a worker would see as a segment) and
+**random** (``UniformChooser``), both over every action (eligibility rules are not
+simulated). Each decision is answered by the simulator the way the persona would: an
 impression, maybe a click, maybe (10 minutes later in event time) a conversion with revenue.
 The bandit learns the way a worker would: ``expect`` at the decision, ``reward(1)`` when the
 conversion arrives, ``advance(watermark)`` closes decisions without a conversion after

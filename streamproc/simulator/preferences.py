@@ -12,7 +12,10 @@ any catalogue):
 * a lift per (persona, action): log-normal, ``exp(0.8 * z)`` with ``z`` a standard normal drawn
   from a hash, so actions differ by about x2 to x5 within a persona and the best action differs
   between personas;
-* the neutral, non-personalised action (:data:`NEUTRAL_ACTION`) has a lift of 0.6 for everyone;
+* an action whose id names a category (``running_shoes_10pct``, ``baby_essentials_15pct``) has
+  its lift multiplied by ``1 + 3 * s``, ``s`` the persona's share of interest in that category
+  (a new parent likes the baby offer);
+* neutral, non-personalised actions (:data:`NEUTRAL_ACTIONS`) have a lift of 0.6 for everyone;
 * each customer multiplies each probability by ``exp(0.25 * z)`` (individual taste);
 * a click happens with ``min(0.9, 3 * p_convert)``; a conversion only after a click, so
   ``P(conversion | click) = p_convert / p_click``; revenue is log-normal around the customer's
@@ -40,15 +43,22 @@ from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any
 
-from streamproc.simulator.population import MEDIAN_PRICE, PERSONAS, Customer
+from streamproc.simulator.population import CATEGORIES, MEDIAN_PRICE, PERSONAS, Customer
 from streamproc.simulator.sessions import format_ts
 
-# What A's default catalogue is likely to ship; any list of ids works.
+# The personalised actions of the shipped catalogue (schemas/examples/catalogue.yaml, on the
+# decisions branch) but the call-centre one; any list of ids works.
 DEFAULT_ACTIONS: tuple[str, ...] = (
-    "cart_reminder", "category_picks", "thank_you_cross_sell", "free_delivery",
-    "new_arrivals", "win_back_offer",
+    "cart_reminder", "free_delivery_nudge", "running_shoes_10pct", "baby_essentials_15pct",
+    "hot_intent_bundle", "thank_you_cross_sell", "winback_20pct",
 )
-NEUTRAL_ACTION = "default_content"
+# Neutral, non-personalised actions (the catalogue's per-slot defaults, and rules-v0's).
+NEUTRAL_ACTIONS: tuple[str, ...] = (
+    "bestsellers_hero", "popular_products", "free_delivery_banner", "newsletter_digest",
+    "default_content",
+)
+NEUTRAL_ACTION = "bestsellers_hero"  # the homepage_hero slot's
+CATEGORY_BOOST = 3.0  # an action naming a category: lift x (1 + this x persona's interest share)
 NEUTRAL_LIFT = 0.6
 ACTION_SPREAD = 0.8  # sd of the log-lift between actions, per persona
 CUSTOMER_SPREAD = 0.25  # sd of a customer's own log-lift per action
@@ -67,17 +77,26 @@ def _normal(*parts: object) -> float:
 class Preferences:
     """Hidden conversion probabilities per persona and customer over the given action ids."""
 
-    def __init__(self, actions: Sequence[str] = DEFAULT_ACTIONS, seed: int = 7) -> None:
+    def __init__(self, actions: Sequence[str] = DEFAULT_ACTIONS, seed: int = 7,
+                 neutral: Sequence[str] = NEUTRAL_ACTIONS) -> None:
         if not actions:
             raise ValueError("preferences need at least one action id")
         self.actions = tuple(actions)
+        self.neutral = tuple(neutral)
         self.seed = seed
         self.persona_rates: dict[str, dict[str, float]] = {}
         for persona in PERSONAS:
             base = 0.01 + 0.08 * persona.propensity
-            rates = {a: base * math.exp(ACTION_SPREAD * _normal(seed, persona.name, a))
-                     for a in self.actions}
-            rates[NEUTRAL_ACTION] = base * NEUTRAL_LIFT
+            interest = sum(persona.categories.values())
+            rates = {}
+            for a in self.actions:
+                lift = math.exp(ACTION_SPREAD * _normal(seed, persona.name, a))
+                for category in CATEGORIES:
+                    if category in a:
+                        lift *= 1 + CATEGORY_BOOST * persona.categories.get(category, 0) / interest
+                rates[a] = base * lift
+            for a in self.neutral:
+                rates[a] = base * NEUTRAL_LIFT
             self.persona_rates[persona.name] = rates
 
     def conversion(self, customer: Customer, action_id: str) -> float:
@@ -86,7 +105,7 @@ class Preferences:
         if action_id not in rates:
             raise KeyError(f"action {action_id!r} is not among the simulated actions "
                            f"{', '.join(self.actions)}")
-        if action_id == NEUTRAL_ACTION:
+        if action_id in self.neutral:
             return rates[action_id]
         own = math.exp(CUSTOMER_SPREAD * _normal(self.seed, customer.customer_id, action_id))
         return min(0.95, rates[action_id] * own)

@@ -6,7 +6,12 @@ import pytest
 
 from streamproc.events.schemas import load_event_schemas
 from streamproc.simulator.population import Population
-from streamproc.simulator.preferences import DEFAULT_ACTIONS, NEUTRAL_ACTION, Preferences
+from streamproc.simulator.preferences import (
+    DEFAULT_ACTIONS,
+    NEUTRAL_ACTION,
+    NEUTRAL_ACTIONS,
+    Preferences,
+)
 
 POPULATION = Population.generate(400, seed=3)
 
@@ -31,6 +36,23 @@ def test_the_best_action_depends_on_the_persona_and_beats_the_neutral_one() -> N
     for rates in prefs.persona_rates.values():
         assert max(rates[a] for a in DEFAULT_ACTIONS) > rates[NEUTRAL_ACTION]
         assert all(0 < r < 1 for r in rates.values())
+        assert {rates[a] for a in NEUTRAL_ACTIONS} == {rates[NEUTRAL_ACTION]}
+
+
+def test_an_action_naming_a_category_appeals_to_the_personas_who_like_it() -> None:
+    import math
+
+    from streamproc.simulator.population import PERSONAS
+    from streamproc.simulator.preferences import ACTION_SPREAD, _normal
+
+    action = "baby_essentials_15pct"
+    rates = Preferences([action], seed=7).persona_rates
+    for persona in PERSONAS:
+        base = (0.01 + 0.08 * persona.propensity) * math.exp(
+            ACTION_SPREAD * _normal(7, persona.name, action))
+        share = persona.categories.get("baby", 0) / sum(persona.categories.values())
+        assert rates[persona.name][action] == pytest.approx(base * (1 + 3 * share))
+    assert next(p for p in PERSONAS if p.name == "new_parent").categories["baby"] > 0
 
 
 def test_feedback_follows_the_hidden_probabilities_and_the_schema() -> None:
