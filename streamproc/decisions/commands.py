@@ -69,17 +69,12 @@ async def bandit_from_redis(settings: Settings) -> ThompsonChooser:
     return chooser
 
 
-def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
+def bandit_from(settings: Settings, snapshot: Path | None) -> ThompsonChooser:
+    """The bandit of a signed snapshot file, or of the one in Redis when ``snapshot`` is None,
+    with the current ``STREAMPROC_BANDIT_*`` settings."""
     from streamproc.decisions.bandit import ThompsonChooser
-    from streamproc.decisions.evaluation import FixedActionPolicy, UniformPolicy
     from streamproc.errors import StreamprocError
 
-    if name == "uniform":
-        return UniformPolicy()
-    if name.startswith("action:") and len(name) > len("action:"):
-        return FixedActionPolicy(name.removeprefix("action:"))
-    if name != "bandit":
-        raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit or action:ID")
     if snapshot is None:
         return asyncio.run(bandit_from_redis(settings))
     if not settings.model_secret:
@@ -90,7 +85,21 @@ def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
     except OSError as exc:
         raise StreamprocError(f"cannot read {snapshot}: {exc.strerror or exc}") from None
     return ThompsonChooser.restore(blob, settings.model_secret.encode(),
-                                   settings.bandit_exploration)
+                                   settings.bandit_exploration,
+                                   settings.bandit_reward_wait_minutes * 60_000)
+
+
+def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
+    from streamproc.decisions.evaluation import FixedActionPolicy, UniformPolicy
+    from streamproc.errors import StreamprocError
+
+    if name == "uniform":
+        return UniformPolicy()
+    if name.startswith("action:") and len(name) > len("action:"):
+        return FixedActionPolicy(name.removeprefix("action:"))
+    if name != "bandit":
+        raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit or action:ID")
+    return bandit_from(settings, snapshot)
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,8 +132,13 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bandit(settings: Settings, args: argparse.Namespace) -> int:
+    _print_json(bandit_from(settings, args.snapshot).summary())
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register ``evaluate`` and ``report`` on the CLI's sub-parsers."""
+    """Register ``evaluate``, ``report`` and ``bandit`` on the CLI's sub-parsers."""
     p = sub.add_parser(
         "evaluate", help="estimate a candidate policy's value from logged decisions (IPS, DR)",
         description="Off-policy evaluation: what a candidate policy would have earned per "
@@ -161,3 +175,14 @@ def add_commands(sub: Any) -> None:
                    "record, e.g. segments.rfm or segments.cluster")
     p.add_argument("--experiment", metavar="ID", help="only this experiment")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "bandit", help="print what the learning bandit has learnt (its latest snapshot)",
+        description="Read the bandit's snapshot from Redis (or --snapshot FILE), verify its "
+        "signature with STREAMPROC_MODEL_SECRET and print, as JSON, per context and action the "
+        "outcomes learnt and the posterior success rate, with the rewards learnt, the "
+        "decisions still awaiting theirs and those closed as zero after the wait. Exits 2 when "
+        "there is no snapshot or it cannot be trusted.")
+    p.add_argument("--snapshot", type=Path, metavar="FILE",
+                   help="a signed bandit snapshot file instead of the one in Redis")
+    p.set_defaults(func=cmd_bandit)

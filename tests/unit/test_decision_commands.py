@@ -42,13 +42,15 @@ def logs(tmp_path: Path, propensity: Any = 0.5) -> tuple[Path, Path]:
             write_jsonl(tmp_path / "feedback.jsonl", feedback))
 
 
-@pytest.mark.parametrize("command", [["evaluate"], ["report"]])
-def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("command", "option"), [("evaluate", "--decisions FILE"),
+                                                 ("report", "--decisions FILE"),
+                                                 ("bandit", "--snapshot FILE")])
+def test_help(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        build_parser().parse_args([*command, "--help"])
+        build_parser().parse_args([command, "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert "usage: streamproc" in out and "--decisions FILE" in out
+    assert "usage: streamproc" in out and option in out
 
 
 def test_evaluate_files_for_several_candidates(tmp_path: Path,
@@ -116,3 +118,21 @@ def test_report_files_table_and_json(tmp_path: Path,
                  "--by", "segments.rfm"]) == 0
     table = capsys.readouterr().out
     assert "exp" in table and "new" in table and "+50.00 pts" in table
+
+
+def test_bandit_prints_what_a_snapshot_learnt(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    bandit = ThompsonChooser()
+    for reward in (1.0, 0.0, 0.0, 1.0):
+        bandit.learn("cart_reminder", "cart_drawer:active", reward)
+    bandit.expect("d-open", "cart_reminder", "cart_drawer:active", ts_ms=0)
+    snapshot = tmp_path / "bandit.snapshot"
+    snapshot.write_bytes(bandit.snapshot(SECRET.encode()))
+    assert main(["bandit", "--snapshot", str(snapshot)]) == 2
+    assert "STREAMPROC_MODEL_SECRET is not set" in capsys.readouterr().err
+    monkeypatch.setenv("STREAMPROC_MODEL_SECRET", SECRET)
+    assert main(["bandit", "--snapshot", str(snapshot)]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["updates"] == 4 and shown["pending"] == 1
+    assert shown["contexts"]["cart_drawer:active"]["cart_reminder"] == {"outcomes": 4.0,
+                                                                         "mean": 0.5}
