@@ -137,8 +137,18 @@ def cmd_bandit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_respond(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.simulator.responder import respond_to_decisions
+
+    stats = asyncio.run(respond_to_decisions(settings, args.customers, args.seed,
+                                             from_beginning=args.from_beginning,
+                                             limit=args.max))
+    print(stats.summary())
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register ``evaluate``, ``report`` and ``bandit`` on the CLI's sub-parsers."""
+    """Register ``evaluate``, ``report``, ``bandit`` and ``respond`` on the CLI's sub-parsers."""
     p = sub.add_parser(
         "evaluate", help="estimate a candidate policy's value from logged decisions (IPS, DR)",
         description="Off-policy evaluation: what a candidate policy would have earned per "
@@ -186,3 +196,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--snapshot", type=Path, metavar="FILE",
                    help="a signed bandit snapshot file instead of the one in Redis")
     p.set_defaults(func=cmd_bandit)
+
+    p = sub.add_parser(
+        "respond", help="simulated customers answer live decisions with feedback",
+        description="Read the decisions topic and answer every decision about a simulated "
+        "customer (of `streamproc simulate` with the same --customers and --seed) with the "
+        "feedback its hidden persona would give: an impression, maybe a click, maybe a "
+        "conversion with revenue, sent to the feedback topic. Other customers' decisions are "
+        "skipped. Runs until Ctrl-C or --max.",
+        epilog="Example, in three shells: streamproc worker; streamproc simulate --customers "
+        "1000; streamproc respond --customers 1000. Then: streamproc report")
+    p.add_argument("--customers", type=int, default=1000,
+                   help="the simulated population's size, as given to simulate (default: 1000)")
+    p.add_argument("--seed", type=int, default=7, help="as given to simulate (default: 7)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="also answer the decisions already on the topic")
+    p.add_argument("--max", type=int, metavar="N", help="stop after answering N decisions")
+    p.set_defaults(func=cmd_respond)

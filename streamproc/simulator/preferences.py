@@ -79,32 +79,40 @@ class Preferences:
 
     def __init__(self, actions: Sequence[str] = DEFAULT_ACTIONS, seed: int = 7,
                  neutral: Sequence[str] = NEUTRAL_ACTIONS) -> None:
-        if not actions:
-            raise ValueError("preferences need at least one action id")
         self.actions = tuple(actions)
-        self.neutral = tuple(neutral)
+        self.neutral = frozenset(neutral)
         self.seed = seed
-        self.persona_rates: dict[str, dict[str, float]] = {}
+        self.persona_rates: dict[str, dict[str, float]] = {p.name: {} for p in PERSONAS}
+        for action in (*self.actions, *neutral):
+            self._learn_action(action)
+
+    def _learn_action(self, action_id: str) -> None:
+        """Each persona's rate for an action: a pure function of the seed and the ids, so an
+        action first met in a live decision gets the same rate as one listed up front."""
         for persona in PERSONAS:
             base = 0.01 + 0.08 * persona.propensity
-            interest = sum(persona.categories.values())
-            rates = {}
-            for a in self.actions:
-                lift = math.exp(ACTION_SPREAD * _normal(seed, persona.name, a))
+            if action_id in self.neutral:
+                rate = base * NEUTRAL_LIFT
+            else:
+                interest = sum(persona.categories.values())
+                rate = base * math.exp(ACTION_SPREAD * _normal(self.seed, persona.name, action_id))
                 for category in CATEGORIES:
-                    if category in a:
-                        lift *= 1 + CATEGORY_BOOST * persona.categories.get(category, 0) / interest
-                rates[a] = base * lift
-            for a in self.neutral:
-                rates[a] = base * NEUTRAL_LIFT
-            self.persona_rates[persona.name] = rates
+                    if category in action_id:
+                        rate *= 1 + CATEGORY_BOOST * persona.categories.get(category, 0) / interest
+            self.persona_rates[persona.name][action_id] = rate
+
+    def add_neutral(self, action_id: str) -> None:
+        """Treat ``action_id`` as a neutral action from now on (a live decision said so)."""
+        if action_id not in self.neutral:
+            self.neutral = self.neutral | {action_id}
+            self._learn_action(action_id)
 
     def conversion(self, customer: Customer, action_id: str) -> float:
-        """The customer's hidden probability of converting when shown ``action_id``."""
+        """The customer's hidden probability of converting when shown ``action_id`` (any id:
+        one not listed at construction gets its rates on first use)."""
         rates = self.persona_rates[customer.persona]
         if action_id not in rates:
-            raise KeyError(f"action {action_id!r} is not among the simulated actions "
-                           f"{', '.join(self.actions)}")
+            self._learn_action(action_id)
         if action_id in self.neutral:
             return rates[action_id]
         own = math.exp(CUSTOMER_SPREAD * _normal(self.seed, customer.customer_id, action_id))

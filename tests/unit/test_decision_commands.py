@@ -44,7 +44,8 @@ def logs(tmp_path: Path, propensity: Any = 0.5) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize(("command", "option"), [("evaluate", "--decisions FILE"),
                                                  ("report", "--decisions FILE"),
-                                                 ("bandit", "--snapshot FILE")])
+                                                 ("bandit", "--snapshot FILE"),
+                                                 ("respond", "--from-beginning")])
 def test_help(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([command, "--help"])
