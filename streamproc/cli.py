@@ -289,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
     p.set_defaults(func=_cmd_settings)
+
+    from streamproc.decisions.commands import add_commands as add_decision_commands
+
+    add_decision_commands(sub)  # evaluate, report
     return parser
 
 

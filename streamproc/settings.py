@@ -88,6 +88,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
     ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
     ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
+    ("BANDIT_EXPLORATION", "0.1",
+     "share of bandit picks spread evenly over the eligible actions (each gets at least "
+     "this / their number)"),
+    ("BANDIT_REWARD_WAIT_MINUTES", "1440",
+     "a bandit decision without a reward after this many minutes of event time counts as 0"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -121,6 +126,8 @@ class Settings:
     cache_dir: Path = Path("~/.cache/streamproc").expanduser()
     kafka_controller_port: int = 9093
     kafka_heap: str = "1g"
+    bandit_exploration: float = 0.1
+    bandit_reward_wait_minutes: int = 1440
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +176,8 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
+            bandit_exploration=_float(get, "BANDIT_EXPLORATION", 0.001, 1.0),
+            bandit_reward_wait_minutes=_int(get, "BANDIT_REWARD_WAIT_MINUTES", 1, 525_600),
         )
         settings.validate()
         return settings

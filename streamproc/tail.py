@@ -32,6 +32,23 @@ async def topic_partitions(settings: Settings, topic: str, wait_s: float = 0.0) 
         await admin.close()
 
 
+async def open_consumer(settings: Settings, topic: str) -> tuple[AIOKafkaConsumer, list[int]]:
+    """A started consumer outside any group (the caller assigns partitions and stops it) and
+    the partitions of ``topic`` (empty when it does not exist); a clear error without Kafka."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    try:
+        await consumer.start()
+        partitions = await topic_partitions(settings, topic)
+    except KafkaConnectionError as exc:
+        await consumer.stop()
+        raise StreamprocError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the stack up? "
+            "Run `streamproc stack up` or set STREAMPROC_KAFKA_BOOTSTRAP"
+        ) from None
+    return consumer, partitions
+
+
 def format_decision(d: dict[str, Any]) -> str:
     action = d.get("action") or {}
     where = d.get("slot") or d.get("channel")
@@ -67,17 +84,7 @@ async def tail_topic(
     limit: int | None = None, customer: str | None = None, raw: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    try:
-        await consumer.start()
-        partitions = await topic_partitions(settings, topic)
-    except KafkaConnectionError as exc:
-        await consumer.stop()
-        raise StreamprocError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the stack up? "
-            "Run `streamproc stack up` or set STREAMPROC_KAFKA_BOOTSTRAP"
-        ) from None
+    consumer, partitions = await open_consumer(settings, topic)
     shown = 0
     try:
         if not partitions:

@@ -1,0 +1,215 @@
+"""The ``streamproc evaluate`` and ``streamproc report`` commands (registered by ``cli.py``).
+
+Only argparse is imported at module level, so ``streamproc --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamproc.decisions.bandit import ThompsonChooser
+    from streamproc.decisions.evaluation import Policy
+    from streamproc.decisions.logs import DecisionLog
+    from streamproc.settings import Settings
+
+SOURCES_HELP = ("Decisions and feedback are read from the decisions and feedback topics, from "
+                "the beginning to their current end (STREAMPROC_TOPIC_* settings), or from JSON "
+                "Lines files (one decision record, or one feedback event, a line).")
+
+
+def _add_sources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decisions", type=Path, metavar="FILE",
+                   help="decision records as JSON Lines ('-' = stdin; default: the decisions "
+                   "topic)")
+    p.add_argument("--feedback", type=Path, metavar="FILE",
+                   help="feedback events as JSON Lines (default: the feedback topic)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _load(settings: Settings, args: argparse.Namespace) -> DecisionLog:
+    from streamproc.decisions.logs import load_log
+
+    return asyncio.run(load_log(settings, args.decisions, args.feedback, progress=sys.stderr))
+
+
+def _print_json(value: Any) -> None:
+    import orjson
+
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+
+
+async def bandit_from_redis(settings: Settings) -> ThompsonChooser:
+    """The bandit of the signed snapshot in Redis; a clear error when there is none."""
+    import redis.asyncio as aioredis
+    import redis.exceptions
+
+    from streamproc.decisions.bandit import SNAPSHOT_KEY, load_bandit
+    from streamproc.errors import StreamprocError
+    from streamproc.intent import RedisBlobs
+
+    client = aioredis.from_url(settings.redis_url, decode_responses=False)
+    try:
+        chooser = await load_bandit(RedisBlobs(client), settings)
+    except redis.exceptions.ConnectionError as exc:
+        raise StreamprocError(f"cannot reach Redis at {settings.redis_url} ({exc}); run "
+                              "`streamproc stack up`, set STREAMPROC_REDIS_URL, or give "
+                              "--bandit-snapshot FILE") from None
+    finally:
+        await client.aclose()
+    if chooser is None:
+        raise StreamprocError(f"no bandit snapshot in Redis ({SNAPSHOT_KEY} at "
+                              f"{settings.redis_url}): workers write one once the bandit has "
+                              "learnt, when STREAMPROC_MODEL_SECRET is set; or give "
+                              "--bandit-snapshot FILE")
+    return chooser
+
+
+def bandit_from(settings: Settings, snapshot: Path | None) -> ThompsonChooser:
+    """The bandit of a signed snapshot file, or of the one in Redis when ``snapshot`` is None,
+    with the current ``STREAMPROC_BANDIT_*`` settings."""
+    from streamproc.decisions.bandit import ThompsonChooser
+    from streamproc.errors import StreamprocError
+
+    if snapshot is None:
+        return asyncio.run(bandit_from_redis(settings))
+    if not settings.model_secret:
+        raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
+                              "bandit snapshot")
+    try:
+        blob = snapshot.read_bytes()
+    except OSError as exc:
+        raise StreamprocError(f"cannot read {snapshot}: {exc.strerror or exc}") from None
+    return ThompsonChooser.restore(blob, settings.model_secret.encode(),
+                                   settings.bandit_exploration,
+                                   settings.bandit_reward_wait_minutes * 60_000)
+
+
+def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
+    from streamproc.decisions.evaluation import FixedActionPolicy, UniformPolicy
+    from streamproc.errors import StreamprocError
+
+    if name == "uniform":
+        return UniformPolicy()
+    if name.startswith("action:") and len(name) > len("action:"):
+        return FixedActionPolicy(name.removeprefix("action:"))
+    if name != "bandit":
+        raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit or action:ID")
+    return bandit_from(settings, snapshot)
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.decisions.evaluation import evaluate, samples_from_log
+
+    policies = [_policy(settings, name, args.bandit_snapshot)
+                for name in (args.candidate or ["uniform"])]
+    log = _load(settings, args)
+    samples, excluded = samples_from_log(log, args.reward, args.context, args.experiment,
+                                         args.arm)
+    results = [evaluate(samples, policy, args.reward, excluded) for policy in policies]
+    for result in results:
+        result.notes = log.notes() + result.notes
+    if args.json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        print("\n\n".join(r.render() for r in results))
+    return 0
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.decisions.report import arm_results, render_table
+
+    log = _load(settings, args)
+    rows = arm_results(log, by=args.by, experiment=args.experiment)
+    if args.json:
+        _print_json({"rows": [r.as_dict() for r in rows], "notes": log.notes()})
+    else:
+        print(render_table(rows, log.notes()))
+    return 0
+
+
+def cmd_bandit(settings: Settings, args: argparse.Namespace) -> int:
+    _print_json(bandit_from(settings, args.snapshot).summary())
+    return 0
+
+
+def cmd_respond(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.simulator.responder import respond_to_decisions
+
+    stats = asyncio.run(respond_to_decisions(settings, args.customers, args.seed,
+                                             from_beginning=args.from_beginning,
+                                             limit=args.max))
+    print(stats.summary())
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``evaluate``, ``report``, ``bandit`` and ``respond`` on the CLI's sub-parsers."""
+    p = sub.add_parser(
+        "evaluate", help="estimate a candidate policy's value from logged decisions (IPS, DR)",
+        description="Off-policy evaluation: what a candidate policy would have earned per "
+        "decision, estimated from logged decisions (with their propensities) and their "
+        "feedback, by inverse propensity scoring (IPS) and doubly robust (DR) estimation, with "
+        "95%% intervals and the effective sample size. Control-group and non-personalised "
+        "decisions are left out. " + SOURCES_HELP,
+        epilog="Candidates: uniform (each eligible action alike), bandit (the learning "
+        "bandit's snapshot in Redis, or --bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), "
+        "action:ID (always that action). Example: streamproc evaluate --candidate bandit "
+        "--candidate action:cart_reminder --reward click")
+    _add_sources(p)
+    p.add_argument("--candidate", action="append", metavar="POLICY",
+                   help="uniform, bandit or action:ID; repeat to compare (default: uniform)")
+    p.add_argument("--bandit-snapshot", type=Path, metavar="FILE",
+                   help="a signed bandit snapshot file instead of the one in Redis")
+    p.add_argument("--reward", choices=["conversion", "click", "revenue"],
+                   default="conversion", help="what counts as the reward (default: conversion)")
+    p.add_argument("--context", default="context", metavar="PATH",
+                   help="dotted path of the context key in a decision record, e.g. "
+                   "segments.rfm (default: context; missing = one context for all)")
+    p.add_argument("--experiment", metavar="ID", help="only decisions of this experiment")
+    p.add_argument("--arm", metavar="ID", help="only decisions of this experiment arm")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "report", help="experiment results per arm and segment, with uplift over control",
+        description="Per experiment arm (and per segment with --by): customers, decisions, "
+        "conversion (share of customers who converted), click rate (per decision), revenue "
+        "per customer, and the uplift over the control group, with 95%% intervals. Decisions "
+        "outside experiments are grouped by policy under (none). " + SOURCES_HELP)
+    _add_sources(p)
+    p.add_argument("--by", metavar="PATH", help="also split by a dotted path of the decision "
+                   "record, e.g. segments.rfm or segments.cluster")
+    p.add_argument("--experiment", metavar="ID", help="only this experiment")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "bandit", help="print what the learning bandit has learnt (its latest snapshot)",
+        description="Read the bandit's snapshot from Redis (or --snapshot FILE), verify its "
+        "signature with STREAMPROC_MODEL_SECRET and print, as JSON, per context and action the "
+        "outcomes learnt and the posterior success rate, with the rewards learnt, the "
+        "decisions still awaiting theirs and those closed as zero after the wait. Exits 2 when "
+        "there is no snapshot or it cannot be trusted.")
+    p.add_argument("--snapshot", type=Path, metavar="FILE",
+                   help="a signed bandit snapshot file instead of the one in Redis")
+    p.set_defaults(func=cmd_bandit)
+
+    p = sub.add_parser(
+        "respond", help="simulated customers answer live decisions with feedback",
+        description="Read the decisions topic and answer every decision about a simulated "
+        "customer (of `streamproc simulate` with the same --customers and --seed) with the "
+        "feedback its hidden persona would give: an impression, maybe a click, maybe a "
+        "conversion with revenue, sent to the feedback topic. Other customers' decisions are "
+        "skipped. Runs until Ctrl-C or --max.",
+        epilog="Example, in three shells: streamproc worker; streamproc simulate --customers "
+        "1000; streamproc respond --customers 1000. Then: streamproc report")
+    p.add_argument("--customers", type=int, default=1000,
+                   help="the simulated population's size, as given to simulate (default: 1000)")
+    p.add_argument("--seed", type=int, default=7, help="as given to simulate (default: 7)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="also answer the decisions already on the topic")
+    p.add_argument("--max", type=int, metavar="N", help="stop after answering N decisions")
+    p.set_defaults(func=cmd_respond)

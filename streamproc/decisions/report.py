@@ -1,0 +1,159 @@
+"""Experiment results per arm (and per segment or cluster): ``streamproc report``.
+
+For every experiment, arm and (with ``by``) segment, from logged decisions and their feedback:
+
+* ``customers``: distinct customers decided for; ``decisions``: decision records;
+* ``conversion``: the share of *customers* with at least one converted decision (the customer
+  is the unit of assignment, so the unit of analysis), with a Wilson 95% interval;
+* ``click_rate``: the share of *decisions* clicked (a conversion counts as a click), Wilson;
+* ``revenue_per_customer``: attributed revenue over customers, normal 95% interval;
+* ``uplift``: against the ``control`` arm of the same experiment (and segment): the difference
+  in conversion and in revenue per customer, with Welch 95% intervals, and conversion relative
+  to control (``treated / control - 1``).
+
+Decisions outside any experiment are grouped under experiment ``(none)``, one row per policy.
+
+>>> from streamproc.decisions.logs import join
+>>> log = join([{"decision_id": "d1", "customer_id": "a", "experiment": {"id": "e", "arm": "x"},
+...              "segments": {}}], [{"event_id": "f1", "decision_id": "d1",
+...              "outcome": "conversion", "revenue": 20.0}])
+>>> [(r.arm, r.customers, r.conversion.value, r.revenue_per_customer.value)
+...  for r in arm_results(log)]
+[('x', 1, 1.0, 20.0)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamproc.decisions.experiments import CONTROL
+from streamproc.decisions.logs import DecisionLog, field_at
+from streamproc.decisions.stats import Interval, difference_ci, mean_ci, proportion_ci
+
+NO_EXPERIMENT = "(none)"
+ALL = "all"
+
+
+@dataclass
+class ArmResult:
+    experiment: str
+    arm: str
+    segment: str
+    customers: int
+    decisions: int
+    conversion: Interval
+    click_rate: Interval
+    revenue_per_customer: Interval
+    conversion_uplift: Interval | None = None
+    relative_conversion_uplift: float | None = None
+    revenue_uplift: Interval | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        def maybe(iv: Interval | None) -> dict[str, float] | None:
+            return None if iv is None else iv.as_dict()
+
+        return {
+            "experiment": self.experiment, "arm": self.arm, "segment": self.segment,
+            "customers": self.customers, "decisions": self.decisions,
+            "conversion": self.conversion.as_dict(), "click_rate": self.click_rate.as_dict(),
+            "revenue_per_customer": self.revenue_per_customer.as_dict(),
+            "uplift": None if self.conversion_uplift is None else {
+                "conversion": maybe(self.conversion_uplift),
+                "relative_conversion": (None if self.relative_conversion_uplift is None
+                                        else round(self.relative_conversion_uplift, 6)),
+                "revenue_per_customer": maybe(self.revenue_uplift),
+            },
+        }
+
+
+@dataclass
+class _Group:
+    decisions: int = 0
+    clicked: int = 0
+    converted: dict[str, bool] = field(default_factory=dict)  # customer -> converted once
+    revenue: dict[str, float] = field(default_factory=dict)  # customer -> revenue
+
+
+def _arm_of(record: dict[str, Any]) -> tuple[str, str]:
+    exp = record.get("experiment")
+    if isinstance(exp, dict) and isinstance(exp.get("id"), str):
+        return exp["id"], str(exp.get("arm"))
+    return NO_EXPERIMENT, str(record.get("policy") or "?")
+
+
+def arm_results(log: DecisionLog, by: str | None = None,
+                experiment: str | None = None) -> list[ArmResult]:
+    """One row per experiment, arm and segment (the value at dotted path ``by`` of each
+    decision record, e.g. ``segments.rfm``; ``all`` without ``by``), control first."""
+    groups: dict[tuple[str, str, str], _Group] = defaultdict(_Group)
+    for record in log.decisions:
+        exp_id, arm = _arm_of(record)
+        if experiment is not None and exp_id != experiment:
+            continue
+        segment = ALL if by is None else str(field_at(record, by))
+        group = groups[(exp_id, arm, segment)]
+        outcome = log.outcome(record["decision_id"])
+        customer = str(record.get("customer_id"))
+        group.decisions += 1
+        group.clicked += outcome.clicked
+        group.converted[customer] = group.converted.get(customer, False) or outcome.converted
+        group.revenue[customer] = group.revenue.get(customer, 0.0) + outcome.revenue
+    rows: list[ArmResult] = []
+    per_customer: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
+    for key in sorted(groups, key=lambda k: (k[0] == NO_EXPERIMENT, k[0], k[2], k[1] != CONTROL,
+                                            k[1])):
+        g = groups[key]
+        conversions = [1.0 if c else 0.0 for c in g.converted.values()]
+        revenues = list(g.revenue.values())
+        per_customer[key] = (conversions, revenues)
+        n = len(conversions)
+        rows.append(ArmResult(
+            key[0], key[1], key[2], n, g.decisions, proportion_ci(int(sum(conversions)), n),
+            proportion_ci(g.clicked, g.decisions), mean_ci(revenues),
+        ))
+    for row in rows:
+        control = per_customer.get((row.experiment, CONTROL, row.segment))
+        if row.arm == CONTROL or control is None or row.experiment == NO_EXPERIMENT:
+            continue
+        conversions, revenues = per_customer[(row.experiment, row.arm, row.segment)]
+        row.conversion_uplift = difference_ci(conversions, control[0])
+        base = math.fsum(control[0]) / len(control[0])
+        row.relative_conversion_uplift = (row.conversion.value / base - 1.0) if base else None
+        row.revenue_uplift = difference_ci(revenues, control[1])
+    return rows
+
+
+def _pct(iv: Interval) -> str:
+    return f"{100 * iv.value:6.2f}% [{100 * iv.low:5.2f}, {100 * iv.high:5.2f}]"
+
+
+def _money(iv: Interval) -> str:
+    return f"{iv.value:8.2f} [{iv.low:.2f}, {iv.high:.2f}]"
+
+
+def _points(iv: Interval | None) -> str:
+    if iv is None:
+        return "-"
+    return f"{100 * iv.value:+.2f} pts [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
+
+
+def render_table(rows: list[ArmResult], notes: list[str]) -> str:
+    """The rows as a table for people; intervals are 95%."""
+    if not rows:
+        return "no decisions in the log" + "".join(f"\nnote: {n}" for n in notes)
+    header = ("experiment", "arm", "segment", "customers", "decisions", "conversion (95% CI)",
+              "click rate (95% CI)", "revenue/customer (95% CI)", "conversion uplift vs control")
+    table = [header] + [
+        (r.experiment, r.arm, r.segment, f"{r.customers:,}", f"{r.decisions:,}",
+         _pct(r.conversion), _pct(r.click_rate), _money(r.revenue_per_customer),
+         _points(r.conversion_uplift))
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+             for line in table]
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""`streamproc evaluate` and `streamproc report` on JSON Lines files (topics: integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamproc.cli import build_parser, main
+from streamproc.decisions.bandit import ThompsonChooser
+
+SECRET = "unit-test-secret-42"
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
+def logs(tmp_path: Path, propensity: Any = 0.5) -> tuple[Path, Path]:
+    decisions, feedback = [], []
+    treated = 0
+    for i in range(40):
+        arm = "control" if i % 4 == 0 else "bandit"
+        if arm == "control":
+            action = "default_content"
+        else:
+            action = "a" if treated % 2 else "b"
+            treated += 1
+        decisions.append({
+            "decision_id": f"d{i}", "customer_id": f"c{i}", "slot": "hero",
+            "action": {"id": action, "kind": "content"}, "personalised": arm != "control",
+            "experiment": {"id": "exp", "arm": arm}, "segments": {"rfm": "new"},
+            "propensity": 1.0 if arm == "control" else propensity, "policy": "thompson-v1",
+        })
+        if action == "a":  # "a" always converts, "b" and the neutral action never do
+            feedback.append({"event_id": f"f{i}", "type": "feedback", "decision_id": f"d{i}",
+                             "outcome": "conversion", "revenue": 5.0})
+    return (write_jsonl(tmp_path / "decisions.jsonl", decisions),
+            write_jsonl(tmp_path / "feedback.jsonl", feedback))
+
+
+@pytest.mark.parametrize(("command", "option"), [("evaluate", "--decisions FILE"),
+                                                 ("report", "--decisions FILE"),
+                                                 ("bandit", "--snapshot FILE"),
+                                                 ("respond", "--from-beginning")])
+def test_help(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: streamproc" in out and option in out
+
+
+def test_evaluate_files_for_several_candidates(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    decisions, feedback = logs(tmp_path)
+    assert main(["evaluate", "--decisions", str(decisions), "--feedback", str(feedback),
+                 "--candidate", "action:a", "--candidate", "uniform", "--json"]) == 0
+    always_a, uniform = orjson.loads(capsys.readouterr().out)
+    # 30 bandit decisions, half "a" (always converts) at propensity 0.5; 10 control left out.
+    assert always_a["decisions"] == 30 and uniform["decisions"] == 30
+    assert always_a["ips"]["value"] == pytest.approx(1.0)
+    assert uniform["ips"]["value"] == pytest.approx(0.5)
+    assert always_a["logged_policy"]["value"] == pytest.approx(0.5)
+    assert always_a["excluded"] == {"control-group or neutral-policy decisions": 10}
+    assert main(["evaluate", "--decisions", str(decisions), "--feedback", str(feedback)]) == 0
+    assert "IPS estimate" in capsys.readouterr().out
+
+
+def test_evaluate_a_bandit_snapshot_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    decisions, feedback = logs(tmp_path)
+    bandit = ThompsonChooser(exploration=0.02)
+    for _ in range(200):
+        bandit.learn("a", "all", 1.0)
+        bandit.learn("b", "all", 0.0)
+    snapshot = tmp_path / "bandit.snapshot"
+    snapshot.write_bytes(bandit.snapshot(SECRET.encode()))
+    monkeypatch.setenv("STREAMPROC_MODEL_SECRET", SECRET)
+    assert main(["evaluate", "--decisions", str(decisions), "--feedback", str(feedback),
+                 "--candidate", "bandit", "--bandit-snapshot", str(snapshot), "--json"]) == 0
+    [result] = orjson.loads(capsys.readouterr().out)
+    assert result["candidate"] == "bandit"
+    # The current STREAMPROC_BANDIT_EXPLORATION (default 0.1) applies: P(a) = 0.9 + 0.1 / 2.
+    assert result["ips"]["value"] == pytest.approx(0.95, abs=0.001)
+    monkeypatch.setenv("STREAMPROC_MODEL_SECRET", "a-different-secret")
+    assert main(["evaluate", "--decisions", str(decisions), "--feedback", str(feedback),
+                 "--candidate", "bandit", "--bandit-snapshot", str(snapshot)]) == 2
+    assert "signature does not match" in capsys.readouterr().err
+
+
+def test_evaluate_errors_say_what_to_do(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    decisions, feedback = logs(tmp_path, propensity=None)
+    assert main(["evaluate", "--decisions", str(decisions), "--feedback", str(feedback)]) == 2
+    assert "30 of 30 decisions have no usable propensity" in capsys.readouterr().err
+    assert main(["evaluate", "--decisions", str(decisions), "--feedback", str(feedback),
+                 "--candidate", "greedy"]) == 2
+    assert "use uniform, bandit or action:ID" in capsys.readouterr().err
+    assert main(["evaluate", "--decisions", str(tmp_path / "nope.jsonl"),
+                 "--feedback", str(feedback)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_report_files_table_and_json(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    decisions, feedback = logs(tmp_path)
+    assert main(["report", "--decisions", str(decisions), "--feedback", str(feedback),
+                 "--json"]) == 0
+    rows = {r["arm"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
+    assert rows["control"]["customers"] == 10 and rows["control"]["conversion"]["value"] == 0
+    assert rows["bandit"]["conversion"]["value"] == pytest.approx(0.5)
+    assert rows["bandit"]["revenue_per_customer"]["value"] == pytest.approx(2.5)
+    assert rows["bandit"]["uplift"]["conversion"]["value"] == pytest.approx(0.5)
+    assert main(["report", "--decisions", str(decisions), "--feedback", str(feedback),
+                 "--by", "segments.rfm"]) == 0
+    table = capsys.readouterr().out
+    assert "exp" in table and "new" in table and "+50.00 pts" in table
+
+
+def test_bandit_prints_what_a_snapshot_learnt(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    bandit = ThompsonChooser()
+    for reward in (1.0, 0.0, 0.0, 1.0):
+        bandit.learn("cart_reminder", "cart_drawer:active", reward)
+    bandit.expect("d-open", "cart_reminder", "cart_drawer:active", ts_ms=0)
+    snapshot = tmp_path / "bandit.snapshot"
+    snapshot.write_bytes(bandit.snapshot(SECRET.encode()))
+    assert main(["bandit", "--snapshot", str(snapshot)]) == 2
+    assert "STREAMPROC_MODEL_SECRET is not set" in capsys.readouterr().err
+    monkeypatch.setenv("STREAMPROC_MODEL_SECRET", SECRET)
+    assert main(["bandit", "--snapshot", str(snapshot)]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["updates"] == 4 and shown["pending"] == 1
+    assert shown["contexts"]["cart_drawer:active"]["cart_reminder"] == {"outcomes": 4.0,
+                                                                         "mean": 0.5}

@@ -1,0 +1,61 @@
+"""Simulated customers answering decision records (the pure part of `streamproc respond`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamproc.events.schemas import load_event_schemas
+from streamproc.simulator.population import Population
+from streamproc.simulator.preferences import Preferences
+from streamproc.simulator.responder import Responder, ResponderStats
+
+POPULATION = Population.generate(30, seed=7)
+
+
+def record(i: int, customer: str, action: str = "running_shoes_10pct", **extra: Any,
+           ) -> dict[str, Any]:
+    out = {"decision_id": f"d{i}", "customer_id": customer, "ts": "2026-03-01T10:00:00.000Z",
+           "action": {"id": action, "kind": "offer"}, "personalised": True}
+    out.update(extra)
+    return out
+
+
+def test_simulated_customers_answer_with_valid_feedback_on_the_decision() -> None:
+    responder, stats = Responder(POPULATION, Preferences(seed=7)), ResponderStats()
+    validate = load_event_schemas()["feedback"].validate
+    customer = POPULATION.customers[3].customer_id
+    events = responder.answer(record(1, customer), stats)
+    assert events[0]["outcome"] == "impression" and events[0]["ts"] == "2026-03-01T10:00:00.000Z"
+    for event in events:
+        validate(event)
+        assert (event["decision_id"], event["customer_id"]) == ("d1", customer)
+        assert event["action_id"] == "running_shoes_10pct"
+    assert events == Responder(POPULATION, Preferences(seed=7)).answer(record(1, customer),
+                                                                       ResponderStats())
+    assert stats.answered == 1 and stats.feedback == len(events)
+
+
+def test_what_is_not_answered_is_counted() -> None:
+    responder, stats = Responder(POPULATION, Preferences(seed=7)), ResponderStats()
+    known = POPULATION.customers[0].customer_id
+    assert responder.answer(record(1, "someone-else"), stats) == []
+    assert responder.answer(None, stats) == []
+    assert responder.answer(record(2, known), stats) != []
+    assert responder.answer(record(3, known, action={"id": "x", "kind": "none"}), stats) == []
+    assert responder.answer(record(4, known, ts="yesterday"), stats) == []
+    assert stats.skipped == {
+        "decisions about customers outside the simulated population": 1,
+        "records that are not decisions": 1, "decisions that show nothing": 1,
+        "decisions without a valid ts": 1}
+    assert "answered 1 decisions" in stats.summary()
+
+
+def test_neutral_decisions_are_answered_at_the_neutral_rate() -> None:
+    prefs = Preferences(seed=7)
+    responder = Responder(POPULATION, prefs)
+    customer = POPULATION.customers[0]
+    responder.answer(record(1, customer.customer_id, "house_default", personalised=False),
+                     ResponderStats())
+    assert "house_default" in prefs.neutral
+    assert prefs.conversion(customer, "house_default") == prefs.conversion(customer,
+                                                                           "bestsellers_hero")
