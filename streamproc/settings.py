@@ -88,6 +88,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
     ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
     ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
+    ("SESSION_TIMEOUT_S", "30",
+     "seconds before the group gives a silent (crashed) worker's partitions to the others"),
+    ("WEB_HOST", "127.0.0.1", "address the worker's web server binds (0.0.0.0 in containers)"),
+    ("LOG_FORMAT", "text", "log lines of the worker and the CLI: text, or json (one a line)"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -121,6 +125,9 @@ class Settings:
     cache_dir: Path = Path("~/.cache/streamproc").expanduser()
     kafka_controller_port: int = 9093
     kafka_heap: str = "1g"
+    session_timeout_s: int = 30
+    web_host: str = "127.0.0.1"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +176,10 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
+            # Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
+            session_timeout_s=_int(get, "SESSION_TIMEOUT_S", 6, 1800),
+            web_host=get("WEB_HOST"),
+            log_format=get("LOG_FORMAT").lower(),
         )
         settings.validate()
         return settings
@@ -192,6 +203,8 @@ class Settings:
                 raise ConfigError(
                     f"STREAMPROC_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: expected host:port[,...]"
                 )
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError(f"STREAMPROC_LOG_FORMAT={self.log_format!r}: use text or json")
         names = self.topics.all()
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")
