@@ -209,6 +209,17 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.status import collect_status
+
+    status = asyncio.run(collect_status(settings))
+    if args.json:
+        print(orjson.dumps(status.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(status.render())
+    return 0 if status.alive else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamproc",
@@ -289,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
     p.set_defaults(func=_cmd_settings)
+
+    p = sub.add_parser("status", help="workers, partitions, consumer lag and errors at a glance",
+                       description="The workers of STREAMPROC_APP_ID (from the heartbeats they "
+                       "write to Redis every 5 s: alive, or stale after 15 s of silence), the "
+                       "partitions each owns, its events/s over the last minute, dead letters "
+                       "and errors; then the consumer lag of every input partition (end offset "
+                       "minus the group's committed offset). Exits 0 when a worker is alive, 3 "
+                       "when none is, 2 when Kafka or Redis cannot be reached.")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=_cmd_status)
     return parser
 
 
