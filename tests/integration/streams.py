@@ -134,9 +134,10 @@ async def produce_chunk(env: Env, items: list[Item]) -> None:
 
 
 async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
-                       tick_s: float = 0.1) -> None:
+                       tick_s: float = 0.1, until: asyncio.Event | None = None) -> None:
     """Send ``items`` at a steady pace (about 500 a second, so the offset
-    commits, every 2.8 s, happen in the middle of it), as live traffic would arrive."""
+    commits, every 2.8 s, happen in the middle of it), as live traffic would arrive; once
+    ``until`` is set, send what is left at once."""
     producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
@@ -144,7 +145,8 @@ async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
             for logical, event in items[start:start + per_tick]:
                 await producer.send(getattr(env.settings.topics, logical), orjson.dumps(event),
                                     key=event["customer_id"].encode())
-            await asyncio.sleep(tick_s)
+            if until is None or not until.is_set():
+                await asyncio.sleep(tick_s)
         await producer.flush()
     finally:
         await producer.stop()
