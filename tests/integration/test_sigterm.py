@@ -39,7 +39,9 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_0(stack_env: Env,
     stream, truth, _ = build_stream(run, customers=80, events=3000, tag="st")
     try:
         worker = stack_env.start_worker()
-        sender = asyncio.create_task(stream_chunk(stack_env, stream))
+        # Live traffic, slow enough to last until the SIGTERM (then the rest of it at once).
+        stopping = asyncio.Event()
+        sender = asyncio.create_task(stream_chunk(stack_env, stream, per_tick=10, until=stopping))
         deadline = time.monotonic() + 60
         while (await snapshot(test_redis, truth)).total < 400:
             assert worker.poll() is None, stack_env.worker_log()
@@ -48,6 +50,7 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_0(stack_env: Env,
         assert not sender.done(), "the traffic should still be flowing at the SIGTERM"
 
         worker.send_signal(signal.SIGTERM)
+        stopping.set()
         stop_deadline = time.monotonic() + 30
         while worker.poll() is None:
             assert time.monotonic() < stop_deadline, f"no exit 30s after SIGTERM:\n" \
