@@ -60,7 +60,14 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
     app = create_app(settings)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    json_logs: dict[str, Any] = {}
+    if settings.log_format == "json":
+        from streamproc.logs import worker_logging_config
+
+        json_logs["logging_config"] = worker_logging_config(settings.log_level,
+                                                            app.streamproc_worker_id)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                    **json_logs)
     worker.execute_from_commandline()  # returns through SystemExit when the worker stops
     return 0
 
@@ -336,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = Settings.from_env()
+        if settings.log_format == "json":
+            from streamproc.logs import use_json
+
+            use_json()
         return int(args.func(settings, args))
     except StreamprocError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)
