@@ -64,8 +64,8 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if settings.log_format == "json":
         from streamproc.logs import worker_logging_config
 
-        json_logs["logging_config"] = worker_logging_config(settings.log_level,
-                                                            app.streamproc_worker_id)
+        worker_id: str = app.streamproc_worker_id  # type: ignore[attr-defined]
+        json_logs["logging_config"] = worker_logging_config(settings.log_level, worker_id)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
                     **json_logs)
     worker.execute_from_commandline()  # returns through SystemExit when the worker stops

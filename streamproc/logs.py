@@ -4,12 +4,19 @@ Each line has ``ts`` (UTC, ISO-8601 with milliseconds), ``level``, ``logger``, `
 ``worker_id`` (workers only), ``exception`` (the formatted traceback, when there is one) and any
 ``extra={...}`` fields given to the log call. Text stays the default.
 
->>> import logging
+>>> import logging, orjson
 >>> record = logging.LogRecord("streamproc.agents", logging.WARNING, __file__, 1,
 ...                            "batch failed (%s)", ("ConnectionError",), None)
 >>> record.created, record.msecs, record.partition = 1772359200.5, 500.0, 3
->>> print(JsonFormatter(worker_id="vm-42").format(record))
-{"ts":"2026-03-01T10:00:00.500Z","level":"warning","logger":"streamproc.agents","message":"batch failed (ConnectionError)","worker_id":"vm-42","partition":3}
+>>> line = JsonFormatter(worker_id="vm-42").format(record)
+>>> for key, value in orjson.loads(line).items():
+...     print(f"{key}: {value}")
+ts: 2026-03-01T10:00:00.500Z
+level: warning
+logger: streamproc.agents
+message: batch failed (ConnectionError)
+worker_id: vm-42
+partition: 3
 """
 
 from __future__ import annotations
