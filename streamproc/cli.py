@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Consume the input topics, keep every customer's profile "
                        "in Redis and publish decisions. Start several to share the partitions; "
                        "each needs its own --web-port, or none (the default).")
-    p.add_argument("--web-port", type=int, help="serve Faust's web endpoints on this port "
+    p.add_argument("--web-port", type=int, help="serve /metrics, /livez and /readyz on this port "
                    "(default: STREAMPROC_WEB_PORT, 0 = off)")
     p.add_argument("--log-level", choices=["debug", "info", "warn", "error"],
                    help="default: STREAMPROC_LOG_LEVEL or info")
