@@ -19,6 +19,7 @@ consumer lag and the model figures are read when Prometheus scrapes.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -130,8 +131,8 @@ class WorkerMetrics:
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         self.batch_size.observe(len(messages))
         self.batch_seconds.observe(seconds)
-        for msg in messages:
-            self.events.labels(msg.topic).inc()
+        for topic, n in collections.Counter(m.topic for m in messages).items():
+            self.events.labels(topic).inc(n)
         self.count_deadletters(value for _, value in result.deadletters)
         if not result.decisions:
             return
