@@ -105,8 +105,9 @@ def create_app(
     stats = BatchStats()
     app.streamproc_stats = stats
     metrics = WorkerMetrics(scorer=lambda: getattr(app, "streamproc_scorer", None))
-    app.streamproc_metrics = metrics
-    worker_id = app.streamproc_worker_id = heartbeat.new_worker_id()
+    app.streamproc_metrics = metrics  # type: ignore[attr-defined]
+    worker_id = heartbeat.new_worker_id()
+    app.streamproc_worker_id = worker_id  # type: ignore[attr-defined]
 
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
 
