@@ -91,3 +91,13 @@ def test_status_with_redis_away_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     assert main(["status"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in err and "stack up" in err
+
+
+def test_status_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamproc.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["status", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--json" in out and "Exits 0 when a worker is alive" in out
