@@ -13,13 +13,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis.exceptions
 from aiokafka.errors import KafkaError
 
 from streamproc.events.codec import RawMessage, deadletter_record
 from streamproc.processor import BatchResult, Processor, StateConflictError
+
+if TYPE_CHECKING:
+    from streamproc.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,16 @@ class BatchStats:
     decisions: int = 0
     deadletters: int = 0
     retries: int = 0
+    # Batches that failed as a whole (then retried one message at a time), and when the last
+    # batch was done (epoch seconds; 0: none yet): for the heartbeat and `streamproc status`.
+    failures: int = 0
+    last_batch_at: float = 0.0
 
 
 async def retry_transient(
     what: str, call: Callable[[], Awaitable[None]], stats: BatchStats,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     """Run ``call`` until it succeeds, backing off on transient errors; other errors propagate."""
     delay = BACKOFF_FIRST_S
@@ -62,6 +70,8 @@ async def retry_transient(
             return
         except TRANSIENT_ERRORS as exc:
             stats.retries += 1
+            if metrics is not None:
+                metrics.retries.inc()
             log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc,
                         delay)
             await sleep(delay)
@@ -69,39 +79,51 @@ async def retry_transient(
 
 
 async def handle_batch(
-    messages: Sequence[RawMessage], processor: Processor, emitter: Emitter, stats: BatchStats
+    messages: Sequence[RawMessage], processor: Processor, emitter: Emitter, stats: BatchStats,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     """Process and publish one batch; returns only when every message is accounted for."""
+    started = time.perf_counter()
 
     async def run(chunk: Sequence[RawMessage]) -> None:
         result = await processor.process(chunk)
         await emitter.emit(result)
         stats.decisions += len(result.decisions)
         stats.deadletters += len(result.deadletters)
+        if metrics is not None:
+            metrics.on_published(chunk, result, time.perf_counter() - started)
 
     stats.batches += 1
     stats.messages += len(messages)
     try:
-        await retry_transient("batch", lambda: run(messages), stats)
+        await retry_transient("batch", lambda: run(messages), stats, metrics=metrics)
+        stats.last_batch_at = time.time()
         return
     except Exception:
+        stats.failures += 1
         log.exception("batch of %d failed; processing it one message at a time", len(messages))
     for msg in messages:
+        started = time.perf_counter()
         try:
-            await retry_transient("message", lambda m=msg: run([m]), stats)  # type: ignore[misc]
+            await retry_transient("message", lambda m=msg: run([m]),  # type: ignore[misc]
+                                  stats, metrics=metrics)
         except Exception as exc:
             log.exception("message %s:%d dead-lettered", msg.source, msg.offset)
             record = deadletter_record(msg, "processing_error", f"{type(exc).__name__}: {exc}",
                                        time.time_ns() // 1_000_000)
             await retry_transient(
                 "dead letter", lambda r=record, m=msg: emitter.emit(  # type: ignore[misc]
-                    BatchResult(deadletters=[(m.key, r)])), stats)
+                    BatchResult(deadletters=[(m.key, r)])), stats, metrics=metrics)
             stats.deadletters += 1
+            if metrics is not None:
+                metrics.count_deadletters([record])
+                metrics.events.labels(msg.topic).inc()
+    stats.last_batch_at = time.time()
 
 
 async def consume(
     batches: AsyncIterator[Sequence[RawMessage]], processor: Processor, emitter: Emitter,
-    stats: BatchStats,
+    stats: BatchStats, metrics: WorkerMetrics | None = None,
 ) -> None:
     async for messages in batches:
-        await handle_batch(messages, processor, emitter, stats)
+        await handle_batch(messages, processor, emitter, stats, metrics)

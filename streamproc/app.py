@@ -8,19 +8,25 @@ several). Values travel as raw bytes: decoding is ours, so a bad message reaches
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
+import redis.asyncio as aioredis
 
+from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer, RedisBlobs
+from streamproc.metrics import MeteredStore, WorkerMetrics
 from streamproc.processor import BatchResult, Processor
 from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
+
+log = logging.getLogger(__name__)
 
 
 class FaustEmitter:
@@ -43,6 +49,22 @@ class FaustEmitter:
             await asyncio.gather(*futures)
 
 
+def group_timeouts(session_timeout_s: int) -> dict[str, float]:
+    """Faust's consumer-group timeouts for a session timeout: heartbeats at least three per
+    session, and requests allowed to last longer than a session (Kafka's rule).
+
+    >>> sorted(group_timeouts(30).items())  # doctest: +NORMALIZE_WHITESPACE
+    [('broker_heartbeat_interval', 3.0), ('broker_request_timeout', 90.0),
+     ('broker_session_timeout', 30.0)]
+    """
+    session = float(session_timeout_s)
+    return {
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": min(3.0, session / 3),
+        "broker_request_timeout": max(90.0, session + 30),
+    }
+
+
 def _raw(event: Any) -> RawMessage:
     m = event.message
     ts = int(m.timestamp * 1000) if m.timestamp else None
@@ -61,7 +83,7 @@ def create_app(
         "autodiscover": False,
         "web_enabled": settings.web_port > 0,
         "web_port": settings.web_port or 6066,
-        "web_bind": "127.0.0.1",
+        "web_bind": settings.web_host,
         "topic_allow_declare": False,
         "topic_disable_leader": True,
         "topic_partitions": settings.partitions,
@@ -70,6 +92,7 @@ def create_app(
         "datadir": str(settings.stack_dir / "worker-data"),
         "key_serializer": "raw",
         "value_serializer": "raw",
+        **group_timeouts(settings.session_timeout_s),
     }
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
@@ -81,6 +104,10 @@ def create_app(
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
     app.streamproc_stats = stats
+    metrics = WorkerMetrics(scorer=lambda: getattr(app, "streamproc_scorer", None))
+    app.streamproc_metrics = metrics  # type: ignore[attr-defined]
+    worker_id = heartbeat.new_worker_id()
+    app.streamproc_worker_id = worker_id  # type: ignore[attr-defined]
 
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
 
@@ -90,10 +117,11 @@ def create_app(
         blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
         scorer = IntentScorer(settings, blobs)
         app.streamproc_scorer = scorer
-        processor = Processor(settings, store, segmenter=segmenter, scorer=scorer)
+        processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
+                              scorer=scorer)
         batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
-            await consume(batches, processor, out, stats)
+            await consume(batches, processor, out, stats, metrics)
         finally:
             try:
                 await scorer.checkpoint(force=True)  # what was learnt since the last one
@@ -112,7 +140,40 @@ def create_app(
 
         app.timer(float(settings.model_snapshot_seconds),
                   name="streamproc.snapshot_models")(snapshot_models)
+    if store_factory is None:  # a real Redis: heartbeats and the readiness probe use it
+        _add_operations(app, settings, stats, metrics, options["web_enabled"],
+                        worker_id)
     return app
+
+
+def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
+                    metrics: WorkerMetrics, web_enabled: bool, worker_id: str) -> None:
+    """Heartbeats to Redis every few seconds and, with the web server on, the HTTP endpoints."""
+    # A client of its own, with short timeouts: a probe must answer while Redis hangs.
+    client = aioredis.from_url(settings.redis_url, socket_timeout=web.PROBE_TIMEOUT_S,
+                               socket_connect_timeout=web.PROBE_TIMEOUT_S)
+    beat = heartbeat.Heartbeat(settings.app_id, worker_id, stats)
+    if web_enabled:
+        web.add_routes(app, metrics, client, worker_id)
+
+    async def send_heartbeat() -> None:
+        try:
+            await beat.publish(client, web.assigned_partitions(app),
+                               "rebalancing" if app.rebalancing else "running")
+        except Exception as exc:  # never stop the worker for its heartbeat
+            log.warning("could not send the heartbeat to Redis (%s: %s)", type(exc).__name__, exc)
+
+    app.timer(heartbeat.INTERVAL_S, name="streamproc.heartbeat")(send_heartbeat)
+
+    @app.on_before_shutdown.connect
+    async def leave(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # After the consumer's last commit: the worker leaves the status at once.
+        try:
+            await beat.withdraw(client)
+        except Exception as exc:
+            log.warning("could not withdraw the heartbeat (%s: %s)", type(exc).__name__, exc)
+        finally:
+            await client.aclose()
 
 
 async def _raw_batches(

@@ -60,7 +60,14 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
     app = create_app(settings)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    json_logs: dict[str, Any] = {}
+    if settings.log_format == "json":
+        from streamproc.logs import worker_logging_config
+
+        worker_id: str = app.streamproc_worker_id  # type: ignore[attr-defined]
+        json_logs["logging_config"] = worker_logging_config(settings.log_level, worker_id)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                    **json_logs)
     worker.execute_from_commandline()  # returns through SystemExit when the worker stops
     return 0
 
@@ -209,6 +216,17 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.status import collect_status
+
+    status = asyncio.run(collect_status(settings))
+    if args.json:
+        print(orjson.dumps(status.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(status.render())
+    return 0 if status.alive else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamproc",
@@ -233,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Consume the input topics, keep every customer's profile "
                        "in Redis and publish decisions. Start several to share the partitions; "
                        "each needs its own --web-port, or none (the default).")
-    p.add_argument("--web-port", type=int, help="serve Faust's web endpoints on this port "
+    p.add_argument("--web-port", type=int, help="serve /metrics, /livez and /readyz on this port "
                    "(default: STREAMPROC_WEB_PORT, 0 = off)")
     p.add_argument("--log-level", choices=["debug", "info", "warn", "error"],
                    help="default: STREAMPROC_LOG_LEVEL or info")
@@ -293,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     from streamproc.decisions.commands import add_commands as add_decision_commands
 
     add_decision_commands(sub)  # evaluate, report
+    p = sub.add_parser("status", help="workers, partitions, consumer lag and errors at a glance",
+                       description="The workers of STREAMPROC_APP_ID (from the heartbeats they "
+                       "write to Redis every 5 s: alive, or stale after 15 s of silence), the "
+                       "partitions each owns, its events/s over the last minute, dead letters "
+                       "and errors; then the consumer lag of every input partition (end offset "
+                       "minus the group's committed offset). Exits 0 when a worker is alive, 3 "
+                       "when none is, 2 when Kafka or Redis cannot be reached.")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=_cmd_status)
     return parser
 
 
@@ -319,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = Settings.from_env()
+        if settings.log_format == "json":
+            from streamproc.logs import use_json
+
+            use_json()
         return int(args.func(settings, args))
     except StreamprocError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)

@@ -93,6 +93,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "this / their number)"),
     ("BANDIT_REWARD_WAIT_MINUTES", "1440",
      "a bandit decision without a reward after this many minutes of event time counts as 0"),
+    ("SESSION_TIMEOUT_S", "30",
+     "seconds before the group gives a silent (crashed) worker's partitions to the others"),
+    ("WEB_HOST", "127.0.0.1", "address the worker's web server binds (0.0.0.0 in containers)"),
+    ("LOG_FORMAT", "text", "log lines of the worker and the CLI: text, or json (one a line)"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -128,6 +132,9 @@ class Settings:
     kafka_heap: str = "1g"
     bandit_exploration: float = 0.1
     bandit_reward_wait_minutes: int = 1440
+    session_timeout_s: int = 30
+    web_host: str = "127.0.0.1"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,6 +185,10 @@ class Settings:
             kafka_heap=get("KAFKA_HEAP"),
             bandit_exploration=_float(get, "BANDIT_EXPLORATION", 0.001, 1.0),
             bandit_reward_wait_minutes=_int(get, "BANDIT_REWARD_WAIT_MINUTES", 1, 525_600),
+            # Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
+            session_timeout_s=_int(get, "SESSION_TIMEOUT_S", 6, 1800),
+            web_host=get("WEB_HOST"),
+            log_format=get("LOG_FORMAT").lower(),
         )
         settings.validate()
         return settings
@@ -201,6 +212,8 @@ class Settings:
                 raise ConfigError(
                     f"STREAMPROC_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: expected host:port[,...]"
                 )
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError(f"STREAMPROC_LOG_FORMAT={self.log_format!r}: use text or json")
         names = self.topics.all()
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")

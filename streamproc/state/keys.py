@@ -51,3 +51,34 @@ def customer_key(customer_id: str) -> str:
 def customer_keys(customer_id: str) -> list[str]:
     """Every key that may hold data about a customer (for access and erasure)."""
     return [customer_key(customer_id)]
+
+
+# App ids and worker ids in the workers' heartbeat keys: no ':' (the key's separator), no
+# braces or glob characters.
+NAME_PART = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+
+
+def validate_name(kind: str, value: str) -> str:
+    """An app id or worker id checked before it goes into a Redis key.
+
+    >>> validate_name("worker id", "host-1.pid-42")
+    'host-1.pid-42'
+    >>> validate_name("app id", "a*b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamproc.state.keys.InvalidIdentifierError: invalid app id 'a*b': use 1 to 128 ...
+    """
+    if not isinstance(value, str) or not NAME_PART.fullmatch(value):
+        raise InvalidIdentifierError(
+            f"invalid {kind} {str(value)[:140]!r}: use 1 to 128 letters, digits or . _ @ -")
+    return value
+
+
+def workers_key(app_id: str) -> str:
+    """A sorted set of the app's workers, scored by their last heartbeat (epoch ms)."""
+    return f"sp:workers:{validate_name('app id', app_id)}"
+
+
+def worker_key(app_id: str, worker_id: str) -> str:
+    """The hash of one worker's last heartbeat (expires when the worker stops sending)."""
+    return f"{workers_key(app_id)}:{validate_name('worker id', worker_id)}"

@@ -509,3 +509,49 @@ def test_lock_has_no_test_tools() -> None:
     pins = lock_pins()
     for text in pyproject()["project"]["optional-dependencies"]["test"]:
         assert canonicalize_name(Requirement(text).name) not in pins, text
+
+
+# --- the worker's web server and healthcheck ---------------------------------------------------
+
+def test_worker_serves_its_endpoints_on_the_compose_network() -> None:
+    worker = services()["worker"]
+    env = {k: str(v) for k, v in worker["environment"].items()}
+    settings = Settings.from_env({**env_example(), **env})
+    assert (settings.web_host, settings.web_port) == ("0.0.0.0", 6066)
+    assert settings.kafka_bootstrap == "kafka:9092", "the worker keeps the shared environment"
+    test = worker["healthcheck"]["test"]
+    assert test[0] == "CMD" and f"127.0.0.1:{settings.web_port}/readyz" in test[-1]
+    # Only the worker serves HTTP: the simulator and the CLI have no web server.
+    for name in ("simulator", "cli"):
+        assert "STREAMPROC_WEB_PORT" not in services()[name]["environment"]
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(200, 0), (503, 1)])
+def test_worker_healthcheck_command_fails_when_not_ready(status: int, exit_code: int) -> None:
+    """The healthcheck's own command, run against a server answering /readyz like a worker."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/readyz" else 404)
+            self.end_headers()
+            self.wfile.write(b'{"ready": false, "reasons": ["rebalancing"]}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        test = services()["worker"]["healthcheck"]["test"]
+        assert test[1] == "python"
+        code = test[-1].replace(":6066/", f":{server.server_port}/")
+        done = subprocess.run([sys.executable, *test[2:-1], code], capture_output=True,
+                              timeout=30)
+        assert done.returncode == exit_code, done.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

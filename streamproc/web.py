@@ -1,0 +1,104 @@
+"""The worker's HTTP endpoints, on Faust's web server (``STREAMPROC_WEB_HOST:WEB_PORT``).
+
+* ``/metrics``: Prometheus text format (:mod:`streamproc.metrics`); the consumer lag of every
+  assigned partition is measured at each scrape.
+* ``/livez``: 200 while the event loop answers (a wedged loop answers nothing: the probe times
+  out). Restart the worker when it fails.
+* ``/readyz``: 200 when the worker owns partitions, is not in the middle of a rebalance and
+  Redis answers a PING; 503 otherwise, with the reasons as JSON. Do not send work to (or alert
+  on) a worker that is not ready; a worker beyond the partition count is never ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+
+from streamproc.metrics import CONTENT_TYPE, WorkerMetrics
+
+PROBE_TIMEOUT_S = 2.0
+
+
+def assigned_partitions(app: faust.App) -> set[tuple[str, int]]:
+    """The (topic, partition) pairs the worker owns now; empty before it joined the group."""
+    try:
+        return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+    except Exception:  # ConsumerNotStarted, or the consumer is being torn down
+        return set()
+
+
+async def partition_lag(app: faust.App) -> dict[tuple[str, int], int]:
+    """End offset minus the consumer's position, for every assigned partition that has both."""
+    consumer = app.consumer
+    lags: dict[tuple[str, int], int] = {}
+    for tp in list(consumer.assignment()):
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), PROBE_TIMEOUT_S)
+        except Exception:  # revoked meanwhile, or no position yet
+            continue
+        if position is not None:
+            lags[(tp.topic, tp.partition)] = max(0, end - position)
+    return lags
+
+
+async def redis_problem(client: aioredis.Redis) -> str | None:
+    """None when Redis answers a PING in time, else what went wrong."""
+    try:
+        await asyncio.wait_for(client.ping(), PROBE_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer to PING within {PROBE_TIMEOUT_S:.0f}s"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def readiness(partitions: int, rebalancing: bool, redis_error: str | None
+              ) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of ``/readyz``.
+
+    >>> readiness(4, False, None)
+    (200, {'ready': True, 'partitions': 4, 'reasons': []})
+    >>> readiness(0, True, "ConnectionError: refused")[0]
+    503
+    """
+    reasons = []
+    if rebalancing:
+        reasons.append("rebalancing: the group is reassigning partitions")
+    elif not partitions:
+        reasons.append("no partitions assigned: not in the group yet, or more workers than "
+                       "partitions (STREAMPROC_PARTITIONS)")
+    if redis_error:
+        reasons.append(f"Redis does not answer: {redis_error}")
+    return (503 if reasons else 200), {"ready": not reasons, "partitions": partitions,
+                                       "reasons": reasons}
+
+
+def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Redis,
+               worker_id: str) -> None:
+    started = time.monotonic()
+
+    @app.page("/metrics", name="streamproc_metrics")
+    async def prometheus(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        try:
+            metrics.set_lag(await partition_lag(app))
+        except Exception:  # the consumer is not started yet: the other figures still count
+            metrics.set_lag({})
+        return view.bytes(metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.page("/livez", name="streamproc_livez")
+    async def livez(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return view.json({"alive": True, "worker_id": worker_id,
+                          "uptime_s": round(time.monotonic() - started, 1)})
+
+    @app.page("/readyz", name="streamproc_readyz")
+    async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        status, body = readiness(len(assigned_partitions(app)), bool(app.rebalancing),
+                                 await redis_problem(redis_client))
+        return view.json({**body, "worker_id": worker_id}, status=status)

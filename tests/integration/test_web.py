@@ -1,0 +1,105 @@
+"""A real worker's HTTP endpoints: /livez, /readyz (200 when ready, 503 with reasons), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from .conftest import Env
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""  # not listening yet
+
+
+async def poll(env: Env, port: int, path: str, ok: Callable[[int, bytes], bool],
+               timeout: float = 60.0) -> tuple[int, bytes]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = await asyncio.to_thread(get, port, path)
+        if ok(status, body):
+            return status, body
+        assert time.monotonic() < deadline, f"{path}: {status} {body[:2000]!r}\n{env.worker_log()}"
+        await asyncio.sleep(0.5)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and all(f'{k}="{v}"' in (match[1] or "") for k, v in labels.items()):
+            return float(match[2])
+    return None
+
+
+async def test_health_and_metrics_of_a_running_worker(stack_env: Env) -> None:
+    port = free_port()
+    stack_env.env["STREAMPROC_WEB_PORT"] = str(port)
+    stack_env.start_worker()
+    _, body = await poll(stack_env, port, "/readyz", lambda s, b: s == 200)
+    ready = orjson.loads(body)
+    assert ready["ready"] and ready["partitions"] == 4 * 3 and ready["reasons"] == []
+    _, body = await poll(stack_env, port, "/livez", lambda s, b: s == 200)
+    assert orjson.loads(body)["alive"] is True
+
+    topics = stack_env.settings.topics
+    cid = stack_env.customer()
+    cart_add = {"event_id": f"w-{cid}", "type": "cart_add", "customer_id": cid,
+                "ts": "2026-03-01T10:00:00Z", "quantity": 1,
+                "product": {"product_id": "p1", "category": "shoes", "price": 40.0}}
+    await stack_env.produce(topics.browsing, [(cid.encode(), orjson.dumps(cart_add)),
+                                              (cid.encode(), b"{oops")])
+
+    def counted(s: int, b: bytes) -> bool:
+        return s == 200 and sample(b.decode(), "streamproc_decisions_total") is not None \
+            and sample(b.decode(), "streamproc_deadletters_total") is not None
+
+    _, body = await poll(stack_env, port, "/metrics", counted)
+    text = body.decode()
+    assert sample(text, "streamproc_events_total", topic=topics.browsing) == 2
+    assert sample(text, "streamproc_deadletters_total", reason="invalid_json") == 1
+    assert sample(text, "streamproc_decisions_total", action="cart_reminder", arm="none") == 1
+    assert (sample(text, "streamproc_event_to_decision_seconds_count") or 0) >= 1
+    assert (sample(text, "streamproc_batch_size_sum") or 0) == 2
+    assert (sample(text, "streamproc_redis_round_trips_total", operation="save") or 0) >= 1
+    lags = [line for line in text.splitlines() if line.startswith("streamproc_consumer_lag{")]
+    assert len(lags) == 4 * 3 and all(line.endswith(" 0.0") for line in lags), lags
+    assert sample(text, "streamproc_model_examples_learnt", model="intent") is not None
+
+
+async def test_readyz_says_why_a_worker_without_redis_is_not_ready(stack_env: Env) -> None:
+    port = free_port()
+    stack_env.env.update({"STREAMPROC_WEB_PORT": str(port),
+                          "STREAMPROC_REDIS_URL": "redis://127.0.0.1:1/0"})
+    worker = stack_env.start_worker()
+    try:
+        await poll(stack_env, port, "/livez", lambda s, b: s == 200)
+        _, body = await poll(stack_env, port, "/readyz", lambda s, b: s == 503 and b"Redis" in b
+                             and orjson.loads(b)["partitions"] > 0)
+        reasons = orjson.loads(body)["reasons"]
+        assert any("Redis does not answer" in r for r in reasons), reasons
+    finally:
+        worker.kill()  # it retries its first batch until Redis answers: no clean stop to wait for
+        worker.wait()
