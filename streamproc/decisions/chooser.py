@@ -1,8 +1,11 @@
 """How the engine picks one action among the eligible ones: the seam between engine and bandit."""
 from __future__ import annotations
+
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
+
 
 @dataclass(frozen=True)
 class Pick:
