@@ -15,9 +15,10 @@ from typing import Any
 import faust
 
 from streamproc.agents import BatchStats, Emitter, consume
+from streamproc.decisions.latest import RedisLatest
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer, RedisBlobs
-from streamproc.processor import BatchResult, Processor
+from streamproc.processor import BatchResult, Processor, default_engine
 from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
@@ -83,6 +84,7 @@ def create_app(
     app.streamproc_stats = stats
 
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
+    engine = default_engine(settings)  # the catalogue likewise
 
     async def process_events(stream: faust.StreamT) -> None:
         store = make_store()
@@ -90,7 +92,9 @@ def create_app(
         blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
         scorer = IntentScorer(settings, blobs)
         app.streamproc_scorer = scorer
-        processor = Processor(settings, store, segmenter=segmenter, scorer=scorer)
+        latest = RedisLatest(store.client) if isinstance(store, RedisStore) else None
+        processor = Processor(settings, store, segmenter=segmenter, scorer=scorer,
+                              engine=engine, latest=latest)
         batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
             await consume(batches, processor, out, stats)

@@ -88,6 +88,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
     ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
     ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
+    ("CATALOGUE", "",
+     "decision catalogue (YAML or JSON), reloaded when it changes; empty: the shipped one"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -121,6 +123,7 @@ class Settings:
     cache_dir: Path = Path("~/.cache/streamproc").expanduser()
     kafka_controller_port: int = 9093
     kafka_heap: str = "1g"
+    catalogue: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +172,7 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
+            catalogue=Path(get("CATALOGUE")).expanduser() if get("CATALOGUE") else None,
         )
         settings.validate()
         return settings
