@@ -283,7 +283,8 @@ class Engine:
         if chosen is None:  # a chooser bug must not put an ineligible action in front of anyone
             return _neutral(cat, slot, f"chooser {chooser.version} picked "
                                        f"{pick.action_id!r}, not a candidate: neutral"), experiment
-        why = [f"{len(ids)} eligible for {slot.id}: {', '.join(ids)}", *excluded[:3],
+        why = [f"{len(ids)} eligible for {slot.id}: {', '.join(ids)}",
+               *[*data_issues, *excluded][:4],
                f"chosen by {pick.policy} (propensity {pick.propensity:.2f}) for {context}",
                *pick.reasons]
         return _Choice(chosen, pick, why, ids, learning=chooser is self.chooser), experiment
