@@ -88,7 +88,12 @@ async def _read_profile(settings: Settings, customer_id: str) -> dict[str, Any] 
     validate_customer_id(customer_id)
     store = RedisStore.from_url(settings.redis_url)
     try:
-        return await store.read_profile(customer_id)
+        found = await store.read_profile(customer_id)
+        if found is not None:  # everything stored about the customer: expired ones too
+            from streamproc.decisions.latest import RedisLatest
+
+            found["latest_decisions"] = await RedisLatest(store.client).read(customer_id, 0)
+        return found
     finally:
         await store.close()
 
