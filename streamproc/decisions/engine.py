@@ -213,9 +213,12 @@ class Engine:
         personalised = not action.neutral and action is not NONE_ACTION
         if action is not NONE_ACTION:
             capped = slot.is_message or slot.channel in cat.caps
+            picked = choice.pick.policy not in (NEUTRAL_POLICY, REUSE_POLICY)
             exposure.record(p, did, action.id, slot.id, context,
                             experiment["arm"] if experiment else "", choice.pick.propensity,
-                            src.ts_ms, choice.learning, history=cat.history,
+                            src.ts_ms,
+                            (exposure.LEARNING if choice.learning else 0) if picked else None,
+                            history=cat.history,
                             personalised=personalised and choice.pick.policy != REUSE_POLICY,
                             channel_day=(slot.channel, now.day) if capped else None)
         intent = (p.get("scores") or {}).get("intent")
@@ -335,12 +338,13 @@ class Engine:
         when that decision is still in the exposure history and the learning chooser made it."""
         entry = exposure.find(p, data["decision_id"])
         reward = REWARDS.get(data["outcome"])
-        if entry is None or reward is None or entry[7] & exposure.REWARDED:
+        if entry is None or reward is None or entry[exposure.FLAGS] & exposure.REWARDED:
             return []
-        entry[7] |= exposure.REWARDED
-        if not entry[7] & exposure.LEARNING:
+        entry[exposure.FLAGS] |= exposure.REWARDED
+        if not entry[exposure.FLAGS] & exposure.LEARNING:
             return []
-        return [Lesson("reward", data["decision_id"], entry[1], entry[3], ts_ms, reward)]
+        return [Lesson("reward", data["decision_id"], entry[exposure.ACTION],
+                       entry[exposure.CONTEXT], ts_ms, reward)]
 
     def learn(self, lessons: Sequence[Lesson]) -> None:
         """Apply lessons whose decisions or feedback are saved (the bandit's ``expect`` and

@@ -2,11 +2,13 @@
 
 It lives in ``p["decisions"]``, bounded whatever the traffic (the profile stays near 2 KB):
 
-- ``recent``: the last ``history`` decisions that showed or sent something (catalogue
-  ``history``, default 6), oldest first, each ``[id, action, slot, context, arm, propensity,
-  ts_ms, flags]``: ``id`` is the decision id's first 16 hex digits (feedback finds its
-  decision by it), ``arm`` "" outside an experiment, ``flags`` :data:`LEARNING` when the
-  learning chooser picked it and :data:`REWARDED` once feedback rewarded it (at most once).
+- ``recent``: the last ``history`` decisions a chooser picked (catalogue ``history``, default
+  6; neutral actions, re-uses and ``none`` teach a chooser nothing and are not kept), oldest
+  first, each ``[id, action, context, arm, propensity, ts_ms, flags]``: ``id`` is the decision
+  id's first 12 hex digits (feedback finds its decision by it), ``context`` the chooser's
+  context key (``slot:segment``, so it names the slot too), ``arm`` "" outside an experiment,
+  ``flags`` :data:`LEARNING` when the learning chooser picked it and :data:`REWARDED` once
+  feedback rewarded it (at most once).
 - ``seen``: per personalised action, ``[ts_ms, slot]`` of the last time it was shown or sent,
   dropped once its freshness window is over (at most one entry per catalogue action).
 - ``sent``: per message channel, ``[local_day, count]``: what the daily caps count.
@@ -20,9 +22,11 @@ email -> SMS -> call-centre cascade) will add their pending hops beside these li
 
 >>> p = {}
 >>> record(p, "0123456789abcdef0123", "cart_reminder", "cart_drawer", "cart_drawer:new", "",
-...        0.5, 1_000, True, history=6)
->>> find(p, "0123456789abcdef0123")[1], p["decisions"]["seen"]
-('cart_reminder', {'cart_reminder': [1000, 'cart_drawer']})
+...        0.5, 1_000, LEARNING, history=6)
+>>> find(p, "0123456789abcdef0123")
+['0123456789ab', 'cart_reminder', 'cart_drawer:new', '', 0.5, 1000, 1]
+>>> p["decisions"]["seen"]
+{'cart_reminder': [1000, 'cart_drawer']}
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-ID_DIGITS = 16
+ID_DIGITS = 12
 LEARNING, REWARDED = 1, 2
+# Positions in a ``recent`` entry.
+ID, ACTION, CONTEXT, ARM, PROPENSITY, TS, FLAGS = range(7)
 Profile = dict[str, Any]
 
 
@@ -41,14 +47,17 @@ def section(p: Profile) -> dict[str, Any]:
 
 
 def record(p: Profile, decision_id: str, action: str, slot: str, context: str, arm: str,
-           propensity: float, ts_ms: int, learning: bool, *, history: int,
+           propensity: float, ts_ms: int, flags: int | None, *, history: int,
            personalised: bool = True, channel_day: tuple[str, int] | None = None) -> None:
-    """Remember a decision that showed or sent ``action`` in ``slot``."""
+    """Remember a decision that showed or sent ``action`` in ``slot``: in ``recent`` when a
+    chooser picked it (``flags`` not None), in ``seen`` when it is personalised, in ``sent``
+    when its channel is capped (``channel_day``: the channel and the customer's local day)."""
     s = section(p)
-    recent: list[list[Any]] = s["recent"]
-    recent.append([decision_id[:ID_DIGITS], action, slot, context, arm,
-                   round(propensity, 6), ts_ms, LEARNING if learning else 0])
-    del recent[:-history]
+    if flags is not None:
+        recent: list[list[Any]] = s["recent"]
+        recent.append([decision_id[:ID_DIGITS], action, context, arm, round(propensity, 4),
+                       ts_ms, flags])
+        del recent[:-history]
     if personalised:
         seen = s["seen"].get(action)
         if seen is None or ts_ms >= seen[0]:
@@ -63,7 +72,7 @@ def find(p: Profile, decision_id: str) -> list[Any] | None:
     """The recent entry of a decision, or None when it is not (or no longer) remembered."""
     short = decision_id[:ID_DIGITS]
     for entry in reversed((p.get("decisions") or {}).get("recent", ())):
-        if entry[0] == short:
+        if entry[ID] == short:
             found: list[Any] = entry
             return found
     return None
@@ -76,7 +85,8 @@ def last_seen(p: Profile, action: str) -> tuple[int, str] | None:
 
 def forget_stale(p: Profile, ts_ms: int, freshness_ms: Callable[[str], int | None]) -> None:
     """Drop ``seen`` entries whose freshness window is over at ``ts_ms`` (or whose action left
-    the catalogue: ``freshness_ms`` gives None), and day counters of past days."""
+    the catalogue: ``freshness_ms`` gives None). The day counters need no pruning: one per
+    channel, reset by the first action of a new day."""
     s = p.get("decisions")
     if not s:
         return

@@ -397,11 +397,16 @@ def test_the_exposure_history_stays_bounded() -> None:
     c = Customer(engine)
     c.consent("email", True)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)
-    for minute in range(40):
-        c.request("cart_drawer", f"2026-03-01T11:{minute:02d}:00Z")
-        c.request("homepage_hero", f"2026-03-01T11:{minute:02d}:30Z")
-        c.purchase(f"2026-03-01T11:{minute:02d}:40Z")
+    picked = []
+    for day in range(1, 21):
+        for minute in range(5):  # re-uses and capped emails in between
+            c.request("cart_drawer", f"2026-03-{day:02d}T11:{minute:02d}:00Z")
+            c.request("homepage_hero", f"2026-03-{day:02d}T11:{minute:02d}:30Z")
+            d = c.purchase(f"2026-03-{day:02d}T11:{minute:02d}:40Z")
+            if d["policy"] == "recorder":
+                picked.append(d["decision_id"][:12])
     history = c.p["decisions"]
-    assert len(history["recent"]) == 6
+    assert len(picked) > 6 and [e[0] for e in history["recent"]][-2:] == picked[-2:]
+    assert len(history["recent"]) == 6  # the catalogue's history
     assert set(history["seen"]) <= {"running_shoes_10pct", "thank_you_cross_sell"}
-    assert history["sent"] == {"email": [parse_time_ms("2026-03-01") // 86_400_000 + 719_163, 2]}
+    assert history["sent"] == {"email": [parse_time_ms("2026-03-20") // 86_400_000 + 719_163, 2]}
