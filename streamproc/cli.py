@@ -214,6 +214,15 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.decisions.catalogue import default_catalogue_path, describe, load_catalogue
+
+    path = args.file or settings.catalogue or default_catalogue_path()
+    # A ConfigError lists every problem with its place; main() prints it and exits 2.
+    print(describe(load_catalogue(path, activity_days=settings.activity_days), path))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamproc",
@@ -259,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="print everything stored about a customer, as JSON",
                        description="Print everything stored about the customer (right of "
-                       "access): the profile, its version, and the decisions and segment moves "
-                       "of its last batch, from Redis. Exits 1 when nothing is stored.")
+                       "access): the profile, its version, the decisions and segment moves "
+                       "of its last batch, and the latest decision per slot, from Redis. "
+                       "Exits 1 when nothing is stored.")
     p.add_argument("customer_id")
     p.set_defaults(func=_cmd_profile)
 
@@ -294,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
     p.set_defaults(func=_cmd_settings)
+
+    p = sub.add_parser("catalogue", help="check a decision catalogue and show what it holds",
+                       description="Check a decision catalogue (YAML or JSON) as a worker "
+                       "would at start, and print its slots, actions, triggers, caps and "
+                       "experiments. Exits 2 listing every problem, each with its place, when "
+                       "it is not valid.")
+    p.add_argument("file", nargs="?", help="the catalogue to check (default: "
+                   "STREAMPROC_CATALOGUE, else the shipped schemas/examples/catalogue.yaml)")
+    p.set_defaults(func=_cmd_catalogue)
     return parser
 
 

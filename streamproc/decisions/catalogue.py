@@ -384,3 +384,36 @@ class CatalogueFile(WatchedFile[Catalogue]):
     def _summary(self, value: Catalogue) -> str:
         return (f"{len(value.slots)} slot(s), {len(value.actions)} action(s), "
                 f"{len(value.triggers)} trigger(s), {value.version}")
+
+
+def describe(cat: Catalogue, source: str | Path) -> str:
+    """What a catalogue holds, for people (``streamproc catalogue``)."""
+    lines = [f"{source}: valid ({cat.version})", "", f"slots ({len(cat.slots)}):"]
+    for slot in cat.slots.values():
+        lines.append(f"  {slot.id:<20} {slot.channel:<12} neutral {slot.neutral}, valid "
+                     f"{slot.expires_ms // 60_000} min")
+    lines += ["", f"actions ({len(cat.actions)}):"]
+    for a in cat.actions.values():
+        what = "neutral" if a.neutral else (
+            f"fresh {a.freshness_ms / HOUR_MS:g} h" + (", excludes" if a.exclude else ""))
+        lines.append(f"  {a.id:<24} {a.kind:<8} {', '.join(a.slots)} ({what})")
+    lines += ["", f"triggers ({len(cat.triggers)}):"]
+    for t in cat.triggers:
+        on = (f"event {t.event}" if t.event else
+              f"entering {t.segment_entry[0]} {t.segment_entry[1]}" if t.segment_entry else "")
+        lines.append(f"  {t.id:<20} {on} -> {', '.join(t.slots) or 'the requested slot'}")
+    lines += ["", "caps:"]
+    for channel, cap in cat.caps.items():
+        quiet = (f", quiet {cap.quiet_hours[0] // 60:02d}:{cap.quiet_hours[0] % 60:02d}-"
+                 f"{cap.quiet_hours[1] // 60:02d}:{cap.quiet_hours[1] % 60:02d}"
+                 if cap.quiet_hours else "")
+        per_day = f"{cap.per_day} a day" if cap.per_day is not None else "no daily cap"
+        lines.append(f"  {channel:<12} {per_day}{quiet} (customer's local time)")
+    lines += ["", f"experiments ({len(cat.experiments)}):"]
+    for e in cat.experiments:
+        arms = ", ".join(f"{a['id']} {a['share']:.0%} ({a['policy']})" for a in e["arms"])
+        lines.append(f"  {e['id']:<20} {', '.join(e['slots'])}: control "
+                     f"{e.get('control_share', 0.1):.0%}, then {arms}")
+    lines.append(f"\nconsent taken as granted until withdrawn: {', '.join(sorted(cat.opt_out))}")
+    return "\n".join(lines)
+

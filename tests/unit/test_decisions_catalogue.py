@@ -171,3 +171,23 @@ def test_a_broken_catalogue_stops_the_first_load(tmp_path: Path) -> None:
     path.write_text("slots: []\nactions: []\ntriggers: []\n")
     with pytest.raises(ConfigError, match="slots: must contain at least 1 items"):
         CatalogueFile(path)
+
+
+def test_the_catalogue_command_shows_a_valid_file_and_lists_the_problems_of_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from streamproc.cli import main
+
+    assert main(["catalogue"]) == 0
+    out = capsys.readouterr().out
+    assert "catalogue.yaml: valid (catalogue-" in out
+    assert "intent_hot           entering intent hot -> homepage_hero" in out
+    broken = edited()
+    broken["slots"][0]["channel"] = "fax"
+    action("cart_reminder", broken)["when"]["field"] = "cart.valu"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    assert main(["catalogue", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"streamproc: error: {path}: 2 problems in the decision catalogue:" in err
+    assert "slots[0].channel" in err and "actions[4].when.field" in err
