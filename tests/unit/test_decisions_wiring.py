@@ -3,12 +3,19 @@ the latest decision per slot, and bad slot requests dead-lettered."""
 
 from __future__ import annotations
 
-import orjson
+from pathlib import Path
 
-from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
+import orjson
+import pytest
+import yaml
+
+from streamproc.app import create_app
+from streamproc.decisions.catalogue import CatalogueFile, default_catalogue_path, load_catalogue
 from streamproc.decisions.engine import Engine
 from streamproc.decisions.latest import MemoryLatest
+from streamproc.errors import ConfigError
 from streamproc.processor import Processor
+from streamproc.settings import Settings
 from streamproc.state.store import MemoryStore, Write
 
 from .helpers import SETTINGS, Partition, event
@@ -103,3 +110,36 @@ async def test_decisions_already_expired_are_not_kept_as_latest() -> None:
     result = await proc.process([Partition().message(event("cart_add", product=SHOES))])
     assert len(result.decisions) == 1  # published all the same
     assert latest.rows == {}  # the cart drawer's decision expired after 60 minutes
+
+
+def test_a_worker_does_not_start_on_a_broken_catalogue(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.yaml"
+    data = yaml.safe_load(default_catalogue_path().read_text())
+    data["triggers"][1]["slots"] = ["basket"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"triggers\[1\]\.slots: unknown slot 'basket'"):
+        create_app(Settings.from_env({"STREAMPROC_CATALOGUE": str(path),
+                                      "STREAMPROC_STACK_DIR": str(tmp_path / "stack")}))
+
+
+async def test_the_engine_follows_the_catalogue_file_while_running(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.yaml"
+    data = yaml.safe_load(default_catalogue_path().read_text())
+    path.write_text(yaml.safe_dump(data))
+    clock = [0.0]
+    source = CatalogueFile(path, clock=lambda: clock[0])
+    proc = Processor(SETTINGS, MemoryStore(), clock_ms=lambda: NOW,
+                     engine=Engine(source, Recorder()))
+    part = Partition()
+    first = await proc.process([part.message(event("cart_add", product=SHOES))])
+    assert orjson.loads(first.decisions[0][1])["action"]["id"] == "cart_reminder"
+
+    # The marketer retires the cart reminder; the running worker picks it up.
+    data["actions"] = [a for a in data["actions"] if a["id"] != "cart_reminder"]
+    path.write_text(yaml.safe_dump(data))
+    clock[0] = 5.0
+    second = await proc.process([part.message(event("cart_add", minute=40, product=SHOES))])
+    decision = orjson.loads(second.decisions[0][1])
+    assert decision["action"]["id"] == "free_delivery_banner" and source.version == 2
+    assert decision["model_versions"]["catalogue"] != orjson.loads(
+        first.decisions[0][1])["model_versions"]["catalogue"]
