@@ -114,6 +114,16 @@ def _neutral(cat: Catalogue, slot: Slot, *reasons: str) -> _Choice:
     return _Choice(action, Pick(action.id, 1.0, NEUTRAL_POLICY), list(reasons))
 
 
+def _occasion(trigger: Trigger, src: Source, data: Mapping[str, Any]) -> str:
+    """What happened, in words: ``homepage_hero requested on a home page``."""
+    if trigger.segment_entry is not None:
+        return f"entered {trigger.segment_entry[0]} {trigger.segment_entry[1]}"
+    if src.type == SLOT_REQUEST:
+        page = (data.get("page") or {}).get("page_type")
+        return f"{data['slot']} requested" + (f" on a {page} page" if page else "")
+    return f"{src.type} event"
+
+
 class Engine:
     def __init__(
         self,
@@ -184,10 +194,7 @@ class Engine:
                     versions: Mapping[str, str]) -> tuple[dict[str, Any], Lesson | None]:
         did = decision_id(src.customer_id, src.event_id, trigger.id)
         now = local_time(p, src.ts_ms)
-        reasons = [f"trigger {trigger.id}: " + (
-            f"{src.type} event" if trigger.event else
-            f"entered {trigger.segment_entry[0]} {trigger.segment_entry[1]}"
-            if trigger.segment_entry else src.type)]
+        reasons = [f"trigger {trigger.id}: {_occasion(trigger, src, data)}"]
         if now.note:
             reasons.append(now.note)
         slot: Slot | None = None
