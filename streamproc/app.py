@@ -18,10 +18,11 @@ import redis.asyncio as aioredis
 
 from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
+from streamproc.decisions.latest import RedisLatest
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer, RedisBlobs
 from streamproc.metrics import MeteredStore, WorkerMetrics
-from streamproc.processor import BatchResult, Processor
+from streamproc.processor import BatchResult, Processor, default_engine
 from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
@@ -110,6 +111,7 @@ def create_app(
     app.streamproc_worker_id = worker_id  # type: ignore[attr-defined]
 
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
+    engine = default_engine(settings)  # the catalogue likewise
 
     async def process_events(stream: faust.StreamT) -> None:
         store = make_store()
@@ -117,8 +119,9 @@ def create_app(
         blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
         scorer = IntentScorer(settings, blobs)
         app.streamproc_scorer = scorer
+        latest = RedisLatest(store.client) if isinstance(store, RedisStore) else None
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
-                              scorer=scorer)
+                              scorer=scorer, engine=engine, latest=latest)
         batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
             await consume(batches, processor, out, stats, metrics)

@@ -95,7 +95,12 @@ async def _read_profile(settings: Settings, customer_id: str) -> dict[str, Any] 
     validate_customer_id(customer_id)
     store = RedisStore.from_url(settings.redis_url)
     try:
-        return await store.read_profile(customer_id)
+        found = await store.read_profile(customer_id)
+        if found is not None:  # everything stored about the customer: expired ones too
+            from streamproc.decisions.latest import RedisLatest
+
+            found["latest_decisions"] = await RedisLatest(store.client).read(customer_id, 0)
+        return found
     finally:
         await store.close()
 
@@ -225,6 +230,13 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(status.render())
     return 0 if status.alive else 3
+def _cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.decisions.catalogue import default_catalogue_path, describe, load_catalogue
+
+    path = args.file or settings.catalogue or default_catalogue_path()
+    # A ConfigError lists every problem with its place; main() prints it and exits 2.
+    print(describe(load_catalogue(path, activity_days=settings.activity_days), path))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="print everything stored about a customer, as JSON",
                        description="Print everything stored about the customer (right of "
-                       "access): the profile, its version, and the decisions and segment moves "
-                       "of its last batch, from Redis. Exits 1 when nothing is stored.")
+                       "access): the profile, its version, the decisions and segment moves "
+                       "of its last batch, and the latest decision per slot, from Redis. "
+                       "Exits 1 when nothing is stored.")
     p.add_argument("customer_id")
     p.set_defaults(func=_cmd_profile)
 
@@ -320,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "when none is, 2 when Kafka or Redis cannot be reached.")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=_cmd_status)
+    p = sub.add_parser("catalogue", help="check a decision catalogue and show what it holds",
+                       description="Check a decision catalogue (YAML or JSON) as a worker "
+                       "would at start, and print its slots, actions, triggers, caps and "
+                       "experiments. Exits 2 listing every problem, each with its place, when "
+                       "it is not valid.")
+    p.add_argument("file", nargs="?", help="the catalogue to check (default: "
+                   "STREAMPROC_CATALOGUE, else the shipped schemas/examples/catalogue.yaml)")
+    p.set_defaults(func=_cmd_catalogue)
     return parser
 
 

@@ -8,9 +8,12 @@ double counts. The decisions of a customer's last batch stay in its outbox and a
 again when that batch is redelivered, so a crash between the state write and the publish loses
 no decision (decision ids are deterministic: consumers see the same id twice, never two ids).
 
-Two per-event hooks run after the profile took an event: a :class:`Scorer` (the purchase-intent
-model, :mod:`streamproc.intent`) and then a :class:`Segmenter` (which sees the new scores). The
-scorer's labels are learnt only once the customer's state write succeeded.
+Three per-event hooks run after the profile took an event: a :class:`Scorer` (the
+purchase-intent model, :mod:`streamproc.intent`), a :class:`Segmenter` (which sees the new
+scores) and the decision :class:`~streamproc.decisions.engine.Engine` (which sees both, and the
+segment moves). The scorer's labels and the engine's lessons for its chooser are learnt only
+once the customer's state write succeeded; the decisions published are then also kept as the
+customer's latest per slot (:mod:`streamproc.decisions.latest`).
 """
 
 from __future__ import annotations
@@ -19,27 +22,27 @@ import base64
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from streamproc.decisions.policy import POLICY_NAME, Choice, decide
+from streamproc.decisions.catalogue import CatalogueFile, default_catalogue_path
+from streamproc.decisions.chooser import UniformChooser
+from streamproc.decisions.engine import Engine, Lesson
+from streamproc.decisions.latest import LatestDecisions
+from streamproc.decisions.record import Source
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
 from streamproc.settings import Settings
-from streamproc.state.document import pack_doc, unpack_doc
+from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.profile import Profile, ProfileConfig, apply_event, new_profile
 from streamproc.state.store import Store, Stored, Write
 
 log = logging.getLogger(__name__)
 
-DECISION_NAMESPACE = uuid.UUID("6f1c2d8e-4b7a-4f0e-9a51-3c2b7d9e0a14")
-DECISION_TTL_MS = 24 * 3600 * 1000
 MAX_CAS_ATTEMPTS = 5
 
 
@@ -113,20 +116,6 @@ def event_token(event_id: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
-
-
-def simple_segments(p: Profile) -> dict[str, str]:
-    orders = p["purchases"]["orders"]
-    return {
-        "buyer": "prospect" if orders == 0 else "first_time" if orders == 1 else "repeat",
-        "cart": "active" if p["cart"]["items"] else "empty",
-    }
-
-
 def trigger_of(event: Event) -> dict[str, Any]:
     msg = event.message
     return {
@@ -138,39 +127,17 @@ def trigger_of(event: Event) -> dict[str, Any]:
     }
 
 
-def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> dict[str, Any]:
+def source_of(event: Event) -> Source:
     msg = event.message
-    trigger_key = f"{event.customer_id}/{event.event_id}/{event.type}"
-    segments = {**simple_segments(p), **{
-        k: v for k, v in p.get("segments", {}).items() if not k.startswith("custom.")}}
-    scores: dict[str, float] = {"cart_value": p["cart"]["value"],
-                                "orders": p["purchases"]["orders"]}
-    reasons = list(choice.reasons)
-    intent = (p.get("scores") or {}).get("intent")
-    if intent is not None:
-        scores["intent"] = intent
-        if segments.get("intent") == "hot":
-            reasons.append(f"purchase intent is hot ({intent:.2f})")
-    return {
-        "decision_id": uuid.uuid5(DECISION_NAMESPACE, trigger_key).hex,
-        "customer_id": event.customer_id,
-        "ts": event.data["ts"],
-        "decided_at": iso_ms(now_ms),
-        "trigger": trigger_of(event),
-        "slot": choice.slot,
-        "channel": choice.channel,
-        "action": choice.action,
-        "personalised": choice.personalised,
-        "reasons": reasons,
-        "segments": segments,
-        "scores": scores,
-        "experiment": None,
-        "propensity": choice.propensity,
-        "expires_at": iso_ms(event.ts_ms + DECISION_TTL_MS),
-        "model_versions": {},
-        "latency_ms": max(0, now_ms - msg.timestamp_ms) if msg.timestamp_ms else 0,
-        "policy": POLICY_NAME,
-    }
+    return Source(event.type, event.event_id, event.customer_id, event.data["ts"], event.ts_ms,
+                  msg.topic, msg.partition, msg.offset, msg.timestamp_ms)
+
+
+def default_engine(settings: Settings) -> Engine:
+    """The engine on the configured catalogue (reloaded when it changes), choosing uniformly
+    until a learning chooser is given."""
+    path = settings.catalogue or default_catalogue_path()
+    return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser())
 
 
 @dataclass
@@ -180,8 +147,9 @@ class _CustomerOutcome:
     # also the customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
-    # The scorer's labels, learnt once the write is saved.
+    # The scorer's labels and the chooser's lessons, learnt once the write is saved.
     labels: list[Any] = field(default_factory=list)
+    lessons: list[Lesson] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -196,6 +164,8 @@ class Processor:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         segmenter: Segmenter | None = None,
         scorer: Scorer | None = None,
+        engine: Engine | None = None,
+        latest: LatestDecisions | None = None,
     ) -> None:
         self.store = store
         self.decoder = decoder or Decoder(settings)
@@ -207,6 +177,8 @@ class Processor:
         self.profile_config = ProfileConfig(settings.affinity_half_life_days,
                                             settings.activity_days)
         self.ttl_ms = settings.customer_ttl_days * 86_400_000
+        self.engine = engine or default_engine(settings)
+        self.latest = latest
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
@@ -233,6 +205,7 @@ class Processor:
                 result.erased.append(cid.encode())
                 by_customer[cid] = events[erases[-1] + 1:]
         pending = {cid: events for cid, events in by_customer.items() if events}
+        decided: list[dict[str, Any]] = []
         for _ in range(MAX_CAS_ATTEMPTS):
             if not pending:
                 break
@@ -251,10 +224,14 @@ class Processor:
                 result.duplicates += outcome.duplicates
                 if outcome.labels:
                     self.scorer.learn(outcome.labels)
+                if outcome.lessons:
+                    self.engine.learn(outcome.lessons)
                 key = cid.encode()
                 for out in outcome.outputs:
                     target = result.decisions if out["topic"] == "decisions" else result.segments
                     target.append((key, orjson.dumps(out["record"])))
+                    if out["topic"] == "decisions":
+                        decided.append(out["record"])
                 for event, error in outcome.deadletters:
                     record = deadletter_record(event.message, "processing_error", error, now_ms)
                     result.deadletters.append((key, record))
@@ -266,6 +243,11 @@ class Processor:
                 f"{len(pending)} customers kept changing under this worker "
                 f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
             )
+        if decided and self.latest is not None:
+            await self.latest.save(decided, now_ms)
+        watermark = max((e.ts_ms for events in by_customer.values() for e in events), default=0)
+        if watermark:
+            self.engine.advance(watermark)
         await self.scorer.checkpoint()
         return result
 
@@ -287,7 +269,7 @@ class Processor:
         p: Profile = unpack_doc(stored.doc) if stored.doc else new_profile(cid)
         applied: dict[str, int] = p.setdefault("applied", {})
         recent: list[str] = p.setdefault("recent_event_ids", [])
-        previous_outbox: list[dict[str, Any]] = orjson.loads(stored.outbox) if stored.outbox else []
+        previous_outbox = unpack_outbox(stored.outbox)
         out = _CustomerOutcome(None, [], [])
         changed = False
         for event in events:
@@ -318,20 +300,31 @@ class Processor:
                 out.labels.extend(self.scorer.update(p, event))
                 moves = self.segmenter.update(p, event, trigger_of(event))
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
-                choice = decide(p, event.type, event.data)
-                if choice is not None:
-                    out.outputs.append({"topic": "decisions",
-                                        "record": decision_record(event, choice, p, now_ms)})
+                if event.type == "feedback":
+                    out.lessons.extend(self.engine.feedback(p, event.data, event.ts_ms))
+                decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
+                                             self._model_versions())
+                out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
+                out.lessons.extend(decided.lessons)
+            except StreamprocError as exc:  # bad input the schema could not catch (a slot
+                # the catalogue does not have): dead-lettered with its reason, no traceback
+                log.warning("%s %s dead-lettered: %s", event.type, event.event_id, exc)
+                raise _PoisonEventError(event, str(exc)[:500]) from exc
             except Exception as exc:  # a bug in profile or policy code must not stop the stream
                 log.exception("processing %s %s failed", event.type, event.event_id)
                 raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc
             out.applied += 1
         if changed:
             out.write = Write(
-                cid, stored.version, pack_doc(p, self.compression), orjson.dumps(out.outputs),
+                cid, stored.version, pack_doc(p, self.compression),
+                pack_outbox(out.outputs, self.compression),
                 self.segmenter.buckets(p), self.ttl_ms,
             )
         return out
+
+    def _model_versions(self) -> dict[str, str]:
+        version = getattr(getattr(self.scorer, "model", None), "version", None)
+        return {} if version is None else {"intent": f"intent-v{version}"}
 
 
 class _PoisonEventError(Exception):

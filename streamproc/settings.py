@@ -97,6 +97,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "seconds before the group gives a silent (crashed) worker's partitions to the others"),
     ("WEB_HOST", "127.0.0.1", "address the worker's web server binds (0.0.0.0 in containers)"),
     ("LOG_FORMAT", "text", "log lines of the worker and the CLI: text, or json (one a line)"),
+    ("CATALOGUE", "",
+     "decision catalogue (YAML or JSON), reloaded when it changes; empty: the shipped one"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -135,6 +137,7 @@ class Settings:
     session_timeout_s: int = 30
     web_host: str = "127.0.0.1"
     log_format: str = "text"
+    catalogue: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +192,7 @@ class Settings:
             session_timeout_s=_int(get, "SESSION_TIMEOUT_S", 6, 1800),
             web_host=get("WEB_HOST"),
             log_format=get("LOG_FORMAT").lower(),
+            catalogue=Path(get("CATALOGUE")).expanduser() if get("CATALOGUE") else None,
         )
         settings.validate()
         return settings

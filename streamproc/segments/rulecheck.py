@@ -42,17 +42,18 @@ Validator = Callable[[Any], Any]
 
 
 @cache
-def validators() -> dict[str, Validator]:
-    """Compiled validators: ``document``, ``rule`` and one per condition kind."""
+def validators(schema_file: str = SCHEMA_FILE) -> dict[str, Validator]:
+    """Compiled validators: ``document`` and one per ``$defs`` entry (for the rules: ``rule``
+    and one per condition kind)."""
     folder = schema_dir()
     try:
-        raw = orjson.loads((folder / SCHEMA_FILE).read_bytes())
+        raw = orjson.loads((folder / schema_file).read_bytes())
         pieces = {"document": raw, **raw["$defs"]}
         # inline_refs drops "$defs": each piece is taken out before it is inlined.
         return {name: fastjsonschema.compile(inline_refs(piece, folder))
                 for name, piece in pieces.items()}
     except (OSError, KeyError, orjson.JSONDecodeError) as exc:  # a broken install
-        raise ConfigError(f"{folder / SCHEMA_FILE}: unusable: {exc}") from None
+        raise ConfigError(f"{folder / schema_file}: unusable: {exc}") from None
 
 
 def _short(value: Any) -> str:
@@ -60,7 +61,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(exc: fastjsonschema.JsonSchemaValueException, loc: str) -> str:
+def describe_schema_error(exc: fastjsonschema.JsonSchemaValueException, loc: str) -> str:
+    """One located, readable line for a schema violation found at ``loc``."""
     name = exc.name or "data"
     where = (loc + name[len("data"):]) or "top level"
     value, definition = exc.value, exc.definition or {}
@@ -80,7 +82,7 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException, loc: str) -> str:
 class _Check:
     activity_days: int
     event_types: Collection[str]
-    names: set[str]
+    names: set[str] | None  # custom segments that exist; None: any name is accepted
     problems: list[str] = field(default_factory=list)
     conditions: int = 0
 
@@ -88,7 +90,7 @@ class _Check:
         try:
             validators()[kind](data)
         except fastjsonschema.JsonSchemaValueException as exc:
-            self.problems.append(_describe(exc, loc))
+            self.problems.append(describe_schema_error(exc, loc))
             return False
         return True
 
@@ -179,7 +181,7 @@ class _Check:
             return
         key = parts[1]
         if key.startswith(CUSTOM_PREFIX):
-            if key[len(CUSTOM_PREFIX):] not in self.names:
+            if self.names is not None and key[len(CUSTOM_PREFIX):] not in self.names:
                 self.problems.append(f"{loc}.field: no rule named "
                                      f"{key[len(CUSTOM_PREFIX):]!r} in this file")
             known: tuple[str, ...] | None = (MEMBER, NOT_MEMBER)
@@ -218,4 +220,18 @@ def check_rules(data: Any, *, activity_days: int, event_types: Collection[str]) 
                 first[rule["name"]] = loc
         if isinstance(rule, dict) and "when" in rule:  # checked even when the name is wrong
             check.condition(rule["when"], f"{loc}.when", 1)
+    return check.problems
+
+
+def check_condition(node: Any, loc: str, *, activity_days: int,
+                    event_types: Collection[str]) -> list[str]:
+    """Every problem of one condition found outside a rules file (the decision catalogue's
+    eligibility), located under ``loc``; ``segments.custom.<name>`` accepts any name there.
+
+    >>> check_condition({"field": "cart.valu", "op": ">", "value": 0}, "actions[2].when",
+    ...                 activity_days=30, event_types=())
+    ["actions[2].when.field: unknown field cart.'valu'; known: items, updated_ms, value"]
+    """
+    check = _Check(activity_days, event_types, None)
+    check.condition(node, loc, 1)
     return check.problems

@@ -223,12 +223,12 @@ def parse_rules(
     )
 
 
-def read_document(path: Path) -> Any:
+def read_document(path: Path, what: str = "the segment rules") -> Any:
     """The parsed file: JSON if it ends in ``.json``, YAML otherwise."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the segment rules: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
         if path.suffix.lower() == ".json":
             return orjson.loads(raw)

@@ -5,8 +5,13 @@ some tens of microseconds per customer and batch. Reading needs no setting: a st
 that starts with ``{`` is plain JSON, anything else is zlib, so changing
 ``STREAMPROC_STATE_COMPRESSION`` never makes stored profiles unreadable.
 
+The decision outbox (the records of a customer's last batch, kept to publish them again after
+a redelivery) is stored the same way: a list, so plain JSON starts with ``[``.
+
 >>> unpack_doc(pack_doc({"a": 1}, "zlib")), unpack_doc(pack_doc({"a": 1}, "none"))
 ({'a': 1}, {'a': 1})
+>>> unpack_outbox(pack_outbox([{"a": 1}], "zlib")), pack_outbox([], "zlib"), unpack_outbox(None)
+([{'a': 1}], b'[]', [])
 """
 
 from __future__ import annotations
@@ -29,3 +34,18 @@ def unpack_doc(blob: bytes) -> dict[str, Any]:
     raw = blob if blob[:1] == b"{" else zlib.decompress(blob)
     doc: dict[str, Any] = orjson.loads(raw)
     return doc
+
+
+def pack_outbox(outputs: list[dict[str, Any]], compression: str) -> bytes:
+    if not outputs:
+        return b"[]"  # most customers' last batch published nothing: not worth compressing
+    raw = orjson.dumps(outputs)
+    return zlib.compress(raw, ZLIB_LEVEL) if compression == "zlib" else bytes(raw)
+
+
+def unpack_outbox(blob: bytes | None) -> list[dict[str, Any]]:
+    if not blob:
+        return []
+    raw = blob if blob[:1] == b"[" else zlib.decompress(blob)
+    outputs: list[dict[str, Any]] = orjson.loads(raw)
+    return outputs

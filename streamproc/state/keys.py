@@ -48,9 +48,15 @@ def customer_key(customer_id: str) -> str:
     return f"sp:{{{validate_customer_id(customer_id)}}}:state"
 
 
+def latest_decisions_key(customer_id: str) -> str:
+    """The hash of a customer's latest decision per slot (field = slot, value = the decision
+    record as JSON), for websites to read directly (:mod:`streamproc.decisions.latest`)."""
+    return f"sp:{{{validate_customer_id(customer_id)}}}:decisions"
+
+
 def customer_keys(customer_id: str) -> list[str]:
     """Every key that may hold data about a customer (for access and erasure)."""
-    return [customer_key(customer_id)]
+    return [customer_key(customer_id), latest_decisions_key(customer_id)]
 
 
 # App ids and worker ids in the workers' heartbeat keys: no ':' (the key's separator), no

@@ -177,11 +177,14 @@ async def test_sigkilled_worker_restarts_with_exact_totals(stack_env: Env,
         records = await stack_env.consume_until(stack_env.settings.topics.decisions,
                                                 all_decided, timeout=60)
         by_id: dict[str, list[dict[str, Any]]] = {}
-        ids_by_trigger: dict[str, set[str]] = {}
+        # One event may fire several catalogue triggers (a cart add that makes intent hot):
+        # one id per event and trigger.
+        ids_by_trigger: dict[tuple[str, str], set[str]] = {}
         for r in records:
             d = r["value"]
             by_id.setdefault(d["decision_id"], []).append(d)
-            ids_by_trigger.setdefault(d["trigger"]["event_id"], set()).add(d["decision_id"])
+            ids_by_trigger.setdefault((d["trigger"]["event_id"], d["trigger"]["name"]),
+                                      set()).add(d["decision_id"])
         assert all(len(ids) == 1 for ids in ids_by_trigger.values()), "a replay changed an id"
         republished = 0
         for copies in by_id.values():

@@ -27,7 +27,7 @@ async def test_event_in_decision_out_and_profile_updated(stack_env: Env) -> None
         topics.decisions, lambda rs: any(r["key"] == cid.encode() for r in rs))
     [decision] = [r["value"] for r in records if r["key"] == cid.encode()]
     assert decision["action"]["id"] == "cart_reminder"
-    assert decision["action"]["params"] == {"cart_value": 159.0, "items": 1}
+    assert decision["action"]["params"] == {"cart_value": 159.0}  # params_from: cart.value
     assert decision["trigger"]["topic"] == topics.browsing
 
     shown = stack_env.cli("profile", cid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -51,8 +52,12 @@ async def test_erasure_leaves_nothing_in_redis_and_tombstones_on_topics(
     topics = stack_env.settings.topics
     cid, other = stack_env.customer("erase-me"), stack_env.customer("keep-me")
     stack_env.start_worker()
+    # A slot request at the current time leaves an unexpired latest decision in Redis: a
+    # second key of the customer, which erasure must delete too.
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     await stack_env.produce_events(topics.browsing, [
-        event("cart_add", customer=cid), event("cart_add", customer=other)])
+        event("cart_add", customer=cid), event("cart_add", customer=other),
+        event("slot_request", customer=cid, ts=now, slot="homepage_hero")])
     await stack_env.produce_events(topics.purchases, [event("purchase", customer=cid)])
     await stack_env.produce_events(topics.profiles, [
         event("profile_update", customer=cid, attributes={"city": "Lyon", "postcode": "69001"})])
@@ -60,15 +65,18 @@ async def test_erasure_leaves_nothing_in_redis_and_tombstones_on_topics(
     assert everything["customer_id"] == cid
     async with asyncio.timeout(60):  # wait for all three inputs to be applied
         while (everything["profile"]["counts"].get("profile_update") is None
-               or everything["profile"]["counts"].get("purchase") is None):
+               or everything["profile"]["counts"].get("purchase") is None
+               or everything["profile"]["counts"].get("slot_request") is None):
             await asyncio.sleep(0.2)
             everything = await _wait_for_profile(stack_env, cid)
-    assert await _keys_mentioning(test_redis, cid)
+    assert set(everything["latest_decisions"]) == {"homepage_hero"}
+    assert set(await _keys_mentioning(test_redis, cid)) == {  # state and latest decisions
+        f"sp:{{{cid}}}:state".encode(), f"sp:{{{cid}}}:decisions".encode()}
 
     if how == "forget_command":
         done = stack_env.cli("forget", cid)
         assert done.returncode == 0, done.stderr
-        assert "1 Redis key(s) deleted" in done.stdout
+        assert "2 Redis key(s) deleted" in done.stdout
     else:
         await stack_env.produce_events(topics.profiles, [event("erase", customer=cid)])
 

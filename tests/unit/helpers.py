@@ -18,7 +18,7 @@ TOPIC_OF = {
     "cart_remove": SETTINGS.topics.browsing, "checkout": SETTINGS.topics.browsing,
     "purchase": SETTINGS.topics.purchases, "profile_update": SETTINGS.topics.profiles,
     "consent_update": SETTINGS.topics.profiles, "erase": SETTINGS.topics.profiles,
-    "feedback": SETTINGS.topics.feedback,
+    "feedback": SETTINGS.topics.feedback, "slot_request": SETTINGS.topics.browsing,
 }
 _ids = itertools.count()
 
@@ -43,6 +43,7 @@ def event(type_: str, customer: str = "c1", minute: int = 0, **fields: Any) -> d
         "consent_update": {"purpose": "personalisation", "granted": True, "source": "web_form"},
         "feedback": {"decision_id": "d1", "outcome": "click"},
         "erase": {},
+        "slot_request": {"slot": "homepage_hero", "page": {"page_type": "home"}},
     }
     body.update(defaults[type_])
     body.update(fields)

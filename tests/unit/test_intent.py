@@ -67,12 +67,16 @@ async def test_browsing_event_is_scored_into_the_profile_segments_and_decision()
     assert p["segments"]["intent"] == assign_intent(p, SegmentConfig()).segment
     moves = [orjson.loads(v) for _, v in result.segments]
     assert [m["to"] for m in moves if m["segmentation"] == "intent"] == [p["segments"]["intent"]]
-    [(_, value)] = result.decisions
-    decision = orjson.loads(value)
+    # An untrained logistic regression says 0.5 to everybody: hot. So the cart add fires two
+    # catalogue triggers: its own (cart_drawer) and entering intent hot (homepage_hero).
+    decisions = {d["trigger"]["name"]: d for d in (orjson.loads(v) for _, v in result.decisions)}
+    assert set(decisions) == {"cart_add", "intent_hot"}
+    decision = decisions["cart_add"]
     assert decision["scores"]["intent"] == score
-    # An untrained logistic regression says 0.5 to everybody: hot, and the decision says so.
     assert p["segments"]["intent"] == "hot"
     assert decision["reasons"][-1] == "purchase intent is hot (0.50)"
+    assert decisions["intent_hot"]["slot"] == "homepage_hero"
+    assert decisions["intent_hot"]["reasons"][0] == "trigger intent_hot: entered intent hot"
     # The snapshot is pending, in the profile, compact.
     pending = p["pending_labels"]
     assert pending["f"] == FEATURES_ID

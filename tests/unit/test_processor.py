@@ -159,7 +159,10 @@ async def test_withdrawn_personalisation_consent_gives_the_neutral_action():
     ])
     [(_, value)] = result.decisions
     decision = orjson.loads(value)
-    assert decision["action"]["id"] == "default_content" and decision["personalised"] is False
+    assert decision["action"]["id"] == "free_delivery_banner"  # the cart drawer's neutral
+    assert decision["personalised"] is False and decision["policy"] == "neutral"
+    assert decision["reasons"][1] == ("no personalisation consent (withdrawn): neutral "
+                                      "free_delivery_banner instead")
 
 
 # Redelivery and producer duplicates in any mix give the state of one clean pass.

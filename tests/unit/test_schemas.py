@@ -36,6 +36,7 @@ EXPECTED_TOPICS = {
     "cart_add": "browsing",
     "cart_remove": "browsing",
     "checkout": "browsing",
+    "slot_request": "browsing",
     "purchase": "purchases",
     "profile_update": "profiles",
     "erase": "profiles",

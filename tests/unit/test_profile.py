@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from streamproc.decisions.policy import decide
 from streamproc.state.profile import SESSION_GAP_MS, ProfileConfig, apply_event, new_profile
 
 from .helpers import event
@@ -43,46 +42,6 @@ def test_out_of_order_events_keep_first_and_last_seen_right():
     apply(p, event("search"), 5_000)
     apply(p, event("search"), 1_000)
     assert (p["first_seen_ms"], p["last_seen_ms"]) == (1_000, 5_000)
-
-
-def test_category_picks_on_the_third_view_of_a_category_only():
-    p = new_profile("c1")
-    choices = []
-    for _ in range(4):
-        body = event("product_view", product=SHOE)
-        apply(p, body)
-        choices.append(decide(p, body["type"], body))
-    assert [c.action["id"] if c else None for c in choices] == [None, None, "category_picks",
-                                                                None]
-
-
-def test_purchase_thanks_by_email_only_with_email_consent():
-    p = new_profile("c1")
-    body = event("purchase")
-    apply(p, body)
-    assert decide(p, "purchase", body).channel == "web"
-    apply(p, event("consent_update", purpose="email", granted=True))
-    choice = decide(p, "purchase", body)
-    assert choice.channel == "email" and choice.slot is None
-
-
-def test_no_personalisation_without_consent_and_no_email_either():
-    p = new_profile("c1")
-    apply(p, event("consent_update", purpose="email", granted=True))
-    apply(p, event("consent_update", purpose="personalisation", granted=False))
-    body = event("purchase")
-    apply(p, body)
-    choice = decide(p, "purchase", body)
-    assert choice.personalised is False and choice.channel == "web"
-    assert choice.action["id"] == "default_content"
-
-
-def test_events_that_call_for_nothing_get_no_decision():
-    p = new_profile("c1")
-    for type_ in ("page_view", "search", "checkout", "profile_update", "feedback"):
-        body = event(type_)
-        apply(p, body)
-        assert decide(p, type_, body) is None
 
 
 DAY = 86_400_000

@@ -1,0 +1,419 @@
+"""The decision catalogue: slots, actions, triggers, caps and experiments, checked and compiled.
+
+A catalogue file (YAML, or JSON when it ends in ``.json``; schema
+``schemas/catalogue.schema.json``, the shipped default ``schemas/examples/catalogue.yaml``) is
+checked in full before anything is used: the schema node by node (the document, each slot,
+action, trigger, cap and experiment), then what a schema cannot say (unknown slots, neutral
+defaults that are not neutral, conditions, profile paths, dates, experiments). Every problem is
+listed with its location (``actions[3].when.field``) in one :class:`ConfigError`. Conditions are
+the segment rules' language (:mod:`streamproc.segments.rules`), compiled once.
+
+>>> cat = load_catalogue(default_catalogue_path())
+>>> cat.slots["cart_drawer"].neutral, [a.id for a in cat.candidates("cart_drawer")]
+('free_delivery_banner', ['cart_reminder', 'free_delivery_nudge'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from streamproc.decisions.experiments import validate_experiment
+from streamproc.errors import ConfigError
+from streamproc.events.schemas import schema_dir
+from streamproc.segments.catalog import CUSTOM_PREFIX, SEGMENTATIONS
+from streamproc.segments.profilepath import check_path
+from streamproc.segments.rulecheck import check_condition, describe_schema_error, validators
+from streamproc.segments.rulefile import WatchedFile
+from streamproc.segments.rules import Predicate, compile_condition, read_document
+
+SCHEMA_FILE = "catalogue.schema.json"
+MESSAGE_CHANNELS = frozenset({"email", "sms", "push", "call_centre"})
+CHANNELS = ("web", "app", "email", "sms", "push", "call_centre")
+NONE_ID = "none"  # the built-in "deliberately nothing" action
+HOUR_MS = 3_600_000
+DEFAULT_FRESHNESS_HOURS = 24.0
+DEFAULT_EXPIRES_MINUTES = 60
+DEFAULT_HISTORY = 6
+DEFAULT_CONTEXT = "lifecycle"
+SLOT_REQUEST = "slot_request"
+
+
+@dataclass(frozen=True)
+class Slot:
+    id: str
+    channel: str
+    neutral: str
+    expires_ms: int
+
+    @property
+    def is_message(self) -> bool:
+        return self.channel in MESSAGE_CHANNELS
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    kind: str
+    title: str = ""
+    slots: tuple[str, ...] = ()
+    neutral: bool = False
+    when: Predicate | None = None
+    exclude: Predicate | None = None
+    consent: tuple[str, ...] = ()
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+    freshness_ms: int = int(DEFAULT_FRESHNESS_HOURS * HOUR_MS)
+    requires: tuple[str, ...] = ()
+    max_age_ms: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    params_from: Mapping[str, str] = field(default_factory=dict)
+
+
+NONE_ACTION = Action(NONE_ID, "none", "Nothing: deliberately no action")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    id: str
+    event: str | None = None
+    segment_entry: tuple[str, str] | None = None
+    slots: tuple[str, ...] = ()
+    when: Predicate | None = None
+
+
+@dataclass(frozen=True)
+class Cap:
+    per_day: int | None = None
+    quiet_hours: tuple[int, int] | None = None  # minutes after local midnight: [start, end)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    slots: Mapping[str, Slot]
+    actions: Mapping[str, Action]  # in file order, which is the chooser's candidate order
+    triggers: tuple[Trigger, ...]
+    caps: Mapping[str, Cap]
+    experiments: tuple[dict[str, Any], ...]
+    opt_out: frozenset[str]
+    context: str
+    history: int
+    version: str  # a digest of the document: which catalogue a decision was made under
+
+    def action(self, action_id: str) -> Action:
+        return NONE_ACTION if action_id == NONE_ID else self.actions[action_id]
+
+    def candidates(self, slot: str) -> list[Action]:
+        """The personalised actions that may fill ``slot``, in catalogue order."""
+        return [a for a in self.actions.values() if not a.neutral and slot in a.slots]
+
+    def experiment_for(self, slot: str) -> dict[str, Any] | None:
+        return next((e for e in self.experiments if slot in e["slots"]), None)
+
+
+def default_catalogue_path() -> Path:
+    return schema_dir() / "examples" / "catalogue.yaml"
+
+
+def parse_time_ms(text: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 date or time (UTC without an offset).
+
+    >>> parse_time_ms("1970-01-02"), parse_time_ms("1970-01-01T01:00:00+01:00")
+    (86400000, 0)
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+@dataclass
+class _Check:
+    activity_days: int
+    event_types: Collection[str]
+    problems: list[str] = field(default_factory=list)
+
+    def schema(self, kind: str, data: Any, loc: str) -> bool:
+        try:
+            validators(SCHEMA_FILE)[kind](data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            self.problems.append(describe_schema_error(exc, loc))
+            return False
+        return True
+
+    def items(self, data: dict[str, Any], key: str, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        """The items of a list that pass their schema, with their location; ids unique."""
+        good: list[tuple[str, dict[str, Any]]] = []
+        first: dict[str, str] = {}
+        for i, item in enumerate(data.get(key) or ()):
+            loc = f"{key}[{i}]"
+            if not self.schema(kind, item, loc):
+                continue
+            if item["id"] in first:
+                self.problems.append(f"{loc}.id: {item['id']!r} is already the id of "
+                                     f"{first[item['id']]}")
+                continue
+            first[item["id"]] = loc
+            good.append((loc, item))
+        return good
+
+    def condition(self, node: Any, loc: str) -> None:
+        self.problems.extend(check_condition(node, loc, activity_days=self.activity_days,
+                                             event_types=self.event_types))
+
+    def path(self, path: str, loc: str, allow_event: bool = False) -> None:
+        if allow_event and path.startswith("event."):
+            return
+        problem = check_path(path)
+        if problem:
+            self.problems.append(f"{loc}: {problem}")
+
+    def moment(self, item: dict[str, Any], key: str, loc: str) -> int | None:
+        if key not in item:
+            return None
+        try:
+            return parse_time_ms(item[key])
+        except ValueError:
+            self.problems.append(f"{loc}.{key}: {item[key]!r} is not an ISO 8601 date or time "
+                                 "(e.g. 2026-01-31 or 2026-01-31T18:00:00+01:00)")
+            return None
+
+    def slot_refs(self, slots: list[str], known: Mapping[str, Any], loc: str) -> None:
+        for s in slots:
+            if s not in known:
+                self.problems.append(f"{loc}: unknown slot {s!r}; known: {', '.join(known)}")
+
+
+def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str, Any]) -> None:
+    check.slot_refs(a["slots"], slots, f"{loc}.slots")
+    if a.get("neutral"):
+        personal = [k for k in ("when", "exclude", "consent", "requires", "params_from")
+                    if k in a]
+        if personal:
+            check.problems.append(f"{loc}: a neutral action is the same for everyone; remove "
+                                  f"{', '.join(personal)}")
+    for key in ("when", "exclude"):
+        if key in a:
+            check.condition(a[key], f"{loc}.{key}")
+    for i, path in enumerate(a.get("requires", ())):
+        check.path(path, f"{loc}.requires[{i}]")
+    for name, path in a.get("params_from", {}).items():
+        check.path(path, f"{loc}.params_from.{name}", allow_event=True)
+    start, end = check.moment(a, "valid_from", loc), check.moment(a, "valid_until", loc)
+    if start is not None and end is not None and start >= end:
+        check.problems.append(f"{loc}: valid_from {a['valid_from']} is not before valid_until "
+                              f"{a['valid_until']}: never valid")
+
+
+def _check_trigger(check: _Check, loc: str, t: dict[str, Any], slots: Mapping[str, Any]) -> None:
+    if ("event" in t) == ("segment_entry" in t):
+        check.problems.append(f"{loc}: give exactly one of event or segment_entry")
+        return
+    if "event" in t and t["event"] not in check.event_types:
+        check.problems.append(f"{loc}.event: unknown event type {t['event']!r}; known: "
+                              f"{', '.join(sorted(check.event_types))}")
+    if "segment_entry" in t:
+        entry = t["segment_entry"]
+        name, segment = entry["segmentation"], entry["segment"]
+        if not name.startswith(CUSTOM_PREFIX) and name not in SEGMENTATIONS:
+            check.problems.append(f"{loc}.segment_entry.segmentation: unknown segmentation "
+                                  f"{name!r}; known: {', '.join(SEGMENTATIONS)}, custom.<name>")
+        elif SEGMENTATIONS.get(name) and segment not in (SEGMENTATIONS[name] or ()):
+            check.problems.append(f"{loc}.segment_entry.segment: {name} has no segment "
+                                  f"{segment!r}; known: {', '.join(SEGMENTATIONS[name] or ())}")
+    if t.get("event") == SLOT_REQUEST:
+        if "slots" in t:
+            check.problems.append(f"{loc}.slots: a slot_request names its slot itself; "
+                                  "remove slots")
+    elif "slots" not in t:
+        check.problems.append(f"{loc}: missing 'slots' (where the decision goes)")
+    else:
+        check.slot_refs(t["slots"], slots, f"{loc}.slots")
+    if "when" in t:
+        check.condition(t["when"], f"{loc}.when")
+
+
+def check_catalogue(data: Any, *, activity_days: int = 30,
+                    event_types: Collection[str] | None = None) -> list[str]:
+    """Every problem of a parsed catalogue, located; empty when it is valid."""
+    if event_types is None:
+        from streamproc.events.schemas import load_event_schemas
+
+        event_types = frozenset(load_event_schemas())
+    check = _Check(activity_days, event_types)
+    if data is None:
+        return ["top level: the file is empty; expected slots, actions and triggers"]
+    if not check.schema("document", data, ""):
+        return check.problems
+    slots = dict(check.items(data, "slots", "slot"))
+    # A slot with another mistake still exists for what refers to it: one problem, one line.
+    slot_ids = {s["id"]: s for s in data["slots"] if isinstance(s, dict)
+                and isinstance(s.get("id"), str)}
+    actions = check.items(data, "actions", "action")
+    action_ids = {a["id"]: a for _, a in actions}
+    for loc, a in actions:
+        if a["id"] == NONE_ID:
+            check.problems.append(f"{loc}.id: {NONE_ID!r} is the built-in empty action; give "
+                                  "the action another id")
+    for loc, a in actions:
+        _check_action(check, loc, a, slot_ids)
+    for loc, s in slots.items():
+        neutral = s["neutral"]
+        if neutral == NONE_ID:
+            continue
+        default = action_ids.get(neutral)
+        if default is None:
+            check.problems.append(f"{loc}.neutral: unknown action {neutral!r}")
+        elif not default.get("neutral"):
+            check.problems.append(f"{loc}.neutral: {neutral!r} is personalised; mark a "
+                                  "non-personalised action neutral: true, or use none")
+        elif s["id"] not in default["slots"]:
+            check.problems.append(f"{loc}.neutral: {neutral!r} does not list the slot "
+                                  f"{s['id']!r} in its slots")
+    for loc, t in check.items(data, "triggers", "trigger"):
+        _check_trigger(check, loc, t, slot_ids)
+    for channel, cap in (data.get("caps") or {}).items():
+        loc = f"caps.{channel}"
+        if channel not in CHANNELS:
+            check.problems.append(f"{loc}: unknown channel; known: {', '.join(CHANNELS)}")
+        elif check.schema("cap", cap, loc) and "quiet_hours" in cap:
+            start, end = cap["quiet_hours"]
+            if start == end:
+                check.problems.append(f"{loc}.quiet_hours: start and end are both {start}; "
+                                      "remove quiet_hours for none")
+    for loc, e in check.items(data, "experiments", "experiment"):
+        check.slot_refs(e["slots"], slot_ids, f"{loc}.slots")
+        check.problems.extend(f"{loc}: {p}" for p in validate_experiment(e))
+    if "context" in data and not data["context"].startswith(CUSTOM_PREFIX) and (
+            data["context"] not in SEGMENTATIONS):
+        check.problems.append(f"context: unknown segmentation {data['context']!r}; known: "
+                              f"{', '.join(SEGMENTATIONS)}, custom.<name>")
+    return check.problems
+
+
+def _compile(data: dict[str, Any], version: str) -> Catalogue:
+    slots = {s["id"]: Slot(s["id"], s["channel"], s["neutral"],
+                           s.get("expires_minutes", DEFAULT_EXPIRES_MINUTES) * 60_000)
+             for s in data["slots"]}
+    actions = {}
+    for a in data["actions"]:
+        max_age = a.get("max_data_age_hours")
+        actions[a["id"]] = Action(
+            a["id"], a["kind"], a.get("title", ""), tuple(a["slots"]), bool(a.get("neutral")),
+            compile_condition(a["when"]) if "when" in a else None,
+            compile_condition(a["exclude"]) if "exclude" in a else None,
+            tuple(a.get("consent", ())),
+            parse_time_ms(a["valid_from"]) if "valid_from" in a else None,
+            parse_time_ms(a["valid_until"]) if "valid_until" in a else None,
+            int(a.get("freshness_hours", DEFAULT_FRESHNESS_HOURS) * HOUR_MS),
+            tuple(a.get("requires", ())),
+            int(max_age * HOUR_MS) if max_age is not None else None,
+            dict(a.get("params", {})), dict(a.get("params_from", {})),
+        )
+    triggers = tuple(
+        Trigger(t["id"], t.get("event"),
+                (t["segment_entry"]["segmentation"], t["segment_entry"]["segment"])
+                if "segment_entry" in t else None,
+                tuple(t.get("slots", ())),
+                compile_condition(t["when"]) if "when" in t else None)
+        for t in data["triggers"]
+    )
+    caps = {}
+    for channel, c in (data.get("caps") or {}).items():
+        quiet = c.get("quiet_hours")
+        caps[channel] = Cap(c.get("per_day"),
+                            (_minutes(quiet[0]), _minutes(quiet[1])) if quiet else None)
+    consent = data.get("consent") or {}
+    return Catalogue(
+        slots, actions, triggers, caps, tuple(data.get("experiments") or ()),
+        frozenset(consent.get("opt_out", ["personalisation"])),
+        data.get("context", DEFAULT_CONTEXT), data.get("history", DEFAULT_HISTORY), version,
+    )
+
+
+def parse_catalogue(data: Any, *, activity_days: int = 30,
+                    event_types: Collection[str] | None = None,
+                    source: str = "catalogue") -> Catalogue:
+    """Check and compile a parsed catalogue; raises ConfigError listing every problem."""
+    problems = check_catalogue(data, activity_days=activity_days, event_types=event_types)
+    if problems:
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
+                          f" in the decision catalogue:\n{listed}")
+    version = hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
+                              digest_size=6).hexdigest()
+    return _compile(data, f"catalogue-{version}")
+
+
+def load_catalogue(path: str | Path, *, activity_days: int = 30,
+                   event_types: Collection[str] | None = None) -> Catalogue:
+    """Read, check and compile a catalogue file; raises ConfigError listing every problem."""
+    path = Path(path)
+    return parse_catalogue(read_document(path, "the decision catalogue"),
+                           activity_days=activity_days, event_types=event_types,
+                           source=str(path))
+
+
+class CatalogueFile(WatchedFile[Catalogue]):
+    """The catalogue in force: the first load raises (a worker does not start on a broken
+    catalogue); later edits are checked the same way, and a broken one keeps the previous
+    catalogue (logged once, kept in ``last_error``) until a valid version is saved."""
+
+    what = "decision catalogue"
+
+    def __init__(self, path: str | Path, check_every_s: float = 2.0, *,
+                 activity_days: int = 30, **kwargs: Any) -> None:
+        self.activity_days = activity_days
+        super().__init__(path, check_every_s, **kwargs)
+
+    def _load(self) -> Catalogue:
+        return load_catalogue(self.path, activity_days=self.activity_days)
+
+    def _summary(self, value: Catalogue) -> str:
+        return (f"{len(value.slots)} slot(s), {len(value.actions)} action(s), "
+                f"{len(value.triggers)} trigger(s), {value.version}")
+
+
+def describe(cat: Catalogue, source: str | Path) -> str:
+    """What a catalogue holds, for people (``streamproc catalogue``)."""
+    lines = [f"{source}: valid ({cat.version})", "", f"slots ({len(cat.slots)}):"]
+    for slot in cat.slots.values():
+        lines.append(f"  {slot.id:<20} {slot.channel:<12} neutral {slot.neutral}, valid "
+                     f"{slot.expires_ms // 60_000} min")
+    lines += ["", f"actions ({len(cat.actions)}):"]
+    for a in cat.actions.values():
+        what = "neutral" if a.neutral else (
+            f"fresh {a.freshness_ms / HOUR_MS:g} h" + (", excludes" if a.exclude else ""))
+        lines.append(f"  {a.id:<24} {a.kind:<8} {', '.join(a.slots)} ({what})")
+    lines += ["", f"triggers ({len(cat.triggers)}):"]
+    for t in cat.triggers:
+        on = (f"event {t.event}" if t.event else
+              f"entering {t.segment_entry[0]} {t.segment_entry[1]}" if t.segment_entry else "")
+        lines.append(f"  {t.id:<20} {on} -> {', '.join(t.slots) or 'the requested slot'}")
+    lines += ["", "caps:"]
+    for channel, cap in cat.caps.items():
+        quiet = (f", quiet {cap.quiet_hours[0] // 60:02d}:{cap.quiet_hours[0] % 60:02d}-"
+                 f"{cap.quiet_hours[1] // 60:02d}:{cap.quiet_hours[1] % 60:02d}"
+                 if cap.quiet_hours else "")
+        per_day = f"{cap.per_day} a day" if cap.per_day is not None else "no daily cap"
+        lines.append(f"  {channel:<12} {per_day}{quiet} (customer's local time)")
+    lines += ["", f"experiments ({len(cat.experiments)}):"]
+    for e in cat.experiments:
+        arms = ", ".join(f"{a['id']} {a['share']:.0%} ({a['policy']})" for a in e["arms"])
+        lines.append(f"  {e['id']:<20} {', '.join(e['slots'])}: control "
+                     f"{e.get('control_share', 0.1):.0%}, then {arms}")
+    lines.append(f"\nconsent taken as granted until withdrawn: {', '.join(sorted(cat.opt_out))}")
+    return "\n".join(lines)
+

@@ -1,0 +1,377 @@
+"""The decision engine: from an event just applied to a profile to decision records.
+
+Pure (no Kafka, no Redis): the processor hands it the profile, the event and the segment moves
+the event caused; it returns decision records and the lessons for the chooser, which the
+processor applies only once the profile (with its exposure history) is saved.
+
+For every catalogue trigger the event fires (its type, or entering a segment; plus the
+trigger's own ``when``), one decision, in these steps, each leaving its reason in the record:
+
+1. **Slot.** A ``slot_request`` names its slot; other triggers list slots in order of
+   preference. A message slot whose channel is closed (no channel consent, quiet hours, the
+   day's cap in the customer's timezone) gives way to the next; when all are closed the
+   decision is the empty action ``none`` (nothing shown, nothing sent), with the reasons.
+2. **Consent.** Without personalisation consent: the slot's neutral action.
+3. **Experiment.** The slot's experiment assigns an arm (a hash of experiment and customer):
+   the control group gets the neutral action; an arm's policy says who chooses.
+4. **Candidates.** The slot's personalised actions that are valid now, have the consents they
+   list, are not excluded, are eligible, have fresh data (else: not a candidate, and the
+   neutral action with that reason if none is left) and are not fresh elsewhere (see
+   :mod:`.exposure`). A display slot whose last action is still fresh re-uses it.
+5. **Choice.** The chooser (the learning bandit, or uniform) picks one and gives its
+   propensity; the exposure history remembers it for feedback, caps and freshness.
+
+>>> from streamproc.decisions.catalogue import load_catalogue, default_catalogue_path
+>>> from streamproc.decisions.chooser import UniformChooser
+>>> from streamproc.state.profile import new_profile
+>>> engine = Engine(load_catalogue(default_catalogue_path()), UniformChooser())
+>>> p = new_profile("c1")
+>>> p["cart"] = {"items": {"p1": {"qty": 1, "price": 80.0}}, "value": 80.0, "updated_ms": 0}
+>>> src = Source("cart_add", "e1", "c1", "1970-01-01T00:00:00Z", 0, "browsing", 0, 7)
+>>> [d["action"]["id"] for d in engine.decide(p, src, {}, []).records]
+['cart_reminder']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamproc.decisions import exposure
+from streamproc.decisions.catalogue import (
+    NONE_ACTION,
+    SLOT_REQUEST,
+    Action,
+    Catalogue,
+    CatalogueFile,
+    Slot,
+    Trigger,
+)
+from streamproc.decisions.chooser import Chooser, Pick, UniformChooser
+from streamproc.decisions.experiments import CONTROL
+from streamproc.decisions.experiments import assign as experiment_assign
+from streamproc.decisions.guardrails import (
+    channel_problem,
+    consent_problem,
+    data_problem,
+    granted,
+    hours_text,
+    local_time,
+    params_of,
+)
+from streamproc.decisions.record import (
+    Source,
+    action_shown,
+    clip_reasons,
+    decision_id,
+    iso_ms,
+    scores_used,
+    segments_used,
+)
+from streamproc.errors import StreamprocError
+
+# Who gets which arm of an experiment: streamproc.decisions.experiments.assign.
+Assign = Callable[[str, dict[str, Any]], str]
+
+Profile = dict[str, Any]
+PERSONALISATION = "personalisation"
+# What feedback teaches the learning chooser: a click or a conversion is a success, an
+# unsubscribe or a dismissal a failure; impressions and opens teach nothing by themselves.
+REWARDS = {"click": 1.0, "conversion": 1.0, "unsubscribe": 0.0, "dismiss": 0.0}
+NEUTRAL_POLICY, REUSE_POLICY = "neutral", "reuse"
+
+
+class UnknownSlotError(StreamprocError):
+    """A slot request names a slot the catalogue does not have."""
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What the chooser learns once the decision or feedback is saved with the profile."""
+
+    kind: str  # "expect": a pick awaits its reward; "reward": feedback on a pick
+    decision_id: str
+    action_id: str
+    context: str
+    ts_ms: int
+    reward: float = 0.0
+
+
+@dataclass
+class Outcome:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    lessons: list[Lesson] = field(default_factory=list)
+
+
+@dataclass
+class _Choice:
+    action: Action
+    pick: Pick
+    reasons: list[str]
+    candidates: list[str] = field(default_factory=list)
+    learning: bool = False
+
+
+def _neutral(cat: Catalogue, slot: Slot, *reasons: str) -> _Choice:
+    action = cat.action(slot.neutral)
+    return _Choice(action, Pick(action.id, 1.0, NEUTRAL_POLICY), list(reasons))
+
+
+def _occasion(trigger: Trigger, src: Source, data: Mapping[str, Any]) -> str:
+    """What happened, in words: ``homepage_hero requested on a home page``."""
+    if trigger.segment_entry is not None:
+        return f"entered {trigger.segment_entry[0]} {trigger.segment_entry[1]}"
+    if src.type == SLOT_REQUEST:
+        page = (data.get("page") or {}).get("page_type")
+        return f"{data['slot']} requested" + (f" on a {page} page" if page else "")
+    return f"{src.type} event"
+
+
+class Engine:
+    def __init__(
+        self,
+        catalogue: Catalogue | CatalogueFile,
+        chooser: Chooser,
+        assign: Assign | None = None,
+        uniform: Chooser | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.chooser = chooser
+        self.uniform: Chooser = uniform or UniformChooser()
+        self.assign: Assign = assign or experiment_assign
+
+    def current(self) -> Catalogue:
+        if isinstance(self.catalogue, CatalogueFile):
+            return self.catalogue.current()
+        return self.catalogue
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def fired(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
+              moves: Sequence[Mapping[str, Any]]) -> list[tuple[Trigger, tuple[str, ...]]]:
+        """The triggers this event fires, each with the slots to try."""
+        out = []
+        entered = {(m["segmentation"], m["to"]) for m in moves if m.get("to") is not None}
+        for t in cat.triggers:
+            if t.event is not None and t.event != src.type:
+                continue
+            if t.segment_entry is not None and t.segment_entry not in entered:
+                continue
+            if t.when is not None and not t.when(p, src.ts_ms):
+                continue
+            slots = t.slots
+            if t.event == SLOT_REQUEST:
+                slot = data["slot"]
+                if slot not in cat.slots:
+                    raise UnknownSlotError(
+                        f"slot_request for unknown slot {slot!r}; the catalogue "
+                        f"({cat.version}) has: {', '.join(cat.slots)}")
+                slots = (slot,)
+            out.append((t, slots))
+        return out
+
+    def decide(self, p: Profile, src: Source, data: Mapping[str, Any],
+               moves: Sequence[Mapping[str, Any]], now_ms: int | None = None,
+               model_versions: Mapping[str, str] | None = None) -> Outcome:
+        """The decisions the event (already applied to ``p``) calls for; updates ``p``'s
+        exposure history."""
+        cat = self.current()
+        out = Outcome()
+        fired = self.fired(cat, p, src, data, moves)
+        if not fired:
+            return out
+        exposure.forget_stale(p, src.ts_ms, lambda a: cat.actions[a].freshness_ms
+                              if a in cat.actions else None)
+        versions = {"catalogue": cat.version, "chooser": self.chooser.version,
+                    **(model_versions or {})}
+        for trigger, slots in fired:
+            record, lesson = self._decide_one(cat, p, src, data, trigger, slots, now_ms,
+                                              versions)
+            out.records.append(record)
+            if lesson is not None:
+                out.lessons.append(lesson)
+        return out
+
+    def _decide_one(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
+                    trigger: Trigger, slots: tuple[str, ...], now_ms: int | None,
+                    versions: Mapping[str, str]) -> tuple[dict[str, Any], Lesson | None]:
+        did = decision_id(src.customer_id, src.event_id, trigger.id)
+        now = local_time(p, src.ts_ms)
+        reasons = [f"trigger {trigger.id}: {_occasion(trigger, src, data)}"]
+        if now.note:
+            reasons.append(now.note)
+        slot: Slot | None = None
+        for sid in slots:
+            problem = channel_problem(p, cat.slots[sid].channel,
+                                      cat.caps.get(cat.slots[sid].channel), now, cat.opt_out)
+            if problem is None:
+                slot = cat.slots[sid]
+                break
+            reasons.append(f"not {sid}: {problem}")
+        segments = segments_used(p)
+        experiment: dict[str, str] | None = None
+        context = ""
+        if slot is None:
+            slot = cat.slots[slots[0]]
+            choice = _Choice(NONE_ACTION, Pick(NONE_ACTION.id, 1.0, NEUTRAL_POLICY),
+                             ["every channel closed: nothing shown or sent"])
+        else:
+            context = f"{slot.id}:{segments.get(cat.context, 'none')}"
+            choice, experiment = self._choose(cat, p, src, data, slot, context, did)
+        action = choice.action
+        params = params_of(p, action, data) if action.params_from else dict(action.params)
+        personalised = not action.neutral and action is not NONE_ACTION
+        if action is not NONE_ACTION:
+            capped = slot.is_message or slot.channel in cat.caps
+            picked = choice.pick.policy not in (NEUTRAL_POLICY, REUSE_POLICY)
+            exposure.record(p, did, action.id, slot.id, context,
+                            experiment["arm"] if experiment else "", choice.pick.propensity,
+                            src.ts_ms,
+                            (exposure.LEARNING if choice.learning else 0) if picked else None,
+                            history=cat.history,
+                            personalised=personalised and choice.pick.policy != REUSE_POLICY,
+                            channel_day=(slot.channel, now.day) if capped else None)
+        intent = (p.get("scores") or {}).get("intent")
+        if intent is not None and segments.get("intent") == "hot":
+            choice.reasons.append(f"purchase intent is hot ({intent:.2f})")
+        record = {
+            "decision_id": did,
+            "customer_id": src.customer_id,
+            "ts": src.ts,
+            "decided_at": iso_ms(now_ms if now_ms is not None else src.ts_ms),
+            "trigger": {"type": src.type, "name": trigger.id, "event_id": src.event_id,
+                        "topic": src.topic, "partition": src.partition, "offset": src.offset},
+            "slot": slot.id,
+            "channel": slot.channel,
+            "action": action_shown(action, params),
+            "personalised": personalised,
+            "reasons": clip_reasons([*reasons, *choice.reasons]),
+            "segments": segments,
+            "scores": scores_used(p),
+            "experiment": experiment,
+            "propensity": choice.pick.propensity,
+            "policy": choice.pick.policy,
+            "context": context or None,
+            "candidates": choice.candidates,
+            "expires_at": iso_ms(src.ts_ms + slot.expires_ms),
+            "model_versions": dict(versions),
+            "latency_ms": (max(0, now_ms - src.timestamp_ms)
+                           if now_ms is not None and src.timestamp_ms else 0),
+        }
+        lesson = (Lesson("expect", did, action.id, context, src.ts_ms) if choice.learning
+                  else None)
+        return record, lesson
+
+    def _choose(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
+                slot: Slot, context: str, did: str) -> tuple[_Choice, dict[str, str] | None]:
+        problem = consent_problem(p, PERSONALISATION, cat.opt_out)
+        if problem:
+            return _neutral(cat, slot, f"{problem}: neutral {slot.neutral} instead"), None
+        experiment = None
+        chooser = self.chooser
+        spec = cat.experiment_for(slot.id)
+        if spec is not None:
+            arm = self.assign(src.customer_id, spec)
+            experiment = {"id": spec["id"], "arm": arm}
+            policy = next((a["policy"] for a in spec["arms"] if a["id"] == arm), "neutral")
+            if arm == CONTROL or policy == "neutral":
+                what = "control group" if arm == CONTROL else f"arm {arm} (neutral)"
+                return _neutral(cat, slot, f"experiment {spec['id']}: {what}, neutral "
+                                           f"{slot.neutral}"), experiment
+            chooser = self.uniform if policy == "uniform" else self.chooser
+        eligible, excluded, data_issues, reusable = self._candidates(cat, p, src, data, slot)
+        if not eligible:
+            shown = [*data_issues, *excluded][:5]
+            return _neutral(cat, slot, (f"no eligible action for {slot.id}: neutral "
+                                        f"{slot.neutral}"), *shown), experiment
+        ids = [a.id for a in eligible]
+        if reusable is not None:
+            action, seen_ms = reusable
+            reason = (f"re-used {action.id}: shown in {slot.id} "
+                      f"{hours_text(src.ts_ms - seen_ms)} ago, fresh for "
+                      f"{hours_text(action.freshness_ms)}")
+            return _Choice(action, Pick(action.id, 1.0, REUSE_POLICY), [reason], ids), experiment
+        pick = chooser.choose(ids, context, bytes.fromhex(did))
+        chosen = next((a for a in eligible if a.id == pick.action_id), None)
+        if chosen is None:  # a chooser bug must not put an ineligible action in front of anyone
+            return _neutral(cat, slot, f"chooser {chooser.version} picked "
+                                       f"{pick.action_id!r}, not a candidate: neutral"), experiment
+        why = [f"{len(ids)} eligible for {slot.id}: {', '.join(ids)}",
+               *[*data_issues, *excluded][:4],
+               f"chosen by {pick.policy} (propensity {pick.propensity:.2f}) for {context}",
+               *pick.reasons]
+        return _Choice(chosen, pick, why, ids, learning=chooser is self.chooser), experiment
+
+    def _candidates(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
+                    slot: Slot) -> tuple[list[Action], list[str], list[str],
+                                         tuple[Action, int] | None]:
+        eligible: list[Action] = []
+        excluded: list[str] = []
+        data_issues: list[str] = []
+        reusable: tuple[Action, int] | None = None
+        ts = src.ts_ms
+        for a in cat.candidates(slot.id):
+            if a.valid_from_ms is not None and ts < a.valid_from_ms:
+                excluded.append(f"{a.id}: not valid yet")
+                continue
+            if a.valid_until_ms is not None and ts >= a.valid_until_ms:
+                excluded.append(f"{a.id}: no longer valid")
+                continue
+            missing = [c for c in a.consent if not granted(p, c, cat.opt_out)]
+            if missing:
+                excluded.append(f"{a.id}: needs {', '.join(missing)} consent")
+                continue
+            if a.exclude is not None and a.exclude(p, ts):
+                excluded.append(f"{a.id}: excluded")
+                continue
+            if a.when is not None and not a.when(p, ts):
+                continue  # simply not for this customer: not worth a reason
+            problem = data_problem(p, a, ts, data)
+            if problem:
+                data_issues.append(f"{a.id}: {problem}")
+                continue
+            seen = exposure.last_seen(p, a.id)
+            if seen is not None and ts - seen[0] < a.freshness_ms:
+                if slot.is_message or seen[1] != slot.id:
+                    excluded.append(f"{a.id}: shown in {seen[1]} {hours_text(ts - seen[0])} "
+                                    f"ago, fresh for {hours_text(a.freshness_ms)}")
+                    continue
+                if reusable is None or seen[0] > reusable[1]:
+                    reusable = (a, seen[0])
+            eligible.append(a)
+        return eligible, excluded, data_issues, reusable
+
+    # -- feedback -------------------------------------------------------------------------------
+
+    def feedback(self, p: Profile, data: Mapping[str, Any], ts_ms: int) -> list[Lesson]:
+        """What a feedback event teaches: a reward for the decision it names, at most once,
+        when that decision is still in the exposure history and the learning chooser made it."""
+        entry = exposure.find(p, data["decision_id"])
+        reward = REWARDS.get(data["outcome"])
+        if entry is None or reward is None or entry[exposure.FLAGS] & exposure.REWARDED:
+            return []
+        entry[exposure.FLAGS] |= exposure.REWARDED
+        if not entry[exposure.FLAGS] & exposure.LEARNING:
+            return []
+        return [Lesson("reward", data["decision_id"], entry[exposure.ACTION],
+                       entry[exposure.CONTEXT], ts_ms, reward)]
+
+    def learn(self, lessons: Sequence[Lesson]) -> None:
+        """Apply lessons whose decisions or feedback are saved (the bandit's ``expect`` and
+        ``reward`` when it has them; the protocol's ``learn`` otherwise)."""
+        chooser: Any = self.chooser
+        for lesson in lessons:
+            if lesson.kind == "expect":
+                if hasattr(chooser, "expect"):
+                    chooser.expect(lesson.decision_id, lesson.action_id, lesson.context,
+                                   lesson.ts_ms)
+            elif hasattr(chooser, "reward"):
+                chooser.reward(lesson.decision_id, lesson.reward)
+            else:
+                chooser.learn(lesson.action_id, lesson.context, lesson.reward)
+
+    def advance(self, watermark_ms: int) -> int:
+        """Close the chooser's expectations older than its wait as zero rewards."""
+        advance: Callable[[int], int] | None = getattr(self.chooser, "advance", None)
+        return advance(watermark_ms) if advance is not None else 0

@@ -1,0 +1,183 @@
+"""The guardrails every decision passes: consent, quiet hours, frequency caps, data quality.
+
+Pure functions of the profile, the catalogue and the event time. Each returns None when the
+way is open, or the reason it is not, in words a person can read in the decision record.
+
+Consent: a purpose the catalogue lists under ``consent.opt_out`` (personalisation, by default)
+is granted until the customer withdraws it; every other purpose (email, sms, push,
+call_centre) needs an explicit grant. Caps and quiet hours are read in the customer's local
+time (``attributes.timezone``, an IANA name; UTC when absent or unknown).
+
+>>> p = {"consent": {"email": {"granted": False}}, "attributes": {}}
+>>> consent_problem(p, "email", frozenset({"personalisation"}))
+'no email consent (withdrawn)'
+>>> in_quiet_hours(22 * 60 + 30, (22 * 60, 7 * 60)), in_quiet_hours(12 * 60, (22 * 60, 7 * 60))
+(True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from streamproc.decisions.catalogue import HOUR_MS, Action, Cap
+from streamproc.segments.profilepath import MISSING, getter
+
+# The channel whose own consent a message needs.
+CHANNEL_PURPOSE = {"email": "email", "sms": "sms", "push": "push", "call_centre": "call_centre"}
+
+# The timestamp that says how old a section of the profile is, for data-quality checks.
+# Sections not listed have no age: only their absence is checked.
+SECTION_STAMPS = {
+    "cart": "cart.updated_ms",
+    "session": "session.last_ms",
+    "purchases": "purchases.last_ms",
+    "rfm": "purchases.last_ms",
+    "affinities": "affinities.ts_ms",
+    "categories": "last_seen_ms",
+    "scores": "last_seen_ms",
+    "segments": "last_seen_ms",
+}
+_STAMP_READERS = {section: getter(path) for section, path in SECTION_STAMPS.items()}
+
+
+def granted(p: Mapping[str, Any], purpose: str, opt_out: frozenset[str]) -> bool:
+    entry = (p.get("consent") or {}).get(purpose)
+    return purpose in opt_out if entry is None else bool(entry.get("granted"))
+
+
+def consent_problem(p: Mapping[str, Any], purpose: str, opt_out: frozenset[str]) -> str | None:
+    if granted(p, purpose, opt_out):
+        return None
+    entry = (p.get("consent") or {}).get(purpose)
+    return f"no {purpose} consent ({'withdrawn' if entry is not None else 'never given'})"
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> tzinfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class LocalTime:
+    day: int  # proleptic Gregorian ordinal of the local date
+    minute: int  # minutes after local midnight
+    zone: str
+    note: str | None = None  # why the zone is not the customer's own
+
+
+def local_time(p: Mapping[str, Any], ts_ms: int) -> LocalTime:
+    """The customer's local date and time at event time ``ts_ms``.
+
+    >>> t = local_time({"attributes": {"timezone": "Asia/Tokyo"}}, 0)
+    >>> t.minute // 60, t.zone
+    (9, 'Asia/Tokyo')
+    """
+    name = (p.get("attributes") or {}).get("timezone")
+    zone = _zone(name) if isinstance(name, str) and name else None
+    note = None
+    if zone is None:
+        if name:
+            note = f"timezone {str(name)[:40]!r} unknown: UTC used"
+        zone, name = UTC, "UTC"
+    moment = datetime.fromtimestamp(ts_ms / 1000, zone)
+    return LocalTime(moment.date().toordinal(), moment.hour * 60 + moment.minute, str(name),
+                     note)
+
+
+def in_quiet_hours(minute: int, quiet: tuple[int, int]) -> bool:
+    """Whether a local time falls in [start, end), which may span midnight."""
+    start, end = quiet
+    return start <= minute < end if start < end else minute >= start or minute < end
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def sent_today(p: Mapping[str, Any], channel: str, day: int) -> int:
+    """Actions on ``channel`` on local day ``day`` (the exposure history's counter)."""
+    entry = ((p.get("decisions") or {}).get("sent") or {}).get(channel)
+    return int(entry[1]) if entry and entry[0] == day else 0
+
+
+def channel_problem(p: Mapping[str, Any], channel: str, cap: Cap | None, now: LocalTime,
+                    opt_out: frozenset[str]) -> str | None:
+    """Why nothing may go out on ``channel`` now, or None: consent, quiet hours, daily cap."""
+    purpose = CHANNEL_PURPOSE.get(channel)
+    if purpose is not None:
+        problem = consent_problem(p, purpose, opt_out)
+        if problem:
+            return f"{problem}: nothing sent by {channel}"
+    if cap is None:
+        return None
+    if cap.quiet_hours and in_quiet_hours(now.minute, cap.quiet_hours):
+        start, end = cap.quiet_hours
+        return (f"quiet hours for {channel} ({_hhmm(start)}-{_hhmm(end)} {now.zone}; "
+                f"it is {_hhmm(now.minute)})")
+    if cap.per_day is not None:
+        sent = sent_today(p, channel, now.day)
+        if sent >= cap.per_day:
+            return f"{channel} cap reached: {sent} of {cap.per_day} today ({now.zone})"
+    return None
+
+
+def hours_text(ms: float) -> str:
+    """A duration for people: minutes under an hour, hours above.
+
+    >>> hours_text(1_800_000), hours_text(7_200_000)
+    ('30 min', '2 h')
+    """
+    hours = ms / HOUR_MS
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.0f} h"
+
+
+def data_problem(p: Mapping[str, Any], action: Action, ts_ms: int,
+                 event_data: Mapping[str, Any]) -> str | None:
+    """Why the data ``action`` needs (``requires`` and ``params_from``) is missing or stale."""
+    plain = set(action.params_from.values())  # parameters must be plain values
+    for path in [*action.requires, *action.params_from.values()]:
+        if path.startswith("event."):
+            value = getter(path[len("event."):])(event_data)
+        else:
+            value = getter(path)(p)
+        if value is MISSING:
+            return f"data missing: {path}"
+        if path in plain and not isinstance(value, (str, int, float, bool)):
+            return f"data unusable: {path} is not a plain value"
+        if path.startswith("event."):
+            continue
+        if action.max_age_ms is None:
+            continue
+        read_stamp = _STAMP_READERS.get(path.split(".")[0])
+        if read_stamp is None:
+            continue
+        stamp = read_stamp(p)
+        if stamp is MISSING:
+            return f"data of unknown age: {path} ({SECTION_STAMPS[path.split('.')[0]]} missing)"
+        age = ts_ms - int(stamp)
+        if age > action.max_age_ms:
+            return (f"data stale: {path} is {hours_text(age)} old "
+                    f"(at most {hours_text(action.max_age_ms)})")
+    return None
+
+
+def params_of(p: Mapping[str, Any], action: Action,
+              event_data: Mapping[str, Any]) -> dict[str, Any]:
+    """The action's parameters: the fixed ones, then those read from the profile or event
+    (only plain values; :func:`data_problem` has checked they are there)."""
+    params = dict(action.params)
+    for name, path in action.params_from.items():
+        source, where = (event_data, path[len("event."):]) if path.startswith("event.") else (
+            p, path)
+        value = getter(where)(source)
+        if isinstance(value, (str, int, float, bool)):
+            params[name] = value
+    return params
