@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
+from streamproc.decisions.keeper import BanditKeeper
 from streamproc.decisions.latest import RedisLatest
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer, RedisBlobs
@@ -119,6 +120,11 @@ def create_app(
         blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
         scorer = IntentScorer(settings, blobs)
         app.streamproc_scorer = scorer
+        # The learning bandit picks among eligible actions; its signed snapshot shares that Redis.
+        bandit = BanditKeeper(settings, blobs)
+        await bandit.refresh()
+        engine.chooser = bandit.chooser
+        app.streamproc_bandit = bandit  # type: ignore[attr-defined]
         latest = RedisLatest(store.client) if isinstance(store, RedisStore) else None
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine, latest=latest)
@@ -127,19 +133,25 @@ def create_app(
             await consume(batches, processor, out, stats, metrics)
         finally:
             try:
-                await scorer.checkpoint(force=True)  # what was learnt since the last one
+                # What was learnt since the last snapshots.
+                await scorer.checkpoint(force=True)
+                await bandit.checkpoint(force=True)
             finally:
                 await processor.store.close()
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
 
     if settings.model_secret:
-        # The batch loop writes the model's snapshot when one is due; this timer writes what
-        # was learnt before the traffic paused (no batch, no snapshot otherwise).
+        # The batch loop writes the intent model's snapshot when one is due; this timer writes
+        # what was learnt before the traffic paused (no batch, no snapshot otherwise), and the
+        # bandit's snapshot every STREAMPROC_MODEL_SNAPSHOT_SECONDS.
         async def snapshot_models() -> None:
             scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
             if scorer is not None:
                 await scorer.checkpoint()
+            bandit: BanditKeeper | None = getattr(app, "streamproc_bandit", None)
+            if bandit is not None:
+                await bandit.checkpoint()
 
         app.timer(float(settings.model_snapshot_seconds),
                   name="streamproc.snapshot_models")(snapshot_models)

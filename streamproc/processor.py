@@ -135,7 +135,7 @@ def source_of(event: Event) -> Source:
 
 def default_engine(settings: Settings) -> Engine:
     """The engine on the configured catalogue (reloaded when it changes), choosing uniformly
-    until a learning chooser is given."""
+    until a learning chooser is given (the worker gives it the bandit: streamproc.app)."""
     path = settings.catalogue or default_catalogue_path()
     return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser())
 

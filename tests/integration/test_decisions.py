@@ -13,7 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from streamproc.decisions.catalogue import MESSAGE_CHANNELS
+from streamproc.decisions.catalogue import (
+    MESSAGE_CHANNELS,
+    default_catalogue_path,
+    load_catalogue,
+)
+from streamproc.decisions.experiments import assign
 from streamproc.state.keys import latest_decisions_key
 from tests.unit.helpers import event
 
@@ -53,7 +58,10 @@ async def wait_for_profile(env: Env, cid: str, ready: Any) -> dict[str, Any]:
 async def test_a_slot_request_is_answered_on_the_topic_and_kept_in_redis(stack_env: Env,
                                                                          test_redis) -> None:
     topics = stack_env.settings.topics
-    cid = stack_env.customer("slot")
+    # A customer in the experiment's bandit arm: the worker's learning bandit chooses for them.
+    experiment = load_catalogue(default_catalogue_path()).experiments[0]
+    cid = next(c for c in iter(lambda: stack_env.customer("slot"), None)
+               if assign(c, experiment) == "bandit")
     stack_env.start_worker()
     now = time.time()
     request = event("slot_request", customer=cid, ts=iso(now + 5), slot="homepage_hero",
@@ -65,13 +73,13 @@ async def test_a_slot_request_is_answered_on_the_topic_and_kept_in_redis(stack_e
     [decision] = [d for d in decisions_for(records, cid)
                   if d["trigger"]["event_id"] == request["event_id"]]
     assert decision["slot"] == "homepage_hero" and decision["trigger"]["name"] == "slot_request"
-    assert decision["experiment"]["id"] == "hero-2026"
-    if decision["experiment"]["arm"] == "control":
-        assert decision["action"]["id"] == "bestsellers_hero"
-    else:  # four shoe views make the shoe offer eligible
-        assert "running_shoes_10pct" in decision["candidates"]
-        assert decision["action"]["id"] in decision["candidates"]
-        assert decision["personalised"] is True
+    assert decision["experiment"] == {"id": "hero-2026", "arm": "bandit"}
+    assert decision["policy"] == "thompson-v1"  # the bandit is wired into the worker
+    assert 0 < decision["propensity"] <= 1
+    # Four shoe views make the shoe offer eligible.
+    assert "running_shoes_10pct" in decision["candidates"]
+    assert decision["action"]["id"] in decision["candidates"]
+    assert decision["personalised"] is True
 
     # The worker keeps it in Redis before publishing it, for websites reading Redis directly.
     stored = await test_redis.hget(latest_decisions_key(cid), "homepage_hero")
