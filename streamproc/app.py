@@ -49,13 +49,9 @@ def _raw(event: Any) -> RawMessage:
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
 
 
-def create_app(
-    settings: Settings,
-    store_factory: Callable[[], Store] | None = None,
-    emitter: Emitter | None = None,
-    **faust_options: Any,
-) -> faust.App:
-    options: dict[str, Any] = {
+def app_options(settings: Settings) -> dict[str, Any]:
+    """The Faust options of a worker (the benchmark's bare Faust app uses the same)."""
+    return {
         "broker": settings.kafka_url,
         "store": "memory://",
         "autodiscover": False,
@@ -71,6 +67,15 @@ def create_app(
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
+
+
+def create_app(
+    settings: Settings,
+    store_factory: Callable[[], Store] | None = None,
+    emitter: Emitter | None = None,
+    **faust_options: Any,
+) -> faust.App:
+    options = app_options(settings)
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
@@ -91,7 +96,7 @@ def create_app(
         scorer = IntentScorer(settings, blobs)
         app.streamproc_scorer = scorer
         processor = Processor(settings, store, segmenter=segmenter, scorer=scorer)
-        batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
+        batches = raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
             await consume(batches, processor, out, stats)
         finally:
@@ -115,7 +120,7 @@ def create_app(
     return app
 
 
-async def _raw_batches(
+async def raw_batches(
     stream: faust.StreamT, size: int, within: float
 ) -> AsyncIterator[Sequence[RawMessage]]:
     async for events in stream.take_events(size, within=within):

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -209,6 +210,20 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.benchmark import Bench, BenchOptions, render
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchOptions)
+             if getattr(args, f.name) not in (None, False)}
+    options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    report = asyncio.run(Bench(settings, options, os.environ, sys.stderr).run())
+    print(render(report))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"figures written to {args.json}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamproc",
@@ -289,6 +304,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
     p.set_defaults(func=_cmd_settings)
+
+    p = sub.add_parser("bench", help="benchmark the pipeline against raw aiokafka and bare Faust",
+                       description="On the real stack and the same simulated events: (1) a raw "
+                       "aiokafka consumer, (2) a bare Faust app that decodes and acks, (3) the "
+                       "full pipeline with one worker, then two, (4) event-to-decision latency "
+                       "at fixed offered loads. Prints a table with the ratios and the targets; "
+                       "--json writes every figure. Uses fresh topics (deleted at the end) and "
+                       "its own, empty Redis database. Takes a few minutes by default; see "
+                       "docs/benchmarks.md.")
+    p.add_argument("--events", type=_positive_int, help="events for stages 1-3 (default: 200000)")
+    p.add_argument("--customers", type=_positive_int,
+                   help="simulated customers (default: 20000)")
+    p.add_argument("--partitions", type=_positive_int,
+                   help="partitions of the bench's topics (default: STREAMPROC_PARTITIONS)")
+    p.add_argument("--stages", type=_name_list, metavar="LIST",
+                   help="comma-separated stages to run, of raw, faust, pipeline, pipeline2, "
+                   "latency (default: all)")
+    p.add_argument("--loads", type=_int_list, metavar="LIST",
+                   help="offered loads of the latency stage, events/s (default: 1000,5000)")
+    p.add_argument("--latency-seconds", type=_positive_float,
+                   help="seconds of traffic at each load (default: 20)")
+    p.add_argument("--warmup-seconds", type=float,
+                   help="first seconds of each load left out of the percentiles (default: 3)")
+    p.add_argument("--redis-db", type=int, help="Redis database of the bench, on the host of "
+                   "STREAMPROC_REDIS_URL; must be empty (default: 13)")
+    p.add_argument("--flush", action="store_true",
+                   help="empty the Redis database first if it holds keys")
+    p.add_argument("--keep-topics", action="store_true",
+                   help="keep the bench's topics (default: deleted at the end)")
+    p.add_argument("--profile", type=Path, metavar="FILE",
+                   help="also run one pipeline worker under cProfile: stats to FILE, summary and "
+                   "top functions printed")
+    p.add_argument("--profile-top", type=_positive_int,
+                   help="functions listed from the profile (default: 25)")
+    p.add_argument("--seed", type=int, help="simulator seed (default: 7)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "
+                   "not figures")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -304,6 +359,14 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(x.strip()) for x in text.split(",") if x.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
