@@ -313,9 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--json writes every figure. Uses fresh topics (deleted at the end) and "
                        "its own, empty Redis database. Takes a few minutes by default; see "
                        "docs/benchmarks.md.")
-    p.add_argument("--events", type=_positive_int, help="events for stages 1-3 (default: 200000)")
+    p.add_argument("--events", type=_positive_int, help="events for stages 1-3 (default: 100000)")
     p.add_argument("--customers", type=_positive_int,
-                   help="simulated customers (default: 20000)")
+                   help="simulated customers (default: 10000)")
     p.add_argument("--partitions", type=_positive_int,
                    help="partitions of the bench's topics (default: STREAMPROC_PARTITIONS)")
     p.add_argument("--stages", type=_name_list, metavar="LIST",
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loads", type=_int_list, metavar="LIST",
                    help="offered loads of the latency stage, events/s (default: 1000,5000)")
     p.add_argument("--latency-seconds", type=_positive_float,
-                   help="seconds of traffic at each load (default: 20)")
+                   help="seconds of traffic at each load (default: 15)")
     p.add_argument("--warmup-seconds", type=float,
                    help="first seconds of each load left out of the percentiles (default: 3)")
     p.add_argument("--redis-db", type=int, help="Redis database of the bench, on the host of "

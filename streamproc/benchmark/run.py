@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import os
 import pstats
+import shutil
 import tempfile
 import time
 import uuid
@@ -57,12 +58,12 @@ TARGET_P99_LOAD = 1000
 
 @dataclass(frozen=True)
 class BenchOptions:
-    events: int = 200_000
-    customers: int = 20_000
+    events: int = 100_000
+    customers: int = 10_000
     partitions: int | None = None  # None: STREAMPROC_PARTITIONS
     stages: tuple[str, ...] = STAGES
     loads: tuple[int, ...] = (1000, 5000)
-    latency_seconds: float = 20.0
+    latency_seconds: float = 15.0
     warmup_seconds: float = 3.0
     redis_db: int = 13
     flush: bool = False
@@ -215,6 +216,11 @@ class Bench:
                 report |= await self._throughput()
             if "latency" in opts.stages:
                 report["latency"] = [r.as_dict() for r in await self._latency()]
+        except BaseException:
+            say(f"worker logs kept in {self.workdir}")
+            raise
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         finally:
             try:
                 if self.created and not opts.keep_topics:
