@@ -216,7 +216,11 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchOptions)
              if getattr(args, f.name) not in (None, False)}
     options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
-    report = asyncio.run(Bench(settings, options, os.environ, sys.stderr).run())
+    try:
+        report = asyncio.run(Bench(settings, options, os.environ, sys.stderr).run())
+    except asyncio.CancelledError:  # SIGTERM: the bench has stopped its workers and cleaned up
+        print("streamproc: bench stopped", file=sys.stderr)
+        return 143
     print(render(report))
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -334,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-topics", action="store_true",
                    help="keep the bench's topics (default: deleted at the end)")
     p.add_argument("--profile", type=Path, metavar="FILE",
-                   help="also run one pipeline worker under cProfile: stats to FILE, summary and "
-                   "top functions printed")
+                   help="also run one pipeline worker under cProfile on the first 30000 events: "
+                   "stats to FILE, summary and top functions printed")
     p.add_argument("--profile-top", type=_positive_int,
                    help="functions listed from the profile (default: 25)")
     p.add_argument("--seed", type=int, help="simulator seed (default: 7)")

@@ -71,8 +71,9 @@ def render(report: dict[str, Any]) -> str:
                          f"{'met' if t['met'] else 'NOT met'}")
     profile = report.get("profile")
     if profile:
-        lines += ["", f"profile of one pipeline worker (cProfile, {profile['file']}; "
-                  f"{profile['events_per_s_under_cprofile']:,.0f} events/s under the profiler)",
+        lines += ["", f"profile of one pipeline worker ({profile['events']:,} events under "
+                  f"cProfile, {profile['events_per_s_under_cprofile']:,.0f} events/s; "
+                  f"{profile['file']})",
                   "where the time goes (own time by what the code is for):"]
         for group, g in profile["groups"].items():
             lines.append(f"  {g['share']:>5.0%}  {group}")

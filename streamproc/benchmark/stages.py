@@ -182,7 +182,8 @@ class WorkerRun:
 
 async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerRun,
                        probe: KafkaProbe, total: int, progress: Progress) -> StageResult:
-    """Stages 2 and 3: ``count`` worker processes until every input offset is committed."""
+    """Stages 2 and 3: ``count`` worker processes until ``total`` input offsets are committed
+    (all of them, except in the profiled run)."""
     settings = run.settings
     tps = partitions_of(settings.topics.inputs, settings.partitions)
     before = await _output_counts(probe, settings)
