@@ -34,7 +34,8 @@ PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("processor (dedupe, outbox, records)", ("streamproc/processor.py",)),
     ("store and keys (state/store.py, keys.py)", ("streamproc/state/store.py",
                                                   "streamproc/state/keys.py")),
-    ("the benchmark loop itself", ("bench/",)),
+    ("batch loop and emitter (agents.py, app.py)", ("streamproc/agents.py", "streamproc/app.py")),
+    ("the benchmark loop itself", ("/bench/state_bench.py", "/bench/models_bench.py")),
 )
 OTHER = "other"
 BUILTINS = "other (builtins, standard library)"

@@ -18,7 +18,7 @@ TARGET_LABELS = {
 
 
 def _ratio(rate: float, base: float | None) -> str:
-    return f"{rate / base:>9.2f}" if base else f"{'':>9}"
+    return f"{rate / base:>9.3f}" if base else f"{'':>9}"
 
 
 def render(report: dict[str, Any]) -> str:

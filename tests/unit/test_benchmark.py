@@ -87,8 +87,9 @@ def _report() -> dict:
 def test_the_table_shows_rates_ratios_latencies_and_verdicts():
     text = render(_report())
     assert "2 cores" in text and "Kafka 4.1.2" in text and "load average at start 1.5" in text
-    assert re.search(r"bare Faust app \(decode \+ ack\)\s+1\s+1,000\s+10,000\s+0.25\s+1.00", text)
-    assert re.search(r"streamproc pipeline\s+1\s+1,000\s+3,000\s+0.07\s+0.30", text)
+    assert re.search(r"bare Faust app \(decode \+ ack\)\s+1\s+1,000\s+10,000\s+0.250\s+1.000",
+                     text)
+    assert re.search(r"streamproc pipeline\s+1\s+1,000\s+3,000\s+0.075\s+0.300", text)
     assert re.search(r"1,000\s+998\s+20,000\s+2,000\s+20.0\s+40.0\s+60.0\s+90.0", text)
     assert re.search(r"pipeline \(one worker\) / bare Faust\s+>= 0.5\s+measured 0.3\s+NOT met",
                      text)
