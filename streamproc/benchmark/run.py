@@ -80,7 +80,7 @@ class BenchOptions:
     def quick(cls, **overrides: Any) -> BenchOptions:
         """Tiny sizes for a smoke test: a minute or two, figures not meaningful."""
         small: dict[str, Any] = {"events": 3000, "customers": 300, "latency_seconds": 3.0,
-                 "warmup_seconds": 0.5, "loads": (200, 1000)}
+                                 "warmup_seconds": 0.5, "loads": (200, 1000)}
         return cls(**(small | overrides))
 
 
@@ -94,6 +94,17 @@ def with_db(url: str, db: int) -> str:
     """
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def shown(url: str) -> str:
+    """``url`` without its credentials, for messages.
+
+    >>> shown("redis://:secret@10.0.0.5:6379/13")
+    'redis://10.0.0.5:6379/13'
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def simulated_events(customers: int, seed: int) -> Iterator[tuple[str, bytes, bytes]]:
@@ -116,7 +127,7 @@ class RedisGuard:
     """
 
     def __init__(self, url: str, db: int) -> None:
-        self.url = url
+        self.url = shown(url)
         self.db = db
         self.client = aioredis.from_url(url, decode_responses=False)
         self.token = f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}"
@@ -129,8 +140,9 @@ class RedisGuard:
                              "(`streamproc stack status`)") from None
         holder = await self.client.get(LOCK_KEY)
         if holder is not None:
+            who = holder.decode(errors="replace") if isinstance(holder, bytes) else holder
             raise BenchError(f"Redis database {self.db} is in use by another streamproc bench "
-                             f"({holder!r}); wait for it to finish or "
+                             f"({who}); wait for it to finish or "
                              "use another --redis-db")
         keys = await self.client.dbsize()
         if keys and not flush:
@@ -149,11 +161,15 @@ class RedisGuard:
         await self.client.set(LOCK_KEY, self.token, ex=LOCK_TTL_S)
 
     async def release(self) -> None:
+        """Empty the database if this bench holds it, and close the connection."""
         try:
             if await self.client.get(LOCK_KEY) == self.token.encode():
                 await self.client.flushdb()
         finally:
-            await self.client.aclose()
+            await self.close()
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 class Bench:
@@ -173,9 +189,11 @@ class Bench:
         self.partitions = options.partitions or base.partitions
         self.redis_url = with_db(base.redis_url, options.redis_db)
         self.guard = RedisGuard(self.redis_url, options.redis_db)
-        self.probe: KafkaProbe  # made in run(): aiokafka clients need the running loop
+        # Made in run(): aiokafka clients need the running loop, and nothing is left behind
+        # when the bench refuses its Redis database.
+        self.probe: KafkaProbe
+        self.workdir: Path
         self.created: list[str] = []
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"streamproc-bench-{self.run_id}-"))
         self.events = simulated_events(options.customers, options.seed)
 
     def settings(self, prefix: str, group: str) -> Settings:
@@ -208,8 +226,13 @@ class Bench:
     async def _run(self) -> dict[str, Any]:
         opts = self.options
         say = self.progress.say
-        info = await self.guard.acquire(opts.flush)
+        try:
+            info = await self.guard.acquire(opts.flush)
+        except BaseException:
+            await self.guard.close()
+            raise
         self.probe = KafkaProbe(self.base.kafka_bootstrap)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"streamproc-bench-{self.run_id}-"))
         began = time.monotonic()
         report: dict[str, Any] = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -224,7 +247,7 @@ class Bench:
             "run_id": self.run_id,
         }
         say(f"streamproc bench {self.run_id}: stages {', '.join(opts.stages)}; Redis "
-            f"{self.redis_url}; worker logs in {self.workdir}")
+            f"{self.guard.url}; worker logs in {self.workdir}")
         try:
             await self.probe.start()
             if set(opts.stages) - {"latency"} or opts.profile is not None:

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 BASE = Settings.from_env()
 REPO = Path(__file__).resolve().parents[2]
-BENCH_DB = 12  # the bench flushes its database: not 0 (a developer's) nor 15 (the tests')
-REFUSAL_DB = 11
+# The bench flushes its database: not 0 (a developer's), 13 (the bench's default) nor 15 (the
+# other tests'). The tests only ever flush it when they found it empty.
+BENCH_DB = 12
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -35,6 +36,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "STREAMPROC_REDIS_URL": f"redis://{host}:{port}/0",
         "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
         "PYTHONPATH": str(REPO),
+        "TMPDIR": str(tmp_path),  # where the bench keeps its worker logs while it runs
     })
     return env
 
@@ -57,6 +59,10 @@ async def _topics_with_prefix(prefix: str) -> list[str]:
 async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     profile = tmp_path / "worker.prof"
+    host, port = BASE.redis_host_port
+    client = redis.Redis(host=host, port=port, db=BENCH_DB)
+    assert client.dbsize() == 0, f"Redis database {BENCH_DB} is in use: the bench test needs it"
+    client.set("left-over-from-before", "x")  # --flush empties the database first
     done = _bench(tmp_path, "--quick", "--redis-db", str(BENCH_DB), "--flush", "--partitions",
                   "3", "--json", str(out), "--profile", str(profile), "--profile-top", "5")
     assert done.returncode == 0, done.stderr[-4000:]
@@ -101,24 +107,30 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
     assert "pipeline (one worker) / bare Faust" in done.stdout
     # nothing left behind
     assert await _topics_with_prefix(f"bench-{report['run_id']}") == []
-    host, port = BASE.redis_host_port
-    client = redis.Redis(host=host, port=port, db=BENCH_DB)
+    assert not list(tmp_path.glob("streamproc-bench-*"))  # worker logs removed after success
     try:
         assert client.dbsize() == 0
     finally:
         client.close()
 
 
-def test_bench_refuses_a_redis_database_that_holds_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("key", "flags", "message"), [
+    ("not-the-bench", (), "keys; the bench flushes its database"),
+    # another bench's lock: refused even with --flush
+    ("streamproc:bench:lock", ("--flush",), "in use by another streamproc bench (pid 1 since"),
+])
+def test_bench_refuses_a_redis_database_it_does_not_own(
+        tmp_path: Path, key: str, flags: tuple[str, ...], message: str) -> None:
     host, port = BASE.redis_host_port
-    client = redis.Redis(host=host, port=port, db=REFUSAL_DB)
-    key = f"not-the-bench:{os.getpid()}"
-    client.set(key, "precious", ex=300)
+    client = redis.Redis(host=host, port=port, db=BENCH_DB)
+    assert client.set(key, "pid 1 since 2026-11-23T17:00:00+00:00", ex=300, nx=True)
     try:
-        done = _bench(tmp_path, "--quick", "--redis-db", str(REFUSAL_DB))
-        assert done.returncode == 2
-        assert f"Redis database {REFUSAL_DB}" in done.stderr and "--flush" in done.stderr
-        assert client.get(key) == b"precious"
+        done = _bench(tmp_path, "--quick", "--redis-db", str(BENCH_DB), *flags)
+        assert done.returncode == 2, done.stderr
+        assert f"Redis database {BENCH_DB}" in done.stderr and message in done.stderr
+        assert "--flush" in done.stderr or "another --redis-db" in done.stderr
+        assert client.get(key) == b"pid 1 since 2026-11-23T17:00:00+00:00"
+        assert not list(tmp_path.glob("streamproc-bench-*"))
     finally:
         client.delete(key)
         client.close()
