@@ -24,6 +24,7 @@ from streamproc.benchmark.offsets import KafkaProbe, partitions_of
 from streamproc.benchmark.workers import (
     PIPELINE,
     BenchError,
+    Worker,
     check_alive,
     start_workers,
     stop_workers,
@@ -127,7 +128,7 @@ async def raw_stage(settings: Settings, group: str, total: int, progress: Progre
     return StageResult("raw_aiokafka", 0, count, rate, last_at - began, "first-last message")
 
 
-async def _wait_stable(probe: KafkaProbe, group: str, members: int, workers: Sequence[Any],
+async def _wait_stable(probe: KafkaProbe, group: str, members: int, workers: Sequence[Worker],
                        stage: str) -> float:
     """Wait until ``group`` is Stable with ``members`` members; return when (monotonic)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -142,7 +143,7 @@ async def _wait_stable(probe: KafkaProbe, group: str, members: int, workers: Seq
 
 
 async def _wait_committed(probe: KafkaProbe, group: str, tps: Sequence[TopicPartition],
-                          total: int, workers: Sequence[Any], stage: str,
+                          total: int, workers: Sequence[Worker], stage: str,
                           progress: Progress, started: float) -> list[Sample]:
     """Poll the group's committed offsets until they reach ``total``; return the changes."""
     samples: list[Sample] = []
