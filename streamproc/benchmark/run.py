@@ -178,9 +178,9 @@ class Bench:
     def __init__(self, base: Settings, options: BenchOptions, environ: Mapping[str, str],
                  out: TextIO) -> None:
         unknown = set(options.stages) - set(STAGES)
-        if unknown:
-            raise BenchError(f"unknown stage(s) {', '.join(sorted(unknown))}; "
-                             f"choose from {', '.join(STAGES)}")
+        if unknown or not (options.stages or options.profile):
+            what = f"unknown stage(s) {', '.join(sorted(unknown))}" if unknown else "no stage"
+            raise BenchError(f"{what}; choose from {', '.join(STAGES)}")
         self.base = base
         self.options = options
         self.environ = environ

@@ -130,9 +130,11 @@ def test_events_are_addressed_to_the_stage_topics():
         ("bench-1.browsing", b"c1", b"{}"), ("bench-1.purchases", b"c2", b"{}")]
 
 
-def test_unknown_stage_is_refused_with_the_choices():
-    with pytest.raises(BenchError, match="unknown stage.*choose from raw, faust"):
-        Bench(Settings(), BenchOptions(stages=("raw", "rwa")), {}, None)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("stages", "message"), [(("raw", "rwa"), "unknown stage"),
+                                                  ((), "no stage")])
+def test_unknown_or_no_stage_is_refused_with_the_choices(stages, message):
+    with pytest.raises(BenchError, match=f"{message}.*choose from raw, faust"):
+        Bench(Settings(), BenchOptions(stages=stages), {}, None)  # type: ignore[arg-type]
 
 
 def test_cli_options_reach_the_bench_options():
