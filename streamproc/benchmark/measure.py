@@ -29,7 +29,8 @@ def steady_rate(samples: Sequence[Sample], stable_at: float, total: int) -> tupl
     """
     steady = [s for s in samples if s[0] >= stable_at and s[1] > 0]
     if not steady:
-        raise ValueError("no commit was seen after the group became stable")
+        raise ValueError("no commit was seen after the group became stable: the events were "
+                         "all consumed during start-up; give it more events (--events)")
     first = steady[0]
     before_final = [s for s in steady if s[1] < total]
     if len(before_final) >= 3:
