@@ -35,7 +35,6 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
-import platform
 import pstats
 import random
 import statistics
@@ -51,6 +50,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from streamproc.benchmark.machine import machine
+from streamproc.benchmark.profiling import summarise_profile
 from streamproc.events.codec import Decoder, RawMessage
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings
@@ -296,71 +297,6 @@ async def throughput(args: argparse.Namespace, settings: Settings,
     }
 
 
-# Where the time goes, by what the code is for: cProfile's own time per function, summed per
-# group. Builtins and standard-library functions (dict.get, isinstance, datetime, re, ...) are
-# charged to the code that called them, so "segments" includes the builtins segments code calls.
-PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("waiting for Redis (event loop idle in epoll)", ("'poll' of 'select.epoll'",)),
-    ("JSON (orjson loads/dumps)", ("orjson",)),
-    ("document compression (zlib, state/document.py)", ("zlib", "streamproc/state/document.py")),
-    ("redis-py client (commands, pipeline, socket)", ("/redis/", "hiredis", "_socket.socket")),
-    ("asyncio machinery", ("/asyncio/",)),
-    ("schema validation (fastjsonschema)", ("<string>", "fastjsonschema")),
-    ("decode (codec: envelope, timestamps)", ("streamproc/events/",)),
-    ("profile update (state/profile.py)", ("streamproc/state/profile.py",)),
-    ("segments (segmentation.py, segments/)", ("streamproc/segment",)),
-    ("policy (decisions/)", ("streamproc/decisions/",)),
-    ("processor (dedupe, outbox, records)", ("streamproc/processor.py",)),
-    ("store and keys (state/store.py, keys.py)", ("streamproc/state/store.py",
-                                                  "streamproc/state/keys.py")),
-    ("the benchmark loop itself", ("bench/",)),
-)
-OTHER = "other"
-STDLIB = os.path.dirname(os.__file__)
-
-
-def _own_group(key: tuple[str, int, str]) -> str | None:
-    """The group of a function, or None for builtins and the standard library."""
-    filename, _, func = key
-    where = f"{filename}:{func}"
-    for name, needles in PROFILE_GROUPS:
-        if any(n in where for n in needles):
-            return name
-    if filename == "~" or (filename.startswith(STDLIB) and "site-packages" not in filename):
-        return None
-    return OTHER
-
-
-def summarise_profile(stats: pstats.Stats) -> dict[str, Any]:
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for (_, _, tt, _, _) in raw.values())
-    groups: dict[str, float] = {}
-
-    def charge(group: str | None, seconds: float) -> None:
-        group = group or "other (builtins, standard library)"
-        groups[group] = groups.get(group, 0.0) + seconds
-
-    functions = []
-    for key, (_, calls, tt, ct, callers) in raw.items():
-        group = _own_group(key)
-        if group is None and callers:
-            for caller, caller_stats in callers.items():
-                charge(_own_group(caller), caller_stats[2])
-        else:
-            charge(group, tt)
-        filename, line, func = key
-        short = filename.split("site-packages/")[-1].split(os.getcwd() + "/")[-1]
-        functions.append({"function": f"{short}:{line}({func})", "calls": calls,
-                          "tottime_s": round(tt, 4), "cumtime_s": round(ct, 4)})
-    functions.sort(key=lambda f: -f["tottime_s"])
-    return {
-        "total_s": round(total, 3),
-        "groups": {g: {"seconds": round(s, 3), "share": round(s / total, 3)}
-                   for g, s in sorted(groups.items(), key=lambda kv: -kv[1])},
-        "top_functions": functions[:15],
-    }
-
-
 # -- (b) memory -----------------------------------------------------------------------------------
 
 
@@ -510,38 +446,6 @@ async def memory(args: argparse.Namespace, settings: Settings,
 
 
 # -- report ---------------------------------------------------------------------------------------
-
-
-def machine(redis_info: dict[str, Any]) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    try:
-        from streamproc.stack.jars import KAFKA_VERSION
-    except ImportError:
-        KAFKA_VERSION = "?"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "redis": redis_info.get("redis_version"),
-        "redis_allocator": redis_info.get("mem_allocator"),
-        "kafka_local_stack": KAFKA_VERSION,
-    }
 
 
 def render(report: dict[str, Any]) -> str:

@@ -73,13 +73,9 @@ def _raw(event: Any) -> RawMessage:
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
 
 
-def create_app(
-    settings: Settings,
-    store_factory: Callable[[], Store] | None = None,
-    emitter: Emitter | None = None,
-    **faust_options: Any,
-) -> faust.App:
-    options: dict[str, Any] = {
+def app_options(settings: Settings) -> dict[str, Any]:
+    """The Faust options of a worker (the benchmark's bare Faust app uses the same)."""
+    return {
         "broker": settings.kafka_url,
         "store": "memory://",
         "autodiscover": False,
@@ -96,6 +92,15 @@ def create_app(
         "value_serializer": "raw",
         **group_timeouts(settings.session_timeout_s),
     }
+
+
+def create_app(
+    settings: Settings,
+    store_factory: Callable[[], Store] | None = None,
+    emitter: Emitter | None = None,
+    **faust_options: Any,
+) -> faust.App:
+    options = app_options(settings)
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
@@ -128,7 +133,7 @@ def create_app(
         latest = RedisLatest(store.client) if isinstance(store, RedisStore) else None
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine, latest=latest)
-        batches = _raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
+        batches = raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
         try:
             await consume(batches, processor, out, stats, metrics)
         finally:
@@ -191,7 +196,7 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
             await client.aclose()
 
 
-async def _raw_batches(
+async def raw_batches(
     stream: faust.StreamT, size: int, within: float
 ) -> AsyncIterator[Sequence[RawMessage]]:
     async for events in stream.take_events(size, within=within):

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -230,12 +231,32 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(status.render())
     return 0 if status.alive else 3
+
+
 def _cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.decisions.catalogue import default_catalogue_path, describe, load_catalogue
 
     path = args.file or settings.catalogue or default_catalogue_path()
     # A ConfigError lists every problem with its place; main() prints it and exits 2.
     print(describe(load_catalogue(path, activity_days=settings.activity_days), path))
+    return 0
+
+
+def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.benchmark import Bench, BenchOptions, render
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchOptions)
+             if getattr(args, f.name) not in (None, False)}
+    options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    try:
+        report = asyncio.run(Bench(settings, options, os.environ, sys.stderr).run())
+    except asyncio.CancelledError:  # SIGTERM: the bench has stopped its workers and cleaned up
+        print("streamproc: bench stopped", file=sys.stderr)
+        return 143
+    print(render(report))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"figures written to {args.json}", file=sys.stderr)
     return 0
 
 
@@ -323,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streamproc.decisions.commands import add_commands as add_decision_commands
 
-    add_decision_commands(sub)  # evaluate, report
+    add_decision_commands(sub)  # evaluate, report, bandit, respond
+
     p = sub.add_parser("status", help="workers, partitions, consumer lag and errors at a glance",
                        description="The workers of STREAMPROC_APP_ID (from the heartbeats they "
                        "write to Redis every 5 s: alive, or stale after 15 s of silence), the "
@@ -333,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "when none is, 2 when Kafka or Redis cannot be reached.")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=_cmd_status)
+
     p = sub.add_parser("catalogue", help="check a decision catalogue and show what it holds",
                        description="Check a decision catalogue (YAML or JSON) as a worker "
                        "would at start, and print its slots, actions, triggers, caps and "
@@ -341,6 +364,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="the catalogue to check (default: "
                    "STREAMPROC_CATALOGUE, else the shipped schemas/examples/catalogue.yaml)")
     p.set_defaults(func=_cmd_catalogue)
+
+    p = sub.add_parser("bench", help="benchmark the pipeline against raw aiokafka and bare Faust",
+                       description="On the real stack and the same simulated events: (1) a raw "
+                       "aiokafka consumer, (2) a bare Faust app that decodes and acks, (3) the "
+                       "full pipeline with one worker, then two, (4) event-to-decision latency "
+                       "at fixed offered loads. Prints a table with the ratios and the targets; "
+                       "--json writes every figure. Uses fresh topics (deleted at the end) and "
+                       "its own, empty Redis database. Takes a few minutes by default; see "
+                       "docs/benchmarks.md.")
+    p.add_argument("--events", type=_positive_int, help="events for stages 1-3 (default: 100000)")
+    p.add_argument("--customers", type=_positive_int,
+                   help="simulated customers (default: 10000)")
+    p.add_argument("--partitions", type=_positive_int,
+                   help="partitions of the bench's topics (default: STREAMPROC_PARTITIONS)")
+    p.add_argument("--stages", type=_name_list, metavar="LIST",
+                   help="comma-separated stages to run, of raw, faust, pipeline, pipeline2, "
+                   "latency (default: all)")
+    p.add_argument("--loads", type=_int_list, metavar="LIST",
+                   help="offered loads of the latency stage, events/s (default: 1000,5000)")
+    p.add_argument("--latency-seconds", type=_positive_float,
+                   help="seconds of traffic at each load (default: 15)")
+    p.add_argument("--warmup-seconds", type=float,
+                   help="first seconds of each load left out of the percentiles (default: 3)")
+    p.add_argument("--redis-db", type=int, help="Redis database of the bench, on the host of "
+                   "STREAMPROC_REDIS_URL; must be empty (default: 13)")
+    p.add_argument("--flush", action="store_true",
+                   help="empty the Redis database first if it holds keys")
+    p.add_argument("--keep-topics", action="store_true",
+                   help="keep the bench's topics (default: deleted at the end)")
+    p.add_argument("--profile", type=Path, metavar="FILE",
+                   help="also run one pipeline worker under cProfile on the first 30000 events: "
+                   "stats to FILE, summary and top functions printed")
+    p.add_argument("--profile-top", type=_positive_int,
+                   help="functions listed from the profile (default: 25)")
+    p.add_argument("--seed", type=int, help="simulator seed (default: 7)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "
+                   "not figures")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
@@ -356,6 +419,14 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(x.strip()) for x in text.split(",") if x.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,85 @@
+"""The bench's report as text: stages with their ratios, latency percentiles, targets, profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STAGE_LABELS = {
+    "raw_aiokafka": "raw aiokafka (one consumer, in-process)",
+    "bare_faust": "bare Faust app (decode + ack)",
+    "pipeline_1_worker": "streamproc pipeline",
+    "pipeline_2_workers": "streamproc pipeline",
+}
+TARGET_LABELS = {
+    "pipeline_vs_bare_faust": "pipeline (one worker) / bare Faust",
+    "p99_ms_at_1000_per_s": "p99 send-to-decision at 1,000 events/s, ms",
+    "two_vs_one_worker": "two workers / one worker",
+}
+
+
+def _ratio(rate: float, base: float | None) -> str:
+    return f"{rate / base:>9.3f}" if base else f"{'':>9}"
+
+
+def render(report: dict[str, Any]) -> str:
+    m, o = report["machine"], report["options"]
+    load = ", ".join(f"{x:g}" for x in m.get("load_average_at_start", []))
+    lines = [
+        f"streamproc bench {report['run_id']}, {report['date']}: {m['cpu']}, {m['cores']} cores, "
+        f"{m['ram_gb']} GB; Python {m['python']}; Kafka {m['kafka_local_stack']}; Redis "
+        f"{m['redis']}; load average at start {load}",
+    ]
+    ev = report.get("events")
+    if ev:
+        topics = ", ".join(f"{k} {v:,}" for k, v in ev["by_topic"].items())
+        lines.append(f"{ev['count']:,} events ({topics}) of {ev['active_customers']:,} customers, "
+                     f"{o['partitions']} partitions, batches of "
+                     f"{report['settings']['batch_size']}")
+    stages = report.get("stages") or {}
+    if stages:
+        raw = stages.get("raw_aiokafka", {}).get("events_per_s")
+        bare = stages.get("bare_faust", {}).get("events_per_s")
+        lines += ["", f"{'stage':<42} {'workers':>7} {'events':>9} {'events/s':>10} "
+                  f"{'vs raw':>9} {'vs Faust':>9}"]
+        for name, s in stages.items():
+            workers = s["workers"] or "-"
+            lines.append(f"{STAGE_LABELS.get(name, name):<42} {workers!s:>7} {s['events']:>9,} "
+                         f"{s['events_per_s']:>10,.0f} {_ratio(s['events_per_s'], raw)} "
+                         f"{_ratio(s['events_per_s'], bare)}")
+        two = report["ratios"].get("two_vs_one_worker")
+        if two is not None:
+            lines.append(f"two workers / one worker: {two:.2f}x on {m['cores']} cores (shared "
+                         "with Kafka, Redis and this process)")
+    latency = report.get("latency")
+    if latency:
+        lines += ["", "latency, event sent -> its decision received (one pipeline worker; queued: "
+                  "until the worker started the event's batch)",
+                  f"{'offered/s':>10} {'sent/s':>8} {'events':>8} {'decisions':>9} "
+                  f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'queued p50/p99':>15} "
+                  f"{'drain s':>8}"]
+        for r in latency:
+            lines.append(f"{r['offered_per_s']:>10,} {r['achieved_per_s']:>8,.0f} "
+                         f"{r['events']:>8,} {r['measured']:>9,} {r['p50_ms']:>8.1f} "
+                         f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
+                         f"{r['queued_p50_ms']:>7.0f}/{r['queued_p99_ms']:<7.0f} "
+                         f"{r['drain_s']:>8.1f}")
+    if report["targets"]:
+        lines += ["", "targets"]
+        for t in report["targets"]:
+            label = TARGET_LABELS.get(t["name"], t["name"])
+            lines.append(f"  {label:<46} {t['target']:>8}  measured {t['value']:<8g} "
+                         f"{'met' if t['met'] else 'NOT met'}")
+    profile = report.get("profile")
+    if profile:
+        lines += ["", f"profile of one pipeline worker ({profile['events']:,} events under "
+                  f"cProfile, {profile['events_per_s_under_cprofile']:,.0f} events/s; "
+                  f"{profile['file']})",
+                  "where the time goes (own time by what the code is for):"]
+        for group, g in profile["groups"].items():
+            lines.append(f"  {g['share']:>5.0%}  {group}")
+        lines.append("top functions by cumulative time:")
+        for f in profile["top_cumulative"]:
+            lines.append(f"  {f['cumtime_s']:>8.2f}s {f['tottime_s']:>8.2f}s own "
+                         f"{f['calls']:>10,} calls  {f['function']}")
+    lines.append(f"\n(the bench took {report['seconds']:.0f}s)")
+    return "\n".join(lines)

@@ -1,0 +1,359 @@
+"""The benchmark's stages, each on the same produced events, with a fresh consumer group.
+
+- :func:`raw_stage`: a plain aiokafka consumer in this process, counting messages;
+- :func:`worker_stage`: worker subprocesses (the bare Faust app, or the pipeline with one or
+  more workers), done when their group has committed every input offset;
+- :func:`latency_stage`: one pipeline worker fed at a fixed rate; latency from the send of an
+  event to the arrival of the decision it triggered, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streamproc.benchmark.measure import Sample, percentile, steady_rate
+from streamproc.benchmark.offsets import KafkaProbe, partitions_of
+from streamproc.benchmark.workers import (
+    PIPELINE,
+    BenchError,
+    Worker,
+    check_alive,
+    start_workers,
+    stop_workers,
+    worker_env,
+)
+from streamproc.settings import Settings
+from streamproc.simulator.producer import Pacer
+
+POLL_S = 0.2
+PROGRESS_S = 3.0
+STALL_S = 180.0  # no progress for this long: a stage has failed
+READY_TIMEOUT_S = 120.0
+
+# One produced message: (topic, key, value).
+Message = tuple[str, bytes, bytes]
+
+
+class Progress:
+    """Progress lines on stderr: stage, events done, rate."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.next_at = 0.0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def maybe(self, stage: str, done: int, total: int, started: float) -> None:
+        now = time.monotonic()
+        if now < self.next_at or now - started < 1.0:
+            return
+        self.next_at = now + PROGRESS_S
+        elapsed = max(now - started, 1e-9)
+        self.say(f"  {stage}: {done:,}/{total:,} events ({done / max(total, 1):.0%}), "
+                 f"{elapsed:.0f}s, {done / elapsed:,.0f}/s overall")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    workers: int
+    events: int
+    events_per_s: float
+    seconds: float  # start of the stage (processes started) to every offset committed
+    method: str  # how events_per_s was measured
+    outputs: dict[str, int] = field(default_factory=dict)  # records written per output topic
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "workers": self.workers, "events": self.events,
+                "events_per_s": round(self.events_per_s, 1), "seconds": round(self.seconds, 1),
+                "method": self.method, "outputs": self.outputs}
+
+
+async def produce(bootstrap: str, messages: Sequence[Message], progress: Progress) -> None:
+    """Send ``messages`` as fast as Kafka takes them; return when every one is acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                enable_idempotence=True, max_batch_size=256 * 1024)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        pending = []
+        for i, (topic, key, value) in enumerate(messages):
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending = []
+                progress.maybe("producing", i + 1, len(messages), started)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def raw_stage(settings: Settings, group: str, total: int, progress: Progress) -> StageResult:
+    """Stage 1: aiokafka alone, in this process, batches of ``STREAMPROC_BATCH_SIZE``."""
+    consumer = AIOKafkaConsumer(*settings.topics.inputs, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=group, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    began = time.monotonic()
+    await consumer.start()
+    try:
+        count = first_count = 0
+        first_at = last_at = last_progress = time.monotonic()
+        while count < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=settings.batch_size)
+            now = time.monotonic()
+            got = sum(len(msgs) for msgs in batch.values())
+            if got:
+                if not count:
+                    first_at, first_count = now, got
+                count += got
+                last_at = last_progress = now
+                progress.maybe("raw aiokafka", count, total, first_at)
+            elif now - last_progress > STALL_S:
+                raise BenchError(f"raw aiokafka consumer: no message for {STALL_S:.0f}s after "
+                                 f"{count:,} of {total:,}")
+    finally:
+        await consumer.stop()
+    if last_at <= first_at:
+        raise BenchError("raw aiokafka consumer got everything in one fetch: use more --events")
+    rate = (count - first_count) / (last_at - first_at)
+    return StageResult("raw_aiokafka", 0, count, rate, last_at - began, "first-last message")
+
+
+async def _wait_stable(probe: KafkaProbe, group: str, members: int, workers: Sequence[Worker],
+                       stage: str) -> float:
+    """Wait until ``group`` is Stable with ``members`` members; return when (monotonic)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        check_alive(workers)
+        state, n = await probe.group_state(group)
+        if state == "Stable" and n == members:
+            return time.monotonic()
+        await asyncio.sleep(POLL_S)
+    raise BenchError(f"{stage}: the workers did not form a stable group of {members} within "
+                     f"{READY_TIMEOUT_S:.0f}s; see their logs")
+
+
+async def _wait_committed(probe: KafkaProbe, group: str, tps: Sequence[TopicPartition],
+                          total: int, workers: Sequence[Worker], stage: str,
+                          progress: Progress, started: float) -> list[Sample]:
+    """Poll the group's committed offsets until they reach ``total``; return the changes."""
+    samples: list[Sample] = []
+    committed = -1
+    changed_at = time.monotonic()
+    while committed < total:
+        check_alive(workers)
+        now_committed = await probe.committed_total(group, tps)
+        now = time.monotonic()
+        if now_committed != committed:
+            committed, changed_at = now_committed, now
+            samples.append((now, committed))
+            progress.maybe(stage, committed, total, started)
+        elif now - changed_at > STALL_S:
+            raise BenchError(f"{stage}: no offset committed for {STALL_S:.0f}s at {committed:,} "
+                             f"of {total:,} events")
+        await asyncio.sleep(POLL_S)
+    return samples
+
+
+async def _output_counts(probe: KafkaProbe, settings: Settings) -> dict[str, int]:
+    names = {"decisions": settings.topics.decisions, "segments": settings.topics.segments,
+             "deadletter": settings.topics.deadletter}
+    return {k: await probe.end_total(partitions_of([t], settings.partitions))
+            for k, t in names.items()}
+
+
+@dataclass
+class WorkerRun:
+    """What a worker stage needs: settings (group = app id), environment, where logs go."""
+
+    settings: Settings
+    prefix: str
+    base_env: Mapping[str, str]
+    logs: Path
+
+
+async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerRun,
+                       probe: KafkaProbe, total: int, progress: Progress) -> StageResult:
+    """Stages 2 and 3: ``count`` worker processes until ``total`` input offsets are committed
+    (all of them, except in the profiled run)."""
+    settings = run.settings
+    tps = partitions_of(settings.topics.inputs, settings.partitions)
+    before = await _output_counts(probe, settings)
+    env = worker_env(run.base_env, settings, run.prefix)
+    started = time.monotonic()
+    workers = start_workers(stage, argv, count, env, run.logs)
+    try:
+        stable_at = await _wait_stable(probe, settings.app_id, count, workers, stage)
+        samples = await _wait_committed(probe, settings.app_id, tps, total, workers, stage,
+                                        progress, started)
+        finished = time.monotonic()
+    finally:
+        stop_workers(workers)
+    after = await _output_counts(probe, settings)
+    try:
+        rate, method = steady_rate(samples, stable_at, total)
+    except ValueError as exc:
+        raise BenchError(f"{stage}: {exc}") from None
+    return StageResult(stage, count, samples[-1][1], rate, finished - started, method,
+                       {k: after[k] - before[k] for k in after})
+
+
+@dataclass
+class LatencyResult:
+    offered_per_s: int
+    achieved_per_s: float
+    events: int
+    decisions: int
+    measured: int  # decisions whose trigger was sent after the warm-up
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    # Of the latency, the part until the worker started the event's batch (the decision's
+    # latency_ms: Kafka timestamp to batch start), p50 and p99: the rest is processing,
+    # publishing and delivery.
+    queued_p50_ms: float
+    queued_p99_ms: float
+    drain_s: float  # from the last send to the last event committed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+class _Decisions:
+    """Reads the decisions topic from the start; notes when each trigger's decision arrived."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                         enable_auto_commit=False, fetch_max_wait_ms=100)
+        self.tps = partitions_of([settings.topics.decisions], settings.partitions)
+        self.arrived: dict[tuple[str, int, int], float] = {}
+        # The worker's own figure: its batch's start minus the event's Kafka timestamp.
+        self.worker_ms: dict[tuple[str, int, int], float] = {}
+        self.count = 0
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign(self.tps)
+        await self.consumer.seek_to_beginning(*self.tps)
+
+    async def poll(self, timeout_ms: int) -> None:
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms)
+        now = time.time()
+        for msgs in batch.values():
+            for m in msgs:
+                if m.value is None:
+                    continue
+                record = orjson.loads(m.value)
+                t = record["trigger"]
+                key = (t["topic"], t["partition"], t["offset"])
+                self.arrived.setdefault(key, now)
+                self.worker_ms.setdefault(key, float(record.get("latency_ms", 0)))
+                self.count += 1
+
+    async def read_until(self, ends: Mapping[TopicPartition, int]) -> None:
+        """Read until the consumer's position reaches ``ends`` on every partition."""
+        deadline = time.monotonic() + STALL_S
+        for tp, end in ends.items():
+            while await self.consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise BenchError("decisions topic: could not read up to its end offsets")
+                await self.poll(200)
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.poll(100)
+
+    async def close(self) -> None:
+        await self.consumer.stop()
+
+
+async def _paced_send(producer: AIOKafkaProducer, messages: Sequence[Message], rate: int,
+                      sent_at: dict[tuple[str, int, int], float], progress: Progress,
+                      stage: str) -> float:
+    """Send ``messages`` at ``rate`` per second; return the elapsed seconds."""
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(float(rate), loop.time())
+    started = loop.time()
+    cap = max(1, rate // 50)  # back to the event loop every ~20 ms of traffic
+    i = 0
+
+    def record(sent: float) -> Any:
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                md = fut.result()
+                sent_at[(md.topic, md.partition, md.offset)] = sent
+        return done
+
+    while i < len(messages):
+        now = loop.time()
+        n = min(pacer.available(now), cap, len(messages) - i)
+        if n <= 0:
+            await asyncio.sleep(max(pacer.delay(now), 0.001))
+            continue
+        for topic, key, value in messages[i:i + n]:
+            sent = time.time()
+            fut = await producer.send(topic, value, key=key)
+            fut.add_done_callback(record(sent))
+        i += n
+        pacer.take(n)
+        progress.maybe(stage, i, len(messages), started)
+    await producer.flush()
+    return loop.time() - started
+
+
+async def latency_stage(rate: int, messages: Sequence[Message], warmup_s: float, run: WorkerRun,
+                        probe: KafkaProbe, progress: Progress) -> LatencyResult:
+    """Stage 4: one pipeline worker, events sent at ``rate``; send-to-decision latency."""
+    settings = run.settings
+    stage = f"latency at {rate:,}/s"
+    tps = partitions_of(settings.topics.inputs, settings.partitions)
+    workers = start_workers(f"latency-{rate}", PIPELINE, 1, worker_env(run.base_env, settings,
+                                                                       run.prefix), run.logs)
+    decisions = _Decisions(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                linger_ms=0, enable_idempotence=True)
+    sent_at: dict[tuple[str, int, int], float] = {}
+    stop = asyncio.Event()
+    try:
+        await _wait_stable(probe, settings.app_id, 1, workers, stage)
+        await decisions.start()
+        await producer.start()
+        follower = asyncio.create_task(decisions.follow(stop))
+        first_send = time.time()
+        elapsed = await _paced_send(producer, messages, rate, sent_at, progress, stage)
+        sent_done = time.monotonic()
+        await _wait_committed(probe, settings.app_id, tps, len(messages), workers,
+                              f"{stage}, draining", progress, sent_done)
+        drain = time.monotonic() - sent_done
+        stop.set()
+        await follower
+        ends = await probe.end_offsets(decisions.tps)
+        await decisions.read_until(ends)
+    finally:
+        stop.set()
+        stop_workers(workers)
+        await producer.stop()
+        await decisions.close()
+    steady_from = first_send + warmup_s
+    measured = [k for k, sent in sent_at.items()
+                if k in decisions.arrived and sent >= steady_from]
+    latencies = [(decisions.arrived[k] - sent_at[k]) * 1000 for k in measured]
+    queued = [decisions.worker_ms[k] for k in measured]
+    if not latencies:
+        raise BenchError(f"{stage}: no decision was triggered after the {warmup_s}s warm-up; "
+                         "send for longer (--latency-seconds)")
+    return LatencyResult(rate, len(messages) / elapsed, len(messages), decisions.count,
+                         len(latencies), percentile(latencies, 0.50),
+                         percentile(latencies, 0.95), percentile(latencies, 0.99),
+                         max(latencies), percentile(queued, 0.5), percentile(queued, 0.99), drain)

@@ -1,0 +1,136 @@
+"""`streamproc bench --quick` on the real local Kafka and Redis: every stage, counts, latencies.
+
+No timing assertions: the figures of a quick run mean nothing; what is checked is that every
+stage ran on every produced event, that the percentiles are consistent, and that the bench
+leaves neither topics nor Redis keys behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamproc.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+BASE = Settings.from_env()
+REPO = Path(__file__).resolve().parents[2]
+# The bench flushes its database: not 0 (a developer's), 13 (the bench's default) nor 15 (the
+# other tests'). The tests only ever flush it when they found it empty.
+BENCH_DB = 12
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    host, port = BASE.redis_host_port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    env.update({
+        "STREAMPROC_KAFKA_BOOTSTRAP": BASE.kafka_bootstrap,
+        "STREAMPROC_REDIS_URL": f"redis://{host}:{port}/0",
+        "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
+        "PYTHONPATH": str(REPO),
+        "TMPDIR": str(tmp_path),  # where the bench keeps its worker logs while it runs
+    })
+    return env
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamproc.cli", "bench", *args],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+
+
+async def _topics_with_prefix(prefix: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BASE.kafka_bootstrap)
+    await admin.start()
+    try:
+        return [t for t in await admin.list_topics() if t.startswith(prefix)]
+    finally:
+        await admin.close()
+
+
+async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    profile = tmp_path / "worker.prof"
+    host, port = BASE.redis_host_port
+    client = redis.Redis(host=host, port=port, db=BENCH_DB)
+    assert client.dbsize() == 0, f"Redis database {BENCH_DB} is in use: the bench test needs it"
+    client.set("left-over-from-before", "x")  # --flush empties the database first
+    done = _bench(tmp_path, "--quick", "--redis-db", str(BENCH_DB), "--flush", "--partitions",
+                  "3", "--json", str(out), "--profile", str(profile), "--profile-top", "5")
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = orjson.loads(out.read_bytes())
+
+    produced = report["events"]["count"]
+    assert produced == 3000
+    assert sum(report["events"]["by_topic"].values()) == produced
+    stages = report["stages"]
+    assert set(stages) == {"raw_aiokafka", "bare_faust", "pipeline_1_worker",
+                           "pipeline_2_workers"}
+    for name, stage in stages.items():
+        assert stage["events"] == produced, name
+        assert stage["events_per_s"] > 0, name
+    assert stages["pipeline_2_workers"]["workers"] == 2
+    for name in ("pipeline_1_worker", "pipeline_2_workers"):
+        outputs = stages[name]["outputs"]
+        assert outputs["deadletter"] == 0, name
+        assert outputs["decisions"] > 0 and outputs["segments"] > 0, name
+    assert stages["bare_faust"]["outputs"] == {"decisions": 0, "segments": 0, "deadletter": 0}
+
+    latency = report["latency"]
+    assert [r["offered_per_s"] for r in latency] == [200, 1000]
+    for r in latency:
+        assert r["events"] == r["offered_per_s"] * 3
+        assert r["measured"] > 0 and r["decisions"] >= r["measured"]
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert 0 <= r["queued_p50_ms"] <= r["queued_p99_ms"]
+
+    assert set(report["ratios"]) == {"bare_faust_vs_raw", "pipeline_vs_bare_faust",
+                                     "pipeline_vs_raw", "two_vs_one_worker"}
+    assert [t["name"] for t in report["targets"]] == [
+        "pipeline_vs_bare_faust", "p99_ms_at_1000_per_s", "two_vs_one_worker"]
+    assert report["machine"]["cores"] >= 1 and report["machine"]["kafka_local_stack"]
+
+    assert profile.stat().st_size > 0
+    assert report["profile"]["total_s"] > 0 and len(report["profile"]["top_cumulative"]) == 5
+    assert "processor (dedupe, outbox, records)" in report["profile"]["groups"]
+
+    # progress and the table
+    assert "stage 1: raw aiokafka" in done.stderr and "stage 4: latency" in done.stderr
+    assert "pipeline (one worker) / bare Faust" in done.stdout
+    # nothing left behind
+    assert await _topics_with_prefix(f"bench-{report['run_id']}") == []
+    assert not list(tmp_path.glob("streamproc-bench-*"))  # worker logs removed after success
+    try:
+        assert client.dbsize() == 0
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("key", "flags", "message"), [
+    ("not-the-bench", (), "keys; the bench flushes its database"),
+    # another bench's lock: refused even with --flush
+    ("streamproc:bench:lock", ("--flush",), "in use by another streamproc bench (pid 1 since"),
+])
+def test_bench_refuses_a_redis_database_it_does_not_own(
+        tmp_path: Path, key: str, flags: tuple[str, ...], message: str) -> None:
+    host, port = BASE.redis_host_port
+    client = redis.Redis(host=host, port=port, db=BENCH_DB)
+    assert client.set(key, "pid 1 since 2026-11-23T17:00:00+00:00", ex=300, nx=True)
+    try:
+        done = _bench(tmp_path, "--quick", "--redis-db", str(BENCH_DB), *flags)
+        assert done.returncode == 2, done.stderr
+        assert f"Redis database {BENCH_DB}" in done.stderr and message in done.stderr
+        assert "--flush" in done.stderr or "another --redis-db" in done.stderr
+        assert client.get(key) == b"pid 1 since 2026-11-23T17:00:00+00:00"
+        assert not list(tmp_path.glob("streamproc-bench-*"))
+    finally:
+        client.delete(key)
+        client.close()
