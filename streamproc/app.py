@@ -7,7 +7,7 @@ several). Values travel as raw bytes: decoding is ours, so a bad message reaches
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -20,35 +20,16 @@ from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
 from streamproc.decisions.keeper import BanditKeeper
 from streamproc.decisions.latest import RedisLatest
+from streamproc.emitter import KafkaEmitter
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer, RedisBlobs
 from streamproc.metrics import MeteredStore, WorkerMetrics
-from streamproc.processor import BatchResult, Processor, default_engine
+from streamproc.processor import Processor, default_engine
 from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
 
 log = logging.getLogger(__name__)
-
-
-class FaustEmitter:
-    def __init__(self, decisions: faust.TopicT, segments: faust.TopicT,
-                 deadletter: faust.TopicT) -> None:
-        self.decisions = decisions
-        self.segments = segments
-        self.deadletter = deadletter
-
-    async def emit(self, result: BatchResult) -> None:
-        sends: list[tuple[faust.TopicT, bytes | None, bytes | None]] = [
-            *((self.decisions, k, v) for k, v in result.decisions),
-            *((self.segments, k, v) for k, v in result.segments),
-            *((self.deadletter, k, v) for k, v in result.deadletters),
-            *((topic, k, None) for k in result.erased for topic in (self.decisions,
-                                                                    self.segments)),
-        ]
-        futures = [await topic.send(key=k, value=v, force=True) for topic, k, v in sends]
-        if futures:
-            await asyncio.gather(*futures)
 
 
 def group_timeouts(session_timeout_s: int) -> dict[str, float]:
@@ -106,8 +87,8 @@ def create_app(
     app = faust.App(settings.app_id, **options)
     topics = settings.topics
     inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes)
-    out = emitter or FaustEmitter(app.topic(topics.decisions), app.topic(topics.segments),
-                                  app.topic(topics.deadletter))
+    # Outputs go through a plain aiokafka producer (streamproc.emitter says why not Faust's).
+    out = emitter or KafkaEmitter(settings)
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
     app.streamproc_stats = stats
@@ -143,6 +124,8 @@ def create_app(
                 await bandit.checkpoint(force=True)
             finally:
                 await processor.store.close()
+                if isinstance(out, KafkaEmitter):
+                    await out.close()
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
 
@@ -201,3 +184,29 @@ async def raw_batches(
 ) -> AsyncIterator[Sequence[RawMessage]]:
     async for events in stream.take_events(size, within=within):
         yield [_raw(e) for e in events]
+
+
+# The worker's garbage-collector thresholds: a first generation of 50,000 allocations instead of
+# 700. A batch allocates hundreds of thousands of short-lived objects (decoded events, profiles,
+# records) and the default thresholds ran a full collection, walking every River model and
+# module, every few batches: tens of milliseconds at random points of the event-to-decision
+# path (`streamproc bench`: p99 latency at 1,000 events/s 84-91 ms before, 47-68 ms after).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Move what exists at start (modules, the loaded models) out of the collector's sight and
+    collect less often: fewer, shorter pauses, the same memory in steady state."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def run_worker(app: faust.App, settings: Settings, **worker_options: Any) -> None:
+    """Run a Faust app as a worker process until it is stopped (SIGTERM, Ctrl-C)."""
+    from faust.worker import Worker
+
+    tune_gc()
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                    **worker_options)
+    worker.execute_from_commandline()  # returns through SystemExit when the worker stops

@@ -45,9 +45,7 @@ def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from faust.worker import Worker
-
-    from streamproc.app import create_app
+    from streamproc.app import create_app, run_worker
     from streamproc.stack import ensure_topics
 
     overrides: dict[str, Any] = {}
@@ -67,9 +65,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
         worker_id: str = app.streamproc_worker_id  # type: ignore[attr-defined]
         json_logs["logging_config"] = worker_logging_config(settings.log_level, worker_id)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
-                    **json_logs)
-    worker.execute_from_commandline()  # returns through SystemExit when the worker stops
+    run_worker(app, settings, **json_logs)
     return 0
 
 

@@ -70,7 +70,7 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("REPLICATION_FACTOR", "1", "replication factor of topics created by streamproc"),
     ("MAX_EVENT_BYTES", "65536", "larger input messages go to the dead-letter topic"),
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
-    ("BATCH_WAIT_MS", "20", "longest wait for a batch to fill, in milliseconds"),
+    ("BATCH_WAIT_MS", "5", "longest wait for a batch to fill, in milliseconds"),
     ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),
     ("STATE_COMPRESSION", "zlib", "how profiles are stored in Redis: zlib (smaller) or none"),
     ("AFFINITY_HALF_LIFE_DAYS", "14", "days after which a category/brand affinity halves"),
@@ -115,7 +115,7 @@ class Settings:
     replication_factor: int = 1
     max_event_bytes: int = 65536
     batch_size: int = 500
-    batch_wait_ms: int = 20
+    batch_wait_ms: int = 5
     dedupe_window: int = 32
     state_compression: str = "zlib"
     affinity_half_life_days: float = 14.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import faust
 
-from streamproc.app import app_options, raw_batches
+from streamproc.app import app_options, raw_batches, run_worker
 from streamproc.errors import DecodeError
 from streamproc.events.codec import Decoder
 from streamproc.settings import Settings
@@ -51,13 +51,9 @@ def create_bare_app(settings: Settings) -> faust.App:
 
 
 def main() -> None:
-    from faust.worker import Worker
-
     settings = Settings.from_env()
     settings.validate()
-    app = create_bare_app(settings)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()  # returns through SystemExit when the worker stops
+    run_worker(create_bare_app(settings), settings)  # as the pipeline's worker runs
 
 
 if __name__ == "__main__":
