@@ -10,7 +10,8 @@ no decision (decision ids are deterministic: consumers see the same id twice, ne
 
 Two per-event hooks run after the profile took an event: a :class:`Scorer` (the purchase-intent
 model, :mod:`streamproc.intent`) and then a :class:`Segmenter` (which sees the new scores). The
-scorer's labels are learnt only once the customer's state write succeeded.
+scorer's observations (for the learner, :mod:`streamproc.learner`) go to the learning topic
+once the customer's state write succeeded, through the outbox like the decisions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -55,6 +56,8 @@ class BatchResult:
     # Customers erased by this batch: a tombstone (null value) for each goes to the decisions
     # and segments topics, so compacted copies forget them too.
     erased: list[bytes] = field(default_factory=list)
+    # Observations for the learning topic (streamproc.observations).
+    learning: list[tuple[bytes, bytes]] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -73,20 +76,18 @@ class Segmenter(Protocol):
 
 
 class Scorer(Protocol):
-    """Scores a profile after each event and learns from labels (streamproc.intent)."""
+    """Scores a profile after each event with the served models (streamproc.intent)."""
 
-    async def refresh(self) -> None: ...
-
-    def update(self, p: Profile, event: Event) -> list[Any]:
-        """Score the event into the profile; return the labels it decided (learnt later)."""
+    async def refresh(self) -> None:
+        """Before each batch: serve a newer model snapshot if there is one."""
         ...
 
-    def learn(self, labels: Iterable[Any]) -> int:
-        """Learn from labels whose profile change has been saved."""
+    def update(self, p: Profile, event: Event) -> list[dict[str, Any]]:
+        """Score the event into the profile; return observations for the learning topic."""
         ...
 
-    async def checkpoint(self, force: bool = False) -> bool:
-        """Once per batch: persist the model when due."""
+    def model_versions(self) -> dict[str, str]:
+        """The versions of the models served, for decision records."""
         ...
 
 
@@ -180,8 +181,6 @@ class _CustomerOutcome:
     # also the customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
-    # The scorer's labels, learnt once the write is saved.
-    labels: list[Any] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -249,12 +248,11 @@ class Processor:
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
-                if outcome.labels:
-                    self.scorer.learn(outcome.labels)
                 key = cid.encode()
+                targets = {"decisions": result.decisions, "segments": result.segments,
+                           "learning": result.learning}
                 for out in outcome.outputs:
-                    target = result.decisions if out["topic"] == "decisions" else result.segments
-                    target.append((key, orjson.dumps(out["record"])))
+                    targets[out["topic"]].append((key, orjson.dumps(out["record"])))
                 for event, error in outcome.deadletters:
                     record = deadletter_record(event.message, "processing_error", error, now_ms)
                     result.deadletters.append((key, record))
@@ -266,7 +264,6 @@ class Processor:
                 f"{len(pending)} customers kept changing under this worker "
                 f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
             )
-        await self.scorer.checkpoint()
         return result
 
     def _apply_customer(
@@ -315,13 +312,15 @@ class Processor:
                 continue
             try:
                 apply_event(p, event.type, event.ts_ms, event.data, self.profile_config)
-                out.labels.extend(self.scorer.update(p, event))
+                out.outputs.extend({"topic": "learning", "record": o}
+                                   for o in self.scorer.update(p, event))
                 moves = self.segmenter.update(p, event, trigger_of(event))
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 choice = decide(p, event.type, event.data)
                 if choice is not None:
-                    out.outputs.append({"topic": "decisions",
-                                        "record": decision_record(event, choice, p, now_ms)})
+                    record = decision_record(event, choice, p, now_ms)
+                    record["model_versions"] = self.scorer.model_versions()
+                    out.outputs.append({"topic": "decisions", "record": record})
             except Exception as exc:  # a bug in profile or policy code must not stop the stream
                 log.exception("processing %s %s failed", event.type, event.event_id)
                 raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc

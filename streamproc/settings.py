@@ -33,6 +33,8 @@ class Topics:
     decisions: str
     segments: str
     deadletter: str
+    # Observations from the scoring workers to the one learner: one partition (see learner.py).
+    learning: str
 
     @classmethod
     def with_prefix(cls, prefix: str, overrides: Mapping[str, str] | None = None) -> Topics:
@@ -49,7 +51,11 @@ class Topics:
         return (self.decisions, self.segments, self.deadletter)
 
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs
+        return self.inputs + self.outputs + (self.learning,)
+
+    def partitions_of(self, name: str, partitions: int) -> int:
+        """The partition count a topic is created with: the learning topic has one."""
+        return 1 if name == self.learning else partitions
 
 
 # (name, environment variable, default, help) of every setting: the one table that the CLI's
@@ -88,6 +94,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
     ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
     ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
+    ("TOPIC_LEARNING", "", "full name of the learning topic (one partition: model observations)"),
+    ("LABEL_LATENESS_SECONDS", "300",
+     "event-time lateness the learner waits out before labelling a browsing moment negative"),
+    ("MODEL_RELOAD_SECONDS", "5", "how often scoring workers check for a newer model snapshot"),
+    ("MODEL_SNAPSHOT_LABELS", "5000", "the learner also snapshots after this many new labels"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -121,6 +132,9 @@ class Settings:
     cache_dir: Path = Path("~/.cache/streamproc").expanduser()
     kafka_controller_port: int = 9093
     kafka_heap: str = "1g"
+    label_lateness_seconds: int = 300
+    model_reload_seconds: int = 5
+    model_snapshot_labels: int = 5000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +183,9 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
+            label_lateness_seconds=_int(get, "LABEL_LATENESS_SECONDS", 0, 7 * 86_400),
+            model_reload_seconds=_int(get, "MODEL_RELOAD_SECONDS", 1, 3600),
+            model_snapshot_labels=_int(get, "MODEL_SNAPSHOT_LABELS", 1, 10_000_000),
         )
         settings.validate()
         return settings

@@ -53,7 +53,6 @@ PROFILE_SHAPE: Shape = {
     "feedback": FREE,
     # Written by the intent scorer (streamproc/intent.py).
     "scores": {"intent": None},
-    "pending_labels": FREE,
 }
 
 
@@ -70,7 +69,7 @@ def check_path(path: str, shape: Shape = PROFILE_SHAPE) -> str | None:
     >>> check_path("purchase.total")
     "unknown profile field 'purchase'; known: activity, affinities, attributes, cart, categories, \
 consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
-location, pending_labels, purchases, rfm, scores, segments, session"
+location, purchases, rfm, scores, segments, session"
     """
     node: Shape | str | None = shape
     done: list[str] = []

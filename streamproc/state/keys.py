@@ -51,3 +51,22 @@ def customer_key(customer_id: str) -> str:
 def customer_keys(customer_id: str) -> list[str]:
     """Every key that may hold data about a customer (for access and erasure)."""
     return [customer_key(customer_id)]
+
+
+def model_key(app_id: str, part: str) -> str:
+    """A key of the app's model snapshots: ``version``, ``serving`` (the scoring workers' model)
+    or ``learner`` (the learner's state: models, pending labels, learning topic offset).
+
+    Per app id (= consumer group), so two deployments, or two tests, sharing a Redis do not
+    serve each other's models.
+
+    >>> model_key("streamproc", "version")
+    'sp:model:{streamproc}:version'
+    """
+    if part not in {"version", "serving", "learner"}:
+        raise ValueError(f"unknown model key part {part!r}")
+    if not CUSTOMER_ID.fullmatch(app_id):
+        raise InvalidIdentifierError(
+            f"invalid app id {app_id[:140]!r} for a Redis key: use 1 to 128 letters, digits "
+            "or . _ : @ - (STREAMPROC_APP_ID)")
+    return f"sp:model:{{{app_id}}}:{part}"

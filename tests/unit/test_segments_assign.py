@@ -48,7 +48,6 @@ def full_profile() -> dict[str, Any]:
         "activity": {"product_view:shoes": {str(20_000): 3}, "purchase": {str(19_998): 1}},
         "segments": {"lifecycle": "active", "rfm": "loyal"},
         "scores": {"intent": 0.31},
-        "pending_labels": {"f": "0", "s": []},
     }
 
 
