@@ -80,6 +80,10 @@ class Learner:
     ) -> None:
         self.horizon_ms = settings.intent_horizon_minutes * 60_000
         self.lateness_ms = settings.label_lateness_seconds * 1000
+        self.idle_ms = settings.label_idle_seconds * 1000
+        topics = settings.topics
+        self.sources = [f"{t}:{p}" for t in (topics.browsing, topics.purchases)
+                        for p in range(settings.partitions)]
         self.secret = settings.model_secret.encode()
         self.models = models if self.secret else None
         self.interval_s = float(settings.model_snapshot_seconds)
@@ -95,7 +99,8 @@ class Learner:
 
     def fresh_state(self) -> LearnerState:
         config = SegmentConfig()
-        return LearnerState(LabelJoin(self.horizon_ms, self.lateness_ms),
+        return LearnerState(LabelJoin(self.horizon_ms, self.lateness_ms, self.idle_ms,
+                                      sources=self.sources),
                             IntentModel(thresholds=(config.intent_warm, config.intent_hot)))
 
     # -- taking over ---------------------------------------------------------------------------
@@ -153,13 +158,13 @@ class Learner:
         state.observations += 1
         join = state.join
         if obs.kind == "purchase":
-            labels = join.purchase(obs.customer_id, obs.event_id, obs.ts_ms)
+            labels = join.purchase(obs.customer_id, obs.event_id, obs.ts_ms, obs.source)
         elif obs.features is None:
             state.other_features += 1
             return 0
         else:
             labels = join.snapshot(obs.customer_id, obs.event_id, obs.ts_ms, obs.features,
-                                   obs.score)
+                                   obs.score, obs.source)
         return self.learn(labels)
 
     def learn(self, labels: list[Labelled]) -> int:

@@ -18,6 +18,8 @@ partition, offset), which is how the processor's outbox finds them again on a re
 >>> obs = parse(orjson.dumps(record))
 >>> obs.kind, obs.customer_id, obs.ts_ms, obs.score, obs.version, obs.features == x
 ('score', 'c1', 60000, 0.25, 3, True)
+>>> obs.source
+'b:0'
 >>> parse(b'{"kind": "score"}')
 Traceback (most recent call last):
 ...
@@ -51,6 +53,7 @@ class Observation(NamedTuple):
     features: dict[str, float] | None = None  # None: a purchase, or another feature set
     score: float | None = None
     version: int = 0
+    source: str = ""  # "topic:partition" the event was read from (the learner's watermark)
 
 
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
@@ -85,14 +88,19 @@ def parse(value: bytes | None) -> Observation:
     customer_id = _field(record, "customer_id", str)
     event_id = _field(record, "event_id", str)
     ts_ms = _field(record, "ts_ms", int)
+    trigger = record.get("trigger")
+    source = (f"{trigger.get('topic')}:{trigger.get('partition')}"
+              if isinstance(trigger, dict) else "")
     if kind == "purchase":
-        return Observation(kind, customer_id, event_id, ts_ms)
+        return Observation(kind, customer_id, event_id, ts_ms, source=source)
     if kind != "score":
         raise ObservationError(f"not a learning record: unknown kind {kind!r}")
     score = _field(record, "p", (int, float))
     version = _field(record, "v", int)
     values = _field(record, "x", list)
     if record.get("f") != FEATURES_ID or len(values) != len(FEATURE_NAMES):
-        return Observation(kind, customer_id, event_id, ts_ms, None, float(score), version)
+        return Observation(kind, customer_id, event_id, ts_ms, None, float(score), version,
+                           source)
     features = dict(zip(FEATURE_NAMES, map(float, values), strict=True))
-    return Observation(kind, customer_id, event_id, ts_ms, features, float(score), version)
+    return Observation(kind, customer_id, event_id, ts_ms, features, float(score), version,
+                       source)

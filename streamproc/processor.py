@@ -232,6 +232,7 @@ class Processor:
                 result.erased.append(cid.encode())
                 by_customer[cid] = events[erases[-1] + 1:]
         pending = {cid: events for cid, events in by_customer.items() if events}
+        read_order: list[tuple[str, int, int]] = []  # of result.learning's records
         for _ in range(MAX_CAS_ATTEMPTS):
             if not pending:
                 break
@@ -253,6 +254,10 @@ class Processor:
                            "learning": result.learning}
                 for out in outcome.outputs:
                     targets[out["topic"]].append((key, orjson.dumps(out["record"])))
+                    if out["topic"] == "learning":
+                        trigger = out["record"]["trigger"]
+                        read_order.append((trigger["topic"], trigger["partition"],
+                                           trigger["offset"]))
                 for event, error in outcome.deadletters:
                     record = deadletter_record(event.message, "processing_error", error, now_ms)
                     result.deadletters.append((key, record))
@@ -264,6 +269,10 @@ class Processor:
                 f"{len(pending)} customers kept changing under this worker "
                 f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
             )
+        # Observations in the order their events were read, not grouped by customer: the
+        # learner's watermark follows each partition's event time (streamproc.models.join).
+        order = sorted(range(len(read_order)), key=read_order.__getitem__)
+        result.learning = [result.learning[i] for i in order]
         return result
 
     def _apply_customer(

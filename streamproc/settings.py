@@ -96,9 +96,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
     ("TOPIC_LEARNING", "", "full name of the learning topic (one partition: model observations)"),
     ("LABEL_LATENESS_SECONDS", "300",
-     "event-time lateness the learner waits out before labelling a browsing moment negative"),
+     "event-time disorder within one partition the learner waits out before labelling"),
     ("MODEL_RELOAD_SECONDS", "5", "how often scoring workers check for a newer model snapshot"),
     ("MODEL_SNAPSHOT_LABELS", "5000", "the learner also snapshots after this many new labels"),
+    ("LABEL_IDLE_SECONDS", "21600",
+     "event time the learner waits for a lagging or idle partition before labelling anyway"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -135,6 +137,7 @@ class Settings:
     label_lateness_seconds: int = 300
     model_reload_seconds: int = 5
     model_snapshot_labels: int = 5000
+    label_idle_seconds: int = 21600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +189,7 @@ class Settings:
             label_lateness_seconds=_int(get, "LABEL_LATENESS_SECONDS", 0, 7 * 86_400),
             model_reload_seconds=_int(get, "MODEL_RELOAD_SECONDS", 1, 3600),
             model_snapshot_labels=_int(get, "MODEL_SNAPSHOT_LABELS", 1, 10_000_000),
+            label_idle_seconds=_int(get, "LABEL_IDLE_SECONDS", 0, 30 * 86_400),
         )
         settings.validate()
         return settings
