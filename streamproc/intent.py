@@ -37,6 +37,7 @@ from typing import Any
 from streamproc.events.codec import Event
 from streamproc.models.features import EVENT_TYPES, intent_features
 from streamproc.models.intent import IntentModel
+from streamproc.models.ltv import LifetimeValue
 from streamproc.models.snapshot import SnapshotError, load, verify
 from streamproc.modelstore import ModelStore
 from streamproc.observations import FEATURE_NAMES, FEATURES_ID, purchase_record, score_record
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 BROWSING = frozenset(EVENT_TYPES)
 # Labels learnt before the model's scores are stored on profiles.
 MIN_LABELS = 200
+# The lifetime-value score (scores.ltv) is the expected spend over this many days.
+LTV_HORIZON_DAYS = 365
 
 __all__ = ["FEATURES_ID", "FEATURE_NAMES", "IntentScorer", "NoScoring", "ServedModels",
            "snapshot_stats"]
@@ -57,10 +60,12 @@ __all__ = ["FEATURES_ID", "FEATURE_NAMES", "IntentScorer", "NoScoring", "ServedM
 class ServedModels:
     """What the learner's ``serving`` snapshot holds: the models the scoring workers use."""
 
-    def __init__(self, intent: IntentModel, learner: dict[str, int] | None = None) -> None:
+    def __init__(self, intent: IntentModel, learner: dict[str, int] | None = None,
+                 ltv: LifetimeValue | None = None) -> None:
         self.intent = intent
         # The learner's figures when it wrote the snapshot (offset, pending labels, ...).
         self.learner = learner or {}
+        self.ltv = ltv or LifetimeValue()
 
 
 def load_served(blob: bytes, secret: bytes) -> tuple[int, ServedModels]:
@@ -98,6 +103,7 @@ class IntentScorer:
         config = SegmentConfig()
         self.thresholds = (config.intent_warm, config.intent_hot)
         self.model = IntentModel(thresholds=self.thresholds)
+        self.ltv = LifetimeValue()
         self.version = 0
         self.created_ms = 0
         self.secret = settings.model_secret.encode()
@@ -144,6 +150,7 @@ class IntentScorer:
     def adopt(self, served: ServedModels, version: int, created_ms: int) -> None:
         """Serve these models from now on (a reloaded snapshot, or the local learner's)."""
         self.model = served.intent
+        self.ltv = getattr(served, "ltv", None) or LifetimeValue()  # older snapshots: priors
         self.version = version
         self.created_ms = created_ms
         self.reloads += 1
@@ -186,15 +193,21 @@ class IntentScorer:
         p.pop("pending_labels", None)  # profiles written before the learner kept them here
         msg = event.message
         trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+        rfm, buys = p.get("rfm"), p["purchases"]
+        if rfm is not None and buys["orders"] > 0:
+            # Expected spend over the next year (BG/NBD x Gamma-Gamma): read by the value tier.
+            p.setdefault("scores", {})["ltv"] = self.ltv.predict_value(
+                rfm, buys["total"], buys["orders"], LTV_HORIZON_DAYS)
         if event.type in BROWSING:
             x = intent_features(p, event.type, event.ts_ms)
             score = round(self.model.predict_proba_one(x), 4)
             if self.model.n >= self.min_labels:
-                p["scores"] = {"intent": score}
+                p.setdefault("scores", {})["intent"] = score
             return [score_record(event.customer_id, event.event_id, event.ts_ms, x, score,
                                  self.version, trigger)]
         if event.type == "purchase":
-            return [purchase_record(event.customer_id, event.event_id, event.ts_ms, trigger)]
+            return [purchase_record(event.customer_id, event.event_id, event.ts_ms, trigger,
+                                    rfm, buys["orders"], buys["total"])]
         return []
 
 

@@ -43,6 +43,7 @@ from streamproc.intent import ServedModels
 from streamproc.models.intent import IntentModel
 from streamproc.models.join import LabelJoin
 from streamproc.models.labels import Labelled
+from streamproc.models.ltv import LifetimeValue
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.modelstore import ModelStore
 from streamproc.observations import ObservationError, parse
@@ -59,9 +60,11 @@ RETRY_MAX_S = 10.0
 class LearnerState:
     """Everything the learner's snapshot holds (pickled, signed)."""
 
-    def __init__(self, join: LabelJoin, intent: IntentModel) -> None:
+    def __init__(self, join: LabelJoin, intent: IntentModel,
+                 ltv: LifetimeValue | None = None) -> None:
         self.join = join
         self.intent = intent
+        self.ltv = ltv or LifetimeValue()
         self.offset = -1  # of the last learning-topic record applied
         self.observations = 0
         self.unreadable = 0
@@ -159,6 +162,11 @@ class Learner:
         join = state.join
         if obs.kind == "purchase":
             labels = join.purchase(obs.customer_id, obs.event_id, obs.ts_ms, obs.source)
+            if obs.rfm is not None:
+                # One call per purchase day would let frequent buyers dominate the population
+                # moments: each customer's calls weigh 1 in total over their purchase days.
+                state.ltv.learn_one(obs.rfm, obs.total, obs.orders,
+                                    weight=1.0 / (1.0 + obs.rfm["frequency"]))
         elif obs.features is None:
             state.other_features += 1
             return 0
@@ -199,7 +207,7 @@ class Learner:
             return False
         self._next_snapshot = now + self.interval_s
         version = self.version + 1
-        served = ServedModels(self.state.intent, self.stats())
+        served = ServedModels(self.state.intent, self.stats(), self.state.ltv)
         if self.models is None:
             self.version = version
             self.learnt_since_snapshot = 0

@@ -6,7 +6,9 @@ Two kinds, JSON, keyed by customer id:
   :data:`FEATURE_NAMES` order (rounded to 4 decimals), tagged ``f`` = :data:`FEATURES_ID`
   (a learner drops observations of another feature set, e.g. during an upgrade), ``p`` the
   score given, ``v`` the model version that gave it;
-* ``purchase``: a purchase, with its event time.
+* ``purchase``: a purchase, with its event time and, for the lifetime-value model, the
+  customer's RFM summary (``rfm``: frequency, recency, T in days), ``orders`` and ``total``
+  after it.
 
 Both carry the event id (the learner ignores a second observation of one event: a redelivered
 batch publishes its observations again) and the triggering event's ``trigger`` (topic,
@@ -54,6 +56,10 @@ class Observation(NamedTuple):
     score: float | None = None
     version: int = 0
     source: str = ""  # "topic:partition" the event was read from (the learner's watermark)
+    # A purchase's RFM summary, orders and total after it (None when absent or unreadable).
+    rfm: dict[str, float] | None = None
+    orders: int = 0
+    total: float = 0.0
 
 
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
@@ -63,10 +69,15 @@ def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float
             "p": score, "v": version, "trigger": trigger}
 
 
-def purchase_record(customer_id: str, event_id: str, ts_ms: int,
-                    trigger: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "purchase", "customer_id": customer_id, "event_id": event_id,
-            "ts_ms": ts_ms, "trigger": trigger}
+def purchase_record(customer_id: str, event_id: str, ts_ms: int, trigger: dict[str, Any],
+                    rfm: dict[str, Any] | None = None, orders: int = 0,
+                    total: float = 0.0) -> dict[str, Any]:
+    record = {"kind": "purchase", "customer_id": customer_id, "event_id": event_id,
+              "ts_ms": ts_ms, "trigger": trigger}
+    if rfm is not None:
+        record.update(rfm={k: rfm[k] for k in ("frequency", "recency", "T")}, orders=orders,
+                      total=total)
+    return record
 
 
 def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -92,7 +103,14 @@ def parse(value: bytes | None) -> Observation:
     source = (f"{trigger.get('topic')}:{trigger.get('partition')}"
               if isinstance(trigger, dict) else "")
     if kind == "purchase":
-        return Observation(kind, customer_id, event_id, ts_ms, source=source)
+        rfm, orders, total = record.get("rfm"), record.get("orders"), record.get("total")
+        if not (isinstance(rfm, dict) and isinstance(orders, int)
+                and isinstance(total, int | float)
+                and all(isinstance(rfm.get(k), int | float) for k in ("frequency", "recency",
+                                                                        "T"))):
+            return Observation(kind, customer_id, event_id, ts_ms, source=source)
+        return Observation(kind, customer_id, event_id, ts_ms, source=source, rfm=rfm,
+                           orders=orders, total=float(total))
     if kind != "score":
         raise ObservationError(f"not a learning record: unknown kind {kind!r}")
     score = _field(record, "p", (int, float))

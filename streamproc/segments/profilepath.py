@@ -52,7 +52,7 @@ PROFILE_SHAPE: Shape = {
     "categories": FREE,
     "feedback": FREE,
     # Written by the intent scorer (streamproc/intent.py).
-    "scores": {"intent": None},
+    "scores": {"intent": None, "ltv": None},
 }
 
 

@@ -269,3 +269,19 @@ async def test_redeliveries_publish_every_observation_and_no_other(kinds, custom
     for value in published:
         by_event.setdefault(parse(value).event_id, set()).add(value)
     assert {e: {v} for e, v in ((parse(v).event_id, v) for v in clean)} == by_event
+
+
+async def test_lifetime_value_is_scored_and_feeds_the_value_tier():
+    proc, store, scorer = make()
+    part = Partition()
+    await proc.process([part.message(event("page_view", minute=0))])
+    assert "ltv" not in (await profile(store)).get("scores", {})  # never bought: no value yet
+    result = await proc.process([part.message(event("purchase", minute=3, amount=200.0))])
+    p = await profile(store)
+    expected = p["scores"]["ltv"]
+    assert expected == scorer.ltv.predict_value(p["rfm"], 200.0, 1, 365) > 0
+    tier = p["segments"]["value_tier"]
+    assert (tier, 200.0 + expected >= 250.0) in {("profitable", True), ("emerging", False)}
+    [bought] = [parse(v) for _, v in result.learning]
+    assert (bought.orders, bought.total, bought.rfm) == (1, 200.0, {
+        k: p["rfm"][k] for k in ("frequency", "recency", "T")})

@@ -7,6 +7,7 @@ import logging
 import random
 
 import orjson
+import pytest
 
 from streamproc.intent import IntentScorer
 from streamproc.learner import Learner, LearnerState
@@ -221,3 +222,26 @@ def test_the_learner_state_pickles_whole():
     ln = learner()
     feed(ln, records(300))
     assert isinstance(ln.state, LearnerState) and ln.state.offset == 299
+
+
+async def test_the_learner_fits_lifetime_value_and_serves_it():
+    from streamproc.intent import ServedModels
+
+    ln = learner()
+    rng = random.Random(4)
+    for i in range(2000):  # customers of 100 days, buying on about 1 day in 10, 40 per order
+        rate = rng.uniform(0.02, 0.18)  # customers differ: a Gamma-like spread of rates
+        repeat = sum(rng.random() < rate for _ in range(100))
+        record = purchase_record(f"c{i}", f"p{i}", i * MIN, PURCHASES,
+                                 {"frequency": repeat, "recency": 95, "T": 100}, repeat + 1,
+                                 40.0 * (repeat + 1))
+        ln.apply(i, orjson.dumps(record))
+    fitted = ln.state.ltv.params
+    assert (fitted["r"], fitted["alpha"]) != (0.25, 30.0)  # no longer the priors
+    # Purchases weigh 1 / (1 + frequency), so that frequent buyers do not dominate: the mean
+    # rate lands within the customers' spread, below the plain mean of 0.1.
+    assert 0.04 < fitted["r"] / fitted["alpha"] < 0.1
+    assert fitted["mean_order_value"] == pytest.approx(40.0)
+    scorer = IntentScorer(SETTINGS, clock=Clock())
+    scorer.adopt(ServedModels(ln.state.intent, {}, ln.state.ltv), 1, 0)
+    assert scorer.ltv.params == fitted
