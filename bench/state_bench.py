@@ -57,6 +57,12 @@ from streamproc.settings import Settings
 from streamproc.simulator import Population, SimEvent, generate_events
 from streamproc.state.store import MemoryStore, RedisStore, Store
 
+try:
+    from streamproc.state.document import unpack_outbox
+except ImportError:  # before outboxes could be compressed
+    def unpack_outbox(blob: bytes | None) -> list[dict[str, Any]]:
+        return list(orjson.loads(blob)) if blob else []
+
 START = datetime(2026, 3, 1, tzinfo=UTC)
 GOAL_BYTES_PER_CUSTOMER = 2048
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -444,7 +450,7 @@ async def memory(args: argparse.Namespace, settings: Settings,
     outbox_records: dict[str, int] = {}
     for key, i in zip(sample, range(0, len(rows), 6), strict=True):
         mem, doc_len, outbox_len, doc, encoding, outbox = rows[i:i + 6]
-        for record in orjson.loads(outbox) if outbox else []:
+        for record in unpack_outbox(outbox):
             topic = record.get("topic", "?") if isinstance(record, dict) else "?"
             outbox_records[topic] = outbox_records.get(topic, 0) + 1
         usage.append(int(mem))

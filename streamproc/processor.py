@@ -33,7 +33,7 @@ from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
 from streamproc.settings import Settings
-from streamproc.state.document import pack_doc, unpack_doc
+from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.profile import Profile, ProfileConfig, apply_event, new_profile
 from streamproc.state.store import Store, Stored, Write
 
@@ -293,7 +293,7 @@ class Processor:
         p: Profile = unpack_doc(stored.doc) if stored.doc else new_profile(cid)
         applied: dict[str, int] = p.setdefault("applied", {})
         recent: list[str] = p.setdefault("recent_event_ids", [])
-        previous_outbox: list[dict[str, Any]] = orjson.loads(stored.outbox) if stored.outbox else []
+        previous_outbox = unpack_outbox(stored.outbox)
         out = _CustomerOutcome(None, [], [])
         changed = False
         for event in events:
@@ -336,7 +336,8 @@ class Processor:
             out.applied += 1
         if changed:
             out.write = Write(
-                cid, stored.version, pack_doc(p, self.compression), orjson.dumps(out.outputs),
+                cid, stored.version, pack_doc(p, self.compression),
+                pack_outbox(out.outputs, self.compression),
                 self.segmenter.buckets(p), self.ttl_ms,
             )
         return out

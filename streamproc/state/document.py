@@ -7,6 +7,14 @@ that starts with ``{`` is plain JSON, anything else is zlib, so changing
 
 >>> unpack_doc(pack_doc({"a": 1}, "zlib")), unpack_doc(pack_doc({"a": 1}, "none"))
 ({'a': 1}, {'a': 1})
+
+The customer's outbox (the records of its last batch, published again if the batch is
+redelivered) is stored the same way: a list, plain JSON when it starts with ``[``.
+
+>>> unpack_outbox(pack_outbox([{"topic": "segments"}], "zlib")), pack_outbox([], "zlib")
+([{'topic': 'segments'}], b'[]')
+>>> unpack_outbox(b'[{"topic": "decisions"}]')  # written uncompressed, or by older versions
+[{'topic': 'decisions'}]
 """
 
 from __future__ import annotations
@@ -23,6 +31,21 @@ ZLIB_LEVEL = 1
 def pack_doc(doc: dict[str, Any], compression: str) -> bytes:
     raw = orjson.dumps(doc)
     return zlib.compress(raw, ZLIB_LEVEL) if compression == "zlib" else bytes(raw)
+
+
+def pack_outbox(outputs: list[dict[str, Any]], compression: str) -> bytes:
+    raw = orjson.dumps(outputs)
+    if compression == "zlib" and outputs:
+        return zlib.compress(raw, ZLIB_LEVEL)
+    return bytes(raw)
+
+
+def unpack_outbox(blob: bytes | None) -> list[dict[str, Any]]:
+    if not blob:
+        return []
+    outputs: list[dict[str, Any]] = orjson.loads(blob if blob[:1] == b"[" else
+                                                 zlib.decompress(blob))
+    return outputs
 
 
 def unpack_doc(blob: bytes) -> dict[str, Any]:

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 import redis.asyncio as aioredis
 
-from streamproc.state.document import unpack_doc
+from streamproc.state.document import unpack_doc, unpack_outbox
 from streamproc.state.keys import HISTOGRAMS, customer_key, customer_keys, histogram_key
 
 # KEYS: the customer's hash, then one histogram hash per RFM dimension (streamproc.state.keys).
@@ -110,7 +109,7 @@ class Store(Protocol):
 def _decode_profile(stored: Stored) -> dict[str, Any] | None:
     if stored.doc is None:
         return None
-    outbox = orjson.loads(stored.outbox) if stored.outbox else []
+    outbox = unpack_outbox(stored.outbox)
     return {
         "profile": unpack_doc(stored.doc),
         "version": stored.version,
