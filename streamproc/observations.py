@@ -3,7 +3,8 @@
 Two kinds, JSON, keyed by customer id:
 
 * ``score``: a browsing event was scored. ``x`` holds the intent features as a list in
-  :data:`FEATURE_NAMES` order (rounded to 4 decimals), tagged ``f`` = :data:`FEATURES_ID`
+  :data:`FEATURE_NAMES` order (``intent_features`` rounds them to 3 or 4 decimals, which keeps
+  the JSON short), tagged ``f`` = :data:`FEATURES_ID`
   (a learner drops observations of another feature set, e.g. during an upgrade), ``p`` the
   score given, ``v`` the model version that gave it;
 * ``purchase``: a purchase, with its event time and, for the lifetime-value model, the
@@ -65,7 +66,7 @@ class Observation(NamedTuple):
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
                  score: float, version: int, trigger: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "score", "customer_id": customer_id, "event_id": event_id, "ts_ms": ts_ms,
-            "f": FEATURES_ID, "x": [round(x.get(n, 0.0), 4) for n in FEATURE_NAMES],
+            "f": FEATURES_ID, "x": [x.get(n, 0.0) for n in FEATURE_NAMES],
             "p": score, "v": version, "trigger": trigger}
 
 
