@@ -4,9 +4,10 @@ Effectively once: every customer's profile carries the last applied offset of ea
 topic-partition and a bounded window of recent event ids, written in the same atomic
 compare-and-set as the state change. A redelivered message (same partition, offset not newer)
 and a producer duplicate (same event id) are skipped, so a crash, a rebalance or a retry never
-double counts. The decisions of a customer's last batch stay in its outbox and are published
-again when that batch is redelivered, so a crash between the state write and the publish loses
-no decision (decision ids are deterministic: consumers see the same id twice, never two ids).
+double counts. The decisions of a customer's last batch (per input partition) stay in its
+outbox and are published again when that batch is redelivered, so a crash between the state
+write and the publish loses no decision (decision ids are deterministic: consumers see the same
+id twice, never two ids).
 
 Two per-event hooks run after the profile took an event: a :class:`Scorer` (the purchase-intent
 model, :mod:`streamproc.intent`) and then a :class:`Segmenter` (which sees the new scores). The
@@ -177,8 +178,9 @@ def decision_record(event: Event, choice: Choice, p: Profile, now_ms: int) -> di
 @dataclass
 class _CustomerOutcome:
     write: Write | None
-    # What to publish: {"topic": "decisions" | "segments", "record": {...}}, in order. It is
-    # also the customer's new outbox.
+    # What to publish: {"topic": "decisions" | "segments" | "learning", "record": {...}}, in
+    # order. With the outbox's outputs of the partitions this batch did not read, it is the
+    # customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
     applied: int = 0
@@ -335,9 +337,16 @@ class Processor:
                 raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc
             out.applied += 1
         if changed:
+            # The outbox keeps, per input partition, the outputs of the last batch that read
+            # it: after a crash, the partitions are read again in any order, and a batch of
+            # another partition must not drop the outputs still to be published again.
+            read = {(e.message.topic, e.message.partition) for e in events}
+            outbox = [o for o in previous_outbox
+                      if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
+                      not in read] + out.outputs
             out.write = Write(
                 cid, stored.version, pack_doc(p, self.compression),
-                pack_outbox(out.outputs, self.compression),
+                pack_outbox(outbox, self.compression),
                 self.segmenter.buckets(p), self.ttl_ms,
             )
         return out
