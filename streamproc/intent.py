@@ -35,7 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 from streamproc.events.codec import Event
-from streamproc.models.features import EVENT_TYPES, intent_features
+from streamproc.models.clusters import BehaviourClusters
+from streamproc.models.features import EVENT_TYPES, behaviour_vector, intent_features
 from streamproc.models.intent import IntentModel
 from streamproc.models.ltv import LifetimeValue
 from streamproc.models.snapshot import SnapshotError, load, verify
@@ -61,11 +62,13 @@ class ServedModels:
     """What the learner's ``serving`` snapshot holds: the models the scoring workers use."""
 
     def __init__(self, intent: IntentModel, learner: dict[str, int] | None = None,
-                 ltv: LifetimeValue | None = None) -> None:
+                 ltv: LifetimeValue | None = None,
+                 clusters: BehaviourClusters | None = None) -> None:
         self.intent = intent
         # The learner's figures when it wrote the snapshot (offset, pending labels, ...).
         self.learner = learner or {}
         self.ltv = ltv or LifetimeValue()
+        self.clusters = clusters or BehaviourClusters()
 
 
 def load_served(blob: bytes, secret: bytes) -> tuple[int, ServedModels]:
@@ -104,6 +107,7 @@ class IntentScorer:
         self.thresholds = (config.intent_warm, config.intent_hot)
         self.model = IntentModel(thresholds=self.thresholds)
         self.ltv = LifetimeValue()
+        self.clusters = BehaviourClusters()
         self.version = 0
         self.created_ms = 0
         self.secret = settings.model_secret.encode()
@@ -151,6 +155,7 @@ class IntentScorer:
         """Serve these models from now on (a reloaded snapshot, or the local learner's)."""
         self.model = served.intent
         self.ltv = getattr(served, "ltv", None) or LifetimeValue()  # older snapshots: priors
+        self.clusters = getattr(served, "clusters", None) or BehaviourClusters()
         self.version = version
         self.created_ms = created_ms
         self.reloads += 1
@@ -203,8 +208,17 @@ class IntentScorer:
             score = round(self.model.predict_proba_one(x), 4)
             if self.model.n >= self.min_labels:
                 p.setdefault("scores", {})["intent"] = score
+            behaviour = None
+            session = p.get("session")
+            if session is not None and session["start_ms"] == event.ts_ms:
+                # Once per session: the customer's behaviour, to learn and assign clusters.
+                behaviour = behaviour_vector(p)
+                if self.clusters.ready:
+                    cluster_id = self.clusters.assign(behaviour)
+                    p["cluster"] = {"id": cluster_id,
+                                    "about": self.clusters.describe(cluster_id)}
             return [score_record(event.customer_id, event.event_id, event.ts_ms, x, score,
-                                 self.version, trigger)]
+                                 self.version, trigger, behaviour)]
         if event.type == "purchase":
             return [purchase_record(event.customer_id, event.event_id, event.ts_ms, trigger,
                                     rfm, buys["orders"], buys["total"])]

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.intent import ServedModels
+from streamproc.models.clusters import BehaviourClusters
 from streamproc.models.intent import IntentModel
 from streamproc.models.join import LabelJoin
 from streamproc.models.labels import Labelled
@@ -61,10 +62,12 @@ class LearnerState:
     """Everything the learner's snapshot holds (pickled, signed)."""
 
     def __init__(self, join: LabelJoin, intent: IntentModel,
-                 ltv: LifetimeValue | None = None) -> None:
+                 ltv: LifetimeValue | None = None,
+                 clusters: BehaviourClusters | None = None) -> None:
         self.join = join
         self.intent = intent
         self.ltv = ltv or LifetimeValue()
+        self.clusters = clusters or BehaviourClusters()
         self.offset = -1  # of the last learning-topic record applied
         self.observations = 0
         self.unreadable = 0
@@ -160,19 +163,22 @@ class Learner:
             return 0
         state.observations += 1
         join = state.join
+        fresh = obs.event_id not in join.seen  # a copy (redelivered batch) is learnt once
+        labels: list[Labelled] = []
         if obs.kind == "purchase":
             labels = join.purchase(obs.customer_id, obs.event_id, obs.ts_ms, obs.source)
-            if obs.rfm is not None:
+            if fresh and obs.rfm is not None:
                 # One call per purchase day would let frequent buyers dominate the population
                 # moments: each customer's calls weigh 1 in total over their purchase days.
                 state.ltv.learn_one(obs.rfm, obs.total, obs.orders,
                                     weight=1.0 / (1.0 + obs.rfm["frequency"]))
         elif obs.features is None:
             state.other_features += 1
-            return 0
         else:
             labels = join.snapshot(obs.customer_id, obs.event_id, obs.ts_ms, obs.features,
                                    obs.score, obs.source)
+        if fresh and obs.behaviour is not None:
+            state.clusters.learn_one(obs.behaviour)
         return self.learn(labels)
 
     def learn(self, labels: list[Labelled]) -> int:
@@ -207,7 +213,8 @@ class Learner:
             return False
         self._next_snapshot = now + self.interval_s
         version = self.version + 1
-        served = ServedModels(self.state.intent, self.stats(), self.state.ltv)
+        served = ServedModels(self.state.intent, self.stats(), self.state.ltv,
+                              self.state.clusters.serving_copy())
         if self.models is None:
             self.version = version
             self.learnt_since_snapshot = 0

@@ -2,11 +2,12 @@
 
 Two kinds, JSON, keyed by customer id:
 
-* ``score``: a browsing event was scored. ``x`` holds the intent features as a list in
-  :data:`FEATURE_NAMES` order (``intent_features`` rounds them to 3 or 4 decimals, which keeps
-  the JSON short), tagged ``f`` = :data:`FEATURES_ID`
-  (a learner drops observations of another feature set, e.g. during an upgrade), ``p`` the
-  score given, ``v`` the model version that gave it;
+* ``score``: a browsing event was scored (at a session's start, ``b`` also carries the
+  customer's behaviour vector, for the behaviour clusters). ``x`` holds the intent features as
+  a list in :data:`FEATURE_NAMES` order (``intent_features`` rounds them to 3 or 4 decimals,
+  which keeps the JSON short), tagged ``f`` = :data:`FEATURES_ID` (a learner drops
+  observations of another feature set, e.g. during an upgrade), ``p`` the score given, ``v``
+  the model version that gave it;
 * ``purchase``: a purchase, with its event time and, for the lifetime-value model, the
   customer's RFM summary (``rfm``: frequency, recency, T in days), ``orders`` and ``total``
   after it.
@@ -61,13 +62,19 @@ class Observation(NamedTuple):
     rfm: dict[str, float] | None = None
     orders: int = 0
     total: float = 0.0
+    # A session start's behaviour vector, for the behaviour clusters.
+    behaviour: dict[str, float] | None = None
 
 
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
-                 score: float, version: int, trigger: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "score", "customer_id": customer_id, "event_id": event_id, "ts_ms": ts_ms,
-            "f": FEATURES_ID, "x": [x.get(n, 0.0) for n in FEATURE_NAMES],
-            "p": score, "v": version, "trigger": trigger}
+                 score: float, version: int, trigger: dict[str, Any],
+                 behaviour: dict[str, float] | None = None) -> dict[str, Any]:
+    record = {"kind": "score", "customer_id": customer_id, "event_id": event_id,
+              "ts_ms": ts_ms, "f": FEATURES_ID, "x": [x.get(n, 0.0) for n in FEATURE_NAMES],
+              "p": score, "v": version, "trigger": trigger}
+    if behaviour is not None:
+        record["b"] = behaviour
+    return record
 
 
 def purchase_record(customer_id: str, event_id: str, ts_ms: int, trigger: dict[str, Any],
@@ -116,10 +123,13 @@ def parse(value: bytes | None) -> Observation:
         raise ObservationError(f"not a learning record: unknown kind {kind!r}")
     score = _field(record, "p", (int, float))
     version = _field(record, "v", int)
+    b = record.get("b")
+    behaviour = b if isinstance(b, dict) and all(
+        isinstance(v, int | float) for v in b.values()) else None
     values = _field(record, "x", list)
     if record.get("f") != FEATURES_ID or len(values) != len(FEATURE_NAMES):
         return Observation(kind, customer_id, event_id, ts_ms, None, float(score), version,
-                           source)
+                           source, behaviour=behaviour)
     features = dict(zip(FEATURE_NAMES, map(float, values), strict=True))
     return Observation(kind, customer_id, event_id, ts_ms, features, float(score), version,
-                       source)
+                       source, behaviour=behaviour)

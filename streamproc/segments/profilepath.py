@@ -53,6 +53,8 @@ PROFILE_SHAPE: Shape = {
     "feedback": FREE,
     # Written by the intent scorer (streamproc/intent.py).
     "scores": {"intent": None, "ltv": None},
+    # Written by the scorer from the learner's behaviour clusters.
+    "cluster": {"id": None, "about": None},
 }
 
 
@@ -68,7 +70,7 @@ def check_path(path: str, shape: Shape = PROFILE_SHAPE) -> str | None:
 
     >>> check_path("purchase.total")
     "unknown profile field 'purchase'; known: activity, affinities, attributes, cart, categories, \
-consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
+cluster, consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
 location, purchases, rfm, scores, segments, session"
     """
     node: Shape | str | None = shape

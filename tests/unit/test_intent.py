@@ -285,3 +285,30 @@ async def test_lifetime_value_is_scored_and_feeds_the_value_tier():
     [bought] = [parse(v) for _, v in result.learning]
     assert (bought.orders, bought.total, bought.rfm) == (1, 200.0, {
         k: p["rfm"][k] for k in ("frequency", "recency", "T")})
+
+
+async def test_session_starts_carry_the_behaviour_and_get_a_cluster_segment():
+    from streamproc.models import BehaviourClusters
+    from streamproc.models.features import behaviour_vector
+
+    proc, store, scorer = make()
+    part = Partition()
+    result = await proc.process([part.message(event("product_view", minute=0)),
+                                 part.message(event("product_view", minute=1))])
+    first, second = (parse(v) for _, v in result.learning)
+    assert first.behaviour is not None and second.behaviour is None  # once per session
+    assert "cluster" not in await profile(store)  # no clusters served yet
+
+    clusters = BehaviourClusters(k=2, warmup=4)
+    for v in [{"cat:shoes": 1.0}, {"cat:books": 1.0}, {"cat:shoes": 0.9, "cat:sports": 0.1},
+              {"cat:books": 0.8, "cat:home": 0.2}]:
+        clusters.learn_one(v)
+    scorer.adopt(ServedModels(trained(1), {}, None, clusters.serving_copy()), 2, 0)
+    result = await proc.process([part.message(event("product_view", minute=59))])  # new session
+    p = await profile(store)
+    expected = clusters.assign(behaviour_vector(p))
+    assert p["cluster"] == {"id": expected, "about": clusters.describe(expected)}
+    assert "shoes" in p["cluster"]["about"]
+    assert p["segments"]["cluster"] == str(expected)
+    moves = [orjson.loads(v) for _, v in result.segments]
+    assert [m["to"] for m in moves if m["segmentation"] == "cluster"] == [str(expected)]

@@ -245,3 +245,22 @@ async def test_the_learner_fits_lifetime_value_and_serves_it():
     scorer = IntentScorer(SETTINGS, clock=Clock())
     scorer.adopt(ServedModels(ln.state.intent, {}, ln.state.ltv), 1, 0)
     assert scorer.ltv.params == fitted
+
+
+async def test_the_learner_learns_behaviour_clusters_from_session_starts_once_each():
+    from streamproc.intent import ServedModels
+
+    ln = learner()
+    x = dict.fromkeys(FEATURE_NAMES, 0.0)
+    rng = random.Random(2)
+    for i in range(600):
+        shoes = i % 2 == 0
+        b = {"cat:shoes" if shoes else "cat:books": 0.8 + 0.2 * rng.random(), "price": 0.1}
+        value = orjson.dumps(score_record(f"c{i}", f"e{i}", i * MIN, x, 0.5, 0, BROWSING, b))
+        ln.apply(2 * i, value)
+        ln.apply(2 * i + 1, value)  # a redelivered copy: learnt once
+    clusters = ln.state.clusters
+    assert clusters.learned == 600 and clusters.ready
+    served = ServedModels(ln.state.intent, {}, ln.state.ltv, clusters.serving_copy()).clusters
+    shoes, books = served.assign({"cat:shoes": 1.0}), served.assign({"cat:books": 1.0})
+    assert shoes != books and "shoes" in served.describe(shoes)
