@@ -99,6 +99,7 @@ class Learner:
         self.state = self.fresh_state()
         self.version = 0
         self.learnt_since_snapshot = 0
+        self.snapshot_offset = -1  # the learning-topic offset the last snapshot covers
         self.active = False
         self.stale = False  # another learner published a newer snapshot: restore before going on
         self._next_snapshot = 0.0
@@ -117,6 +118,7 @@ class Learner:
         self.state = self.fresh_state()
         self.version = 0
         self.learnt_since_snapshot = 0
+        self.snapshot_offset = -1
         self.stale = False
         self._next_snapshot = self.clock() + self.interval_s
         if self.models is None:
@@ -141,6 +143,7 @@ class Learner:
                         state.join.horizon_ms, state.join.lateness_ms, self.horizon_ms,
                         self.lateness_ms)
         self.state = state
+        self.snapshot_offset = state.offset
         self.version = max(self.version, version)
         log.info("learner: model v%d restored: %d labels learnt, AUC %s; continuing the learning "
                  "topic after offset %d", version, state.intent.n, state.intent.stats()["auc"],
@@ -198,14 +201,16 @@ class Learner:
         state = self.state
         return {"offset": state.offset, "observations": state.observations,
                 "unreadable": state.unreadable, "other_features": state.other_features,
+                "behaviours": state.clusters.learned, "cluster_refits": state.clusters.refits,
                 **state.join.stats()}
 
     async def checkpoint(self, force: bool = False) -> bool:
-        """Publish a snapshot when one is due (or ``force``) and something was learnt since.
+        """Publish a snapshot when one is due (or ``force``) and something was consumed since
+        (labels learnt, or observations that will be: a new learner then starts after them).
 
         Never raises: a failed write is logged and retried at the next call.
         """
-        if not self.active or not self.learnt_since_snapshot:
+        if not self.active or self.state.offset == self.snapshot_offset:
             return False
         now = self.clock()
         due = now >= self._next_snapshot or self.learnt_since_snapshot >= self.every_labels
@@ -218,6 +223,7 @@ class Learner:
         if self.models is None:
             self.version = version
             self.learnt_since_snapshot = 0
+            self.snapshot_offset = self.state.offset
             if self.on_publish is not None:
                 self.on_publish(copy.deepcopy(served), version, int(time.time() * 1000))
             return True
@@ -236,6 +242,7 @@ class Learner:
             return False
         self.version = version
         self.learnt_since_snapshot = 0
+        self.snapshot_offset = self.state.offset
         log.info("learner: published model v%d (%d labels learnt, AUC %s, offset %d)", version,
                  self.state.intent.n, self.state.intent.stats()["auc"], self.state.offset)
         return True

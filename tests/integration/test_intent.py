@@ -280,6 +280,11 @@ async def test_one_learner_learns_live_traffic_and_both_workers_serve_its_versio
                       and r["value"]["trigger"]["event_id"] in ids}
         assert partitions == {0, 1, 2}
         assert {d["model_versions"].get("intent") for d in decided(records)} == {f"v{version}"}
+        # The cart adds start new sessions: the customers are assigned a behaviour cluster of
+        # the served snapshot (the learner refitted its clusters from the session starts).
+        assert learnt["learner"]["cluster_refits"] >= 1, learnt["learner"]
+        clusters = {d["segments"].get("cluster") for d in decided(records)}
+        assert None not in clusters and len(clusters) > 1, clusters
         print(f"\nintent live: {len(stream)} events, {len(customers)} customers, 2 workers; "
               f"{learnt['n']} labels ({learnt['positives']} positive), progressive AUC "
               f"{learnt['auc']}, version {version}, learner {learnt['learner']}; "
