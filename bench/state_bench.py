@@ -58,6 +58,12 @@ from streamproc.settings import Settings
 from streamproc.simulator import Population, SimEvent, generate_events
 from streamproc.state.store import MemoryStore, RedisStore, Store
 
+try:
+    from streamproc.state.document import unpack_outbox
+except ImportError:  # before outboxes could be compressed
+    def unpack_outbox(blob: bytes | None) -> list[dict[str, Any]]:
+        return list(orjson.loads(blob)) if blob else []
+
 START = datetime(2026, 3, 1, tzinfo=UTC)
 GOAL_BYTES_PER_CUSTOMER = 2048
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"

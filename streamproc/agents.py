@@ -125,5 +125,16 @@ async def consume(
     batches: AsyncIterator[Sequence[RawMessage]], processor: Processor, emitter: Emitter,
     stats: BatchStats, metrics: WorkerMetrics | None = None,
 ) -> None:
+    """Handle batch after batch. A worker that stops (SIGTERM cancels the agent) finishes the
+    batch in hand first: Faust acknowledges a batch when its loop body ends, even by
+    cancellation, so a batch cut between its state write and its publish would never be
+    read again, and its decisions and observations would be lost."""
     async for messages in batches:
-        await handle_batch(messages, processor, emitter, stats, metrics)
+        batch = asyncio.ensure_future(handle_batch(messages, processor, emitter, stats, metrics))
+        try:
+            await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            if not batch.done():
+                log.info("stopping: finishing the batch of %d messages in hand", len(messages))
+                await batch
+            raise

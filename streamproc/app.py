@@ -18,12 +18,15 @@ import redis.asyncio as aioredis
 
 from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
+from streamproc.blobs import RedisBlobs
 from streamproc.decisions.keeper import BanditKeeper
 from streamproc.decisions.latest import RedisLatest
 from streamproc.emitter import KafkaEmitter
 from streamproc.events.codec import RawMessage
-from streamproc.intent import IntentScorer, RedisBlobs
+from streamproc.intent import IntentScorer, ServedModels
+from streamproc.learner import Learner, run_learner
 from streamproc.metrics import MeteredStore, WorkerMetrics
+from streamproc.modelstore import RedisModelStore
 from streamproc.processor import Processor, default_engine
 from streamproc.segmentation import Segmenter
 from streamproc.settings import Settings
@@ -100,12 +103,22 @@ def create_app(
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
     engine = default_engine(settings)  # the catalogue likewise
 
+    # The model store and the scorer are made in the agent (the Redis client belongs to the
+    # worker's event loop); the learner hands its models to this process's scorer only when
+    # there is no secret (no snapshots to reload from).
+    def adopt_locally(served: ServedModels, version: int, created_ms: int) -> None:
+        scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
+        if scorer is not None:
+            scorer.adopt(served, version, created_ms)
+
     async def process_events(stream: faust.StreamT) -> None:
         store = make_store()
-        # The model snapshot lives in the state's Redis (none with another store: unit tests).
-        blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
-        scorer = IntentScorer(settings, blobs)
+        # Model snapshots live in the state's Redis (none with another store: unit tests).
+        models = (RedisModelStore(store.client, settings.app_id)
+                  if isinstance(store, RedisStore) else None)
+        scorer = IntentScorer(settings, models)
         app.streamproc_scorer = scorer
+        blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
         # The learning bandit picks among eligible actions; its signed snapshot shares that Redis.
         bandit = BanditKeeper(settings, blobs)
         await bandit.refresh()
@@ -119,9 +132,7 @@ def create_app(
             await consume(batches, processor, out, stats, metrics)
         finally:
             try:
-                # What was learnt since the last snapshots.
-                await scorer.checkpoint(force=True)
-                await bandit.checkpoint(force=True)
+                await bandit.checkpoint(force=True)  # what it learnt since the last snapshot
             finally:
                 await processor.store.close()
                 if isinstance(out, KafkaEmitter):
@@ -129,20 +140,43 @@ def create_app(
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
 
+    if store_factory is None:  # the learner needs the real Kafka and Redis
+        async def learn() -> None:
+            store = RedisStore.from_url(settings.redis_url)
+            learner = Learner(settings, RedisModelStore(store.client, settings.app_id),
+                              on_publish=adopt_locally)
+            app.streamproc_learner = learner  # type: ignore[attr-defined]
+            try:
+                await run_learner(settings, learner)
+            finally:
+                await store.close()
+
+        app.task(learn)
+
+    # Reload a newer model even when no batch comes (the served version stays within
+    # STREAMPROC_MODEL_RELOAD_SECONDS of the learner's).
+    async def reload_models() -> None:
+        scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
+        if scorer is not None:
+            try:
+                await scorer.refresh()
+            except Exception as exc:  # the next batch or tick retries
+                log.warning("could not check for a newer model (%s: %s)", type(exc).__name__,
+                            exc)
+
+    app.timer(float(settings.model_reload_seconds), name="streamproc.reload_models")(
+        reload_models)
+
     if settings.model_secret:
-        # The batch loop writes the intent model's snapshot when one is due; this timer writes
-        # what was learnt before the traffic paused (no batch, no snapshot otherwise), and the
-        # bandit's snapshot every STREAMPROC_MODEL_SNAPSHOT_SECONDS.
-        async def snapshot_models() -> None:
-            scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
-            if scorer is not None:
-                await scorer.checkpoint()
+        # The learning bandit's snapshot, every STREAMPROC_MODEL_SNAPSHOT_SECONDS when it
+        # learnt something.
+        async def snapshot_bandit() -> None:
             bandit: BanditKeeper | None = getattr(app, "streamproc_bandit", None)
             if bandit is not None:
                 await bandit.checkpoint()
 
         app.timer(float(settings.model_snapshot_seconds),
-                  name="streamproc.snapshot_models")(snapshot_models)
+                  name="streamproc.snapshot_bandit")(snapshot_bandit)
     if store_factory is None:  # a real Redis: heartbeats and the readiness probe use it
         _add_operations(app, settings, stats, metrics, options["web_enabled"],
                         worker_id)

@@ -175,12 +175,11 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 async def _read_snapshot(settings: Settings) -> bytes | None:
     import redis.asyncio as aioredis
 
-    from streamproc.intent import SNAPSHOT_KEY
+    from streamproc.modelstore import RedisModelStore
 
     client = aioredis.from_url(settings.redis_url, decode_responses=False)
     try:
-        blob: bytes | None = await client.get(SNAPSHOT_KEY)
-        return blob
+        return await RedisModelStore(client, settings.app_id).get("serving")
     finally:
         await client.aclose()
 
@@ -188,7 +187,8 @@ async def _read_snapshot(settings: Settings) -> bytes | None:
 def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     import redis.exceptions
 
-    from streamproc.intent import SNAPSHOT_KEY, snapshot_stats
+    from streamproc.intent import snapshot_stats
+    from streamproc.state.keys import model_key
 
     if not settings.model_secret:
         raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
@@ -200,13 +200,15 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
             "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
         ) from None
+    key = model_key(settings.app_id, "serving")
     if blob is None:
-        print(f"streamproc: no intent model snapshot in Redis ({SNAPSHOT_KEY} at "
-              f"{settings.redis_url}): workers write one every STREAMPROC_MODEL_SNAPSHOT_SECONDS "
-              "once they have learnt, when STREAMPROC_MODEL_SECRET is set", file=sys.stderr)
+        print(f"streamproc: no model snapshot in Redis ({key} at {settings.redis_url}): the "
+              "learner writes one every STREAMPROC_MODEL_SNAPSHOT_SECONDS once it has learnt, "
+              "when STREAMPROC_MODEL_SECRET is set (and STREAMPROC_APP_ID names the workers' "
+              "app)", file=sys.stderr)
         return 1
     stats = snapshot_stats(blob, settings.model_secret.encode())  # SnapshotError: exit 2
-    print(orjson.dumps({"intent": stats}, option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps({"key": key, "intent": stats}, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
@@ -331,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read the intent model's snapshot from Redis, verify its "
                        "signature with STREAMPROC_MODEL_SECRET and print, as JSON, its version, "
                        "labels learnt (n, positives, negatives), progressive-validation ROC AUC "
-                       "and log loss, and drift detections. Exits 1 when there is no snapshot, "
+                       "and log loss, drift detections, and the learner's state (learning "
+                       "topic offset, pending labels, duplicates). Exits 1 when there is no "
+                       "snapshot, "
                        "2 when the secret is missing or does not match.")
     p.set_defaults(func=_cmd_models)
 

@@ -1,11 +1,12 @@
 """Publishes a batch's records with a plain aiokafka producer, and returns once the broker has them.
 
 Faust's ``topic.send`` wraps every record in its own futures, callbacks and buffer; for the
-worker's outputs (decisions, segment moves, dead letters, tombstones: most batches publish
-several hundred records) that machinery cost more than the processing itself, and added tens of
-milliseconds to the event-to-decision latency (``streamproc bench`` measures both). This producer
-appends every record of the batch to aiokafka's accumulator first and then waits for all the
-acknowledgements at once, so a batch costs one produce request per partition leader.
+worker's outputs (decisions, segment moves, dead letters, the learner's observations,
+tombstones: most batches publish several hundred records) that machinery cost more than the
+processing itself, and added tens of milliseconds to the event-to-decision latency
+(``streamproc bench`` measures both). This producer appends every record of the batch to
+aiokafka's accumulator first and then waits for all the acknowledgements at once, so a batch
+costs one produce request per partition leader.
 
 Keys are the customer ids, partitioned by aiokafka's default partitioner (murmur2, as Java's and
 Faust's), so a customer's records land on the same partition as before.
@@ -25,8 +26,9 @@ Record = tuple[str, bytes | None, bytes | None]
 
 
 def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
-    """The (topic, key, value) records a batch publishes, in order; erasures become tombstones
-    (null values) on the decisions and segments topics.
+    """The (topic, key, value) records a batch publishes, in order (the learner's observations
+    in the order their events were read); erasures become tombstones (null values) on the
+    decisions and segments topics.
 
     >>> from streamproc.settings import Settings
     >>> r = BatchResult(decisions=[(b"c1", b"{}")], erased=[b"c2"])
@@ -38,6 +40,7 @@ def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
         *((topics.decisions, k, v) for k, v in result.decisions),
         *((topics.segments, k, v) for k, v in result.segments),
         *((topics.deadletter, k, v) for k, v in result.deadletters),
+        *((topics.learning, k, v) for k, v in result.learning),
     ]
     for key in result.erased:
         records.extend(((topics.decisions, key, None), (topics.segments, key, None)))

@@ -4,15 +4,18 @@ Effectively once: every customer's profile carries the last applied offset of ea
 topic-partition and a bounded window of recent event ids, written in the same atomic
 compare-and-set as the state change. A redelivered message (same partition, offset not newer)
 and a producer duplicate (same event id) are skipped, so a crash, a rebalance or a retry never
-double counts. The decisions of a customer's last batch stay in its outbox and are published
-again when that batch is redelivered, so a crash between the state write and the publish loses
-no decision (decision ids are deterministic: consumers see the same id twice, never two ids).
+double counts. The decisions of a customer's last batch (per input partition) stay in its
+outbox and are published again when that batch is redelivered, so a crash between the state
+write and the publish loses no decision (decision ids are deterministic: consumers see the same
+id twice, never two ids).
 
-Three per-event hooks run after the profile took an event: a :class:`Scorer` (the
-purchase-intent model, :mod:`streamproc.intent`), a :class:`Segmenter` (which sees the new
-scores) and the decision :class:`~streamproc.decisions.engine.Engine` (which sees both, and the
-segment moves). The scorer's labels and the engine's lessons for its chooser are learnt only
-once the customer's state write succeeded; the decisions published are then also kept as the
+Three per-event hooks run after the profile took an event: a :class:`Scorer` (the served
+models: purchase intent, lifetime value, clusters; :mod:`streamproc.intent`), a
+:class:`Segmenter` (which sees the new scores) and the decision
+:class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
+scorer's observations (for the learner, :mod:`streamproc.learner`) go to the learning topic
+through the outbox like the decisions, once the customer's state write succeeded; the engine's
+lessons for its chooser are learnt then too, and the decisions published are also kept as the
 customer's latest per slot (:mod:`streamproc.decisions.latest`).
 """
 
@@ -22,7 +25,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +61,8 @@ class BatchResult:
     # Customers erased by this batch: a tombstone (null value) for each goes to the decisions
     # and segments topics, so compacted copies forget them too.
     erased: list[bytes] = field(default_factory=list)
+    # Observations for the learning topic (streamproc.observations).
+    learning: list[tuple[bytes, bytes]] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -76,20 +81,18 @@ class Segmenter(Protocol):
 
 
 class Scorer(Protocol):
-    """Scores a profile after each event and learns from labels (streamproc.intent)."""
+    """Scores a profile after each event with the served models (streamproc.intent)."""
 
-    async def refresh(self) -> None: ...
-
-    def update(self, p: Profile, event: Event) -> list[Any]:
-        """Score the event into the profile; return the labels it decided (learnt later)."""
+    async def refresh(self) -> None:
+        """Before each batch: serve a newer model snapshot if there is one."""
         ...
 
-    def learn(self, labels: Iterable[Any]) -> int:
-        """Learn from labels whose profile change has been saved."""
+    def update(self, p: Profile, event: Event) -> list[dict[str, Any]]:
+        """Score the event into the profile; return observations for the learning topic."""
         ...
 
-    async def checkpoint(self, force: bool = False) -> bool:
-        """Once per batch: persist the model when due."""
+    def model_versions(self) -> dict[str, str]:
+        """The versions of the models served, for decision records."""
         ...
 
 
@@ -143,12 +146,12 @@ def default_engine(settings: Settings) -> Engine:
 @dataclass
 class _CustomerOutcome:
     write: Write | None
-    # What to publish: {"topic": "decisions" | "segments", "record": {...}}, in order. It is
-    # also the customer's new outbox.
+    # What to publish: {"topic": "decisions" | "segments" | "learning", "record": {...}}, in
+    # order. With the outbox's outputs of the partitions this batch did not read, it is the
+    # customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
-    # The scorer's labels and the chooser's lessons, learnt once the write is saved.
-    labels: list[Any] = field(default_factory=list)
+    # The chooser's lessons, learnt once the write is saved.
     lessons: list[Lesson] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
@@ -206,6 +209,7 @@ class Processor:
                 by_customer[cid] = events[erases[-1] + 1:]
         pending = {cid: events for cid, events in by_customer.items() if events}
         decided: list[dict[str, Any]] = []
+        read_order: list[tuple[str, int, int]] = []  # of result.learning's records
         for _ in range(MAX_CAS_ATTEMPTS):
             if not pending:
                 break
@@ -222,16 +226,19 @@ class Processor:
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
-                if outcome.labels:
-                    self.scorer.learn(outcome.labels)
                 if outcome.lessons:
                     self.engine.learn(outcome.lessons)
                 key = cid.encode()
+                targets = {"decisions": result.decisions, "segments": result.segments,
+                           "learning": result.learning}
                 for out in outcome.outputs:
-                    target = result.decisions if out["topic"] == "decisions" else result.segments
-                    target.append((key, orjson.dumps(out["record"])))
+                    targets[out["topic"]].append((key, orjson.dumps(out["record"])))
                     if out["topic"] == "decisions":
                         decided.append(out["record"])
+                    elif out["topic"] == "learning":
+                        trigger = out["record"]["trigger"]
+                        read_order.append((trigger["topic"], trigger["partition"],
+                                           trigger["offset"]))
                 for event, error in outcome.deadletters:
                     record = deadletter_record(event.message, "processing_error", error, now_ms)
                     result.deadletters.append((key, record))
@@ -248,7 +255,10 @@ class Processor:
         watermark = max((e.ts_ms for events in by_customer.values() for e in events), default=0)
         if watermark:
             self.engine.advance(watermark)
-        await self.scorer.checkpoint()
+        # Observations in the order their events were read, not grouped by customer: the
+        # learner's watermark follows each partition's event time (streamproc.models.join).
+        order = sorted(range(len(read_order)), key=read_order.__getitem__)
+        result.learning = [result.learning[i] for i in order]
         return result
 
     def _apply_customer(
@@ -297,7 +307,8 @@ class Processor:
                 continue
             try:
                 apply_event(p, event.type, event.ts_ms, event.data, self.profile_config)
-                out.labels.extend(self.scorer.update(p, event))
+                out.outputs.extend({"topic": "learning", "record": o}
+                                   for o in self.scorer.update(p, event))
                 moves = self.segmenter.update(p, event, trigger_of(event))
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 if event.type == "feedback":
@@ -315,16 +326,22 @@ class Processor:
                 raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc
             out.applied += 1
         if changed:
+            # The outbox keeps, per input partition, the outputs of the last batch that read
+            # it: after a crash, the partitions are read again in any order, and a batch of
+            # another partition must not drop the outputs still to be published again.
+            read = {(e.message.topic, e.message.partition) for e in events}
+            outbox = [o for o in previous_outbox
+                      if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
+                      not in read] + out.outputs
             out.write = Write(
                 cid, stored.version, pack_doc(p, self.compression),
-                pack_outbox(out.outputs, self.compression),
+                pack_outbox(outbox, self.compression),
                 self.segmenter.buckets(p), self.ttl_ms,
             )
         return out
 
     def _model_versions(self) -> dict[str, str]:
-        version = getattr(getattr(self.scorer, "model", None), "version", None)
-        return {} if version is None else {"intent": f"intent-v{version}"}
+        return self.scorer.model_versions()
 
 
 class _PoisonEventError(Exception):

@@ -34,7 +34,7 @@ from streamproc.state.store import Store
 
 HISTOGRAM_REFRESH_S = 5.0
 # Segmentations whose moves are not kept in the profile's segment history.
-TRANSIENT = frozenset({"intent"})
+TRANSIENT = frozenset({"intent", "cluster"})
 
 
 def rfm_buckets(p: Profile) -> tuple[str, str, str]:

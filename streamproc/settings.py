@@ -33,6 +33,8 @@ class Topics:
     decisions: str
     segments: str
     deadletter: str
+    # Observations from the scoring workers to the one learner: one partition (see learner.py).
+    learning: str
 
     @classmethod
     def with_prefix(cls, prefix: str, overrides: Mapping[str, str] | None = None) -> Topics:
@@ -49,7 +51,11 @@ class Topics:
         return (self.decisions, self.segments, self.deadletter)
 
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs
+        return self.inputs + self.outputs + (self.learning,)
+
+    def partitions_of(self, name: str, partitions: int) -> int:
+        """The partition count a topic is created with: the learning topic has one."""
+        return 1 if name == self.learning else partitions
 
 
 # (name, environment variable, default, help) of every setting: the one table that the CLI's
@@ -99,6 +105,13 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("LOG_FORMAT", "text", "log lines of the worker and the CLI: text, or json (one a line)"),
     ("CATALOGUE", "",
      "decision catalogue (YAML or JSON), reloaded when it changes; empty: the shipped one"),
+    ("TOPIC_LEARNING", "", "full name of the learning topic (one partition: model observations)"),
+    ("LABEL_LATENESS_SECONDS", "300",
+     "event-time disorder within one partition the learner waits out before labelling"),
+    ("MODEL_RELOAD_SECONDS", "5", "how often scoring workers check for a newer model snapshot"),
+    ("MODEL_SNAPSHOT_LABELS", "5000", "the learner also snapshots after this many new labels"),
+    ("LABEL_IDLE_SECONDS", "21600",
+     "event time the learner waits for a lagging or idle partition before labelling anyway"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -138,6 +151,10 @@ class Settings:
     web_host: str = "127.0.0.1"
     log_format: str = "text"
     catalogue: Path | None = None
+    label_lateness_seconds: int = 300
+    model_reload_seconds: int = 5
+    model_snapshot_labels: int = 5000
+    label_idle_seconds: int = 21600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -193,6 +210,10 @@ class Settings:
             web_host=get("WEB_HOST"),
             log_format=get("LOG_FORMAT").lower(),
             catalogue=Path(get("CATALOGUE")).expanduser() if get("CATALOGUE") else None,
+            label_lateness_seconds=_int(get, "LABEL_LATENESS_SECONDS", 0, 7 * 86_400),
+            model_reload_seconds=_int(get, "MODEL_RELOAD_SECONDS", 1, 3600),
+            model_snapshot_labels=_int(get, "MODEL_SNAPSHOT_LABELS", 1, 10_000_000),
+            label_idle_seconds=_int(get, "LABEL_IDLE_SECONDS", 0, 30 * 86_400),
         )
         settings.validate()
         return settings

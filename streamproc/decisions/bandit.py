@@ -78,19 +78,24 @@ from streamproc.decisions.chooser import Pick, unit_draw
 from streamproc.errors import StreamprocError
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.settings import Settings
+from streamproc.state.keys import model_key
 
 if TYPE_CHECKING:
-    from streamproc.intent import Blobs
+    from streamproc.blobs import Blobs
 
 POLICY = "thompson-v1"
 MC_DRAWS = 1000  # joint posterior draws per propensity vector: P_ts within about +-0.016
-SNAPSHOT_KEY = "sp:model:bandit"  # Redis key of the signed snapshot (beside sp:model:intent)
 STATE_FORMAT = 1
 MAX_PENDING = 200_000  # open expectations kept; beyond it the oldest close as zero
 REFRESH_SHARE = 0.02  # a context's vector is redrawn once its outcomes grew by 2% (at least 1)
 MAX_CLOSED = 50_000  # closed decision ids remembered, so a replayed expect is not learnt twice
 DEFAULT_EXPLORATION = 0.1
 DEFAULT_REWARD_WAIT_MS = 24 * 3600 * 1000
+
+
+def snapshot_key(settings: Settings) -> str:
+    """The Redis key of the app's signed bandit snapshot, beside its other models'."""
+    return model_key(settings.app_id, "bandit")
 
 
 class BanditError(StreamprocError):
@@ -335,13 +340,13 @@ class ThompsonChooser:
 
 
 async def load_bandit(blobs: Blobs, settings: Settings) -> ThompsonChooser | None:
-    """The chooser of the signed snapshot in Redis (:data:`SNAPSHOT_KEY`), with the current
+    """The chooser of the signed snapshot in Redis (:func:`snapshot_key`), with the current
     settings; None when there is none. SnapshotError when it cannot be trusted or read, or
     when ``STREAMPROC_MODEL_SECRET`` is not set."""
     if not settings.model_secret:
         raise SnapshotError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
                             "bandit snapshot (workers without it write none)")
-    blob = await blobs.get(SNAPSHOT_KEY)
+    blob = await blobs.get(snapshot_key(settings))
     if blob is None:
         return None
     return ThompsonChooser.restore(blob, settings.model_secret.encode(),
@@ -350,5 +355,5 @@ async def load_bandit(blobs: Blobs, settings: Settings) -> ThompsonChooser | Non
 
 
 async def save_bandit(chooser: ThompsonChooser, blobs: Blobs, settings: Settings) -> None:
-    """Write the chooser's signed snapshot to Redis (:data:`SNAPSHOT_KEY`)."""
-    await blobs.set(SNAPSHOT_KEY, chooser.snapshot(settings.model_secret.encode()))
+    """Write the chooser's signed snapshot to Redis (:func:`snapshot_key`)."""
+    await blobs.set(snapshot_key(settings), chooser.snapshot(settings.model_secret.encode()))

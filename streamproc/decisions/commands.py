@@ -48,9 +48,9 @@ async def bandit_from_redis(settings: Settings) -> ThompsonChooser:
     import redis.asyncio as aioredis
     import redis.exceptions
 
-    from streamproc.decisions.bandit import SNAPSHOT_KEY, load_bandit
+    from streamproc.blobs import RedisBlobs
+    from streamproc.decisions.bandit import load_bandit, snapshot_key
     from streamproc.errors import StreamprocError
-    from streamproc.intent import RedisBlobs
 
     client = aioredis.from_url(settings.redis_url, decode_responses=False)
     try:
@@ -62,7 +62,7 @@ async def bandit_from_redis(settings: Settings) -> ThompsonChooser:
     finally:
         await client.aclose()
     if chooser is None:
-        raise StreamprocError(f"no bandit snapshot in Redis ({SNAPSHOT_KEY} at "
+        raise StreamprocError(f"no bandit snapshot in Redis ({snapshot_key(settings)} at "
                               f"{settings.redis_url}): workers write one once the bandit has "
                               "learnt, when STREAMPROC_MODEL_SECRET is set; or give "
                               "--bandit-snapshot FILE")

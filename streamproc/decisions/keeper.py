@@ -5,7 +5,7 @@ in a worker, the way :class:`streamproc.intent.IntentScorer` runs the intent mod
 
 * ``keeper.chooser``: the chooser to give the engine (``STREAMPROC_BANDIT_*`` settings);
 * ``await keeper.refresh()`` before the first batch: the snapshot in Redis (key
-  :data:`~streamproc.decisions.bandit.SNAPSHOT_KEY`) when its signature verifies with
+  :func:`~streamproc.decisions.bandit.snapshot_key`) when its signature verifies with
   ``STREAMPROC_MODEL_SECRET``; otherwise (none, refused, no secret) a fresh chooser, with the
   reason logged. A Redis error is raised, so the batch is retried;
 * ``await keeper.checkpoint()`` after each batch: a new snapshot every
@@ -23,8 +23,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from streamproc.decisions.bandit import SNAPSHOT_KEY, ThompsonChooser
-from streamproc.intent import Blobs
+from streamproc.blobs import Blobs
+from streamproc.decisions.bandit import ThompsonChooser, snapshot_key
 from streamproc.models.snapshot import SnapshotError
 from streamproc.settings import Settings
 
@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 
 class BanditKeeper:
     def __init__(self, settings: Settings, blobs: Blobs | None,
-                 clock: Callable[[], float] = time.monotonic, key: str = SNAPSHOT_KEY) -> None:
+                 clock: Callable[[], float] = time.monotonic, key: str | None = None) -> None:
         self.settings = settings
         self.secret = settings.model_secret.encode()
         self.blobs = blobs if self.secret else None
-        self.key = key
+        self.key = key or snapshot_key(settings)
         self.clock = clock
         self.interval_s = float(settings.model_snapshot_seconds)
         self.chooser = ThompsonChooser.from_settings(settings)

@@ -1,9 +1,10 @@
 """Online models on plain dicts: intent, delayed labels, behaviour clusters, lifetime value.
 
 Pure and storage-agnostic (no Kafka, no Redis): ``features`` turns a profile into feature dicts,
-``intent`` scores and learns purchase intent, ``labels`` joins feature snapshots with the
-purchases that follow, ``clusters`` groups customers by behaviour, ``ltv`` estimates future
-value and ``snapshot`` signs models for distribution between workers.
+``intent`` scores and learns purchase intent, ``labels`` and ``join`` join feature snapshots
+with the purchases that follow (``join``: the learner's, in event time across partitions),
+``clusters`` groups customers by behaviour, ``ltv`` estimates future value and ``snapshot`` signs
+models for distribution between workers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from streamproc.models.clusters import BehaviourClusters, majority, purity
 from streamproc.models.features import behaviour_vector, intent_features
 from streamproc.models.intent import IntentModel, default_pipeline
+from streamproc.models.join import LabelJoin
 from streamproc.models.labels import Labelled, PendingLabels
 from streamproc.models.ltv import LifetimeValue, predict_value
 from streamproc.models.snapshot import SnapshotError, SnapshotHeader, dump, load, verify
@@ -18,6 +20,7 @@ from streamproc.models.snapshot import SnapshotError, SnapshotHeader, dump, load
 __all__ = [
     "BehaviourClusters",
     "IntentModel",
+    "LabelJoin",
     "Labelled",
     "LifetimeValue",
     "PendingLabels",

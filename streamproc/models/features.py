@@ -40,7 +40,7 @@ _HOUR_COS = tuple(round(math.cos(_TAU * h / 24), 4) for h in range(24))
 _DOW_SIN = tuple(round(math.sin(_TAU * d / 7), 4) for d in range(7))
 _DOW_COS = tuple(round(math.cos(_TAU * d / 7), 4) for d in range(7))
 _EVENT_KEYS = {t: f"ev_{t}" for t in EVENT_TYPES}
-_LOG_NEVER = math.log1p(MAX_DAYS)
+_LOG_NEVER = round(math.log1p(MAX_DAYS), 3)
 _LOG_1000 = math.log1p(1000.0)
 # Weights of the non-category traits in behaviour_vector (category shares weigh 1), chosen with
 # batch and online k-means on the simulator's personas (bench/models_bench.py).
@@ -100,7 +100,7 @@ def intent_features(profile: dict[str, Any], event_type: str, ts_ms: int) -> dic
     affinities = profile["affinities"]["categories"]
     x["top_affinity"] = _log(max(affinities.values())) if affinities else 0.0
     sessions = profile["counts"].get("sessions", 0)
-    x["conversion"] = min(1.0, orders / sessions) if sessions else 0.0
+    x["conversion"] = round(min(1.0, orders / sessions), 3) if sessions else 0.0
 
     hour = (ts_ms // HOUR_MS) % 24
     day = (ts_ms // DAY_MS + 3) % 7  # epoch day 0 was a Thursday: 0 = Monday

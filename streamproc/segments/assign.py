@@ -22,6 +22,7 @@ from typing import Any
 
 from streamproc.segments.assignment import Assignment, Transition
 from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER
+from streamproc.segments.cluster import assign_cluster
 from streamproc.segments.config import SegmentConfig
 from streamproc.segments.demographic import assign_demographics
 from streamproc.segments.intent import assign_intent
@@ -56,6 +57,9 @@ def assign_all(
     intent = assign_intent(profile, config)
     if intent is not None:
         out["intent"] = intent
+    cluster = assign_cluster(profile)
+    if cluster is not None:
+        out["cluster"] = cluster
     if rules:
         fresh = {**previous, **{k: a.segment for k, a in out.items()}}
         results = rules.evaluate({**profile, "segments": fresh}, now_ms)

@@ -18,4 +18,6 @@ SEGMENTATIONS: dict[str, tuple[str, ...] | None] = {
     "country": None,
     # Only for customers with an intent score (scores.intent).
     "intent": intent.SEGMENTS,
+    # Only for customers assigned to a behaviour cluster: its stable id, "0" to "k-1".
+    "cluster": None,
 }

@@ -52,8 +52,9 @@ PROFILE_SHAPE: Shape = {
     "categories": FREE,
     "feedback": FREE,
     # Written by the intent scorer (streamproc/intent.py).
-    "scores": {"intent": None},
-    "pending_labels": FREE,
+    "scores": {"intent": None, "ltv": None},
+    # Written by the scorer from the learner's behaviour clusters.
+    "cluster": {"id": None, "about": None},
 }
 
 
@@ -69,8 +70,8 @@ def check_path(path: str, shape: Shape = PROFILE_SHAPE) -> str | None:
 
     >>> check_path("purchase.total")
     "unknown profile field 'purchase'; known: activity, affinities, attributes, cart, categories, \
-consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
-location, pending_labels, purchases, rfm, scores, segments, session"
+cluster, consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
+location, purchases, rfm, scores, segments, session"
     """
     node: Shape | str | None = shape
     done: list[str] = []

@@ -33,7 +33,8 @@ async def _create(admin: AIOKafkaAdminClient, settings: Settings, names: list[st
                   ) -> tuple[list[str], list[str]]:
     """Create ``names``; return (created, already existing)."""
     response = await admin.create_topics(
-        [NewTopic(n, settings.partitions, settings.replication_factor) for n in names],
+        [NewTopic(n, settings.topics.partitions_of(n, settings.partitions),
+                  settings.replication_factor) for n in names],
         timeout_ms=REQUEST_TIMEOUT_MS)
     created, existing = [], []
     for entry in response.topic_errors:
@@ -51,12 +52,14 @@ async def _create(admin: AIOKafkaAdminClient, settings: Settings, names: list[st
 
 
 def _check(counts: dict[str, int], names: list[str], settings: Settings) -> None:
-    wrong = {n: counts[n] for n in names if counts[n] != settings.partitions}
+    wrong = {n: counts[n] for n in names
+             if counts[n] != settings.topics.partitions_of(n, settings.partitions)}
     if wrong:
         listed = ", ".join(f"{n} has {c}" for n, c in sorted(wrong.items()))
         raise StackError(
             f"topic partition counts differ from STREAMPROC_PARTITIONS={settings.partitions}: "
-            f"{listed}. Keys (customer ids) map to partitions by count, so streamproc will not "
+            f"{listed} (the learning topic {settings.topics.learning} is meant to have 1). "
+            "Keys (customer ids) map to partitions by count, so streamproc will not "
             "change them: set STREAMPROC_PARTITIONS to the existing count, or delete those "
             "topics (for the local stack: `streamproc stack down`, delete the stack dir's "
             "kafka/ directory, `streamproc stack up`)."

@@ -5,13 +5,16 @@ some tens of microseconds per customer and batch. Reading needs no setting: a st
 that starts with ``{`` is plain JSON, anything else is zlib, so changing
 ``STREAMPROC_STATE_COMPRESSION`` never makes stored profiles unreadable.
 
-The decision outbox (the records of a customer's last batch, kept to publish them again after
-a redelivery) is stored the same way: a list, so plain JSON starts with ``[``.
-
 >>> unpack_doc(pack_doc({"a": 1}, "zlib")), unpack_doc(pack_doc({"a": 1}, "none"))
 ({'a': 1}, {'a': 1})
->>> unpack_outbox(pack_outbox([{"a": 1}], "zlib")), pack_outbox([], "zlib"), unpack_outbox(None)
-([{'a': 1}], b'[]', [])
+
+The customer's outbox (the records of its last batch, published again if the batch is
+redelivered) is stored the same way: a list, plain JSON when it starts with ``[``.
+
+>>> unpack_outbox(pack_outbox([{"topic": "segments"}], "zlib")), pack_outbox([], "zlib")
+([{'topic': 'segments'}], b'[]')
+>>> unpack_outbox(b'[{"topic": "decisions"}]')  # written uncompressed, or by older versions
+[{'topic': 'decisions'}]
 """
 
 from __future__ import annotations

@@ -88,3 +88,19 @@ def workers_key(app_id: str) -> str:
 def worker_key(app_id: str, worker_id: str) -> str:
     """The hash of one worker's last heartbeat (expires when the worker stops sending)."""
     return f"{workers_key(app_id)}:{validate_name('worker id', worker_id)}"
+
+
+def model_key(app_id: str, part: str) -> str:
+    """A key of the app's model snapshots: ``version``, ``serving`` (the scoring workers' model),
+    ``learner`` (the learner's state: models, pending labels, learning topic offset) or
+    ``bandit`` (the decision engine's learning bandit).
+
+    Per app id (= consumer group), so two deployments, or two tests, sharing a Redis do not
+    serve each other's models.
+
+    >>> model_key("streamproc", "version")
+    'sp:model:{streamproc}:version'
+    """
+    if part not in {"version", "serving", "learner", "bandit"}:
+        raise ValueError(f"unknown model key part {part!r}")
+    return f"sp:model:{{{validate_name('app id (STREAMPROC_APP_ID)', app_id)}}}:{part}"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from streamproc.blobs import RedisBlobs
 from streamproc.decisions.keeper import BanditKeeper
-from streamproc.intent import RedisBlobs
 from streamproc.settings import Settings
 from tests.integration.conftest import BASE, TEST_REDIS_DB
 

@@ -94,20 +94,17 @@ async def test_a_missing_topic_is_a_clear_error(stack_env: Env) -> None:
 
 
 async def test_the_bandit_candidate_comes_from_its_signed_snapshot_in_redis(
-        stack_env: Env, test_redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        stack_env: Env, test_redis: Any) -> None:
     import dataclasses
-    import uuid
 
-    from streamproc.decisions import bandit as bandit_module
-    from streamproc.decisions.bandit import ThompsonChooser
+    from streamproc.decisions.bandit import ThompsonChooser, snapshot_key
     from streamproc.decisions.commands import bandit_from_redis
     from streamproc.errors import StreamprocError
     from streamproc.models.snapshot import SnapshotError
 
-    # A key of this test's own: workers of other tests may write the real one in database 15.
-    key = f"sp:model:bandit:it-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setattr(bandit_module, "SNAPSHOT_KEY", key)
+    # The key is the test's own: its app id is unique.
     settings = dataclasses.replace(stack_env.settings, model_secret="it-secret-1234")
+    key = snapshot_key(settings)
     try:
         with pytest.raises(StreamprocError, match="no bandit snapshot in Redis"):
             await bandit_from_redis(settings)

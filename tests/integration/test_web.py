@@ -68,7 +68,7 @@ async def test_health_and_metrics_of_a_running_worker(stack_env: Env) -> None:
     cid = stack_env.customer()
     cart_add = {"event_id": f"w-{cid}", "type": "cart_add", "customer_id": cid,
                 "ts": "2026-03-01T10:00:00Z", "quantity": 1,
-                "product": {"product_id": "p1", "category": "shoes", "price": 40.0}}
+                "product": {"product_id": "p1", "category": "shoes", "price": 80.0}}
     await stack_env.produce(topics.browsing, [(cid.encode(), orjson.dumps(cart_add)),
                                               (cid.encode(), b"{oops")])
 
@@ -80,6 +80,7 @@ async def test_health_and_metrics_of_a_running_worker(stack_env: Env) -> None:
     text = body.decode()
     assert sample(text, "streamproc_events_total", topic=topics.browsing) == 2
     assert sample(text, "streamproc_deadletters_total", reason="invalid_json") == 1
+    # A cart of 80 (over the free-delivery threshold): the cart reminder is the one eligible action.
     assert sample(text, "streamproc_decisions_total", action="cart_reminder", arm="none") == 1
     assert (sample(text, "streamproc_event_to_decision_seconds_count") or 0) >= 1
     assert (sample(text, "streamproc_batch_size_sum") or 0) == 2

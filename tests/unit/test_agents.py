@@ -5,7 +5,7 @@ import asyncio
 import orjson
 import redis.exceptions
 
-from streamproc.agents import BatchStats, handle_batch, retry_transient
+from streamproc.agents import BatchStats, consume, handle_batch, retry_transient
 from streamproc.app import create_app
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings, Topics
@@ -104,3 +104,43 @@ async def test_backoff_grows_and_is_capped():
 
     await retry_transient("x", call, BatchStats(), sleep=fake_sleep)
     assert delays[:3] == [0.1, 0.2, 0.4] and max(delays) == 5.0 and len(delays) == 10
+
+
+async def test_a_stopping_worker_publishes_the_batch_in_hand_before_it_is_acknowledged():
+    class SlowEmitter(ListEmitter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def emit(self, result: BatchResult) -> None:
+            self.started.set()
+            await self.release.wait()
+            await super().emit(result)
+
+    acked: list[int] = []
+    part = Partition()
+
+    async def batches():
+        for minute in range(3):
+            try:
+                yield [part.message(event("cart_add", minute=minute))]
+            finally:
+                acked.append(minute)  # what Faust's take_events does, even on cancellation
+
+    emitter = SlowEmitter()
+    proc = Processor(SETTINGS, MemoryStore())
+    source = batches()
+    task = asyncio.ensure_future(consume(source, proc, emitter, BatchStats()))
+    await emitter.started.wait()
+    task.cancel()  # SIGTERM while the first batch is being published
+    await asyncio.sleep(0)
+    assert not task.done() and acked == []  # still publishing, not acknowledged yet
+    emitter.release.set()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    assert task.cancelled() and len(emitter.decisions()) == 1  # published before it stopped
+    await source.aclose()  # the stream closes the batch generator: now it acknowledges
+    assert acked == [0]

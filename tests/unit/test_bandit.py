@@ -205,8 +205,8 @@ def test_summary_reports_outcomes_and_means() -> None:
 
 
 async def test_save_and_load_through_blobs_with_the_settings() -> None:
-    from streamproc.decisions.bandit import SNAPSHOT_KEY, load_bandit, save_bandit
-    from streamproc.intent import MemoryBlobs
+    from streamproc.blobs import MemoryBlobs
+    from streamproc.decisions.bandit import load_bandit, save_bandit, snapshot_key
     from streamproc.settings import Settings
 
     settings = Settings.from_env({"STREAMPROC_MODEL_SECRET": SECRET.decode(),
@@ -218,7 +218,7 @@ async def test_save_and_load_through_blobs_with_the_settings() -> None:
     assert (bandit.exploration, bandit.reward_wait_ms) == (0.2, 300_000)
     bandit.learn("a", "c", 1.0)
     await save_bandit(bandit, blobs, settings)
-    assert SNAPSHOT_KEY in blobs.data
+    assert snapshot_key(settings) in blobs.data
     loaded = await load_bandit(blobs, settings)
     assert loaded is not None and loaded.posterior("c", "a") == (2.0, 1.0)
     with pytest.raises(SnapshotError, match="STREAMPROC_MODEL_SECRET is not set"):

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from streamproc.decisions.bandit import SNAPSHOT_KEY, ThompsonChooser
+from streamproc.blobs import MemoryBlobs
+from streamproc.decisions.bandit import ThompsonChooser, snapshot_key
 from streamproc.decisions.keeper import BanditKeeper
-from streamproc.intent import MemoryBlobs
 from streamproc.settings import Settings
 
 SETTINGS = Settings.from_env({"STREAMPROC_MODEL_SECRET": "keeper-secret-123",
@@ -34,7 +34,7 @@ async def test_snapshots_are_written_when_due_and_only_after_a_change() -> None:
     assert await keeper.checkpoint() is False  # not due yet
     clock.now += 30
     assert await keeper.checkpoint() is True
-    assert blobs.sets == 1 and SNAPSHOT_KEY in blobs.data
+    assert blobs.sets == 1 and snapshot_key(SETTINGS) in blobs.data
     clock.now += 30
     assert await keeper.checkpoint() is False  # unchanged since
     keeper.chooser.reward("d1", 1.0)
@@ -64,7 +64,7 @@ async def test_a_snapshot_that_does_not_verify_is_refused_and_logged(
     blobs = MemoryBlobs()
     other = ThompsonChooser()
     other.learn("a", "ctx", 1.0)
-    blobs.data[SNAPSHOT_KEY] = other.snapshot(b"some-other-secret")
+    blobs.data[snapshot_key(SETTINGS)] = other.snapshot(b"some-other-secret")
     keeper = BanditKeeper(SETTINGS, blobs, Clock())
     with caplog.at_level(logging.ERROR):
         await keeper.refresh()

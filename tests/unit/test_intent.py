@@ -1,5 +1,5 @@
-"""The intent scorer in the processor: scores, durable pending labels, exactly-once learning,
-signed snapshots."""
+"""The intent scorer in the processor: scores, observations for the learner (exactly once through
+the outbox), model reloads by version, refused snapshots, ``streamproc models``."""
 
 from __future__ import annotations
 
@@ -10,17 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.intent import (
-    FEATURE_NAMES,
-    FEATURES_ID,
-    MAX_PENDING,
-    SNAPSHOT_KEY,
-    IntentScorer,
-    MemoryBlobs,
-    snapshot_stats,
-)
+from streamproc.intent import IntentScorer, ServedModels, snapshot_stats
 from streamproc.models import IntentModel, dump
 from streamproc.models.snapshot import SnapshotError
+from streamproc.modelstore import MemoryModelStore
+from streamproc.observations import FEATURE_NAMES, FEATURES_ID, parse
 from streamproc.processor import Processor
 from streamproc.segmentation import Segmenter
 from streamproc.segments import SegmentConfig, assign_intent
@@ -28,10 +22,9 @@ from streamproc.settings import Settings
 from streamproc.state.store import MemoryStore
 
 from .helpers import Partition, event, replay_with_redeliveries
-from .test_processor import RacingStore
 
 SECRET = "unit-test-secret"
-SETTINGS = Settings(model_secret=SECRET, model_snapshot_seconds=30)
+SETTINGS = Settings(model_secret=SECRET, model_snapshot_seconds=30, model_reload_seconds=5)
 
 
 class Clock:
@@ -42,14 +35,27 @@ class Clock:
         return self.now
 
 
-def make(store: MemoryStore | None = None, blobs: MemoryBlobs | None = None,
+def make(store: MemoryStore | None = None, models: MemoryModelStore | None = None,
          settings: Settings = SETTINGS, min_labels: int = 0, clock: Clock | None = None,
          ) -> tuple[Processor, MemoryStore, IntentScorer]:
     store = store or MemoryStore()
-    scorer = IntentScorer(settings, blobs, clock=clock or Clock(), min_labels=min_labels)
+    scorer = IntentScorer(settings, models, clock=clock or Clock(), min_labels=min_labels)
     proc = Processor(settings, store, clock_ms=lambda: 1_772_359_200_050,
                      segmenter=Segmenter(settings, clock=lambda: 0.0), scorer=scorer)
     return proc, store, scorer
+
+
+def trained(n: int = 1) -> IntentModel:
+    model = IntentModel()
+    for i in range(n):
+        model.observe({"cart_value": float(i % 2)}, bool(i % 2))
+    return model
+
+
+async def publish(models: MemoryModelStore, version: int, model: IntentModel,
+                  secret: bytes = SECRET.encode()) -> None:
+    served = dump(ServedModels(model, {"offset": 41}), secret, version)
+    assert await models.publish(version, served, b"learner state, not read by scorers")
 
 
 async def profile(store: MemoryStore, cid: str = "c1") -> dict:
@@ -59,7 +65,7 @@ async def profile(store: MemoryStore, cid: str = "c1") -> dict:
 
 
 async def test_browsing_event_is_scored_into_the_profile_segments_and_decision():
-    proc, store, scorer = make()
+    proc, store, _ = make()
     result = await proc.process([Partition().message(event("cart_add"))])
     p = await profile(store)
     score = p["scores"]["intent"]
@@ -77,164 +83,84 @@ async def test_browsing_event_is_scored_into_the_profile_segments_and_decision()
     assert decision["reasons"][-1] == "purchase intent is hot (0.50)"
     assert decisions["intent_hot"]["slot"] == "homepage_hero"
     assert decisions["intent_hot"]["reasons"][0] == "trigger intent_hot: entered intent hot"
-    # The snapshot is pending, in the profile, compact.
-    pending = p["pending_labels"]
-    assert pending["f"] == FEATURES_ID
-    [[ts, snap_score, values]] = pending["s"]
-    assert ts == 1_772_359_200_000  # 2026-03-01T10:00Z, the event time
-    assert snap_score == score and len(values) == len(FEATURE_NAMES)
-    assert all(v == round(v, 4) for v in values)
-    assert scorer.model.n == 0
+    assert "intent" not in decision["model_versions"]  # no snapshot served yet
+    assert "pending_labels" not in p  # the learner keeps them now, not the profile
 
 
-async def test_no_score_before_the_model_learnt_enough():
-    proc, store, _ = make(min_labels=10)
-    await proc.process([Partition().message(event("page_view"))])
-    p = await profile(store)
-    assert "scores" not in p and "intent" not in p["segments"]
-    assert len(p["pending_labels"]["s"]) == 1  # the snapshot is still taken
-
-
-async def test_purchase_labels_the_pending_snapshots_positive():
-    proc, store, scorer = make()
+async def test_observations_for_the_learner_carry_features_score_and_version():
+    proc, _, scorer = make()
+    scorer.adopt(ServedModels(trained(3)), 7, 0)
     part = Partition()
-    await proc.process([part.message(event("product_view", minute=0)),
-                        part.message(event("cart_add", minute=10))])
-    assert len((await profile(store))["pending_labels"]["s"]) == 2
-    await proc.process([part.message(event("purchase", minute=20))])
-    assert "pending_labels" not in await profile(store)
-    stats = scorer.model.stats()
-    assert (stats["n"], stats["positives"]) == (2, 2)
+    result = await proc.process([part.message(event("cart_add", minute=1)),
+                                 part.message(event("purchase", minute=3)),
+                                 part.message(event("profile_update", minute=4))])
+    assert [k for k, _ in result.learning] == [b"c1", b"c1"]  # nothing for a profile update
+    scored, bought = (parse(v) for _, v in result.learning)
+    assert scored.kind == "score" and scored.version == 7
+    assert scored.ts_ms == 1_772_359_260_000 and set(scored.features) == set(FEATURE_NAMES)
+    assert scored.features["ev_cart_add"] == 1.0
+    record = orjson.loads(result.learning[0][1])
+    assert record["f"] == FEATURES_ID and record["trigger"]["offset"] == 0
+    assert (bought.kind, bought.ts_ms) == ("purchase", 1_772_359_380_000)
+    [(_, decision)] = [d for d in result.decisions if b"cart_reminder" in d[1]]
+    assert orjson.loads(decision)["model_versions"]["intent"] == "v7"
 
 
-async def test_snapshots_older_than_the_horizon_become_negatives_on_any_event():
-    proc, store, scorer = make()
+async def test_no_score_is_stored_until_the_model_has_learnt_enough():
+    proc, store, scorer = make(min_labels=5)
+    scorer.adopt(ServedModels(trained(4)), 1, 0)
+    part = Partition()
+    result = await proc.process([part.message(event("page_view", minute=0))])
+    assert "scores" not in await profile(store) and len(result.learning) == 1
+    scorer.adopt(ServedModels(trained(5)), 2, 0)
+    await proc.process([part.message(event("page_view", minute=1))])
+    assert "intent" in (await profile(store))["scores"]
+
+
+async def test_a_newer_version_is_reloaded_within_the_reload_period():
+    models, clock = MemoryModelStore(), Clock()
+    proc, _, scorer = make(models=models, clock=clock)
     part = Partition()
     await proc.process([part.message(event("page_view", minute=0))])
-    # 31 minutes later (event time) a profile update arrives: no purchase came in time.
-    await proc.process([part.message(event("profile_update", minute=31))])
-    stats = scorer.model.stats()
-    assert (stats["n"], stats["positives"]) == (1, 0)
-    assert "pending_labels" not in await profile(store)
-    # A purchase now labels nothing more.
-    await proc.process([part.message(event("purchase", minute=32))])
-    assert scorer.model.n == 1
+    assert scorer.version == 0
+    await publish(models, 1, trained(10))
+    clock.now = 2.0
+    await proc.process([part.message(event("page_view", minute=1))])
+    assert scorer.version == 0  # not checked again before the period is over
+    clock.now = 5.0
+    result = await proc.process([part.message(event("page_view", minute=2))])
+    assert scorer.version == 1 and scorer.model.n == 10
+    assert parse(result.learning[0][1]).version == 1
+    stats = scorer.stats()
+    assert (stats["model_version"], stats["intent_examples"], stats["model_reloads_total"]) == (
+        1.0, 10.0, 1.0)
+    assert stats["snapshot_age_s"] >= 0 and {"intent_auc", "drifts_total"} <= set(stats)
 
 
-async def test_pending_snapshots_are_bounded_one_per_slot():
-    proc, store, _ = make()
-    part = Partition()
-    # 30 events a minute apart within one horizon: one snapshot per 6-minute slot.
-    await proc.process([part.message(event("page_view", minute=m)) for m in range(30)])
-    items = (await profile(store))["pending_labels"]["s"]
-    assert len(items) <= MAX_PENDING
-    assert len({ts // (6 * 60_000) for ts, _, _ in items}) == len(items)
-
-
-async def test_pending_labels_survive_a_restart_of_the_worker():
-    store = MemoryStore()
-    proc, _, _ = make(store)
-    part = Partition()
-    await proc.process([part.message(event("cart_add", minute=0))])
-    # A new worker (fresh scorer, same Redis) labels the snapshot the first one took.
-    proc2, _, scorer2 = make(store)
-    await proc2.process([part.message(event("purchase", minute=5))])
-    assert (scorer2.model.n, scorer2.model.positives) == (1, 1)
-
-
-async def test_a_redelivered_batch_learns_nothing_twice():
-    proc, store, scorer = make()
-    part = Partition()
-    msgs = [part.message(event("cart_add", minute=0)), part.message(event("purchase", minute=3))]
-    await proc.process(msgs)
-    before = await profile(store)
-    assert scorer.model.n == 1
-    await proc.process(msgs)  # the consumer saw the batch again after a crash
-    await proc.process(msgs[1:])
-    assert scorer.model.n == 1
-    assert await profile(store) == before
-
-
-async def test_a_lost_compare_and_set_learns_once_from_the_recomputed_state():
-    store = RacingStore(races=0)
-    proc, _, scorer = make(store)
-    part = Partition()
-    await proc.process([part.message(event("cart_add", minute=0))])
-    store.races = 1  # the purchase's first write loses to a zombie writer, then is recomputed
-    await proc.process([part.message(event("purchase", minute=3))])
-    assert (scorer.model.n, scorer.model.positives) == (1, 1)
-
-
-async def test_snapshots_are_written_on_schedule_and_loaded_at_start():
-    blobs, clock = MemoryBlobs(), Clock()
-    proc, _, scorer = make(blobs=blobs, clock=clock)
-    part = Partition()
-    await proc.process([part.message(event("cart_add", minute=0)),
-                        part.message(event("purchase", minute=2))])
-    assert blobs.sets == 0  # not due yet
-    clock.now = 31.0
-    await proc.process([part.message(event("page_view", minute=4))])
-    assert blobs.sets == 1  # one SET per interval, from the batch loop
-    await proc.process([part.message(event("page_view", minute=5))])
-    assert blobs.sets == 1
-    stats = snapshot_stats(blobs.data[SNAPSHOT_KEY], SECRET.encode())
-    assert (stats["n"], stats["positives"], stats["version"]) == (1, 1, 1)
-
-    restarted = IntentScorer(SETTINGS, blobs)
-    await restarted.refresh()
-    assert restarted.model.n == 1 and restarted.model is not scorer.model
-
-
-async def test_nothing_learnt_nothing_written():
-    blobs, clock = MemoryBlobs(), Clock()
-    proc, _, scorer = make(blobs=blobs, clock=clock)
-    await proc.process([Partition().message(event("page_view"))])
-    clock.now = 100.0
-    assert not await scorer.checkpoint(force=True) and blobs.sets == 0
-
-
-async def test_a_snapshot_signed_with_another_secret_is_refused(caplog):
-    blobs = MemoryBlobs()
-    trained = IntentModel()
-    trained.observe({"cart_value": 1.0}, True)
-    blobs.data[SNAPSHOT_KEY] = dump(trained, b"someone-elses-secret", version=9)
-    scorer = IntentScorer(SETTINGS, blobs)
+async def test_a_snapshot_signed_with_another_secret_is_refused_once(caplog):
+    models = MemoryModelStore()
+    await publish(models, 9, trained(3), secret=b"someone-elses-secret")
+    scorer = IntentScorer(SETTINGS, models, clock=Clock())
     with caplog.at_level(logging.ERROR, logger="streamproc.intent"):
         await scorer.refresh()
-    assert scorer.model.n == 0  # a fresh model, nothing unpickled
-    assert "refusing the intent model snapshot" in caplog.text
+        scorer._next_check = 0.0
+        await scorer.refresh()
+    assert scorer.version == 0 and scorer.model.n == 0  # nothing unpickled
+    assert caplog.text.count("refusing the model snapshot v9") == 1
     assert "signature does not match" in caplog.text
+    assert scorer.stats()["model_refusals_total"] == 1.0
     with pytest.raises(SnapshotError):
-        snapshot_stats(blobs.data[SNAPSHOT_KEY], SECRET.encode())
+        snapshot_stats(models.data["serving"], SECRET.encode())
 
 
-async def test_without_a_secret_no_snapshot_and_one_warning(caplog):
-    blobs = MemoryBlobs()
-    blobs.data[SNAPSHOT_KEY] = b"never read"
+async def test_without_a_secret_no_reload_and_one_warning(caplog):
+    models = MemoryModelStore()
+    await publish(models, 3, trained(3))
     with caplog.at_level(logging.WARNING, logger="streamproc.intent"):
-        proc, _, scorer = make(blobs=blobs, settings=Settings())
+        _, _, scorer = make(models=models, settings=Settings())
     assert caplog.text.count("STREAMPROC_MODEL_SECRET is not set") == 1
-    part = Partition()
-    await proc.process([part.message(event("cart_add", minute=0)),
-                        part.message(event("purchase", minute=2))])
-    assert scorer.model.n == 1
-    assert not await scorer.checkpoint(force=True) and blobs.sets == 0
-
-
-async def test_a_failing_snapshot_write_does_not_fail_the_batch(caplog):
-    class BrokenBlobs(MemoryBlobs):
-        async def set(self, key: str, value: bytes) -> None:
-            raise ConnectionError("Redis went away")
-
-    clock = Clock()
-    proc, _, scorer = make(blobs=BrokenBlobs(), clock=clock)
-    part = Partition()
-    await proc.process([part.message(event("cart_add", minute=0))])
-    clock.now = 100.0
-    with caplog.at_level(logging.WARNING, logger="streamproc.intent"):
-        result = await proc.process([part.message(event("purchase", minute=2))])
-    assert result.applied == 1 and "could not write the intent model snapshot" in caplog.text
-    assert scorer.learnt_since_snapshot == 1  # tried again at the next interval
+    await scorer.refresh()
+    assert scorer.version == 0
 
 
 def test_segment_tiers_match_the_models_tiers():
@@ -245,12 +171,21 @@ def test_segment_tiers_match_the_models_tiers():
         assert assign_intent({"scores": {"intent": score}}, config).segment == model.tier(score)
 
 
-def test_intent_settings_from_env():
+def test_model_settings_from_env():
     s = Settings.from_env({"STREAMPROC_INTENT_HORIZON_MINUTES": "45",
                            "STREAMPROC_MODEL_SECRET": " s3cret ",
-                           "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "5"})
+                           "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "5",
+                           "STREAMPROC_LABEL_LATENESS_SECONDS": "60",
+                           "STREAMPROC_MODEL_RELOAD_SECONDS": "2",
+                           "STREAMPROC_MODEL_SNAPSHOT_LABELS": "100",
+                           "STREAMPROC_TOPIC_LEARNING": "my.learning"})
     assert (s.intent_horizon_minutes, s.model_secret, s.model_snapshot_seconds) == (
         45, " s3cret ", 5)
+    assert (s.label_lateness_seconds, s.model_reload_seconds, s.model_snapshot_labels) == (
+        60, 2, 100)
+    assert s.topics.learning == "my.learning" and s.topics.learning in s.topics.all()
+    assert s.topics.partitions_of("my.learning", 12) == 1
+    assert s.topics.partitions_of(s.topics.browsing, 12) == 12
     assert "s3cret" not in repr(s)
     assert Settings.from_env({}).model_secret == ""
 
@@ -272,9 +207,8 @@ def test_models_command_needs_the_secret(monkeypatch, capsys):
 def test_models_command_prints_verified_stats(monkeypatch, capsys, secret, code, expect):
     from streamproc import cli
 
-    model = IntentModel()
-    model.observe({"cart_value": 1.0}, True)
-    blob = dump(model, SECRET.encode(), version=model.version)
+    blob = dump(ServedModels(trained(2), {"offset": 41, "pending": 3}), SECRET.encode(),
+                version=4)
 
     async def read(settings):
         return blob
@@ -285,8 +219,11 @@ def test_models_command_prints_verified_stats(monkeypatch, capsys, secret, code,
     captured = capsys.readouterr()
     assert expect in (captured.out if code == 0 else captured.err)
     if code == 0:
-        shown = orjson.loads(captured.out)["intent"]
-        assert (shown["n"], shown["version"], shown["key"]) == (1, 1, SNAPSHOT_KEY)
+        out = orjson.loads(captured.out)
+        shown = out["intent"]
+        assert (shown["n"], shown["version"]) == (2, 4)
+        assert out["key"] == "sp:model:{streamproc}:serving"
+        assert shown["learner"] == {"offset": 41, "pending": 3}
         assert {"auc", "logloss", "drifts", "detections"} <= set(shown)
 
 
@@ -299,7 +236,7 @@ def test_models_command_without_a_snapshot(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_read_snapshot", read)
     monkeypatch.setenv("STREAMPROC_MODEL_SECRET", SECRET)
     assert cli.main(["models"]) == 1
-    assert "no intent model snapshot" in capsys.readouterr().err
+    assert "no model snapshot in Redis" in capsys.readouterr().err
 
 
 # --- exactly once, whatever the redeliveries ----------------------------------------------------
@@ -309,29 +246,73 @@ def test_models_command_without_a_snapshot(monkeypatch, capsys):
     kinds=st.lists(st.sampled_from(["page_view", "product_view", "cart_add", "purchase",
                                     "search", "profile_update"]), min_size=1, max_size=25),
     customers=st.lists(st.sampled_from(["a", "b"]), min_size=25, max_size=25),
-    gaps=st.lists(st.integers(0, 20), min_size=25, max_size=25),
     replays=st.lists(st.tuples(st.integers(0, 24), st.integers(1, 25)), max_size=5),
     cut=st.integers(1, 25),
 )
-async def test_redeliveries_learn_exactly_what_a_clean_pass_learns(kinds, customers, gaps,
-                                                                    replays, cut):
-    minutes = [sum(gaps[: i + 1]) for i in range(len(kinds))]
-    bodies = [event(k, customer=customers[i], ts=f"2026-03-01T{10 + m // 60:02d}:{m % 60:02d}:00Z")
-              for i, (k, m) in enumerate(zip(kinds, minutes, strict=False))]
-    # Scores depend on what the model learnt before (labels are learnt after each batch), so
-    # the reference is one pass in the same batches, without the redeliveries.
+async def test_redeliveries_publish_every_observation_and_no_other(kinds, customers, replays,
+                                                                   cut):
+    bodies = [event(k, customer=customers[i], minute=i) for i, k in enumerate(kinds)]
     clean_part = Partition()
-    clean = [clean_part.message(b) for b in bodies]
-    clean_proc, clean_store, clean_scorer = make()
-    for i in range(0, len(clean), cut):
-        await clean_proc.process(clean[i:i + cut])
+    clean_proc, _, _ = make()
+    clean: list[bytes] = []
+    for msg in [clean_part.message(b) for b in bodies]:
+        clean.extend(v for _, v in (await clean_proc.process([msg])).learning)
 
     part = Partition()
     log = [part.message(b) for b in bodies]
+    proc, _, _ = make()
+    published: list[bytes] = []
+
+    async def process(batch):
+        published.extend(v for _, v in (await proc.process(batch)).learning)
+
+    await replay_with_redeliveries(process, log, replays, cut)
+    # Redeliveries publish some again (the learner drops them by event id), none is missing,
+    # and every copy is the same record.
+    by_event: dict[str, set[bytes]] = {}
+    for value in published:
+        by_event.setdefault(parse(value).event_id, set()).add(value)
+    assert {e: {v} for e, v in ((parse(v).event_id, v) for v in clean)} == by_event
+
+
+async def test_lifetime_value_is_scored_and_feeds_the_value_tier():
     proc, store, scorer = make()
-    await replay_with_redeliveries(proc.process, log, replays, cut)
-    assert scorer.model.stats() == clean_scorer.model.stats()
-    for cid in set(customers[: len(kinds)]):
-        got, want = await profile(store, cid), await profile(clean_store, cid)
-        assert got.get("pending_labels") == want.get("pending_labels")
-        assert got.get("scores") == want.get("scores")
+    part = Partition()
+    await proc.process([part.message(event("page_view", minute=0))])
+    assert "ltv" not in (await profile(store)).get("scores", {})  # never bought: no value yet
+    result = await proc.process([part.message(event("purchase", minute=3, amount=200.0))])
+    p = await profile(store)
+    expected = p["scores"]["ltv"]
+    assert expected == scorer.ltv.predict_value(p["rfm"], 200.0, 1, 365) > 0
+    tier = p["segments"]["value_tier"]
+    assert (tier, 200.0 + expected >= 250.0) in {("profitable", True), ("emerging", False)}
+    [bought] = [parse(v) for _, v in result.learning]
+    assert (bought.orders, bought.total, bought.rfm) == (1, 200.0, {
+        k: p["rfm"][k] for k in ("frequency", "recency", "T")})
+
+
+async def test_session_starts_carry_the_behaviour_and_get_a_cluster_segment():
+    from streamproc.models import BehaviourClusters
+    from streamproc.models.features import behaviour_vector
+
+    proc, store, scorer = make()
+    part = Partition()
+    result = await proc.process([part.message(event("product_view", minute=0)),
+                                 part.message(event("product_view", minute=1))])
+    first, second = (parse(v) for _, v in result.learning)
+    assert first.behaviour is not None and second.behaviour is None  # once per session
+    assert "cluster" not in await profile(store)  # no clusters served yet
+
+    clusters = BehaviourClusters(k=2, warmup=4)
+    for v in [{"cat:shoes": 1.0}, {"cat:books": 1.0}, {"cat:shoes": 0.9, "cat:sports": 0.1},
+              {"cat:books": 0.8, "cat:home": 0.2}]:
+        clusters.learn_one(v)
+    scorer.adopt(ServedModels(trained(1), {}, None, clusters.serving_copy()), 2, 0)
+    result = await proc.process([part.message(event("product_view", minute=59))])  # new session
+    p = await profile(store)
+    expected = clusters.assign(behaviour_vector(p))
+    assert p["cluster"] == {"id": expected, "about": clusters.describe(expected)}
+    assert "shoes" in p["cluster"]["about"]
+    assert p["segments"]["cluster"] == str(expected)
+    moves = [orjson.loads(v) for _, v in result.segments]
+    assert [m["to"] for m in moves if m["segmentation"] == "cluster"] == [str(expected)]

@@ -64,6 +64,20 @@ async def test_redelivered_batch_changes_nothing_and_republishes_the_same_decisi
     assert await store.read_profile("c1") == before
 
 
+async def test_a_batch_of_another_topic_read_first_after_a_crash_keeps_the_outbox():
+    # A worker wrote a batch of browsing events and died before publishing its decisions. The
+    # next worker happens to read the customer's new purchase before the browsing batch again:
+    # the purchase's write must not drop the browsing batch's outputs from the outbox.
+    proc, _ = make()
+    browsing, purchases = Partition(), Partition()
+    cart_add = browsing.message(event("cart_add", minute=1))
+    crashed = await proc.process([cart_add])
+    assert len(crashed.decisions) == 1  # ... never published
+    await proc.process([purchases.message(event("purchase", minute=2))])
+    again = await proc.process([cart_add])  # the browsing partition is read again
+    assert again.redelivered == 1 and again.decisions == crashed.decisions
+
+
 async def test_producer_duplicate_with_a_new_offset_is_counted_once():
     proc, store = make()
     part = Partition()

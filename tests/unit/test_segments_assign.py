@@ -48,7 +48,7 @@ def full_profile() -> dict[str, Any]:
         "activity": {"product_view:shoes": {str(20_000): 3}, "purchase": {str(19_998): 1}},
         "segments": {"lifecycle": "active", "rfm": "loyal"},
         "scores": {"intent": 0.31},
-        "pending_labels": {"f": "0", "s": []},
+        "cluster": {"id": 2, "about": "shoes, mobile"},
     }
 
 
@@ -57,7 +57,7 @@ def test_assign_all_builtin() -> None:
     assert {k: a.segment for k, a in out.items()} == {
         "rfm": "potential_loyalists", "value_tier": "profitable", "lifecycle": "active",
         "journey": "loyal", "age_band": "35-44", "gender": "female", "country": "GB",
-        "intent": "warm",
+        "intent": "warm", "cluster": "2",
     }
     assert out["rfm"].reason == ("R5 F4 M3: bought 2 days ago, 6 repeat purchase days, "
                                  "84.20 per order")

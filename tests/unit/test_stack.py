@@ -523,7 +523,8 @@ async def test_ensure_topics_creates_missing_only(settings: Settings,
     admin.topics = {names[0]: 3, "unrelated": 1}
     created = await topics.ensure_topics(settings)
     assert created == list(names[1:])
-    assert all(admin.topics[n] == 3 for n in names)
+    assert {n: admin.topics[n] for n in names} == {
+        n: 1 if n == settings.topics.learning else 3 for n in names}  # one learner partition
     assert await topics.ensure_topics(settings) == []  # repeatable
 
 
@@ -531,7 +532,7 @@ async def test_ensure_topics_tolerates_a_concurrent_creator(settings: Settings,
                                                             admin: type[FakeAdmin]) -> None:
     admin.racing = {settings.topics.browsing}
     created = await topics.ensure_topics(settings)
-    assert settings.topics.browsing not in created and len(created) == 6
+    assert settings.topics.browsing not in created and len(created) == 7
 
 
 async def test_ensure_topics_refuses_other_partition_counts(settings: Settings,
@@ -540,6 +541,9 @@ async def test_ensure_topics_refuses_other_partition_counts(settings: Settings,
     with pytest.raises(StackError, match=r"STREAMPROC_PARTITIONS=3: streamproc.purchases has 8"):
         await topics.ensure_topics(settings)
     assert admin.topics == {settings.topics.purchases: 8}  # refused before creating anything
+    admin.topics = {settings.topics.learning: 3}
+    with pytest.raises(StackError, match=r"streamproc.learning has 3 \(the learning topic"):
+        await topics.ensure_topics(settings)
 
 
 async def test_ensure_topics_without_kafka_is_a_stack_error(settings: Settings) -> None:

@@ -1,0 +1,323 @@
+"""The one learner: labels the scoring workers' observations, learns, publishes snapshots.
+
+Design (docs/models.md has the whole picture and its limits). The scoring workers publish
+observations (:mod:`streamproc.observations`) to the learning topic, which has **one
+partition**. Every worker runs :func:`run_learner`, an aiokafka consumer in the group
+``<STREAMPROC_APP_ID>.learner``; Kafka gives the one partition to one member, so exactly one
+worker learns at a time, and when it dies (after the session timeout, 10 s) or leaves, another
+takes over. The learner:
+
+* joins observations into labels in event time (:class:`~streamproc.models.join.LabelJoin`:
+  positive when a purchase follows within ``STREAMPROC_INTENT_HORIZON_MINUTES``, in either
+  arrival order; negative when the watermark, the latest event time minus
+  ``STREAMPROC_LABEL_LATENESS_SECONDS``, passes the horizon, which also closes the windows of
+  customers who never come back);
+* learns each label with progressive validation (``IntentModel.observe``: the score the worker
+  gave is judged before learning) and ADWIN drift detection (a drift is logged and counted);
+* every ``STREAMPROC_MODEL_SNAPSHOT_SECONDS`` or ``STREAMPROC_MODEL_SNAPSHOT_LABELS`` labels,
+  and when it loses the partition or stops, publishes a signed snapshot with the next version
+  (:mod:`streamproc.modelstore`): the models for the scoring workers, and its own state
+  (models, pending labels, and the offset of the last observation it consumed).
+
+The source of truth is the topic plus the snapshot. A learner that gets the partition restores
+the snapshot and seeks to its offset + 1, so what was learnt after the last snapshot is learnt
+again from the topic (same order, same labels: nothing lost, nothing twice), whatever Kafka's
+committed offsets say (the consumer never commits). Without ``STREAMPROC_MODEL_SECRET`` there
+are no snapshots: the learner starts from the beginning of the topic's retention each time it
+gets the partition, and hands its model to its own process's scorer only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from streamproc.intent import ServedModels
+from streamproc.models.clusters import BehaviourClusters
+from streamproc.models.intent import IntentModel
+from streamproc.models.join import LabelJoin
+from streamproc.models.labels import Labelled
+from streamproc.models.ltv import LifetimeValue
+from streamproc.models.snapshot import SnapshotError, dump, load
+from streamproc.modelstore import ModelStore
+from streamproc.observations import ObservationError, parse
+from streamproc.segments.config import SegmentConfig
+from streamproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 1000
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class LearnerState:
+    """Everything the learner's snapshot holds (pickled, signed)."""
+
+    def __init__(self, join: LabelJoin, intent: IntentModel,
+                 ltv: LifetimeValue | None = None,
+                 clusters: BehaviourClusters | None = None) -> None:
+        self.join = join
+        self.intent = intent
+        self.ltv = ltv or LifetimeValue()
+        self.clusters = clusters or BehaviourClusters()
+        self.offset = -1  # of the last learning-topic record applied
+        self.observations = 0
+        self.unreadable = 0
+        self.other_features = 0
+
+
+class Learner:
+    """Applies learning-topic records and snapshots; no Kafka here (see :func:`run_learner`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_publish: Callable[[ServedModels, int, int], None] | None = None,
+    ) -> None:
+        self.horizon_ms = settings.intent_horizon_minutes * 60_000
+        self.lateness_ms = settings.label_lateness_seconds * 1000
+        self.idle_ms = settings.label_idle_seconds * 1000
+        topics = settings.topics
+        self.sources = [f"{t}:{p}" for t in (topics.browsing, topics.purchases)
+                        for p in range(settings.partitions)]
+        self.secret = settings.model_secret.encode()
+        self.models = models if self.secret else None
+        self.interval_s = float(settings.model_snapshot_seconds)
+        self.every_labels = settings.model_snapshot_labels
+        self.clock = clock
+        self.on_publish = on_publish
+        self.state = self.fresh_state()
+        self.version = 0
+        self.learnt_since_snapshot = 0
+        self.snapshot_offset = -1  # the learning-topic offset the last snapshot covers
+        self.active = False
+        self.stale = False  # another learner published a newer snapshot: restore before going on
+        self._next_snapshot = 0.0
+
+    def fresh_state(self) -> LearnerState:
+        config = SegmentConfig()
+        return LearnerState(LabelJoin(self.horizon_ms, self.lateness_ms, self.idle_ms,
+                                      sources=self.sources),
+                            IntentModel(thresholds=(config.intent_warm, config.intent_hot)))
+
+    # -- taking over ---------------------------------------------------------------------------
+
+    async def restore(self) -> int:
+        """Load the latest snapshot (if any, if trusted); returns the offset to consume from,
+        -1 for the beginning of the topic. Redis errors propagate (the caller retries)."""
+        self.state = self.fresh_state()
+        self.version = 0
+        self.learnt_since_snapshot = 0
+        self.snapshot_offset = -1
+        self.stale = False
+        self._next_snapshot = self.clock() + self.interval_s
+        if self.models is None:
+            return -1
+        self.version = await self.models.version()
+        blob = await self.models.get("learner")
+        if blob is None:
+            log.info("learner: no snapshot in Redis, learning from the start of the topic")
+            return -1
+        try:
+            version, state = load(blob, self.secret)
+            if not isinstance(state, LearnerState):
+                raise SnapshotError(f"it holds a {type(state).__name__}, not a LearnerState")
+        except SnapshotError as exc:
+            log.error("learner: refusing the snapshot in Redis (%s); learning again from the "
+                      "start of the topic (check STREAMPROC_MODEL_SECRET: every worker needs "
+                      "the same)", exc)
+            return -1
+        if (state.join.horizon_ms, state.join.lateness_ms) != (self.horizon_ms, self.lateness_ms):
+            log.warning("learner: the snapshot's label horizon/lateness (%d/%d ms) differ from "
+                        "the settings (%d/%d ms); keeping the snapshot's for its pending labels",
+                        state.join.horizon_ms, state.join.lateness_ms, self.horizon_ms,
+                        self.lateness_ms)
+        self.state = state
+        self.snapshot_offset = state.offset
+        self.version = max(self.version, version)
+        log.info("learner: model v%d restored: %d labels learnt, AUC %s; continuing the learning "
+                 "topic after offset %d", version, state.intent.n, state.intent.stats()["auc"],
+                 state.offset)
+        return state.offset + 1
+
+    # -- per record ----------------------------------------------------------------------------
+
+    def apply(self, offset: int, value: bytes | None) -> int:
+        """One learning-topic record; returns the labels learnt. Never raises."""
+        state = self.state
+        if offset <= state.offset:
+            return 0  # learnt before the snapshot this learner restored
+        state.offset = offset
+        try:
+            obs = parse(value)
+        except ObservationError as exc:
+            state.unreadable += 1
+            log.error("learner: skipping learning-topic record at offset %d: %s", offset, exc)
+            return 0
+        state.observations += 1
+        join = state.join
+        fresh = obs.event_id not in join.seen  # a copy (redelivered batch) is learnt once
+        labels: list[Labelled] = []
+        if obs.kind == "purchase":
+            labels = join.purchase(obs.customer_id, obs.event_id, obs.ts_ms, obs.source)
+            if fresh and obs.rfm is not None:
+                # One call per purchase day would let frequent buyers dominate the population
+                # moments: each customer's calls weigh 1 in total over their purchase days.
+                state.ltv.learn_one(obs.rfm, obs.total, obs.orders,
+                                    weight=1.0 / (1.0 + obs.rfm["frequency"]))
+        elif obs.features is None:
+            state.other_features += 1
+        else:
+            labels = join.snapshot(obs.customer_id, obs.event_id, obs.ts_ms, obs.features,
+                                   obs.score, obs.source)
+        if fresh and obs.behaviour is not None:
+            state.clusters.learn_one(obs.behaviour)
+        return self.learn(labels)
+
+    def learn(self, labels: list[Labelled]) -> int:
+        model = self.state.intent
+        for label in labels:
+            drifts = model.drifts
+            model.observe(label.features, label.label, label.score)
+            if model.drifts != drifts:
+                log.warning("learner: drift in the intent model's error (ADWIN) after %d labels; "
+                            "learning faster for the next %d labels", model.n, model.boost_labels)
+        self.learnt_since_snapshot += len(labels)
+        return len(labels)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        state = self.state
+        return {"offset": state.offset, "observations": state.observations,
+                "unreadable": state.unreadable, "other_features": state.other_features,
+                "behaviours": state.clusters.learned, "cluster_refits": state.clusters.refits,
+                **state.join.stats()}
+
+    async def checkpoint(self, force: bool = False) -> bool:
+        """Publish a snapshot when one is due (or ``force``) and something was consumed since
+        (labels learnt, or observations that will be: a new learner then starts after them).
+
+        Never raises: a failed write is logged and retried at the next call.
+        """
+        if not self.active or self.state.offset == self.snapshot_offset:
+            return False
+        now = self.clock()
+        due = now >= self._next_snapshot or self.learnt_since_snapshot >= self.every_labels
+        if not (force or due):
+            return False
+        self._next_snapshot = now + self.interval_s
+        version = self.version + 1
+        served = ServedModels(self.state.intent, self.stats(), self.state.ltv,
+                              self.state.clusters.serving_copy())
+        if self.models is None:
+            self.version = version
+            self.learnt_since_snapshot = 0
+            self.snapshot_offset = self.state.offset
+            if self.on_publish is not None:
+                self.on_publish(copy.deepcopy(served), version, int(time.time() * 1000))
+            return True
+        try:
+            serving = dump(served, self.secret, version)
+            written = await self.models.publish(version, serving,
+                                                dump(self.state, self.secret, version))
+        except Exception as exc:  # a snapshot is retried; learning goes on meanwhile
+            log.warning("learner: could not publish snapshot v%d (%s: %s); retrying in %.0fs",
+                        version, type(exc).__name__, exc, self.interval_s)
+            return False
+        if not written:
+            log.warning("learner: Redis holds a snapshot newer than v%d (another learner took "
+                        "over); restoring it", version)
+            self.stale = True
+            return False
+        self.version = version
+        self.learnt_since_snapshot = 0
+        self.snapshot_offset = self.state.offset
+        log.info("learner: published model v%d (%d labels learnt, AUC %s, offset %d)", version,
+                 self.state.intent.n, self.state.intent.stats()["auc"], self.state.offset)
+        return True
+
+
+class _Takeover(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, learner: Learner, consumer: AIOKafkaConsumer) -> None:
+        self.learner = learner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.learner.active and revoked:
+            await self.learner.checkpoint(force=True)
+            self.learner.active = False
+            log.info("learner: the learning partition moved to another worker")
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if assigned:
+            await seek_restored(self.learner, self.consumer, assigned)
+
+
+async def seek_restored(learner: Learner, consumer: AIOKafkaConsumer,
+                        partitions: list[TopicPartition]) -> None:
+    """Restore the latest snapshot (retrying Redis errors) and seek to where it stopped."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            start = await learner.restore()
+            break
+        except Exception as exc:
+            log.warning("learner: cannot read the snapshot (%s: %s); retrying in %.1fs",
+                        type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+    for tp in partitions:
+        if start < 0:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+    learner.active = True
+    log.info("learner: this worker learns now (learning topic %s from offset %s)",
+             ",".join(tp.topic for tp in partitions), start if start >= 0 else "beginning")
+
+
+async def run_learner(settings: Settings, learner: Learner, **consumer_options: Any) -> None:
+    """Take part in the learner group until cancelled; learn while holding the partition."""
+    delay = RETRY_FIRST_S
+    while True:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=f"{settings.app_id}.learner",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **consumer_options,
+        )
+        consumer.subscribe([settings.topics.learning], listener=_Takeover(learner, consumer))
+        try:
+            await consumer.start()
+            while True:
+                batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
+                for messages in batch.values():
+                    for msg in messages:
+                        learner.apply(msg.offset, msg.value)
+                await learner.checkpoint()
+                if learner.stale:
+                    await seek_restored(learner, consumer, list(consumer.assignment()))
+                delay = RETRY_FIRST_S
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Kafka trouble: rejoin after a pause, never stop learning
+            log.warning("learner: consumer failed (%s: %s); rejoining in %.1fs",
+                        type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+        finally:
+            await learner.checkpoint(force=True)
+            learner.active = False
+            await consumer.stop()

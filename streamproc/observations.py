@@ -1,0 +1,135 @@
+"""Records of the learning topic: what the scoring workers tell the learner.
+
+Two kinds, JSON, keyed by customer id:
+
+* ``score``: a browsing event was scored (at a session's start, ``b`` also carries the
+  customer's behaviour vector, for the behaviour clusters). ``x`` holds the intent features as
+  a list in :data:`FEATURE_NAMES` order (``intent_features`` rounds them to 3 or 4 decimals,
+  which keeps the JSON short), tagged ``f`` = :data:`FEATURES_ID` (a learner drops
+  observations of another feature set, e.g. during an upgrade), ``p`` the score given, ``v``
+  the model version that gave it;
+* ``purchase``: a purchase, with its event time and, for the lifetime-value model, the
+  customer's RFM summary (``rfm``: frequency, recency, T in days), ``orders`` and ``total``
+  after it.
+
+Both carry the event id (the learner ignores a second observation of one event: a redelivered
+batch publishes its observations again) and the triggering event's ``trigger`` (topic,
+partition, offset), which is how the processor's outbox finds them again on a redelivery.
+
+>>> x = dict.fromkeys(FEATURE_NAMES, 0.5)
+>>> record = score_record("c1", "e1", 60_000, x, 0.25, 3, {"topic": "b", "partition": 0,
+...                                                            "offset": 7})
+>>> obs = parse(orjson.dumps(record))
+>>> obs.kind, obs.customer_id, obs.ts_ms, obs.score, obs.version, obs.features == x
+('score', 'c1', 60000, 0.25, 3, True)
+>>> obs.source
+'b:0'
+>>> parse(b'{"kind": "score"}')
+Traceback (most recent call last):
+...
+streamproc.observations.ObservationError: not a learning record: missing or bad customer_id
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple
+
+import orjson
+
+from streamproc.errors import StreamprocError
+from streamproc.models.features import intent_features
+from streamproc.state.profile import new_profile
+
+FEATURE_NAMES: tuple[str, ...] = tuple(sorted(intent_features(new_profile("-"), "page_view", 0)))
+FEATURES_ID = hashlib.blake2b(",".join(FEATURE_NAMES).encode(), digest_size=4).hexdigest()
+
+
+class ObservationError(StreamprocError):
+    """A learning-topic record that cannot be read."""
+
+
+class Observation(NamedTuple):
+    kind: str  # "score" or "purchase"
+    customer_id: str
+    event_id: str
+    ts_ms: int
+    features: dict[str, float] | None = None  # None: a purchase, or another feature set
+    score: float | None = None
+    version: int = 0
+    source: str = ""  # "topic:partition" the event was read from (the learner's watermark)
+    # A purchase's RFM summary, orders and total after it (None when absent or unreadable).
+    rfm: dict[str, float] | None = None
+    orders: int = 0
+    total: float = 0.0
+    # A session start's behaviour vector, for the behaviour clusters.
+    behaviour: dict[str, float] | None = None
+
+
+def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
+                 score: float, version: int, trigger: dict[str, Any],
+                 behaviour: dict[str, float] | None = None) -> dict[str, Any]:
+    record = {"kind": "score", "customer_id": customer_id, "event_id": event_id,
+              "ts_ms": ts_ms, "f": FEATURES_ID, "x": [x.get(n, 0.0) for n in FEATURE_NAMES],
+              "p": score, "v": version, "trigger": trigger}
+    if behaviour is not None:
+        record["b"] = behaviour
+    return record
+
+
+def purchase_record(customer_id: str, event_id: str, ts_ms: int, trigger: dict[str, Any],
+                    rfm: dict[str, Any] | None = None, orders: int = 0,
+                    total: float = 0.0) -> dict[str, Any]:
+    record = {"kind": "purchase", "customer_id": customer_id, "event_id": event_id,
+              "ts_ms": ts_ms, "trigger": trigger}
+    if rfm is not None:
+        record.update(rfm={k: rfm[k] for k in ("frequency", "recency", "T")}, orders=orders,
+                      total=total)
+    return record
+
+
+def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = record.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ObservationError(f"not a learning record: missing or bad {name}")
+    return value
+
+
+def parse(value: bytes | None) -> Observation:
+    """A learning-topic record; ObservationError when it is not one."""
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ObservationError(f"not a learning record: not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ObservationError("not a learning record: not a JSON object")
+    kind = record.get("kind")
+    customer_id = _field(record, "customer_id", str)
+    event_id = _field(record, "event_id", str)
+    ts_ms = _field(record, "ts_ms", int)
+    trigger = record.get("trigger")
+    source = (f"{trigger.get('topic')}:{trigger.get('partition')}"
+              if isinstance(trigger, dict) else "")
+    if kind == "purchase":
+        rfm, orders, total = record.get("rfm"), record.get("orders"), record.get("total")
+        if not (isinstance(rfm, dict) and isinstance(orders, int)
+                and isinstance(total, int | float)
+                and all(isinstance(rfm.get(k), int | float) for k in ("frequency", "recency",
+                                                                        "T"))):
+            return Observation(kind, customer_id, event_id, ts_ms, source=source)
+        return Observation(kind, customer_id, event_id, ts_ms, source=source, rfm=rfm,
+                           orders=orders, total=float(total))
+    if kind != "score":
+        raise ObservationError(f"not a learning record: unknown kind {kind!r}")
+    score = _field(record, "p", (int, float))
+    version = _field(record, "v", int)
+    b = record.get("b")
+    behaviour = b if isinstance(b, dict) and all(
+        isinstance(v, int | float) for v in b.values()) else None
+    values = _field(record, "x", list)
+    if record.get("f") != FEATURES_ID or len(values) != len(FEATURE_NAMES):
+        return Observation(kind, customer_id, event_id, ts_ms, None, float(score), version,
+                           source, behaviour=behaviour)
+    features = dict(zip(FEATURE_NAMES, map(float, values), strict=True))
+    return Observation(kind, customer_id, event_id, ts_ms, features, float(score), version,
+                       source, behaviour=behaviour)
