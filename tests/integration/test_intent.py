@@ -281,7 +281,11 @@ async def test_one_learner_learns_live_traffic_and_both_workers_serve_its_versio
         partitions = {r["partition"] for r in records if r["value"]
                       and r["value"]["trigger"]["event_id"] in ids}
         assert partitions == {0, 1, 2}
-        assert {d["model_versions"].get("intent") for d in decided(records)} == {f"v{version}"}
+        # Every decision, on every partition (so from both workers), was made with that version
+        # or a newer one (the cart adds are observations too: the learner may publish again
+        # while they are being decided).
+        served = [d["model_versions"].get("intent", "none") for d in decided(records)]
+        assert all(v.startswith("v") and int(v[1:]) >= version for v in served), served
         # The cart adds start new sessions: the customers are assigned a behaviour cluster of
         # the served snapshot (the learner refitted its clusters from the session starts).
         assert learnt["learner"]["cluster_refits"] >= 1, learnt["learner"]
