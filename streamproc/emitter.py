@@ -19,15 +19,18 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from streamproc.observations import pack_batch
 from streamproc.processor import BatchResult
 from streamproc.settings import Settings
 
 Record = tuple[str, bytes | None, bytes | None]
+# About 200 KB per learning-topic record, well under Kafka's 1 MB default message size.
+OBSERVATIONS_PER_RECORD = 500
 
 
 def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
-    """The (topic, key, value) records a batch publishes, in order (the learner's observations
-    in the order their events were read); erasures become tombstones (null values) on the
+    """The (topic, key, value) records a batch publishes, in order; the learner's observations
+    packed in the order their events were read; erasures become tombstones (null values) on the
     decisions and segments topics.
 
     >>> from streamproc.settings import Settings
@@ -40,8 +43,13 @@ def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
         *((topics.decisions, k, v) for k, v in result.decisions),
         *((topics.segments, k, v) for k, v in result.segments),
         *((topics.deadletter, k, v) for k, v in result.deadletters),
-        *((topics.learning, k, v) for k, v in result.learning),
     ]
+    # The learner's observations: one record per slice of the batch, not one per event (the
+    # learning topic has a single partition and a single reader; keys do not matter there).
+    values = [v for _, v in result.learning]
+    for start in range(0, len(values), OBSERVATIONS_PER_RECORD):
+        records.append((topics.learning, None,
+                        pack_batch(values[start:start + OBSERVATIONS_PER_RECORD])))
     for key in result.erased:
         records.extend(((topics.decisions, key, None), (topics.segments, key, None)))
     return records

@@ -47,7 +47,7 @@ from streamproc.models.labels import Labelled
 from streamproc.models.ltv import LifetimeValue
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.modelstore import ModelStore
-from streamproc.observations import ObservationError, parse
+from streamproc.observations import Observation, ObservationError, parse_all
 from streamproc.segments.config import SegmentConfig
 from streamproc.settings import Settings
 
@@ -158,12 +158,19 @@ class Learner:
         if offset <= state.offset:
             return 0  # learnt before the snapshot this learner restored
         state.offset = offset
-        try:
-            obs = parse(value)
-        except ObservationError as exc:
-            state.unreadable += 1
-            log.error("learner: skipping learning-topic record at offset %d: %s", offset, exc)
-            return 0
+        learnt = 0
+        for obs in parse_all(value):
+            if isinstance(obs, ObservationError):
+                state.unreadable += 1
+                log.error("learner: skipping an observation of the learning-topic record at "
+                          "offset %d: %s", offset, obs)
+            else:
+                learnt += self.observe(obs)
+        return learnt
+
+    def observe(self, obs: Observation) -> int:
+        """One observation; returns the labels learnt."""
+        state = self.state
         state.observations += 1
         join = state.join
         fresh = obs.event_id not in join.seen  # a copy (redelivered batch) is learnt once

@@ -1,6 +1,8 @@
 """Records of the learning topic: what the scoring workers tell the learner.
 
-Two kinds, JSON, keyed by customer id:
+Two kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
+array of them (:func:`pack_batch`: one record instead of one per event), and the learner reads
+either form (:func:`parse_all`):
 
 * ``score``: a browsing event was scored (at a session's start, ``b`` also carries the
   customer's behaviour vector, for the behaviour clusters). ``x`` holds the intent features as
@@ -96,11 +98,45 @@ def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> 
 
 
 def parse(value: bytes | None) -> Observation:
-    """A learning-topic record; ObservationError when it is not one."""
+    """One observation, as JSON; ObservationError when it is not one."""
     try:
         record = orjson.loads(value or b"")
     except orjson.JSONDecodeError as exc:
         raise ObservationError(f"not a learning record: not JSON ({exc})") from None
+    return observation(record)
+
+
+def parse_all(value: bytes | None) -> list[Observation | ObservationError]:
+    """A learning-topic record: one observation (a JSON object) or a worker's batch of them (a
+    JSON array, see :func:`pack_batch`); each is an Observation or the error that makes it
+    unreadable, in order.
+
+    >>> one = orjson.dumps(purchase_record("c1", "e1", 5, {"topic": "b", "partition": 0}))
+    >>> [o.event_id for o in parse_all(pack_batch([one, one]))]
+    ['e1', 'e1']
+    >>> [type(o).__name__ for o in parse_all(b'[{"kind": "score"}, 7]')]
+    ['ObservationError', 'ObservationError']
+    """
+    try:
+        records = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        return [ObservationError(f"not a learning record: not JSON ({exc})")]
+    found: list[Observation | ObservationError] = []
+    for record in records if isinstance(records, list) else [records]:
+        try:
+            found.append(observation(record))
+        except ObservationError as exc:
+            found.append(exc)
+    return found
+
+
+def pack_batch(values: list[bytes]) -> bytes:
+    """Observations (JSON objects) as one learning-topic record: a JSON array."""
+    return b"[" + b",".join(values) + b"]"
+
+
+def observation(record: Any) -> Observation:
+    """An observation from its decoded JSON; ObservationError when it is not one."""
     if not isinstance(record, dict):
         raise ObservationError("not a learning record: not a JSON object")
     kind = record.get("kind")

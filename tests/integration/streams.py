@@ -21,12 +21,13 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamproc import status
 from streamproc.events.schemas import load_event_schemas
 from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
+from streamproc.tail import topic_partitions
 
 from .conftest import Env
 
@@ -152,6 +153,32 @@ async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
         await producer.stop()
 
 
+async def dead_letters_of(env: Env, customers: set[str]) -> list[str]:
+    """The dead letters keyed by these customers (the start of each), to say why a customer
+    is behind: an event dead-lettered is accounted for, one missing is lost."""
+    topic = env.settings.topics.deadletter
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    found: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            tps = [TopicPartition(topic, p) for p in await topic_partitions(env.settings, topic)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    found.extend(m.value.decode(errors="replace")[:400] for m in msgs
+                                 if m.key and m.key.decode(errors="replace") in customers
+                                 and m.value)
+    except TimeoutError:
+        found.append("(gave up reading the dead-letter topic after 20 s)")
+    finally:
+        await consumer.stop()
+    return found
+
+
 def alive(env: Env, proc: subprocess.Popen[bytes]) -> None:
     assert proc.poll() is None, f"worker exited with {proc.returncode}:\n{env.worker_log()}"
 
@@ -173,9 +200,11 @@ async def wait_complete(env: Env, redis: aioredis.Redis, procs: list[subprocess.
             return state
         if time.monotonic() > deadline:
             expected = sum(t.events for t in truth.values())
+            dead = await dead_letters_of(env, set(behind))
             pytest.fail(f"after {timeout}s {len(behind)} customers are behind "
                         f"({state.total} of {expected} events applied), partitions not fully "
-                        f"read: {unread}. Worker log:\n{env.worker_log()}")
+                        f"read: {unread}. Their dead letters: {dead}. Worker log:\n"
+                        f"{env.worker_log()}")
         await asyncio.sleep(0.5)
 
 

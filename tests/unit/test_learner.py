@@ -13,7 +13,7 @@ from streamproc.intent import IntentScorer
 from streamproc.learner import Learner, LearnerState
 from streamproc.models.snapshot import dump
 from streamproc.modelstore import MemoryModelStore
-from streamproc.observations import FEATURE_NAMES, purchase_record, score_record
+from streamproc.observations import FEATURE_NAMES, pack_batch, purchase_record, score_record
 from streamproc.settings import Settings
 
 SECRET = "unit-test-secret"
@@ -132,11 +132,28 @@ async def test_unreadable_records_are_counted_and_skipped(caplog):
         assert ln.apply(0, b"not json") == 0
         assert ln.apply(1, orjson.dumps({"kind": "score", "customer_id": "c"})) == 0
     assert ln.stats()["unreadable"] == 2 and ln.state.offset == 1
-    assert "skipping learning-topic record at offset 0" in caplog.text
+    assert "skipping an observation of the learning-topic record at offset 0" in caplog.text
     other = orjson.loads(records(1)[0])
     other["f"] = "another-feature-set"
     ln.apply(2, orjson.dumps(other))
     assert ln.stats()["other_features"] == 1
+
+
+async def test_a_batch_record_is_learnt_like_its_observations_one_by_one():
+    """Workers publish a batch's observations as one record (a JSON array): the learner learns
+    from it exactly what it learns from the same observations as records of their own, and a
+    bad element is skipped without losing the others."""
+    one_by_one, batched = learner(), learner()
+    values = records(400)
+    feed(one_by_one, values)
+    for offset, start in enumerate(range(0, len(values), 150)):
+        batched.apply(offset, pack_batch(values[start:start + 150]))
+    assert batched.stats() == {**one_by_one.stats(), "offset": batched.state.offset}
+    assert batched.state.intent.stats() == one_by_one.state.intent.stats()
+    assert batched.state.intent.n > 0
+    mixed = learner()
+    mixed.apply(0, pack_batch([b'{"kind": "nonsense"}', *values[:10]]))
+    assert mixed.stats()["unreadable"] == 1 and mixed.stats()["observations"] == 10
 
 
 async def test_a_snapshot_with_a_bad_signature_is_refused_and_learning_starts_over(caplog):
