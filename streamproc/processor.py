@@ -41,7 +41,13 @@ from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_recor
 from streamproc.intent import NoScoring
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
-from streamproc.state.profile import Profile, ProfileConfig, apply_event, new_profile
+from streamproc.state.profile import (
+    Profile,
+    ProfileConfig,
+    apply_event,
+    new_profile,
+    upgrade_profile,
+)
 from streamproc.state.store import Store, Stored, Write
 
 log = logging.getLogger(__name__)
@@ -276,10 +282,10 @@ class Processor:
     def _apply_events(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int, poison: dict[int, str]
     ) -> _CustomerOutcome:
-        p: Profile = unpack_doc(stored.doc) if stored.doc else new_profile(cid)
+        p: Profile = upgrade_profile(unpack_doc(stored.doc)) if stored.doc else new_profile(cid)
         applied: dict[str, int] = p.setdefault("applied", {})
         recent: list[str] = p.setdefault("recent_event_ids", [])
-        previous_outbox = unpack_outbox(stored.outbox)
+        previous_outbox = upgrade_outbox(unpack_outbox(stored.outbox))
         out = _CustomerOutcome(None, [], [])
         changed = False
         for event in events:
@@ -342,6 +348,16 @@ class Processor:
 
     def _model_versions(self) -> dict[str, str]:
         return self.scorer.model_versions()
+
+
+def upgrade_outbox(outbox: list[Any]) -> list[dict[str, Any]]:
+    """An outbox as this version writes it: the first versions kept bare decision records.
+
+    >>> upgrade_outbox([{"decision_id": "d1", "trigger": {}}])
+    [{'topic': 'decisions', 'record': {'decision_id': 'd1', 'trigger': {}}}]
+    """
+    return [o if "record" in o else {"topic": "decisions", "record": o}
+            for o in outbox if isinstance(o, dict)]
 
 
 class _PoisonEventError(Exception):

@@ -68,6 +68,29 @@ def new_profile(customer_id: str) -> Profile:
     }
 
 
+def upgrade_profile(p: Profile) -> Profile:
+    """A profile stored by an older streamproc, completed with the parts this version keeps.
+
+    A part missing at the top level, or inside one of the new profile's dicts (cart, purchases,
+    affinities), starts as in a new profile; what the stored profile has stays as it is. So an
+    upgrade needs no migration: each customer's document is completed on their next event (a
+    part the old version never recorded, such as purchase days, fills from then on).
+
+    >>> old = {"customer_id": "c1", "purchases": {"orders": 2, "total": 30.0}, "session": None}
+    >>> p = upgrade_profile(old)
+    >>> p["purchases"]["days"], p["purchases"]["orders"], p["activity"], p["session"]
+    ({}, 2, {}, None)
+    """
+    for key, default in new_profile(p.get("customer_id") or "-").items():
+        have = p.get(key)
+        if key not in p:
+            p[key] = default
+        elif isinstance(default, dict) and isinstance(have, dict):
+            for part, value in default.items():
+                have.setdefault(part, value)
+    return p
+
+
 def rfm_summary(purchases: dict[str, Any], now_ms: int) -> dict[str, Any]:
     """RFM in the customer-base-analysis (BTYD) definitions, in days.
 

@@ -235,3 +235,34 @@ async def test_erase_removes_the_customer_and_later_events_start_afresh():
     assert again.erased == [b"gone"]
     fresh = await profile(store, "gone")
     assert fresh["counts"] == {"search": 1, "sessions": 1} and fresh["purchases"]["orders"] == 0
+
+
+async def test_a_profile_stored_by_an_older_version_is_completed_not_dead_lettered():
+    """Profiles written before activity counters and purchase days existed (an upgrade keeps
+    the customers' documents): their next events apply, nothing is dead-lettered."""
+    from streamproc.state.document import pack_doc
+    from streamproc.state.keys import customer_key
+    from streamproc.state.profile import new_profile
+    from streamproc.state.store import Stored
+
+    old = new_profile("c1")
+    for part in ("activity", "segments", "segment_history", "affinities"):
+        del old[part]
+    del old["purchases"]["days"]
+    old["purchases"].update(orders=1, total=20.0)
+    old["counts"] = {"page_view": 3}
+    store = MemoryStore()
+    # ... and its outbox held bare decision records.
+    outbox = orjson.dumps([{"decision_id": "d0", "trigger": {
+        "topic": SETTINGS.topics.browsing, "partition": 0, "offset": 99}}])
+    store.rows[customer_key("c1")] = Stored(1, pack_doc(old, "zlib"), outbox)
+    proc, _ = make(store, segments=True)
+    part = Partition()
+    result = await proc.process([part.message(event("page_view")),
+                                 part.message(event("cart_add", minute=1)),
+                                 part.message(event("purchase", minute=2))])
+    assert result.deadletters == [] and result.applied == 3
+    p = await profile(store, "c1")
+    assert p["counts"]["page_view"] == 4 and p["purchases"]["orders"] == 2
+    assert p["purchases"]["total"] == 20.0 + 50.0 and len(p["purchases"]["days"]) == 1
+    assert p["activity"] and p["segments"]
