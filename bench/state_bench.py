@@ -316,14 +316,21 @@ def _describe(values: Sequence[float]) -> dict[str, float]:
             "p95": _percentile(values, 0.95), "max": max(values)}
 
 
-def memory_shard(job: tuple[int, int, int, int, int, Settings, str, int]) -> dict[str, Any]:
+Job = tuple[int, int, int, int, int, Settings, str, int]
+
+
+def memory_shard(job: Job) -> dict[str, Any]:
     """One process's share of (b): every ``shards``-th customer, written in batches."""
+    return asyncio.run(write_memory_shard(job))
+
+
+async def write_memory_shard(job: Job) -> dict[str, Any]:
     shard, shards, customers, history, seed, settings, url, batch = job
     population = Population.generate(customers, seed=seed)
     mine = Population(seed, population.customers[shard::shards], population.catalogue)
     target = history * len(mine.customers)
     events = itertools.islice(generate_events(mine, START, seed=seed * 100 + shard), target)
-    return asyncio.run(_write_shard(shard, target, events, settings, url, batch))
+    return await _write_shard(shard, target, events, settings, url, batch)
 
 
 async def _write_shard(shard: int, target: int, events: Iterator[SimEvent], settings: Settings,
@@ -364,8 +371,8 @@ async def memory(args: argparse.Namespace, settings: Settings,
     started = time.perf_counter()
     shard_jobs = [(shard, jobs, args.memory_customers, args.history, args.seed, settings,
                    args.redis_url, args.batch) for shard in range(jobs)]
-    if jobs == 1:
-        shards = [memory_shard(shard_jobs[0])]
+    if jobs == 1:  # in this process, on its running event loop
+        shards = [await write_memory_shard(shard_jobs[0])]
     else:
         # spawn: fresh interpreters, nothing inherited from this process's event loop
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
