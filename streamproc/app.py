@@ -113,18 +113,18 @@ def create_app(
 
     async def process_events(stream: faust.StreamT) -> None:
         store = make_store()
-        # Model snapshots live in the state's Redis (none with another store: unit tests).
-        models = (RedisModelStore(store.client, settings.app_id)
-                  if isinstance(store, RedisStore) else None)
+        # Model snapshots, the bandit's snapshot and the latest decisions live in the state's
+        # Redis (none with another store: unit tests).
+        client = store.client if isinstance(store, RedisStore) else None
+        models = None if client is None else RedisModelStore(client, settings.app_id)
         scorer = IntentScorer(settings, models)
         app.streamproc_scorer = scorer
-        blobs = RedisBlobs(store.client) if isinstance(store, RedisStore) else None
-        # The learning bandit picks among eligible actions; its signed snapshot shares that Redis.
-        bandit = BanditKeeper(settings, blobs)
+        # The learning bandit picks among eligible actions.
+        bandit = BanditKeeper(settings, None if client is None else RedisBlobs(client))
         await bandit.refresh()
         engine.chooser = bandit.chooser
         app.streamproc_bandit = bandit  # type: ignore[attr-defined]
-        latest = RedisLatest(store.client) if isinstance(store, RedisStore) else None
+        latest = None if client is None else RedisLatest(client)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine, latest=latest)
         batches = raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)

@@ -319,8 +319,10 @@ class Processor:
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 if event.type == "feedback":
                     out.lessons.extend(self.engine.feedback(p, event.data, event.ts_ms))
+                # Asked per event: the reload timer may swap the served model between batches'
+                # awaits, and the record names the model that scored this event.
                 decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
-                                             self._model_versions())
+                                             self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
                 out.lessons.extend(decided.lessons)
             except StreamprocError as exc:  # bad input the schema could not catch (a slot
@@ -345,9 +347,6 @@ class Processor:
                 self.segmenter.buckets(p), self.ttl_ms,
             )
         return out
-
-    def _model_versions(self) -> dict[str, str]:
-        return self.scorer.model_versions()
 
 
 def upgrade_outbox(outbox: list[Any]) -> list[dict[str, Any]]:

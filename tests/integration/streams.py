@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from streamproc import status
+from streamproc.decisions.logs import read_topic
 from streamproc.events.schemas import load_event_schemas
 from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
-from streamproc.tail import topic_partitions
 
 from .conftest import Env
 
@@ -154,29 +154,15 @@ async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
 
 
 async def dead_letters_of(env: Env, customers: set[str]) -> list[str]:
-    """The dead letters keyed by these customers (the start of each), to say why a customer
-    is behind: an event dead-lettered is accounted for, one missing is lost."""
-    topic = env.settings.topics.deadletter
-    consumer = AIOKafkaConsumer(bootstrap_servers=env.settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
-    found: list[str] = []
+    """The dead letters keyed by these customers (reason and error), to say why a customer is
+    behind: an event dead-lettered is accounted for, one missing is lost."""
     try:
         async with asyncio.timeout(20):
-            tps = [TopicPartition(topic, p) for p in await topic_partitions(env.settings, topic)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    found.extend(m.value.decode(errors="replace")[:400] for m in msgs
-                                 if m.key and m.key.decode(errors="replace") in customers
-                                 and m.value)
+            records = await read_topic(env.settings, env.settings.topics.deadletter)
     except TimeoutError:
-        found.append("(gave up reading the dead-letter topic after 20 s)")
-    finally:
-        await consumer.stop()
-    return found
+        return ["(gave up reading the dead-letter topic after 20 s)"]
+    return [f"{r['reason']}: {r['error']}"[:400] for r in records
+            if r and (r.get("key") or {}).get("data") in customers]
 
 
 def alive(env: Env, proc: subprocess.Popen[bytes]) -> None:
