@@ -88,6 +88,7 @@ async def handle_batch(
     async def run(chunk: Sequence[RawMessage]) -> None:
         result = await processor.process(chunk)
         await emitter.emit(result)
+        await processor.settle(result)  # published: the timers it fired are done
         stats.decisions += len(result.decisions)
         stats.deadletters += len(result.deadletters)
         if metrics is not None:

@@ -31,16 +31,18 @@ from typing import Any, Protocol
 
 import orjson
 
-from streamproc.decisions.catalogue import CatalogueFile, default_catalogue_path
+from streamproc.decisions import timers
+from streamproc.decisions.catalogue import LIFECYCLE_TIMER, CatalogueFile, default_catalogue_path
 from streamproc.decisions.chooser import UniformChooser
-from streamproc.decisions.engine import Engine, Lesson
+from streamproc.decisions.engine import TIMER, Engine, Lesson
 from streamproc.decisions.latest import LatestDecisions
-from streamproc.decisions.record import Source
+from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
+from streamproc.state.keys import timer_index_key
 from streamproc.state.profile import (
     Profile,
     ProfileConfig,
@@ -53,6 +55,8 @@ from streamproc.state.store import Store, Stored, Write
 log = logging.getLogger(__name__)
 
 MAX_CAS_ATTEMPTS = 5
+TIMER_ROUNDS = 4
+TIMER_OUTBOX_FIRES = 8
 
 
 class StateConflictError(StreamprocError):
@@ -69,6 +73,9 @@ class BatchResult:
     erased: list[bytes] = field(default_factory=list)
     # Observations for the learning topic (streamproc.observations).
     learning: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Index entries (key, member) of the timers fired, removed once the batch is published.
+    timers_done: list[tuple[str, str]] = field(default_factory=list)
+    timers_fired: int = 0
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -159,6 +166,9 @@ class _CustomerOutcome:
     deadletters: list[tuple[Event, str]]
     # The chooser's lessons, learnt once the write is saved.
     lessons: list[Lesson] = field(default_factory=list)
+    # Fired (or stale) timers' index entries, dropped once the batch is published.
+    timers_done: list[tuple[str, str]] = field(default_factory=list)
+    fired: int = 0
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -182,17 +192,23 @@ class Processor:
         self.compression = settings.state_compression
         self.clock_ms = clock_ms
         self.segmenter: Segmenter = segmenter or NoSegments()
+        # The lifecycle thresholds, for the time-driven lifecycle timer (none without segments).
+        self.segment_config = getattr(self.segmenter, "config", None)
         self.scorer: Scorer = scorer or NoScoring()
         self.profile_config = ProfileConfig(settings.affinity_half_life_days,
                                             settings.activity_days)
         self.ttl_ms = settings.customer_ttl_days * 86_400_000
         self.engine = engine or default_engine(settings)
         self.latest = latest
+        self.app_id = settings.app_id
+        self.timer_lateness_ms = settings.timer_lateness_seconds * 1000
+        self.timer_limit = settings.timers_per_batch
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
         now_ms = self.clock_ms()
         by_customer: dict[str, list[Event]] = {}
+        seen: dict[int, int] = {}  # partition -> latest event time read (timers' watermarks)
         for msg in messages:
             try:
                 event = self.decoder.decode(msg)
@@ -202,6 +218,7 @@ class Processor:
                 )
                 continue
             by_customer.setdefault(event.customer_id, []).append(event)
+            seen[msg.partition] = max(seen.get(msg.partition, 0), event.ts_ms)
 
         await self.segmenter.refresh(self.store)
         await self.scorer.refresh()
@@ -216,14 +233,63 @@ class Processor:
         pending = {cid: events for cid, events in by_customer.items() if events}
         decided: list[dict[str, Any]] = []
         read_order: list[tuple[str, int, int]] = []  # of result.learning's records
+        await self._commit(pending, self._apply_customer, result, decided, read_order, now_ms)
+        # Timers due by the partitions' new watermarks (streamproc.decisions.timers).
+        # A timer that fires may arm the next one already due (lifecycle: at risk, then
+        # lapsed; a cascade's next step): a few rounds, each only when the one before fired.
+        done: set[str] = set()
+        for _ in range(TIMER_ROUNDS if seen and self.timer_limit else 0):
+            due: dict[str, list[timers.Due]] = {}
+            for part in await self.store.due_timers(self.app_id, seen, self.timer_lateness_ms,
+                                                    self.timer_limit):
+                for text in part.members:
+                    entry = timers.parse_member(text, part.partition)
+                    if entry is not None and entry.member in done:
+                        continue  # fired this batch; its entry goes once the batch is out
+                    if entry is None:  # not ours: dropped, so it cannot block the index
+                        log.warning("dropping unreadable timer index entry %r", text[:200])
+                        result.timers_done.append(
+                            (timer_index_key(self.app_id, part.partition), text))
+                    else:
+                        due.setdefault(entry.customer_id, []).append(entry)
+                        done.add(entry.member)
+            if not due:
+                break
+            await self._commit(due, self._fire_timers, result, decided, read_order, now_ms)
+        if decided and self.latest is not None:
+            await self.latest.save(decided, now_ms)
+        watermark = max((e.ts_ms for events in by_customer.values() for e in events), default=0)
+        if watermark:
+            self.engine.advance(watermark)
+        # Observations in the order their events were read, not grouped by customer: the
+        # learner's watermark follows each partition's event time (streamproc.models.join).
+        order = sorted(range(len(read_order)), key=read_order.__getitem__)
+        result.learning = [result.learning[i] for i in order]
+        return result
+
+    async def settle(self, result: BatchResult) -> None:
+        """Once a batch's records are published: drop the index entries of the timers it fired
+        (a worker that dies before this fires them again, and publishes them again)."""
+        if not result.timers_done:
+            return
+        try:
+            await self.store.clear_timers(result.timers_done)
+        except Exception as exc:  # they come due again and are dropped then
+            log.warning("could not clear %d fired timers' index entries (%s: %s)",
+                        len(result.timers_done), type(exc).__name__, exc)
+
+    async def _commit(self, pending: dict[str, Any],
+                      apply: Callable[[str, Any, Stored, int], _CustomerOutcome],
+                      result: BatchResult, decided: list[dict[str, Any]],
+                      read_order: list[tuple[str, int, int]], now_ms: int) -> None:
+        """Apply each customer's items, save with compare-and-set, collect what to publish;
+        customers whose state changed under us are read and computed again."""
         for _ in range(MAX_CAS_ATTEMPTS):
             if not pending:
                 break
             stored = await self.store.load(list(pending))
-            outcomes = {
-                cid: self._apply_customer(cid, events, stored[cid], now_ms)
-                for cid, events in pending.items()
-            }
+            outcomes = {cid: apply(cid, items, stored[cid], now_ms)
+                        for cid, items in pending.items()}
             writes = [o.write for o in outcomes.values() if o.write is not None]
             lost = set(await self.store.save(writes)) if writes else set()
             for cid, outcome in outcomes.items():
@@ -232,6 +298,8 @@ class Processor:
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
+                result.timers_fired += outcome.fired
+                result.timers_done.extend(outcome.timers_done)
                 if outcome.lessons:
                     self.engine.learn(outcome.lessons)
                 key = cid.encode()
@@ -256,16 +324,6 @@ class Processor:
                 f"{len(pending)} customers kept changing under this worker "
                 f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
             )
-        if decided and self.latest is not None:
-            await self.latest.save(decided, now_ms)
-        watermark = max((e.ts_ms for events in by_customer.values() for e in events), default=0)
-        if watermark:
-            self.engine.advance(watermark)
-        # Observations in the order their events were read, not grouped by customer: the
-        # learner's watermark follows each partition's event time (streamproc.models.join).
-        order = sorted(range(len(read_order)), key=read_order.__getitem__)
-        result.learning = [result.learning[i] for i in order]
-        return result
 
     def _apply_customer(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int
@@ -286,6 +344,7 @@ class Processor:
         applied: dict[str, int] = p.setdefault("applied", {})
         recent: list[str] = p.setdefault("recent_event_ids", [])
         previous_outbox = upgrade_outbox(unpack_outbox(stored.outbox))
+        before = timers.indexed(p)
         out = _CustomerOutcome(None, [], [])
         changed = False
         for event in events:
@@ -325,6 +384,9 @@ class Processor:
                                              self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
                 out.lessons.extend(decided.lessons)
+                timers.after_event(p, self.engine.current(), event.type, event.ts_ms,
+                                   event.data, decided.records, self.segment_config,
+                                   msg.partition)
             except StreamprocError as exc:  # bad input the schema could not catch (a slot
                 # the catalogue does not have): dead-lettered with its reason, no traceback
                 log.warning("%s %s dead-lettered: %s", event.type, event.event_id, exc)
@@ -338,15 +400,151 @@ class Processor:
             # it: after a crash, the partitions are read again in any order, and a batch of
             # another partition must not drop the outputs still to be published again.
             read = {(e.message.topic, e.message.partition) for e in events}
-            outbox = [o for o in previous_outbox
-                      if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
-                      not in read] + out.outputs
-            out.write = Write(
-                cid, stored.version, pack_doc(p, self.compression),
-                pack_outbox(outbox, self.compression),
-                self.segmenter.buckets(p), self.ttl_ms,
-            )
+            out.write = self._write(cid, p, stored, previous_outbox, read, out.outputs, before)
         return out
+
+    def _write(self, cid: str, p: Profile, stored: Stored, previous_outbox: list[dict[str, Any]],
+               read: set[tuple[str, int]], outputs: list[dict[str, Any]],
+               before: set[tuple[int, int, str]],
+               fired: Sequence[tuple[int, int, str]] = ()) -> Write:
+        # The outbox keeps, per input partition (and per timer), the outputs of the last batch
+        # that read it: after a crash, the partitions are read again in any order, and a batch
+        # of another partition must not drop the outputs still to be published again.
+        outbox = [o for o in previous_outbox
+                  if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
+                  not in read] + outputs
+        index = timers.settle(p, cid, self.app_id, before, fired)
+        return Write(
+            cid, stored.version, pack_doc(p, self.compression),
+            pack_outbox(outbox, self.compression),
+            self.segmenter.buckets(p), self.ttl_ms,
+            index.entries, index.add, index.remove,
+        )
+
+    def _fire_timers(self, cid: str, due: list[timers.Due], stored: Stored,
+                     now_ms: int) -> _CustomerOutcome:
+        """A customer's timers that came due: fire those still armed as indexed, re-index
+        those that moved later, publish again what an already fired one decided."""
+        out = _CustomerOutcome(None, [], [])
+        if stored.doc is None:  # erased or expired since: nothing to fire
+            out.timers_done = [(timer_index_key(self.app_id, d.partition), d.member)
+                               for d in due]
+            return out
+        p: Profile = upgrade_profile(unpack_doc(stored.doc))
+        previous_outbox = upgrade_outbox(unpack_outbox(stored.outbox))
+        before = timers.indexed(p)
+        fired: list[tuple[int, int, str]] = []
+        replaced: set[tuple[str, int, int]] = set()
+        changed = False
+        cat = self.engine.current()
+        for d in sorted(due, key=lambda d: (d.due_ms, d.name)):
+            entry = (p.get("timers") or {}).get(d.name)
+            topic = f"timer.{d.name}"
+            if entry is None or entry.get("at") != [d.partition, d.due_ms]:
+                # Fired before (the worker died before its index entry was dropped) or gone:
+                # what it decided is published again, if the outbox still has it.
+                out.outputs.extend(
+                    o for o in previous_outbox
+                    if o["record"]["trigger"]["topic"] == topic
+                    and o["record"]["trigger"]["offset"] == d.due_ms)
+                out.timers_done.append((timer_index_key(self.app_id, d.partition), d.member))
+                out.redelivered += 1
+                continue
+            changed = True
+            if entry["due"] > d.due_ms:
+                entry["at"] = None  # moved later since it was indexed: index it again
+                continue
+            fired.append((d.partition, d.due_ms, d.name))
+            out.timers_done.append((timer_index_key(self.app_id, d.partition), d.member))
+            replaced.add((topic, d.partition, d.due_ms))
+            timers.disarm(p, d.name)
+            p["clock_ms"] = max(p.get("clock_ms") or 0, d.due_ms)
+            event = Event(TIMER, cid, f"timer:{d.name}:{d.due_ms}", d.due_ms,
+                          {"ts": iso_ms(d.due_ms), "timer": d.name},
+                          RawMessage(topic, d.partition, d.due_ms, cid.encode(), None))
+            kept = orjson.loads(orjson.dumps(p))
+            try:
+                records = self._fire(p, cat, d, entry, event, now_ms, out)
+            except Exception as exc:  # a bug must not block the index: logged, dead-lettered
+                log.exception("timer %s of %s failed; dropped", d.name, cid)
+                p = kept  # nothing half-fired is saved
+                out.deadletters.append((event, f"timer {d.name}: {type(exc).__name__}: {exc}"))
+                continue
+            out.outputs.extend({"topic": "decisions", "record": r} for r in records)
+            out.fired += 1
+        if changed:
+            # A fired timer's outputs stay in the outbox after its batch (its index entry may
+            # outlive the batch, and one batch can fire several of a customer's timers): the
+            # outputs of the customer's last TIMER_OUTBOX_FIRES fired timers are kept.
+            def group(o: dict[str, Any]) -> tuple[str, int, int] | None:
+                t = o["record"]["trigger"]
+                return ((t["topic"], t["partition"], t["offset"])
+                        if t["topic"].startswith("timer.") else None)
+
+            older = sorted({g for o in previous_outbox if (g := group(o)) and g not in replaced},
+                           key=lambda g: g[2])
+            keep = set(older[max(0, len(older) + len(replaced) - TIMER_OUTBOX_FIRES):])
+            out.write = self._write(cid, p, stored,
+                                    [o for o in previous_outbox
+                                     if (g := group(o)) is None or g in keep], set(),
+                                    out.outputs, before, fired)
+        return out
+
+    def _fire(self, p: Profile, cat: Any, d: timers.Due, entry: dict[str, Any], event: Event,
+              now_ms: int, out: _CustomerOutcome) -> list[dict[str, Any]]:
+        """One timer's work (already disarmed); returns its decision records."""
+        src = source_of(event)
+        versions = self.scorer.model_versions()
+        if d.name == LIFECYCLE_TIMER:
+            moves = self.segmenter.update(p, event, trigger_of(event))
+            out.outputs.extend({"topic": "segments", "record": m} for m in moves)
+            decided = self.engine.decide(p, src, event.data, moves, now_ms, versions)
+            if self.segment_config is not None:
+                due = timers.next_lifecycle_due(p, d.due_ms, self.segment_config)
+                if due is not None:
+                    timers.arm(p, LIFECYCLE_TIMER, due, d.partition)
+        else:
+            trigger = timers.trigger_of_timer(cat, d.name, entry)
+            if trigger is None:
+                log.info("timer %s of %s: its trigger left the catalogue; nothing decided",
+                         d.name, event.customer_id)
+                return []
+            if not d.name.startswith(timers.CASCADE):
+                decided = self.engine.decide_timer(p, src, trigger, trigger.slots, now_ms,
+                                                   versions)
+            else:
+                return self._cascade_step(p, cat, d, entry, trigger, src, now_ms, versions, out)
+        out.lessons.extend(decided.lessons)
+        timers.arm_cascades(p, cat, decided.records, d.due_ms, d.partition)
+        return decided.records
+
+    def _cascade_step(self, p: Profile, cat: Any, d: timers.Due, entry: dict[str, Any],
+                      trigger: Any, src: Source, now_ms: int, versions: dict[str, str],
+                      out: _CustomerOutcome) -> list[dict[str, Any]]:
+        step = int(entry.get("step", 0))
+        if step >= len(trigger.cascade) or trigger.cascade[step].slot not in cat.slots:
+            return []  # the catalogue's cascade changed: it ends here
+        hop = trigger.cascade[step]
+        wait = timers.quiet_wait_ms(p, cat, cat.slots[hop.slot].channel, d.due_ms)
+        if wait:  # quiet hours: the same step when they end
+            timers.arm(p, d.name, d.due_ms + wait, d.partition, **{
+                k: v for k, v in entry.items() if k not in {"due", "p", "at"}})
+            return []
+        previous = cat.slots[trigger.cascade[step - 1].slot if step else trigger.slots[0]]
+        note = (f"trigger {trigger.id}, cascade step {step + 2} of {len(trigger.cascade) + 1}: "
+                f"no open, click or purchase {hop.after_hours:g} h after the {previous.channel}")
+        decided = self.engine.decide_timer(p, src, trigger, (hop.slot,), now_ms, versions,
+                                           check_when=False, carry=entry.get("action"),
+                                           note=note)
+        out.lessons.extend(decided.lessons)
+        record = decided.records[0]
+        if step + 1 < len(trigger.cascade) and timers.cascade_continues(record):
+            timers.arm(p, d.name, d.due_ms + trigger.cascade[step + 1].ms, d.partition,
+                       step=step + 1, ids=[*entry["ids"], record["decision_id"]],
+                       action=record["action"]["id"] if record["personalised"]
+                       else entry.get("action"),
+                       since=entry["since"], trigger=trigger.id)
+        return decided.records
 
 
 def upgrade_outbox(outbox: list[Any]) -> list[dict[str, Any]]:

@@ -100,7 +100,9 @@ class Segmenter:
         return self._cuts[1]
 
     def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
-        now_ms = max(event.ts_ms, p["last_seen_ms"] or event.ts_ms)
+        # The customer's time: their latest event, or a timer that fired later (a lifecycle
+        # move in time, streamproc.decisions.timers): a late event does not turn it back.
+        now_ms = max(event.ts_ms, p["last_seen_ms"] or event.ts_ms, p.get("clock_ms") or 0)
         rules = self.rule_file.current() if self.rule_file else None
         new = assign_all(p, now_ms, self.cuts(now_ms // DAY_MS), rules, self.config)
         moves = changed(p["segments"], new)

@@ -112,6 +112,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("MODEL_SNAPSHOT_LABELS", "5000", "the learner also snapshots after this many new labels"),
     ("LABEL_IDLE_SECONDS", "21600",
      "event time the learner waits for a lagging or idle partition before labelling anyway"),
+    ("TIMER_LATENESS_SECONDS", "60",
+     "event-time disorder waited out before a timer fires (cart abandonment, cascades)"),
+    ("TIMERS_PER_BATCH", "1000",
+     "most timers fired per partition after a batch (the rest after the next); 0: none"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -155,6 +159,8 @@ class Settings:
     model_reload_seconds: int = 5
     model_snapshot_labels: int = 5000
     label_idle_seconds: int = 21600
+    timer_lateness_seconds: int = 60
+    timers_per_batch: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -214,6 +220,8 @@ class Settings:
             model_reload_seconds=_int(get, "MODEL_RELOAD_SECONDS", 1, 3600),
             model_snapshot_labels=_int(get, "MODEL_SNAPSHOT_LABELS", 1, 10_000_000),
             label_idle_seconds=_int(get, "LABEL_IDLE_SECONDS", 0, 30 * 86_400),
+            timer_lateness_seconds=_int(get, "TIMER_LATENESS_SECONDS", 0, 7 * 86_400),
+            timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
         )
         settings.validate()
         return settings

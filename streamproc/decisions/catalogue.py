@@ -44,6 +44,8 @@ DEFAULT_EXPIRES_MINUTES = 60
 DEFAULT_HISTORY = 6
 DEFAULT_CONTEXT = "lifecycle"
 SLOT_REQUEST = "slot_request"
+# The time-driven lifecycle moves' timer (streamproc.decisions.timers): no trigger may take its id.
+LIFECYCLE_TIMER = "lifecycle"
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,41 @@ NONE_ACTION = Action(NONE_ID, "none", "Nothing: deliberately no action")
 
 
 @dataclass(frozen=True)
+class After:
+    """A timer trigger: ``minutes`` of event time after the last ``event``, unless one of the
+    ``unless`` event types came in between (streamproc.decisions.timers)."""
+
+    event: str
+    minutes: float
+    unless: tuple[str, ...] = ()
+
+    @property
+    def ms(self) -> int:
+        return int(self.minutes * 60_000)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A step of a channel cascade: ``slot``, ``after_hours`` after the previous step when no
+    decision of the cascade was opened, clicked or converted and the customer did not buy."""
+
+    slot: str
+    after_hours: float
+
+    @property
+    def ms(self) -> int:
+        return int(self.after_hours * HOUR_MS)
+
+
+@dataclass(frozen=True)
 class Trigger:
     id: str
     event: str | None = None
     segment_entry: tuple[str, str] | None = None
     slots: tuple[str, ...] = ()
     when: Predicate | None = None
+    after: After | None = None
+    cascade: tuple[Hop, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,12 +249,30 @@ def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str
 
 
 def _check_trigger(check: _Check, loc: str, t: dict[str, Any], slots: Mapping[str, Any]) -> None:
-    if ("event" in t) == ("segment_entry" in t):
-        check.problems.append(f"{loc}: give exactly one of event or segment_entry")
+    kinds = [k for k in ("event", "segment_entry", "after") if k in t]
+    if len(kinds) != 1:
+        check.problems.append(f"{loc}: give exactly one of event, segment_entry or after"
+                              + (f" (it has {' and '.join(kinds)})" if kinds else ""))
         return
     if "event" in t and t["event"] not in check.event_types:
         check.problems.append(f"{loc}.event: unknown event type {t['event']!r}; known: "
                               f"{', '.join(sorted(check.event_types))}")
+    if "after" in t:
+        after = t["after"]
+        for where, name in [("event", after["event"]),
+                            *(("unless", u) for u in after.get("unless", ()))]:
+            if name not in check.event_types:
+                check.problems.append(f"{loc}.after.{where}: unknown event type {name!r}; "
+                                      f"known: {', '.join(sorted(check.event_types))}")
+        if t.get("id") == LIFECYCLE_TIMER:
+            check.problems.append(f"{loc}.id: {t['id']!r} is reserved for streamproc's own "
+                                  "timers; choose another id")
+    for i, hop in enumerate(t.get("cascade") or ()):
+        check.slot_refs([hop["slot"]], slots, f"{loc}.cascade[{i}].slot")
+        if hop["slot"] in slots and slots[hop["slot"]].get("channel") not in MESSAGE_CHANNELS:
+            check.problems.append(f"{loc}.cascade[{i}].slot: {hop['slot']!r} is not a message "
+                                  "channel; a cascade follows up messages (email, sms, push, "
+                                  "call_centre)")
     if "segment_entry" in t:
         entry = t["segment_entry"]
         name, segment = entry["segmentation"], entry["segment"]
@@ -327,7 +376,10 @@ def _compile(data: dict[str, Any], version: str) -> Catalogue:
                 (t["segment_entry"]["segmentation"], t["segment_entry"]["segment"])
                 if "segment_entry" in t else None,
                 tuple(t.get("slots", ())),
-                compile_condition(t["when"]) if "when" in t else None)
+                compile_condition(t["when"]) if "when" in t else None,
+                After(t["after"]["event"], float(t["after"]["minutes"]),
+                      tuple(t["after"].get("unless", ()))) if "after" in t else None,
+                tuple(Hop(h["slot"], float(h["after_hours"])) for h in t.get("cascade") or ()))
         for t in data["triggers"]
     )
     caps = {}
@@ -400,8 +452,12 @@ def describe(cat: Catalogue, source: str | Path) -> str:
     lines += ["", f"triggers ({len(cat.triggers)}):"]
     for t in cat.triggers:
         on = (f"event {t.event}" if t.event else
-              f"entering {t.segment_entry[0]} {t.segment_entry[1]}" if t.segment_entry else "")
-        lines.append(f"  {t.id:<20} {on} -> {', '.join(t.slots) or 'the requested slot'}")
+              f"entering {t.segment_entry[0]} {t.segment_entry[1]}" if t.segment_entry else
+              f"{t.after.minutes:g} min after {t.after.event}"
+              + (f" unless {', '.join(t.after.unless)}" if t.after.unless else "")
+              if t.after else "")
+        then = "".join(f", then {h.slot} after {h.after_hours:g} h" for h in t.cascade)
+        lines.append(f"  {t.id:<20} {on} -> {', '.join(t.slots) or 'the requested slot'}{then}")
     lines += ["", "caps:"]
     for channel, cap in cat.caps.items():
         quiet = (f", quiet {cap.quiet_hours[0] // 60:02d}:{cap.quiet_hours[0] % 60:02d}-"

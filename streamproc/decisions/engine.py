@@ -71,6 +71,9 @@ from streamproc.decisions.record import (
 )
 from streamproc.errors import StreamprocError
 
+# The type of a timer's synthetic event (streamproc.decisions.timers).
+TIMER = "timer"
+
 # Who gets which arm of an experiment: streamproc.decisions.experiments.assign.
 Assign = Callable[[str, dict[str, Any]], str]
 
@@ -79,7 +82,7 @@ PERSONALISATION = "personalisation"
 # What feedback teaches the learning chooser: a click or a conversion is a success, an
 # unsubscribe or a dismissal a failure; impressions and opens teach nothing by themselves.
 REWARDS = {"click": 1.0, "conversion": 1.0, "unsubscribe": 0.0, "dismiss": 0.0}
-NEUTRAL_POLICY, REUSE_POLICY = "neutral", "reuse"
+NEUTRAL_POLICY, REUSE_POLICY, CASCADE_POLICY = "neutral", "reuse", "cascade"
 
 
 class UnknownSlotError(StreamprocError):
@@ -120,6 +123,10 @@ def _neutral(cat: Catalogue, slot: Slot, *reasons: str) -> _Choice:
 
 def _occasion(trigger: Trigger, src: Source, data: Mapping[str, Any]) -> str:
     """What happened, in words: ``homepage_hero requested on a home page``."""
+    if trigger.after is not None and src.type == TIMER:
+        after = trigger.after
+        unless = f" without {' or '.join(after.unless)}" if after.unless else ""
+        return f"{after.minutes:g} min of event time since the last {after.event}{unless}"
     if trigger.segment_entry is not None:
         return f"entered {trigger.segment_entry[0]} {trigger.segment_entry[1]}"
     if src.type == SLOT_REQUEST:
@@ -154,6 +161,8 @@ class Engine:
         out = []
         entered = {(m["segmentation"], m["to"]) for m in moves if m.get("to") is not None}
         for t in cat.triggers:
+            if t.after is not None:
+                continue  # a timer: streamproc.decisions.timers fires it
             if t.event is not None and t.event != src.type:
                 continue
             if t.segment_entry is not None and t.segment_entry not in entered:
@@ -193,12 +202,36 @@ class Engine:
                 out.lessons.append(lesson)
         return out
 
+    def decide_timer(self, p: Profile, src: Source, trigger: Trigger, slots: tuple[str, ...],
+                     now_ms: int | None = None,
+                     model_versions: Mapping[str, str] | None = None, *,
+                     check_when: bool = True, carry: str | None = None,
+                     note: str | None = None) -> Outcome:
+        """The decision of a timer that fired (:mod:`.timers`): a trigger's ``after`` timer
+        (its ``when`` checked now), or a step of its cascade (``slots`` = the step's slot,
+        ``carry`` = the action of the step before, ``note`` = why this step)."""
+        cat = self.current()
+        out = Outcome()
+        if check_when and trigger.when is not None and not trigger.when(p, src.ts_ms):
+            return out
+        exposure.forget_stale(p, src.ts_ms, lambda a: cat.actions[a].freshness_ms
+                              if a in cat.actions else None)
+        versions = {"catalogue": cat.version, "chooser": self.chooser.version,
+                    **(model_versions or {})}
+        record, lesson = self._decide_one(cat, p, src, {}, trigger, slots, now_ms, versions,
+                                          carry=carry, note=note)
+        out.records.append(record)
+        if lesson is not None:
+            out.lessons.append(lesson)
+        return out
+
     def _decide_one(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
                     trigger: Trigger, slots: tuple[str, ...], now_ms: int | None,
-                    versions: Mapping[str, str]) -> tuple[dict[str, Any], Lesson | None]:
+                    versions: Mapping[str, str], carry: str | None = None,
+                    note: str | None = None) -> tuple[dict[str, Any], Lesson | None]:
         did = decision_id(src.customer_id, src.event_id, trigger.id)
         now = local_time(p, src.ts_ms)
-        reasons = [f"trigger {trigger.id}: {_occasion(trigger, src, data)}"]
+        reasons = [note or f"trigger {trigger.id}: {_occasion(trigger, src, data)}"]
         if now.note:
             reasons.append(now.note)
         slot: Slot | None = None
@@ -218,13 +251,13 @@ class Engine:
                              ["every channel closed: nothing shown or sent"])
         else:
             context = f"{slot.id}:{segments.get(cat.context, 'none')}"
-            choice, experiment = self._choose(cat, p, src, data, slot, context, did)
+            choice, experiment = self._choose(cat, p, src, data, slot, context, did, carry)
         action = choice.action
         params = params_of(p, action, data) if action.params_from else dict(action.params)
         personalised = not action.neutral and action is not NONE_ACTION
         if action is not NONE_ACTION:
             capped = slot.is_message or slot.channel in cat.caps
-            picked = choice.pick.policy not in (NEUTRAL_POLICY, REUSE_POLICY)
+            picked = choice.pick.policy not in (NEUTRAL_POLICY, REUSE_POLICY, CASCADE_POLICY)
             exposure.record(p, did, action.id, slot.id, context,
                             experiment["arm"] if experiment else "", choice.pick.propensity,
                             src.ts_ms,
@@ -264,7 +297,8 @@ class Engine:
         return record, lesson
 
     def _choose(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
-                slot: Slot, context: str, did: str) -> tuple[_Choice, dict[str, str] | None]:
+                slot: Slot, context: str, did: str,
+                carry: str | None = None) -> tuple[_Choice, dict[str, str] | None]:
         problem = consent_problem(p, PERSONALISATION, cat.opt_out)
         if problem:
             return _neutral(cat, slot, f"{problem}: neutral {slot.neutral} instead"), None
@@ -280,7 +314,13 @@ class Engine:
                 return _neutral(cat, slot, f"experiment {spec['id']}: {what}, neutral "
                                            f"{slot.neutral}"), experiment
             chooser = self.uniform if policy == "uniform" else self.chooser
-        eligible, excluded, data_issues, reusable = self._candidates(cat, p, src, data, slot)
+        eligible, excluded, data_issues, reusable = self._candidates(cat, p, src, data, slot,
+                                                                     carry)
+        carried = next((a for a in eligible if a.id == carry), None)
+        if carried is not None:  # a cascade step follows its message up on this channel
+            return _Choice(carried, Pick(carried.id, 1.0, CASCADE_POLICY),
+                           [f"cascade: {carried.id} followed up by {slot.channel}"],
+                           [a.id for a in eligible]), experiment
         if not eligible:
             shown = [*data_issues, *excluded][:5]
             return _neutral(cat, slot, (f"no eligible action for {slot.id}: neutral "
@@ -304,8 +344,8 @@ class Engine:
         return _Choice(chosen, pick, why, ids, learning=chooser is self.chooser), experiment
 
     def _candidates(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
-                    slot: Slot) -> tuple[list[Action], list[str], list[str],
-                                         tuple[Action, int] | None]:
+                    slot: Slot, carry: str | None = None
+                    ) -> tuple[list[Action], list[str], list[str], tuple[Action, int] | None]:
         eligible: list[Action] = []
         excluded: list[str] = []
         data_issues: list[str] = []
@@ -331,7 +371,7 @@ class Engine:
             if problem:
                 data_issues.append(f"{a.id}: {problem}")
                 continue
-            seen = exposure.last_seen(p, a.id)
+            seen = None if a.id == carry else exposure.last_seen(p, a.id)
             if seen is not None and ts - seen[0] < a.freshness_ms:
                 if slot.is_message or seen[1] != slot.id:
                     excluded.append(f"{a.id}: shown in {seen[1]} {hours_text(ts - seen[0])} "

@@ -54,6 +54,23 @@ def latest_decisions_key(customer_id: str) -> str:
     return f"sp:{{{validate_customer_id(customer_id)}}}:decisions"
 
 
+def timer_index_key(app_id: str, partition: int) -> str:
+    """The sorted set of the timers armed by events of input partition ``partition``: members
+    ``<customer id>|<timer name>|<due ms>``, scored by the due time
+    (:mod:`streamproc.decisions.timers`). Per app id and partition number, with the partition's
+    watermark in the same hash slot.
+
+    >>> timer_index_key("streamproc", 3), timer_watermark_key("streamproc", 3)
+    ('sp:timers:{streamproc:3}:due', 'sp:timers:{streamproc:3}:wm')
+    """
+    return f"sp:timers:{{{validate_name('app id', app_id)}:{int(partition)}}}:due"
+
+
+def timer_watermark_key(app_id: str, partition: int) -> str:
+    """The latest event time (ms) seen on partition ``partition`` of any input topic."""
+    return f"sp:timers:{{{validate_name('app id', app_id)}:{int(partition)}}}:wm"
+
+
 def customer_keys(customer_id: str) -> list[str]:
     """Every key that may hold data about a customer (for access and erasure)."""
     return [customer_key(customer_id), latest_decisions_key(customer_id)]

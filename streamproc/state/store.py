@@ -12,39 +12,70 @@ yet); the processor then reads again and recomputes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
 from streamproc.state.document import unpack_doc, unpack_outbox
-from streamproc.state.keys import HISTOGRAMS, customer_key, customer_keys, histogram_key
+from streamproc.state.keys import (
+    HISTOGRAMS,
+    customer_key,
+    customer_keys,
+    histogram_key,
+    timer_index_key,
+    timer_watermark_key,
+)
 
-# KEYS: the customer's hash, then one histogram hash per RFM dimension (streamproc.state.keys).
-# ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), then the customer's
-# new bucket in each histogram ('' when it has none). The customer's current buckets live in the
-# hash fields h1..hN, so moving between buckets (and erasing) is exact and idempotent: the
-# histograms count every customer once, updated in the same atomic step as the state.
+# KEYS: the customer's hash, one histogram hash per RFM dimension (streamproc.state.keys), then
+# the timer index (streamproc.decisions.timers) of each entry to add, then of each to remove.
+# ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), the number of
+# histograms N, the customer's new bucket in each ('' when it has none), the customer's timer
+# index entries after the write (field ``tidx``, what an erasure removes), the number of entries
+# to add, then (member, due) per entry to add and the member of each entry to remove.
+# The customer's current buckets live in the hash fields h1..hN, so moving between buckets (and
+# erasing) is exact and idempotent: the histograms count every customer once, updated in the
+# same atomic step as the state; so are the customer's timers.
 _CAS_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'ver')
 if (current or '0') ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'ver', ARGV[3], 'outbox', ARGV[4])
-for i = 2, #KEYS do
-  local field = 'h' .. (i - 1)
+local n = tonumber(ARGV[6])
+for i = 1, n do
+  local field = 'h' .. i
   local old = redis.call('HGET', KEYS[1], field) or ''
-  local new = ARGV[4 + i]
+  local new = ARGV[6 + i]
   if old ~= new then
-    if old ~= '' then redis.call('HINCRBY', KEYS[i], old, -1) end
+    if old ~= '' then redis.call('HINCRBY', KEYS[1 + i], old, -1) end
     if new ~= '' then
-      redis.call('HINCRBY', KEYS[i], new, 1)
+      redis.call('HINCRBY', KEYS[1 + i], new, 1)
       redis.call('HSET', KEYS[1], field, new)
     else
       redis.call('HDEL', KEYS[1], field)
     end
   end
+end
+local a = 7 + n
+if ARGV[a] ~= '' then
+  redis.call('HSET', KEYS[1], 'tidx', ARGV[a])
+else
+  redis.call('HDEL', KEYS[1], 'tidx')
+end
+local adds = tonumber(ARGV[a + 1])
+local k = 2 + n
+local arg = a + 2
+for i = 1, adds do
+  redis.call('ZADD', KEYS[k], ARGV[arg + 1], ARGV[arg])
+  k = k + 1
+  arg = arg + 2
+end
+while k <= #KEYS do
+  redis.call('ZREM', KEYS[k], ARGV[arg])
+  k = k + 1
+  arg = arg + 1
 end
 if tonumber(ARGV[5]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -53,18 +84,42 @@ return 1
 """
 
 # KEYS as above, then every other key of the customer. Takes the customer out of the
-# histograms and deletes all its keys; returns how many keys existed.
+# histograms and its timer index entries (field tidx: lines of "index key <TAB> member") and
+# deletes all its keys; returns how many keys existed.
 _ERASE_SCRIPT = """
 local n = 0
 for i = 2, #KEYS do
   local old = redis.call('HGET', KEYS[1], 'h' .. (i - 1))
   if old then redis.call('HINCRBY', KEYS[i], old, -1) end
 end
+local tidx = redis.call('HGET', KEYS[1], 'tidx')
+if tidx then
+  for line in string.gmatch(tidx, '[^\\n]+') do
+    local tab = string.find(line, '\\t', 1, true)
+    if tab then redis.call('ZREM', string.sub(line, 1, tab - 1), string.sub(line, tab + 1)) end
+  end
+end
 n = n + redis.call('DEL', KEYS[1])
 for i = 1, #ARGV do
   n = n + redis.call('DEL', ARGV[i])
 end
 return n
+"""
+
+# KEYS: a partition's watermark and its timer index. ARGV: the latest event time of the batch
+# on that partition (ms), the lateness allowed (ms), the most entries to return. Raises the
+# watermark (never lowers it) and returns it, then the entries due by watermark - lateness.
+_DUE_SCRIPT = """
+local wm = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seen = tonumber(ARGV[1])
+if seen > wm then
+  wm = seen
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', wm - tonumber(ARGV[2]),
+                       'LIMIT', 0, tonumber(ARGV[3]))
+table.insert(due, 1, tostring(wm))
+return due
 """
 
 
@@ -84,6 +139,25 @@ class Write:
     # The customer's bucket in each histogram of HISTOGRAMS ('' = not counted), and the expiry.
     buckets: tuple[str, ...] = ()
     ttl_ms: int = 0
+    # Timer index entries (streamproc.decisions.timers): all of the customer's after the write,
+    # those to add (index key, member, due ms) and those to remove (index key, member).
+    timers: tuple[tuple[str, str], ...] = ()
+    timers_add: tuple[tuple[str, str, int], ...] = ()
+    timers_remove: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimers:
+    """What one partition's timer index holds due: the partition's watermark and the entries."""
+
+    partition: int
+    watermark_ms: int
+    members: list[str]
+
+
+def timer_lines(entries: Sequence[tuple[str, str]]) -> str:
+    """The ``tidx`` field: one "index key TAB member" line per timer index entry."""
+    return "\n".join(f"{key}\t{member}" for key, member in entries)
 
 
 class Store(Protocol):
@@ -101,6 +175,16 @@ class Store(Protocol):
 
     async def histograms(self) -> dict[str, dict[str, int]]:
         """Every histogram of HISTOGRAMS: bucket -> customers in it."""
+        ...
+
+    async def due_timers(self, app_id: str, seen: Mapping[int, int], lateness_ms: int,
+                         limit: int) -> list[DueTimers]:
+        """Raise each partition's watermark to the latest event time ``seen`` on it and return
+        the timer index entries due by watermark - lateness (at most ``limit`` a partition)."""
+        ...
+
+    async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Remove fired timers' index entries (index key, member), once their outputs are out."""
         ...
 
     async def close(self) -> None: ...
@@ -121,6 +205,7 @@ class RedisStore:
         self.client = client
         self._cas = client.register_script(_CAS_SCRIPT)
         self._erase = client.register_script(_ERASE_SCRIPT)
+        self._due = client.register_script(_DUE_SCRIPT)
         self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
 
     @classmethod
@@ -143,10 +228,14 @@ class RedisStore:
             # Queues an EVALSHA on the pipeline; execute() loads the script first if Redis
             # lost it (NOSCRIPT after a restart).
             buckets = w.buckets or ("",) * len(HISTOGRAMS)
+            adds = [a for key, member, due in w.timers_add for a in (member, due)]
             await self._cas(
-                keys=[customer_key(w.customer_id), *self._histogram_keys],
+                keys=[customer_key(w.customer_id), *self._histogram_keys,
+                      *(key for key, _, _ in w.timers_add),
+                      *(key for key, _ in w.timers_remove)],
                 args=[w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
-                      *buckets],
+                      len(buckets), *buckets, timer_lines(w.timers), len(w.timers_add), *adds,
+                      *(member for _, member in w.timers_remove)],
                 client=pipe,
             )
         results = await pipe.execute()
@@ -169,6 +258,26 @@ class RedisStore:
             for name, row in zip(HISTOGRAMS, rows, strict=True)
         }
 
+    async def due_timers(self, app_id: str, seen: Mapping[int, int], lateness_ms: int,
+                         limit: int) -> list[DueTimers]:
+        pipe = self.client.pipeline(transaction=False)
+        partitions = sorted(seen)
+        for partition in partitions:
+            await self._due(keys=[timer_watermark_key(app_id, partition),
+                                  timer_index_key(app_id, partition)],
+                            args=[seen[partition], lateness_ms, limit], client=pipe)
+        rows = await pipe.execute()
+        return [DueTimers(partition, int(row[0]), [m.decode() for m in row[1:]])
+                for partition, row in zip(partitions, rows, strict=True)]
+
+    async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, member in entries:
+            pipe.zrem(key, member)
+        await pipe.execute()
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -181,6 +290,10 @@ class MemoryStore:
         self.buckets: dict[str, tuple[str, ...]] = {}
         self.hist: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
         self.round_trips = 0
+        # Timer indexes (key -> member -> due), watermarks (key -> ms), tidx per customer key.
+        self.zsets: dict[str, dict[str, int]] = {}
+        self.strings: dict[str, int] = {}
+        self.tidx: dict[str, tuple[tuple[str, str], ...]] = {}
 
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         self.round_trips += 1
@@ -198,6 +311,11 @@ class MemoryStore:
                 continue
             self.rows[key] = Stored(w.expected_version + 1, w.doc, w.outbox)
             self._move(key, w.buckets or ("",) * len(HISTOGRAMS))
+            self.tidx[key] = w.timers
+            for index, member, due in w.timers_add:
+                self.zsets.setdefault(index, {})[member] = due
+            for index, member in w.timers_remove:
+                self.zsets.get(index, {}).pop(member, None)
         return lost
 
     def _move(self, key: str, new: tuple[str, ...]) -> None:
@@ -216,11 +334,30 @@ class MemoryStore:
 
     async def erase(self, customer_id: str) -> int:
         self._move(customer_key(customer_id), ("",) * len(HISTOGRAMS))
+        for index, member in self.tidx.pop(customer_key(customer_id), ()):
+            self.zsets.get(index, {}).pop(member, None)
         return sum(self.rows.pop(k, None) is not None for k in customer_keys(customer_id))
 
     async def histograms(self) -> dict[str, dict[str, int]]:
         return {name: {b: n for b, n in counts.items() if n > 0}
                 for name, counts in self.hist.items()}
+
+    async def due_timers(self, app_id: str, seen: Mapping[int, int], lateness_ms: int,
+                         limit: int) -> list[DueTimers]:
+        self.round_trips += 1
+        out = []
+        for partition in sorted(seen):
+            wm_key = timer_watermark_key(app_id, partition)
+            wm = self.strings[wm_key] = max(self.strings.get(wm_key, 0), seen[partition])
+            index = self.zsets.get(timer_index_key(app_id, partition), {})
+            due = sorted((d, m) for m, d in index.items() if d <= wm - lateness_ms)[:limit]
+            out.append(DueTimers(partition, wm, [m for _, m in due]))
+        return out
+
+    async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
+        self.round_trips += 1
+        for index, member in entries:
+            self.zsets.get(index, {}).pop(member, None)
 
     async def close(self) -> None:
         return None

@@ -6,7 +6,13 @@ import uuid
 
 import pytest
 
-from streamproc.state.keys import HISTOGRAMS, customer_key, histogram_key
+from streamproc.state.keys import (
+    HISTOGRAMS,
+    customer_key,
+    histogram_key,
+    timer_index_key,
+    timer_watermark_key,
+)
 from streamproc.state.store import RedisStore, Write
 
 pytestmark = pytest.mark.integration
@@ -68,3 +74,32 @@ async def test_a_lost_script_cache_is_reloaded(store, test_redis):
     a = cid()
     assert await store.save([Write(a, 0, b"{}", b"[]")]) == []
     assert (await store.load([a]))[a].version == 1
+
+
+async def test_timer_index_entries_move_with_the_state_and_erase_removes_them(store,
+                                                                              test_redis):
+    a, app = cid(), f"app-{uuid.uuid4().hex[:6]}"
+    k0, k1 = timer_index_key(app, 0), timer_index_key(app, 1)
+    first = (k0, f"{a}|cart|100")
+    await store.save([Write(a, 0, b"{}", b"[]", timers=(first,),
+                            timers_add=((*first, 100),))])
+    assert await test_redis.zrange(k0, 0, -1, withscores=True) == [(first[1].encode(), 100.0)]
+    # The timer moved to partition 1, due 50: one entry added, the old one removed, atomically.
+    second = (k1, f"{a}|cart|50")
+    assert await store.save([Write(a, 1, b"{}", b"[]", timers=(second,),
+                                   timers_add=((*second, 50),), timers_remove=(first,))]) == []
+    assert await test_redis.zcard(k0) == 0 and await test_redis.zscore(k1, second[1]) == 50
+    # A stale writer changes nothing, not even the index.
+    assert await store.save([Write(a, 1, b"{}", b"[]", timers=(), timers_remove=(second,))]) \
+        == [a]
+    assert await test_redis.zcard(k1) == 1
+    # Watermarks only rise; entries come due by watermark - lateness.
+    [due] = await store.due_timers(app, {1: 40}, 0, 10)
+    assert (due.watermark_ms, due.members) == (40, [])
+    [due] = await store.due_timers(app, {1: 70}, 20, 10)
+    assert (due.watermark_ms, due.members) == (70, [second[1]])
+    [due] = await store.due_timers(app, {1: 10}, 0, 10)
+    assert due.watermark_ms == 70
+    assert await store.erase(a) == 1
+    assert await test_redis.zcard(k1) == 0
+    await test_redis.delete(k0, k1, timer_watermark_key(app, 1))

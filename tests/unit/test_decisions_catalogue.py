@@ -90,7 +90,7 @@ def test_json_catalogues_load_too(tmp_path: Path) -> None:
     (lambda d: d["triggers"][3]["segment_entry"].update(segment="boiling"),
      "triggers[3].segment_entry.segment: intent has no segment 'boiling'"),
     (lambda d: d["triggers"][3].update(event="purchase"),
-     "triggers[3]: give exactly one of event or segment_entry"),
+     "triggers[3]: give exactly one of event, segment_entry or after"),
     (lambda d: d["caps"].update(fax={"per_day": 1}), "caps.fax: unknown channel"),
     (lambda d: d["caps"]["sms"].update(quiet_hours=["25:00", "09:00"]),
      "caps.sms.quiet_hours[0]: must match pattern"),
