@@ -13,10 +13,10 @@ Three per-event hooks run after the profile took an event: a :class:`Scorer` (th
 models: purchase intent, lifetime value, clusters; :mod:`streamproc.intent`), a
 :class:`Segmenter` (which sees the new scores) and the decision
 :class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
-scorer's observations (for the learner, :mod:`streamproc.learner`) go to the learning topic
-through the outbox like the decisions, once the customer's state write succeeded; the engine's
-lessons for its chooser are learnt then too, and the decisions published are also kept as the
-customer's latest per slot (:mod:`streamproc.decisions.latest`).
+scorer's observations (for the learner, :mod:`streamproc.learner`) and the engine's lessons for
+the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic through the
+outbox like the decisions, once the customer's state write succeeded; the decisions published
+are also kept as the customer's latest per slot (:mod:`streamproc.decisions.latest`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from streamproc.decisions.record import Source
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
+from streamproc.observations import lesson_record
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.profile import (
@@ -136,6 +137,15 @@ def trigger_of(event: Event) -> dict[str, Any]:
     }
 
 
+def lesson_outputs(event: Event, lessons: Sequence[Lesson]) -> list[dict[str, Any]]:
+    """The engine's lessons as learning-topic observations, for the one learner's bandit."""
+    msg = event.message
+    trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+    return [{"topic": "learning",
+             "record": lesson_record(event.customer_id, event.event_id, event.ts_ms, le, trigger)}
+            for le in lessons]
+
+
 def source_of(event: Event) -> Source:
     msg = event.message
     return Source(event.type, event.event_id, event.customer_id, event.data["ts"], event.ts_ms,
@@ -157,8 +167,6 @@ class _CustomerOutcome:
     # customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
-    # The chooser's lessons, learnt once the write is saved.
-    lessons: list[Lesson] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
@@ -232,8 +240,6 @@ class Processor:
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
-                if outcome.lessons:
-                    self.engine.learn(outcome.lessons)
                 key = cid.encode()
                 targets = {"decisions": result.decisions, "segments": result.segments,
                            "learning": result.learning}
@@ -258,9 +264,6 @@ class Processor:
             )
         if decided and self.latest is not None:
             await self.latest.save(decided, now_ms)
-        watermark = max((e.ts_ms for events in by_customer.values() for e in events), default=0)
-        if watermark:
-            self.engine.advance(watermark)
         # Observations in the order their events were read, not grouped by customer: the
         # learner's watermark follows each partition's event time (streamproc.models.join).
         order = sorted(range(len(read_order)), key=read_order.__getitem__)
@@ -318,13 +321,14 @@ class Processor:
                 moves = self.segmenter.update(p, event, trigger_of(event))
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 if event.type == "feedback":
-                    out.lessons.extend(self.engine.feedback(p, event.data, event.ts_ms))
+                    out.outputs.extend(lesson_outputs(
+                        event, self.engine.feedback(p, event.data, event.ts_ms)))
                 # Asked per event: the reload timer may swap the served model between batches'
                 # awaits, and the record names the model that scored this event.
                 decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
                                              self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
-                out.lessons.extend(decided.lessons)
+                out.outputs.extend(lesson_outputs(event, decided.lessons))
             except StreamprocError as exc:  # bad input the schema could not catch (a slot
                 # the catalogue does not have): dead-lettered with its reason, no traceback
                 log.warning("%s %s dead-lettered: %s", event.type, event.event_id, exc)
