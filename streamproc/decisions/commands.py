@@ -190,14 +190,16 @@ def add_commands(sub: Any) -> None:
         "95%% intervals and the effective sample size. Control-group and non-personalised "
         "decisions are left out. " + SOURCES_HELP,
         epilog="Candidates: uniform (each eligible action alike), bandit (the learning "
-        "bandit's snapshot in Redis, or --bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), "
+        "bandit the workers serve, from the learner's model snapshot in Redis, or "
+        "--bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), "
         "action:ID (always that action). Example: streamproc evaluate --candidate bandit "
         "--candidate action:cart_reminder --reward click")
     _add_sources(p)
     p.add_argument("--candidate", action="append", metavar="POLICY",
                    help="uniform, bandit or action:ID; repeat to compare (default: uniform)")
     p.add_argument("--bandit-snapshot", type=Path, metavar="FILE",
-                   help="a signed bandit snapshot file instead of the one in Redis")
+                   help="a signed snapshot file (the learner's model snapshot, or a bandit's "
+                   "own) instead of the one in Redis")
     p.add_argument("--reward", choices=["conversion", "click", "revenue"],
                    default="conversion", help="what counts as the reward (default: conversion)")
     p.add_argument("--context", default="context", metavar="PATH",
@@ -220,14 +222,16 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
-        "bandit", help="print what the learning bandit has learnt (its latest snapshot)",
-        description="Read the bandit's snapshot from Redis (or --snapshot FILE), verify its "
-        "signature with STREAMPROC_MODEL_SECRET and print, as JSON, per context and action the "
-        "outcomes learnt and the posterior success rate, with the rewards learnt, the "
-        "decisions still awaiting theirs and those closed as zero after the wait. Exits 2 when "
-        "there is no snapshot or it cannot be trusted.")
+        "bandit", help="print what the learning bandit has learnt (the one the workers serve)",
+        description="Read the learner's model snapshot from Redis (or --snapshot FILE), "
+        "verify its signature with STREAMPROC_MODEL_SECRET and print, as JSON, the bandit it "
+        "serves: per context and action the outcomes learnt and the posterior success rate, "
+        "with the snapshot's version, the rewards learnt, the decisions still awaiting theirs, "
+        "those closed as zero after the wait and the copies dropped. Exits 2 when there is no "
+        "snapshot or it cannot be trusted.")
     p.add_argument("--snapshot", type=Path, metavar="FILE",
-                   help="a signed bandit snapshot file instead of the one in Redis")
+                   help="a signed snapshot file (the learner's model snapshot, or a bandit's "
+                   "own) instead of the one in Redis")
     p.set_defaults(func=cmd_bandit)
 
     p = sub.add_parser(
