@@ -431,3 +431,23 @@ async def test_a_snapshot_from_before_the_shared_bandit_is_restored_with_a_fresh
     ln = Learner(SETTINGS, models, clock=Clock())
     assert await ln.restore() == 500
     assert ln.state.bandit.chooser.updates == 0 and ln.state.intent.n == old.state.intent.n
+
+
+async def test_a_pick_without_reward_closes_as_zero_when_the_learners_watermark_passes_its_wait():
+    ln = bandit_learner()
+    wait, lateness = 30 * MIN, 60_000
+    x = dict.fromkeys(FEATURE_NAMES, 0.0)
+
+    def traffic(ts: int) -> bytes:  # both source partitions at event time ``ts``
+        return pack_batch([orjson.dumps(score_record("c9", f"s{ts}", ts, x, 0.5, 0, BROWSING)),
+                           orjson.dumps(purchase_record("c9", f"p{ts}", ts, PURCHASES))])
+
+    pick = Lesson("expect", "d1", "a", "x", 5 * MIN)
+    log = [traffic(5 * MIN), pack_batch([orjson.dumps(lesson_record(
+        "c1", "e1", 5 * MIN, pick, BROWSING))]), traffic(5 * MIN + wait + lateness - 1)]
+    feed(ln, log)
+    assert ln.state.join.watermark == 5 * MIN + wait - 1
+    assert ln.state.bandit.chooser.pending == 1  # the wait is not over by the watermark
+    ln.apply(3, traffic(5 * MIN + wait + lateness))
+    assert ln.state.bandit.chooser.pending == 0 and ln.stats()["bandit_expired"] == 1
+    assert ln.state.bandit.chooser.posterior("x", "a") == (1.0, 2.0)
