@@ -18,8 +18,7 @@ import redis.asyncio as aioredis
 
 from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
-from streamproc.blobs import RedisBlobs
-from streamproc.decisions.keeper import BanditKeeper
+from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.latest import RedisLatest
 from streamproc.emitter import KafkaEmitter
 from streamproc.events.codec import RawMessage
@@ -104,8 +103,8 @@ def create_app(
     engine = default_engine(settings)  # the catalogue likewise
 
     # The model store and the scorer are made in the agent (the Redis client belongs to the
-    # worker's event loop); the learner hands its models to this process's scorer only when
-    # there is no secret (no snapshots to reload from).
+    # worker's event loop); the learner hands its models (the bandit too) to this process's
+    # scorer only when there is no secret (no snapshots to reload from).
     def adopt_locally(served: ServedModels, version: int, created_ms: int) -> None:
         scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
         if scorer is not None:
@@ -113,17 +112,15 @@ def create_app(
 
     async def process_events(stream: faust.StreamT) -> None:
         store = make_store()
-        # Model snapshots, the bandit's snapshot and the latest decisions live in the state's
-        # Redis (none with another store: unit tests).
+        # Model snapshots and the latest decisions live in the state's Redis (none with another
+        # store: unit tests).
         client = store.client if isinstance(store, RedisStore) else None
         models = None if client is None else RedisModelStore(client, settings.app_id)
-        scorer = IntentScorer(settings, models)
+        # The learning bandit picks among eligible actions: the learner's, served with the
+        # models (a fresh one until the first snapshot is served).
+        engine.chooser = bandit = ThompsonChooser.from_settings(settings)
+        scorer = IntentScorer(settings, models, bandit=bandit)
         app.streamproc_scorer = scorer
-        # The learning bandit picks among eligible actions.
-        bandit = BanditKeeper(settings, None if client is None else RedisBlobs(client))
-        await bandit.refresh()
-        engine.chooser = bandit.chooser
-        app.streamproc_bandit = bandit  # type: ignore[attr-defined]
         latest = None if client is None else RedisLatest(client)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine, latest=latest)
@@ -131,12 +128,9 @@ def create_app(
         try:
             await consume(batches, processor, out, stats, metrics)
         finally:
-            try:
-                await bandit.checkpoint(force=True)  # what it learnt since the last snapshot
-            finally:
-                await processor.store.close()
-                if isinstance(out, KafkaEmitter):
-                    await out.close()
+            await processor.store.close()
+            if isinstance(out, KafkaEmitter):
+                await out.close()
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
 
@@ -167,16 +161,6 @@ def create_app(
     app.timer(float(settings.model_reload_seconds), name="streamproc.reload_models")(
         reload_models)
 
-    if settings.model_secret:
-        # The learning bandit's snapshot, every STREAMPROC_MODEL_SNAPSHOT_SECONDS when it
-        # learnt something.
-        async def snapshot_bandit() -> None:
-            bandit: BanditKeeper | None = getattr(app, "streamproc_bandit", None)
-            if bandit is not None:
-                await bandit.checkpoint()
-
-        app.timer(float(settings.model_snapshot_seconds),
-                  name="streamproc.snapshot_bandit")(snapshot_bandit)
     if store_factory is None:  # a real Redis: heartbeats and the readiness probe use it
         _add_operations(app, settings, stats, metrics, options["web_enabled"],
                         worker_id)

@@ -25,6 +25,11 @@ written. A snapshot whose signature does not verify is refused (never unpickled)
 per version, and the worker keeps the model it has. Without ``STREAMPROC_MODEL_SECRET`` there
 are no snapshots: the learner hands its model to the scorer of its own process only (see
 ``adopt``), other workers score with an untrained model and store no score.
+
+The snapshot also carries the learner's bandit (a serving copy: posteriors, outcome counts, kept
+vectors): given the engine's chooser (``bandit=``), :meth:`IntentScorer.adopt` swaps it in
+place, so every worker picks with the bandit learnt from every worker's feedback, and decisions
+name its version (``model_versions.bandit``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.events.codec import Event
 from streamproc.models.clusters import BehaviourClusters
 from streamproc.models.features import EVENT_TYPES, behaviour_vector, intent_features
@@ -63,12 +69,15 @@ class ServedModels:
 
     def __init__(self, intent: IntentModel, learner: dict[str, int] | None = None,
                  ltv: LifetimeValue | None = None,
-                 clusters: BehaviourClusters | None = None) -> None:
+                 clusters: BehaviourClusters | None = None,
+                 bandit: ThompsonChooser | None = None) -> None:
         self.intent = intent
         # The learner's figures when it wrote the snapshot (offset, pending labels, ...).
         self.learner = learner or {}
         self.ltv = ltv or LifetimeValue()
         self.clusters = clusters or BehaviourClusters()
+        # The decision engine's bandit, without its open expectations (the learner keeps them).
+        self.bandit = bandit
 
 
 def load_served(blob: bytes, secret: bytes) -> tuple[int, ServedModels]:
@@ -102,12 +111,16 @@ class IntentScorer:
         models: ModelStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         min_labels: int = MIN_LABELS,
+        bandit: ThompsonChooser | None = None,
     ) -> None:
         config = SegmentConfig()
         self.thresholds = (config.intent_warm, config.intent_hot)
         self.model = IntentModel(thresholds=self.thresholds)
         self.ltv = LifetimeValue()
         self.clusters = BehaviourClusters()
+        # The engine's learning chooser: each served snapshot's bandit replaces its state.
+        self.bandit = bandit
+        self.bandit_version = 0
         self.version = 0
         self.created_ms = 0
         self.secret = settings.model_secret.encode()
@@ -156,6 +169,12 @@ class IntentScorer:
         self.model = served.intent
         self.ltv = getattr(served, "ltv", None) or LifetimeValue()  # older snapshots: priors
         self.clusters = getattr(served, "clusters", None) or BehaviourClusters()
+        bandit: ThompsonChooser | None = getattr(served, "bandit", None)
+        if self.bandit is not None and bandit is not None:
+            # In place (the engine holds this object), in one step that no pick can straddle:
+            # a decision's propensity is that of the copy it was picked with.
+            self.bandit.take_over(bandit)
+            self.bandit_version = version
         self.version = version
         self.created_ms = created_ms
         self.reloads += 1
@@ -164,13 +183,17 @@ class IntentScorer:
 
     def model_versions(self) -> dict[str, str]:
         """The versions used, for the decision record (none before a model is served)."""
-        return {"intent": f"v{self.version}"} if self.version else {}
+        versions = {"intent": f"v{self.version}"} if self.version else {}
+        if self.bandit_version:
+            versions["bandit"] = f"v{self.bandit_version}"
+        return versions
 
     def stats(self) -> dict[str, float]:
         """Figures of the served model, for the metrics endpoint and ``streamproc models``.
 
         ``intent_*`` are the learner's progressive-validation figures as of the served
-        snapshot; ``snapshot_age_s`` is the age of that snapshot (-1 before one is served).
+        snapshot; ``snapshot_age_s`` is the age of that snapshot (-1 before one is served);
+        ``bandit_outcomes`` the outcomes (rewards and zeros) the served bandit learnt from.
         """
         m = self.model.stats()
         age = (time.time() * 1000 - self.created_ms) / 1000 if self.created_ms else -1.0
@@ -185,6 +208,8 @@ class IntentScorer:
             "drift_detections_total": float(m["detections"]),
             "model_reloads_total": float(self.reloads),
             "model_refusals_total": float(self.refused),
+            "bandit_version": float(self.bandit_version),
+            "bandit_outcomes": float(self.bandit.updates if self.bandit is not None else 0),
         }
 
     # -- per event ---------------------------------------------------------------------------

@@ -14,10 +14,14 @@ takes over. The learner:
   customers who never come back);
 * learns each label with progressive validation (``IntentModel.observe``: the score the worker
   gave is judged before learning) and ADWIN drift detection (a drift is logged and counted);
+* learns the decision engine's bandit from every worker's lessons (``expect`` and ``reward``
+  observations, each once: :mod:`streamproc.decisions.lessons`) and closes, as zero rewards,
+  the expectations whose ``STREAMPROC_BANDIT_REWARD_WAIT_MINUTES`` ended by its watermark;
 * every ``STREAMPROC_MODEL_SNAPSHOT_SECONDS`` or ``STREAMPROC_MODEL_SNAPSHOT_LABELS`` labels,
   and when it loses the partition or stops, publishes a signed snapshot with the next version
-  (:mod:`streamproc.modelstore`): the models for the scoring workers, and its own state
-  (models, pending labels, and the offset of the last observation it consumed).
+  (:mod:`streamproc.modelstore`): the models for the scoring workers (with a serving copy of
+  the bandit), and its own state (models, the bandit with its open expectations, pending
+  labels, and the offset of the last observation it consumed).
 
 The source of truth is the topic plus the snapshot. A learner that gets the partition restores
 the snapshot and seeks to its offset + 1, so what was learnt after the last snapshot is learnt
@@ -39,6 +43,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.lessons import BanditLearner
 from streamproc.intent import ServedModels
 from streamproc.models.clusters import BehaviourClusters
 from streamproc.models.intent import IntentModel
@@ -63,11 +69,13 @@ class LearnerState:
 
     def __init__(self, join: LabelJoin, intent: IntentModel,
                  ltv: LifetimeValue | None = None,
-                 clusters: BehaviourClusters | None = None) -> None:
+                 clusters: BehaviourClusters | None = None,
+                 bandit: BanditLearner | None = None) -> None:
         self.join = join
         self.intent = intent
         self.ltv = ltv or LifetimeValue()
         self.clusters = clusters or BehaviourClusters()
+        self.bandit = bandit or BanditLearner(ThompsonChooser())
         self.offset = -1  # of the last learning-topic record applied
         self.observations = 0
         self.unreadable = 0
@@ -87,6 +95,8 @@ class Learner:
         self.horizon_ms = settings.intent_horizon_minutes * 60_000
         self.lateness_ms = settings.label_lateness_seconds * 1000
         self.idle_ms = settings.label_idle_seconds * 1000
+        self.bandit_exploration = settings.bandit_exploration
+        self.bandit_wait_ms = settings.bandit_reward_wait_minutes * 60_000
         topics = settings.topics
         self.sources = [f"{t}:{p}" for t in (topics.browsing, topics.purchases)
                         for p in range(settings.partitions)]
@@ -108,7 +118,9 @@ class Learner:
         config = SegmentConfig()
         return LearnerState(LabelJoin(self.horizon_ms, self.lateness_ms, self.idle_ms,
                                       sources=self.sources),
-                            IntentModel(thresholds=(config.intent_warm, config.intent_hot)))
+                            IntentModel(thresholds=(config.intent_warm, config.intent_hot)),
+                            bandit=BanditLearner(ThompsonChooser(self.bandit_exploration,
+                                                                 self.bandit_wait_ms)))
 
     # -- taking over ---------------------------------------------------------------------------
 
@@ -142,12 +154,18 @@ class Learner:
                         "the settings (%d/%d ms); keeping the snapshot's for its pending labels",
                         state.join.horizon_ms, state.join.lateness_ms, self.horizon_ms,
                         self.lateness_ms)
+        if not hasattr(state, "bandit"):  # a snapshot of a version before the shared bandit
+            state.bandit = self.fresh_state().bandit
+        # The current settings for what comes (expectations already open keep their deadline).
+        state.bandit.chooser.exploration = self.bandit_exploration
+        state.bandit.chooser.reward_wait_ms = self.bandit_wait_ms
         self.state = state
         self.snapshot_offset = state.offset
         self.version = max(self.version, version)
-        log.info("learner: model v%d restored: %d labels learnt, AUC %s; continuing the learning "
-                 "topic after offset %d", version, state.intent.n, state.intent.stats()["auc"],
-                 state.offset)
+        log.info("learner: model v%d restored: %d labels learnt, AUC %s, bandit %d outcomes "
+                 "(%d awaiting their reward); continuing the learning topic after offset %d",
+                 version, state.intent.n, state.intent.stats()["auc"],
+                 state.bandit.chooser.updates, state.bandit.chooser.pending, state.offset)
         return state.offset + 1
 
     # -- per record ----------------------------------------------------------------------------
@@ -166,6 +184,7 @@ class Learner:
                           "offset %d: %s", offset, obs)
             else:
                 learnt += self.observe(obs)
+        state.bandit.advance(state.join.watermark)
         return learnt
 
     def observe(self, obs: Observation) -> int:
@@ -173,6 +192,9 @@ class Learner:
         state = self.state
         state.observations += 1
         join = state.join
+        if obs.lesson is not None:
+            state.bandit.apply(obs.lesson, join.watermark)
+            return 0
         fresh = obs.event_id not in join.seen  # a copy (redelivered batch) is learnt once
         labels: list[Labelled] = []
         if obs.kind == "purchase":
@@ -209,7 +231,7 @@ class Learner:
         return {"offset": state.offset, "observations": state.observations,
                 "unreadable": state.unreadable, "other_features": state.other_features,
                 "behaviours": state.clusters.learned, "cluster_refits": state.clusters.refits,
-                **state.join.stats()}
+                **state.join.stats(), **state.bandit.stats()}
 
     async def checkpoint(self, force: bool = False) -> bool:
         """Publish a snapshot when one is due (or ``force``) and something was consumed since
@@ -226,7 +248,8 @@ class Learner:
         self._next_snapshot = now + self.interval_s
         version = self.version + 1
         served = ServedModels(self.state.intent, self.stats(), self.state.ltv,
-                              self.state.clusters.serving_copy())
+                              self.state.clusters.serving_copy(),
+                              self.state.bandit.chooser.serving_copy())
         if self.models is None:
             self.version = version
             self.learnt_since_snapshot = 0

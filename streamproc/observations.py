@@ -1,6 +1,6 @@
 """Records of the learning topic: what the scoring workers tell the learner.
 
-Two kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
+Four kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
 array of them (:func:`pack_batch`: one record instead of one per event), and the learner reads
 either form (:func:`parse_all`):
 
@@ -12,11 +12,18 @@ either form (:func:`parse_all`):
   the model version that gave it;
 * ``purchase``: a purchase, with its event time and, for the lifetime-value model, the
   customer's RFM summary (``rfm``: frequency, recency, T in days), ``orders`` and ``total``
-  after it.
+  after it;
+* ``expect`` and ``reward``: the decision engine's lessons for the learning bandit
+  (:class:`~streamproc.decisions.engine.Lesson`): a learning pick was made (``decision_id``,
+  ``action_id``, ``context``, ``decided_ms`` its event time), or feedback rewarded one
+  (the same, and ``reward`` in [0, 1]). :func:`lesson_record` writes them; the observation's
+  ``lesson`` gives the Lesson back.
 
-Both carry the event id (the learner ignores a second observation of one event: a redelivered
-batch publishes its observations again) and the triggering event's ``trigger`` (topic,
-partition, offset), which is how the processor's outbox finds them again on a redelivery.
+All carry the id and time of the event that caused them (the learner ignores a second score or
+purchase observation of one event, and a second lesson of one kind for one decision: a
+redelivered batch publishes its observations again) and the triggering event's ``trigger``
+(topic, partition, offset), which is how the processor's outbox finds them again on a
+redelivery.
 
 >>> x = dict.fromkeys(FEATURE_NAMES, 0.5)
 >>> record = score_record("c1", "e1", 60_000, x, 0.25, 3, {"topic": "b", "partition": 0,
@@ -39,6 +46,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from streamproc.decisions.engine import Lesson
 from streamproc.errors import StreamprocError
 from streamproc.models.features import intent_features
 from streamproc.state.profile import new_profile
@@ -52,7 +60,7 @@ class ObservationError(StreamprocError):
 
 
 class Observation(NamedTuple):
-    kind: str  # "score" or "purchase"
+    kind: str  # "score", "purchase", "expect" or "reward"
     customer_id: str
     event_id: str
     ts_ms: int
@@ -66,6 +74,8 @@ class Observation(NamedTuple):
     total: float = 0.0
     # A session start's behaviour vector, for the behaviour clusters.
     behaviour: dict[str, float] | None = None
+    # An expect or reward: the lesson for the learning bandit.
+    lesson: Lesson | None = None
 
 
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
@@ -87,6 +97,24 @@ def purchase_record(customer_id: str, event_id: str, ts_ms: int, trigger: dict[s
     if rfm is not None:
         record.update(rfm={k: rfm[k] for k in ("frequency", "recency", "T")}, orders=orders,
                       total=total)
+    return record
+
+
+def lesson_record(customer_id: str, event_id: str, ts_ms: int, lesson: Lesson,
+                  trigger: dict[str, Any]) -> dict[str, Any]:
+    """An ``expect`` or ``reward`` observation of the event ``event_id`` at ``ts_ms``.
+
+    >>> le = Lesson("reward", "d1", "cart_reminder", "cart_drawer:new", 5, 1.0)
+    >>> obs = parse(orjson.dumps(lesson_record("c1", "e9", 70, le, {"topic": "f",
+    ...                                                               "partition": 2})))
+    >>> obs.kind, obs.ts_ms, obs.source, obs.lesson == le
+    ('reward', 70, 'f:2', True)
+    """
+    record = {"kind": lesson.kind, "customer_id": customer_id, "event_id": event_id,
+              "ts_ms": ts_ms, "decision_id": lesson.decision_id, "action_id": lesson.action_id,
+              "context": lesson.context, "decided_ms": lesson.ts_ms, "trigger": trigger}
+    if lesson.kind == "reward":
+        record["reward"] = lesson.reward
     return record
 
 
@@ -155,6 +183,12 @@ def observation(record: Any) -> Observation:
             return Observation(kind, customer_id, event_id, ts_ms, source=source)
         return Observation(kind, customer_id, event_id, ts_ms, source=source, rfm=rfm,
                            orders=orders, total=float(total))
+    if kind in ("expect", "reward"):
+        reward = _field(record, "reward", (int, float)) if kind == "reward" else 0.0
+        lesson = Lesson(kind, _field(record, "decision_id", str),
+                        _field(record, "action_id", str), _field(record, "context", str),
+                        _field(record, "decided_ms", int), float(reward))
+        return Observation(kind, customer_id, event_id, ts_ms, source=source, lesson=lesson)
     if kind != "score":
         raise ObservationError(f"not a learning record: unknown kind {kind!r}")
     score = _field(record, "p", (int, float))

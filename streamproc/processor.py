@@ -13,10 +13,10 @@ Three per-event hooks run after the profile took an event: a :class:`Scorer` (th
 models: purchase intent, lifetime value, clusters; :mod:`streamproc.intent`), a
 :class:`Segmenter` (which sees the new scores) and the decision
 :class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
-scorer's observations (for the learner, :mod:`streamproc.learner`) go to the learning topic
-through the outbox like the decisions, once the customer's state write succeeded; the engine's
-lessons for its chooser are learnt then too, and the decisions published are also kept as the
-customer's latest per slot (:mod:`streamproc.decisions.latest`).
+scorer's observations (for the learner, :mod:`streamproc.learner`) and the engine's lessons for
+the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic through the
+outbox like the decisions, once the customer's state write succeeded; the decisions published
+are also kept as the customer's latest per slot (:mod:`streamproc.decisions.latest`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
+from streamproc.observations import lesson_record
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.keys import timer_index_key
@@ -143,6 +144,15 @@ def trigger_of(event: Event) -> dict[str, Any]:
     }
 
 
+def lesson_outputs(event: Event, lessons: Sequence[Lesson]) -> list[dict[str, Any]]:
+    """The engine's lessons as learning-topic observations, for the one learner's bandit."""
+    msg = event.message
+    trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+    return [{"topic": "learning",
+             "record": lesson_record(event.customer_id, event.event_id, event.ts_ms, le, trigger)}
+            for le in lessons]
+
+
 def source_of(event: Event) -> Source:
     msg = event.message
     return Source(event.type, event.event_id, event.customer_id, event.data["ts"], event.ts_ms,
@@ -164,8 +174,6 @@ class _CustomerOutcome:
     # customer's new outbox.
     outputs: list[dict[str, Any]]
     deadletters: list[tuple[Event, str]]
-    # The chooser's lessons, learnt once the write is saved.
-    lessons: list[Lesson] = field(default_factory=list)
     # Fired (or stale) timers' index entries, dropped once the batch is published.
     timers_done: list[tuple[str, str]] = field(default_factory=list)
     fired: int = 0
@@ -258,9 +266,6 @@ class Processor:
             await self._commit(due, self._fire_timers, result, decided, read_order, now_ms)
         if decided and self.latest is not None:
             await self.latest.save(decided, now_ms)
-        watermark = max((e.ts_ms for events in by_customer.values() for e in events), default=0)
-        if watermark:
-            self.engine.advance(watermark)
         # Observations in the order their events were read, not grouped by customer: the
         # learner's watermark follows each partition's event time (streamproc.models.join).
         order = sorted(range(len(read_order)), key=read_order.__getitem__)
@@ -300,8 +305,6 @@ class Processor:
                 result.duplicates += outcome.duplicates
                 result.timers_fired += outcome.fired
                 result.timers_done.extend(outcome.timers_done)
-                if outcome.lessons:
-                    self.engine.learn(outcome.lessons)
                 key = cid.encode()
                 targets = {"decisions": result.decisions, "segments": result.segments,
                            "learning": result.learning}
@@ -377,13 +380,14 @@ class Processor:
                 moves = self.segmenter.update(p, event, trigger_of(event))
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 if event.type == "feedback":
-                    out.lessons.extend(self.engine.feedback(p, event.data, event.ts_ms))
+                    out.outputs.extend(lesson_outputs(
+                        event, self.engine.feedback(p, event.data, event.ts_ms)))
                 # Asked per event: the reload timer may swap the served model between batches'
                 # awaits, and the record names the model that scored this event.
                 decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
                                              self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
-                out.lessons.extend(decided.lessons)
+                out.outputs.extend(lesson_outputs(event, decided.lessons))
                 timers.after_event(p, self.engine.current(), event.type, event.ts_ms,
                                    event.data, decided.records, self.segment_config,
                                    msg.partition)
@@ -513,13 +517,14 @@ class Processor:
                 decided = self.engine.decide_timer(p, src, trigger, trigger.slots, now_ms,
                                                    versions)
             else:
-                return self._cascade_step(p, cat, d, entry, trigger, src, now_ms, versions, out)
-        out.lessons.extend(decided.lessons)
+                return self._cascade_step(p, cat, d, entry, trigger, event, now_ms, versions,
+                                          out)
+        out.outputs.extend(lesson_outputs(event, decided.lessons))
         timers.arm_cascades(p, cat, decided.records, d.due_ms, d.partition)
         return decided.records
 
     def _cascade_step(self, p: Profile, cat: Any, d: timers.Due, entry: dict[str, Any],
-                      trigger: Any, src: Source, now_ms: int, versions: dict[str, str],
+                      trigger: Any, event: Event, now_ms: int, versions: dict[str, str],
                       out: _CustomerOutcome) -> list[dict[str, Any]]:
         step = int(entry.get("step", 0))
         if step >= len(trigger.cascade) or trigger.cascade[step].slot not in cat.slots:
@@ -533,10 +538,10 @@ class Processor:
         previous = cat.slots[trigger.cascade[step - 1].slot if step else trigger.slots[0]]
         note = (f"trigger {trigger.id}, cascade step {step + 2} of {len(trigger.cascade) + 1}: "
                 f"no open, click or purchase {hop.after_hours:g} h after the {previous.channel}")
-        decided = self.engine.decide_timer(p, src, trigger, (hop.slot,), now_ms, versions,
-                                           check_when=False, carry=entry.get("action"),
-                                           note=note)
-        out.lessons.extend(decided.lessons)
+        decided = self.engine.decide_timer(p, source_of(event), trigger, (hop.slot,), now_ms,
+                                           versions, check_when=False,
+                                           carry=entry.get("action"), note=note)
+        out.outputs.extend(lesson_outputs(event, decided.lessons))
         record = decided.records[0]
         if step + 1 < len(trigger.cascade) and timers.cascade_continues(record):
             timers.arm(p, d.name, d.due_ms + trigger.cascade[step + 1].ms, d.partition,

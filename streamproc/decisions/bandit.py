@@ -43,14 +43,18 @@ outcome counted as the reward (a click, a conversion), not for impressions.
 
 **Snapshots.** :meth:`snapshot` signs the state (posteriors and open expectations) with HMAC
 (:mod:`streamproc.models.snapshot`); :meth:`restore` refuses a snapshot whose signature does not
-verify, before anything is unpickled.
+verify, before anything is unpickled. In a deployment the chooser travels inside the learner's
+signed snapshots instead (see below); these two serve files (``streamproc bandit --snapshot``).
 
 **Why not river.bandit.** River's ``ThompsonSampling`` keeps one random generator per policy
 (a pick depends on every earlier pick, not on the decision), has no context key and reports no
 propensity; the three things a replayable, offline-evaluable decision needs.
 
-**Known limit.** Each worker learns from the feedback of its own partitions and the snapshot is
-one key (the last writer wins); a single learner on a one-partition learning topic is the fix.
+**One bandit for every worker.** The workers do not learn: their lessons (``expect`` at a
+learning pick, ``reward`` on feedback) travel on the learning topic to the one learner
+(:mod:`streamproc.decisions.lessons`, :mod:`streamproc.learner`), whose chooser learns from all
+of them; every worker picks with a :meth:`serving_copy` of it from the learner's latest
+snapshot, swapped in place (:meth:`take_over`).
 
 >>> bandit = ThompsonChooser(exploration=0.1, reward_wait_ms=60_000)
 >>> for _ in range(30):
@@ -70,7 +74,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -78,10 +82,6 @@ from streamproc.decisions.chooser import Pick, unit_draw
 from streamproc.errors import StreamprocError
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.settings import Settings
-from streamproc.state.keys import model_key
-
-if TYPE_CHECKING:
-    from streamproc.blobs import Blobs
 
 POLICY = "thompson-v1"
 MC_DRAWS = 1000  # joint posterior draws per propensity vector: P_ts within about +-0.016
@@ -91,11 +91,6 @@ REFRESH_SHARE = 0.02  # a context's vector is redrawn once its outcomes grew by 
 MAX_CLOSED = 50_000  # closed decision ids remembered, so a replayed expect is not learnt twice
 DEFAULT_EXPLORATION = 0.1
 DEFAULT_REWARD_WAIT_MS = 24 * 3600 * 1000
-
-
-def snapshot_key(settings: Settings) -> str:
-    """The Redis key of the app's signed bandit snapshot, beside its other models'."""
-    return model_key(settings.app_id, "bandit")
 
 
 class BanditError(StreamprocError):
@@ -308,6 +303,13 @@ class ThompsonChooser:
             chooser.expect(str(decision_id), str(action_id), str(context), int(ts_ms))
         return chooser
 
+    def serving_copy(self) -> ThompsonChooser:
+        """What a worker needs to choose: the posteriors, the outcome counts, the kept vectors
+        and the settings; not the open expectations nor the closed ids (the learner's)."""
+        state = self.to_state()
+        state["pending"], state["closed"] = [], []
+        return ThompsonChooser.from_state(state)
+
     def take_over(self, other: ThompsonChooser) -> None:
         """Adopt ``other``'s state and settings in place, for holders of this object."""
         vars(self).update(vars(other))
@@ -338,22 +340,3 @@ class ThompsonChooser:
                          for c, arms in sorted(self.posteriors.items())},
         }
 
-
-async def load_bandit(blobs: Blobs, settings: Settings) -> ThompsonChooser | None:
-    """The chooser of the signed snapshot in Redis (:func:`snapshot_key`), with the current
-    settings; None when there is none. SnapshotError when it cannot be trusted or read, or
-    when ``STREAMPROC_MODEL_SECRET`` is not set."""
-    if not settings.model_secret:
-        raise SnapshotError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
-                            "bandit snapshot (workers without it write none)")
-    blob = await blobs.get(snapshot_key(settings))
-    if blob is None:
-        return None
-    return ThompsonChooser.restore(blob, settings.model_secret.encode(),
-                                   settings.bandit_exploration,
-                                   settings.bandit_reward_wait_minutes * 60_000)
-
-
-async def save_bandit(chooser: ThompsonChooser, blobs: Blobs, settings: Settings) -> None:
-    """Write the chooser's signed snapshot to Redis (:func:`snapshot_key`)."""
-    await blobs.set(snapshot_key(settings), chooser.snapshot(settings.model_secret.encode()))

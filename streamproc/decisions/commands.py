@@ -43,50 +43,81 @@ def _print_json(value: Any) -> None:
     print(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
 
 
-async def bandit_from_redis(settings: Settings) -> ThompsonChooser:
-    """The bandit of the signed snapshot in Redis; a clear error when there is none."""
+def read_bandit(blob: bytes, settings: Settings) -> tuple[ThompsonChooser, dict[str, Any]]:
+    """The bandit of a signed snapshot: the learner's model snapshot (its ``serving`` key, which
+    carries the bandit) or a bandit's own (``ThompsonChooser.snapshot``), with the current
+    ``STREAMPROC_BANDIT_*`` settings; and what the learner said about it (version, rewards,
+    decisions awaiting theirs; empty for a bandit's own snapshot).
+
+    SnapshotError when the signature does not verify (nothing is unpickled then) or the
+    snapshot holds no bandit."""
+    from streamproc.decisions.bandit import ThompsonChooser
+    from streamproc.errors import StreamprocError
+    from streamproc.intent import ServedModels
+    from streamproc.models.snapshot import SnapshotError, load
+
+    if not settings.model_secret:
+        raise SnapshotError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
+                            "bandit's snapshot")
+    version, content = load(blob, settings.model_secret.encode())
+    about: dict[str, Any] = {}
+    if isinstance(content, ServedModels):
+        served = getattr(content, "bandit", None)
+        if served is None:
+            raise SnapshotError(f"the model snapshot v{version} holds no bandit (it was written "
+                                "before the learner learnt the bandit)")
+        about = {"version": version, **{k.removeprefix("bandit_"): v
+                                        for k, v in content.learner.items()
+                                        if k.startswith("bandit_")}}
+        content = served.to_state()
+    try:
+        chooser = ThompsonChooser.from_state(content, settings.bandit_exploration,
+                                             settings.bandit_reward_wait_minutes * 60_000)
+    except (StreamprocError, KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"the snapshot is signed but holds no bandit: {exc}") from exc
+    return chooser, about
+
+
+async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[str, Any]]:
+    """The bandit the workers serve: in the learner's model snapshot in Redis; a clear error
+    when there is none."""
     import redis.asyncio as aioredis
     import redis.exceptions
 
-    from streamproc.blobs import RedisBlobs
-    from streamproc.decisions.bandit import load_bandit, snapshot_key
     from streamproc.errors import StreamprocError
+    from streamproc.modelstore import RedisModelStore
+    from streamproc.state.keys import model_key
 
     client = aioredis.from_url(settings.redis_url, decode_responses=False)
     try:
-        chooser = await load_bandit(RedisBlobs(client), settings)
+        blob = await RedisModelStore(client, settings.app_id).get("serving")
     except redis.exceptions.ConnectionError as exc:
         raise StreamprocError(f"cannot reach Redis at {settings.redis_url} ({exc}); run "
                               "`streamproc stack up`, set STREAMPROC_REDIS_URL, or give "
                               "--bandit-snapshot FILE") from None
     finally:
         await client.aclose()
-    if chooser is None:
-        raise StreamprocError(f"no bandit snapshot in Redis ({snapshot_key(settings)} at "
-                              f"{settings.redis_url}): workers write one once the bandit has "
-                              "learnt, when STREAMPROC_MODEL_SECRET is set; or give "
-                              "--bandit-snapshot FILE")
-    return chooser
+    if blob is None:
+        raise StreamprocError(f"no model snapshot in Redis ({model_key(settings.app_id, 'serving')}"
+                              f" at {settings.redis_url}): the learner writes one, with the "
+                              "bandit, once it has learnt, when STREAMPROC_MODEL_SECRET is set; "
+                              "or give --bandit-snapshot FILE")
+    return read_bandit(blob, settings)
 
 
-def bandit_from(settings: Settings, snapshot: Path | None) -> ThompsonChooser:
-    """The bandit of a signed snapshot file, or of the one in Redis when ``snapshot`` is None,
-    with the current ``STREAMPROC_BANDIT_*`` settings."""
-    from streamproc.decisions.bandit import ThompsonChooser
+def bandit_from(settings: Settings, snapshot: Path | None) -> tuple[ThompsonChooser,
+                                                                    dict[str, Any]]:
+    """:func:`read_bandit` of a snapshot file, or of the snapshot in Redis when ``snapshot``
+    is None."""
     from streamproc.errors import StreamprocError
 
     if snapshot is None:
         return asyncio.run(bandit_from_redis(settings))
-    if not settings.model_secret:
-        raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
-                              "bandit snapshot")
     try:
         blob = snapshot.read_bytes()
     except OSError as exc:
         raise StreamprocError(f"cannot read {snapshot}: {exc.strerror or exc}") from None
-    return ThompsonChooser.restore(blob, settings.model_secret.encode(),
-                                   settings.bandit_exploration,
-                                   settings.bandit_reward_wait_minutes * 60_000)
+    return read_bandit(blob, settings)
 
 
 def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
@@ -99,7 +130,7 @@ def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
         return FixedActionPolicy(name.removeprefix("action:"))
     if name != "bandit":
         raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit or action:ID")
-    return bandit_from(settings, snapshot)
+    return bandit_from(settings, snapshot)[0]
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -133,7 +164,9 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bandit(settings: Settings, args: argparse.Namespace) -> int:
-    _print_json(bandit_from(settings, args.snapshot).summary())
+    chooser, about = bandit_from(settings, args.snapshot)
+    # A served copy keeps no open expectations: the learner's count is the one to show.
+    _print_json({**chooser.summary(), **about})
     return 0
 
 
@@ -157,14 +190,16 @@ def add_commands(sub: Any) -> None:
         "95%% intervals and the effective sample size. Control-group and non-personalised "
         "decisions are left out. " + SOURCES_HELP,
         epilog="Candidates: uniform (each eligible action alike), bandit (the learning "
-        "bandit's snapshot in Redis, or --bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), "
+        "bandit the workers serve, from the learner's model snapshot in Redis, or "
+        "--bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), "
         "action:ID (always that action). Example: streamproc evaluate --candidate bandit "
         "--candidate action:cart_reminder --reward click")
     _add_sources(p)
     p.add_argument("--candidate", action="append", metavar="POLICY",
                    help="uniform, bandit or action:ID; repeat to compare (default: uniform)")
     p.add_argument("--bandit-snapshot", type=Path, metavar="FILE",
-                   help="a signed bandit snapshot file instead of the one in Redis")
+                   help="a signed snapshot file (the learner's model snapshot, or a bandit's "
+                   "own) instead of the one in Redis")
     p.add_argument("--reward", choices=["conversion", "click", "revenue"],
                    default="conversion", help="what counts as the reward (default: conversion)")
     p.add_argument("--context", default="context", metavar="PATH",
@@ -187,14 +222,16 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
-        "bandit", help="print what the learning bandit has learnt (its latest snapshot)",
-        description="Read the bandit's snapshot from Redis (or --snapshot FILE), verify its "
-        "signature with STREAMPROC_MODEL_SECRET and print, as JSON, per context and action the "
-        "outcomes learnt and the posterior success rate, with the rewards learnt, the "
-        "decisions still awaiting theirs and those closed as zero after the wait. Exits 2 when "
-        "there is no snapshot or it cannot be trusted.")
+        "bandit", help="print what the learning bandit has learnt (the one the workers serve)",
+        description="Read the learner's model snapshot from Redis (or --snapshot FILE), "
+        "verify its signature with STREAMPROC_MODEL_SECRET and print, as JSON, the bandit it "
+        "serves: per context and action the outcomes learnt and the posterior success rate, "
+        "with the snapshot's version, the rewards learnt, the decisions still awaiting theirs, "
+        "those closed as zero after the wait and the copies dropped. Exits 2 when there is no "
+        "snapshot or it cannot be trusted.")
     p.add_argument("--snapshot", type=Path, metavar="FILE",
-                   help="a signed bandit snapshot file instead of the one in Redis")
+                   help="a signed snapshot file (the learner's model snapshot, or a bandit's "
+                   "own) instead of the one in Redis")
     p.set_defaults(func=cmd_bandit)
 
     p = sub.add_parser(

@@ -1,8 +1,9 @@
 """The decision engine: from an event just applied to a profile to decision records.
 
 Pure (no Kafka, no Redis): the processor hands it the profile, the event and the segment moves
-the event caused; it returns decision records and the lessons for the chooser, which the
-processor applies only once the profile (with its exposure history) is saved.
+the event caused; it returns decision records and the lessons for the learning chooser, which
+the processor sends to the one learner (with the profile's outbox, once the profile and its
+exposure history are saved: :mod:`streamproc.decisions.lessons`).
 
 For every catalogue trigger the event fires (its type, or entering a segment; plus the
 trigger's own ``when``), one decision, in these steps, each leaving its reason in the record:
@@ -97,7 +98,7 @@ class Lesson:
     decision_id: str
     action_id: str
     context: str
-    ts_ms: int
+    ts_ms: int  # the decision's event time (for a reward too: the learner's wait is from it)
     reward: float = 0.0
 
 
@@ -395,7 +396,7 @@ class Engine:
         if not entry[exposure.FLAGS] & exposure.LEARNING:
             return []
         return [Lesson("reward", data["decision_id"], entry[exposure.ACTION],
-                       entry[exposure.CONTEXT], ts_ms, reward)]
+                       entry[exposure.CONTEXT], entry[exposure.TS], reward)]
 
     def learn(self, lessons: Sequence[Lesson]) -> None:
         """Apply lessons whose decisions or feedback are saved (the bandit's ``expect`` and

@@ -108,9 +108,9 @@ def worker_key(app_id: str, worker_id: str) -> str:
 
 
 def model_key(app_id: str, part: str) -> str:
-    """A key of the app's model snapshots: ``version``, ``serving`` (the scoring workers' model),
-    ``learner`` (the learner's state: models, pending labels, learning topic offset) or
-    ``bandit`` (the decision engine's learning bandit).
+    """A key of the app's model snapshots: ``version``, ``serving`` (the scoring workers'
+    models and bandit) or ``learner`` (the learner's state: models, the bandit's open
+    expectations, pending labels, learning topic offset).
 
     Per app id (= consumer group), so two deployments, or two tests, sharing a Redis do not
     serve each other's models.
@@ -118,6 +118,6 @@ def model_key(app_id: str, part: str) -> str:
     >>> model_key("streamproc", "version")
     'sp:model:{streamproc}:version'
     """
-    if part not in {"version", "serving", "learner", "bandit"}:
+    if part not in {"version", "serving", "learner"}:
         raise ValueError(f"unknown model key part {part!r}")
     return f"sp:model:{{{validate_name('app id (STREAMPROC_APP_ID)', app_id)}}}:{part}"

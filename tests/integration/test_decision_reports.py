@@ -93,28 +93,34 @@ async def test_a_missing_topic_is_a_clear_error(stack_env: Env) -> None:
     assert "does not exist" in result.stderr
 
 
-async def test_the_bandit_candidate_comes_from_its_signed_snapshot_in_redis(
+async def test_the_bandit_candidate_comes_from_the_learners_snapshot_in_redis(
         stack_env: Env, test_redis: Any) -> None:
     import dataclasses
 
-    from streamproc.decisions.bandit import ThompsonChooser, snapshot_key
+    from streamproc.decisions.bandit import ThompsonChooser
     from streamproc.decisions.commands import bandit_from_redis
     from streamproc.errors import StreamprocError
+    from streamproc.intent import ServedModels
+    from streamproc.models import IntentModel, dump
     from streamproc.models.snapshot import SnapshotError
+    from streamproc.modelstore import RedisModelStore
 
-    # The key is the test's own: its app id is unique.
+    # The keys are the test's own: its app id is unique.
     settings = dataclasses.replace(stack_env.settings, model_secret="it-secret-1234")
-    key = snapshot_key(settings)
+    models = RedisModelStore(test_redis, settings.app_id)
     try:
-        with pytest.raises(StreamprocError, match="no bandit snapshot in Redis"):
+        with pytest.raises(StreamprocError, match="no model snapshot in Redis"):
             await bandit_from_redis(settings)
         learnt = ThompsonChooser()
         learnt.learn("a", "ctx", 1.0)
-        await test_redis.set(key, learnt.snapshot(b"it-secret-1234"))
-        loaded = await bandit_from_redis(settings)
-        assert loaded.posterior("ctx", "a") == (2.0, 1.0)
+        served = ServedModels(IntentModel(), {"bandit_pending": 0},
+                              bandit=learnt.serving_copy())
+        blob = dump(served, b"it-secret-1234", version=4)
+        assert await models.publish(4, blob, blob)
+        loaded, about = await bandit_from_redis(settings)
+        assert loaded.posterior("ctx", "a") == (2.0, 1.0) and about["version"] == 4
         wrong = dataclasses.replace(settings, model_secret="not-the-secret")
         with pytest.raises(SnapshotError, match="signature does not match"):
             await bandit_from_redis(wrong)
     finally:
-        await test_redis.delete(key)
+        await models.delete()

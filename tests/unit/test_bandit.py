@@ -204,25 +204,30 @@ def test_summary_reports_outcomes_and_means() -> None:
     assert summary["updates"] == 10
 
 
-async def test_save_and_load_through_blobs_with_the_settings() -> None:
-    from streamproc.blobs import MemoryBlobs
-    from streamproc.decisions.bandit import load_bandit, save_bandit, snapshot_key
+def test_the_serving_copy_picks_like_the_original_without_its_open_expectations() -> None:
     from streamproc.settings import Settings
 
-    settings = Settings.from_env({"STREAMPROC_MODEL_SECRET": SECRET.decode(),
-                                  "STREAMPROC_BANDIT_EXPLORATION": "0.2",
+    settings = Settings.from_env({"STREAMPROC_BANDIT_EXPLORATION": "0.2",
                                   "STREAMPROC_BANDIT_REWARD_WAIT_MINUTES": "5"})
-    blobs = MemoryBlobs()
-    assert await load_bandit(blobs, settings) is None
     bandit = ThompsonChooser.from_settings(settings)
     assert (bandit.exploration, bandit.reward_wait_ms) == (0.2, 300_000)
-    bandit.learn("a", "c", 1.0)
-    await save_bandit(bandit, blobs, settings)
-    assert snapshot_key(settings) in blobs.data
-    loaded = await load_bandit(blobs, settings)
-    assert loaded is not None and loaded.posterior("c", "a") == (2.0, 1.0)
-    with pytest.raises(SnapshotError, match="STREAMPROC_MODEL_SECRET is not set"):
-        await load_bandit(blobs, Settings.from_env({}))
+    for i in range(40):
+        bandit.learn("cart_reminder" if i % 3 else "category_picks", "ctx", float(i % 2))
+    bandit.expect("open", "cart_reminder", "ctx", ts_ms=0)
+    bandit.expect("done", "cart_reminder", "ctx", ts_ms=0)
+    bandit.reward("done", 1.0)
+    copy = bandit.serving_copy()
+    assert copy.posteriors == bandit.posteriors and copy.updates == bandit.updates
+    assert (copy.exploration, copy.reward_wait_ms) == (0.2, 300_000)
+    assert copy.pending == 0 and copy.to_state()["closed"] == []
+    for i in range(100):
+        seed = f"d{i}".encode()
+        assert copy.choose(ACTIONS[:2], "ctx", seed) == bandit.choose(ACTIONS[:2], "ctx", seed)
+    # Swapped in place into the object an engine holds.
+    held = ThompsonChooser()
+    held.take_over(copy)
+    assert held.posterior("ctx", "cart_reminder") == bandit.posterior("ctx", "cart_reminder")
+    assert held.probabilities(ACTIONS[:2], "ctx") == bandit.probabilities(ACTIONS[:2], "ctx")
 
 
 def test_the_vector_is_redrawn_once_the_context_grew_by_two_percent() -> None:

@@ -137,3 +137,31 @@ def test_bandit_prints_what_a_snapshot_learnt(tmp_path: Path, capsys: pytest.Cap
     assert shown["updates"] == 4 and shown["pending"] == 1
     assert shown["contexts"]["cart_drawer:active"]["cart_reminder"] == {"outcomes": 4.0,
                                                                          "mean": 0.5}
+
+
+def test_bandit_reads_the_bandit_the_workers_serve_from_a_model_snapshot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamproc.intent import ServedModels
+    from streamproc.models import IntentModel, dump
+
+    learnt = ThompsonChooser()
+    for reward in (1.0, 1.0, 0.0):
+        learnt.learn("cart_reminder", "cart_drawer:active", reward)
+    learnt.expect("d-open", "cart_reminder", "cart_drawer:active", ts_ms=0)
+    figures = {"offset": 9, "bandit_outcomes": 3, "bandit_pending": 1, "bandit_rewards": 3,
+               "bandit_duplicates": 2}
+    served = ServedModels(IntentModel(), figures, bandit=learnt.serving_copy())
+    snapshot = tmp_path / "serving.snapshot"
+    snapshot.write_bytes(dump(served, SECRET.encode(), version=12))
+    monkeypatch.setenv("STREAMPROC_MODEL_SECRET", SECRET)
+    assert main(["bandit", "--snapshot", str(snapshot)]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    # The served copy keeps no open expectations: the learner's count says how many there are.
+    assert (shown["version"], shown["updates"], shown["pending"], shown["duplicates"]) == (
+        12, 3, 1, 2)
+    assert shown["contexts"]["cart_drawer:active"]["cart_reminder"]["outcomes"] == 3.0
+    # A model snapshot written before the learner kept the bandit: a clear error.
+    snapshot.write_bytes(dump(ServedModels(IntentModel()), SECRET.encode(), version=3))
+    assert main(["bandit", "--snapshot", str(snapshot)]) == 2
+    assert "the model snapshot v3 holds no bandit" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""The engine inside the processor: decisions out, lessons learnt only once saved, feedback,
-the latest decision per slot, and bad slot requests dead-lettered."""
+"""The engine inside the processor: decisions out, lessons published for the learner only once
+saved (and again with a redelivered batch), feedback, the latest decision per slot, and bad slot
+requests dead-lettered."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import yaml
 
 from streamproc.app import create_app
 from streamproc.decisions.catalogue import CatalogueFile, default_catalogue_path, load_catalogue
-from streamproc.decisions.engine import Engine
+from streamproc.decisions.engine import Engine, Lesson
 from streamproc.decisions.latest import MemoryLatest
 from streamproc.errors import ConfigError
+from streamproc.observations import parse_all
 from streamproc.processor import Processor
 from streamproc.settings import Settings
 from streamproc.state.store import MemoryStore, Write
@@ -36,6 +38,12 @@ def make(store: MemoryStore | None = None, now: int = NOW
 SHOES = {"product_id": "s1", "category": "shoes", "price": 60.0}
 
 
+def lessons(learning: list[tuple[bytes, bytes]]) -> list[tuple[str, Lesson | None]]:
+    """The lessons among a batch's learning-topic observations, with their customer."""
+    found = [o for _, value in learning for o in parse_all(value)]
+    return [(o.customer_id, o.lesson) for o in found if o.lesson is not None]
+
+
 async def test_a_slot_request_is_answered_and_kept_as_the_latest_for_its_slot() -> None:
     proc, chooser, latest, _ = make()
     part = Partition()
@@ -49,19 +57,27 @@ async def test_a_slot_request_is_answered_and_kept_as_the_latest_for_its_slot() 
     assert decision["experiment"] == {"id": "hero-2026", "arm": "bandit"}
     assert decision["trigger"]["offset"] == 4 and decision["latency_ms"] == 50
     assert await latest.read("c1", NOW) == {"homepage_hero": decision}
-    # The bandit was told to expect a reward, after the state was saved.
-    assert [e[0] for e in chooser.expected] == [decision["decision_id"]]
-    assert chooser.advanced == [1_772_359_260_000]  # the batch's latest event time
+    # The learner is told to expect a reward (a learning-topic observation, published once the
+    # state is saved); the worker's chooser learns nothing itself.
+    [(cid, lesson)] = lessons(result.learning)
+    assert (cid, lesson.kind, lesson.decision_id, lesson.action_id, lesson.context) == (
+        "c1", "expect", decision["decision_id"], decision["action"]["id"], decision["context"])
+    assert lesson.ts_ms == 1_772_359_260_000  # the decision's event time
+    assert chooser.expected == chooser.rewards == chooser.advanced == []
 
 
-async def test_feedback_reaches_the_chooser_once_the_profile_is_saved() -> None:
+async def test_feedback_reaches_the_learner_once_the_profile_is_saved() -> None:
     proc, chooser, _, store = make()
     part = Partition()
-    first = await proc.process([
+    messages = [
         *(part.message(event("product_view", product=SHOES)) for _ in range(4)),
         part.message(event("slot_request", minute=1, slot="homepage_hero")),
-    ])
-    decision_id = orjson.loads(first.decisions[0][1])["decision_id"]
+    ]
+    first = await proc.process(messages)
+    decision = orjson.loads(first.decisions[0][1])
+    decision_id = decision["decision_id"]
+    # Redelivered, the batch publishes its expectation again, from the outbox.
+    assert lessons((await proc.process(messages)).learning) == lessons(first.learning)
 
     # A rival write between our read and our write: the batch is recomputed, and the reward
     # is given once, for the attempt that was saved.
@@ -80,12 +96,18 @@ async def test_feedback_reaches_the_chooser_once_the_profile_is_saved() -> None:
 
     store.save = save_after_a_rival  # type: ignore[method-assign]
     feedback = Partition(1)
-    await proc.process([feedback.message(event("feedback", minute=2, decision_id=decision_id,
-                                               outcome="click"))])
-    assert raced and chooser.rewards == [(decision_id, 1.0)]
-    await proc.process([feedback.message(event("feedback", minute=3, decision_id=decision_id,
-                                               outcome="conversion", revenue=30.0))])
-    assert chooser.rewards == [(decision_id, 1.0)]  # at most one reward per decision
+    click = await proc.process([feedback.message(event(
+        "feedback", minute=2, decision_id=decision_id, outcome="click"))])
+    [(cid, lesson)] = lessons(click.learning)
+    assert raced and (cid, lesson.kind, lesson.decision_id, lesson.reward) == (
+        "c1", "reward", decision_id, 1.0)
+    # The reward names the pick and the decision's event time (the learner's wait runs from it).
+    assert (lesson.action_id, lesson.context, lesson.ts_ms) == (
+        decision["action"]["id"], decision["context"], 1_772_359_260_000)
+    conversion = await proc.process([feedback.message(event(
+        "feedback", minute=3, decision_id=decision_id, outcome="conversion", revenue=30.0))])
+    assert lessons(conversion.learning) == []  # at most one reward per decision
+    assert chooser.rewards == []  # the worker's chooser learns nothing itself
 
 
 async def test_a_request_for_an_unknown_slot_is_dead_lettered_and_the_rest_goes_on() -> None:

@@ -14,7 +14,7 @@ from streamproc.intent import IntentScorer, ServedModels, snapshot_stats
 from streamproc.models import IntentModel, dump
 from streamproc.models.snapshot import SnapshotError
 from streamproc.modelstore import MemoryModelStore
-from streamproc.observations import FEATURE_NAMES, FEATURES_ID, parse
+from streamproc.observations import FEATURE_NAMES, FEATURES_ID, Observation, parse
 from streamproc.processor import Processor
 from streamproc.segmentation import Segmenter
 from streamproc.segments import SegmentConfig, assign_intent
@@ -58,6 +58,11 @@ async def publish(models: MemoryModelStore, version: int, model: IntentModel,
     assert await models.publish(version, served, b"learner state, not read by scorers")
 
 
+def observations(learning: list[tuple[bytes, bytes]]) -> list[Observation]:
+    """The scorer's observations of a batch, without the decisions' lessons for the bandit."""
+    return [o for _, v in learning if (o := parse(v)).lesson is None]
+
+
 async def profile(store: MemoryStore, cid: str = "c1") -> dict:
     found = await store.read_profile(cid)
     assert found is not None
@@ -94,12 +99,14 @@ async def test_observations_for_the_learner_carry_features_score_and_version():
     result = await proc.process([part.message(event("cart_add", minute=1)),
                                  part.message(event("purchase", minute=3)),
                                  part.message(event("profile_update", minute=4))])
-    assert [k for k, _ in result.learning] == [b"c1", b"c1"]  # nothing for a profile update
-    scored, bought = (parse(v) for _, v in result.learning)
+    # The decisions' lessons for the bandit travel there too (tests/unit/test_decisions_wiring).
+    observed = [(k, v) for k, v in result.learning if parse(v).lesson is None]
+    assert [k for k, _ in observed] == [b"c1", b"c1"]  # nothing for a profile update
+    scored, bought = (parse(v) for _, v in observed)
     assert scored.kind == "score" and scored.version == 7
     assert scored.ts_ms == 1_772_359_260_000 and set(scored.features) == set(FEATURE_NAMES)
     assert scored.features["ev_cart_add"] == 1.0
-    record = orjson.loads(result.learning[0][1])
+    record = orjson.loads(observed[0][1])
     assert record["f"] == FEATURES_ID and record["trigger"]["offset"] == 0
     assert (bought.kind, bought.ts_ms) == ("purchase", 1_772_359_380_000)
     [(_, decision)] = [d for d in result.decisions if b"cart_reminder" in d[1]]
@@ -267,12 +274,16 @@ async def test_redeliveries_publish_every_observation_and_no_other(kinds, custom
         published.extend(v for _, v in (await proc.process(batch)).learning)
 
     await replay_with_redeliveries(process, log, replays, cut)
-    # Redeliveries publish some again (the learner drops them by event id), none is missing,
-    # and every copy is the same record.
-    by_event: dict[str, set[bytes]] = {}
+    # Redeliveries publish some again (the learner drops them by event id, and the bandit's
+    # lessons by kind and decision id), none is missing, and every copy is the same record.
+    def key(value: bytes) -> tuple[str, str, str]:
+        obs = parse(value)
+        return obs.event_id, obs.kind, obs.lesson.decision_id if obs.lesson else ""
+
+    by_key: dict[tuple[str, str, str], set[bytes]] = {}
     for value in published:
-        by_event.setdefault(parse(value).event_id, set()).add(value)
-    assert {e: {v} for e, v in ((parse(v).event_id, v) for v in clean)} == by_event
+        by_key.setdefault(key(value), set()).add(value)
+    assert {key(v): {v} for v in clean} == by_key
 
 
 async def test_lifetime_value_is_scored_and_feeds_the_value_tier():
@@ -286,7 +297,7 @@ async def test_lifetime_value_is_scored_and_feeds_the_value_tier():
     assert expected == scorer.ltv.predict_value(p["rfm"], 200.0, 1, 365) > 0
     tier = p["segments"]["value_tier"]
     assert (tier, 200.0 + expected >= 250.0) in {("profitable", True), ("emerging", False)}
-    [bought] = [parse(v) for _, v in result.learning]
+    [bought] = [o for o in observations(result.learning) if o.kind == "purchase"]
     assert (bought.orders, bought.total, bought.rfm) == (1, 200.0, {
         k: p["rfm"][k] for k in ("frequency", "recency", "T")})
 
@@ -299,7 +310,7 @@ async def test_session_starts_carry_the_behaviour_and_get_a_cluster_segment():
     part = Partition()
     result = await proc.process([part.message(event("product_view", minute=0)),
                                  part.message(event("product_view", minute=1))])
-    first, second = (parse(v) for _, v in result.learning)
+    first, second = observations(result.learning)
     assert first.behaviour is not None and second.behaviour is None  # once per session
     assert "cluster" not in await profile(store)  # no clusters served yet
 

@@ -3,17 +3,26 @@ takes over from a snapshot goes on exactly like one that never stopped."""
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 
 import orjson
 import pytest
 
+from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.engine import Lesson
 from streamproc.intent import IntentScorer
 from streamproc.learner import Learner, LearnerState
-from streamproc.models.snapshot import dump
+from streamproc.models.snapshot import dump, load
 from streamproc.modelstore import MemoryModelStore
-from streamproc.observations import FEATURE_NAMES, pack_batch, purchase_record, score_record
+from streamproc.observations import (
+    FEATURE_NAMES,
+    lesson_record,
+    pack_batch,
+    purchase_record,
+    score_record,
+)
 from streamproc.settings import Settings
 
 SECRET = "unit-test-secret"
@@ -22,6 +31,11 @@ SETTINGS = Settings(model_secret=SECRET, model_snapshot_seconds=30, model_snapsh
 MIN = 60_000
 BROWSING = {"topic": SETTINGS.topics.browsing, "partition": 0, "offset": 0}
 PURCHASES = {"topic": SETTINGS.topics.purchases, "partition": 0, "offset": 0}
+FEEDBACK = {"topic": SETTINGS.topics.feedback, "partition": 0, "offset": 0}
+# For the bandit's tests: a 30-minute reward wait, and a watermark that follows the traffic.
+BANDIT = Settings(model_secret=SECRET, model_snapshot_seconds=30, partitions=1,
+                  label_lateness_seconds=60, label_idle_seconds=600,
+                  bandit_reward_wait_minutes=30)
 
 
 class Clock:
@@ -94,22 +108,27 @@ async def test_learns_labels_and_publishes_versioned_snapshots():
     assert model.stats()["auc"] == 0.5
 
 
-async def test_a_learner_that_takes_over_goes_on_exactly_like_an_uninterrupted_one():
-    log = records(4000)
-    steady = learner()
+async def taken_over(log: list[bytes], settings: Settings, snapshot_at: int, died_at: int
+                     ) -> tuple[Learner, Learner, MemoryModelStore]:
+    """A learner that read ``log`` whole, and one that took over from a learner that published
+    a snapshot after ``snapshot_at`` records and died after ``died_at`` (what it learnt since is
+    lost), then read the topic from its start (a seek gone wrong would feed old records again)."""
+    steady = learner(settings=settings)
     feed(steady, log)
-
     models = MemoryModelStore()
-    first = learner(models)
-    feed(first, log, 0, 1500)
+    first = learner(models, settings=settings)
+    feed(first, log, 0, snapshot_at)
     assert await first.checkpoint(force=True)
-    feed(first, log, 1500, 2200)  # learnt, then the worker dies before a snapshot
-
-    second = Learner(SETTINGS, models, clock=Clock())
-    start = await second.restore()
-    assert start == 1500
+    feed(first, log, snapshot_at, died_at)
+    second = Learner(settings, models, clock=Clock())
+    assert await second.restore() == snapshot_at
     second.active = True
-    feed(second, log, start=0)  # a seek that went wrong would feed the old records again
+    feed(second, log, start=0)
+    return steady, second, models
+
+
+async def test_a_learner_that_takes_over_goes_on_exactly_like_an_uninterrupted_one():
+    steady, second, models = await taken_over(records(4000), SETTINGS, 1500, 2200)
     assert second.state.intent.stats() == steady.state.intent.stats()
     assert second.stats() == steady.stats()
     assert await second.checkpoint(force=True) and await models.version() == 2
@@ -281,3 +300,154 @@ async def test_the_learner_learns_behaviour_clusters_from_session_starts_once_ea
     served = ServedModels(ln.state.intent, {}, ln.state.ltv, clusters.serving_copy()).clusters
     shoes, books = served.assign({"cat:shoes": 1.0}), served.assign({"cat:books": 1.0})
     assert shoes != books and "shoes" in served.describe(shoes)
+
+
+# --- the bandit: one for every worker, learnt from their lessons ---------------------------------
+
+def bandit_log(n: int, seed: int = 5) -> tuple[list[bytes], int, int]:
+    """Learning-topic records as the workers publish them (one per batch): the traffic's score
+    and purchase observations, decisions' ``expect`` lessons and, 0 to 45 minutes of event time
+    later (the wait is 30), their ``reward`` lessons; now and then a reward published before its
+    expect (a worker died between the two). Also returns the decisions and the rewards sent."""
+    rng = random.Random(seed)
+    rates = {"a": 0.6, "b": 0.3, "c": 0.1}
+    due: list[tuple[int, str, bytes]] = []
+    out, decisions, rewards = [], 0, 0
+    for i, value in enumerate(records(n, seed)):
+        obs = orjson.loads(value)
+        ts, cid = obs["ts_ms"], obs["customer_id"]
+        batch = [value]
+        while due and due[0][0] <= ts:
+            batch.append(heapq.heappop(due)[2])
+        if rng.random() < 0.3:
+            did, action, context = f"d{i}", rng.choice("abc"), rng.choice(["x", "y"])
+            decisions += 1
+            expected = lesson_record(cid, obs["event_id"], ts,
+                                     Lesson("expect", did, action, context, ts), BROWSING)
+            r = 1.0 if rng.random() < rates[action] else 0.0
+            rewarded = Lesson("reward", did, action, context, ts, r)
+            roll = rng.random()
+            if roll < 0.05:  # the reward first
+                batch.append(orjson.dumps(lesson_record(cid, f"f{i}", ts, rewarded, FEEDBACK)))
+                rewards += 1
+            batch.append(orjson.dumps(expected))
+            if 0.05 <= roll < 0.7:
+                at = ts + rng.randrange(45 * MIN)
+                heapq.heappush(due, (at, did, orjson.dumps(
+                    lesson_record(cid, f"f{i}", at, rewarded, FEEDBACK))))
+                rewards += 1
+        out.append(pack_batch(batch))
+    out.append(pack_batch([value for _, _, value in sorted(due)]))
+    return out, decisions, rewards
+
+
+def bandit_learner(models: MemoryModelStore | None = None) -> Learner:
+    return learner(models, settings=BANDIT)
+
+
+async def test_the_bandit_learns_every_lesson_once_and_closes_the_rest_as_zeros():
+    log, decisions, sent = bandit_log(3000)
+    once = bandit_learner()
+    feed(once, log)
+    bandit = once.state.bandit
+    assert bandit.rewards > 100 and bandit.early > 5 and bandit.late > 10
+    assert bandit.chooser.expired > 50  # no feedback within the wait: zeros, by the watermark
+    # Every reward sent was learnt, or came after its wait (its decision counted as a zero).
+    assert bandit.rewards + bandit.late == sent
+    # Every decision counted once (its reward, or a zero), or still awaits its reward.
+    assert once.stats()["bandit_outcomes"] + bandit.chooser.pending == decisions
+    assert bandit.chooser.updates == sum(
+        ab[0] + ab[1] - 2 for arms in bandit.chooser.posteriors.values() for ab in arms.values())
+    # What the simulated customers prefer: "a" (60%) above "c" (10%) in both contexts.
+    for context in ("x", "y"):
+        a, c = bandit.chooser.posterior(context, "a"), bandit.chooser.posterior(context, "c")
+        assert a[0] / sum(a) > c[0] / sum(c)
+
+    # Every batch published twice, and a stretch of batches published again later (a worker
+    # that died before committing its offsets): the same bandit, nothing learnt twice.
+    twice = bandit_learner()
+    doubled = [v for value in log for v in (value, value)]
+    doubled[2000:2000] = log[900:960]
+    feed(twice, doubled)
+    assert twice.state.bandit.chooser.to_state() == bandit.chooser.to_state()
+    assert twice.state.bandit.duplicates + twice.state.bandit.too_late > len(log) // 4
+    assert twice.state.intent.stats() == once.state.intent.stats()
+
+
+async def test_a_learner_that_takes_over_has_the_bandit_of_an_uninterrupted_one():
+    log, _, _ = bandit_log(3000, seed=8)
+    steady, second, models = await taken_over(log, BANDIT, 1200, 2100)
+    assert second.state.bandit.chooser.to_state() == steady.state.bandit.chooser.to_state()
+    # The snapshot it restored held open expectations (closed later, as rewards or zeros).
+    restored = load(await models.get("learner"), SECRET.encode())[1]
+    assert restored.bandit.chooser.pending > 0 and restored.offset == 1199
+    assert second.stats() == steady.stats()
+
+
+async def test_every_worker_serves_the_learners_bandit_swapped_into_its_engine():
+    models, clock = MemoryModelStore(), Clock()
+    ln = bandit_learner(models)
+    log, _, _ = bandit_log(2000)
+    feed(ln, log)
+    assert await ln.checkpoint(force=True)
+    learnt = ln.state.bandit.chooser
+    engines = [ThompsonChooser() for _ in range(2)]  # what each worker's engine holds
+    scorers = [IntentScorer(BANDIT, models, clock=clock, bandit=e) for e in engines]
+    for scorer in scorers:
+        await scorer.refresh()
+    for scorer, held in zip(scorers, engines, strict=True):
+        assert scorer.bandit is held and held.posteriors == learnt.posteriors
+        assert held.updates == learnt.updates and held.pending == 0  # no open expectations
+        assert scorer.model_versions() == {"intent": "v1", "bandit": "v1"}
+        assert scorer.stats()["bandit_outcomes"] == learnt.updates
+    candidates = ["a", "b", "c"]
+    for i in range(50):  # the same served copy picks the same on every worker
+        seed = f"decision-{i}".encode()
+        assert engines[0].choose(candidates, "x", seed) == engines[1].choose(candidates, "x",
+                                                                             seed)
+    assert engines[0].probabilities(candidates, "x") == learnt.probabilities(candidates, "x")
+
+
+async def test_without_a_secret_the_learner_hands_its_bandit_to_its_own_engine():
+    settings = Settings(partitions=1, bandit_reward_wait_minutes=30)
+    held = ThompsonChooser()
+    scorer = IntentScorer(settings, clock=Clock(), bandit=held)
+    ln = Learner(settings, MemoryModelStore(), on_publish=scorer.adopt)
+    ln.active = True
+    feed(ln, bandit_log(1000)[0])
+    assert await ln.checkpoint(force=True)
+    assert held.posteriors == ln.state.bandit.chooser.posteriors and held.updates > 0
+    held.learn("a", "x", 1.0)  # a copy: the learner's bandit is not the served one
+    assert held.posteriors != ln.state.bandit.chooser.posteriors
+
+
+async def test_a_snapshot_from_before_the_shared_bandit_is_restored_with_a_fresh_one():
+    models = MemoryModelStore()
+    old = learner(models)
+    feed(old, records(500))
+    del old.state.bandit  # what a learner of the previous version pickled
+    blob = dump(old.state, SECRET.encode(), 1)
+    await models.publish(1, blob, blob)
+    ln = Learner(SETTINGS, models, clock=Clock())
+    assert await ln.restore() == 500
+    assert ln.state.bandit.chooser.updates == 0 and ln.state.intent.n == old.state.intent.n
+
+
+async def test_a_pick_without_reward_closes_as_zero_when_the_learners_watermark_passes_its_wait():
+    ln = bandit_learner()
+    wait, lateness = 30 * MIN, 60_000
+    x = dict.fromkeys(FEATURE_NAMES, 0.0)
+
+    def traffic(ts: int) -> bytes:  # both source partitions at event time ``ts``
+        return pack_batch([orjson.dumps(score_record("c9", f"s{ts}", ts, x, 0.5, 0, BROWSING)),
+                           orjson.dumps(purchase_record("c9", f"p{ts}", ts, PURCHASES))])
+
+    pick = Lesson("expect", "d1", "a", "x", 5 * MIN)
+    log = [traffic(5 * MIN), pack_batch([orjson.dumps(lesson_record(
+        "c1", "e1", 5 * MIN, pick, BROWSING))]), traffic(5 * MIN + wait + lateness - 1)]
+    feed(ln, log)
+    assert ln.state.join.watermark == 5 * MIN + wait - 1
+    assert ln.state.bandit.chooser.pending == 1  # the wait is not over by the watermark
+    ln.apply(3, traffic(5 * MIN + wait + lateness))
+    assert ln.state.bandit.chooser.pending == 0 and ln.stats()["bandit_expired"] == 1
+    assert ln.state.bandit.chooser.posterior("x", "a") == (1.0, 2.0)
