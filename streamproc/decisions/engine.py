@@ -53,6 +53,7 @@ from streamproc.decisions.chooser import Chooser, Pick, UniformChooser
 from streamproc.decisions.experiments import CONTROL
 from streamproc.decisions.experiments import assign as experiment_assign
 from streamproc.decisions.guardrails import (
+    ago_text,
     channel_problem,
     consent_problem,
     data_problem,
@@ -330,7 +331,7 @@ class Engine:
         if reusable is not None:
             action, seen_ms = reusable
             reason = (f"re-used {action.id}: shown in {slot.id} "
-                      f"{hours_text(src.ts_ms - seen_ms)} ago, fresh for "
+                      f"{ago_text(src.ts_ms - seen_ms)}, fresh for "
                       f"{hours_text(action.freshness_ms)}")
             return _Choice(action, Pick(action.id, 1.0, REUSE_POLICY), [reason], ids), experiment
         pick = chooser.choose(ids, context, bytes.fromhex(did))
@@ -375,8 +376,8 @@ class Engine:
             seen = None if a.id == carry else exposure.last_seen(p, a.id)
             if seen is not None and ts - seen[0] < a.freshness_ms:
                 if slot.is_message or seen[1] != slot.id:
-                    excluded.append(f"{a.id}: shown in {seen[1]} {hours_text(ts - seen[0])} "
-                                    f"ago, fresh for {hours_text(a.freshness_ms)}")
+                    excluded.append(f"{a.id}: shown in {seen[1]} {ago_text(ts - seen[0])}, "
+                                    f"fresh for {hours_text(a.freshness_ms)}")
                     continue
                 if reusable is None or seen[0] > reusable[1]:
                     reusable = (a, seen[0])

@@ -139,6 +139,17 @@ def hours_text(ms: float) -> str:
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.0f} h"
 
 
+def ago_text(ms: float) -> str:
+    """How long before the event something happened; a late or replayed event can come before.
+
+    >>> ago_text(7_200_000), ago_text(-1_800_000)
+    ('2 h ago', "30 min after this event's time (a late or replayed event)")
+    """
+    if ms >= 0:
+        return f"{hours_text(ms)} ago"
+    return f"{hours_text(-ms)} after this event's time (a late or replayed event)"
+
+
 def data_problem(p: Mapping[str, Any], action: Action, ts_ms: int,
                  event_data: Mapping[str, Any]) -> str | None:
     """Why the data ``action`` needs (``requires`` and ``params_from``) is missing or stale."""

@@ -144,10 +144,13 @@ async def test_the_example_website_consumer_keeps_the_latest_and_forgets_the_era
     topics = stack_env.settings.topics
     cid = stack_env.customer("web")
     stack_env.start_worker()
+    # Its log (aiokafka's warnings, e.g. while a new topic gets its leaders) goes to a file:
+    # stdout carries only the JSON lines it prints.
+    stderr = open(stack_env.tmp / "website_consumer.log", "wb")  # noqa: SIM115
     consumer = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "examples" / "website_consumer.py"),
         "--bootstrap", stack_env.settings.kafka_bootstrap, "--topic", topics.decisions,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        stdout=asyncio.subprocess.PIPE, stderr=stderr)
     assert consumer.stdout is not None
     lines: list[dict[str, Any]] = []
 
@@ -155,7 +158,8 @@ async def test_the_example_website_consumer_keeps_the_latest_and_forgets_the_era
         async with asyncio.timeout(60):
             while True:
                 line = await consumer.stdout.readline()  # type: ignore[union-attr]
-                assert line, f"the consumer stopped: {lines}"
+                assert line, (f"the consumer stopped: {lines}\n"
+                              f"{(stack_env.tmp / 'website_consumer.log').read_text()[-3000:]}")
                 lines.append(orjson.loads(line))
                 if done(lines[-1]):
                     return lines[-1]
@@ -181,3 +185,4 @@ async def test_the_example_website_consumer_keeps_the_latest_and_forgets_the_era
     finally:
         consumer.terminate()
         await consumer.wait()
+        stderr.close()
