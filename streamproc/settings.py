@@ -114,6 +114,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("MODEL_SNAPSHOT_LABELS", "5000", "the learner also snapshots after this many new labels"),
     ("LABEL_IDLE_SECONDS", "21600",
      "event time the learner waits for a lagging or idle partition before labelling anyway"),
+    ("LEARNER", "worker",
+     "where the learner runs: worker (in every worker, one of them learns) or off (in "
+     "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -157,6 +160,7 @@ class Settings:
     model_reload_seconds: int = 5
     model_snapshot_labels: int = 5000
     label_idle_seconds: int = 21600
+    learner: str = "worker"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +220,7 @@ class Settings:
             model_reload_seconds=_int(get, "MODEL_RELOAD_SECONDS", 1, 3600),
             model_snapshot_labels=_int(get, "MODEL_SNAPSHOT_LABELS", 1, 10_000_000),
             label_idle_seconds=_int(get, "LABEL_IDLE_SECONDS", 0, 30 * 86_400),
+            learner=get("LEARNER").lower(),
         )
         settings.validate()
         return settings
@@ -225,6 +230,8 @@ class Settings:
             raise ConfigError(
                 f"STREAMPROC_LOG_LEVEL={self.log_level!r}: use debug, info, warn or error"
             )
+        if self.learner not in {"worker", "off"}:
+            raise ConfigError(f"STREAMPROC_LEARNER={self.learner!r}: use worker or off")
         if self.state_compression not in {"zstd", "zlib", "none"}:
             raise ConfigError(
                 f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zstd, zlib or none"

@@ -9,7 +9,9 @@ versioned snapshots to Redis (keys per app id, so per test). The tests check tha
 * two workers serve the same model version within the reload period (their decisions say
   which version they used);
 * a learner that is stopped (SIGTERM) or killed (SIGKILL) is replaced by a restarted worker
-  that goes on from the snapshot: the label count never resets.
+  that goes on from the snapshot: the label count never resets;
+* the learner in a process of its own (``streamproc learner``, workers with
+  ``STREAMPROC_LEARNER=off``) learns the same labels, and the workers serve its version.
 """
 
 from __future__ import annotations
@@ -370,6 +372,66 @@ async def test_a_restarted_learner_goes_on_from_the_snapshot(
               f"learnt {learnt['n']} -> {after_term['n']} (SIGTERM) -> {at_kill['n']} "
               f"(SIGKILL) -> {final['n']}; AUC {final['auc']}; {scored} customers scored; "
               f"{time.monotonic() - began:.1f}s")
+    finally:
+        await models.delete()
+        await erase(test_redis, customers)
+
+
+async def test_a_learner_of_its_own_learns_for_workers_that_do_not(
+        stack_env: Env, test_redis: aioredis.Redis) -> None:
+    began = time.monotonic()
+    run = uuid.uuid4().hex[:8]
+    stream = build_stream(run, 2 * CHUNK)
+    customers = {e["customer_id"] for _, e in stream}
+    stack_env.env.update({"STREAMPROC_MODEL_SECRET": SECRET, "STREAMPROC_LEARNER": "off",
+                          "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
+                          "STREAMPROC_MODEL_RELOAD_SECONDS": str(RELOAD_S),
+                          "STREAMPROC_LABEL_LATENESS_SECONDS": str(LATENESS_S),
+                          "STREAMPROC_LABEL_IDLE_SECONDS": str(IDLE_S)})
+    models = model_store(stack_env, test_redis)
+    try:
+        learner = stack_env.start_worker("learner")  # worker-0.log
+        stack_env.start_worker()
+        stack_env.start_worker()
+        deadline = time.monotonic() + 90
+        while not all("[^Worker]: Ready" in (stack_env.tmp / f"worker-{i}.log").read_text()
+                      for i in (1, 2)):
+            assert time.monotonic() < deadline, f"workers not ready:\n{stack_env.worker_log()}"
+            await asyncio.sleep(0.3)
+        await send(stack_env, stream, per_second=500)
+        learnt = await wait_observed(stack_env, test_redis)
+        # The learner process learnt every label of the stream; the workers learnt nothing.
+        assert (learnt["n"], learnt["positives"]) == reference_labels(stack_env, stream), learnt
+        assert learnt["positives"] > 0
+        logs = [(stack_env.tmp / f"worker-{i}.log").read_text(errors="replace")
+                for i in range(3)]
+        assert "this worker learns now" in logs[0]
+        assert not any("this worker learns now" in log for log in logs[1:])
+        version = await models.version()
+
+        # Both workers serve the learner's version (reloaded from its signed snapshot).
+        adds = [{"event_id": f"add-{run}-{i}", "type": "cart_add", "customer_id": cid,
+                 "ts": "2026-03-05T12:00:00.000Z", "quantity": 1,
+                 "product": {"product_id": "p1", "category": "shoes", "price": 20.0}}
+                for i, cid in enumerate(sorted(customers)[:30])]
+        await asyncio.sleep(RELOAD_S + 0.5)
+        await stack_env.produce_events(stack_env.settings.topics.browsing, adds)
+        ids = {a["event_id"] for a in adds}
+        records = await stack_env.consume_until(
+            stack_env.settings.topics.decisions,
+            lambda rs: {r["value"]["trigger"]["event_id"] for r in rs if r["value"]} >= ids)
+        ours = [r for r in records if r["value"] and r["value"]["trigger"]["event_id"] in ids]
+        assert {r["partition"] for r in ours} == {0, 1, 2}
+        served = [r["value"]["model_versions"].get("intent", "none") for r in ours]
+        assert all(v.startswith("v") and int(v[1:]) >= version for v in served), served
+
+        # SIGTERM: the learner writes its last snapshot and exits 0.
+        learner.send_signal(signal.SIGTERM)
+        assert learner.wait(timeout=30) == 0, stack_env.worker_log()
+        last = await read_stats(stack_env, test_redis)
+        assert last is not None and last["learner"]["offset"] >= learnt["learner"]["offset"]
+        print(f"\nlearner process: {len(stream)} events, {learnt['n']} labels, AUC "
+              f"{learnt['auc']}, served v{version}; {time.monotonic() - began:.1f}s")
     finally:
         await models.delete()
         await erase(test_redis, customers)
