@@ -134,16 +134,9 @@ def create_app(
 
     app.agent(inputs, name="streamproc.process_events")(process_events)
 
-    if store_factory is None:  # the learner needs the real Kafka and Redis
+    if store_factory is None and learns_in_worker(settings):  # the real Kafka and Redis
         async def learn() -> None:
-            store = RedisStore.from_url(settings.redis_url)
-            learner = Learner(settings, RedisModelStore(store.client, settings.app_id),
-                              on_publish=adopt_locally)
-            app.streamproc_learner = learner  # type: ignore[attr-defined]
-            try:
-                await run_learner(settings, learner)
-            finally:
-                await store.close()
+            await serve_learner(settings, adopt_locally)
 
         app.task(learn)
 
@@ -165,6 +158,37 @@ def create_app(
         _add_operations(app, settings, stats, metrics, options["web_enabled"],
                         worker_id)
     return app
+
+
+def learns_in_worker(settings: Settings) -> bool:
+    """Whether a worker also takes part in the learner group (``STREAMPROC_LEARNER``).
+
+    ``off`` leaves the learning to ``streamproc learner`` processes, which hand their models to
+    the workers through signed snapshots only: without ``STREAMPROC_MODEL_SECRET`` there are
+    none, so the worker learns itself after all (and says so) rather than never score.
+    """
+    if settings.learner == "worker":
+        return True
+    if not settings.model_secret:
+        log.warning("STREAMPROC_LEARNER=off needs STREAMPROC_MODEL_SECRET (a learner in another "
+                    "process hands its models over as signed snapshots): this worker runs the "
+                    "learner itself")
+        return True
+    return False
+
+
+async def serve_learner(
+    settings: Settings, on_publish: Callable[[ServedModels, int, int], None] | None = None
+) -> None:
+    """Take part in the learner group until cancelled (a worker's task, or ``streamproc
+    learner``); the learner's last snapshot is written on the way out."""
+    store = RedisStore.from_url(settings.redis_url)
+    learner = Learner(settings, RedisModelStore(store.client, settings.app_id),
+                      on_publish=on_publish)
+    try:
+        await run_learner(settings, learner)
+    finally:
+        await store.close()
 
 
 def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,

@@ -69,6 +69,43 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learner(settings: Settings, args: argparse.Namespace) -> int:
+    settings.validate()
+    if not settings.model_secret:
+        print("streamproc learner: STREAMPROC_MODEL_SECRET is not set, so there is nothing to do "
+              "here: a learner of its own hands its models to the workers as signed snapshots, "
+              "which need the secret (the same on the workers). Without it every worker runs "
+              "the learner itself.", file=sys.stderr)
+        return 0
+    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(settings.log_level,
+                                                        settings.log_level.upper())
+    logging.getLogger().setLevel(level)
+    asyncio.run(_learn(settings))
+    return 0
+
+
+async def _learn(settings: Settings) -> None:
+    """The learner until SIGTERM or Ctrl-C, which write its last snapshot before it exits."""
+    import signal
+
+    from streamproc.app import serve_learner, tune_gc
+    from streamproc.stack import ensure_topics
+
+    created = await ensure_topics(settings)
+    if created:
+        print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    tune_gc()
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await serve_learner(settings)
+    except asyncio.CancelledError:
+        logging.getLogger(__name__).info("learner stopped")
+
+
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.simulator import run_simulation
 
@@ -288,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: STREAMPROC_LOG_LEVEL or info")
     p.set_defaults(func=_cmd_worker)
 
+    p = sub.add_parser("learner", help="run the learner as its own process (Ctrl-C stops it)",
+                       description="Label the workers' observations from the learning topic, "
+                       "learn the models and publish them as signed snapshots that every "
+                       "worker reloads. Needs STREAMPROC_MODEL_SECRET (the workers' one); run "
+                       "the workers with STREAMPROC_LEARNER=off. Several learners may run: one "
+                       "learns, the others stand by and take over when it stops.")
+    p.set_defaults(func=_cmd_learner)
+
     p = sub.add_parser("simulate", help="produce realistic customer traffic to Kafka",
                        description="Simulated customers with personas browse, search, fill "
                        "carts and buy; events go to the input topics at the given rate.")
@@ -399,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-top", type=_positive_int,
                    help="functions listed from the profile (default: 25)")
     p.add_argument("--seed", type=int, help="simulator seed (default: 7)")
+    p.add_argument("--learner", choices=["process", "worker"],
+                   help="where the pipeline's learner runs: process (one `streamproc learner` "
+                   "beside the workers, which run with STREAMPROC_LEARNER=off; the recommended "
+                   "deployment) or worker (in the workers) (default: process)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "
@@ -432,7 +481,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command != "worker":
+    if args.command not in {"worker", "learner"}:
         # Our own error says what failed and what to do; aiokafka's connection noise before
         # it only repeats it.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -78,7 +78,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
     ("BATCH_WAIT_MS", "5", "longest wait for a batch to fill, in milliseconds"),
     ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),
-    ("STATE_COMPRESSION", "zlib", "how profiles are stored in Redis: zlib (smaller) or none"),
+    ("STATE_COMPRESSION", "zstd",
+     "how profiles are stored in Redis: zstd (a shipped dictionary; smallest, fastest), zlib or "
+     "none"),
     ("AFFINITY_HALF_LIFE_DAYS", "14", "days after which a category/brand affinity halves"),
     ("ACTIVITY_DAYS", "30", "days of daily activity counts kept for windowed segment rules"),
     ("CUSTOMER_TTL_DAYS", "0", "expire customers inactive this many days; 0 keeps them"),
@@ -117,6 +119,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "event-time disorder waited out before a timer fires (cart abandonment, cascades)"),
     ("TIMERS_PER_BATCH", "1000",
      "most timers fired per partition after a batch (the rest after the next); 0: none"),
+    ("LEARNER", "worker",
+     "where the learner runs: worker (in every worker, one of them learns) or off (in "
+     "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -135,7 +140,7 @@ class Settings:
     batch_size: int = 500
     batch_wait_ms: int = 5
     dedupe_window: int = 32
-    state_compression: str = "zlib"
+    state_compression: str = "zstd"
     affinity_half_life_days: float = 14.0
     activity_days: int = 30
     customer_ttl_days: int = 0
@@ -162,6 +167,7 @@ class Settings:
     label_idle_seconds: int = 21600
     timer_lateness_seconds: int = 60
     timers_per_batch: int = 1000
+    learner: str = "worker"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -223,6 +229,7 @@ class Settings:
             label_idle_seconds=_int(get, "LABEL_IDLE_SECONDS", 0, 30 * 86_400),
             timer_lateness_seconds=_int(get, "TIMER_LATENESS_SECONDS", 0, 7 * 86_400),
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
+            learner=get("LEARNER").lower(),
         )
         settings.validate()
         return settings
@@ -232,9 +239,11 @@ class Settings:
             raise ConfigError(
                 f"STREAMPROC_LOG_LEVEL={self.log_level!r}: use debug, info, warn or error"
             )
-        if self.state_compression not in {"zlib", "none"}:
+        if self.learner not in {"worker", "off"}:
+            raise ConfigError(f"STREAMPROC_LEARNER={self.learner!r}: use worker or off")
+        if self.state_compression not in {"zstd", "zlib", "none"}:
             raise ConfigError(
-                f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zlib or none"
+                f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zstd, zlib or none"
             )
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
             raise ConfigError(

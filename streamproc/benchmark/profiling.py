@@ -17,7 +17,8 @@ from typing import Any
 PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("waiting (event loop idle in epoll: Kafka, Redis)", ("'poll' of 'select.epoll'",)),
     ("JSON (orjson loads/dumps)", ("orjson",)),
-    ("document compression (zlib, state/document.py)", ("zlib", "streamproc/state/document.py")),
+    ("document compression (zstd or zlib, state/document.py, zdict.py)",
+     ("zlib", "zstd", "streamproc/state/document.py", "streamproc/state/zdict.py")),
     # Socket writes serve both clients: in a worker they are mostly Kafka produce requests.
     ("socket writes and reads (Kafka and Redis)", ("_socket.socket",)),
     ("redis-py client (commands, pipeline)", ("/redis/", "hiredis")),

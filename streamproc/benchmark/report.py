@@ -34,7 +34,9 @@ def render(report: dict[str, Any]) -> str:
         topics = ", ".join(f"{k} {v:,}" for k, v in ev["by_topic"].items())
         lines.append(f"{ev['count']:,} events ({topics}) of {ev['active_customers']:,} customers, "
                      f"{o['partitions']} partitions, batches of "
-                     f"{report['settings']['batch_size']}")
+                     f"{report['settings']['batch_size']}; the pipeline's learner "
+                     + ("in a process of its own" if o.get("learner", "worker") == "process"
+                        else "in the workers"))
     stages = report.get("stages") or {}
     if stages:
         raw = stages.get("raw_aiokafka", {}).get("events_per_s")

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import os
 import pstats
+import secrets
 import shutil
 import signal
 import tempfile
@@ -49,6 +50,7 @@ from streamproc.simulator import Population, generate_events
 from streamproc.stack import ensure_topics
 
 STAGES = ("raw", "faust", "pipeline", "pipeline2", "latency")
+LEARNER_PLACES = ("process", "worker")
 LOCK_KEY = "streamproc:bench:lock"
 LOCK_TTL_S = 6 * 3600
 # Targets of the issue: pipeline / bare Faust, two workers / one, p99 at 1,000 events/s.
@@ -75,6 +77,8 @@ class BenchOptions:
     profile: Path | None = None
     profile_top: int = 25
     seed: int = 7
+    # Where the pipeline's learner runs: "process" (its own, as recommended) or "worker".
+    learner: str = "process"
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:
@@ -181,9 +185,15 @@ class Bench:
         if unknown or not (options.stages or options.profile):
             what = f"unknown stage(s) {', '.join(sorted(unknown))}" if unknown else "no stage"
             raise BenchError(f"{what}; choose from {', '.join(STAGES)}")
+        if options.learner not in LEARNER_PLACES:
+            raise BenchError(f"--learner {options.learner}: choose from "
+                             f"{', '.join(LEARNER_PLACES)}")
         self.base = base
         self.options = options
-        self.environ = environ
+        # The workers and a learner of its own share models through signed snapshots in the
+        # bench's Redis database: a secret of the run's own unless the environment has one.
+        self.environ = {**environ, "STREAMPROC_MODEL_SECRET":
+                        environ.get("STREAMPROC_MODEL_SECRET") or secrets.token_hex(16)}
         self.progress = Progress(out)
         self.run_id = uuid.uuid4().hex[:8]
         self.partitions = options.partitions or base.partitions
@@ -203,7 +213,8 @@ class Bench:
             stack_dir=self.workdir)
 
     def worker_run(self, prefix: str, group: str) -> WorkerRun:
-        return WorkerRun(self.settings(prefix, group), prefix, self.environ, self.workdir)
+        return WorkerRun(self.settings(prefix, group), prefix, self.environ, self.workdir,
+                         self.options.learner)
 
     async def topics(self, prefix: str) -> None:
         settings = self.settings(prefix, "topics")
@@ -312,7 +323,8 @@ class Bench:
             say(f"stage {min(i, 3)}: {name.replace('_', ' ')} (worker subprocesses)")
             await self.guard.reset()
             result = await worker_stage(name, argv, count, self.worker_run(prefix, key),
-                                        self.probe, total, self.progress)
+                                        self.probe, total, self.progress,
+                                        pipeline=key != "faust")
             stages[name] = self._done(result)
         out["stages"] = stages
         if opts.profile is not None:

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streamproc.benchmark.measure import Sample, percentile, steady_rate
 from streamproc.benchmark.offsets import KafkaProbe, partitions_of
 from streamproc.benchmark.workers import (
+    LEARNER,
     PIPELINE,
     BenchError,
     Worker,
@@ -179,18 +180,34 @@ class WorkerRun:
     prefix: str
     base_env: Mapping[str, str]
     logs: Path
+    # Where the pipeline's learner runs: "process" (one `streamproc learner` beside the workers,
+    # which run with STREAMPROC_LEARNER=off: the recommended deployment) or "worker".
+    learner: str = "process"
+
+
+def start_stage(stage: str, argv: Sequence[str], count: int, run: WorkerRun,
+                pipeline: bool) -> list[Worker]:
+    """A stage's processes: ``count`` workers and, for the pipeline with its learner in a
+    process of its own, that learner (started first, stopped with the workers)."""
+    env = worker_env(run.base_env, run.settings, run.prefix)
+    if not pipeline:
+        return start_workers(stage, argv, count, env, run.logs)
+    env["STREAMPROC_LEARNER"] = "off" if run.learner == "process" else "worker"
+    learner = (start_workers(f"{stage}-learner", LEARNER, 1, env, run.logs)
+               if run.learner == "process" else [])
+    return learner + start_workers(stage, argv, count, env, run.logs)
 
 
 async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerRun,
-                       probe: KafkaProbe, total: int, progress: Progress) -> StageResult:
+                       probe: KafkaProbe, total: int, progress: Progress,
+                       pipeline: bool = True) -> StageResult:
     """Stages 2 and 3: ``count`` worker processes until ``total`` input offsets are committed
     (all of them, except in the profiled run)."""
     settings = run.settings
     tps = partitions_of(settings.topics.inputs, settings.partitions)
     before = await _output_counts(probe, settings)
-    env = worker_env(run.base_env, settings, run.prefix)
     started = time.monotonic()
-    workers = start_workers(stage, argv, count, env, run.logs)
+    workers = start_stage(stage, argv, count, run, pipeline)
     try:
         stable_at = await _wait_stable(probe, settings.app_id, count, workers, stage)
         samples = await _wait_committed(probe, settings.app_id, tps, total, workers, stage,
@@ -318,8 +335,7 @@ async def latency_stage(rate: int, messages: Sequence[Message], warmup_s: float,
     settings = run.settings
     stage = f"latency at {rate:,}/s"
     tps = partitions_of(settings.topics.inputs, settings.partitions)
-    workers = start_workers(f"latency-{rate}", PIPELINE, 1, worker_env(run.base_env, settings,
-                                                                       run.prefix), run.logs)
+    workers = start_stage(f"latency-{rate}", PIPELINE, 1, run, pipeline=True)
     decisions = _Decisions(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 linger_ms=0, enable_idempotence=True)

@@ -3,7 +3,8 @@
 Each stage runs its workers as separate processes, as in production: ``python -m streamproc.cli
 worker`` for the pipeline, ``python -m streamproc.benchmark.bare`` for the bare Faust app, and
 the pipeline under ``python -m cProfile`` for ``--profile`` (cProfile writes its file when the
-worker exits after SIGTERM).
+worker exits after SIGTERM), and ``python -m streamproc.cli learner`` beside the pipeline's
+workers when its learner runs in a process of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from streamproc.errors import StreamprocError
 from streamproc.settings import Settings
 
 PIPELINE = ("-m", "streamproc.cli", "worker")
+LEARNER = ("-m", "streamproc.cli", "learner")
 BARE_FAUST = ("-m", "streamproc.benchmark.bare")
 STOP_TIMEOUT_S = 60.0
 LOG_TAIL_CHARS = 3000

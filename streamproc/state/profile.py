@@ -13,6 +13,7 @@ or Kafka; the processor decides which events to apply (idempotency) and stores t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 # A gap of event time longer than this starts a new session (the common web-analytics default).
@@ -68,6 +69,13 @@ def new_profile(customer_id: str) -> Profile:
     }
 
 
+@cache
+def _shape() -> tuple[frozenset[str], tuple[tuple[str, frozenset[str]], ...]]:
+    """The keys of a new profile, and the keys of each of its dicts."""
+    p = new_profile("-")
+    return frozenset(p), tuple((k, frozenset(v)) for k, v in p.items() if isinstance(v, dict))
+
+
 def upgrade_profile(p: Profile) -> Profile:
     """A profile stored by an older streamproc, completed with the parts this version keeps.
 
@@ -81,6 +89,10 @@ def upgrade_profile(p: Profile) -> Profile:
     >>> p["purchases"]["days"], p["purchases"]["orders"], p["activity"], p["session"]
     ({}, 2, {}, None)
     """
+    keys, parts = _shape()
+    if keys <= p.keys() and all(not isinstance(have := p[key], dict) or part <= have.keys()
+                                for key, part in parts):
+        return p  # complete already: nearly every load (checked without building a profile)
     for key, default in new_profile(p.get("customer_id") or "-").items():
         have = p.get(key)
         if key not in p:

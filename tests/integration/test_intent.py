@@ -9,7 +9,9 @@ versioned snapshots to Redis (keys per app id, so per test). The tests check tha
 * two workers serve the same model version within the reload period (their decisions say
   which version they used);
 * a learner that is stopped (SIGTERM) or killed (SIGKILL) is replaced by a restarted worker
-  that goes on from the snapshot: the label count never resets.
+  that goes on from the snapshot: the label count never resets;
+* the learner in a process of its own (``streamproc learner``, workers with
+  ``STREAMPROC_LEARNER=off``) learns the same labels, and the workers serve its version.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ FAST_GROUP = {"STREAMPROC_SESSION_TIMEOUT_S": "10"}
 # events): live, two workers, 0.72 to 0.75; in memory in event-time order, snapshots every 250
 # or 1,000 events, 0.68 and 0.66 (docs/models.md). Labels joined wrongly gave 0.41.
 AUC_FLOOR = 0.6
+# Snapshots signed and written every second, reloaded every RELOAD_S.
+LEARNING = {"STREAMPROC_MODEL_SECRET": SECRET, "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
+            "STREAMPROC_MODEL_RELOAD_SECONDS": str(RELOAD_S),
+            "STREAMPROC_LABEL_LATENESS_SECONDS": str(LATENESS_S),
+            "STREAMPROC_LABEL_IDLE_SECONDS": str(IDLE_S)}
 
 Item = tuple[str, dict[str, Any]]
 
@@ -217,6 +224,23 @@ async def wait_restored(env: Env, worker: int, proc: subprocess.Popen[bytes],
     return count
 
 
+async def wait_ready(env: Env, workers: list[int]) -> None:
+    """Until these workers (by start order) are ready to consume."""
+    deadline = time.monotonic() + 90
+    while not all("[^Worker]: Ready" in (env.tmp / f"worker-{i}.log").read_text()
+                  for i in workers):
+        assert time.monotonic() < deadline, f"workers not ready:\n{env.worker_log()}"
+        await asyncio.sleep(0.3)
+
+
+def cart_adds(run: str, customers: set[str]) -> list[dict[str, Any]]:
+    """A cart add of 30 of the customers, each deciding with the model served then."""
+    return [{"event_id": f"add-{run}-{i}", "type": "cart_add", "customer_id": cid,
+             "ts": "2026-03-05T12:00:00.000Z", "quantity": 1,
+             "product": {"product_id": "p1", "category": "shoes", "price": 20.0}}
+            for i, cid in enumerate(sorted(customers)[:30])]
+
+
 async def erase(redis: aioredis.Redis, customers: set[str]) -> None:
     store = RedisStore(redis)
     for cid in customers:
@@ -229,21 +253,13 @@ async def test_one_learner_learns_live_traffic_and_both_workers_serve_its_versio
     run = uuid.uuid4().hex[:8]
     stream = build_stream(run, 4 * CHUNK)
     customers = {e["customer_id"] for _, e in stream}
-    stack_env.env.update({"STREAMPROC_MODEL_SECRET": SECRET,
-                          "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
-                          "STREAMPROC_MODEL_RELOAD_SECONDS": str(RELOAD_S),
-                          "STREAMPROC_LABEL_LATENESS_SECONDS": str(LATENESS_S),
-                          "STREAMPROC_LABEL_IDLE_SECONDS": str(IDLE_S)})
+    stack_env.env.update(LEARNING)
     models = model_store(stack_env, test_redis)
     try:
         stack_env.start_worker()
         stack_env.start_worker()
         # Live traffic starts once both workers are up.
-        deadline = time.monotonic() + 90
-        while not all("[^Worker]: Ready" in (stack_env.tmp / f"worker-{i}.log").read_text()
-                      for i in range(2)):
-            assert time.monotonic() < deadline, f"workers not ready:\n{stack_env.worker_log()}"
-            await asyncio.sleep(0.3)
+        await wait_ready(stack_env, [0, 1])
         await send(stack_env, stream, per_second=500)
         # Wait until the learner consumed every observation (its snapshot says so). Event time
         # then stops moving, the last windows stay open, nothing new is learnt: that
@@ -261,11 +277,7 @@ async def test_one_learner_learns_live_traffic_and_both_workers_serve_its_versio
 
         # Both workers serve that version within the reload period: cart adds of customers on
         # every partition (so of both workers) decide with it.
-        stamp = "2026-03-05T12:00:00.000Z"
-        adds = [{"event_id": f"add-{run}-{i}", "type": "cart_add", "customer_id": cid,
-                 "ts": stamp, "product": {"product_id": "p1", "category": "shoes",
-                                          "price": 20.0}, "quantity": 1}
-                for i, cid in enumerate(sorted(customers)[:30])]
+        adds = cart_adds(run, customers)
         await asyncio.sleep(max(0.0, written + RELOAD_S + 0.5 - time.monotonic()))
         await stack_env.produce_events(stack_env.settings.topics.browsing, adds)
         ids = {a["event_id"] for a in adds}
@@ -307,11 +319,7 @@ async def test_a_restarted_learner_goes_on_from_the_snapshot(
     stream = build_stream(run, 3 * CHUNK)
     customers = {e["customer_id"] for _, e in stream}
     assert sum(e["type"] == "purchase" for _, e in stream[:CHUNK]) > 20
-    stack_env.env.update({"STREAMPROC_MODEL_SECRET": SECRET,
-                          "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
-                          "STREAMPROC_MODEL_RELOAD_SECONDS": str(RELOAD_S),
-                          "STREAMPROC_LABEL_LATENESS_SECONDS": str(LATENESS_S),
-                          "STREAMPROC_LABEL_IDLE_SECONDS": str(IDLE_S), **FAST_GROUP})
+    stack_env.env.update({**LEARNING, **FAST_GROUP})
     models = model_store(stack_env, test_redis)
     try:
         # 1. A fresh worker learns from the first traffic; SIGTERM writes a last snapshot.
@@ -370,6 +378,55 @@ async def test_a_restarted_learner_goes_on_from_the_snapshot(
               f"learnt {learnt['n']} -> {after_term['n']} (SIGTERM) -> {at_kill['n']} "
               f"(SIGKILL) -> {final['n']}; AUC {final['auc']}; {scored} customers scored; "
               f"{time.monotonic() - began:.1f}s")
+    finally:
+        await models.delete()
+        await erase(test_redis, customers)
+
+
+async def test_a_learner_of_its_own_learns_for_workers_that_do_not(
+        stack_env: Env, test_redis: aioredis.Redis) -> None:
+    began = time.monotonic()
+    run = uuid.uuid4().hex[:8]
+    stream = build_stream(run, 2 * CHUNK)
+    customers = {e["customer_id"] for _, e in stream}
+    stack_env.env.update({**LEARNING, "STREAMPROC_LEARNER": "off"})
+    models = model_store(stack_env, test_redis)
+    try:
+        learner = stack_env.start_worker("learner")  # worker-0.log
+        stack_env.start_worker()
+        stack_env.start_worker()
+        await wait_ready(stack_env, [1, 2])
+        await send(stack_env, stream, per_second=500)
+        learnt = await wait_observed(stack_env, test_redis)
+        # The learner process learnt every label of the stream; the workers learnt nothing.
+        assert (learnt["n"], learnt["positives"]) == reference_labels(stack_env, stream), learnt
+        assert learnt["positives"] > 0
+        logs = [(stack_env.tmp / f"worker-{i}.log").read_text(errors="replace")
+                for i in range(3)]
+        assert "this worker learns now" in logs[0]
+        assert not any("this worker learns now" in log for log in logs[1:])
+        version = await models.version()
+
+        # Both workers serve the learner's version (reloaded from its signed snapshot).
+        adds = cart_adds(run, customers)
+        await asyncio.sleep(RELOAD_S + 0.5)
+        await stack_env.produce_events(stack_env.settings.topics.browsing, adds)
+        ids = {a["event_id"] for a in adds}
+        records = await stack_env.consume_until(
+            stack_env.settings.topics.decisions,
+            lambda rs: {r["value"]["trigger"]["event_id"] for r in rs if r["value"]} >= ids)
+        ours = [r for r in records if r["value"] and r["value"]["trigger"]["event_id"] in ids]
+        assert {r["partition"] for r in ours} == {0, 1, 2}
+        served = [r["value"]["model_versions"].get("intent", "none") for r in ours]
+        assert all(v.startswith("v") and int(v[1:]) >= version for v in served), served
+
+        # SIGTERM: the learner writes its last snapshot and exits 0.
+        learner.send_signal(signal.SIGTERM)
+        assert learner.wait(timeout=30) == 0, stack_env.worker_log()
+        last = await read_stats(stack_env, test_redis)
+        assert last is not None and last["learner"]["offset"] >= learnt["learner"]["offset"]
+        print(f"\nlearner process: {len(stream)} events, {learnt['n']} labels, AUC "
+              f"{learnt['auc']}, served v{version}; {time.monotonic() - began:.1f}s")
     finally:
         await models.delete()
         await erase(test_redis, customers)

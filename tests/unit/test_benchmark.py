@@ -158,3 +158,35 @@ def test_help_states_the_real_defaults(capsys):
     assert f"(default: {','.join(map(str, d.loads))})" in text
     q = BenchOptions.quick()
     assert f"{q.events} events" in text and f"loads {','.join(map(str, q.loads))}" in text
+
+
+@pytest.mark.parametrize(("learner", "pipeline", "expected"), [
+    ("process", True, [("learner", "off"), ("worker", "off")]),
+    ("worker", True, [("worker", "worker")]),
+    ("process", False, [("bare", None)]),  # the bare Faust app has no learner
+])
+def test_the_pipeline_learner_runs_where_the_bench_says(monkeypatch, tmp_path, learner, pipeline,
+                                                        expected):
+    from streamproc.benchmark import stages
+    from streamproc.benchmark.workers import BARE_FAUST, LEARNER
+
+    started = []
+
+    def fake_start(name, argv, count, env, logs):
+        kind = {LEARNER: "learner", PIPELINE: "worker", BARE_FAUST: "bare"}[tuple(argv)]
+        started.append((kind, env.get("STREAMPROC_LEARNER")))
+        return []
+
+    monkeypatch.setattr(stages, "start_workers", fake_start)
+    run = stages.WorkerRun(Settings(), "bench-x.", {}, tmp_path, learner)
+    stages.start_stage("s", PIPELINE if pipeline else BARE_FAUST, 1, run, pipeline)
+    assert started == expected
+
+
+def test_the_bench_signs_model_snapshots_with_a_secret_of_its_own():
+    bench = Bench(Settings(), BenchOptions(), {"PATH": "/bin"}, None)  # type: ignore[arg-type]
+    assert len(bench.environ["STREAMPROC_MODEL_SECRET"]) == 32
+    kept = Bench(Settings(), BenchOptions(), {"STREAMPROC_MODEL_SECRET": "mine"}, None)  # type: ignore[arg-type]
+    assert kept.environ["STREAMPROC_MODEL_SECRET"] == "mine"
+    with pytest.raises(BenchError, match="--learner"):
+        Bench(Settings(), BenchOptions(learner="elsewhere"), {}, None)  # type: ignore[arg-type]

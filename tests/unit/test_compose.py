@@ -208,8 +208,8 @@ def load_topics_script() -> ModuleType:
 # --- docker-compose.yml ------------------------------------------------------------------------
 
 def test_compose_parses_with_the_expected_services() -> None:
-    assert {"kafka", "redis", "topics", "worker", "simulator"} <= set(services())
-    assert set(our_services()) >= {"topics", "worker", "simulator"}
+    assert {"kafka", "redis", "topics", "worker", "learner", "simulator"} <= set(services())
+    assert set(our_services()) >= {"topics", "worker", "learner", "simulator"}
     for name in ("kafka", "redis"):
         assert not uses_our_image(services()[name])
 
@@ -294,6 +294,18 @@ def test_worker_is_scalable_and_waits_for_its_dependencies() -> None:
     conditions = {name: dep["condition"] for name, dep in worker["depends_on"].items()}
     assert conditions == {"kafka": "service_healthy", "redis": "service_healthy",
                           "topics": "service_completed_successfully"}
+
+
+def test_the_learner_runs_beside_the_workers_not_in_them() -> None:
+    learner, worker = services()["learner"], services()["worker"]
+    assert learner["command"] == ["learner"]
+    assert Settings.from_env({k: str(v) for k, v in worker["environment"].items()}).learner \
+        == "off"
+    conditions = {name: dep["condition"] for name, dep in learner["depends_on"].items()}
+    assert conditions == {"kafka": "service_healthy", "redis": "service_healthy",
+                          "topics": "service_completed_successfully"}
+    # Without a secret it exits 0 at once (the workers learn then): not restarted in a loop.
+    assert learner["restart"] == "on-failure"
 
 
 def test_healthy_dependencies_have_healthchecks() -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.app import create_app
+from streamproc.app import create_app, learns_in_worker
+from streamproc.cli import main
 from streamproc.errors import ConfigError
 from streamproc.settings import Settings
 
@@ -39,7 +40,26 @@ def test_a_long_session_keeps_requests_longer(tmp_path: Path) -> None:
     ({"STREAMPROC_SESSION_TIMEOUT_S": "5"}, "6 to 1800"),
     ({"STREAMPROC_SESSION_TIMEOUT_S": "ten"}, "whole number"),
     ({"STREAMPROC_LOG_FORMAT": "xml"}, "text or json"),
+    ({"STREAMPROC_LEARNER": "both"}, "worker or off"),
 ])
 def test_bad_values_say_what_to_use(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("env", "in_worker"), [
+    ({}, True),
+    ({"STREAMPROC_LEARNER": "worker", "STREAMPROC_MODEL_SECRET": "s"}, True),
+    ({"STREAMPROC_LEARNER": "OFF", "STREAMPROC_MODEL_SECRET": "s"}, False),
+    # Without snapshots a learner elsewhere could hand this worker nothing: it learns itself.
+    ({"STREAMPROC_LEARNER": "off"}, True),
+])
+def test_where_the_learner_runs(env: dict[str, str], in_worker: bool) -> None:
+    assert learns_in_worker(Settings.from_env(env)) is in_worker
+
+
+def test_a_learner_process_without_a_secret_says_why_and_exits(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("STREAMPROC_MODEL_SECRET", raising=False)
+    assert main(["learner"]) == 0
+    assert "STREAMPROC_MODEL_SECRET is not set" in capsys.readouterr().err
