@@ -7,6 +7,7 @@ several). Values travel as raw bytes: decoding is ours, so a bad message reaches
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -178,15 +179,16 @@ def learns_in_worker(settings: Settings) -> bool:
 
 
 async def serve_learner(
-    settings: Settings, on_publish: Callable[[ServedModels, int, int], None] | None = None
+    settings: Settings, on_publish: Callable[[ServedModels, int, int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Take part in the learner group until cancelled (a worker's task, or ``streamproc
-    learner``); the learner's last snapshot is written on the way out."""
+    """Take part in the learner group until cancelled (a worker's task) or ``stop`` is set
+    (``streamproc learner``); the learner's last snapshot is written on the way out."""
     store = RedisStore.from_url(settings.redis_url)
     learner = Learner(settings, RedisModelStore(store.client, settings.app_id),
                       on_publish=on_publish)
     try:
-        await run_learner(settings, learner)
+        await run_learner(settings, learner, stop)
     finally:
         await store.close()
 

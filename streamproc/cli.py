@@ -95,15 +95,15 @@ async def _learn(settings: Settings) -> None:
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
     tune_gc()
-    task = asyncio.current_task()
-    assert task is not None
+    # A signal sets ``stop``: the learner leaves its poll loop within a second and writes its
+    # last snapshot. (Cancelling the task instead was sometimes swallowed inside the Kafka
+    # client, and the learner ran on.)
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await serve_learner(settings)
-    except asyncio.CancelledError:
-        logging.getLogger(__name__).info("learner stopped")
+        loop.add_signal_handler(sig, stop.set)
+    await serve_learner(settings, stop=stop)
+    logging.getLogger(__name__).info("learner stopped")
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -317,10 +317,14 @@ async def seek_restored(learner: Learner, consumer: AIOKafkaConsumer,
              ",".join(tp.topic for tp in partitions), start if start >= 0 else "beginning")
 
 
-async def run_learner(settings: Settings, learner: Learner, **consumer_options: Any) -> None:
-    """Take part in the learner group until cancelled; learn while holding the partition."""
+async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event | None = None,
+                      **consumer_options: Any) -> None:
+    """Take part in the learner group until cancelled, or until ``stop`` is set (seen within a
+    poll, POLL_MS: a way out that no library can swallow, unlike a cancellation); learn while
+    holding the partition. Either way the last snapshot is written on the way out."""
     delay = RETRY_FIRST_S
-    while True:
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=f"{settings.app_id}.learner",
@@ -331,7 +335,7 @@ async def run_learner(settings: Settings, learner: Learner, **consumer_options: 
         consumer.subscribe([settings.topics.learning], listener=_Takeover(learner, consumer))
         try:
             await consumer.start()
-            while True:
+            while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
                 for messages in batch.values():
                     for msg in messages:
