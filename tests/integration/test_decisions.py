@@ -44,6 +44,18 @@ def decisions_for(records: list[dict[str, Any]], cid: str) -> list[dict[str, Any
     return [r["value"] for r in records if r["key"] == cid.encode() and r["value"] is not None]
 
 
+def afternoon_zone(seconds: float) -> str:
+    """A fixed-offset zone where ``seconds`` falls between 12:00 and 13:00 local time, so that no
+    message channel is in quiet hours whatever the hour a test runs at.
+
+    >>> afternoon_zone(0), afternoon_zone(23 * 3600.0)  # 00:00 UTC: 12:00 the day before at UTC-12
+    ('Etc/GMT+12', 'Etc/GMT+11')
+    """
+    hour = datetime.fromtimestamp(seconds, UTC).hour
+    offset = (12 - hour + 12) % 24 - 12  # hours east of UTC, in [-12, 11]
+    return f"Etc/GMT{-offset:+d}"  # the tz database's Etc/GMT signs are inverted
+
+
 async def wait_for_profile(env: Env, cid: str, ready: Any) -> dict[str, Any]:
     async with asyncio.timeout(60):
         while True:
@@ -99,6 +111,8 @@ async def test_after_consent_is_withdrawn_nothing_is_personalised_and_nothing_se
     stack_env.start_worker()
     now = time.time()
     await stack_env.produce_events(topics.profiles, [
+        event("profile_update", customer=cid, ts=iso(now - 1),
+              attributes={"timezone": afternoon_zone(now)}),
         event("consent_update", customer=cid, ts=iso(now), purpose="email", granted=True)])
     await wait_for_profile(stack_env, cid, lambda p: "email" in p["consent"])
     buy = event("purchase", customer=cid, ts=iso(now + 1), order_id="o-1", amount=60.0,
