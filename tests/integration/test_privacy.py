@@ -65,15 +65,17 @@ async def test_erasure_leaves_nothing_in_redis_and_tombstones_on_topics(
         event("profile_update", customer=cid, attributes={"city": "Lyon", "postcode": "69001"})])
     everything = await _wait_for_profile(stack_env, cid)
     assert everything["customer_id"] == cid
-    async with asyncio.timeout(60):  # wait for all three inputs to be applied
+    # Wait for all three inputs to be applied, and for the slot request's decision: the worker
+    # keeps it in Redis after the batch's state is written, so it may come a moment later.
+    async with asyncio.timeout(60):
         while (everything["profile"]["counts"].get("profile_update") is None
                or everything["profile"]["counts"].get("purchase") is None
-               or everything["profile"]["counts"].get("slot_request") is None):
+               or everything["profile"]["counts"].get("slot_request") is None
+               or "homepage_hero" not in everything["latest_decisions"]):
             await asyncio.sleep(0.2)
             everything = await _wait_for_profile(stack_env, cid)
-    # The slot request's decision, and the abandoned cart's email (the request moved the
-    # partition's event time on past the cart timer; no email consent: "none").
-    assert set(everything["latest_decisions"]) >= {"homepage_hero"}
+    # The abandoned cart's email was decided too (the request moved the partition's event time
+    # on past the cart timer; no email consent: "none").
     mentioning = set(await _keys_mentioning(test_redis, cid))
     assert {f"sp:{{{cid}}}:state".encode(), f"sp:{{{cid}}}:decisions".encode()} <= mentioning
     # Besides them, only the timer indexes (its lifecycle timer at least).
