@@ -86,12 +86,14 @@ class Env:
                               capture_output=True, text=True, timeout=60, cwd=self.tmp)
 
     async def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        """Send and wait until the broker has every record: a failed send raises here rather
+        than passing for a message the worker lost."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                    enable_idempotence=True)
         await producer.start()
         try:
-            for key, value in records:
-                await producer.send(topic, value, key=key)
-            await producer.flush()
+            sent = [await producer.send(topic, value, key=key) for key, value in records]
+            await asyncio.gather(*sent)
         finally:
             await producer.stop()
 

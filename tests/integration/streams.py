@@ -139,16 +139,19 @@ async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
     """Send ``items`` at a steady pace (about 500 a second, so the offset
     commits, every 2.8 s, happen in the middle of it), as live traffic would arrive; once
     ``until`` is set, send what is left at once."""
-    producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True)
     await producer.start()
     try:
+        sent = []  # delivery futures: a failed send raises below, not passes for a lost event
         for start in range(0, len(items), per_tick):
             for logical, event in items[start:start + per_tick]:
-                await producer.send(getattr(env.settings.topics, logical), orjson.dumps(event),
-                                    key=event["customer_id"].encode())
+                sent.append(await producer.send(getattr(env.settings.topics, logical),
+                                                orjson.dumps(event),
+                                                key=event["customer_id"].encode()))
             if until is None or not until.is_set():
                 await asyncio.sleep(tick_s)
-        await producer.flush()
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
 

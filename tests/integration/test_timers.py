@@ -32,9 +32,8 @@ async def tick(env: Env, ts_ms: int) -> None:
     try:
         for partition in range(env.settings.partitions):
             body = at("page_view", f"ticker-{partition}", ts_ms)
-            await producer.send(env.settings.topics.browsing, orjson.dumps(body),
-                                key=body["customer_id"].encode(), partition=partition)
-        await producer.flush()
+            await producer.send_and_wait(env.settings.topics.browsing, orjson.dumps(body),
+                                         key=body["customer_id"].encode(), partition=partition)
     finally:
         await producer.stop()
 
