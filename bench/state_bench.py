@@ -214,6 +214,7 @@ async def run_path(label: str, processor: Processor, store: CountingStore,
     started = last = time.perf_counter()
     for i in range(0, len(messages), batch):
         result: BatchResult = await processor.process(messages[i:i + batch])
+        await processor.settle(result)  # as a worker does once published: fired timers leave
         out.applied += result.applied
         out.decisions += len(result.decisions)
         out.segments += len(getattr(result, "segments", ()))
@@ -347,7 +348,8 @@ async def _write_shard(shard: int, target: int, events: Iterator[SimEvent], sett
             distinct += len({ev.key for ev in chunk})
             for ev in chunk:
                 per_customer[ev.key] = per_customer.get(ev.key, 0) + 1
-            await processor.process(list(raw_messages(settings, chunk, offsets)))
+            await processor.settle(await processor.process(
+                list(raw_messages(settings, chunk, offsets))))
             done += len(chunk)
             now = time.perf_counter()
             if now - last > PROGRESS_S * 2:

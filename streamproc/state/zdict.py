@@ -93,7 +93,7 @@ async def simulated_samples(customers: int, events: int, seed: int,
     (batches of 100, a learner handing its models over as in a worker), one write in
     ``every``."""
     from streamproc.benchmark.run import simulated_events
-    from streamproc.decisions.keeper import BanditKeeper
+    from streamproc.decisions.bandit import ThompsonChooser
     from streamproc.events.codec import RawMessage
     from streamproc.intent import IntentScorer
     from streamproc.learner import Learner
@@ -116,13 +116,11 @@ async def simulated_samples(customers: int, events: int, seed: int,
                         samples.append(w.outbox)
             return await super().save(writes)
 
-    scorer = IntentScorer(settings)
+    engine = default_engine(settings)
+    engine.chooser = bandit = ThompsonChooser.from_settings(settings)
+    scorer = IntentScorer(settings, bandit=bandit)
     learner = Learner(settings, on_publish=scorer.adopt)
     learner.active = True
-    engine = default_engine(settings)
-    bandit = BanditKeeper(settings, None)
-    await bandit.refresh()
-    engine.chooser = bandit.chooser
     processor = Processor(settings, Sampling(), segmenter=Segmenter(settings), scorer=scorer,
                           engine=engine)
     offsets: dict[tuple[str, int], int] = {}
@@ -136,6 +134,7 @@ async def simulated_samples(customers: int, events: int, seed: int,
         batch.append(RawMessage(topic, partition, offset, key, value, now_ms))
         if len(batch) == 100:
             result = await processor.process(batch)
+            await processor.settle(result)
             learner.apply(i, pack_batch([v for _, v in result.learning]))
             await learner.checkpoint(force=i % 5000 < 100)
             batch = []

@@ -76,3 +76,19 @@ def test_a_document_from_an_unknown_dictionary_is_refused_with_the_reason():
 def test_zlib_documents_of_earlier_versions_stay_readable():
     p = typical_profile()
     assert unpack_doc(zlib.compress(orjson.dumps(p))) == p  # any zlib level
+
+
+def test_the_dictionary_trainer_runs_on_simulated_traffic(tmp_path, capsys):
+    """`python -m streamproc.state.zdict` drives a worker's processor over simulated events: it
+    broke once when the processor's parts changed, and nothing ran it."""
+    out = tmp_path / "new.zdict"
+    assert zdict.main(["--out", str(out), "--dict-id", "99", "--customers", "300",
+                       "--events", "3000", "--every", "2"]) == 0
+    trained = zstandard.ZstdCompressionDict(out.read_bytes())
+    assert trained.dict_id() == zdict.ID_BASE + 99
+    assert "dictionary" in capsys.readouterr().err
+    doc = orjson.dumps(typical_profile())
+    with_it = zstandard.ZstdCompressor(dict_data=trained).compress(doc)
+    assert len(with_it) < 0.7 * len(zstandard.ZstdCompressor().compress(doc))
+    with pytest.raises(SystemExit, match="exists"):  # a shipped dictionary never changes
+        zdict.main(["--out", str(out), "--dict-id", "99"])
