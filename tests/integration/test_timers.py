@@ -3,6 +3,7 @@ without an event of their own, followed up email -> SMS -> call centre."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -94,14 +95,23 @@ async def test_cart_abandonment_and_a_win_back_cascade_in_event_time(stack_env: 
         ("call_centre", iso_ms(lapse + 72 * HOUR))]
     assert len({d["decision_id"] for d in steps}) == 3
 
-    # The timers fired are gone from the index once published; the lapsed customer has no
-    # timer left (nothing more happens to them by time alone), the cart customer only its
-    # lifecycle timer.
+    # The timers fired leave the index once their decisions are published (a moment after
+    # they reach the topic); the lapsed customer has no timer left (nothing more happens to
+    # them by time alone), the cart customer only its lifecycle timer.
     keys = [timer_index_key(stack_env.settings.app_id, p)
             for p in range(stack_env.settings.partitions)]
-    members = [m.decode() for k in keys for m in await test_redis.zrange(k, 0, -1)]
-    assert [m for m in members if m.startswith(f"{lapsing}|")] == []
-    assert [m.split("|")[1] for m in members if m.startswith(f"{cart}|")] == ["lifecycle"]
+
+    async def left() -> tuple[list[str], list[str]]:
+        members = [m.decode() for k in keys for m in await test_redis.zrange(k, 0, -1)]
+        return ([m for m in members if m.startswith(f"{lapsing}|")],
+                [m.split("|")[1] for m in members if m.startswith(f"{cart}|")])
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while await left() != ([], ["lifecycle"]) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    lapsing_left, cart_left = await left()
+    assert lapsing_left == []
+    assert cart_left == ["lifecycle"]
     # Each decision exactly once on the topic (no timer fired twice).
     ids = [d["decision_id"] for d in timer_decisions(records, lapsing) + timer_decisions(
         records, cart)]
