@@ -94,7 +94,7 @@ def create_app(
     out = emitter or KafkaEmitter(settings)
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
-    app.streamproc_stats = stats
+    app.streamproc_stats = stats  # type: ignore[attr-defined]
     metrics = WorkerMetrics(scorer=lambda: getattr(app, "streamproc_scorer", None))
     app.streamproc_metrics = metrics  # type: ignore[attr-defined]
     worker_id = heartbeat.new_worker_id()
@@ -111,7 +111,7 @@ def create_app(
         if scorer is not None:
             scorer.adopt(served, version, created_ms)
 
-    async def process_events(stream: faust.StreamT) -> None:
+    async def process_events(stream: faust.StreamT[Any]) -> None:
         store = make_store()
         # Model snapshots and the latest decisions live in the state's Redis (none with another
         # store: unit tests).
@@ -121,7 +121,7 @@ def create_app(
         # models (a fresh one until the first snapshot is served).
         engine.chooser = bandit = ThompsonChooser.from_settings(settings)
         scorer = IntentScorer(settings, models, bandit=bandit)
-        app.streamproc_scorer = scorer
+        app.streamproc_scorer = scorer  # type: ignore[attr-defined]
         latest = None if client is None else RedisLatest(client)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine, latest=latest)
@@ -224,9 +224,10 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
 
 
 async def raw_batches(
-    stream: faust.StreamT, size: int, within: float
+    stream: faust.StreamT[Any], size: int, within: float
 ) -> AsyncIterator[Sequence[RawMessage]]:
-    async for events in stream.take_events(size, within=within):
+    async for events in stream.take_events(  # type: ignore[attr-defined]  # on Stream only
+            size, within=within):
         yield [_raw(e) for e in events]
 
 

@@ -115,7 +115,7 @@ class Decoder:
         try:
             schema.validate(data)
         except fastjsonschema.JsonSchemaException as exc:
-            raise DecodeError("schema_violation", f"{schema.type}: {exc.message}"[:500]) from None
+            raise DecodeError("schema_violation", f"{schema.type}: {exc}"[:500]) from None
         try:
             ts_ms = parse_ts(data["ts"])
         except (ValueError, OverflowError) as exc:

@@ -40,7 +40,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from river import base, drift, linear_model, metrics, optim, preprocessing
 
@@ -56,10 +56,10 @@ def default_pipeline() -> base.Classifier:
     better and cost 20 to 40 % more, and an adaptive (exponentially weighted) scaler changed
     nothing. Trees cost 50 to 70 µs a learn (FIELD-NOTES) against about 30 µs here.
     """
-    model: base.Classifier = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
         optimizer=optim.SGD(0.001)
     )
-    return model
+    return cast(base.Classifier, model)  # a Pipeline ending in a classifier is one
 
 
 def exact_auc(labels: list[bool], scores: list[float]) -> float:
@@ -101,7 +101,8 @@ class IntentModel:
     ) -> None:
         if not 0.0 <= thresholds[0] <= thresholds[1] <= 1.0:
             raise ValueError(f"thresholds must be 0 <= warm <= hot <= 1, got {thresholds}")
-        self.model = model if model is not None else default_pipeline()
+        # Any: River types learn_one without its ``w`` and features as dict[Hashable, Any]
+        self.model: Any = model if model is not None else default_pipeline()
         self.thresholds = thresholds
         self.drift_delta = drift_delta
         self.boost = boost
