@@ -9,6 +9,7 @@ what to run: a skipped integration test is a missing one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -56,6 +57,22 @@ def real_stack() -> None:
                     "(the README's test command does it for you)", pytrace=False)
 
 
+class DeliveredSends:
+    """A test's producer (acks=all, idempotent) that remembers every send: leaving
+    :meth:`Env.producer` waits until the broker has each record, so a failed send raises
+    instead of passing for an event the worker lost."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.sent: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:
+        self.sent.append(await self.producer.send(topic, value, key=key))
+
+    async def flush(self) -> None:
+        await self.producer.flush()
+
+
 @dataclass
 class Env:
     """One test's isolated slice of the real stack."""
@@ -85,17 +102,22 @@ class Env:
         return subprocess.run([sys.executable, "-m", "streamproc.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=60, cwd=self.tmp)
 
-    async def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-        """Send and wait until the broker has every record: a failed send raises here rather
-        than passing for a message the worker lost."""
+    @contextlib.asynccontextmanager
+    async def producer(self) -> AsyncIterator[DeliveredSends]:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
                                     enable_idempotence=True)
         await producer.start()
         try:
-            sent = [await producer.send(topic, value, key=key) for key, value in records]
-            await asyncio.gather(*sent)
+            sends = DeliveredSends(producer)
+            yield sends
+            await asyncio.gather(*sends.sent)
         finally:
             await producer.stop()
+
+    async def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        async with self.producer() as sends:
+            for key, value in records:
+                await sends.send(topic, value, key=key)
 
     async def produce_events(self, topic: str, events: list[dict[str, Any]]) -> None:
         await self.produce(topic, [(e["customer_id"].encode(), orjson.dumps(e)) for e in events])

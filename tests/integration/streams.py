@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 
 from streamproc import status
 from streamproc.decisions.logs import read_topic
@@ -139,21 +138,13 @@ async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
     """Send ``items`` at a steady pace (about 500 a second, so the offset
     commits, every 2.8 s, happen in the middle of it), as live traffic would arrive; once
     ``until`` is set, send what is left at once."""
-    producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = []  # delivery futures: a failed send raises below, not passes for a lost event
+    async with env.producer() as sends:
         for start in range(0, len(items), per_tick):
             for logical, event in items[start:start + per_tick]:
-                sent.append(await producer.send(getattr(env.settings.topics, logical),
-                                                orjson.dumps(event),
-                                                key=event["customer_id"].encode()))
+                await sends.send(getattr(env.settings.topics, logical), orjson.dumps(event),
+                                 key=event["customer_id"].encode())
             if until is None or not until.is_set():
                 await asyncio.sleep(tick_s)
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
 
 
 async def dead_letters_of(env: Env, customers: set[str]) -> list[str]:

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
@@ -89,24 +89,16 @@ def build_stream(run: str, n: int) -> list[Item]:
 async def send(env: Env, items: list[Item], per_second: float | None = None) -> None:
     """In event-time order, across topics; at about ``per_second`` events a second if given
     (live traffic rather than a backlog), else as fast as the producer goes."""
-    producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
-    await producer.start()
-    try:
+    async with env.producer() as sends:
         began = time.monotonic()
-        sent = []  # delivery futures: a failed send raises below
         for i, (logical, event) in enumerate(items):
-            sent.append(await producer.send(getattr(env.settings.topics, logical),
-                                            orjson.dumps(event),
-                                            key=event["customer_id"].encode()))
+            await sends.send(getattr(env.settings.topics, logical), orjson.dumps(event),
+                             key=event["customer_id"].encode())
             if per_second and i % 100 == 99:
-                await producer.flush()
+                await sends.flush()
                 ahead = (i + 1) / per_second - (time.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)  # pacing the traffic, not waiting on a result
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
 
 
 def reference_labels(env: Env, stream: list[Item]) -> tuple[int, int]:
