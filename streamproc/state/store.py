@@ -306,13 +306,23 @@ class RedisStore:
 
     async def due_timers(self, app_id: str, seen: Mapping[int, int], lateness_ms: int,
                          limit: int) -> list[DueTimers]:
-        pipe = self.client.pipeline(transaction=False)
         partitions = sorted(seen)
-        for partition in partitions:
-            await self._due(keys=[timer_watermark_key(app_id, partition),
-                                  timer_index_key(app_id, partition)],
-                            args=[seen[partition], lateness_ms, limit], client=pipe)
-        rows = await pipe.execute()
+
+        async def run() -> list[Any]:
+            # EVALSHA queued directly, as in _save: a script registered on the pipeline costs
+            # a SCRIPT EXISTS round trip before every batch.
+            pipe = self.client.pipeline(transaction=False)
+            for partition in partitions:
+                pipe.evalsha(self._due.sha, 2, timer_watermark_key(app_id, partition),
+                             timer_index_key(app_id, partition), seen[partition], lateness_ms,
+                             limit)
+            return await pipe.execute()
+
+        try:
+            rows = await run()
+        except NoScriptError:  # Redis lost its scripts: load it and ask again (read-mostly)
+            self._due.sha = await self.client.script_load(_DUE_SCRIPT)
+            rows = await run()
         return [DueTimers(partition, int(row[0]), [m.decode() for m in row[1:]])
                 for partition, row in zip(partitions, rows, strict=True)]
 

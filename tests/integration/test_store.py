@@ -74,6 +74,27 @@ async def test_a_lost_script_cache_is_reloaded(store, test_redis):
     a = cid()
     assert await store.save([Write(a, 0, b"{}", b"[]")]) == []
     assert (await store.load([a]))[a].version == 1
+    app = f"app-{uuid.uuid4().hex[:6]}"
+    await test_redis.script_flush()
+    [due] = await store.due_timers(app, {3: 40}, 0, 10)  # the timers' script too
+    assert (due.partition, due.watermark_ms, due.members) == (3, 40, [])
+    await test_redis.delete(timer_watermark_key(app, 3))
+
+
+async def test_due_timers_cost_one_round_trip(store, test_redis):
+    """No SCRIPT EXISTS before the batch's EVALSHAs: one command round trip per batch."""
+    app = f"app-{uuid.uuid4().hex[:6]}"
+    await store.due_timers(app, {0: 1}, 0, 10)  # the script is in Redis's cache from here
+    before = await test_redis.info("commandstats")
+    await store.due_timers(app, {0: 5, 1: 5, 2: 5}, 0, 10)
+    after = await test_redis.info("commandstats")
+
+    def calls(stats: dict, name: str) -> int:
+        return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+    assert calls(after, "script|exists") == calls(before, "script|exists")
+    assert calls(after, "evalsha") - calls(before, "evalsha") >= 3
+    await test_redis.delete(*(timer_watermark_key(app, p) for p in range(3)))
 
 
 async def test_timer_index_entries_move_with_the_state_and_erase_removes_them(store,
