@@ -147,3 +147,48 @@ def test_labels_do_not_depend_on_small_disorder_nor_on_a_restart(seed, cut, shuf
     # Duplicates sprinkled in change nothing either.
     got += feed(j, rng.sample(disordered, 20))
     assert sorted(got) == ordered
+
+
+SOURCES = ("browsing:0", "browsing:1", "purchases:0")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_labels_do_not_depend_on_which_partition_is_read_first(seed):
+    """Each source (a topic-partition) read in its own order, the sources interleaved anyhow:
+    a partition read first that is hours ahead of the others must not close their windows.
+    (A learner used to count the sources it had not seen yet as being at the first event time
+    it saw, and dropped the others' earlier snapshots as too late.)"""
+    rng = random.Random(seed)
+    items = [(rng.choice(SOURCES[:2]) if kind == "snapshot" else SOURCES[2], kind, cid, eid, ts)
+             for kind, cid, eid, ts in stream(rng, 150)]
+
+    def fed(order: list[tuple[str, str, str, str, int]]) -> list[tuple[str, int, bool]]:
+        j = LabelJoin(horizon_ms=H, lateness_ms=5 * MIN, idle_ms=100 * H, sources=SOURCES)
+        out = []
+        for source, kind, cid, eid, ts in order:
+            if kind == "purchase":
+                out.extend(labels(j.purchase(cid, eid, ts, source)))
+            else:
+                out.extend(labels(j.snapshot(cid, eid, ts, {"t": float(ts)}, None, source)))
+        return sorted(out)
+
+    queues = {s: [it for it in items if it[0] == s] for s in SOURCES}
+    # Start with the tail of one source (another one's first items come much later), then
+    # merge the rest at random, each source in order.
+    first = rng.choice(SOURCES)
+    merged = queues[first][: rng.randrange(0, len(queues[first]) + 1)]
+    queues[first] = queues[first][len(merged):]
+    while any(queues.values()):
+        source = rng.choice([s for s, q in queues.items() if q])
+        merged.append(queues[source].pop(0))
+    assert fed(merged) == fed(items)
+
+
+def test_a_late_first_partition_does_not_make_the_others_too_late():
+    j = LabelJoin(horizon_ms=H, lateness_ms=5 * MIN, idle_ms=100 * H, sources=("a", "b"))
+    assert j.snapshot("c1", "e2", 600 * MIN, {}, None, "b") == []  # b is read first: hours on
+    j.snapshot("c2", "e1", 10 * MIN, {}, None, "a")  # a's first: far earlier
+    assert j.too_late == 0
+    # a moves on: c2's window closes (negative), b's snapshot is still ahead of the watermark.
+    assert labels(j.snapshot("c3", "e3", 700 * MIN, {}, None, "a")) == [("c2", 10 * MIN, False)]
