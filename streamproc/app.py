@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
+from streamproc.batching import take_batches
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.latest import RedisLatest
 from streamproc.emitter import KafkaEmitter
@@ -125,7 +126,7 @@ def create_app(
         latest = None if client is None else RedisLatest(client)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine, latest=latest)
-        batches = raw_batches(stream, settings.batch_size, settings.batch_wait_ms / 1000)
+        batches = raw_batches(stream, settings)
         try:
             await consume(batches, processor, out, stats, metrics)
         finally:
@@ -224,10 +225,15 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
 
 
 async def raw_batches(
-    stream: faust.StreamT[Any], size: int, within: float
+    stream: faust.StreamT[Any], settings: Settings
 ) -> AsyncIterator[Sequence[RawMessage]]:
-    async for events in stream.take_events(  # type: ignore[attr-defined]  # on Stream only
-            size, within=within):
+    """The worker's batches (streamproc.batching): up to STREAMPROC_BATCH_SIZE events, filled
+    for STREAMPROC_BATCH_WAIT_MS, or STREAMPROC_BATCH_BEHIND_WAIT_MS while the worker is behind
+    (its newest event older than STREAMPROC_BATCH_BEHIND_MS)."""
+    async for events in take_batches(stream, settings.batch_size,
+                                     settings.batch_wait_ms / 1000,
+                                     settings.batch_behind_ms / 1000,
+                                     settings.batch_behind_wait_ms / 1000):
         yield [_raw(e) for e in events]
 
 

@@ -77,6 +77,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("MAX_EVENT_BYTES", "65536", "larger input messages go to the dead-letter topic"),
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
     ("BATCH_WAIT_MS", "5", "longest wait for a batch to fill, in milliseconds"),
+    ("BATCH_BEHIND_MS", "200",
+     "a worker whose newest event was produced longer ago than this many milliseconds is "
+     "behind, and waits BATCH_BEHIND_WAIT_MS instead for fuller batches"),
+    ("BATCH_BEHIND_WAIT_MS", "50",
+     "longest wait for a batch to fill while the worker is behind, in milliseconds"),
     ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),
     ("STATE_COMPRESSION", "zstd",
      "how profiles are stored in Redis: zstd (a shipped dictionary; smallest, fastest), zlib or "
@@ -139,6 +144,8 @@ class Settings:
     max_event_bytes: int = 65536
     batch_size: int = 500
     batch_wait_ms: int = 5
+    batch_behind_ms: int = 200
+    batch_behind_wait_ms: int = 50
     dedupe_window: int = 32
     state_compression: str = "zstd"
     affinity_half_life_days: float = 14.0
@@ -198,6 +205,8 @@ class Settings:
             max_event_bytes=_int(get, "MAX_EVENT_BYTES", 256, 16 * 1024 * 1024),
             batch_size=_int(get, "BATCH_SIZE", 1, 100_000),
             batch_wait_ms=_int(get, "BATCH_WAIT_MS", 1, 60_000),
+            batch_behind_ms=_int(get, "BATCH_BEHIND_MS", 0, 3_600_000),
+            batch_behind_wait_ms=_int(get, "BATCH_BEHIND_WAIT_MS", 1, 60_000),
             dedupe_window=_int(get, "DEDUPE_WINDOW", 0, 10_000),
             state_compression=get("STATE_COMPRESSION").lower(),
             affinity_half_life_days=_float(get, "AFFINITY_HALF_LIFE_DAYS", 0.01, 3650),

@@ -1,8 +1,8 @@
 """The benchmark's bare Faust app: the framework's ceiling for streamproc's worker.
 
 It consumes the input topics exactly as a worker does (the worker's Faust options from
-:func:`streamproc.app.app_options`, the same ``take_events`` batches of ``STREAMPROC_BATCH_SIZE``
-within ``STREAMPROC_BATCH_WAIT_MS``), decodes every message with streamproc's
+:func:`streamproc.app.app_options`, the same batches: :func:`streamproc.app.raw_batches`),
+decodes every message with streamproc's
 :class:`~streamproc.events.codec.Decoder` (JSON and schema validation) and acknowledges it. No
 state, no models, no outputs: the difference to the full pipeline is what streamproc's own work
 costs. Run by ``streamproc bench`` as a subprocess (settings from ``STREAMPROC_*``)::
@@ -35,8 +35,7 @@ def create_bare_app(settings: Settings) -> faust.App:
     async def decode_events(stream: faust.StreamT) -> None:  # type: ignore[type-arg]
         decoded = invalid = 0
         try:
-            async for batch in raw_batches(stream, settings.batch_size,
-                                           settings.batch_wait_ms / 1000):
+            async for batch in raw_batches(stream, settings):
                 for msg in batch:
                     try:
                         decoder.decode(msg)

@@ -254,6 +254,8 @@ class Bench:
             | {"partitions": self.partitions},
             "settings": {"batch_size": self.base.batch_size,
                          "batch_wait_ms": self.base.batch_wait_ms,
+                         "batch_behind_ms": self.base.batch_behind_ms,
+                         "batch_behind_wait_ms": self.base.batch_behind_wait_ms,
                          "state_compression": self.base.state_compression},
             "run_id": self.run_id,
         }

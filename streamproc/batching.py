@@ -1,0 +1,113 @@
+"""The worker's batches: fuller while it is behind, no slower than before while it keeps up.
+
+Faust's ``Stream.take_events(n, within)`` hands over a batch when it holds ``n`` events or
+``within`` seconds after it started waiting, and takes nothing in while the batch is being
+handled. Faust delivers a worker's messages one by one, 7,000 to 12,000 a second on the machines
+measured (docs/benchmarks.md), so with a short ``within`` every batch held a few dozen events
+even when thousands were waiting: the per-batch costs (Redis round trips, produce requests,
+one compressed write per customer) were paid again and again exactly when the worker was behind.
+A long ``within`` fills batches but makes every event wait for it when the worker is not behind.
+
+:func:`take_batches` differs in two ways:
+
+- The wait depends on whether the worker is behind. A batch waits ``within`` (counted from when
+  the worker was free for it, as in ``take_events``) to fill, unless its newest event was
+  produced more than ``behind`` ago: then the worker is working off a backlog, latency is
+  already lost, and the batch waits up to ``within_behind`` (or until it holds ``size`` events).
+  That gave a worker catching up 30-60 % more throughput (``streamproc bench``, in
+  docs/benchmarks.md), with the same latency when it keeps up.
+- The stream keeps filling the next batch while one is handled (during its awaits on Redis and
+  Kafka), up to ``size`` events; then it waits for that batch to be taken.
+
+An event's age is the worker's clock minus the message's Kafka timestamp (the producer's create
+time, unless the topic keeps log-append time). A producer whose clock lags by more than
+``behind`` makes a worker that keeps up look behind: its batches wait ``within_behind``. One
+whose clock runs ahead makes a backlog look fresh: batches fill as with ``take_events``.
+
+Acknowledgements are as in ``take_events``: the stream's own acks are off, and the events of a
+batch are acknowledged when the ``async for`` body that handled it has ended, so Faust commits
+only offsets whose batches were handled; events still in the buffer when the worker stops are
+not acknowledged, and are read again by whoever takes the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+
+def is_fresh(timestamp_s: float | None, now_s: float, fresh_s: float) -> bool:
+    """Whether an event with this Kafka timestamp (seconds; None or 0: unknown) was produced
+    less than ``fresh_s`` ago. An event of unknown age counts as fresh: no reason to wait.
+
+    >>> is_fresh(100.0, 100.05, 0.2), is_fresh(100.0, 100.5, 0.2), is_fresh(None, 5.0, 0.2)
+    (True, False, True)
+    """
+    return not timestamp_s or now_s - timestamp_s < fresh_s
+
+
+async def take_batches(
+    stream: Any, size: int, within: float, behind: float, within_behind: float,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[list[Any]]:
+    """Yield lists of at most ``size`` Faust events (``event.message`` is the Kafka message) of
+    the Faust ``stream``, as the module docstring says; times in seconds."""
+    events: list[Any] = []
+    arrived = asyncio.Event()  # the buffer holds an event
+    full = asyncio.Event()  # the buffer holds `size` events
+    room = asyncio.Event()  # the buffer has room again
+    room.set()
+    loop = asyncio.get_running_loop()
+
+    async def add_to_buffer(value: Any) -> Any:
+        try:
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("the batch buffer found no current event")
+            while len(events) >= size:  # the next batch is full: wait until it is taken
+                room.clear()
+                if await stream.wait_for_stopped(room):
+                    return value  # stopping: the event is not acknowledged, so read again
+            events.append(event)
+            arrived.set()
+            if len(events) >= size:
+                full.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stream.log.exception("Error adding to the batch buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    # As in Faust's take_events: the stream is drained in the background (the processor above
+    # fills the buffer), and acknowledging is left to this loop.
+    stream.enable_acks = False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(stream.channel)
+    while not stream.should_stop:
+        began = loop.time()
+        if not events:
+            arrived.clear()
+            # The timeout only makes the loop look at should_stop now and then.
+            await stream.wait_for_stopped(arrived, timeout=max(within, within_behind, 0.1))
+            if not events:
+                continue
+        if len(events) < size:
+            # Fill for `within` since the loop was free (as take_events), or `within_behind`
+            # when the newest event says the worker is behind.
+            late = not is_fresh(events[-1].message.timestamp, clock(), behind)
+            wait = began + (within_behind if late else within) - loop.time()
+            if wait > 0:
+                full.clear()
+                await stream.wait_for_stopped(full, timeout=wait)
+        batch = events[:size]
+        del events[:size]
+        full.clear()
+        room.set()
+        try:
+            yield batch
+        finally:
+            for event in batch:
+                await stream.ack(event)
