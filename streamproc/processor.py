@@ -266,8 +266,9 @@ class Processor:
             await self._commit(due, self._fire_timers, result, decided, read_order, now_ms)
         if decided and self.latest is not None:
             await self.latest.save(decided, now_ms)
-        # Observations in the order their events were read, not grouped by customer: the
-        # learner's watermark follows each partition's event time (streamproc.models.join).
+        # Observations grouped by the partition their events were read from, in offset order,
+        # not by customer: the learner's watermark follows each partition's event time, so it
+        # needs each partition's observations in order (streamproc.models.join).
         order = sorted(range(len(read_order)), key=read_order.__getitem__)
         result.learning = [result.learning[i] for i in order]
         return result
