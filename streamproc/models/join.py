@@ -18,7 +18,8 @@ on the arrival order, as long as the disorder stays within ``lateness_ms`` of ev
   topics); until every one of them has delivered, the watermark stays ``idle_ms`` behind the
   latest event time seen, so a learner that starts reading before every partition delivered
   does not run ahead, whichever partition it happens to read first (the first one read can be
-  hours of event time ahead of the others);
+  hours of event time ahead of the others); one that has not delivered ``idle_ms`` after the
+  first event seen is left out, as an idle one;
 * snapshots are thinned: per customer, the latest one in each ``min_gap_ms`` bucket of event time
   (default ``horizon / 5``), so a long session gives a few labels, not hundreds, and the one kept
   does not depend on the arrival order;
@@ -102,7 +103,10 @@ class LabelJoin:
     def _compute_watermark(self) -> int:
         assert self.max_ts is not None
         idle_floor = self.max_ts - self.idle_ms
-        if self._unseen:  # a source yet to deliver may be anywhere up to idle_ms behind
+        # A source yet to deliver may be anywhere up to idle_ms behind: it holds the watermark
+        # at the idle floor until idle_ms of event time have passed since the first event seen
+        # (its entry in `sources`), then it is left out like any idle source.
+        if any(self.sources[name] >= idle_floor for name in self._unseen):
             return idle_floor
         slowest = min((ts for ts in self.sources.values() if ts >= idle_floor),
                       default=self.max_ts)

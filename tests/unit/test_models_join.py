@@ -174,8 +174,8 @@ def test_labels_do_not_depend_on_which_partition_is_read_first(seed):
         return sorted(out)
 
     queues = {s: [it for it in items if it[0] == s] for s in SOURCES}
-    # Start with the tail of one source (another one's first items come much later), then
-    # merge the rest at random, each source in order.
+    # Start with the first items of one source, read ahead of the others (which may start much
+    # earlier in event time), then merge the rest at random, each source in order.
     first = rng.choice(SOURCES)
     merged = queues[first][: rng.randrange(0, len(queues[first]) + 1)]
     queues[first] = queues[first][len(merged):]
@@ -192,3 +192,13 @@ def test_a_late_first_partition_does_not_make_the_others_too_late():
     assert j.too_late == 0
     # a moves on: c2's window closes (negative), b's snapshot is still ahead of the watermark.
     assert labels(j.snapshot("c3", "e3", 700 * MIN, {}, None, "a")) == [("c2", 10 * MIN, False)]
+
+
+def test_a_partition_that_never_delivers_holds_labels_back_only_for_the_idle_limit():
+    j = LabelJoin(horizon_ms=H, lateness_ms=5 * MIN, idle_ms=10 * H, sources=("a", "b"))
+    j.snapshot("c1", "e1", 0, {}, None, "a")  # b never delivers
+    assert labels(j.snapshot("c2", "e2", 10 * H, {}, None, "a")) == []  # waiting for b
+    assert j.watermark == 0
+    # Past the idle limit b is left out: the watermark follows a, c1's window closes.
+    assert labels(j.snapshot("c3", "e3", 10 * H + 1, {}, None, "a")) == [("c1", 0, False)]
+    assert j.watermark == 10 * H + 1 - 5 * MIN
