@@ -12,12 +12,13 @@ yet); the processor then reads again and recomputes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
 from streamproc.state.document import unpack_doc, unpack_outbox
@@ -257,20 +258,25 @@ class RedisStore:
             for cid, (ver, doc, outbox) in zip(customer_ids, rows, strict=True)
         }
 
-    async def save(self, writes: Sequence[Write]) -> list[str]:
+    async def _reloading(self, script: AsyncScript,
+                         run: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+        """``run`` (a pipeline of EVALSHAs of ``script``, queued directly: a script registered
+        on the pipeline would cost a SCRIPT EXISTS round trip every time), and once more after
+        loading the script when Redis lost it (a restart, SCRIPT FLUSH)."""
         try:
-            results = await self._save(writes)
+            return await run()
         except NoScriptError:
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): load it and write again. A
-            # write that went through before is then refused by its version, reported as
-            # lost, and recomputed from what it wrote: never applied twice.
-            self._cas.sha = await self.client.script_load(_CAS_SCRIPT)
-            results = await self._save(writes)
+            script.sha = await self.client.script_load(script.script)
+            return await run()
+
+    async def save(self, writes: Sequence[Write]) -> list[str]:
+        # Written again after a lost script: a write that went through before is then refused
+        # by its version, reported as lost, and recomputed from what it wrote: never applied
+        # twice.
+        results = await self._reloading(self._cas, lambda: self._save(writes))
         return [w.customer_id for w, ok in zip(writes, results, strict=True) if not ok]
 
     async def _save(self, writes: Sequence[Write]) -> list[Any]:
-        # EVALSHA queued directly: a script registered on the pipeline would cost a SCRIPT
-        # EXISTS round trip before every batch's write.
         pipe = self.client.pipeline(transaction=False)
         empty = ("",) * len(HISTOGRAMS)
         for w in writes:
@@ -309,8 +315,6 @@ class RedisStore:
         partitions = sorted(seen)
 
         async def run() -> list[Any]:
-            # EVALSHA queued directly, as in _save: a script registered on the pipeline costs
-            # a SCRIPT EXISTS round trip before every batch.
             pipe = self.client.pipeline(transaction=False)
             for partition in partitions:
                 pipe.evalsha(self._due.sha, 2, timer_watermark_key(app_id, partition),
@@ -318,11 +322,7 @@ class RedisStore:
                              limit)
             return await pipe.execute()
 
-        try:
-            rows = await run()
-        except NoScriptError:  # Redis lost its scripts: load it and ask again (read-mostly)
-            self._due.sha = await self.client.script_load(_DUE_SCRIPT)
-            rows = await run()
+        rows = await self._reloading(self._due, run)  # asked again: it only raises watermarks
         return [DueTimers(partition, int(row[0]), [m.decode() for m in row[1:]])
                 for partition, row in zip(partitions, rows, strict=True)]
 
