@@ -99,8 +99,7 @@ async def take_batches(
             # when the newest event says the worker is behind.
             late = not is_fresh(events[-1].message.timestamp, clock(), behind)
             wait = began + (within_behind if late else within) - loop.time()
-            if wait > 0:
-                full.clear()
+            if wait > 0:  # `full` is clear: it is set only with `size` events in the buffer
                 await stream.wait_for_stopped(full, timeout=wait)
         batch = events[:size]
         del events[:size]
