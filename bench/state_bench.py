@@ -56,7 +56,7 @@ from streamproc.events.codec import Decoder, RawMessage
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings
 from streamproc.simulator import Population, SimEvent, generate_events
-from streamproc.state.store import MemoryStore, RedisStore, Store
+from streamproc.state.store import MemoryStore, RedisStore, Store, with_hiredis_packing
 
 try:
     from streamproc.state.document import unpack_outbox
@@ -572,7 +572,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     settings = dataclasses.replace(Settings.from_env(), redis_url=args.redis_url)
     if args.batch is None:
         args.batch = settings.batch_size
-    client = aioredis.from_url(args.redis_url, decode_responses=False)
+    # Commands packed as a worker packs them (RedisStore.from_url): hiredis, not redis-py.
+    client = with_hiredis_packing(aioredis.from_url(args.redis_url, decode_responses=False))
     try:
         await check_database(client, args.redis_url, args.force)
         info = await client.info("server") | await client.info("memory")

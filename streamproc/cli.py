@@ -414,10 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="On the real stack and the same simulated events: (1) a raw "
                        "aiokafka consumer, (2) a bare Faust app that decodes and acks, (3) the "
                        "full pipeline with one worker, then two, (4) event-to-decision latency "
-                       "at fixed offered loads. Prints a table with the ratios and the targets; "
-                       "--json writes every figure. Uses fresh topics (deleted at the end) and "
-                       "its own, empty Redis database. Takes a few minutes by default; see "
-                       "docs/benchmarks.md.")
+                       "at fixed offered loads, beside its floor (how long the same events take "
+                       "to reach the bare Faust app, and a raw consumer). Prints a table with "
+                       "the ratios and the targets; --json writes every figure. Uses fresh "
+                       "topics (deleted at the end) and its own, empty Redis database. Takes a "
+                       "few minutes by default; see docs/benchmarks.md.")
     p.add_argument("--events", type=_positive_int, help="events for stages 1-3 (default: 100000)")
     p.add_argument("--customers", type=_positive_int,
                    help="simulated customers (default: 10000)")

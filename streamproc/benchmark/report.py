@@ -65,6 +65,20 @@ def render(report: dict[str, Any]) -> str:
                          f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
                          f"{r['queued_p50_ms']:>7.0f}/{r['queued_p99_ms']:<7.0f} "
                          f"{r['drain_s']:>8.1f}")
+        floors = [r for r in latency if r.get("floor")]
+        if floors:
+            lines += ["", "the floor: the same events sent at the same rates, until handed to the "
+                      "bare Faust app's agent in a batch (Faust's delivery and the batch wait), "
+                      "and until read by a raw aiokafka consumer in this process",
+                      f"{'offered/s':>10} {'to':<14} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+                      f"{'max ms':>8} {'pipeline p99 / this p99':>24}"]
+            for r in floors:
+                for name, label in (("bare_faust", "bare Faust"), ("raw_aiokafka", "raw aiokafka")):
+                    f = r["floor"][name]
+                    times = f"{r['p99_ms'] / f['p99_ms']:.1f}x" if f["p99_ms"] > 0 else "-"
+                    lines.append(f"{r['offered_per_s']:>10,} {label:<14} {f['p50_ms']:>8.1f} "
+                                 f"{f['p95_ms']:>8.1f} {f['p99_ms']:>8.1f} {f['max_ms']:>8.1f} "
+                                 f"{times:>24}")
     if report["targets"]:
         lines += ["", "targets"]
         for t in report["targets"]:

@@ -2,9 +2,10 @@
 
 One run generates the events once with the simulator, produces them to fresh topics (a unique
 prefix), then runs each stage on them with a fresh consumer group, and the latency stage on
-topics of its own. Redis state goes to a database of its own (``--redis-db``), which must be
-empty (or ``--flush``) and is flushed between stages and at the end; the topics are deleted at
-the end unless ``--keep-topics``.
+topics of its own (its floor, the bare Faust app and a raw consumer, on others). Redis state
+goes to a database of its own (``--redis-db``), which must be empty (or ``--flush``) and is
+flushed between stages and at the end; the topics are deleted at the end unless
+``--keep-topics``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from streamproc.benchmark.stages import (
     Progress,
     StageResult,
     WorkerRun,
+    floor_stage,
     latency_stage,
     produce,
     raw_stage,
@@ -357,17 +359,28 @@ class Bench:
         opts = self.options
         results = []
         for load in opts.loads:
-            prefix = f"bench-{self.run_id}-l{load}."
             count = max(1, int(load * opts.latency_seconds))
+            events = list(itertools.islice(self.events, count))
             self.progress.say(f"stage 4: latency at {load:,} events/s for "
-                              f"{opts.latency_seconds:g}s ({count:,} events, one pipeline worker)")
+                              f"{opts.latency_seconds:g}s ({count:,} events): the floor (the bare "
+                              "Faust app, and a raw consumer here), then one pipeline worker")
+            prefix = f"bench-{self.run_id}-f{load}."
             await self.topics(prefix)
-            messages = on_topics(list(itertools.islice(self.events, count)),
-                                 Topics.with_prefix(prefix))
+            floor = await floor_stage(load, on_topics(events, Topics.with_prefix(prefix)),
+                                      opts.warmup_seconds, self.worker_run(prefix, "floor"),
+                                      self.probe, self.progress)
+            for name, label in (("raw_aiokafka", "raw aiokafka"), ("bare_faust", "bare Faust")):
+                f = floor[name]
+                self.progress.say(f"  -> floor, {label}: p50 {f['p50_ms']:.1f} ms, p95 "
+                                  f"{f['p95_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms")
+            prefix = f"bench-{self.run_id}-l{load}."
+            await self.topics(prefix)
             await self.guard.reset()
-            result = await latency_stage(load, messages, opts.warmup_seconds,
+            result = await latency_stage(load, on_topics(events, Topics.with_prefix(prefix)),
+                                         opts.warmup_seconds,
                                          self.worker_run(prefix, "latency"), self.probe,
                                          self.progress)
+            result.floor = floor
             self.progress.say(f"  -> {load:,}/s offered, {result.achieved_per_s:,.0f}/s sent: "
                               f"p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms, "
                               f"p99 {result.p99_ms:.1f} ms over {result.measured:,} decisions")

@@ -4,7 +4,9 @@
 - :func:`worker_stage`: worker subprocesses (the bare Faust app, or the pipeline with one or
   more workers), done when their group has committed every input offset;
 - :func:`latency_stage`: one pipeline worker fed at a fixed rate; latency from the send of an
-  event to the arrival of the decision it triggered, here.
+  event to the arrival of the decision it triggered, here;
+- :func:`floor_stage`: the same, with the bare Faust app and a raw consumer here: how long the
+  events take to reach them, the latency no pipeline on this machine can go below.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streamproc.benchmark.measure import Sample, percentile, steady_rate
 from streamproc.benchmark.offsets import KafkaProbe, partitions_of
 from streamproc.benchmark.workers import (
+    BARE_FAUST,
     LEARNER,
     PIPELINE,
     BenchError,
@@ -241,23 +244,27 @@ class LatencyResult:
     queued_p50_ms: float
     queued_p99_ms: float
     drain_s: float  # from the last send to the last event committed
+    # The floor at the same rate (floor_stage): "bare_faust" and "raw_aiokafka" percentiles.
+    floor: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in vars(self).items()}
 
 
-class _Decisions:
-    """Reads the decisions topic from the start; notes when each trigger's decision arrived."""
+class _Reader:
+    """Reads topic-partitions from the start with a consumer of its own (no group), noting
+    when each record arrived here, by the (topic, partition, offset) of the event it is for."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, tps: Sequence[TopicPartition]) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                          enable_auto_commit=False, fetch_max_wait_ms=100)
-        self.tps = partitions_of([settings.topics.decisions], settings.partitions)
+        self.tps = list(tps)
         self.arrived: dict[tuple[str, int, int], float] = {}
-        # The worker's own figure: its batch's start minus the event's Kafka timestamp.
-        self.worker_ms: dict[tuple[str, int, int], float] = {}
         self.count = 0
+
+    def note(self, message: Any, now: float) -> None:
+        self.arrived.setdefault((message.topic, message.partition, message.offset), now)
+        self.count += 1
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -269,14 +276,7 @@ class _Decisions:
         now = time.time()
         for msgs in batch.values():
             for m in msgs:
-                if m.value is None:
-                    continue
-                record = orjson.loads(m.value)
-                t = record["trigger"]
-                key = (t["topic"], t["partition"], t["offset"])
-                self.arrived.setdefault(key, now)
-                self.worker_ms.setdefault(key, float(record.get("latency_ms", 0)))
-                self.count += 1
+                self.note(m, now)
 
     async def read_until(self, ends: Mapping[TopicPartition, int]) -> None:
         """Read until the consumer's position reaches ``ends`` on every partition."""
@@ -284,7 +284,7 @@ class _Decisions:
         for tp, end in ends.items():
             while await self.consumer.position(tp) < end:
                 if time.monotonic() > deadline:
-                    raise BenchError("decisions topic: could not read up to its end offsets")
+                    raise BenchError(f"{tp.topic}: could not read up to its end offsets")
                 await self.poll(200)
 
     async def follow(self, stop: asyncio.Event) -> None:
@@ -293,6 +293,25 @@ class _Decisions:
 
     async def close(self) -> None:
         await self.consumer.stop()
+
+
+class _Decisions(_Reader):
+    """Reads the decisions topic; a decision counts for the event that triggered it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, partitions_of([settings.topics.decisions], settings.partitions))
+        # The worker's own figure: its batch's start minus the event's Kafka timestamp.
+        self.worker_ms: dict[tuple[str, int, int], float] = {}
+
+    def note(self, message: Any, now: float) -> None:
+        if message.value is None:
+            return
+        record = orjson.loads(message.value)
+        t = record["trigger"]
+        key = (t["topic"], t["partition"], t["offset"])
+        self.arrived.setdefault(key, now)
+        self.worker_ms.setdefault(key, float(record.get("latency_ms", 0)))
+        self.count += 1
 
 
 async def _paced_send(producer: AIOKafkaProducer, messages: Sequence[Message], rate: int,
@@ -329,23 +348,31 @@ async def _paced_send(producer: AIOKafkaProducer, messages: Sequence[Message], r
     return loop.time() - started
 
 
-async def latency_stage(rate: int, messages: Sequence[Message], warmup_s: float, run: WorkerRun,
-                        probe: KafkaProbe, progress: Progress) -> LatencyResult:
-    """Stage 4: one pipeline worker, events sent at ``rate``; send-to-decision latency."""
+@dataclass
+class _Paced:
+    sent_at: dict[tuple[str, int, int], float]  # event (topic, partition, offset) -> epoch s
+    first_send: float
+    elapsed: float  # of the sending
+    drain: float  # from the last send to every input offset committed
+
+
+async def _paced_run(rate: int, messages: Sequence[Message], run: WorkerRun, probe: KafkaProbe,
+                     progress: Progress, stage: str, workers: Sequence[Worker],
+                     reader: _Reader) -> _Paced:
+    """Send ``messages`` at ``rate`` to the ``workers`` (one, of group ``run.settings.app_id``)
+    once their group is stable, until it has committed every input offset; ``reader`` notes
+    what arrives meanwhile, then reads up to the end of its topics. Stops the workers."""
     settings = run.settings
-    stage = f"latency at {rate:,}/s"
     tps = partitions_of(settings.topics.inputs, settings.partitions)
-    workers = start_stage(f"latency-{rate}", PIPELINE, 1, run, pipeline=True)
-    decisions = _Decisions(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 linger_ms=0, enable_idempotence=True)
     sent_at: dict[tuple[str, int, int], float] = {}
     stop = asyncio.Event()
     try:
         await _wait_stable(probe, settings.app_id, 1, workers, stage)
-        await decisions.start()
+        await reader.start()
         await producer.start()
-        follower = asyncio.create_task(decisions.follow(stop))
+        follower = asyncio.create_task(reader.follow(stop))
         first_send = time.time()
         elapsed = await _paced_send(producer, messages, rate, sent_at, progress, stage)
         sent_done = time.monotonic()
@@ -354,22 +381,78 @@ async def latency_stage(rate: int, messages: Sequence[Message], warmup_s: float,
         drain = time.monotonic() - sent_done
         stop.set()
         await follower
-        ends = await probe.end_offsets(decisions.tps)
-        await decisions.read_until(ends)
+        await reader.read_until(await probe.end_offsets(reader.tps))
     finally:
         stop.set()
         stop_workers(workers)
         await producer.stop()
-        await decisions.close()
-    steady_from = first_send + warmup_s
-    measured = [k for k, sent in sent_at.items()
-                if k in decisions.arrived and sent >= steady_from]
-    latencies = [(decisions.arrived[k] - sent_at[k]) * 1000 for k in measured]
-    queued = [decisions.worker_ms[k] for k in measured]
-    if not latencies:
+        await reader.close()
+    return _Paced(sent_at, first_send, elapsed, drain)
+
+
+def _measured(paced: _Paced, arrived: Mapping[tuple[str, int, int], float],
+              warmup_s: float) -> list[tuple[str, int, int]]:
+    """The events sent after the warm-up whose arrival was seen."""
+    steady_from = paced.first_send + warmup_s
+    return [k for k, sent in paced.sent_at.items() if k in arrived and sent >= steady_from]
+
+
+def delays(sent_at: Mapping[tuple[str, int, int], float],
+           arrived: Mapping[tuple[str, int, int], float],
+           keys: Sequence[tuple[str, int, int]]) -> dict[str, float]:
+    """Percentiles of arrival minus send, in ms, over ``keys``.
+
+    >>> k = [("t", 0, i) for i in range(100)]
+    >>> d = delays({x: 0.0 for x in k}, {x: x[2] / 1000 for x in k}, k)
+    >>> d["measured"], d["p50_ms"], d["p99_ms"], d["max_ms"]
+    (100, 49.0, 98.0, 99.0)
+    """
+    ms = [(arrived[k] - sent_at[k]) * 1000 for k in keys]
+    return {"measured": len(ms), **{f"{name}_ms": round(percentile(ms, q), 2) for name, q in (
+        ("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))}}
+
+
+async def floor_stage(rate: int, messages: Sequence[Message], warmup_s: float, run: WorkerRun,
+                      probe: KafkaProbe, progress: Progress) -> dict[str, dict[str, float]]:
+    """Stage 4's floor: what the framework alone adds to the latency. The same paced events go
+    to the bare Faust app (an event arrives when the app's agent is handed its batch: Faust's
+    delivery and the batch wait, no processing) and to a raw aiokafka consumer in this process
+    (an event arrives when ``getmany`` returns it)."""
+    settings = run.settings
+    stage = f"latency floor at {rate:,}/s"
+    arrivals = run.logs / f"floor-{rate}-arrivals.json"
+    workers = start_stage(f"floor-{rate}", (*BARE_FAUST, "--arrivals", str(arrivals)), 1, run,
+                          pipeline=False)
+    raw = _Reader(settings, partitions_of(settings.topics.inputs, settings.partitions))
+    paced = await _paced_run(rate, messages, run, probe, progress, stage, workers, raw)
+    try:
+        bare = {(t, p, o): at for t, p, o, at in orjson.loads(arrivals.read_bytes())}
+    except (OSError, orjson.JSONDecodeError, ValueError) as exc:
+        raise BenchError(f"{stage}: the bare Faust app left no readable arrivals file "
+                         f"({arrivals}: {exc}); see its log") from None
+    out = {}
+    for name, arrived in (("raw_aiokafka", raw.arrived), ("bare_faust", bare)):
+        keys = _measured(paced, arrived, warmup_s)
+        if not keys:
+            raise BenchError(f"{stage}: {name} saw no event sent after the {warmup_s}s "
+                             "warm-up; send for longer (--latency-seconds)")
+        out[name] = delays(paced.sent_at, arrived, keys)
+    return out
+
+
+async def latency_stage(rate: int, messages: Sequence[Message], warmup_s: float, run: WorkerRun,
+                        probe: KafkaProbe, progress: Progress) -> LatencyResult:
+    """Stage 4: one pipeline worker, events sent at ``rate``; send-to-decision latency."""
+    stage = f"latency at {rate:,}/s"
+    workers = start_stage(f"latency-{rate}", PIPELINE, 1, run, pipeline=True)
+    decisions = _Decisions(run.settings)
+    paced = await _paced_run(rate, messages, run, probe, progress, stage, workers, decisions)
+    measured = _measured(paced, decisions.arrived, warmup_s)
+    if not measured:
         raise BenchError(f"{stage}: no decision was triggered after the {warmup_s}s warm-up; "
                          "send for longer (--latency-seconds)")
-    return LatencyResult(rate, len(messages) / elapsed, len(messages), decisions.count,
-                         len(latencies), percentile(latencies, 0.50),
-                         percentile(latencies, 0.95), percentile(latencies, 0.99),
-                         max(latencies), percentile(queued, 0.5), percentile(queued, 0.99), drain)
+    d = delays(paced.sent_at, decisions.arrived, measured)
+    queued = [decisions.worker_ms[k] for k in measured]
+    return LatencyResult(rate, len(messages) / paced.elapsed, len(messages), decisions.count,
+                         len(measured), d["p50_ms"], d["p95_ms"], d["p99_ms"], d["max_ms"],
+                         percentile(queued, 0.5), percentile(queued, 0.99), paced.drain)

@@ -91,6 +91,11 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
         assert r["measured"] > 0 and r["decisions"] >= r["measured"]
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert 0 <= r["queued_p50_ms"] <= r["queued_p99_ms"]
+        # the floor: the same events to the bare Faust app and to a raw consumer in the bench
+        assert set(r["floor"]) == {"bare_faust", "raw_aiokafka"}
+        for name, f in r["floor"].items():
+            assert 0 < f["measured"] <= r["events"], name
+            assert 0 < f["p50_ms"] <= f["p95_ms"] <= f["p99_ms"] <= f["max_ms"], name
 
     assert set(report["ratios"]) == {"bare_faust_vs_raw", "pipeline_vs_bare_faust",
                                      "pipeline_vs_raw", "two_vs_one_worker"}
@@ -105,6 +110,7 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
     # progress and the table
     assert "stage 1: raw aiokafka" in done.stderr and "stage 4: latency" in done.stderr
     assert "pipeline (one worker) / bare Faust" in done.stdout
+    assert "the floor: the same events sent at the same rates" in done.stdout
     # nothing left behind
     assert await _topics_with_prefix(f"bench-{report['run_id']}") == []
     assert not list(tmp_path.glob("streamproc-bench-*"))  # worker logs removed after success

@@ -78,7 +78,12 @@ def _report() -> dict:
         "latency": [{"offered_per_s": 1000, "achieved_per_s": 998.0, "events": 20_000,
                      "measured": 2_000, "p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 60.0,
                      "max_ms": 90.0, "queued_p50_ms": 10.0, "queued_p99_ms": 30.0,
-                     "drain_s": 1.0}],
+                     "drain_s": 1.0,
+                     "floor": {"bare_faust": {"measured": 2_000, "p50_ms": 8.0, "p95_ms": 20.0,
+                                              "p99_ms": 30.0, "max_ms": 45.0},
+                               "raw_aiokafka": {"measured": 2_000, "p50_ms": 2.0,
+                                                "p95_ms": 5.0, "p99_ms": 12.0,
+                                                "max_ms": 20.0}}}],
     }
     report["ratios"], report["targets"] = ratios_and_targets(report)
     return report
@@ -91,6 +96,9 @@ def test_the_table_shows_rates_ratios_latencies_and_verdicts():
                      text)
     assert re.search(r"streamproc pipeline\s+1\s+1,000\s+3,000\s+0.075\s+0.300", text)
     assert re.search(r"1,000\s+998\s+20,000\s+2,000\s+20.0\s+40.0\s+60.0\s+90.0", text)
+    # the floor, and how many times its p99 the pipeline's is
+    assert re.search(r"1,000\s+bare Faust\s+8.0\s+20.0\s+30.0\s+45.0\s+2.0x", text)
+    assert re.search(r"1,000\s+raw aiokafka\s+2.0\s+5.0\s+12.0\s+20.0\s+5.0x", text)
     assert re.search(r"pipeline \(one worker\) / bare Faust\s+>= 0.5\s+measured 0.3\s+NOT met",
                      text)
     assert re.search(r"p99 send-to-decision at 1,000 events/s, ms\s+<= 50\s+measured 60\s+NOT met",
