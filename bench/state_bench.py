@@ -146,6 +146,10 @@ class CountingStore:
         self.round_trips += 1
         return await self.inner.save(writes)
 
+    async def save_then_due(self, writes: Sequence[Any], *due: Any) -> Any:
+        self.round_trips += 1  # the write and the timers' query: one round trip
+        return await self.inner.save_then_due(writes, *due)  # type: ignore[attr-defined]
+
     async def histograms(self) -> dict[str, dict[str, int]]:
         self.round_trips += 1
         return await self.inner.histograms()  # type: ignore[attr-defined, no-any-return]

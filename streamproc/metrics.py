@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from streamproc.events.codec import RawMessage
 from streamproc.processor import BatchResult
-from streamproc.state.store import Store, Stored, Write
+from streamproc.state.store import DueTimers, Store, Stored, Write
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,12 @@ class MeteredStore:
     async def save(self, writes: Sequence[Write]) -> list[str]:
         lost: list[str] = await self._call("save", lambda: self.store.save(writes))
         return lost
+
+    async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
+                            lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
+        done: tuple[list[str], list[DueTimers]] = await self._call(
+            "save", lambda: self.store.save_then_due(writes, app_id, seen, lateness_ms, limit))
+        return done
 
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await self._call(

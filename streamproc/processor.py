@@ -25,7 +25,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +51,7 @@ from streamproc.state.profile import (
     new_profile,
     upgrade_profile,
 )
-from streamproc.state.store import Store, Stored, Write
+from streamproc.state.store import DueTimers, Store, Stored, Write
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +241,21 @@ class Processor:
         pending = {cid: events for cid, events in by_customer.items() if events}
         decided: list[dict[str, Any]] = []
         read_order: list[tuple[str, int, int]] = []  # of result.learning's records
-        await self._commit(pending, self._apply_customer, result, decided, read_order, now_ms)
-        # Timers due by the partitions' new watermarks (streamproc.decisions.timers).
+        # Timers due by the partitions' new watermarks (streamproc.decisions.timers), asked in
+        # the round trip of the events' write when it can be.
+        ask = seen if seen and self.timer_limit else None
+        asked = await self._commit(pending, self._apply_customer, result, decided, read_order,
+                                   now_ms, ask)
         # A timer that fires may arm the next one already due (lifecycle: at risk, then
         # lapsed; a cascade's next step): a few rounds, each only when the one before fired.
         done: set[str] = set()
-        for _ in range(TIMER_ROUNDS if seen and self.timer_limit else 0):
+        for _ in range(TIMER_ROUNDS if ask else 0):
             due: dict[str, list[timers.Due]] = {}
-            for part in await self.store.due_timers(self.app_id, seen, self.timer_lateness_ms,
-                                                    self.timer_limit):
+            if asked is None:
+                asked = await self.store.due_timers(self.app_id, seen, self.timer_lateness_ms,
+                                                    self.timer_limit)
+            parts, asked = asked, None
+            for part in parts:
                 for text in part.members:
                     entry = timers.parse_member(text, part.partition)
                     if entry is not None and entry.member in done:
@@ -287,17 +293,29 @@ class Processor:
     async def _commit(self, pending: dict[str, Any],
                       apply: Callable[[str, Any, Stored, int], _CustomerOutcome],
                       result: BatchResult, decided: list[dict[str, Any]],
-                      read_order: list[tuple[str, int, int]], now_ms: int) -> None:
+                      read_order: list[tuple[str, int, int]], now_ms: int,
+                      ask: Mapping[int, int] | None = None) -> list[DueTimers] | None:
         """Apply each customer's items, save with compare-and-set, collect what to publish;
-        customers whose state changed under us are read and computed again."""
-        for _ in range(MAX_CAS_ATTEMPTS):
+        customers whose state changed under us are read and computed again.
+
+        With ``ask`` (the batch's latest event time per partition), the first write also asks
+        which timers came due, in the same round trip. The answer is returned when every
+        write went through at the first attempt; otherwise (or with nothing to write) None,
+        and the caller asks after the rewrites, which may have indexed timers of their own."""
+        answer: list[DueTimers] | None = None
+        for attempt in range(MAX_CAS_ATTEMPTS):
             if not pending:
                 break
             stored = await self.store.load(list(pending))
             outcomes = {cid: apply(cid, items, stored[cid], now_ms)
                         for cid, items in pending.items()}
             writes = [o.write for o in outcomes.values() if o.write is not None]
-            lost = set(await self.store.save(writes)) if writes else set()
+            if writes and ask is not None and attempt == 0:
+                lost_ids, answer = await self.store.save_then_due(
+                    writes, self.app_id, ask, self.timer_lateness_ms, self.timer_limit)
+                lost = set(lost_ids)
+            else:
+                lost = set(await self.store.save(writes)) if writes else set()
             for cid, outcome in outcomes.items():
                 if cid in lost:
                     continue
@@ -322,12 +340,14 @@ class Processor:
                     result.deadletters.append((key, record))
             if lost:
                 log.warning("state of %d customers changed under us; recomputing", len(lost))
+                answer = None
             pending = {cid: pending[cid] for cid in lost}
         if pending:
             raise StateConflictError(
                 f"{len(pending)} customers kept changing under this worker "
                 f"({MAX_CAS_ATTEMPTS} attempts); is another worker writing the same partitions?"
             )
+        return answer
 
     def _apply_customer(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int

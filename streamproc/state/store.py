@@ -5,7 +5,8 @@ Each customer is one Redis hash (see :mod:`streamproc.state.keys`) with three fi
 decisions made by the last batch that changed the customer, so a redelivered batch can publish
 them again). A batch costs two round trips whatever its size: one pipelined read of every
 customer in it, and one pipelined compare-and-set write (a Lua script per customer, atomic and
-confined to the customer's cluster slot). The compare-and-set fails when another writer changed
+confined to the customer's cluster slot), which also asks which timers came due
+(:meth:`RedisStore.save_then_due`). The compare-and-set fails when another writer changed
 the customer since the read (a worker that lost the partition in a rebalance but has not noticed
 yet); the processor then reads again and recomputes.
 """
@@ -186,6 +187,12 @@ class Store(Protocol):
         the timer index entries due by watermark - lateness (at most ``limit`` a partition)."""
         ...
 
+    async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
+                            lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
+        """:meth:`save`, then :meth:`due_timers` (which sees the timers the writes indexed), in
+        one round trip: the customers that lost, and the timers due."""
+        ...
+
     async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
         """Remove fired timers' index entries (index key, member), once their outputs are out."""
         ...
@@ -258,26 +265,43 @@ class RedisStore:
             for cid, (ver, doc, outbox) in zip(customer_ids, rows, strict=True)
         }
 
-    async def _reloading(self, script: AsyncScript,
+    async def _reloading(self, scripts: Sequence[AsyncScript],
                          run: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
-        """``run`` (a pipeline of EVALSHAs of ``script``, queued directly: a script registered
+        """``run`` (a pipeline of EVALSHAs of ``scripts``, queued directly: a script registered
         on the pipeline would cost a SCRIPT EXISTS round trip every time), and once more after
-        loading the script when Redis lost it (a restart, SCRIPT FLUSH)."""
+        loading the scripts when Redis lost them (a restart, SCRIPT FLUSH)."""
         try:
             return await run()
         except NoScriptError:
-            script.sha = await self.client.script_load(script.script)
+            for script in scripts:
+                script.sha = await self.client.script_load(script.script)
             return await run()
 
+    # Written again after a lost script: a write that went through before is then refused by its
+    # version, reported as lost, and recomputed from what it wrote: never applied twice.
     async def save(self, writes: Sequence[Write]) -> list[str]:
-        # Written again after a lost script: a write that went through before is then refused
-        # by its version, reported as lost, and recomputed from what it wrote: never applied
-        # twice.
-        results = await self._reloading(self._cas, lambda: self._save(writes))
-        return [w.customer_id for w, ok in zip(writes, results, strict=True) if not ok]
+        async def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_writes(pipe, writes)
+            return await pipe.execute()
 
-    async def _save(self, writes: Sequence[Write]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
+        return _lost(writes, await self._reloading((self._cas,), run))
+
+    async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
+                            lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
+        partitions = sorted(seen)
+
+        async def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_writes(pipe, writes)  # first: the query sees the entries they index
+            self._queue_due(pipe, app_id, seen, partitions, lateness_ms, limit)
+            return await pipe.execute()
+
+        rows = await self._reloading((self._cas, self._due), run)
+        return (_lost(writes, rows[:len(writes)]),
+                _due_rows(partitions, rows[len(writes):]))
+
+    def _queue_writes(self, pipe: Any, writes: Sequence[Write]) -> None:
         empty = ("",) * len(HISTOGRAMS)
         for w in writes:
             buckets = w.buckets or empty
@@ -291,7 +315,12 @@ class RedisStore:
                          w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
                          len(buckets), *buckets, timer_lines(w.timers), len(w.timers_add),
                          *adds, *(member for _, member in w.timers_remove))
-        return await pipe.execute()
+
+    def _queue_due(self, pipe: Any, app_id: str, seen: Mapping[int, int],
+                   partitions: Sequence[int], lateness_ms: int, limit: int) -> None:
+        for partition in partitions:
+            pipe.evalsha(self._due.sha, 2, timer_watermark_key(app_id, partition),
+                         timer_index_key(app_id, partition), seen[partition], lateness_ms, limit)
 
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
         return _decode_profile((await self.load([customer_id]))[customer_id])
@@ -316,15 +345,11 @@ class RedisStore:
 
         async def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            for partition in partitions:
-                pipe.evalsha(self._due.sha, 2, timer_watermark_key(app_id, partition),
-                             timer_index_key(app_id, partition), seen[partition], lateness_ms,
-                             limit)
+            self._queue_due(pipe, app_id, seen, partitions, lateness_ms, limit)
             return await pipe.execute()
 
-        rows = await self._reloading(self._due, run)  # asked again: it only raises watermarks
-        return [DueTimers(partition, int(row[0]), [m.decode() for m in row[1:]])
-                for partition, row in zip(partitions, rows, strict=True)]
+        # Asked again after a lost script: it only raises watermarks.
+        return _due_rows(partitions, await self._reloading((self._due,), run))
 
     async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
         if not entries:
@@ -336,6 +361,15 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _lost(writes: Sequence[Write], results: Sequence[Any]) -> list[str]:
+    return [w.customer_id for w, ok in zip(writes, results, strict=True) if not ok]
+
+
+def _due_rows(partitions: Sequence[int], rows: Sequence[Any]) -> list[DueTimers]:
+    return [DueTimers(partition, int(row[0]), [m.decode() for m in row[1:]])
+            for partition, row in zip(partitions, rows, strict=True)]
 
 
 class MemoryStore:
@@ -409,6 +443,13 @@ class MemoryStore:
             due = sorted((d, m) for m, d in index.items() if d <= wm - lateness_ms)[:limit]
             out.append(DueTimers(partition, wm, [m for _, m in due]))
         return out
+
+    async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
+                            lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
+        lost = await self.save(writes)
+        due = await self.due_timers(app_id, seen, lateness_ms, limit)
+        self.round_trips -= 1  # one round trip for both, as in Redis
+        return lost, due
 
     async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
         self.round_trips += 1

@@ -124,3 +124,34 @@ async def test_timer_index_entries_move_with_the_state_and_erase_removes_them(st
     assert await store.erase(a) == 1
     assert await test_redis.zcard(k1) == 0
     await test_redis.delete(k0, k1, timer_watermark_key(app, 1))
+
+
+async def test_a_write_and_the_due_timers_share_one_round_trip(store, test_redis):
+    """save_then_due: the writes first, so the query sees the timers they index; one EVALSHA
+    pipeline, and both scripts reloaded when Redis lost them."""
+    a, b, app = cid(), cid(), f"app-{uuid.uuid4().hex[:6]}"
+    index = timer_index_key(app, 2)
+    armed = (index, f"{a}|cart|30")
+    await test_redis.script_flush()
+    lost, due = await store.save_then_due(
+        [Write(a, 0, b"{}", b"[]", timers=(armed,), timers_add=((*armed, 30),)),
+         Write(b, 5, b"{}", b"[]")],  # a stale version: lost
+        app, {2: 50}, 10, 10)
+    assert lost == [b]
+    assert [(d.partition, d.watermark_ms, d.members) for d in due] == [(2, 50, [armed[1]])]
+    assert (await store.load([a]))[a].version == 1
+
+    before = await test_redis.info("commandstats")
+    lost, due = await store.save_then_due([Write(a, 1, b"{}", b"[]", timers=(armed,))], app,
+                                          {2: 60, 3: 60}, 0, 10)
+    after = await test_redis.info("commandstats")
+    assert lost == [] and [d.partition for d in due] == [2, 3]
+
+    def calls(stats: dict, name: str) -> int:
+        return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+    assert calls(after, "evalsha") - calls(before, "evalsha") >= 3  # one write, two partitions
+    assert calls(after, "script|exists") == calls(before, "script|exists")
+    assert calls(after, "script|load") == calls(before, "script|load")
+    await store.erase(a)
+    await test_redis.delete(index, *(timer_watermark_key(app, p) for p in (2, 3)))

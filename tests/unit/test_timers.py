@@ -19,7 +19,8 @@ from streamproc.events.codec import RawMessage
 from streamproc.processor import Processor, default_engine
 from streamproc.segmentation import Segmenter
 from streamproc.segments.config import SegmentConfig
-from streamproc.state.store import MemoryStore
+from streamproc.state.keys import customer_key
+from streamproc.state.store import MemoryStore, Stored
 
 from .helpers import SETTINGS, Partition, event
 
@@ -135,6 +136,43 @@ async def test_each_cart_add_moves_the_timer() -> None:
     assert timer_decisions(await s.tick(T0 + 70 * MIN), "cart_abandoned") == []
     [d] = timer_decisions(await s.tick(T0 + 101 * MIN), "cart_abandoned")
     assert d["ts"] == iso_ms(T0 + 100 * MIN)
+
+
+async def test_a_timer_already_due_when_armed_fires_in_the_same_batch() -> None:
+    """The due timers are asked in the round trip of the batch's write, after it: the query
+    sees the timer the write indexed."""
+    s, _ = make()
+    decided = await s.send(*consents(T0 - MIN, "email"), at("cart_add", T0),
+                           at("page_view", T0 + 61 * MIN, "ticker"))
+    [d] = timer_decisions(decided, "cart_abandoned")
+    assert d["ts"] == iso_ms(T0 + 60 * MIN)
+
+
+class LosingFirstWrite(MemoryStore):
+    """Another writer changes the first customer of the first write that asks for due timers,
+    between our read and our write: that write loses and is done again."""
+
+    lost = False
+
+    async def save_then_due(self, writes, app_id, seen, lateness_ms, limit):  # type: ignore[no-untyped-def]
+        if not self.lost:
+            self.lost = True
+            key = customer_key(writes[0].customer_id)
+            now = self.rows.get(key, Stored(0, None, None))
+            self.rows[key] = Stored(now.version + 1, now.doc, now.outbox)
+        return await super().save_then_due(writes, app_id, seen, lateness_ms, limit)
+
+
+async def test_a_timer_armed_by_a_rewritten_customer_still_fires_in_its_batch() -> None:
+    """The due timers asked with a write that lost are asked again after the rewrite: its
+    timers were not indexed when the first answer was made."""
+    store = LosingFirstWrite()
+    s, _ = make(store=store)
+    decided = await s.send(at("consent_update", T0 - MIN, purpose="email", granted=True),
+                           at("cart_add", T0), at("page_view", T0 + 61 * MIN, "ticker"))
+    assert store.lost
+    [d] = timer_decisions(decided, "cart_abandoned")
+    assert d["ts"] == iso_ms(T0 + 60 * MIN)
 
 
 async def test_lateness_is_waited_out() -> None:
