@@ -27,22 +27,35 @@ def steady_rate(samples: Sequence[Sample], stable_at: float, total: int) -> tupl
     fall back to the first and final commits (``"first-final"``), or, when one commit covered
     everything, to the time from ``stable_at`` to it (``"stable-final"``, a lower bound).
     """
-    steady = [s for s in samples if s[0] >= stable_at and s[1] > 0]
+    first, last, method = steady_span(samples, stable_at, total)
+    if first is None:
+        earlier = [s[1] for s in samples if s[0] < stable_at]
+        start: Sample = (stable_at, earlier[-1] if earlier else 0)
+    else:
+        start = samples[first]
+    end = samples[last]
+    return (end[1] - start[1]) / (end[0] - start[0]), method
+
+
+def steady_span(samples: Sequence[Sample], stable_at: float,
+                total: int) -> tuple[int | None, int, str]:
+    """The indexes in ``samples`` of the first and last commit :func:`steady_rate` measures
+    between (first None: from ``stable_at``), and the method's name.
+
+    >>> steady_span([(0.0, 0), (1.0, 1000), (2.0, 3000), (3.0, 5000), (4.5, 6000)], 0.0, 6000)
+    (1, 3, 'commits')
+    """
+    steady = [i for i, s in enumerate(samples) if s[0] >= stable_at and s[1] > 0]
     if not steady:
         raise ValueError("no commit was seen after the group became stable: the events were "
                          "all consumed during start-up; give it more events (--events)")
-    first = steady[0]
-    before_final = [s for s in steady if s[1] < total]
+    before_final = [i for i in steady if samples[i][1] < total]
     if len(before_final) >= 3:
-        last = before_final[-1]
-        return (last[1] - first[1]) / (last[0] - first[0]), "commits"
-    last = steady[-1]
+        return steady[0], before_final[-1], "commits"
     if len(steady) >= 2:
-        return (last[1] - first[1]) / (last[0] - first[0]), "first-final"
+        return steady[0], steady[-1], "first-final"
     # One commit took everything: count from when the group became stable (a lower bound).
-    earlier = [s[1] for s in samples if s[0] < stable_at]
-    return (last[1] - (earlier[-1] if earlier else 0)) / (last[0] - stable_at), "stable-final"
-
+    return None, steady[-1], "stable-final"
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) by the nearest-rank method."""

@@ -17,6 +17,22 @@ TARGET_LABELS = {
 }
 
 
+def _cores(cpu: dict[str, Any] | None) -> str:
+    """``1.02/1.87``: cores used by a stage's processes / by the whole machine.
+
+    >>> _cores({"processes_cores": 1.02, "machine_busy_cores": 1.874}), _cores(None)
+    ('1.02/1.87', '-')
+    >>> _cores({"processes_cores": 0.9, "machine_busy_cores": None})
+    '0.90/-'
+    >>> _cores({"processes_cores": None, "machine_busy_cores": None})
+    '-/-'
+    """
+    if not cpu:
+        return "-"
+    return "/".join("-" if cpu.get(k) is None else f"{cpu[k]:.2f}"
+                    for k in ("processes_cores", "machine_busy_cores"))
+
+
 def _ratio(rate: float, base: float | None) -> str:
     return f"{rate / base:>9.3f}" if base else f"{'':>9}"
 
@@ -42,16 +58,22 @@ def render(report: dict[str, Any]) -> str:
         raw = stages.get("raw_aiokafka", {}).get("events_per_s")
         bare = stages.get("bare_faust", {}).get("events_per_s")
         lines += ["", f"{'stage':<42} {'workers':>7} {'events':>9} {'events/s':>10} "
-                  f"{'vs raw':>9} {'vs Faust':>9}"]
+                  f"{'vs raw':>9} {'vs Faust':>9} {'cores: stage/machine':>21}"]
         for name, s in stages.items():
             workers = s["workers"] or "-"
             lines.append(f"{STAGE_LABELS.get(name, name):<42} {workers!s:>7} {s['events']:>9,} "
                          f"{s['events_per_s']:>10,.0f} {_ratio(s['events_per_s'], raw)} "
-                         f"{_ratio(s['events_per_s'], bare)}")
+                         f"{_ratio(s['events_per_s'], bare)} {_cores(s.get('cpu')):>21}")
+        lines.append(f"cores: CPU seconds per second while the rate was measured, of the "
+                     f"stage's processes (the workers and the pipeline's learner; this process "
+                     f"for raw aiokafka) / of the whole machine ({m['cores']} cores)")
         two = report["ratios"].get("two_vs_one_worker")
         if two is not None:
+            busy = (stages["pipeline_2_workers"].get("cpu") or {}).get("machine_busy_cores")
             lines.append(f"two workers / one worker: {two:.2f}x on {m['cores']} cores (shared "
-                         "with Kafka, Redis and this process)")
+                         "with Kafka, Redis and this process" + (
+                             f"; {busy:.2f} of them busy during the two workers' stage)"
+                             if busy is not None else ")"))
     latency = report.get("latency")
     if latency:
         lines += ["", "latency, event sent -> its decision received (one pipeline worker; queued: "

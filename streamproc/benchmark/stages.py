@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamproc.benchmark.measure import Sample, percentile, steady_rate
+from streamproc.benchmark.machine import CpuSample, cores_between, cpu_sample
+from streamproc.benchmark.measure import Sample, percentile, steady_rate, steady_span
 from streamproc.benchmark.offsets import KafkaProbe, partitions_of
 from streamproc.benchmark.workers import (
     BARE_FAUST,
@@ -75,11 +77,14 @@ class StageResult:
     seconds: float  # start of the stage (processes started) to every offset committed
     method: str  # how events_per_s was measured
     outputs: dict[str, int] = field(default_factory=dict)  # records written per output topic
+    # Cores used over the span the rate is measured on: by the stage's processes (the workers
+    # and the pipeline's learner; the bench itself for raw aiokafka) and by the whole machine.
+    cpu: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "workers": self.workers, "events": self.events,
                 "events_per_s": round(self.events_per_s, 1), "seconds": round(self.seconds, 1),
-                "method": self.method, "outputs": self.outputs}
+                "method": self.method, "outputs": self.outputs, "cpu": self.cpu}
 
 
 async def produce(bootstrap: str, messages: Sequence[Message], progress: Progress) -> None:
@@ -111,6 +116,7 @@ async def raw_stage(settings: Settings, group: str, total: int, progress: Progre
     try:
         count = first_count = 0
         first_at = last_at = last_progress = time.monotonic()
+        first_cpu = last_cpu = cpu_sample([os.getpid()])
         while count < total:
             batch = await consumer.getmany(timeout_ms=1000, max_records=settings.batch_size)
             now = time.monotonic()
@@ -118,8 +124,10 @@ async def raw_stage(settings: Settings, group: str, total: int, progress: Progre
             if got:
                 if not count:
                     first_at, first_count = now, got
+                    first_cpu = cpu_sample([os.getpid()])
                 count += got
                 last_at = last_progress = now
+                last_cpu = cpu_sample([os.getpid()])
                 progress.maybe("raw aiokafka", count, total, first_at)
             elif now - last_progress > STALL_S:
                 raise BenchError(f"raw aiokafka consumer: no message for {STALL_S:.0f}s after "
@@ -129,7 +137,8 @@ async def raw_stage(settings: Settings, group: str, total: int, progress: Progre
     if last_at <= first_at:
         raise BenchError("raw aiokafka consumer got everything in one fetch: use more --events")
     rate = (count - first_count) / (last_at - first_at)
-    return StageResult("raw_aiokafka", 0, count, rate, last_at - began, "first-last message")
+    return StageResult("raw_aiokafka", 0, count, rate, last_at - began, "first-last message",
+                       cpu=cores_between(first_cpu, last_cpu, last_at - first_at))
 
 
 async def _wait_stable(probe: KafkaProbe, group: str, members: int, workers: Sequence[Worker],
@@ -148,8 +157,10 @@ async def _wait_stable(probe: KafkaProbe, group: str, members: int, workers: Seq
 
 async def _wait_committed(probe: KafkaProbe, group: str, tps: Sequence[TopicPartition],
                           total: int, workers: Sequence[Worker], stage: str,
-                          progress: Progress, started: float) -> list[Sample]:
-    """Poll the group's committed offsets until they reach ``total``; return the changes."""
+                          progress: Progress, started: float,
+                          cpu: list[CpuSample] | None = None) -> list[Sample]:
+    """Poll the group's committed offsets until they reach ``total``; return the changes (and
+    append to ``cpu`` the CPU used so far by the workers and the machine at each)."""
     samples: list[Sample] = []
     committed = -1
     changed_at = time.monotonic()
@@ -160,6 +171,8 @@ async def _wait_committed(probe: KafkaProbe, group: str, tps: Sequence[TopicPart
         if now_committed != committed:
             committed, changed_at = now_committed, now
             samples.append((now, committed))
+            if cpu is not None:
+                cpu.append(cpu_sample([w.proc.pid for w in workers]))
             progress.maybe(stage, committed, total, started)
         elif now - changed_at > STALL_S:
             raise BenchError(f"{stage}: no offset committed for {STALL_S:.0f}s at {committed:,} "
@@ -211,20 +224,25 @@ async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerR
     before = await _output_counts(probe, settings)
     started = time.monotonic()
     workers = start_stage(stage, argv, count, run, pipeline)
+    cpu_samples: list[CpuSample] = []
     try:
         stable_at = await _wait_stable(probe, settings.app_id, count, workers, stage)
         samples = await _wait_committed(probe, settings.app_id, tps, total, workers, stage,
-                                        progress, started)
+                                        progress, started, cpu_samples)
         finished = time.monotonic()
     finally:
         stop_workers(workers)
     after = await _output_counts(probe, settings)
     try:
         rate, method = steady_rate(samples, stable_at, total)
+        first, last, _ = steady_span(samples, stable_at, total)
     except ValueError as exc:
         raise BenchError(f"{stage}: {exc}") from None
+    # The cores used over the same commits as the rate (none when it counts from stable_at).
+    cpu = (cores_between(cpu_samples[first], cpu_samples[last],
+                         samples[last][0] - samples[first][0]) if first is not None else {})
     return StageResult(stage, count, samples[-1][1], rate, finished - started, method,
-                       {k: after[k] - before[k] for k in after})
+                       {k: after[k] - before[k] for k in after}, cpu)
 
 
 @dataclass

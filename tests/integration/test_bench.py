@@ -77,6 +77,9 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
     for name, stage in stages.items():
         assert stage["events"] == produced, name
         assert stage["events_per_s"] > 0, name
+        # Cores used while the rate was measured (none for spans too short to tell, as here)
+        for value in stage["cpu"].values():
+            assert value is None or 0 <= value <= report["machine"]["cores"], name
     assert stages["pipeline_2_workers"]["workers"] == 2
     for name in ("pipeline_1_worker", "pipeline_2_workers"):
         outputs = stages[name]["outputs"]

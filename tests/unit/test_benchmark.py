@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from streamproc.benchmark import BenchError, BenchOptions, render
+from streamproc.benchmark.machine import cpu_seconds, machine_jiffies
 from streamproc.benchmark.measure import percentile, steady_rate
 from streamproc.benchmark.run import Bench, on_topics, ratios_and_targets, with_db
 from streamproc.benchmark.workers import PIPELINE, profiled, worker_env
@@ -74,7 +77,12 @@ def _report() -> dict:
         "events": {"count": 1000, "active_customers": 90, "by_topic": {"browsing": 1000}},
         "stages": {"raw_aiokafka": {"workers": 0, "events": 1000, "events_per_s": 40_000.0},
                    "bare_faust": {"workers": 1, "events": 1000, "events_per_s": 10_000.0},
-                   "pipeline_1_worker": {"workers": 1, "events": 1000, "events_per_s": 3_000.0}},
+                   "pipeline_1_worker": {"workers": 1, "events": 1000, "events_per_s": 3_000.0,
+                                         "cpu": {"processes_cores": 1.1,
+                                                 "machine_busy_cores": 1.9}},
+                   "pipeline_2_workers": {"workers": 2, "events": 1000, "events_per_s": 4_500.0,
+                                          "cpu": {"processes_cores": 1.6,
+                                                  "machine_busy_cores": 1.97}}},
         "latency": [{"offered_per_s": 1000, "achieved_per_s": 998.0, "events": 20_000,
                      "measured": 2_000, "p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 60.0,
                      "max_ms": 90.0, "queued_p50_ms": 10.0, "queued_p99_ms": 30.0,
@@ -94,7 +102,12 @@ def test_the_table_shows_rates_ratios_latencies_and_verdicts():
     assert "2 cores" in text and "Kafka 4.1.2" in text and "load average at start 1.5" in text
     assert re.search(r"bare Faust app \(decode \+ ack\)\s+1\s+1,000\s+10,000\s+0.250\s+1.000",
                      text)
-    assert re.search(r"streamproc pipeline\s+1\s+1,000\s+3,000\s+0.075\s+0.300", text)
+    assert re.search(r"streamproc pipeline\s+1\s+1,000\s+3,000\s+0.075\s+0.300\s+1.10/1.90",
+                     text)
+    assert re.search(r"streamproc pipeline\s+2\s+1,000\s+4,500\s+0.113\s+0.450\s+1.60/1.97",
+                     text)
+    assert "two workers / one worker: 1.50x on 2 cores" in text
+    assert "1.97 of them busy during the two workers' stage" in text
     assert re.search(r"1,000\s+998\s+20,000\s+2,000\s+20.0\s+40.0\s+60.0\s+90.0", text)
     # the floor, and how many times its p99 the pipeline's is
     assert re.search(r"1,000\s+bare Faust\s+8.0\s+20.0\s+30.0\s+45.0\s+2.0x", text)
@@ -198,3 +211,18 @@ def test_the_bench_signs_model_snapshots_with_a_secret_of_its_own():
     assert kept.environ["STREAMPROC_MODEL_SECRET"] == "mine"
     with pytest.raises(BenchError, match="--learner"):
         Bench(Settings(), BenchOptions(learner="elsewhere"), {}, None)  # type: ignore[arg-type]
+
+
+def test_cpu_seconds_read_the_processes_own_counters() -> None:
+    me = os.getpid()
+    before = cpu_seconds([me])
+    assert before is not None and before > 0
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # burn 0.2 s of CPU
+        pass
+    after = cpu_seconds([me])
+    assert after is not None and 0.15 <= after - before <= 2.0
+    assert cpu_seconds([me, me]) >= 2 * after - 0.05  # a sum over the processes
+    assert cpu_seconds([2 ** 22 + 1]) is None  # no such process
+    busy, total = machine_jiffies() or (0, 0)
+    assert 0 < busy < total
