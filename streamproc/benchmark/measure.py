@@ -27,14 +27,21 @@ def steady_rate(samples: Sequence[Sample], stable_at: float, total: int) -> tupl
     fall back to the first and final commits (``"first-final"``), or, when one commit covered
     everything, to the time from ``stable_at`` to it (``"stable-final"``, a lower bound).
     """
-    first, last, method = steady_span(samples, stable_at, total)
+    span = steady_span(samples, stable_at, total)
+    return rate_over(samples, stable_at, span), span[2]
+
+
+def rate_over(samples: Sequence[Sample], stable_at: float,
+              span: tuple[int | None, int, str]) -> float:
+    """Events per second over a span of :func:`steady_span`."""
+    first, last, _ = span
     if first is None:
         earlier = [s[1] for s in samples if s[0] < stable_at]
         start: Sample = (stable_at, earlier[-1] if earlier else 0)
     else:
         start = samples[first]
     end = samples[last]
-    return (end[1] - start[1]) / (end[0] - start[0]), method
+    return (end[1] - start[1]) / (end[0] - start[0])
 
 
 def steady_span(samples: Sequence[Sample], stable_at: float,
@@ -56,6 +63,7 @@ def steady_span(samples: Sequence[Sample], stable_at: float,
         return steady[0], steady[-1], "first-final"
     # One commit took everything: count from when the group became stable (a lower bound).
     return None, steady[-1], "stable-final"
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) by the nearest-rank method."""

@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streamproc.benchmark.machine import CpuSample, cores_between, cpu_sample
-from streamproc.benchmark.measure import Sample, percentile, steady_rate, steady_span
+from streamproc.benchmark.measure import Sample, percentile, rate_over, steady_span
 from streamproc.benchmark.offsets import KafkaProbe, partitions_of
 from streamproc.benchmark.workers import (
     BARE_FAUST,
@@ -116,7 +116,7 @@ async def raw_stage(settings: Settings, group: str, total: int, progress: Progre
     try:
         count = first_count = 0
         first_at = last_at = last_progress = time.monotonic()
-        first_cpu = last_cpu = cpu_sample([os.getpid()])
+        first_cpu = cpu_sample([os.getpid()])
         while count < total:
             batch = await consumer.getmany(timeout_ms=1000, max_records=settings.batch_size)
             now = time.monotonic()
@@ -127,11 +127,11 @@ async def raw_stage(settings: Settings, group: str, total: int, progress: Progre
                     first_cpu = cpu_sample([os.getpid()])
                 count += got
                 last_at = last_progress = now
-                last_cpu = cpu_sample([os.getpid()])
                 progress.maybe("raw aiokafka", count, total, first_at)
             elif now - last_progress > STALL_S:
                 raise BenchError(f"raw aiokafka consumer: no message for {STALL_S:.0f}s after "
                                  f"{count:,} of {total:,}")
+        last_cpu = cpu_sample([os.getpid()])  # the loop ends with the last message's fetch
     finally:
         await consumer.stop()
     if last_at <= first_at:
@@ -234,13 +234,13 @@ async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerR
         stop_workers(workers)
     after = await _output_counts(probe, settings)
     try:
-        rate, method = steady_rate(samples, stable_at, total)
-        first, last, _ = steady_span(samples, stable_at, total)
+        first, last, method = span = steady_span(samples, stable_at, total)
     except ValueError as exc:
         raise BenchError(f"{stage}: {exc}") from None
     # The cores used over the same commits as the rate (none when it counts from stable_at).
     cpu = (cores_between(cpu_samples[first], cpu_samples[last],
                          samples[last][0] - samples[first][0]) if first is not None else {})
+    rate = rate_over(samples, stable_at, span)
     return StageResult(stage, count, samples[-1][1], rate, finished - started, method,
                        {k: after[k] - before[k] for k in after}, cpu)
 
