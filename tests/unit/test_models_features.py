@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from streamproc.events.codec import parse_ts
-from streamproc.models.features import behaviour_vector, intent_features
+from streamproc.models.features import (
+    DEVICES,
+    EVENT_TYPES,
+    _log,
+    behaviour_vector,
+    intent_features,
+)
 from streamproc.simulator import Population, generate_events
 from streamproc.state.profile import apply_event, new_profile
 
@@ -58,6 +64,27 @@ def test_intent_features_of_an_empty_profile_are_neutral() -> None:
     assert x["never_bought"] == 1.0 and x["orders"] == 0.0 and x["conversion"] == 0.0
     assert x["ev_search"] == 1.0 and x["ev_other"] == 0.0
     assert intent_features(new_profile("c0"), "purchase", 0)["ev_other"] == 1.0
+
+
+def test_intent_features_flag_each_device_and_event_type_by_name() -> None:
+    # The one-hot flags are written out for speed: they must follow DEVICES and EVENT_TYPES.
+    p = new_profile("c0")
+    for device in (*DEVICES, None):
+        p["device"] = device
+        for event_type in (*EVENT_TYPES, "purchase"):
+            x = intent_features(p, event_type, 0)
+            flags = {k: v for k, v in x.items() if k.startswith(("dev_", "ev_"))}
+            assert flags == {**{f"dev_{d}": float(d == device) for d in DEVICES},
+                             **{f"ev_{t}": float(t == event_type) for t in EVENT_TYPES},
+                             "ev_other": float(event_type not in EVENT_TYPES)}
+            assert list(x)[-len(flags):] == list(flags)  # the flags come last, in that order
+
+
+def test_log_scaling_is_rounded_log1p_for_counts_and_amounts() -> None:
+    # Counts come from a lookup table, amounts are computed: both as round(log1p(x), 3).
+    for x in [*range(5000), 0.5, 2.0, 99.99, 1e6, -3, -0.5]:
+        assert _log(x) == round(math.log1p(max(0.0, x)), 3), x
+        assert type(_log(x)) is float
 
 
 def test_intent_features_follow_the_session_and_history() -> None:
