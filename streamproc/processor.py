@@ -25,6 +25,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -176,10 +177,23 @@ class _CustomerOutcome:
     deadletters: list[tuple[Event, str]]
     # Fired (or stale) timers' index entries, dropped once the batch is published.
     timers_done: list[tuple[str, str]] = field(default_factory=list)
+    # What the write stores, parsed: kept in the processor's cache once the write went through.
+    kept: _Kept | None = None
     fired: int = 0
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A customer's profile and outbox as this worker last wrote them: the bytes stored, and
+    the objects they were serialised from (used again only while Redis holds those bytes)."""
+
+    doc: bytes
+    outbox: bytes
+    profile: Profile
+    outputs: list[dict[str, Any]]
 
 
 class Processor:
@@ -211,6 +225,9 @@ class Processor:
         self.app_id = settings.app_id
         self.timer_lateness_ms = settings.timer_lateness_seconds * 1000
         self.timer_limit = settings.timers_per_batch
+        # The profiles this worker wrote last, most recent last (STREAMPROC_PROFILE_CACHE).
+        self.cache_size = settings.profile_cache
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
@@ -235,6 +252,7 @@ class Processor:
         for cid, events in by_customer.items():
             erases = [i for i, e in enumerate(events) if e.type == "erase"]
             if erases:
+                self._kept.pop(cid, None)
                 await self.store.erase(cid)
                 result.erased.append(cid.encode())
                 by_customer[cid] = events[erases[-1] + 1:]
@@ -319,6 +337,8 @@ class Processor:
             for cid, outcome in outcomes.items():
                 if cid in lost:
                     continue
+                if outcome.kept is not None and self.cache_size:
+                    self._keep(cid, outcome.kept)
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
@@ -349,6 +369,28 @@ class Processor:
             )
         return answer
 
+    def _keep(self, cid: str, kept: _Kept) -> None:
+        self._kept[cid] = kept
+        self._kept.move_to_end(cid)
+        if len(self._kept) > self.cache_size:
+            self._kept.popitem(last=False)
+
+    def _load(self, cid: str, stored: Stored) -> tuple[Profile, list[dict[str, Any]]]:
+        """The customer's profile and outbox from what Redis holds (a new profile if nothing).
+
+        When Redis holds exactly the bytes this worker last wrote, the objects they were
+        serialised from are used instead of parsing them again. The cache entry is taken out
+        either way: a batch that fails after changing the profile leaves nothing behind that
+        differs from Redis, and the entry comes back only with a write that went through.
+        """
+        kept = self._kept.pop(cid, None)
+        if not stored.doc:
+            return new_profile(cid), upgrade_outbox(unpack_outbox(stored.outbox))
+        if kept is not None and kept.doc == stored.doc and kept.outbox == stored.outbox:
+            return kept.profile, kept.outputs
+        return (upgrade_profile(unpack_doc(stored.doc)),
+                upgrade_outbox(unpack_outbox(stored.outbox)))
+
     def _apply_customer(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int
     ) -> _CustomerOutcome:
@@ -364,10 +406,9 @@ class Processor:
     def _apply_events(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int, poison: dict[int, str]
     ) -> _CustomerOutcome:
-        p: Profile = upgrade_profile(unpack_doc(stored.doc)) if stored.doc else new_profile(cid)
+        p, previous_outbox = self._load(cid, stored)
         applied: dict[str, int] = p.setdefault("applied", {})
         recent: list[str] = p.setdefault("recent_event_ids", [])
-        previous_outbox = upgrade_outbox(unpack_outbox(stored.outbox))
         before = timers.indexed(p)
         out = _CustomerOutcome(None, [], [])
         changed = False
@@ -425,26 +466,29 @@ class Processor:
             # it: after a crash, the partitions are read again in any order, and a batch of
             # another partition must not drop the outputs still to be published again.
             read = {(e.message.topic, e.message.partition) for e in events}
-            out.write = self._write(cid, p, stored, previous_outbox, read, out.outputs, before)
+            self._write(out, cid, p, stored, previous_outbox, read, before)
         return out
 
-    def _write(self, cid: str, p: Profile, stored: Stored, previous_outbox: list[dict[str, Any]],
-               read: set[tuple[str, int]], outputs: list[dict[str, Any]],
+    def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,
+               previous_outbox: list[dict[str, Any]], read: set[tuple[str, int]],
                before: set[tuple[int, int, str]],
-               fired: Sequence[tuple[int, int, str]] = ()) -> Write:
+               fired: Sequence[tuple[int, int, str]] = ()) -> None:
+        """The customer's write (``out.write``), with its outbox: ``out.outputs`` and what the
+        previous outbox keeps; and what the cache keeps of it (``out.kept``)."""
         # The outbox keeps, per input partition (and per timer), the outputs of the last batch
         # that read it: after a crash, the partitions are read again in any order, and a batch
         # of another partition must not drop the outputs still to be published again.
         outbox = [o for o in previous_outbox
                   if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
-                  not in read] + outputs
+                  not in read] + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
-        return Write(
+        out.write = Write(
             cid, stored.version, pack_doc(p, self.compression),
             pack_outbox(outbox, self.compression),
             self.segmenter.buckets(p), self.ttl_ms,
             index.entries, index.add, index.remove,
         )
+        out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox)
 
     def _fire_timers(self, cid: str, due: list[timers.Due], stored: Stored,
                      now_ms: int) -> _CustomerOutcome:
@@ -452,11 +496,11 @@ class Processor:
         those that moved later, publish again what an already fired one decided."""
         out = _CustomerOutcome(None, [], [])
         if stored.doc is None:  # erased or expired since: nothing to fire
+            self._kept.pop(cid, None)
             out.timers_done = [(timer_index_key(self.app_id, d.partition), d.member)
                                for d in due]
             return out
-        p: Profile = upgrade_profile(unpack_doc(stored.doc))
-        previous_outbox = upgrade_outbox(unpack_outbox(stored.outbox))
+        p, previous_outbox = self._load(cid, stored)
         before = timers.indexed(p)
         fired: list[tuple[int, int, str]] = []
         replaced: set[tuple[str, int, int]] = set()
@@ -509,10 +553,9 @@ class Processor:
             older = sorted({g for o in previous_outbox if (g := group(o)) and g not in replaced},
                            key=lambda g: g[2])
             keep = set(older[max(0, len(older) + len(replaced) - TIMER_OUTBOX_FIRES):])
-            out.write = self._write(cid, p, stored,
-                                    [o for o in previous_outbox
-                                     if (g := group(o)) is None or g in keep], set(),
-                                    out.outputs, before, fired)
+            self._write(out, cid, p, stored,
+                        [o for o in previous_outbox if (g := group(o)) is None or g in keep],
+                        set(), before, fired)
         return out
 
     def _fire(self, p: Profile, cat: Any, d: timers.Due, entry: dict[str, Any], event: Event,

@@ -124,6 +124,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "event-time disorder waited out before a timer fires (cart abandonment, cascades)"),
     ("TIMERS_PER_BATCH", "1000",
      "most timers fired per partition after a batch (the rest after the next); 0: none"),
+    ("PROFILE_CACHE", "10000",
+     "customers whose profile a worker keeps parsed after writing it (about 20 KB each); 0: "
+     "none"),
     ("LEARNER", "worker",
      "where the learner runs: worker (in every worker, one of them learns) or off (in "
      "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
@@ -174,6 +177,7 @@ class Settings:
     label_idle_seconds: int = 21600
     timer_lateness_seconds: int = 60
     timers_per_batch: int = 1000
+    profile_cache: int = 10000
     learner: str = "worker"
 
     @classmethod
@@ -238,6 +242,7 @@ class Settings:
             label_idle_seconds=_int(get, "LABEL_IDLE_SECONDS", 0, 30 * 86_400),
             timer_lateness_seconds=_int(get, "TIMER_LATENESS_SECONDS", 0, 7 * 86_400),
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
+            profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
             learner=get("LEARNER").lower(),
         )
         settings.validate()
