@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from streamproc.decisions.catalogue import Action
 
 DECISION_NAMESPACE = uuid.UUID("6f1c2d8e-4b7a-4f0e-9a51-3c2b7d9e0a14")
+_NAMESPACE_BYTES = DECISION_NAMESPACE.bytes
 MAX_REASONS = 20
 MAX_REASON_CHARS = 300
 
@@ -40,7 +42,17 @@ class Source:
 
 
 def decision_id(customer_id: str, event_id: str, trigger: str) -> str:
-    return uuid.uuid5(DECISION_NAMESPACE, f"{customer_id}/{event_id}/{trigger}").hex
+    """``uuid5(DECISION_NAMESPACE, "customer/event/trigger").hex``, without building the UUID
+    object (a third of the time): SHA-1 of the namespace and the name, version 5, RFC variant.
+
+    >>> decision_id("c1", "e1", "cart_add") == uuid.uuid5(DECISION_NAMESPACE, "c1/e1/cart_add").hex
+    True
+    """
+    digest = bytearray(hashlib.sha1(
+        _NAMESPACE_BYTES + f"{customer_id}/{event_id}/{trigger}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 def iso_ms(ms: int) -> str:
