@@ -100,7 +100,28 @@ async def replay(cache: int, log: list[RawMessage]) -> dict[str, Any]:
                         result.erased, result.applied, result.redelivered, result.timers_fired))
     return {"outputs": outputs, "rows": store.rows, "zsets": store.zsets,
             "latest": orjson.dumps(latest.rows), "kept": len(proc._kept),
-            "lost": store.writes}
+            "lost": store.writes, "shared": [cid for cid, k in proc._kept.items()
+                                             if shares_containers(k.profile, k.outputs)]}
+
+
+def containers(root: Any) -> list[int]:
+    """The ids of the dicts and lists reachable from ``root``, once per time reached."""
+    found, todo = [], [root]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict | list):
+            found.append(id(node))
+            todo.extend(node.values() if isinstance(node, dict) else node)
+    return found
+
+
+def shares_containers(profile: Any, outputs: Any) -> bool:
+    """Whether a dict or list of a kept profile is reached twice, from the profile or from its
+    outputs. Parsing never gives that, so such a profile could change where its parsed copy
+    would not. (Outputs may share what nobody changes: one event's segment moves share its
+    trigger.)"""
+    inside = containers(profile)
+    return len(set(inside)) < len(inside) or not set(inside).isdisjoint(containers(outputs))
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +147,7 @@ async def test_cached_profiles_give_what_parsing_the_store_gives(stream, monkeyp
         assert cached["rows"] == parsed["rows"]
         assert cached["zsets"] == parsed["zsets"]
         assert cached["latest"] == parsed["latest"]
+        assert cached["shared"] == []
     # The stream went through every path the cache must follow.
     outputs = parsed["outputs"]
     assert sum(o[6] for o in outputs) > 0, "no redelivery"
