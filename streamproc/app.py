@@ -21,7 +21,6 @@ from streamproc import heartbeat, web
 from streamproc.agents import BatchStats, Emitter, consume
 from streamproc.batching import take_batches
 from streamproc.decisions.bandit import ThompsonChooser
-from streamproc.decisions.latest import RedisLatest
 from streamproc.emitter import KafkaEmitter
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer, ServedModels
@@ -114,8 +113,7 @@ def create_app(
 
     async def process_events(stream: faust.StreamT[Any]) -> None:
         store = make_store()
-        # Model snapshots and the latest decisions live in the state's Redis (none with another
-        # store: unit tests).
+        # Model snapshots live in the state's Redis (none with another store: unit tests).
         client = store.client if isinstance(store, RedisStore) else None
         models = None if client is None else RedisModelStore(client, settings.app_id)
         # The learning bandit picks among eligible actions: the learner's, served with the
@@ -123,9 +121,8 @@ def create_app(
         engine.chooser = bandit = ThompsonChooser.from_settings(settings)
         scorer = IntentScorer(settings, models, bandit=bandit)
         app.streamproc_scorer = scorer  # type: ignore[attr-defined]
-        latest = None if client is None else RedisLatest(client)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
-                              scorer=scorer, engine=engine, latest=latest)
+                              scorer=scorer, engine=engine)
         batches = raw_batches(stream, settings)
         try:
             await consume(batches, processor, out, stats, metrics)

@@ -15,8 +15,8 @@ models: purchase intent, lifetime value, clusters; :mod:`streamproc.intent`), a
 :class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
 scorer's observations (for the learner, :mod:`streamproc.learner`) and the engine's lessons for
 the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic through the
-outbox like the decisions, once the customer's state write succeeded; the decisions published
-are also kept as the customer's latest per slot (:mod:`streamproc.decisions.latest`).
+outbox like the decisions, once the customer's state write succeeded; the decisions are also
+kept as the customer's latest per slot, by the same write (:mod:`streamproc.decisions.latest`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from streamproc.decisions import timers
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, CatalogueFile, default_catalogue_path
 from streamproc.decisions.chooser import UniformChooser
 from streamproc.decisions.engine import TIMER, Engine, Lesson
-from streamproc.decisions.latest import LatestDecisions
+from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
@@ -206,7 +206,6 @@ class Processor:
         segmenter: Segmenter | None = None,
         scorer: Scorer | None = None,
         engine: Engine | None = None,
-        latest: LatestDecisions | None = None,
     ) -> None:
         self.store = store
         self.decoder = decoder or Decoder(settings)
@@ -221,7 +220,6 @@ class Processor:
                                             settings.activity_days)
         self.ttl_ms = settings.customer_ttl_days * 86_400_000
         self.engine = engine or default_engine(settings)
-        self.latest = latest
         self.app_id = settings.app_id
         self.timer_lateness_ms = settings.timer_lateness_seconds * 1000
         self.timer_limit = settings.timers_per_batch
@@ -257,12 +255,11 @@ class Processor:
                 result.erased.append(cid.encode())
                 by_customer[cid] = events[erases[-1] + 1:]
         pending = {cid: events for cid, events in by_customer.items() if events}
-        decided: list[dict[str, Any]] = []
         read_order: list[tuple[str, int, int]] = []  # of result.learning's records
         # Timers due by the partitions' new watermarks (streamproc.decisions.timers), asked in
         # the round trip of the events' write when it can be.
         ask = seen if seen and self.timer_limit else None
-        asked = await self._commit(pending, self._apply_customer, result, decided, read_order,
+        asked = await self._commit(pending, self._apply_customer, result, read_order,
                                    now_ms, ask)
         # A timer that fires may arm the next one already due (lifecycle: at risk, then
         # lapsed; a cascade's next step): a few rounds, each only when the one before fired.
@@ -287,9 +284,7 @@ class Processor:
                         done.add(entry.member)
             if not due:
                 break
-            await self._commit(due, self._fire_timers, result, decided, read_order, now_ms)
-        if decided and self.latest is not None:
-            await self.latest.save(decided, now_ms)
+            await self._commit(due, self._fire_timers, result, read_order, now_ms)
         # Observations grouped by the partition their events were read from, in offset order,
         # not by customer: the learner's watermark follows each partition's event time, so it
         # needs each partition's observations in order (streamproc.models.join).
@@ -310,7 +305,7 @@ class Processor:
 
     async def _commit(self, pending: dict[str, Any],
                       apply: Callable[[str, Any, Stored, int], _CustomerOutcome],
-                      result: BatchResult, decided: list[dict[str, Any]],
+                      result: BatchResult,
                       read_order: list[tuple[str, int, int]], now_ms: int,
                       ask: Mapping[int, int] | None = None) -> list[DueTimers] | None:
         """Apply each customer's items, save with compare-and-set, collect what to publish;
@@ -349,9 +344,7 @@ class Processor:
                            "learning": result.learning}
                 for out in outcome.outputs:
                     targets[out["topic"]].append((key, orjson.dumps(out["record"])))
-                    if out["topic"] == "decisions":
-                        decided.append(out["record"])
-                    elif out["topic"] == "learning":
+                    if out["topic"] == "learning":
                         trigger = out["record"]["trigger"]
                         read_order.append((trigger["topic"], trigger["partition"],
                                            trigger["offset"]))
@@ -466,15 +459,16 @@ class Processor:
             # it: after a crash, the partitions are read again in any order, and a batch of
             # another partition must not drop the outputs still to be published again.
             read = {(e.message.topic, e.message.partition) for e in events}
-            self._write(out, cid, p, stored, previous_outbox, read, before)
+            self._write(out, cid, p, stored, previous_outbox, read, before, now_ms)
         return out
 
     def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,
                previous_outbox: list[dict[str, Any]], read: set[tuple[str, int]],
-               before: set[tuple[int, int, str]],
+               before: set[tuple[int, int, str]], now_ms: int,
                fired: Sequence[tuple[int, int, str]] = ()) -> None:
         """The customer's write (``out.write``), with its outbox: ``out.outputs`` and what the
-        previous outbox keeps; and what the cache keeps of it (``out.kept``)."""
+        previous outbox keeps, and its decisions as the latest per slot; and what the cache
+        keeps of it (``out.kept``)."""
         # The outbox keeps, per input partition (and per timer), the outputs of the last batch
         # that read it: after a crash, the partitions are read again in any order, and a batch
         # of another partition must not drop the outputs still to be published again.
@@ -482,11 +476,13 @@ class Processor:
                   if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
                   not in read] + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
+        latest, latest_ttl_ms = latest_fields(
+            [o["record"] for o in out.outputs if o["topic"] == "decisions"], now_ms)
         out.write = Write(
             cid, stored.version, pack_doc(p, self.compression),
             pack_outbox(outbox, self.compression),
             self.segmenter.buckets(p), self.ttl_ms,
-            index.entries, index.add, index.remove,
+            index.entries, index.add, index.remove, latest, latest_ttl_ms,
         )
         out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox)
 
@@ -555,7 +551,7 @@ class Processor:
             keep = set(older[max(0, len(older) + len(replaced) - TIMER_OUTBOX_FIRES):])
             self._write(out, cid, p, stored,
                         [o for o in previous_outbox if (g := group(o)) is None or g in keep],
-                        set(), before, fired)
+                        set(), before, now_ms, fired)
         return out
 
     def _fire(self, p: Profile, cat: Any, d: timers.Due, entry: dict[str, Any], event: Event,

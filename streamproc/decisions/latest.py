@@ -8,18 +8,24 @@ reads (Redis 7.0 cannot expire single fields). A decision already expired when i
 
     HGET sp:{cust-42}:decisions homepage_hero   ->  {"decision_id": ..., "action": {...}, ...}
 
->>> import asyncio
->>> latest = MemoryLatest()
+The fields are written by the customer's state write, in the same atomic step
+(:class:`streamproc.state.store.Write`, ``latest``): a decision is the latest for its slot as
+soon as the state that made it is stored, and only if that write went through.
+
 >>> record = {"customer_id": "c1", "slot": "hero", "expires_at": "2030-01-01T00:00:00.000Z"}
->>> asyncio.run(latest.save([record], now_ms=0)), asyncio.run(latest.read("c1", 0))
-(1, {'hero': {'customer_id': 'c1', 'slot': 'hero', 'expires_at': '2030-01-01T00:00:00.000Z'}})
+>>> fields, ttl_ms = latest_fields([record], now_ms=0)
+>>> fields, ttl_ms
+((('hero', b'{"customer_id":"c1","slot":"hero","expires_at":"2030-01-01T00:00:00.000Z"}'),), \
+1893456000000)
+>>> unexpired(dict(fields), now_ms=0)["hero"]["customer_id"]
+'c1'
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -33,60 +39,36 @@ def expires_ms(record: Record) -> int:
     return int(datetime.fromisoformat(record["expires_at"]).timestamp() * 1000)
 
 
-def _current(records: Sequence[Record], now_ms: int) -> list[tuple[Record, int]]:
-    """The records worth keeping: with a slot and not expired, each with its time to live."""
-    return [(r, expires_ms(r) - now_ms) for r in records
-            if r.get("slot") and r.get("expires_at") and expires_ms(r) > now_ms]
+def latest_fields(records: Sequence[Record],
+                  now_ms: int) -> tuple[tuple[tuple[str, bytes], ...], int]:
+    """The fields to write for a customer's ``records`` (decision records, in order): (slot,
+    record as JSON) for those with a slot and not expired at ``now_ms``, and the time the key
+    must live from now (ms; 0: nothing to write). The key's expiry is only ever lengthened."""
+    fields = []
+    ttl_ms = 0
+    for r in records:
+        slot, expires_at = r.get("slot"), r.get("expires_at")
+        if slot and expires_at:
+            left = expires_ms(r) - now_ms
+            if left > 0:
+                fields.append((slot, orjson.dumps(r)))
+                ttl_ms = max(ttl_ms, left)
+    return tuple(fields), ttl_ms
 
 
-class LatestDecisions(Protocol):
-    async def save(self, records: Sequence[Record], now_ms: int) -> int:
-        """Keep each record as its customer's latest for its slot; return how many."""
-        ...
-
-    async def read(self, customer_id: str, now_ms: int) -> dict[str, Any]:
-        """The customer's unexpired latest decisions, by slot."""
-        ...
+def unexpired(fields: Mapping[Any, Any], now_ms: int) -> dict[str, Any]:
+    """The customer's decisions still valid at ``now_ms``, by slot, from the hash's fields."""
+    found = {(k if isinstance(k, str) else k.decode()): orjson.loads(v)
+             for k, v in fields.items()}
+    return {slot: r for slot, r in found.items() if expires_ms(r) > now_ms}
 
 
 class RedisLatest:
+    """Reads the latest decisions (written by the state store: :func:`latest_fields`)."""
+
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
 
-    async def save(self, records: Sequence[Record], now_ms: int) -> int:
-        keep = _current(records, now_ms)
-        if not keep:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        for record, ttl_ms in keep:
-            key = latest_decisions_key(record["customer_id"])
-            pipe.hset(key, record["slot"], orjson.dumps(record))
-            # The key lives as long as its longest-lived decision: set a first expiry, then
-            # only ever lengthen it.
-            pipe.pexpire(key, ttl_ms, nx=True)
-            pipe.pexpire(key, ttl_ms, gt=True)
-        await pipe.execute()
-        return len(keep)
-
     async def read(self, customer_id: str, now_ms: int) -> dict[str, Any]:
-        raw = await self.client.hgetall(latest_decisions_key(customer_id))
-        found = {(k if isinstance(k, str) else k.decode()): orjson.loads(v)
-                 for k, v in raw.items()}
-        return {slot: r for slot, r in found.items() if expires_ms(r) > now_ms}
-
-
-class MemoryLatest:
-    """The same contract in a dict, for unit tests."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    async def save(self, records: Sequence[Record], now_ms: int) -> int:
-        keep = _current(records, now_ms)
-        for record, _ in keep:
-            self.rows.setdefault(record["customer_id"], {})[record["slot"]] = dict(record)
-        return len(keep)
-
-    async def read(self, customer_id: str, now_ms: int) -> dict[str, Any]:
-        return {slot: r for slot, r in self.rows.get(customer_id, {}).items()
-                if expires_ms(r) > now_ms}
+        """The customer's unexpired latest decisions, by slot."""
+        return unexpired(await self.client.hgetall(latest_decisions_key(customer_id)), now_ms)

@@ -4,8 +4,8 @@ Each customer is one Redis hash (see :mod:`streamproc.state.keys`) with three fi
 (the profile as JSON), ``ver`` (a version number bumped on every write) and ``outbox`` (the
 decisions made by the last batch that changed the customer, so a redelivered batch can publish
 them again). A batch costs two round trips whatever its size: one pipelined read of every
-customer in it, and one pipelined compare-and-set write (a Lua script per customer, atomic and
-confined to the customer's cluster slot), which also asks which timers came due
+customer in it, and one pipelined compare-and-set write (a Lua script per customer, atomic,
+which also keeps the customer's latest decisions), which also asks which timers came due
 (:meth:`RedisStore.save_then_due`). The compare-and-set fails when another writer changed
 the customer since the read (a worker that lost the partition in a rebalance but has not noticed
 yet); the processor then reads again and recomputes.
@@ -22,25 +22,30 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
+from streamproc.decisions.latest import unexpired
 from streamproc.state.document import unpack_doc, unpack_outbox
 from streamproc.state.keys import (
     HISTOGRAMS,
     customer_key,
     customer_keys,
     histogram_key,
+    latest_decisions_key,
     timer_index_key,
     timer_watermark_key,
 )
 
-# KEYS: the customer's hash, one histogram hash per RFM dimension (streamproc.state.keys), then
-# the timer index (streamproc.decisions.timers) of each entry to add, then of each to remove.
+# KEYS: the customer's hash, one histogram hash per RFM dimension (streamproc.state.keys), the
+# customer's latest decisions (streamproc.decisions.latest), then the timer index
+# (streamproc.decisions.timers) of each entry to add, then of each to remove.
 # ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), the number of
 # histograms N, the customer's new bucket in each ('' when it has none), the customer's timer
-# index entries after the write (field ``tidx``, what an erasure removes), the number of entries
-# to add, then (member, due) per entry to add and the member of each entry to remove.
+# index entries after the write (field ``tidx``, what an erasure removes), how long the latest
+# decisions must live (ms) and how many there are L, then (slot, record) per latest decision,
+# the number of timer entries to add, then (member, due) per entry to add and the member of
+# each entry to remove.
 # The customer's current buckets live in the hash fields h1..hN, so moving between buckets (and
 # erasing) is exact and idempotent: the histograms count every customer once, updated in the
-# same atomic step as the state; so are the customer's timers.
+# same atomic step as the state; so are the customer's timers and latest decisions.
 _CAS_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'ver')
 if (current or '0') ~= ARGV[1] then
@@ -68,9 +73,20 @@ if ARGV[a] ~= '' then
 else
   redis.call('HDEL', KEYS[1], 'tidx')
 end
-local adds = tonumber(ARGV[a + 1])
-local k = 2 + n
-local arg = a + 2
+local latest = KEYS[2 + n]
+local live = tonumber(ARGV[a + 1])
+local slots = tonumber(ARGV[a + 2])
+local arg = a + 3
+for i = 1, slots do
+  redis.call('HSET', latest, ARGV[arg], ARGV[arg + 1])
+  arg = arg + 2
+end
+if slots > 0 and redis.call('PTTL', latest) < live then
+  redis.call('PEXPIRE', latest, live)
+end
+local adds = tonumber(ARGV[arg])
+local k = 3 + n
+arg = arg + 1
 for i = 1, adds do
   redis.call('ZADD', KEYS[k], ARGV[arg + 1], ARGV[arg])
   k = k + 1
@@ -148,6 +164,10 @@ class Write:
     timers: tuple[tuple[str, str], ...] = ()
     timers_add: tuple[tuple[str, str, int], ...] = ()
     timers_remove: tuple[tuple[str, str], ...] = ()
+    # The customer's latest decisions (slot, record as JSON), and how long their key must live
+    # from now (ms): streamproc.decisions.latest.latest_fields.
+    latest: tuple[tuple[str, bytes], ...] = ()
+    latest_ttl_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,14 +327,16 @@ class RedisStore:
             buckets = w.buckets or empty
             adds = [a for _, member, due in w.timers_add for a in (member, due)]
             pipe.evalsha(self._cas.sha,
-                         1 + len(self._histogram_keys) + len(w.timers_add)
+                         2 + len(self._histogram_keys) + len(w.timers_add)
                          + len(w.timers_remove),
                          customer_key(w.customer_id), *self._histogram_keys,
+                         latest_decisions_key(w.customer_id),
                          *(key for key, _, _ in w.timers_add),
                          *(key for key, _ in w.timers_remove),
                          w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
-                         len(buckets), *buckets, timer_lines(w.timers), len(w.timers_add),
-                         *adds, *(member for _, member in w.timers_remove))
+                         len(buckets), *buckets, timer_lines(w.timers),
+                         w.latest_ttl_ms, len(w.latest), *(x for field in w.latest for x in field),
+                         len(w.timers_add), *adds, *(member for _, member in w.timers_remove))
 
     def _queue_due(self, pipe: Any, app_id: str, seen: Mapping[int, int],
                    partitions: Sequence[int], lateness_ms: int, limit: int) -> None:
@@ -384,6 +406,8 @@ class MemoryStore:
         self.zsets: dict[str, dict[str, int]] = {}
         self.strings: dict[str, int] = {}
         self.tidx: dict[str, tuple[tuple[str, str], ...]] = {}
+        # Latest decisions: key -> slot -> record JSON (no expiry: read_latest checks them).
+        self.latest: dict[str, dict[str, bytes]] = {}
 
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         self.round_trips += 1
@@ -406,6 +430,8 @@ class MemoryStore:
                 self.zsets.setdefault(index, {})[member] = due
             for index, member in w.timers_remove:
                 self.zsets.get(index, {}).pop(member, None)
+            if w.latest:
+                self.latest.setdefault(latest_decisions_key(w.customer_id), {}).update(w.latest)
         return lost
 
     def _move(self, key: str, new: tuple[str, ...]) -> None:
@@ -426,7 +452,12 @@ class MemoryStore:
         self._move(customer_key(customer_id), ("",) * len(HISTOGRAMS))
         for index, member in self.tidx.pop(customer_key(customer_id), ()):
             self.zsets.get(index, {}).pop(member, None)
-        return sum(self.rows.pop(k, None) is not None for k in customer_keys(customer_id))
+        return (sum(self.rows.pop(k, None) is not None for k in customer_keys(customer_id))
+                + (self.latest.pop(latest_decisions_key(customer_id), None) is not None))
+
+    async def read_latest(self, customer_id: str, now_ms: int) -> dict[str, Any]:
+        """The customer's unexpired latest decisions, by slot (as ``RedisLatest.read``)."""
+        return unexpired(self.latest.get(latest_decisions_key(customer_id), {}), now_ms)
 
     async def histograms(self) -> dict[str, dict[str, int]]:
         return {name: {b: n for b, n in counts.items() if n > 0}

@@ -10,6 +10,7 @@ from streamproc.state.keys import (
     HISTOGRAMS,
     customer_key,
     histogram_key,
+    latest_decisions_key,
     timer_index_key,
     timer_watermark_key,
 )
@@ -60,6 +61,35 @@ async def test_histograms_move_with_the_customer_and_erase_takes_it_out(store, t
     assert await test_redis.exists(customer_key(a)) == 0
     assert await store.erase(a) == 0  # twice is harmless and counts nothing twice
     assert (await store.histograms())["monetary"] == {"7": 1}
+
+
+async def test_latest_decisions_are_written_with_the_state_and_only_then(store, test_redis):
+    a = cid()
+    latest = latest_decisions_key(a)
+    hero, drawer = (b'{"slot":"hero","n":1}', b'{"slot":"drawer"}')
+    assert await store.save([Write(a, 0, b"{}", b"[]", latest=(("hero", hero),),
+                                   latest_ttl_ms=3_600_000)]) == []
+    assert await test_redis.hgetall(latest) == {b"hero": hero}
+    assert 3_500_000 < await test_redis.pttl(latest) <= 3_600_000
+    # A write that loses its compare-and-set writes no decision either.
+    assert await store.save([Write(a, 0, b"{}", b"[]", latest=(("hero", b"{}"),),
+                                   latest_ttl_ms=9_000_000)]) == [a]
+    assert await test_redis.hgetall(latest) == {b"hero": hero}
+    assert await test_redis.pttl(latest) <= 3_600_000
+    # A shorter-lived decision does not shorten the key's life; a longer one lengthens it.
+    await store.save([Write(a, 1, b"{}", b"[]", latest=(("drawer", drawer),),
+                            latest_ttl_ms=60_000)])
+    assert await test_redis.hgetall(latest) == {b"hero": hero, b"drawer": drawer}
+    assert await test_redis.pttl(latest) > 3_000_000
+    await store.save([Write(a, 2, b"{}", b"[]", latest=(("hero", b'{"slot":"hero","n":2}'),),
+                            latest_ttl_ms=7_200_000)])
+    assert 7_100_000 < await test_redis.pttl(latest) <= 7_200_000
+    assert (await test_redis.hget(latest, "hero")) == b'{"slot":"hero","n":2}'
+    # No decision: the key is left as it is.
+    await store.save([Write(a, 3, b"{}", b"[]")])
+    assert await test_redis.hlen(latest) == 2
+    assert await store.erase(a) == 2
+    assert await test_redis.exists(latest) == 0
 
 
 async def test_inactive_customers_expire_when_a_ttl_is_set(store, test_redis):

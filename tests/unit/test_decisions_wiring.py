@@ -13,7 +13,6 @@ import yaml
 from streamproc.app import create_app
 from streamproc.decisions.catalogue import CatalogueFile, default_catalogue_path, load_catalogue
 from streamproc.decisions.engine import Engine, Lesson
-from streamproc.decisions.latest import MemoryLatest
 from streamproc.errors import ConfigError
 from streamproc.observations import parse_all
 from streamproc.processor import Processor
@@ -27,12 +26,12 @@ NOW = 1_772_359_200_050  # 2026-03-01T10:00:00.050Z: the helpers' events are at 
 
 
 def make(store: MemoryStore | None = None, now: int = NOW
-         ) -> tuple[Processor, Recorder, MemoryLatest, MemoryStore]:
-    chooser, latest, store = Recorder(), MemoryLatest(), store or MemoryStore()
+         ) -> tuple[Processor, Recorder, MemoryStore]:
+    chooser, store = Recorder(), store or MemoryStore()
     engine = Engine(load_catalogue(default_catalogue_path()), chooser,
                     assign=lambda cid, exp: "bandit")
-    proc = Processor(SETTINGS, store, clock_ms=lambda: now, engine=engine, latest=latest)
-    return proc, chooser, latest, store
+    proc = Processor(SETTINGS, store, clock_ms=lambda: now, engine=engine)
+    return proc, chooser, store
 
 
 SHOES = {"product_id": "s1", "category": "shoes", "price": 60.0}
@@ -45,7 +44,7 @@ def lessons(learning: list[tuple[bytes, bytes]]) -> list[tuple[str, Lesson | Non
 
 
 async def test_a_slot_request_is_answered_and_kept_as_the_latest_for_its_slot() -> None:
-    proc, chooser, latest, _ = make()
+    proc, chooser, store = make()
     part = Partition()
     result = await proc.process([
         *(part.message(event("product_view", product=SHOES)) for _ in range(4)),
@@ -56,7 +55,7 @@ async def test_a_slot_request_is_answered_and_kept_as_the_latest_for_its_slot() 
     assert key == b"c1" and decision["action"]["id"] == "running_shoes_10pct"
     assert decision["experiment"] == {"id": "hero-2026", "arm": "bandit"}
     assert decision["trigger"]["offset"] == 4 and decision["latency_ms"] == 50
-    assert await latest.read("c1", NOW) == {"homepage_hero": decision}
+    assert await store.read_latest("c1", NOW) == {"homepage_hero": decision}
     # The learner is told to expect a reward (a learning-topic observation, published once the
     # state is saved); the worker's chooser learns nothing itself.
     [(cid, lesson)] = lessons(result.learning)
@@ -67,7 +66,7 @@ async def test_a_slot_request_is_answered_and_kept_as_the_latest_for_its_slot() 
 
 
 async def test_feedback_reaches_the_learner_once_the_profile_is_saved() -> None:
-    proc, chooser, _, store = make()
+    proc, chooser, store = make()
     part = Partition()
     messages = [
         *(part.message(event("product_view", product=SHOES)) for _ in range(4)),
@@ -111,7 +110,7 @@ async def test_feedback_reaches_the_learner_once_the_profile_is_saved() -> None:
 
 
 async def test_a_request_for_an_unknown_slot_is_dead_lettered_and_the_rest_goes_on() -> None:
-    proc, _, _, store = make()
+    proc, _, store = make()
     part = Partition()
     result = await proc.process([
         part.message(event("slot_request", slot="footer")),
@@ -128,10 +127,10 @@ async def test_a_request_for_an_unknown_slot_is_dead_lettered_and_the_rest_goes_
 
 async def test_decisions_already_expired_are_not_kept_as_latest() -> None:
     a_day_later = NOW + 86_400_000
-    proc, _, latest, _ = make(now=a_day_later)
+    proc, _, store = make(now=a_day_later)
     result = await proc.process([Partition().message(event("cart_add", product=SHOES))])
     assert len(result.decisions) == 1  # published all the same
-    assert latest.rows == {}  # the cart drawer's decision expired after 60 minutes
+    assert store.latest == {}  # the cart drawer's decision expired after 60 minutes
 
 
 def test_a_worker_does_not_start_on_a_broken_catalogue(tmp_path: Path) -> None:

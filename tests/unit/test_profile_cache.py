@@ -15,7 +15,6 @@ import pytest
 import redis.exceptions
 
 from streamproc import processor as processor_module
-from streamproc.decisions.latest import MemoryLatest
 from streamproc.events.codec import RawMessage
 from streamproc.intent import IntentScorer
 from streamproc.processor import Processor
@@ -76,12 +75,10 @@ class LosingEveryFifthWrite(MemoryStore):
         return await super().save_then_due(writes, *args)
 
 
-def make(settings: Settings, store: MemoryStore) -> tuple[Processor, MemoryLatest]:
-    latest = MemoryLatest()
-    proc = Processor(settings, store, clock_ms=lambda: NOW_MS,
+def make(settings: Settings, store: MemoryStore) -> Processor:
+    return Processor(settings, store, clock_ms=lambda: NOW_MS,
                      segmenter=Segmenter(settings, clock=lambda: 0.0),
-                     scorer=IntentScorer(settings), latest=latest)
-    return proc, latest
+                     scorer=IntentScorer(settings))
 
 
 async def replay(cache: int, log: list[RawMessage]) -> dict[str, Any]:
@@ -89,7 +86,7 @@ async def replay(cache: int, log: list[RawMessage]) -> dict[str, Any]:
     the commit), on a store that loses some writes: outputs per batch and what is stored."""
     settings = dataclasses.replace(SETTINGS, timer_lateness_seconds=0, profile_cache=cache)
     store = LosingEveryFifthWrite()
-    proc, latest = make(settings, store)
+    proc = make(settings, store)
     batches = [log[i:i + 37] for i in range(0, len(log), 37)]
     batches[9:9] = batches[5:8]  # redelivered
     outputs = []
@@ -99,7 +96,7 @@ async def replay(cache: int, log: list[RawMessage]) -> dict[str, Any]:
         outputs.append((result.decisions, result.segments, result.learning, result.deadletters,
                         result.erased, result.applied, result.redelivered, result.timers_fired))
     return {"outputs": outputs, "rows": store.rows, "zsets": store.zsets,
-            "latest": orjson.dumps(latest.rows), "kept": len(proc._kept),
+            "latest": store.latest, "kept": len(proc._kept),
             "lost": store.writes, "shared": [cid for cid, k in proc._kept.items()
                                              if shares_containers(k.profile, k.outputs)]}
 
@@ -155,6 +152,7 @@ async def test_cached_profiles_give_what_parsing_the_store_gives(stream, monkeyp
     assert any(o[4] for o in outputs), "no erasure"
     assert any(o[3] for o in outputs), "no poison event"
     assert parsed["lost"] >= 5, "no lost write"
+    assert parsed["latest"], "no latest decision"
 
 
 class CountingParses:
@@ -172,14 +170,14 @@ class CountingParses:
 async def test_a_customer_written_by_this_worker_is_not_parsed_again(monkeypatch) -> None:
     parses = CountingParses(monkeypatch)
     store = MemoryStore()
-    proc, _ = make(SETTINGS, store)
+    proc = make(SETTINGS, store)
     part = Partition()
     await proc.process([part.message(event("page_view"))])
     await proc.process([part.message(event("cart_add", minute=1))])
     assert parses.calls == 0
     # Another writer changed the stored profile: it is parsed, not taken from the cache.
     key = customer_key("c1")
-    other, _ = make(SETTINGS, store)
+    other = make(SETTINGS, store)
     await other.process([Partition(partition=1).message(event("search"))])
     parses.calls = 0
     await proc.process([part.message(event("checkout", minute=2))])
@@ -204,13 +202,13 @@ async def test_a_batch_that_failed_leaves_no_changed_profile_behind(monkeypatch)
     second = [part.message(event("cart_add", minute=1)), part.message(event("checkout",
                                                                               minute=2))]
     clean_store = MemoryStore()
-    clean, _ = make(SETTINGS, clean_store)
+    clean = make(SETTINGS, clean_store)
     await clean.process([first])
     want = await clean.process(second)
 
     store = FailingOnce()
     store.failed = True  # the first batch goes through
-    proc, _ = make(SETTINGS, store)
+    proc = make(SETTINGS, store)
     await proc.process([first])
     store.failed = False
     with pytest.raises(redis.exceptions.ConnectionError):
