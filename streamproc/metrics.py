@@ -123,6 +123,9 @@ class WorkerMetrics:
                                     ["operation", "error"], registry=r)
         self.retries = Counter("streamproc_retries", "batch or message attempts retried after a "
                                "transient Redis or Kafka error", registry=r)
+        self.profile_cache = Counter("streamproc_profile_cache", "stored profiles read from the "
+                                     "worker's cache (hit) or parsed (miss)", ["result"],
+                                     registry=r)
         r.register(_ModelCollector(scorer))
 
     def on_published(self, messages: Sequence[RawMessage], result: BatchResult, seconds: float,
@@ -134,6 +137,10 @@ class WorkerMetrics:
         for topic, n in collections.Counter(m.topic for m in messages).items():
             self.events.labels(topic).inc(n)
         self.count_deadletters(value for _, value in result.deadletters)
+        if result.cache_hits:
+            self.profile_cache.labels("hit").inc(result.cache_hits)
+        if result.cache_misses:
+            self.profile_cache.labels("miss").inc(result.cache_misses)
         if not result.decisions:
             return
         stamps: dict[tuple[Any, Any, Any], int | None] = {

@@ -81,6 +81,9 @@ class BatchResult:
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
+    # Stored profiles taken from the worker's cache, and parsed (STREAMPROC_PROFILE_CACHE).
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 class Segmenter(Protocol):
@@ -226,9 +229,11 @@ class Processor:
         # The profiles this worker wrote last, most recent last (STREAMPROC_PROFILE_CACHE).
         self.cache_size = settings.profile_cache
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self.cache_hits = self.cache_misses = 0  # since the processor started
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
+        hits, misses = self.cache_hits, self.cache_misses
         now_ms = self.clock_ms()
         by_customer: dict[str, list[Event]] = {}
         seen: dict[int, int] = {}  # partition -> latest event time read (timers' watermarks)
@@ -290,6 +295,8 @@ class Processor:
         # needs each partition's observations in order (streamproc.models.join).
         order = sorted(range(len(read_order)), key=read_order.__getitem__)
         result.learning = [result.learning[i] for i in order]
+        result.cache_hits = self.cache_hits - hits
+        result.cache_misses = self.cache_misses - misses
         return result
 
     async def settle(self, result: BatchResult) -> None:
@@ -380,7 +387,9 @@ class Processor:
         if not stored.doc:
             return new_profile(cid), upgrade_outbox(unpack_outbox(stored.outbox))
         if kept is not None and kept.doc == stored.doc and kept.outbox == stored.outbox:
+            self.cache_hits += 1
             return kept.profile, kept.outputs
+        self.cache_misses += 1
         return (upgrade_profile(unpack_doc(stored.doc)),
                 upgrade_outbox(unpack_outbox(stored.outbox)))
 

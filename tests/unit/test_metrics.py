@@ -18,7 +18,8 @@ from .test_agents import FlakyProcessor, ListEmitter
 
 async def test_a_batch_is_counted_by_topic_reason_action_and_round_trip() -> None:
     metrics = WorkerMetrics()
-    processor = Processor(SETTINGS, MeteredStore(MemoryStore(), metrics))
+    memory = MemoryStore()
+    processor = Processor(SETTINGS, MeteredStore(memory, metrics))
     part = Partition()
     msgs = [part.message(event("cart_add", customer="m1")),
             part.message(event("purchase", customer="m1", minute=1)),
@@ -41,6 +42,16 @@ async def test_a_batch_is_counted_by_topic_reason_action_and_round_trip() -> Non
     # The batch costs two round trips, whatever its size.
     assert v("streamproc_redis_round_trips_total", operation="load") == 1
     assert v("streamproc_redis_round_trips_total", operation="save") == 1
+    # A new customer: nothing stored to parse, nothing kept yet.
+    assert v("streamproc_profile_cache_total", result="miss") is None
+    # A customer this worker wrote comes from its cache; one another worker wrote is parsed.
+    await Processor(SETTINGS, memory).process([Partition(partition=1).message(
+        event("search", customer="m2"))])
+    await handle_batch([part.message(event("page_view", customer="m1", minute=2)),
+                        part.message(event("page_view", customer="m2", minute=2))],
+                       processor, emitter, BatchStats(), metrics)
+    assert v("streamproc_profile_cache_total", result="hit") == 1
+    assert v("streamproc_profile_cache_total", result="miss") == 1
 
 
 def test_experiment_arms_and_unreadable_records_are_labelled() -> None:

@@ -96,7 +96,7 @@ async def replay(cache: int, log: list[RawMessage]) -> dict[str, Any]:
         outputs.append((result.decisions, result.segments, result.learning, result.deadletters,
                         result.erased, result.applied, result.redelivered, result.timers_fired))
     return {"outputs": outputs, "rows": store.rows, "zsets": store.zsets,
-            "latest": store.latest, "kept": len(proc._kept),
+            "latest": store.latest, "kept": len(proc._kept), "hits": proc.cache_hits,
             "lost": store.writes, "shared": [cid for cid, k in proc._kept.items()
                                              if shares_containers(k.profile, k.outputs)]}
 
@@ -136,10 +136,10 @@ async def test_cached_profiles_give_what_parsing_the_store_gives(stream, monkeyp
 
     monkeypatch.setattr(processor_module, "apply_event", poisoned)
     parsed = await replay(0, stream)
-    assert parsed["kept"] == 0
+    assert parsed["kept"] == parsed["hits"] == 0
     for cache in (5, 10_000):  # some evicted, and all kept
         cached = await replay(cache, stream)
-        assert 0 < cached["kept"] <= cache
+        assert 0 < cached["kept"] <= cache and cached["hits"] > 0
         assert cached["outputs"] == parsed["outputs"]
         assert cached["rows"] == parsed["rows"]
         assert cached["zsets"] == parsed["zsets"]
