@@ -536,12 +536,12 @@ class Processor:
             event = Event(TIMER, cid, f"timer:{d.name}:{d.due_ms}", d.due_ms,
                           {"ts": iso_ms(d.due_ms), "timer": d.name},
                           RawMessage(topic, d.partition, d.due_ms, cid.encode(), None))
-            kept = orjson.loads(orjson.dumps(p))
+            unfired = orjson.loads(orjson.dumps(p))
             try:
                 records = self._fire(p, cat, d, entry, event, now_ms, out)
             except Exception as exc:  # a bug must not block the index: logged, dead-lettered
                 log.exception("timer %s of %s failed; dropped", d.name, cid)
-                p = kept  # nothing half-fired is saved
+                p = unfired  # nothing half-fired is saved
                 out.deadletters.append((event, f"timer {d.name}: {type(exc).__name__}: {exc}"))
                 continue
             out.outputs.extend({"topic": "decisions", "record": r} for r in records)
