@@ -5,10 +5,10 @@ Each customer is one Redis hash (see :mod:`streamproc.state.keys`) with three fi
 decisions made by the last batch that changed the customer, so a redelivered batch can publish
 them again). A batch costs two round trips whatever its size: one pipelined read of every
 customer in it, and one pipelined compare-and-set write (a Lua script per customer, atomic,
-which also keeps the customer's latest decisions), which also asks which timers came due
-(:meth:`RedisStore.save_then_due`). The compare-and-set fails when another writer changed
-the customer since the read (a worker that lost the partition in a rebalance but has not noticed
-yet); the processor then reads again and recomputes.
+that also keeps the customer's latest decisions), with the query for the timers that came due
+in the same pipeline (:meth:`RedisStore.save_then_due`). The compare-and-set fails when
+another writer changed the customer since the read (a worker that lost the partition in a
+rebalance but has not noticed yet); the processor then reads again and recomputes.
 """
 
 from __future__ import annotations
