@@ -281,7 +281,10 @@ class _Reader:
         self.count = 0
 
     def note(self, message: Any, now: float) -> None:
-        self.arrived.setdefault((message.topic, message.partition, message.offset), now)
+        self.arrive((message.topic, message.partition, message.offset), now)
+
+    def arrive(self, key: tuple[str, int, int], now: float) -> None:
+        self.arrived.setdefault(key, now)
         self.count += 1
 
     async def start(self) -> None:
@@ -327,9 +330,8 @@ class _Decisions(_Reader):
         record = orjson.loads(message.value)
         t = record["trigger"]
         key = (t["topic"], t["partition"], t["offset"])
-        self.arrived.setdefault(key, now)
+        self.arrive(key, now)
         self.worker_ms.setdefault(key, float(record.get("latency_ms", 0)))
-        self.count += 1
 
 
 async def _paced_send(producer: AIOKafkaProducer, messages: Sequence[Message], rate: int,
