@@ -449,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the pipeline's learner runs: process (one `streamproc learner` "
                    "beside the workers, which run with STREAMPROC_LEARNER=off; the recommended "
                    "deployment) or worker (in the workers) (default: process)")
+    p.add_argument("--rounds", type=_positive_int,
+                   help="run stages 1-3 this many times, each round on fresh topics with the "
+                   "same events, and report each stage's median round and every round's rate: "
+                   "on a shared machine one run's figures can be 20 %% off (default: 1)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "

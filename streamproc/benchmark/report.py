@@ -37,6 +37,40 @@ def _ratio(rate: float, base: float | None) -> str:
     return f"{rate / base:>9.3f}" if base else f"{'':>9}"
 
 
+def _rounds(stages: dict[str, Any]) -> list[str]:
+    """With ``--rounds``: every round's events/s, and pipeline / bare Faust round by round.
+
+    >>> print("\\n".join(_rounds({"bare_faust": {"events_per_s": 8000.0, "workers": 1,
+    ...     "rounds_events_per_s": [8000.0, 9000.0, 7000.0]},
+    ...     "pipeline_1_worker": {"events_per_s": 2400.0, "workers": 1,
+    ...     "rounds_events_per_s": [2400.0, 2200.0, 2600.0]}})))
+    each rate above is the median of 3 rounds (stages alternated); events/s by round:
+      bare Faust app (decode + ack): 8,000 / 9,000 / 7,000
+      streamproc pipeline, 1 worker: 2,400 / 2,200 / 2,600
+      pipeline / bare Faust by round: 0.300 / 0.244 / 0.371
+    >>> _rounds({"bare_faust": {"events_per_s": 8000.0, "workers": 1}})
+    []
+    """
+    rounds = {name: s["rounds_events_per_s"] for name, s in stages.items()
+              if s.get("rounds_events_per_s")}
+    if not rounds:
+        return []
+    count = max(len(r) for r in rounds.values())
+    lines = [f"each rate above is the median of {count} rounds (stages alternated); "
+             "events/s by round:"]
+    for name, rates in rounds.items():
+        label = STAGE_LABELS.get(name, name)
+        if name.startswith("pipeline"):
+            workers = stages[name]["workers"]
+            label += f", {workers} worker" + ("s" if workers != 1 else "")
+        lines.append(f"  {label}: " + " / ".join(f"{r:,.0f}" for r in rates))
+    pipeline, bare = rounds.get("pipeline_1_worker"), rounds.get("bare_faust")
+    if pipeline and bare:
+        lines.append("  pipeline / bare Faust by round: "
+                     + " / ".join(f"{p / b:.3f}" for p, b in zip(pipeline, bare, strict=True)))
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     m, o = report["machine"], report["options"]
     load = ", ".join(f"{x:g}" for x in m.get("load_average_at_start", []))
@@ -67,6 +101,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"cores: CPU seconds per second while the rate was measured, of the "
                      f"stage's processes (the workers and the pipeline's learner; this process "
                      f"for raw aiokafka) / of the whole machine ({m['cores']} cores)")
+        lines += _rounds(stages)
         two = report["ratios"].get("two_vs_one_worker")
         if two is not None:
             busy = (stages["pipeline_2_workers"].get("cpu") or {}).get("machine_busy_cores")

@@ -123,6 +123,32 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
         client.close()
 
 
+async def test_rounds_repeat_the_stages_on_fresh_topics_and_report_the_median(
+        tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _bench(tmp_path, "--quick", "--stages", "raw,faust", "--rounds", "3", "--redis-db",
+                  str(BENCH_DB), "--partitions", "3", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = orjson.loads(out.read_bytes())
+    assert report["options"]["rounds"] == 3
+    for name in ("raw_aiokafka", "bare_faust"):
+        stage = report["stages"][name]
+        rates = stage["rounds_events_per_s"]
+        assert len(rates) == 3 and all(r > 0 for r in rates), name
+        assert stage["events_per_s"] == sorted(rates)[1], name  # the median round
+        assert stage["events"] == report["events"]["count"] == 3000, name
+    assert report["ratios"]["bare_faust_vs_raw"] == round(
+        report["stages"]["bare_faust"]["events_per_s"]
+        / report["stages"]["raw_aiokafka"]["events_per_s"], 3)
+    # every round produced the same events to topics of its own, all deleted at the end
+    for n in (1, 2, 3):
+        assert f"round {n} of 3" in done.stderr
+        assert f"producing them to bench-{report['run_id']}-r{n}.* (3 partitions)" in done.stderr
+    assert done.stderr.count("-> bare_faust: 3,000 events") == 3
+    assert "each rate above is the median of 3 rounds (stages alternated)" in done.stdout
+    assert await _topics_with_prefix(f"bench-{report['run_id']}") == []
+
+
 @pytest.mark.parametrize(("key", "flags", "message"), [
     ("not-the-bench", (), "keys; the bench flushes its database"),
     # another bench's lock: refused even with --flush

@@ -160,9 +160,16 @@ def test_unknown_or_no_stage_is_refused_with_the_choices(stages, message):
 
 def test_cli_options_reach_the_bench_options():
     args = build_parser().parse_args(["bench", "--stages", "raw,latency", "--loads", "100,300",
-                                      "--redis-db", "9", "--flush", "--quick"])
+                                      "--redis-db", "9", "--flush", "--quick", "--rounds", "3"])
     assert args.stages == ("raw", "latency") and args.loads == (100, 300)
-    assert args.redis_db == 9 and args.flush and args.quick
+    assert args.redis_db == 9 and args.flush and args.quick and args.rounds == 3
+
+
+def test_rounds_below_one_are_refused():
+    with pytest.raises(BenchError, match="--rounds 0: give 1 or more"):
+        Bench(Settings(), BenchOptions(rounds=0), {}, None)  # type: ignore[arg-type]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--rounds", "0"])
 
 
 def test_help_states_the_real_defaults(capsys):
@@ -174,7 +181,7 @@ def test_help_states_the_real_defaults(capsys):
                           ("--latency-seconds", f"{d.latency_seconds:g}"),
                           ("--warmup-seconds", f"{d.warmup_seconds:g}"),
                           ("--redis-db", d.redis_db), ("--profile-top", d.profile_top),
-                          ("--seed", d.seed)):
+                          ("--seed", d.seed), ("--rounds", d.rounds)):
         assert re.search(rf"{option} \S+ .*?\(default: {value}\)", text), option
     assert f"(default: {','.join(map(str, d.loads))})" in text
     q = BenchOptions.quick()
