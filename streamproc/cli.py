@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_positive_int,
                    help="run stages 1-3 this many times, each round on fresh topics with the "
                    "same events, and report each stage's median round and every round's rate: "
-                   "on a shared machine one run's figures can be 20 %% off (default: 1)")
+                   "on a shared machine one run's figures can be tens of per cent off (default: 1)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "
