@@ -118,7 +118,12 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS): trust kill(0)
     # The state letter follows the command name in parentheses, which may contain spaces.
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    if stat.rpartition(")")[2].split()[:1] != ["Z"]:
+        return True
+    # A zombie: if it is our child that exited after the reaping above, collect it now, or it
+    # stays a zombie (and its Popen "still running") for as long as this process lives.
+    _reap(pid)
+    return False
 
 
 def cmdline(pid: int) -> list[str]:

@@ -314,6 +314,31 @@ def test_zombie_counts_as_dead() -> None:
         proc.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_child_that_exits_while_it_is_checked_is_reaped(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = process.spawn([sys.executable, "-c", "pass"], cwd=tmp_path, log_file=tmp_path / "out",
+                        pid_file=tmp_path / "p.pid")
+    child = process._CHILDREN[pid]
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not yet reaped
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    # The race: the reaping poll still saw it running, the state check then saw a zombie.
+    polls: list[int | None] = []
+    poll = child.poll
+
+    def poll_late() -> int | None:
+        polls.append(None if not polls else poll())
+        return polls[-1]
+
+    monkeypatch.setattr(child, "poll", poll_late)
+    assert not process.pid_alive(pid)
+    assert len(polls) == 2 and child.returncode == 0  # reaped by the second look
+    assert pid not in process._CHILDREN and not stat.exists()
+
+
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('ready', flush=True); time.sleep(60)")
