@@ -123,7 +123,7 @@ def create_app(
         app.streamproc_scorer = scorer  # type: ignore[attr-defined]
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine)
-        batches = raw_batches(stream, settings)
+        batches = raw_batches(stream, settings, metrics)
         try:
             await consume(batches, processor, out, stats, metrics)
         finally:
@@ -221,16 +221,34 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
             await client.aclose()
 
 
+def partition_backlog(app: faust.types.AppT) -> Callable[[Any], int | None]:
+    """How many messages a Faust message's partition holds after it, by the high watermark of
+    the consumer's last fetch (None before the first fetch, or once the partition is revoked)."""
+
+    def backlog(message: Any) -> int | None:
+        try:
+            end: int | None = app.consumer.highwater(message.tp)
+        except Exception:  # revoked by a rebalance meanwhile, or the consumer is stopping
+            return None
+        return None if end is None else max(0, end - message.offset - 1)
+
+    return backlog
+
+
 async def raw_batches(
-    stream: faust.StreamT[Any], settings: Settings
+    stream: faust.StreamT[Any], settings: Settings, metrics: WorkerMetrics | None = None,
 ) -> AsyncIterator[Sequence[RawMessage]]:
     """The worker's batches (streamproc.batching): up to STREAMPROC_BATCH_SIZE events, filled
     for STREAMPROC_BATCH_WAIT_MS, or STREAMPROC_BATCH_BEHIND_WAIT_MS while the worker is behind
-    (its newest event older than STREAMPROC_BATCH_BEHIND_MS)."""
+    (its newest event older than STREAMPROC_BATCH_BEHIND_MS, and more waiting in its
+    partition)."""
+    on_behind = None if metrics is None else metrics.batches_behind.inc
     async for events in take_batches(stream, settings.batch_size,
                                      settings.batch_wait_ms / 1000,
                                      settings.batch_behind_ms / 1000,
-                                     settings.batch_behind_wait_ms / 1000):
+                                     settings.batch_behind_wait_ms / 1000,
+                                     backlog=partition_backlog(stream.app),
+                                     on_behind=on_behind):
         yield [_raw(e) for e in events]
 
 

@@ -12,17 +12,22 @@ A long ``within`` fills batches but makes every event wait for it when the worke
 
 - The wait depends on whether the worker is behind. A batch waits ``within`` (counted from when
   the worker was free for it, as in ``take_events``) to fill, unless its newest event was
-  produced more than ``behind`` ago: then the worker is working off a backlog, latency is
-  already lost, and the batch waits up to ``within_behind`` (or until it holds ``size`` events).
+  produced more than ``behind`` ago with more messages waiting behind it: then the worker is
+  working off a backlog, latency is already lost, and the batch waits up to ``within_behind``
+  (or until it holds ``size`` events).
   That gave a worker catching up 30-60 % more throughput (``streamproc bench``, in
   docs/benchmarks.md), with the same latency when it keeps up.
 - The stream keeps filling the next batch while one is handled (during its awaits on Redis and
   Kafka), up to ``size`` events; then it waits for that batch to be taken.
 
 An event's age is the worker's clock minus the message's Kafka timestamp (the producer's create
-time, unless the topic keeps log-append time). A producer whose clock lags by more than
-``behind`` makes a worker that keeps up look behind: its batches wait ``within_behind``. One
-whose clock runs ahead makes a backlog look fresh: batches fill as with ``take_events``.
+time, unless the topic keeps log-append time). Age alone would trust the producers' clocks: one
+lagging by more than ``behind`` would make a worker that keeps up look behind, and every batch
+would wait ``within_behind``. So an old newest event counts as behind only when its partition
+also holds at least :data:`BEHIND_BACKLOG` more messages (the consumer's high watermark past
+it, when the caller passes ``backlog``): a worker that keeps up has next to nothing waiting. A
+producer whose clock runs ahead makes a backlog look fresh: batches fill as with
+``take_events``.
 
 Acknowledgements are as in ``take_events``: the stream's own acks are off, and the events of a
 batch are acknowledged when the ``async for`` body that handled it has ended, so Faust commits
@@ -37,6 +42,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+# Messages that must wait in the newest event's partition, beyond it, for an old event to mean
+# that the worker is behind (a worker that keeps up has the few of one fetch at most).
+BEHIND_BACKLOG = 10
+
 
 def is_fresh(timestamp_s: float | None, now_s: float, fresh_s: float) -> bool:
     """Whether an event with this Kafka timestamp (seconds; None or 0: unknown) was produced
@@ -48,12 +57,37 @@ def is_fresh(timestamp_s: float | None, now_s: float, fresh_s: float) -> bool:
     return not timestamp_s or now_s - timestamp_s < fresh_s
 
 
+def is_behind(message: Any, now_s: float, behind_s: float,
+              backlog: Callable[[Any], int | None] | None) -> bool:
+    """Whether the worker is behind, judged by the newest event's Kafka ``message``: produced
+    ``behind_s`` ago or more, and (when ``backlog`` can tell, see the module docstring) at least
+    :data:`BEHIND_BACKLOG` more messages waiting in its partition.
+
+    >>> from types import SimpleNamespace as M
+    >>> old = M(timestamp=100.0)
+    >>> is_behind(old, 101.0, 0.2, None), is_behind(old, 101.0, 0.2, lambda m: 5000)
+    (True, True)
+    >>> is_behind(old, 101.0, 0.2, lambda m: 0), is_behind(old, 100.1, 0.2, lambda m: 5000)
+    (False, False)
+    >>> is_behind(old, 101.0, 0.2, lambda m: None)  # unknown backlog: the age decides
+    True
+    """
+    if is_fresh(message.timestamp, now_s, behind_s):
+        return False
+    waiting = backlog(message) if backlog is not None else None
+    return waiting is None or waiting >= BEHIND_BACKLOG
+
+
 async def take_batches(
     stream: Any, size: int, within: float, behind: float, within_behind: float,
     clock: Callable[[], float] = time.time,
+    backlog: Callable[[Any], int | None] | None = None,
+    on_behind: Callable[[], None] | None = None,
 ) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``size`` Faust events (``event.message`` is the Kafka message) of
-    the Faust ``stream``, as the module docstring says; times in seconds."""
+    the Faust ``stream``, as the module docstring says; times in seconds. ``backlog(message)``
+    is how many messages its partition holds after it (None: unknown); ``on_behind()`` is
+    called for every batch that waits ``within_behind``."""
     events: list[Any] = []
     arrived = asyncio.Event()  # the buffer holds an event
     full = asyncio.Event()  # the buffer holds `size` events
@@ -97,7 +131,9 @@ async def take_batches(
         if len(events) < size:
             # Fill for `within` since the loop was free (as take_events), or `within_behind`
             # when the newest event says the worker is behind.
-            late = not is_fresh(events[-1].message.timestamp, clock(), behind)
+            late = is_behind(events[-1].message, clock(), behind, backlog)
+            if late and on_behind is not None:
+                on_behind()
             wait = began + (within_behind if late else within) - loop.time()
             if wait > 0:  # `full` is clear: it is set only with `size` events in the buffer
                 await stream.wait_for_stopped(full, timeout=wait)

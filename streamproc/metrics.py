@@ -104,6 +104,10 @@ class WorkerMetrics:
                               registry=r)
         self.batch_size = Histogram("streamproc_batch_size", "messages per batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batches_behind = Counter(
+            "streamproc_batches_behind", "batches that waited up to "
+            "STREAMPROC_BATCH_BEHIND_WAIT_MS to fill because the worker was behind (an old "
+            "newest event, more waiting in its partition)", registry=r)
         self.batch_seconds = Histogram(
             "streamproc_batch_seconds", "time to process and publish one batch (retries "
             "included)", buckets=SECONDS_BUCKETS, registry=r)

@@ -78,8 +78,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
     ("BATCH_WAIT_MS", "5", "longest wait for a batch to fill, in milliseconds"),
     ("BATCH_BEHIND_MS", "200",
-     "a worker whose newest event was produced longer ago than this many milliseconds is "
-     "behind, and waits BATCH_BEHIND_WAIT_MS instead for fuller batches"),
+     "a worker whose newest event was produced longer ago than this many milliseconds, with "
+     "10 or more messages waiting in its partition, is behind, and waits BATCH_BEHIND_WAIT_MS "
+     "instead for fuller batches"),
     ("BATCH_BEHIND_WAIT_MS", "50",
      "longest wait for a batch to fill while the worker is behind, in milliseconds"),
     ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),

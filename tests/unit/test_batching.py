@@ -71,9 +71,10 @@ class FakeStream:
 
 
 def batches_of(stream: FakeStream, size: int, within: float = 0.005,
-               within_behind: float = 5.0) -> Any:
-    """Behind: the newest event older than 0.2 s."""
-    return take_batches(stream, size, within, 0.2, within_behind, clock=lambda: NOW).__aiter__()
+               within_behind: float = 5.0, backlog: Any = None, on_behind: Any = None) -> Any:
+    """Behind: the newest event older than 0.2 s (and, with ``backlog``, 10 more waiting)."""
+    return take_batches(stream, size, within, 0.2, within_behind, clock=lambda: NOW,
+                        backlog=backlog, on_behind=on_behind).__aiter__()
 
 
 async def started(it: Any) -> asyncio.Future[Any]:
@@ -157,3 +158,64 @@ async def test_stopping_leaves_buffered_events_unacknowledged() -> None:
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(it.__anext__(), 1)
     assert stream.acked == [0]  # 1 and 2 are read again after the restart
+
+
+async def test_old_events_with_nothing_waiting_behind_them_wait_only_the_short_wait() -> None:
+    # A producer whose clock lags: the events look 2 s old, but their partition holds nothing
+    # more, so the worker keeps up and the batch goes after 5 ms, not the 5 s of behind.
+    stream, behind = FakeStream(), []
+    seen: list[int] = []
+
+    def backlog(message: Message) -> int:
+        seen.append(message.offset)
+        return 9  # under BEHIND_BACKLOG
+
+    it = batches_of(stream, size=10, backlog=backlog, on_behind=lambda: behind.append(1))
+    first = await started(it)
+    await stream.feed(0, age_s=2.0)
+    await stream.feed(1, age_s=2.0)
+    batch = await asyncio.wait_for(first, 1)
+    assert [e.message.offset for e in batch] == [0, 1]
+    assert seen and behind == []
+
+
+async def test_old_events_with_a_backlog_behind_them_fill_the_batch_and_are_counted() -> None:
+    stream, behind = FakeStream(), []
+    it = batches_of(stream, size=3, backlog=lambda m: 5000, on_behind=lambda: behind.append(1))
+    first = await started(it)
+    await stream.feed(0, age_s=2.0)
+    await asyncio.sleep(0.05)
+    assert not first.done()  # behind: the batch waits to fill
+    await stream.feed(1, age_s=2.0)
+    await stream.feed(2, age_s=2.0)
+    assert [e.message.offset for e in await asyncio.wait_for(first, 1)] == [0, 1, 2]
+    assert behind == [1]
+
+
+async def test_an_unknown_backlog_leaves_the_age_to_decide() -> None:
+    stream = FakeStream()
+    it = batches_of(stream, size=3, backlog=lambda m: None)
+    first = await started(it)
+    await stream.feed(0, age_s=2.0)
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    first.cancel()
+
+
+def test_partition_backlog_is_the_high_watermark_past_the_message() -> None:
+    from types import SimpleNamespace
+
+    from streamproc.app import partition_backlog
+
+    ends: dict[str, int | None] = {"t0": 10, "t1": None}
+
+    def highwater(tp: str) -> int | None:
+        if tp not in ends:
+            raise AssertionError("Partition is not assigned")  # aiokafka's, after a revoke
+        return ends[tp]
+
+    backlog = partition_backlog(SimpleNamespace(consumer=SimpleNamespace(highwater=highwater)))
+    assert backlog(SimpleNamespace(tp="t0", offset=3)) == 6  # offsets 4 to 9 wait
+    assert backlog(SimpleNamespace(tp="t0", offset=9)) == 0
+    assert backlog(SimpleNamespace(tp="t1", offset=0)) is None  # no fetch yet
+    assert backlog(SimpleNamespace(tp="t2", offset=0)) is None  # revoked

@@ -1,0 +1,63 @@
+"""A real worker's batches on the real Kafka: when old events mean that the worker is behind.
+
+Every event here carries a Kafka timestamp a minute old, as from a producer whose clock lags.
+Only a backlog in the partition (the consumer's high watermark past the event) makes the worker
+wait for fuller batches (``streamproc_batches_behind``); a lone old event does not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from .conftest import Env
+from .test_web import free_port, poll, sample
+
+pytestmark = pytest.mark.integration
+
+BACKLOG = 3000
+
+
+def page_view(customer: str, n: int) -> bytes:
+    return orjson.dumps({
+        "event_id": f"bb-{customer}-{n}", "type": "page_view", "customer_id": customer,
+        "ts": "2026-03-01T10:00:00.000Z", "url": "https://shop.example.com/c/shoes",
+        "page_type": "category", "category": "shoes",
+        "context": {"session_id": f"s-{customer}", "device": "mobile"}})
+
+
+async def produce_old(env: Env, events: list[tuple[str, bytes]], age_ms: int = 60_000) -> None:
+    stamp = int(time.time() * 1000) - age_ms
+    async with env.producer() as sends:
+        for customer, value in events:
+            sends.sent.append(await sends.producer.send(
+                env.settings.topics.browsing, value, key=customer.encode(), timestamp_ms=stamp))
+
+
+async def test_old_events_count_as_behind_only_with_a_backlog_behind_them(stack_env: Env) -> None:
+    port = free_port()
+    # Batches larger than the backlog: each batch is formed from a partial buffer, so the worker
+    # judges behind or not for every one of them.
+    stack_env.env.update({"STREAMPROC_WEB_PORT": str(port), "STREAMPROC_BATCH_SIZE": "5000"})
+    browsing = stack_env.settings.topics.browsing
+    customers = [stack_env.customer() for _ in range(300)]
+    await produce_old(stack_env, [(c, page_view(c, n)) for n in range(BACKLOG // 300)
+                                  for c in customers])
+    stack_env.start_worker()  # its first fetch finds a thousand messages a partition waiting
+
+    def consumed(count: int) -> Callable[[int, bytes], bool]:
+        return lambda s, b: s == 200 and sample(b.decode(), "streamproc_events_total",
+                                                topic=browsing) == count
+
+    _, body = await poll(stack_env, port, "/metrics", consumed(BACKLOG), timeout=120)
+    behind = sample(body.decode(), "streamproc_batches_behind_total")
+    assert behind is not None and behind >= 1, body.decode()[-3000:]
+
+    # Caught up: one more old event, with nothing behind it in its partition. The worker is not
+    # behind, whatever the timestamp says: the batch goes after the short wait, uncounted.
+    await produce_old(stack_env, [(customers[0], page_view(customers[0], BACKLOG))])
+    _, body = await poll(stack_env, port, "/metrics", consumed(BACKLOG + 1))
+    assert sample(body.decode(), "streamproc_batches_behind_total") == behind
