@@ -120,10 +120,19 @@ def pid_alive(pid: int) -> bool:
     # The state letter follows the command name in parentheses, which may contain spaces.
     if stat.rpartition(")")[2].split()[:1] != ["Z"]:
         return True
-    # A zombie: if it is our child that exited after the reaping above, collect it now, or it
-    # stays a zombie (and its Popen "still running") for as long as this process lives.
+    # The first thread is a zombie. The process has ended only once its other threads have
+    # too (a JVM's take a moment to exit after the first one): until then it still runs, and
+    # cannot be reaped.
+    try:
+        if len(os.listdir(f"/proc/{pid}/task")) > 1:
+            return True
+    except OSError:
+        pass
+    # If it is our child that exited after the reaping above, collect it now, or it stays a
+    # zombie (and its Popen "still running") for as long as this process lives. A child that
+    # cannot be reaped yet has not ended.
     _reap(pid)
-    return False
+    return pid in _CHILDREN
 
 
 def cmdline(pid: int) -> list[str]:

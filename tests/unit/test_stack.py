@@ -339,6 +339,32 @@ def test_a_child_that_exits_while_it_is_checked_is_reaped(tmp_path: Path,
     assert pid not in process._CHILDREN and not stat.exists()
 
 
+def test_a_child_whose_first_thread_exited_before_the_others_is_waited_for(
+        tmp_path: Path) -> None:
+    # As a JVM exits: its first thread is a zombie while the others still run. Stopping it
+    # must wait for them (and reap it), not take the zombie for the end.
+    release = tmp_path / "release"
+    code = ("import ctypes, os, threading, time\n"
+            "def wait():\n"
+            f"    while not os.path.exists({str(release)!r}):\n"
+            "        time.sleep(0.01)\n"
+            "threading.Thread(target=wait).start()\n"
+            "ctypes.CDLL(None).pthread_exit(None)\n")  # the GIL released: the thread goes on
+    pid = process.spawn([sys.executable, "-c", code], cwd=tmp_path, log_file=tmp_path / "out",
+                        pid_file=tmp_path / "p.pid")
+    child = process._CHILDREN[pid]
+    stat, tasks = Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the first thread did not exit"
+        time.sleep(0.01)
+    assert len(list(tasks.iterdir())) == 2
+    assert process.pid_alive(pid)  # a zombie first thread, but the process runs
+    release.touch()
+    assert process.wait_dead(pid, 10)
+    assert child.returncode == 0 and pid not in process._CHILDREN and not stat.exists()
+
+
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('ready', flush=True); time.sleep(60)")
