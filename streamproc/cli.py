@@ -158,8 +158,12 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _forget(settings: Settings, customer_id: str) -> int:
+    import time
+    import uuid
+
     from aiokafka import AIOKafkaProducer
 
+    from streamproc.observations import erase_record
     from streamproc.state.keys import validate_customer_id
     from streamproc.state.store import RedisStore
 
@@ -172,8 +176,13 @@ async def _forget(settings: Settings, customer_id: str) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
+        key = customer_id.encode()
         for topic in (settings.topics.decisions, settings.topics.segments):
-            await producer.send_and_wait(topic, None, key=customer_id.encode())
+            await producer.send_and_wait(topic, None, key=key)
+        # The learner forgets the customer's pending moments and purchases.
+        now_ms = time.time_ns() // 1_000_000
+        await producer.send_and_wait(settings.topics.learning, orjson.dumps(erase_record(
+            customer_id, f"forget-{uuid.uuid4()}", now_ms, None)), key=key)
     finally:
         await producer.stop()
     return deleted
@@ -193,7 +202,8 @@ def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
                               f"Kafka at {settings.kafka_bootstrap} ({exc}): run forget again "
                               "when Kafka is back") from None
     print(f"forgot {args.customer_id}: {deleted} Redis key(s) deleted; tombstones sent to "
-          f"{settings.topics.decisions} and {settings.topics.segments}")
+          f"{settings.topics.decisions} and {settings.topics.segments}, and the learner told "
+          f"on {settings.topics.learning}")
     return 0
 
 
@@ -357,8 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="erase everything stored about a customer",
                        description="Right to erasure: delete every Redis key of the customer "
                        "and its counts in the RFM histograms, and publish a tombstone (null "
-                       "value) for the customer's key on the decisions and segments topics. "
-                       "An `erase` event on the profiles topic does the same from the stream.")
+                       "value) for the customer's key on the decisions and segments topics, "
+                       "and tell the learner (learning topic) to forget the customer's "
+                       "pending moments and purchases. An `erase` event on the profiles topic "
+                       "does the same from the stream.")
     p.add_argument("customer_id")
     p.set_defaults(func=_cmd_forget)
 

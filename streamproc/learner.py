@@ -62,10 +62,14 @@ log = logging.getLogger(__name__)
 POLL_MS = 1000
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
+# After an erasure, the longest wait for the snapshot that no longer holds the customer.
+ERASED_SNAPSHOT_S = 5.0
 
 
 class LearnerState:
     """Everything the learner's snapshot holds (pickled, signed)."""
+
+    erased = 0  # customers forgotten (a class default: older snapshots restore with 0)
 
     def __init__(self, join: LabelJoin, intent: IntentModel,
                  ltv: LifetimeValue | None = None,
@@ -195,6 +199,12 @@ class Learner:
         if obs.lesson is not None:
             state.bandit.apply(obs.lesson, join.watermark)
             return 0
+        if obs.kind == "erase":
+            join.forget(obs.customer_id)
+            state.erased += 1
+            # The snapshot in Redis still holds them: the next one is due within seconds.
+            self._next_snapshot = min(self._next_snapshot, self.clock() + ERASED_SNAPSHOT_S)
+            return 0
         fresh = obs.event_id not in join.seen  # a copy (redelivered batch) is learnt once
         labels: list[Labelled] = []
         if obs.kind == "purchase":
@@ -230,6 +240,7 @@ class Learner:
         state = self.state
         return {"offset": state.offset, "observations": state.observations,
                 "unreadable": state.unreadable, "other_features": state.other_features,
+                "erased": state.erased,
                 "behaviours": state.clusters.learned, "cluster_refits": state.clusters.refits,
                 **state.join.stats(), **state.bandit.stats()}
 

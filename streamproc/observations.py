@@ -1,6 +1,6 @@
 """Records of the learning topic: what the scoring workers tell the learner.
 
-Four kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
+Five kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
 array of them (:func:`pack_batch`: one record instead of one per event), and the learner reads
 either form (:func:`parse_all`):
 
@@ -17,7 +17,9 @@ either form (:func:`parse_all`):
   (:class:`~streamproc.decisions.engine.Lesson`): a learning pick was made (``decision_id``,
   ``action_id``, ``context``, ``decided_ms`` its event time), or feedback rewarded one
   (the same, and ``reward`` in [0, 1]). :func:`lesson_record` writes them; the observation's
-  ``lesson`` gives the Lesson back.
+  ``lesson`` gives the Lesson back;
+* ``erase``: the customer was erased (:func:`erase_record`): the learner forgets what it holds
+  of them (pending moments and purchases, :meth:`~streamproc.models.join.LabelJoin.forget`).
 
 All carry the id and time of the event that caused them (the learner ignores a second score or
 purchase observation of one event, and a second lesson of one kind for one decision: a
@@ -60,7 +62,7 @@ class ObservationError(StreamprocError):
 
 
 class Observation(NamedTuple):
-    kind: str  # "score", "purchase", "expect" or "reward"
+    kind: str  # "score", "purchase", "expect", "reward" or "erase"
     customer_id: str
     event_id: str
     ts_ms: int
@@ -115,6 +117,24 @@ def lesson_record(customer_id: str, event_id: str, ts_ms: int, lesson: Lesson,
               "context": lesson.context, "decided_ms": lesson.ts_ms, "trigger": trigger}
     if lesson.kind == "reward":
         record["reward"] = lesson.reward
+    return record
+
+
+def erase_record(customer_id: str, event_id: str, ts_ms: int,
+                 trigger: dict[str, Any] | None) -> dict[str, Any]:
+    """The customer was erased, by the event ``event_id`` (its ``trigger``) or by ``streamproc
+    forget`` (no trigger): the learner forgets them.
+
+    >>> obs = parse(orjson.dumps(erase_record("c1", "e5", 90, {"topic": "p", "partition": 1})))
+    >>> obs.kind, obs.customer_id, obs.source
+    ('erase', 'c1', 'p:1')
+    >>> parse(orjson.dumps(erase_record("c1", "forget-1", 90, None))).source
+    ''
+    """
+    record = {"kind": "erase", "customer_id": customer_id, "event_id": event_id,
+              "ts_ms": ts_ms}
+    if trigger is not None:
+        record["trigger"] = trigger
     return record
 
 
@@ -183,6 +203,8 @@ def observation(record: Any) -> Observation:
             return Observation(kind, customer_id, event_id, ts_ms, source=source)
         return Observation(kind, customer_id, event_id, ts_ms, source=source, rfm=rfm,
                            orders=orders, total=float(total))
+    if kind == "erase":
+        return Observation(kind, customer_id, event_id, ts_ms, source=source)
     if kind in ("expect", "reward"):
         reward = _field(record, "reward", (int, float)) if kind == "reward" else 0.0
         lesson = Lesson(kind, _field(record, "decision_id", str),

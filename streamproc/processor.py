@@ -41,7 +41,7 @@ from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
-from streamproc.observations import lesson_record
+from streamproc.observations import erase_record, lesson_record
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.keys import timer_index_key
@@ -250,14 +250,21 @@ class Processor:
 
         await self.segmenter.refresh(self.store)
         await self.scorer.refresh()
-        # An erase supersedes everything before it: the customer's keys go now, and the
-        # events after it (if any) start a new profile.
+        # An erase supersedes everything before it: the customer's keys go now, the learner is
+        # told to forget them (before any observation of this batch: those are all of events
+        # after the erase), and the events after it (if any) start a new profile.
+        forget: list[tuple[bytes, bytes]] = []
         for cid, events in by_customer.items():
             erases = [i for i, e in enumerate(events) if e.type == "erase"]
             if erases:
                 self._kept.pop(cid, None)
                 await self.store.erase(cid)
                 result.erased.append(cid.encode())
+                erase = events[erases[-1]]
+                msg = erase.message
+                trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+                forget.append((cid.encode(), orjson.dumps(
+                    erase_record(cid, erase.event_id, erase.ts_ms, trigger))))
                 by_customer[cid] = events[erases[-1] + 1:]
         pending = {cid: events for cid, events in by_customer.items() if events}
         read_order: list[tuple[str, int, int]] = []  # of result.learning's records
@@ -294,7 +301,7 @@ class Processor:
         # not by customer: the learner's watermark follows each partition's event time, so it
         # needs each partition's observations in order (streamproc.models.join).
         order = sorted(range(len(read_order)), key=read_order.__getitem__)
-        result.learning = [result.learning[i] for i in order]
+        result.learning = forget + [result.learning[i] for i in order]
         result.cache_hits = self.cache_hits - hits
         result.cache_misses = self.cache_misses - misses
         return result

@@ -29,7 +29,9 @@ on the arrival order, as long as the disorder stays within ``lateness_ms`` of ev
   who never comes back close as the rest of the stream moves on: no per-customer timer;
 * a snapshot of a bucket already labelled (later than the allowance) is dropped and counted in
   ``too_late``; a second snapshot or purchase with an event id already seen is ignored
-  (``duplicates``).
+  (``duplicates``);
+* an erased customer is forgotten (:meth:`LabelJoin.forget`): their pending snapshots go
+  unlabelled and their purchases go (the event ids seen stay, until they age out as above).
 
 The whole object pickles (it is part of the learner's signed snapshot), so a learner restored
 from a snapshot and fed the rest of the topic gives the labels an uninterrupted one gives.
@@ -152,6 +154,14 @@ class LabelJoin:
         heapq.heappush(self._purchase_heap, (ts_ms, customer_id))
         return self._advance(source, ts_ms)
 
+    def forget(self, customer_id: str) -> int:
+        """An erased customer: drop their pending moments (never labelled) and purchases;
+        returns how many entries went. Their heap entries are skipped when they come due."""
+        keys = [key for key in self.pending if key[0] == customer_id]
+        for key in keys:
+            del self.pending[key]
+        return len(keys) + len(self.purchases.pop(customer_id, ()))
+
     def _bought(self, customer_id: str, ts_ms: int) -> bool:
         bought = self.purchases.get(customer_id, ())
         i = bisect.bisect_left(bought, ts_ms)
@@ -176,7 +186,9 @@ class LabelJoin:
         due = self._due
         while due and due[0][0] <= w:
             _, customer_id, bucket = heapq.heappop(due)
-            s = self.pending.pop((customer_id, bucket))
+            s = self.pending.pop((customer_id, bucket), None)
+            if s is None:  # forgotten (an erasure), or a second entry of a forgotten key
+                continue
             out.append(Labelled(s.features, self._bought(customer_id, s.ts_ms), s.ts_ms,
                                 s.score, customer_id))
         # Nothing pending is older than w - horizon - gap: purchases and ids before are done.
@@ -188,7 +200,9 @@ class LabelJoin:
         heap = self._purchase_heap
         while heap and heap[0][0] < floor:
             ts, customer_id = heapq.heappop(heap)
-            bought = self.purchases[customer_id]
+            bought = self.purchases.get(customer_id)
+            if bought is None or ts not in bought:
+                continue  # forgotten (an erasure)
             bought.remove(ts)
             if not bought:
                 del self.purchases[customer_id]

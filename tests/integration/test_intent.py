@@ -11,7 +11,9 @@ versioned snapshots to Redis (keys per app id, so per test). The tests check tha
 * a learner that is stopped (SIGTERM) or killed (SIGKILL) is replaced by a restarted worker
   that goes on from the snapshot: the label count never resets;
 * the learner in a process of its own (``streamproc learner``, workers with
-  ``STREAMPROC_LEARNER=off``) learns the same labels, and the workers serve its version.
+  ``STREAMPROC_LEARNER=off``) learns the same labels, and the workers serve its version;
+* an erased customer (``erase`` event or ``streamproc forget``) leaves the learner's state, and
+  the snapshot in Redis within seconds.
 """
 
 from __future__ import annotations
@@ -425,3 +427,70 @@ async def test_a_learner_of_its_own_learns_for_workers_that_do_not(
     finally:
         await models.delete()
         await erase(test_redis, customers)
+
+
+def views(customer: str, n: int) -> list[dict[str, Any]]:
+    return [{"event_id": f"v-{customer}-{i}", "type": "page_view", "customer_id": customer,
+             "ts": f"2026-03-01T10:00:{i:02d}.000Z", "url": "https://shop.example.com/c/shoes",
+             "page_type": "category", "category": "shoes",
+             "context": {"session_id": f"s-{customer}", "device": "mobile"}} for i in range(n)]
+
+
+async def learner_state(env: Env, redis: aioredis.Redis) -> Learner:
+    """The learner state of the snapshot in Redis, as a learner taking over restores it."""
+    learner = Learner(dataclasses.replace(env.settings, model_secret=SECRET,
+                                          label_lateness_seconds=LATENESS_S,
+                                          label_idle_seconds=IDLE_S), model_store(env, redis))
+    await learner.restore()
+    return learner
+
+
+async def test_an_erased_customer_leaves_the_learners_state_and_snapshot(
+        stack_env: Env, test_redis: aioredis.Redis) -> None:
+    gone, forgotten, kept = (stack_env.customer(n) for n in ("gone", "forgotten", "kept"))
+    # Snapshots only every 10 minutes: within this test only an erasure makes one due.
+    stack_env.env.update({**LEARNING, "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "600"})
+    topics = stack_env.settings.topics
+    try:
+        stack_env.start_worker()
+        await wait_ready(stack_env, [0])
+        sent = views(gone, 3) + views(forgotten, 3) + views(kept, 3)
+        await stack_env.produce_events(topics.browsing, sent)
+
+        def observed(records: list[dict[str, Any]]) -> bool:
+            ids = {o["event_id"] for r in records for o in r["value"]}
+            return ids >= {e["event_id"] for e in sent}
+
+        await stack_env.consume_until(topics.learning, observed)
+        consumer = AIOKafkaConsumer(bootstrap_servers=stack_env.settings.kafka_bootstrap)
+        await consumer.start()
+        try:
+            learning = TopicPartition(topics.learning, 0)
+            before = (await consumer.end_offsets([learning]))[learning]
+        finally:
+            await consumer.stop()
+        # One erasure from the stream, one by `streamproc forget`.
+        erase_event = {"event_id": f"erase-{gone}", "type": "erase", "customer_id": gone,
+                       "ts": "2026-03-01T10:01:00.000Z", "reason": "GDPR test",
+                       "requested_by": "support"}
+        await stack_env.produce_events(topics.profiles, [erase_event])
+        done = stack_env.cli("forget", forgotten)
+        assert done.returncode == 0 and "the learner told" in done.stdout, done.stderr
+        # The snapshot that covers both erasures: within seconds of them, not 10 minutes.
+        async with asyncio.timeout(60):
+            while True:
+                stats = await read_stats(stack_env, test_redis)
+                if stats is not None and stats["learner"]["erased"] == 2:
+                    break
+                await asyncio.sleep(0.3)
+
+        # Their moments were pending in the learner before (replayed from the topic)...
+        replayed = await learn_topic(stack_env, before - 1)
+        assert {gone, forgotten, kept} <= {c for c, _ in replayed.state.join.pending}
+        # ... and the snapshot in Redis holds none of them now: the erasure made it due.
+        restored = await learner_state(stack_env, test_redis)
+        held = {c for c, _ in restored.state.join.pending}
+        assert kept in held and not {gone, forgotten} & held, held
+    finally:
+        await model_store(stack_env, test_redis).delete()
+        await erase(test_redis, {gone, forgotten, kept})

@@ -18,6 +18,7 @@ from streamproc.models.snapshot import dump, load
 from streamproc.modelstore import MemoryModelStore
 from streamproc.observations import (
     FEATURE_NAMES,
+    erase_record,
     lesson_record,
     pack_batch,
     purchase_record,
@@ -143,6 +144,27 @@ async def test_duplicate_observations_are_learnt_once():
     feed(twice, doubled)
     assert twice.state.intent.stats() == once.state.intent.stats()
     assert twice.state.join.duplicates == len(log)
+
+
+async def test_an_erased_customer_leaves_the_learner_and_its_next_snapshot_soon():
+    models, clock = MemoryModelStore(), Clock()
+    ln = learner(models, clock)
+    log = records(200)
+    feed(ln, log)
+    assert await ln.checkpoint(force=True)
+    held = {key[0] for key in ln.state.join.pending}
+    gone = sorted(held)[0]
+    erased = orjson.dumps(erase_record(gone, "erase-1", 0, None))
+    assert ln.apply(len(log), erased) == 0
+    assert {key[0] for key in ln.state.join.pending} == held - {gone}
+    assert gone not in ln.state.join.purchases and ln.stats()["erased"] == 1
+    clock.now = 4.0
+    assert not await ln.checkpoint()  # not due yet: 5 s after the erasure, not 30
+    clock.now = 5.0
+    assert await ln.checkpoint() and await models.version() == 2
+    _, restored = load(await models.get("learner"), SECRET.encode())
+    assert all(key[0] != gone for key in restored.join.pending)
+    assert restored.erased == 1
 
 
 async def test_unreadable_records_are_counted_and_skipped(caplog):

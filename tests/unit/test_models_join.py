@@ -202,3 +202,20 @@ def test_a_partition_that_never_delivers_holds_labels_back_only_for_the_idle_lim
     # Past the idle limit b is left out: the watermark follows a, c1's window closes.
     assert labels(j.snapshot("c3", "e3", 10 * H + 1, {}, None, "a")) == [("c1", 0, False)]
     assert j.watermark == 10 * H + 1 - 5 * MIN
+
+
+def test_a_forgotten_customer_is_never_labelled_and_the_others_are():
+    j = join()
+    j.snapshot("gone", "e1", 0, {"x": 1.0}, 0.3)
+    j.purchase("gone", "p1", 10 * MIN)
+    j.snapshot("kept", "e2", MIN, {}, 0.2)
+    assert j.forget("gone") == 2 and j.forget("nobody") == 0
+    assert all(key[0] != "gone" for key in j.pending) and "gone" not in j.purchases
+    # Back after the erasure: a new moment of theirs is labelled, without the old purchase.
+    j.snapshot("gone", "e3", 2 * MIN, {}, 0.1)
+    assert close(j, 4 * H) == [("gone", 2 * MIN, False), ("kept", MIN, False)]
+    assert j.stats()["pending"] == 1  # the tick of `close`
+    # The old purchase's heap entry ages out without touching a new purchase of theirs.
+    j.purchase("gone", "p2", 4 * H + MIN)
+    assert close(j, 10 * H) == [("other", 4 * H, False)]
+    assert j.purchases.get("gone") is None  # aged out as usual

@@ -249,6 +249,29 @@ async def test_erase_removes_the_customer_and_later_events_start_afresh():
     assert fresh["counts"] == {"search": 1, "sessions": 1} and fresh["purchases"]["orders"] == 0
 
 
+async def test_an_erase_tells_the_learner_before_the_observations_of_the_events_after_it():
+    from streamproc.intent import IntentScorer
+    from streamproc.observations import parse
+
+    store = MemoryStore()
+    proc = Processor(SETTINGS, store, clock_ms=lambda: 1_772_359_200_050,
+                     scorer=IntentScorer(SETTINGS, clock=lambda: 0.0))
+    part = Partition()
+    first = await proc.process([part.message(event("search", customer="gone"))])
+    assert [parse(v).kind for _, v in first.learning] == ["score"]
+    # The search after the erase sorts before it by topic (browsing < profiles): the erase
+    # still comes first, or the learner would forget the customer's new moment too.
+    erase = part.message(event("erase", customer="gone", reason="GDPR 2"))
+    result = await proc.process([part.message(event("cart_add", customer="gone")), erase,
+                                 part.message(event("search", customer="gone")),
+                                 part.message(event("search", customer="stays"))])
+    seen = [parse(v) for _, v in result.learning]
+    assert [(o.kind, o.customer_id) for o in seen] == [
+        ("erase", "gone"), ("score", "gone"), ("score", "stays")]
+    assert seen[0].source == f"{erase.topic}:{erase.partition}"
+    assert result.learning[0][0] == b"gone"
+
+
 async def test_a_profile_stored_by_an_older_version_is_completed_not_dead_lettered():
     """Profiles written before activity counters and purchase days existed (an upgrade keeps
     the customers' documents): their next events apply, nothing is dead-lettered."""
