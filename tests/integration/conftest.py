@@ -156,6 +156,17 @@ class Env:
         return records
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a test's process if it still runs, SIGKILL it after ``timeout`` s; reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
     run = uuid.uuid4().hex[:8]
@@ -179,13 +190,7 @@ async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
         yield e
     finally:
         for proc in e.workers:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 20)
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await admin.start()
         try:
