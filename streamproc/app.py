@@ -198,8 +198,9 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
     client = aioredis.from_url(settings.redis_url, socket_timeout=web.PROBE_TIMEOUT_S,
                                socket_connect_timeout=web.PROBE_TIMEOUT_S)
     beat = heartbeat.Heartbeat(settings.app_id, worker_id, stats)
+    kafka = web.KafkaProbe(settings.kafka_bootstrap)
     if web_enabled:
-        web.add_routes(app, metrics, client, worker_id)
+        web.add_routes(app, metrics, client, worker_id, kafka)
 
     async def send_heartbeat() -> None:
         try:
@@ -219,6 +220,7 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
             log.warning("could not withdraw the heartbeat (%s: %s)", type(exc).__name__, exc)
         finally:
             await client.aclose()
+            await kafka.close()
 
 
 def partition_backlog(app: faust.types.AppT) -> Callable[[Any], int | None]:

@@ -4,9 +4,10 @@
   assigned partition is measured at each scrape.
 * ``/livez``: 200 while the event loop answers (a wedged loop answers nothing: the probe times
   out). Restart the worker when it fails.
-* ``/readyz``: 200 when the worker owns partitions, is not in the middle of a rebalance and
-  Redis answers a PING; 503 otherwise, with the reasons as JSON. Do not send work to (or alert
-  on) a worker that is not ready; a worker beyond the partition count is never ready.
+* ``/readyz``: 200 when the worker owns partitions, is not in the middle of a rebalance, Redis
+  answers a PING and a Kafka broker answers a metadata request; 503 otherwise, with the reasons
+  as JSON. Do not send work to (or alert on) a worker that is not ready; a worker beyond the
+  partition count is never ready.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from aiokafka.client import AIOKafkaClient
 
 from streamproc.metrics import CONTENT_TYPE, WorkerMetrics
 
@@ -59,14 +61,49 @@ async def redis_problem(client: aioredis.Redis) -> str | None:
     return None
 
 
-def readiness(partitions: int, rebalancing: bool, redis_error: str | None
-              ) -> tuple[int, dict[str, Any]]:
+class KafkaProbe:
+    """Whether a Kafka broker answers, for ``/readyz``: a metadata request on a client of its
+    own (the consumer's runs in Faust's thread), made when the probe is asked."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._client: AIOKafkaClient | None = None
+
+    async def problem(self) -> str | None:
+        """None when a broker answered within PROBE_TIMEOUT_S, else what went wrong."""
+        try:
+            if self._client is None:
+                client = AIOKafkaClient(bootstrap_servers=self.bootstrap,
+                                        request_timeout_ms=int(PROBE_TIMEOUT_S * 1000))
+                try:
+                    await asyncio.wait_for(client.bootstrap(), PROBE_TIMEOUT_S)
+                except BaseException:
+                    await client.close()
+                    raise
+                self._client = client
+            await asyncio.wait_for(self._client.fetch_all_metadata(), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def readiness(partitions: int, rebalancing: bool, redis_error: str | None,
+              kafka_error: str | None = None) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body of ``/readyz``.
 
     >>> readiness(4, False, None)
     (200, {'ready': True, 'partitions': 4, 'reasons': []})
     >>> readiness(0, True, "ConnectionError: refused")[0]
     503
+    >>> readiness(4, False, None, "KafkaConnectionError: no broker")[1]["reasons"]
+    ['Kafka does not answer: KafkaConnectionError: no broker']
     """
     reasons = []
     if rebalancing:
@@ -76,12 +113,14 @@ def readiness(partitions: int, rebalancing: bool, redis_error: str | None
                        "partitions (STREAMPROC_PARTITIONS)")
     if redis_error:
         reasons.append(f"Redis does not answer: {redis_error}")
+    if kafka_error:
+        reasons.append(f"Kafka does not answer: {kafka_error}")
     return (503 if reasons else 200), {"ready": not reasons, "partitions": partitions,
                                        "reasons": reasons}
 
 
 def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Redis,
-               worker_id: str) -> None:
+               worker_id: str, kafka: KafkaProbe | None = None) -> None:
     started = time.monotonic()
 
     @app.page("/metrics", name="streamproc_metrics")
@@ -99,6 +138,12 @@ def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Re
 
     @app.page("/readyz", name="streamproc_readyz")
     async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        redis_error, kafka_error = await asyncio.gather(
+            redis_problem(redis_client), kafka.problem() if kafka else _no_problem())
         status, body = readiness(len(assigned_partitions(app)), bool(app.rebalancing),
-                                 await redis_problem(redis_client))
+                                 redis_error, kafka_error)
         return view.json({**body, "worker_id": worker_id}, status=status)
+
+
+async def _no_problem() -> None:
+    return None

@@ -152,7 +152,8 @@ async def test_a_worker_waits_out_a_redis_outage_and_applies_everything_once(
 
     await asyncio.to_thread(redis.stop, s, io.StringIO())
     # Not ready while Redis is away (/readyz 503), and the worker keeps running.
-    await running.until("/readyz says not ready", lambda: running.readyz() == 503)
+    await running.until("/readyz says Redis does not answer",
+                        lambda: _not_ready(running, b"Redis does not answer"))
     await produce(s, events(cid, "during"))  # Kafka holds them meanwhile
     await running.until("a failed batch retried", lambda: "retrying" in running.log_text())
 
@@ -167,13 +168,19 @@ async def test_a_worker_rides_out_a_kafka_outage_and_goes_on_where_it_was(
     cid = await applied_before(running, "k")
 
     await asyncio.to_thread(kafka.stop, s, io.StringIO())
-    await running.until("the worker saw the broker go",
-                        lambda: "Connect call failed" in running.log_text())
+    await running.until("/readyz says Kafka does not answer",
+                                       lambda: _not_ready(running, b"Kafka does not answer"))
+    assert running.worker.poll() is None
     await asyncio.to_thread(stack_up, s, io.StringIO())  # the same broker, its data kept
 
     await produce(s, events(cid, "after"))
     await both_applied_once(running, cid, "after")
-    assert running.readyz() == 200
+    await running.until("ready again", lambda: running.readyz() == 200)
+
+
+def _not_ready(running: Running, reason: bytes) -> tuple[int, bytes] | None:
+    status, body = get(running.port, "/readyz")
+    return (status, body) if status == 503 and reason in body else None
 
 
 async def applied_before(running: Running, prefix: str) -> str:
