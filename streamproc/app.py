@@ -198,7 +198,7 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
     client = aioredis.from_url(settings.redis_url, socket_timeout=web.PROBE_TIMEOUT_S,
                                socket_connect_timeout=web.PROBE_TIMEOUT_S)
     beat = heartbeat.Heartbeat(settings.app_id, worker_id, stats)
-    kafka = web.KafkaProbe(settings.kafka_bootstrap)
+    kafka = web.KafkaProbe(settings.kafka_bootstrap, settings.topics.browsing)
     if web_enabled:
         web.add_routes(app, metrics, client, worker_id, kafka)
 

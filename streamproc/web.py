@@ -62,11 +62,13 @@ async def redis_problem(client: aioredis.Redis) -> str | None:
 
 
 class KafkaProbe:
-    """Whether a Kafka broker answers, for ``/readyz``: a metadata request on a client of its
-    own (the consumer's runs in Faust's thread), made when the probe is asked."""
+    """Whether a Kafka broker answers, for ``/readyz``: a metadata request for one ``topic``
+    (not the whole cluster's) on a client of its own (the consumer's runs in Faust's thread),
+    made when the probe is asked."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap
+        self.topic = topic
         self._client: AIOKafkaClient | None = None
 
     async def problem(self) -> str | None:
@@ -80,8 +82,10 @@ class KafkaProbe:
                 except BaseException:
                     await client.close()
                     raise
+                client.add_topic(self.topic)  # the only topic its metadata requests ask for
                 self._client = client
-            await asyncio.wait_for(self._client.fetch_all_metadata(), PROBE_TIMEOUT_S)
+            if not await asyncio.wait_for(self._client.force_metadata_update(), PROBE_TIMEOUT_S):
+                return "no broker answered a metadata request"
         except TimeoutError:
             return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
         except Exception as exc:
