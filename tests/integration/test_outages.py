@@ -23,8 +23,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streamproc.intent import snapshot_stats
+from streamproc.modelstore import RedisModelStore
 from streamproc.settings import Settings
 from streamproc.stack import kafka, redis, stack_down, stack_up
 from streamproc.state.store import RedisStore
@@ -34,6 +37,8 @@ from .test_stack import free_ports
 from .test_web import get
 
 pytestmark = pytest.mark.integration
+
+SECRET = "outage-test-secret"
 
 
 @dataclass
@@ -78,6 +83,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
                 "STREAMPROC_REDIS_URL": settings.redis_url,
                 "STREAMPROC_STACK_DIR": str(settings.stack_dir),
                 "STREAMPROC_PARTITIONS": "3", "STREAMPROC_WEB_PORT": str(web),
+                "STREAMPROC_MODEL_SECRET": SECRET, "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
                 "STREAMPROC_LOG_LEVEL": "info", "PYTHONPATH": str(REPO)})
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
@@ -176,6 +182,30 @@ async def test_a_worker_rides_out_a_kafka_outage_and_goes_on_where_it_was(
     await produce(s, events(cid, "after"))
     await both_applied_once(running, cid, "after")
     await running.until("ready again", lambda: running.readyz() == 200)
+    # The learner (in the worker) goes on too: its snapshot covers the learning topic's end.
+    end = await learning_end(s)
+    await running.until("the learner past the outage", lambda: learnt_up_to(s, end - 1))
+
+
+async def learning_end(settings: Settings) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(settings.topics.learning, 0)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
+
+
+async def learnt_up_to(settings: Settings, offset: int) -> bool:
+    """Whether the learner's latest snapshot covers the learning topic up to ``offset``."""
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        blob = await RedisModelStore(client, settings.app_id).get("serving")
+    finally:
+        await client.aclose()
+    return blob is not None and \
+        snapshot_stats(blob, SECRET.encode())["learner"]["offset"] >= offset
 
 
 def _not_ready(running: Running, reason: bytes) -> tuple[int, bytes] | None:
@@ -198,7 +228,8 @@ async def both_applied_once(running: Running, cid: str, tag: str) -> None:
 
     async def twice() -> dict[str, int] | None:
         found = await counts(s, cid)
-        return found if found and found.get("page_view") == 2 else None
+        done = found and found.get("page_view", 0) >= 2 and found.get("cart_add", 0) >= 2
+        return found if done else None
 
     applied = await running.until(f"the {tag} events applied", twice)
     assert applied["page_view"] == 2 and applied["cart_add"] == 2, applied  # each once
