@@ -47,7 +47,13 @@ from streamproc.models.intent import IntentModel
 from streamproc.models.ltv import LifetimeValue
 from streamproc.models.snapshot import SnapshotError, load, verify
 from streamproc.modelstore import ModelStore
-from streamproc.observations import FEATURE_NAMES, FEATURES_ID, purchase_record, score_record
+from streamproc.observations import (
+    FEATURE_NAMES,
+    FEATURES_ID,
+    purchase_record,
+    read_from,
+    score_record,
+)
 from streamproc.segments.config import SegmentConfig
 from streamproc.settings import Settings
 from streamproc.state.profile import Profile
@@ -221,8 +227,7 @@ class IntentScorer:
         holding the change is saved.
         """
         p.pop("pending_labels", None)  # profiles written before the learner kept them here
-        msg = event.message
-        trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+        trigger = read_from(event.message)
         rfm, buys = p.get("rfm"), p["purchases"]
         if rfm is not None and buys["orders"] > 0:
             # Expected spend over the next year (BG/NBD x Gamma-Gamma): read by the value tier.

@@ -80,6 +80,11 @@ class Observation(NamedTuple):
     lesson: Lesson | None = None
 
 
+def read_from(message: Any) -> dict[str, Any]:
+    """An observation's ``trigger``: where the Kafka ``message`` of its event was read from."""
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+
+
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
                  score: float, version: int, trigger: dict[str, Any],
                  behaviour: dict[str, float] | None = None) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
 from streamproc.intent import NoScoring
-from streamproc.observations import erase_record, lesson_record
+from streamproc.observations import erase_record, lesson_record, read_from
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.keys import timer_index_key
@@ -150,8 +150,7 @@ def trigger_of(event: Event) -> dict[str, Any]:
 
 def lesson_outputs(event: Event, lessons: Sequence[Lesson]) -> list[dict[str, Any]]:
     """The engine's lessons as learning-topic observations, for the one learner's bandit."""
-    msg = event.message
-    trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+    trigger = read_from(event.message)
     return [{"topic": "learning",
              "record": lesson_record(event.customer_id, event.event_id, event.ts_ms, le, trigger)}
             for le in lessons]
@@ -261,10 +260,8 @@ class Processor:
                 await self.store.erase(cid)
                 result.erased.append(cid.encode())
                 erase = events[erases[-1]]
-                msg = erase.message
-                trigger = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-                forget.append((cid.encode(), orjson.dumps(
-                    erase_record(cid, erase.event_id, erase.ts_ms, trigger))))
+                forget.append((cid.encode(), orjson.dumps(erase_record(
+                    cid, erase.event_id, erase.ts_ms, read_from(erase.message)))))
                 by_customer[cid] = events[erases[-1] + 1:]
         pending = {cid: events for cid, events in by_customer.items() if events}
         read_order: list[tuple[str, int, int]] = []  # of result.learning's records

@@ -124,7 +124,7 @@ def readiness(partitions: int, rebalancing: bool, redis_error: str | None,
 
 
 def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Redis,
-               worker_id: str, kafka: KafkaProbe | None = None) -> None:
+               worker_id: str, kafka: KafkaProbe) -> None:
     started = time.monotonic()
 
     @app.page("/metrics", name="streamproc_metrics")
@@ -143,11 +143,7 @@ def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Re
     @app.page("/readyz", name="streamproc_readyz")
     async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         redis_error, kafka_error = await asyncio.gather(
-            redis_problem(redis_client), kafka.problem() if kafka else _no_problem())
+            redis_problem(redis_client), kafka.problem())
         status, body = readiness(len(assigned_partitions(app)), bool(app.rebalancing),
                                  redis_error, kafka_error)
         return view.json({**body, "worker_id": worker_id}, status=status)
-
-
-async def _no_problem() -> None:
-    return None

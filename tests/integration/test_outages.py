@@ -175,7 +175,7 @@ async def test_a_worker_rides_out_a_kafka_outage_and_goes_on_where_it_was(
 
     await asyncio.to_thread(kafka.stop, s, io.StringIO())
     await running.until("/readyz says Kafka does not answer",
-                                       lambda: _not_ready(running, b"Kafka does not answer"))
+                        lambda: _not_ready(running, b"Kafka does not answer"))
     assert running.worker.poll() is None
     await asyncio.to_thread(stack_up, s, io.StringIO())  # the same broker, its data kept
 
