@@ -53,9 +53,9 @@ from typing import Any
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.chooser import Pick, UniformChooser
+from streamproc.decisions.decision_log import join
 from streamproc.decisions.evaluation import evaluate, samples_from_log
 from streamproc.decisions.experiments import CONTROL, assign
-from streamproc.decisions.logs import join
 from streamproc.decisions.report import arm_results, render_table
 from streamproc.decisions.stats import difference_ci, proportion_ci
 from streamproc.simulator.population import Customer, Population

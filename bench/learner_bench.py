@@ -28,14 +28,14 @@ from datetime import UTC, datetime
 import orjson
 
 from streamproc.events.codec import RawMessage
-from streamproc.intent import IntentScorer
-from streamproc.learner import Learner
-from streamproc.modelstore import MemoryModelStore
+from streamproc.learning.learner import Learner
+from streamproc.learning.modelstore import MemoryModelStore
+from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import Processor
-from streamproc.segmentation import Segmenter
+from streamproc.segments.segmenter import Segmenter
 from streamproc.settings import Settings
 from streamproc.simulator import Population, generate_events
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 

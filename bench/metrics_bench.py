@@ -32,13 +32,13 @@ import time
 from collections.abc import Sequence
 
 from bench.state_bench import START, make_processor, raw_messages
-from streamproc.agents import BatchStats, handle_batch
 from streamproc.events.codec import RawMessage
-from streamproc.metrics import MeteredStore, WorkerMetrics
 from streamproc.processor import BatchResult
 from streamproc.settings import Settings
 from streamproc.simulator import Population, generate_events
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
+from streamproc.worker.agents import BatchStats, handle_batch
+from streamproc.worker.metrics import MeteredStore, WorkerMetrics
 
 BATCH = 500
 

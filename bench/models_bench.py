@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from streamproc.days import DAY_MS
 from streamproc.events.codec import parse_ts
 from streamproc.models import (
     BehaviourClusters,
@@ -55,7 +56,7 @@ from streamproc.models import (
 )
 from streamproc.models.intent import exact_auc
 from streamproc.simulator import Population, generate_events
-from streamproc.state.profile import DAY_MS, Profile, apply_event, new_profile
+from streamproc.state.profile import Profile, apply_event, new_profile
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 BROWSING = frozenset({"page_view", "product_view", "search", "cart_add", "cart_remove",

@@ -5,7 +5,7 @@
 (a) Throughput. The same simulated events (``generate_events``, fixed seed), turned into the
 ``RawMessage`` values a worker receives (topic names from the settings, partition from the key,
 consecutive offsets per partition, key = customer id), go through the worker's ``Processor``
-(built as ``streamproc.app`` builds it, segmenter included):
+(built as ``streamproc.worker.app`` builds it, segmenter included):
 
 - with ``RedisStore`` in batches of ``--batch`` (500, the worker's default): two pipelined round
   trips per batch;
@@ -56,7 +56,8 @@ from streamproc.events.codec import Decoder, RawMessage
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings
 from streamproc.simulator import Population, SimEvent, generate_events
-from streamproc.state.store import MemoryStore, RedisStore, Store, with_hiredis_packing
+from streamproc.state.memory import MemoryStore
+from streamproc.state.store import RedisStore, Store, with_hiredis_packing
 
 try:
     from streamproc.state.document import unpack_outbox
@@ -99,13 +100,13 @@ def unpack_outbox(blob: bytes | None) -> list[Any]:
 
 
 def make_processor(settings: Settings, store: Store) -> Processor:
-    """The processor as the worker builds it (streamproc.app.create_app)."""
+    """The processor as the worker builds it (streamproc.worker.app.create_app)."""
     try:
-        from streamproc.segmentation import Segmenter
+        from streamproc.segments.segmenter import Segmenter
     except ImportError:  # before segmentation existed
         return Processor(settings, store)
     try:
-        from streamproc.intent import IntentScorer
+        from streamproc.learning.scorer import IntentScorer
     except ImportError:  # before purchase intent was wired
         return Processor(settings, store, segmenter=Segmenter(settings))
     # No blob store: the bench measures state, not model snapshots.

@@ -5,7 +5,7 @@ Each line has ``ts`` (UTC, ISO-8601 with milliseconds), ``level``, ``logger``, `
 ``extra={...}`` fields given to the log call. Text stays the default.
 
 >>> import logging, orjson
->>> record = logging.LogRecord("streamproc.agents", logging.WARNING, __file__, 1,
+>>> record = logging.LogRecord("streamproc.worker.agents", logging.WARNING, __file__, 1,
 ...                            "batch failed (%s)", ("ConnectionError",), None)
 >>> record.created, record.msecs, record.partition = 1772359200.5, 500.0, 3
 >>> line = JsonFormatter(worker_id="vm-42").format(record)
@@ -13,7 +13,7 @@ Each line has ``ts`` (UTC, ISO-8601 with milliseconds), ``level``, ``logger``, `
 ...     print(f"{key}: {value}")
 ts: 2026-03-01T10:00:00.500Z
 level: warning
-logger: streamproc.agents
+logger: streamproc.worker.agents
 message: batch failed (ConnectionError)
 worker_id: vm-42
 partition: 3

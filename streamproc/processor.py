@@ -10,13 +10,14 @@ write and the publish loses no decision (decision ids are deterministic: consume
 id twice, never two ids).
 
 Three per-event hooks run after the profile took an event: a :class:`Scorer` (the served
-models: purchase intent, lifetime value, clusters; :mod:`streamproc.intent`), a
+models: purchase intent, lifetime value, clusters; :mod:`streamproc.learning.scorer`), a
 :class:`Segmenter` (which sees the new scores) and the decision
 :class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
-scorer's observations (for the learner, :mod:`streamproc.learner`) and the engine's lessons for
-the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic through the
-outbox like the decisions, once the customer's state write succeeded; the decisions are also
-kept as the customer's latest per slot, by the same write (:mod:`streamproc.decisions.latest`).
+scorer's observations (for the learner, :mod:`streamproc.learning.learner`) and the engine's
+lessons for the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic
+through the outbox like the decisions, once the customer's state write succeeded; the decisions
+are also kept as the customer's latest per slot, by the same write
+(:mod:`streamproc.decisions.latest`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
-from streamproc.intent import NoScoring
-from streamproc.observations import erase_record, lesson_record, read_from
+from streamproc.learning.observations import erase_record, lesson_record, read_from
+from streamproc.learning.scorer import NoScoring
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.keys import timer_index_key
@@ -73,7 +74,7 @@ class BatchResult:
     # Customers erased by this batch: a tombstone (null value) for each goes to the decisions
     # and segments topics, so compacted copies forget them too.
     erased: list[bytes] = field(default_factory=list)
-    # Observations for the learning topic (streamproc.observations).
+    # Observations for the learning topic (streamproc.learning.observations).
     learning: list[tuple[bytes, bytes]] = field(default_factory=list)
     # Index entries (key, member) of the timers fired, removed once the batch is published.
     timers_done: list[tuple[str, str]] = field(default_factory=list)
@@ -87,7 +88,7 @@ class BatchResult:
 
 
 class Segmenter(Protocol):
-    """Re-segments a profile after each event (streamproc.segmentation is the real one)."""
+    """Re-segments a profile after each event (streamproc.segments.segmenter is the real one)."""
 
     async def refresh(self, store: Store) -> None: ...
 
@@ -99,7 +100,7 @@ class Segmenter(Protocol):
 
 
 class Scorer(Protocol):
-    """Scores a profile after each event with the served models (streamproc.intent)."""
+    """Scores a profile after each event with the served models (streamproc.learning.scorer)."""
 
     async def refresh(self) -> None:
         """Before each batch: serve a newer model snapshot if there is one."""
@@ -164,7 +165,7 @@ def source_of(event: Event) -> Source:
 
 def default_engine(settings: Settings) -> Engine:
     """The engine on the configured catalogue (reloaded when it changes), choosing uniformly
-    until a learning chooser is given (the worker gives it the bandit: streamproc.app)."""
+    until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app)."""
     path = settings.catalogue or default_catalogue_path()
     return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser())
 

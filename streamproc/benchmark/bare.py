@@ -1,8 +1,8 @@
 """The benchmark's bare Faust app: the framework's ceiling for streamproc's worker.
 
 It consumes the input topics exactly as a worker does (the worker's Faust options from
-:func:`streamproc.app.app_options`, the same batches: :func:`streamproc.app.raw_batches`),
-decodes every message with streamproc's
+:func:`streamproc.worker.app.app_options`, the same batches:
+:func:`streamproc.worker.app.raw_batches`), decodes every message with streamproc's
 :class:`~streamproc.events.codec.Decoder` (JSON and schema validation) and acknowledges it. No
 state, no models, no outputs: the difference to the full pipeline is what streamproc's own work
 costs. Run by ``streamproc bench`` as a subprocess (settings from ``STREAMPROC_*``)::
@@ -25,10 +25,10 @@ from pathlib import Path
 import faust
 import orjson
 
-from streamproc.app import app_options, raw_batches, run_worker
 from streamproc.errors import DecodeError
 from streamproc.events.codec import Decoder
 from streamproc.settings import Settings
+from streamproc.worker.app import app_options, raw_batches, run_worker
 
 log = logging.getLogger(__name__)
 

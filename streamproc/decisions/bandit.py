@@ -52,8 +52,8 @@ propensity; the three things a replayable, offline-evaluable decision needs.
 
 **One bandit for every worker.** The workers do not learn: their lessons (``expect`` at a
 learning pick, ``reward`` on feedback) travel on the learning topic to the one learner
-(:mod:`streamproc.decisions.lessons`, :mod:`streamproc.learner`), whose chooser learns from all
-of them; every worker picks with a :meth:`serving_copy` of it from the learner's latest
+(:mod:`streamproc.decisions.lessons`, :mod:`streamproc.learning.learner`), whose chooser learns
+from all of them; every worker picks with a :meth:`serving_copy` of it from the learner's latest
 snapshot, swapped in place (:meth:`take_over`).
 
 >>> bandit = ThompsonChooser(exploration=0.1, reward_wait_ms=60_000)

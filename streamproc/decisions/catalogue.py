@@ -25,10 +25,11 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from streamproc.days import HOUR_MS
 from streamproc.decisions.experiments import validate_experiment
 from streamproc.errors import ConfigError
 from streamproc.events.schemas import schema_dir
-from streamproc.segments.catalog import CUSTOM_PREFIX, SEGMENTATIONS
+from streamproc.segments.builtin import CUSTOM_PREFIX, SEGMENTATIONS
 from streamproc.segments.profilepath import check_path
 from streamproc.segments.rulecheck import check_condition, describe_schema_error, validators
 from streamproc.segments.rulefile import WatchedFile
@@ -38,7 +39,6 @@ SCHEMA_FILE = "catalogue.schema.json"
 MESSAGE_CHANNELS = frozenset({"email", "sms", "push", "call_centre"})
 CHANNELS = ("web", "app", "email", "sms", "push", "call_centre")
 NONE_ID = "none"  # the built-in "deliberately nothing" action
-HOUR_MS = 3_600_000
 DEFAULT_FRESHNESS_HOURS = 24.0
 DEFAULT_EXPIRES_MINUTES = 60
 DEFAULT_HISTORY = 6

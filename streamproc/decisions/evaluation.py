@@ -44,8 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streamproc.decisions.decision_log import DecisionLog, Outcome, field_at
 from streamproc.decisions.experiments import CONTROL
-from streamproc.decisions.logs import DecisionLog, Outcome, field_at
 from streamproc.decisions.stats import Interval, mean_ci
 from streamproc.errors import StreamprocError
 

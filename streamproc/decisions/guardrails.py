@@ -24,7 +24,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streamproc.decisions.catalogue import HOUR_MS, Action, Cap
+from streamproc.days import HOUR_MS
+from streamproc.decisions.catalogue import Action, Cap
 from streamproc.segments.profilepath import MISSING, getter
 
 # The channel whose own consent a message needs.

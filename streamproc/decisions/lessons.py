@@ -3,8 +3,8 @@
 The workers pick with a served copy of the bandit and learn nothing themselves: the engine's
 lessons (:class:`~streamproc.decisions.engine.Lesson`: ``expect`` when a learning pick is made,
 ``reward`` when feedback rewards one) travel as observations on the learning topic
-(:func:`streamproc.observations.lesson_record`), through the customer's outbox, to the one
-learner (:mod:`streamproc.learner`), which applies them here to its
+(:func:`streamproc.learning.observations.lesson_record`), through the customer's outbox, to the one
+learner (:mod:`streamproc.learning.learner`), which applies them here to its
 :class:`~streamproc.decisions.bandit.ThompsonChooser`, closes the expectations whose wait ended
 as zero rewards with its event-time watermark (:meth:`BanditLearner.advance`) and publishes a
 serving copy in its snapshots.

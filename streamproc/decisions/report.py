@@ -13,7 +13,7 @@ For every experiment, arm and (with ``by``) segment, from logged decisions and t
 
 Decisions outside any experiment are grouped under experiment ``(none)``, one row per policy.
 
->>> from streamproc.decisions.logs import join
+>>> from streamproc.decisions.decision_log import join
 >>> log = join([{"decision_id": "d1", "customer_id": "a", "experiment": {"id": "e", "arm": "x"},
 ...              "segments": {}}], [{"event_id": "f1", "decision_id": "d1",
 ...              "outcome": "conversion", "revenue": 20.0}])
@@ -29,8 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamproc.decisions.decision_log import DecisionLog, field_at
 from streamproc.decisions.experiments import CONTROL
-from streamproc.decisions.logs import DecisionLog, field_at
 from streamproc.decisions.stats import Interval, difference_ci, mean_ci, proportion_ci
 
 NO_EXPERIMENT = "(none)"

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streamproc.days import DAY_MS, MINUTE_MS
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, Catalogue, Trigger
 from streamproc.decisions.guardrails import in_quiet_hours, local_time
 from streamproc.segments.config import SegmentConfig
@@ -58,8 +59,6 @@ from streamproc.state.keys import timer_index_key
 
 Profile = dict[str, Any]
 CASCADE = "cascade."
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
 # Feedback on a cascade's decision that ends it: the customer responded.
 RESPONSES = frozenset({"open", "click", "conversion"})
 

@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from streamproc.state.profile import DAY_MS
+from streamproc.days import DAY_MS, HOUR_MS
 
 DEVICES = ("desktop", "mobile", "tablet")
 # The browsing event types a snapshot can be taken on; others share the "ev_other" flag.
 EVENT_TYPES = ("page_view", "product_view", "search", "cart_add", "cart_remove", "checkout")
-HOUR_MS = 3_600_000
 # Caps keep a single outlier (a bot's 10,000-view session) from dominating a scaler's variance.
 MAX_DAYS = 365.0
 MAX_SESSION_MIN = 240.0

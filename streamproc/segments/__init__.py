@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from streamproc.segments.assign import assign_all, changed
 from streamproc.segments.assignment import Assignment, Transition
-from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
+from streamproc.segments.builtin import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
 from streamproc.segments.config import SegmentConfig
 from streamproc.segments.demographic import assign_demographics
-from streamproc.segments.intent import assign_intent
+from streamproc.segments.intent_tier import assign_intent
 from streamproc.segments.journey import assign_journey
 from streamproc.segments.lifecycle import assign_lifecycle
 from streamproc.segments.quantiles import (

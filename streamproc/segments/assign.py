@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamproc.segments.assignment import Assignment, Transition
-from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER
+from streamproc.segments.builtin import CUSTOM_PREFIX, MEMBER, NOT_MEMBER
 from streamproc.segments.cluster import assign_cluster
 from streamproc.segments.config import SegmentConfig
 from streamproc.segments.demographic import assign_demographics
-from streamproc.segments.intent import assign_intent
+from streamproc.segments.intent_tier import assign_intent
 from streamproc.segments.journey import assign_journey
 from streamproc.segments.lifecycle import assign_lifecycle
 from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts

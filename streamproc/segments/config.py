@@ -1,7 +1,7 @@
 """The thresholds of the built-in segmentations: one frozen :class:`SegmentConfig`.
 
 Defaults suit a general retailer; ``settings.py`` exposes the few worth tuning per deployment.
-Days are event-time days (see :mod:`streamproc.segments.days`), money is in the shop's currency.
+Days are event-time days (see :mod:`streamproc.days`), money is in the shop's currency.
 
 >>> SegmentConfig(tier_profitable=300.0).tier_profitable
 300.0

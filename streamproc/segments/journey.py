@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streamproc.days import plural
 from streamproc.segments.assignment import Assignment
 from streamproc.segments.config import SegmentConfig
-from streamproc.segments.days import plural
 
 SEGMENTS = (
     "anonymous_visitor", "engaged_browser", "cart_builder", "first_time_buyer", "repeat_buyer",

@@ -36,9 +36,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streamproc.days import DAY_MS, days_since, plural
 from streamproc.segments.assignment import Assignment
 from streamproc.segments.config import SegmentConfig
-from streamproc.segments.days import DAY_MS, days_since, plural
 
 SEGMENTS = ("new", "active", "at_risk", "lapsed", "reactivated")
 _AWAY = frozenset({"at_risk", "lapsed"})

@@ -51,7 +51,7 @@ PROFILE_SHAPE: Shape = {
     "segments": FREE,
     "categories": FREE,
     "feedback": FREE,
-    # Written by the intent scorer (streamproc/intent.py).
+    # Written by the intent scorer (streamproc/learning/scorer.py).
     "scores": {"intent": None, "ltv": None},
     # Written by the scorer from the learner's behaviour clusters.
     "cluster": {"id": None, "about": None},

@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streamproc.days import days_since, plural
 from streamproc.segments.assignment import Assignment
-from streamproc.segments.days import days_since, plural
 from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts, score
 
 RFM_SEGMENTS = (

@@ -25,7 +25,7 @@ import orjson
 
 from streamproc.errors import ConfigError
 from streamproc.events.schemas import inline_refs, schema_dir
-from streamproc.segments.catalog import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
+from streamproc.segments.builtin import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
 from streamproc.segments.profilepath import check_path, split
 
 SCHEMA_FILE = "segment-rules.schema.json"

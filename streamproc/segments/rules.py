@@ -37,8 +37,8 @@ from typing import Any
 import orjson
 import yaml
 
+from streamproc.days import DAY_MS
 from streamproc.errors import ConfigError
-from streamproc.segments.days import DAY_MS
 from streamproc.segments.profilepath import MISSING, getter
 from streamproc.segments.rulecheck import check_rules
 

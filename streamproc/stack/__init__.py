@@ -23,8 +23,8 @@ from typing import TextIO
 from streamproc.errors import StackError
 from streamproc.settings import Settings
 from streamproc.stack import kafka, redis
+from streamproc.stack.components import ComponentStatus, StackStatus
 from streamproc.stack.process import exclusive
-from streamproc.stack.status import ComponentStatus, StackStatus
 from streamproc.stack.topics import ensure_topics, wait_group_coordinator
 
 # Longest wait for another `up`/`down` of the same stack: a cold start fetches the jars.

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from streamproc.errors import StackError
 from streamproc.settings import Settings
 from streamproc.stack import jars
+from streamproc.stack.components import ComponentStatus, State
 from streamproc.stack.process import (
     check_pid,
     is_loopback,
@@ -46,7 +47,6 @@ from streamproc.stack.process import (
     tail,
     wait_until,
 )
-from streamproc.stack.status import ComponentStatus, State
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from streamproc.errors import StackError
 from streamproc.settings import Settings
+from streamproc.stack.components import ComponentStatus, State
 from streamproc.stack.process import (
     bind_address,
     check_pid,
@@ -35,7 +36,6 @@ from streamproc.stack.process import (
     tail,
     wait_until,
 )
-from streamproc.stack.status import ComponentStatus, State
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from streamproc.days import DAY_MS
+
 # A gap of event time longer than this starts a new session (the common web-analytics default).
 SESSION_GAP_MS = 30 * 60 * 1000
 RECENT_PRODUCTS = 10
-DAY_MS = 86_400_000
 # Affinity below this is forgotten, so a profile does not grow with every category ever seen.
 MIN_AFFINITY = 0.01
 # How much each kind of interest signal adds to a category's or brand's affinity.

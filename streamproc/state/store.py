@@ -1,4 +1,5 @@
-"""Customer state storage: Redis for real, a dict for unit tests, behind one small protocol.
+"""Customer state storage in Redis, behind one small protocol (:class:`Store`; the same contract
+in a dict for unit tests is :class:`streamproc.state.memory.MemoryStore`).
 
 Each customer is one Redis hash (see :mod:`streamproc.state.keys`) with three fields: ``doc``
 (the profile as JSON), ``ver`` (a version number bumped on every write) and ``outbox`` (the
@@ -22,7 +23,6 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
-from streamproc.decisions.latest import unexpired
 from streamproc.state.document import unpack_doc, unpack_outbox
 from streamproc.state.keys import (
     HISTOGRAMS,
@@ -220,7 +220,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-def _decode_profile(stored: Stored) -> dict[str, Any] | None:
+def decode_profile(stored: Stored) -> dict[str, Any] | None:
     if stored.doc is None:
         return None
     return {
@@ -345,7 +345,7 @@ class RedisStore:
                          timer_index_key(app_id, partition), seen[partition], lateness_ms, limit)
 
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
-        return _decode_profile((await self.load([customer_id]))[customer_id])
+        return decode_profile((await self.load([customer_id]))[customer_id])
 
     async def erase(self, customer_id: str) -> int:
         main, *others = customer_keys(customer_id)
@@ -392,100 +392,3 @@ def _lost(writes: Sequence[Write], results: Sequence[Any]) -> list[str]:
 def _due_rows(partitions: Sequence[int], rows: Sequence[Any]) -> list[DueTimers]:
     return [DueTimers(partition, int(row[0]), [m.decode() for m in row[1:]])
             for partition, row in zip(partitions, rows, strict=True)]
-
-
-class MemoryStore:
-    """The same contract in a dict: for unit tests and the broker-free agent test."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, Stored] = {}
-        self.buckets: dict[str, tuple[str, ...]] = {}
-        self.hist: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
-        self.round_trips = 0
-        # Timer indexes (key -> member -> due), watermarks (key -> ms), tidx per customer key.
-        self.zsets: dict[str, dict[str, int]] = {}
-        self.strings: dict[str, int] = {}
-        self.tidx: dict[str, tuple[tuple[str, str], ...]] = {}
-        # Latest decisions: key -> slot -> record JSON (no expiry: read_latest checks them).
-        self.latest: dict[str, dict[str, bytes]] = {}
-
-    async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
-        self.round_trips += 1
-        empty = Stored(0, None, None)
-        return {cid: self.rows.get(customer_key(cid), empty) for cid in customer_ids}
-
-    async def save(self, writes: Sequence[Write]) -> list[str]:
-        self.round_trips += 1
-        lost = []
-        for w in writes:
-            key = customer_key(w.customer_id)
-            current = self.rows.get(key)
-            if (current.version if current else 0) != w.expected_version:
-                lost.append(w.customer_id)
-                continue
-            self.rows[key] = Stored(w.expected_version + 1, w.doc, w.outbox)
-            self._move(key, w.buckets or ("",) * len(HISTOGRAMS))
-            self.tidx[key] = w.timers
-            for index, member, due in w.timers_add:
-                self.zsets.setdefault(index, {})[member] = due
-            for index, member in w.timers_remove:
-                self.zsets.get(index, {}).pop(member, None)
-            if w.latest:
-                self.latest.setdefault(latest_decisions_key(w.customer_id), {}).update(w.latest)
-        return lost
-
-    def _move(self, key: str, new: tuple[str, ...]) -> None:
-        old = self.buckets.pop(key, ("",) * len(HISTOGRAMS))
-        for name, before, after in zip(HISTOGRAMS, old, new, strict=True):
-            counts = self.hist[name]
-            if before:
-                counts[before] -= 1
-            if after:
-                counts[after] = counts.get(after, 0) + 1
-        if any(new):
-            self.buckets[key] = new
-
-    async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
-        return _decode_profile((await self.load([customer_id]))[customer_id])
-
-    async def erase(self, customer_id: str) -> int:
-        self._move(customer_key(customer_id), ("",) * len(HISTOGRAMS))
-        for index, member in self.tidx.pop(customer_key(customer_id), ()):
-            self.zsets.get(index, {}).pop(member, None)
-        return (sum(self.rows.pop(k, None) is not None for k in customer_keys(customer_id))
-                + (self.latest.pop(latest_decisions_key(customer_id), None) is not None))
-
-    async def read_latest(self, customer_id: str, now_ms: int) -> dict[str, Any]:
-        """The customer's unexpired latest decisions, by slot (as ``RedisLatest.read``)."""
-        return unexpired(self.latest.get(latest_decisions_key(customer_id), {}), now_ms)
-
-    async def histograms(self) -> dict[str, dict[str, int]]:
-        return {name: {b: n for b, n in counts.items() if n > 0}
-                for name, counts in self.hist.items()}
-
-    async def due_timers(self, app_id: str, seen: Mapping[int, int], lateness_ms: int,
-                         limit: int) -> list[DueTimers]:
-        self.round_trips += 1
-        out = []
-        for partition in sorted(seen):
-            wm_key = timer_watermark_key(app_id, partition)
-            wm = self.strings[wm_key] = max(self.strings.get(wm_key, 0), seen[partition])
-            index = self.zsets.get(timer_index_key(app_id, partition), {})
-            due = sorted((d, m) for m, d in index.items() if d <= wm - lateness_ms)[:limit]
-            out.append(DueTimers(partition, wm, [m for _, m in due]))
-        return out
-
-    async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
-                            lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
-        lost = await self.save(writes)
-        due = await self.due_timers(app_id, seen, lateness_ms, limit)
-        self.round_trips -= 1  # one round trip for both, as in Redis
-        return lost, due
-
-    async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
-        self.round_trips += 1
-        for index, member in entries:
-            self.zsets.get(index, {}).pop(member, None)
-
-    async def close(self) -> None:
-        return None

@@ -22,11 +22,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from streamproc import status
-from streamproc.decisions.logs import read_topic
+from streamproc.decisions.decision_log import read_topic
 from streamproc.events.schemas import load_event_schemas
 from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
+from streamproc.worker import status
 
 from .conftest import Env
 

@@ -97,13 +97,13 @@ async def test_the_bandit_candidate_comes_from_the_learners_snapshot_in_redis(
         stack_env: Env, test_redis: Any) -> None:
     import dataclasses
 
+    from streamproc.cli.decisions import bandit_from_redis
     from streamproc.decisions.bandit import ThompsonChooser
-    from streamproc.decisions.commands import bandit_from_redis
     from streamproc.errors import StreamprocError
-    from streamproc.intent import ServedModels
+    from streamproc.learning.modelstore import RedisModelStore
+    from streamproc.learning.scorer import ServedModels
     from streamproc.models import IntentModel, dump
     from streamproc.models.snapshot import SnapshotError
-    from streamproc.modelstore import RedisModelStore
 
     # The keys are the test's own: its app id is unique.
     settings = dataclasses.replace(stack_env.settings, model_secret="it-secret-1234")

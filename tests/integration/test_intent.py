@@ -37,10 +37,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from streamproc.events.codec import parse_ts
-from streamproc.intent import MIN_LABELS, snapshot_stats
-from streamproc.learner import Learner
+from streamproc.learning.learner import Learner
+from streamproc.learning.modelstore import RedisModelStore
+from streamproc.learning.scorer import MIN_LABELS, snapshot_stats
 from streamproc.models.join import LabelJoin
-from streamproc.modelstore import RedisModelStore
 from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
 

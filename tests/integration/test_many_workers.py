@@ -22,7 +22,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from streamproc.heartbeat import WorkerBeat, read_beats
+from streamproc.worker.heartbeat import WorkerBeat, read_beats
 
 from .conftest import Env
 from .streams import (

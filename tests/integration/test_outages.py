@@ -26,8 +26,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamproc.intent import snapshot_stats
-from streamproc.modelstore import RedisModelStore
+from streamproc.learning.modelstore import RedisModelStore
+from streamproc.learning.scorer import snapshot_stats
 from streamproc.settings import Settings
 from streamproc.stack import kafka, redis, stack_down, stack_up
 from streamproc.state.store import RedisStore

@@ -32,9 +32,9 @@ from aiokafka.partitioner import murmur2
 
 from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
 from streamproc.decisions.experiments import assign
-from streamproc.heartbeat import read_beats
-from streamproc.intent import ServedModels, load_served
-from streamproc.modelstore import RedisModelStore
+from streamproc.learning.modelstore import RedisModelStore
+from streamproc.learning.scorer import ServedModels, load_served
+from streamproc.worker.heartbeat import read_beats
 from tests.unit.helpers import event
 
 from .conftest import Env

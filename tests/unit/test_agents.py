@@ -5,11 +5,11 @@ import asyncio
 import orjson
 import redis.exceptions
 
-from streamproc.agents import BatchStats, consume, handle_batch, retry_transient
-from streamproc.app import create_app
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings, Topics
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
+from streamproc.worker.agents import BatchStats, consume, handle_batch, retry_transient
+from streamproc.worker.app import create_app
 
 from .helpers import SETTINGS, Partition, event
 

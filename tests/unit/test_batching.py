@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamproc.batching import take_batches
+from streamproc.worker.batching import take_batches
 
 NOW = 1_000_000.0
 
@@ -205,7 +205,7 @@ async def test_an_unknown_backlog_leaves_the_age_to_decide() -> None:
 def test_partition_backlog_is_the_high_watermark_past_the_message() -> None:
     from types import SimpleNamespace
 
-    from streamproc.app import partition_backlog
+    from streamproc.worker.app import partition_backlog
 
     ends: dict[str, int | None] = {"t0": 10, "t1": None}
 

@@ -469,7 +469,7 @@ def test_build_context_holds_what_the_image_needs_and_nothing_private() -> None:
         assert not dockerignore_excludes(source.rstrip("/")), f".dockerignore drops {source}"
     # the wheel build: the readme and the schemas shipped as streamproc/_schemas
     for needed in ("pyproject.toml", "README.md", "schemas/decision.schema.json",
-                   "streamproc/cli.py",
+                   "streamproc/cli/",
                    f"streamproc/stack/kafka-{jars.KAFKA_VERSION}.lock"):
         assert not dockerignore_excludes(needed), needed
     for private in (".venv/bin/python", ".stack/kafka/server.properties", ".env", ".git/config",

@@ -142,7 +142,7 @@ def test_bandit_prints_what_a_snapshot_learnt(tmp_path: Path, capsys: pytest.Cap
 def test_bandit_reads_the_bandit_the_workers_serve_from_a_model_snapshot(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamproc.intent import ServedModels
+    from streamproc.learning.scorer import ServedModels
     from streamproc.models import IntentModel, dump
 
     learnt = ThompsonChooser()

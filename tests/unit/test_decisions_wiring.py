@@ -10,14 +10,17 @@ import orjson
 import pytest
 import yaml
 
-from streamproc.app import create_app
 from streamproc.decisions.catalogue import CatalogueFile, default_catalogue_path, load_catalogue
 from streamproc.decisions.engine import Engine, Lesson
+from streamproc.decisions.latest import unexpired
 from streamproc.errors import ConfigError
-from streamproc.observations import parse_all
+from streamproc.learning.observations import parse_all
 from streamproc.processor import Processor
 from streamproc.settings import Settings
-from streamproc.state.store import MemoryStore, Write
+from streamproc.state.keys import latest_decisions_key
+from streamproc.state.memory import MemoryStore
+from streamproc.state.store import Write
+from streamproc.worker.app import create_app
 
 from .helpers import SETTINGS, Partition, event
 from .test_decisions_engine import Recorder
@@ -55,7 +58,7 @@ async def test_a_slot_request_is_answered_and_kept_as_the_latest_for_its_slot() 
     assert key == b"c1" and decision["action"]["id"] == "running_shoes_10pct"
     assert decision["experiment"] == {"id": "hero-2026", "arm": "bandit"}
     assert decision["trigger"]["offset"] == 4 and decision["latency_ms"] == 50
-    assert await store.read_latest("c1", NOW) == {"homepage_hero": decision}
+    assert unexpired(store.latest[latest_decisions_key("c1")], NOW) == {"homepage_hero": decision}
     # The learner is told to expect a reward (a learning-topic observation, published once the
     # state is saved); the worker's chooser learns nothing itself.
     [(cid, lesson)] = lessons(result.learning)

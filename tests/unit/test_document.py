@@ -8,6 +8,7 @@ import orjson
 import pytest
 import zstandard
 
+from bench import profile_dictionary
 from streamproc.state import zdict
 from streamproc.state.document import (
     COMPRESSIONS,
@@ -79,10 +80,10 @@ def test_zlib_documents_of_earlier_versions_stay_readable():
 
 
 def test_the_dictionary_trainer_runs_on_simulated_traffic(tmp_path, capsys):
-    """`python -m streamproc.state.zdict` drives a worker's processor over simulated events: it
+    """`python -m bench.profile_dictionary` drives a worker's processor over simulated events: it
     broke once when the processor's parts changed, and nothing ran it."""
     out = tmp_path / "new.zdict"
-    assert zdict.main(["--out", str(out), "--dict-id", "99", "--customers", "300",
+    assert profile_dictionary.main(["--out", str(out), "--dict-id", "99", "--customers", "300",
                        "--events", "3000", "--every", "2"]) == 0
     trained = zstandard.ZstdCompressionDict(out.read_bytes())
     assert trained.dict_id() == zdict.ID_BASE + 99
@@ -91,4 +92,4 @@ def test_the_dictionary_trainer_runs_on_simulated_traffic(tmp_path, capsys):
     with_it = zstandard.ZstdCompressor(dict_data=trained).compress(doc)
     assert len(with_it) < 0.7 * len(zstandard.ZstdCompressor().compress(doc))
     with pytest.raises(SystemExit, match="exists"):  # a shipped dictionary never changes
-        zdict.main(["--out", str(out), "--dict-id", "99"])
+        profile_dictionary.main(["--out", str(out), "--dict-id", "99"])

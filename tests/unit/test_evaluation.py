@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.decision_log import join
 from streamproc.decisions.evaluation import (
     EvaluationError,
     FixedActionPolicy,
@@ -14,7 +15,6 @@ from streamproc.decisions.evaluation import (
     evaluate,
     samples_from_log,
 )
-from streamproc.decisions.logs import join
 
 RATES = {"young": {"a": 0.10, "b": 0.30, "c": 0.20}, "old": {"a": 0.40, "b": 0.05, "c": 0.15}}
 

@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.intent import IntentScorer, ServedModels, snapshot_stats
+from streamproc.learning.modelstore import MemoryModelStore
+from streamproc.learning.observations import FEATURE_NAMES, FEATURES_ID, Observation, parse
+from streamproc.learning.scorer import IntentScorer, ServedModels, snapshot_stats
 from streamproc.models import IntentModel, dump
 from streamproc.models.snapshot import SnapshotError
-from streamproc.modelstore import MemoryModelStore
-from streamproc.observations import FEATURE_NAMES, FEATURES_ID, Observation, parse
 from streamproc.processor import Processor
-from streamproc.segmentation import Segmenter
 from streamproc.segments import SegmentConfig, assign_intent
+from streamproc.segments.segmenter import Segmenter
 from streamproc.settings import Settings
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
 
 from .helpers import Partition, event, replay_with_redeliveries
 
@@ -148,7 +148,7 @@ async def test_a_snapshot_signed_with_another_secret_is_refused_once(caplog):
     models = MemoryModelStore()
     await publish(models, 9, trained(3), secret=b"someone-elses-secret")
     scorer = IntentScorer(SETTINGS, models, clock=Clock())
-    with caplog.at_level(logging.ERROR, logger="streamproc.intent"):
+    with caplog.at_level(logging.ERROR, logger="streamproc.learning.scorer"):
         await scorer.refresh()
         scorer._next_check = 0.0
         await scorer.refresh()
@@ -163,7 +163,7 @@ async def test_a_snapshot_signed_with_another_secret_is_refused_once(caplog):
 async def test_without_a_secret_no_reload_and_one_warning(caplog):
     models = MemoryModelStore()
     await publish(models, 3, trained(3))
-    with caplog.at_level(logging.WARNING, logger="streamproc.intent"):
+    with caplog.at_level(logging.WARNING, logger="streamproc.learning.scorer"):
         _, _, scorer = make(models=models, settings=Settings())
     assert caplog.text.count("STREAMPROC_MODEL_SECRET is not set") == 1
     await scorer.refresh()
@@ -212,7 +212,7 @@ def test_models_command_needs_the_secret(monkeypatch, capsys):
     ("a-wrong-secret", 2, "signature does not match"),
 ])
 def test_models_command_prints_verified_stats(monkeypatch, capsys, secret, code, expect):
-    from streamproc import cli
+    from streamproc.cli import commands as cli
 
     blob = dump(ServedModels(trained(2), {"offset": 41, "pending": 3}), SECRET.encode(),
                 version=4)
@@ -235,7 +235,7 @@ def test_models_command_prints_verified_stats(monkeypatch, capsys, secret, code,
 
 
 def test_models_command_without_a_snapshot(monkeypatch, capsys):
-    from streamproc import cli
+    from streamproc.cli import commands as cli
 
     async def read(settings):
         return None

@@ -12,11 +12,9 @@ import pytest
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.engine import Lesson
-from streamproc.intent import IntentScorer
-from streamproc.learner import Learner, LearnerState
-from streamproc.models.snapshot import dump, load
-from streamproc.modelstore import MemoryModelStore
-from streamproc.observations import (
+from streamproc.learning.learner import Learner, LearnerState
+from streamproc.learning.modelstore import MemoryModelStore
+from streamproc.learning.observations import (
     FEATURE_NAMES,
     erase_record,
     lesson_record,
@@ -24,6 +22,8 @@ from streamproc.observations import (
     purchase_record,
     score_record,
 )
+from streamproc.learning.scorer import IntentScorer
+from streamproc.models.snapshot import dump, load
 from streamproc.settings import Settings
 
 SECRET = "unit-test-secret"
@@ -169,7 +169,7 @@ async def test_an_erased_customer_leaves_the_learner_and_its_next_snapshot_soon(
 
 async def test_unreadable_records_are_counted_and_skipped(caplog):
     ln = learner()
-    with caplog.at_level(logging.ERROR, logger="streamproc.learner"):
+    with caplog.at_level(logging.ERROR, logger="streamproc.learning.learner"):
         assert ln.apply(0, b"not json") == 0
         assert ln.apply(1, orjson.dumps({"kind": "score", "customer_id": "c"})) == 0
     assert ln.stats()["unreadable"] == 2 and ln.state.offset == 1
@@ -204,7 +204,7 @@ async def test_a_snapshot_with_a_bad_signature_is_refused_and_learning_starts_ov
     forged = dump(ln.state, b"someone-elses-secret", 5)
     await models.publish(5, forged, forged)
     fresh = Learner(SETTINGS, models, clock=Clock())
-    with caplog.at_level(logging.ERROR, logger="streamproc.learner"):
+    with caplog.at_level(logging.ERROR, logger="streamproc.learning.learner"):
         assert await fresh.restore() == -1
     assert "refusing the snapshot" in caplog.text and fresh.state.intent.n == 0
     fresh.active = True
@@ -219,7 +219,7 @@ async def test_a_learner_that_lost_the_partition_cannot_overwrite_a_newer_snapsh
     feed(zombie, log, 0, 500)
     feed(successor, log)
     assert await successor.checkpoint(force=True)  # v1
-    with caplog.at_level(logging.WARNING, logger="streamproc.learner"):
+    with caplog.at_level(logging.WARNING, logger="streamproc.learning.learner"):
         assert not await zombie.checkpoint(force=True)  # would be v1 too: refused
     assert zombie.stale and "another learner took over" in caplog.text
     assert await zombie.restore() == 1000 and zombie.state.intent.n == successor.state.intent.n
@@ -283,7 +283,7 @@ def test_the_learner_state_pickles_whole():
 
 
 async def test_the_learner_fits_lifetime_value_and_serves_it():
-    from streamproc.intent import ServedModels
+    from streamproc.learning.scorer import ServedModels
 
     ln = learner()
     rng = random.Random(4)
@@ -306,7 +306,7 @@ async def test_the_learner_fits_lifetime_value_and_serves_it():
 
 
 async def test_the_learner_learns_behaviour_clusters_from_session_starts_once_each():
-    from streamproc.intent import ServedModels
+    from streamproc.learning.scorer import ServedModels
 
     ln = learner()
     x = dict.fromkeys(FEATURE_NAMES, 0.0)

@@ -6,11 +6,11 @@ import orjson
 import pytest
 import redis.exceptions
 
-from streamproc.agents import BatchStats, handle_batch
-from streamproc.intent import IntentScorer
-from streamproc.metrics import MeteredStore, WorkerMetrics, model_figures
+from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import BatchResult, Processor
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
+from streamproc.worker.agents import BatchStats, handle_batch
+from streamproc.worker.metrics import MeteredStore, WorkerMetrics, model_figures
 
 from .helpers import SETTINGS, Partition, event
 from .test_agents import FlakyProcessor, ListEmitter

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.app import create_app, learns_in_worker
 from streamproc.cli import main
 from streamproc.errors import ConfigError
 from streamproc.settings import Settings
+from streamproc.worker.app import create_app, learns_in_worker
 
 
 def test_defaults() -> None:

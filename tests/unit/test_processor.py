@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from streamproc import processor as processor_module
 from streamproc.events.codec import RawMessage
 from streamproc.processor import Processor, StateConflictError
-from streamproc.segmentation import Segmenter
+from streamproc.segments.segmenter import Segmenter
 from streamproc.state.keys import timer_index_key
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
 
 from .helpers import SETTINGS, Partition, event, replay_with_redeliveries
 
@@ -250,8 +250,8 @@ async def test_erase_removes_the_customer_and_later_events_start_afresh():
 
 
 async def test_an_erase_tells_the_learner_before_the_observations_of_the_events_after_it():
-    from streamproc.intent import IntentScorer
-    from streamproc.observations import parse
+    from streamproc.learning.observations import parse
+    from streamproc.learning.scorer import IntentScorer
 
     store = MemoryStore()
     proc = Processor(SETTINGS, store, clock_ms=lambda: 1_772_359_200_050,

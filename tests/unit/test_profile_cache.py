@@ -16,13 +16,14 @@ import redis.exceptions
 
 from streamproc import processor as processor_module
 from streamproc.events.codec import RawMessage
-from streamproc.intent import IntentScorer
+from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import Processor
-from streamproc.segmentation import Segmenter
+from streamproc.segments.segmenter import Segmenter
 from streamproc.settings import Settings
 from streamproc.simulator import Population, generate_events
 from streamproc.state.keys import customer_key
-from streamproc.state.store import MemoryStore, Stored
+from streamproc.state.memory import MemoryStore
+from streamproc.state.store import Stored
 
 from .helpers import SETTINGS, Partition, event
 

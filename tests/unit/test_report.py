@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamproc.decisions.logs import join, read_jsonl
+from streamproc.decisions.decision_log import join, read_jsonl
 from streamproc.decisions.report import arm_results, render_table
 
 
@@ -101,7 +101,7 @@ def test_jsonl_reading_keeps_bad_lines_as_skipped(tmp_path: Path) -> None:
 
 
 def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
-    from streamproc.decisions.logs import LogError
+    from streamproc.decisions.decision_log import LogError
 
     with pytest.raises(LogError, match="cannot read"):
         read_jsonl(tmp_path / "missing.jsonl")

@@ -3,10 +3,10 @@ from __future__ import annotations
 import orjson
 
 from streamproc.processor import Processor
-from streamproc.segmentation import Segmenter, base_cuts, rfm_buckets
 from streamproc.segments import DEFAULT_CUTS, bucket_of
+from streamproc.segments.segmenter import Segmenter, base_cuts, rfm_buckets
 from streamproc.settings import Settings
-from streamproc.state.store import MemoryStore
+from streamproc.state.memory import MemoryStore
 
 from .helpers import SETTINGS, Partition, event
 

@@ -16,7 +16,7 @@ from streamproc.segments import (
     changed,
     parse_rules,
 )
-from streamproc.segments.catalog import SEGMENTATIONS
+from streamproc.segments.builtin import SEGMENTATIONS
 
 DAY = 86_400_000
 NOW = 20_000 * DAY

@@ -22,7 +22,7 @@ import pytest
 from streamproc.errors import StackError
 from streamproc.settings import Settings
 from streamproc.stack import jars, kafka, process, redis, stack_status, stack_up, topics
-from streamproc.stack.status import ComponentStatus, StackStatus
+from streamproc.stack.components import ComponentStatus, StackStatus
 
 
 def free_port() -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.agents import BatchStats
 from streamproc.cli import main
-from streamproc.heartbeat import STALE_AFTER_S, Heartbeat, WorkerBeat, parse_beat
 from streamproc.settings import Settings
 from streamproc.state.keys import InvalidIdentifierError
-from streamproc.status import build_status
+from streamproc.worker.agents import BatchStats
+from streamproc.worker.heartbeat import STALE_AFTER_S, Heartbeat, WorkerBeat, parse_beat
+from streamproc.worker.status import build_status
 
 
 class Clock:

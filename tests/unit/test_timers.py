@@ -17,10 +17,11 @@ from streamproc.decisions.record import iso_ms
 from streamproc.decisions.timers import next_lifecycle_due
 from streamproc.events.codec import RawMessage
 from streamproc.processor import Processor, default_engine
-from streamproc.segmentation import Segmenter
 from streamproc.segments.config import SegmentConfig
+from streamproc.segments.segmenter import Segmenter
 from streamproc.state.keys import customer_key
-from streamproc.state.store import MemoryStore, Stored
+from streamproc.state.memory import MemoryStore
+from streamproc.state.store import Stored
 
 from .helpers import SETTINGS, Partition, event
 

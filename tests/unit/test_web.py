@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from streamproc.web import PROBE_TIMEOUT_S, KafkaProbe, readiness
+from streamproc.worker.web import PROBE_TIMEOUT_S, KafkaProbe, readiness
 
 
 async def test_the_kafka_probe_says_why_when_no_broker_answers() -> None:

@@ -1,6 +1,6 @@
 """``streamproc status``: the workers, their partitions, the consumer lag and errors at a glance.
 
-Workers come from their heartbeats in Redis (:mod:`streamproc.heartbeat`); the lag of every
+Workers come from their heartbeats in Redis (:mod:`streamproc.worker.heartbeat`); the lag of every
 input partition is the broker's end offset minus the consumer group's committed offset (what
 a worker taking the partition over would start from), read with aiokafka's admin client.
 """
@@ -25,9 +25,9 @@ from aiokafka.errors import (
 )
 
 from streamproc.errors import StreamprocError
-from streamproc.heartbeat import STALE_AFTER_S, TTL_S, WorkerBeat, read_beats
 from streamproc.settings import Settings
 from streamproc.tail import topic_partitions
+from streamproc.worker.heartbeat import STALE_AFTER_S, TTL_S, WorkerBeat, read_beats
 
 TIMEOUT_S = 15.0
 Partition = tuple[str, int]

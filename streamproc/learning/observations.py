@@ -38,7 +38,7 @@ redelivery.
 >>> parse(b'{"kind": "score"}')
 Traceback (most recent call last):
 ...
-streamproc.observations.ObservationError: not a learning record: missing or bad customer_id
+streamproc.learning.observations.ObservationError: not a learning record: missing or bad customer_id
 """
 
 from __future__ import annotations

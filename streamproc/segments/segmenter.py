@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streamproc.days import DAY_MS
 from streamproc.events.codec import Event
 from streamproc.segments import (
     CUSTOM_PREFIX,
@@ -29,7 +30,7 @@ from streamproc.segments import (
     cuts_from_histograms,
 )
 from streamproc.settings import Settings
-from streamproc.state.profile import DAY_MS, Profile
+from streamproc.state.profile import Profile
 from streamproc.state.store import Store
 
 HISTOGRAM_REFRESH_S = 5.0

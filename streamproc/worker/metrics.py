@@ -2,9 +2,10 @@
 
 Each :class:`WorkerMetrics` owns its own ``CollectorRegistry`` (tests build several apps in one
 process, and the global registry would refuse a second set of the same names). The batch loop
-(:mod:`streamproc.agents`) reports every published batch with :meth:`WorkerMetrics.on_published`;
-the Redis store is wrapped by :class:`MeteredStore`, which counts round trips and errors; the
-consumer lag and the model figures are read when Prometheus scrapes.
+(:mod:`streamproc.worker.agents`) reports every published batch with
+:meth:`WorkerMetrics.on_published`; the Redis store is wrapped by :class:`MeteredStore`, which
+counts round trips and errors; the consumer lag and the model figures are read when Prometheus
+scrapes.
 
 >>> m = WorkerMetrics()
 >>> m.on_published([RawMessage("t.browsing", 0, 5, b"c1", b"{}", 1_000)], BatchResult(

@@ -45,8 +45,8 @@ def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from streamproc.app import create_app, run_worker
     from streamproc.stack import ensure_topics
+    from streamproc.worker.app import create_app, run_worker
 
     overrides: dict[str, Any] = {}
     if args.web_port is not None:
@@ -88,8 +88,8 @@ async def _learn(settings: Settings) -> None:
     """The learner until SIGTERM or Ctrl-C, which write its last snapshot before it exits."""
     import signal
 
-    from streamproc.app import serve_learner, tune_gc
     from streamproc.stack import ensure_topics
+    from streamproc.worker.app import serve_learner, tune_gc
 
     created = await ensure_topics(settings)
     if created:
@@ -163,7 +163,7 @@ async def _forget(settings: Settings, customer_id: str) -> int:
 
     from aiokafka import AIOKafkaProducer
 
-    from streamproc.observations import erase_record
+    from streamproc.learning.observations import erase_record
     from streamproc.state.keys import validate_customer_id
     from streamproc.state.store import RedisStore
 
@@ -222,7 +222,7 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 async def _read_snapshot(settings: Settings) -> bytes | None:
     import redis.asyncio as aioredis
 
-    from streamproc.modelstore import RedisModelStore
+    from streamproc.learning.modelstore import RedisModelStore
 
     client = aioredis.from_url(settings.redis_url, decode_responses=False)
     try:
@@ -234,7 +234,7 @@ async def _read_snapshot(settings: Settings) -> bytes | None:
 def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     import redis.exceptions
 
-    from streamproc.intent import snapshot_stats
+    from streamproc.learning.scorer import snapshot_stats
     from streamproc.state.keys import model_key
 
     if not settings.model_secret:
@@ -268,7 +268,7 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from streamproc.status import collect_status
+    from streamproc.worker.status import collect_status
 
     status = asyncio.run(collect_status(settings))
     if args.json:
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
     p.set_defaults(func=_cmd_settings)
 
-    from streamproc.decisions.commands import add_commands as add_decision_commands
+    from streamproc.cli.decisions import add_commands as add_decision_commands
 
     add_decision_commands(sub)  # evaluate, report, bandit, respond
 
@@ -518,6 +518,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

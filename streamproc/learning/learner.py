@@ -1,7 +1,7 @@
 """The one learner: labels the scoring workers' observations, learns, publishes snapshots.
 
 Design (docs/models.md has the whole picture and its limits). The scoring workers publish
-observations (:mod:`streamproc.observations`) to the learning topic, which has **one
+observations (:mod:`streamproc.learning.observations`) to the learning topic, which has **one
 partition**. Every worker runs :func:`run_learner`, an aiokafka consumer in the group
 ``<STREAMPROC_APP_ID>.learner``; Kafka gives the one partition to one member, so exactly one
 worker learns at a time, and when it dies (after the session timeout, 10 s) or leaves, another
@@ -19,8 +19,8 @@ takes over. The learner:
   the expectations whose ``STREAMPROC_BANDIT_REWARD_WAIT_MINUTES`` ended by its watermark;
 * every ``STREAMPROC_MODEL_SNAPSHOT_SECONDS`` or ``STREAMPROC_MODEL_SNAPSHOT_LABELS`` labels,
   and when it loses the partition or stops, publishes a signed snapshot with the next version
-  (:mod:`streamproc.modelstore`): the models for the scoring workers (with a serving copy of
-  the bandit), and its own state (models, the bandit with its open expectations, pending
+  (:mod:`streamproc.learning.modelstore`): the models for the scoring workers (with a serving
+  copy of the bandit), and its own state (models, the bandit with its open expectations, pending
   labels, and the offset of the last observation it consumed).
 
 The source of truth is the topic plus the snapshot. A learner that gets the partition restores
@@ -45,15 +45,15 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.lessons import BanditLearner
-from streamproc.intent import ServedModels
+from streamproc.learning.modelstore import ModelStore
+from streamproc.learning.observations import Observation, ObservationError, parse_all
+from streamproc.learning.scorer import ServedModels
 from streamproc.models.clusters import BehaviourClusters
 from streamproc.models.intent import IntentModel
 from streamproc.models.join import LabelJoin
 from streamproc.models.labels import Labelled
 from streamproc.models.ltv import LifetimeValue
 from streamproc.models.snapshot import SnapshotError, dump, load
-from streamproc.modelstore import ModelStore
-from streamproc.observations import Observation, ObservationError, parse_all
 from streamproc.segments.config import SegmentConfig
 from streamproc.settings import Settings
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamproc.segments import demographic, intent, journey, lifecycle, rfm, tiers
+from streamproc.segments import demographic, intent_tier, journey, lifecycle, rfm, tiers
 
 CUSTOM_PREFIX = "custom."
 MEMBER, NOT_MEMBER = "member", "not_member"
@@ -17,7 +17,7 @@ SEGMENTATIONS: dict[str, tuple[str, ...] | None] = {
     "gender": (*demographic.GENDERS, demographic.UNKNOWN),
     "country": None,
     # Only for customers with an intent score (scores.intent).
-    "intent": intent.SEGMENTS,
+    "intent": intent_tier.SEGMENTS,
     # Only for customers assigned to a behaviour cluster: its stable id, "0" to "k-1".
     "cluster": None,
 }

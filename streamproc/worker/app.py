@@ -17,20 +17,20 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
-from streamproc import heartbeat, web
-from streamproc.agents import BatchStats, Emitter, consume
-from streamproc.batching import take_batches
 from streamproc.decisions.bandit import ThompsonChooser
-from streamproc.emitter import KafkaEmitter
 from streamproc.events.codec import RawMessage
-from streamproc.intent import IntentScorer, ServedModels
-from streamproc.learner import Learner, run_learner
-from streamproc.metrics import MeteredStore, WorkerMetrics
-from streamproc.modelstore import RedisModelStore
+from streamproc.learning.learner import Learner, run_learner
+from streamproc.learning.modelstore import RedisModelStore
+from streamproc.learning.scorer import IntentScorer, ServedModels
 from streamproc.processor import Processor, default_engine
-from streamproc.segmentation import Segmenter
+from streamproc.segments.segmenter import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
+from streamproc.worker import heartbeat, web
+from streamproc.worker.agents import BatchStats, Emitter, consume
+from streamproc.worker.batching import take_batches
+from streamproc.worker.emitter import KafkaEmitter
+from streamproc.worker.metrics import MeteredStore, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def create_app(
     app = faust.App(settings.app_id, **options)
     topics = settings.topics
     inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes)
-    # Outputs go through a plain aiokafka producer (streamproc.emitter says why not Faust's).
+    # Outputs go through a plain aiokafka producer (streamproc.worker.emitter says why not Faust's).
     out = emitter or KafkaEmitter(settings)
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
@@ -209,7 +209,7 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
         except Exception as exc:  # never stop the worker for its heartbeat
             log.warning("could not send the heartbeat to Redis (%s: %s)", type(exc).__name__, exc)
 
-    app.timer(heartbeat.INTERVAL_S, name="streamproc.heartbeat")(send_heartbeat)
+    app.timer(heartbeat.INTERVAL_S, name="streamproc.worker.heartbeat")(send_heartbeat)
 
     @app.on_before_shutdown.connect
     async def leave(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -240,7 +240,7 @@ def partition_backlog(app: faust.types.AppT) -> Callable[[Any], int | None]:
 async def raw_batches(
     stream: faust.StreamT[Any], settings: Settings, metrics: WorkerMetrics | None = None,
 ) -> AsyncIterator[Sequence[RawMessage]]:
-    """The worker's batches (streamproc.batching): up to STREAMPROC_BATCH_SIZE events, filled
+    """The worker's batches (streamproc.worker.batching): up to STREAMPROC_BATCH_SIZE events, filled
     for STREAMPROC_BATCH_WAIT_MS, or STREAMPROC_BATCH_BEHIND_WAIT_MS while the worker is behind
     (its newest event older than STREAMPROC_BATCH_BEHIND_MS, and more waiting in its
     partition)."""

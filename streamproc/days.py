@@ -9,6 +9,8 @@ in the profile's ``activity`` and ``purchases.days`` keys.
 
 from __future__ import annotations
 
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 

@@ -23,8 +23,8 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
-from streamproc.agents import BatchStats
 from streamproc.state.keys import worker_key, workers_key
+from streamproc.worker.agents import BatchStats
 
 log = logging.getLogger(__name__)
 

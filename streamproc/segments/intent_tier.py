@@ -1,9 +1,10 @@
 """Purchase intent tier from the worker's intent score (``scores.intent``, 0..1).
 
 The score is the online intent model's probability that the customer buys within
-``STREAMPROC_INTENT_HORIZON_MINUTES`` of their last browsing event (:mod:`streamproc.intent`).
-Tiers, with :class:`~streamproc.segments.config.SegmentConfig`'s thresholds (defaults in
-brackets, the same as :meth:`IntentModel.tier <streamproc.models.intent.IntentModel.tier>`):
+``STREAMPROC_INTENT_HORIZON_MINUTES`` of their last browsing event
+(:mod:`streamproc.learning.scorer`). Tiers, with
+:class:`~streamproc.segments.config.SegmentConfig`'s thresholds (defaults in brackets, the same
+as :meth:`IntentModel.tier <streamproc.models.intent.IntentModel.tier>`):
 
 - ``hot``: score at least ``intent_hot`` (0.5);
 - ``warm``: at least ``intent_warm`` (0.2);

@@ -1,6 +1,6 @@
 """The worker's HTTP endpoints, on Faust's web server (``STREAMPROC_WEB_HOST:WEB_PORT``).
 
-* ``/metrics``: Prometheus text format (:mod:`streamproc.metrics`); the consumer lag of every
+* ``/metrics``: Prometheus text format (:mod:`streamproc.worker.metrics`); the consumer lag of every
   assigned partition is measured at each scrape.
 * ``/livez``: 200 while the event loop answers (a wedged loop answers nothing: the probe times
   out). Restart the worker when it fails.
@@ -20,7 +20,7 @@ import faust
 import redis.asyncio as aioredis
 from aiokafka.client import AIOKafkaClient
 
-from streamproc.metrics import CONTENT_TYPE, WorkerMetrics
+from streamproc.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 PROBE_TIMEOUT_S = 2.0
 

@@ -22,7 +22,7 @@ from streamproc.events.codec import RawMessage, deadletter_record
 from streamproc.processor import BatchResult, Processor, StateConflictError
 
 if TYPE_CHECKING:
-    from streamproc.metrics import WorkerMetrics
+    from streamproc.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Purchase intent in the scoring workers: score every browsing event with the served model.
 
 The per-event hook of :class:`~streamproc.processor.Processor` (``scorer=``), in the style of
-:class:`~streamproc.segmentation.Segmenter`. On every event of a customer, after the profile
+:class:`~streamproc.segments.segmenter.Segmenter`. On every event of a customer, after the profile
 took the event:
 
 * a **browsing** event (page_view, product_view, search, cart_add, cart_remove, checkout) is
@@ -10,14 +10,14 @@ took the event:
   segmentation, cold/warm/hot, and by the decision record) once the model has learnt from
   :data:`MIN_LABELS` labels (an untrained model says 0.5 to everybody, "hot");
 * a browsing event yields a ``score`` *observation* (features, score, model version) and a
-  purchase a ``purchase`` observation (:mod:`streamproc.observations`), published to the
+  purchase a ``purchase`` observation (:mod:`streamproc.learning.observations`), published to the
   one-partition learning topic once the customer's state write succeeded (they travel in the
   processor's outbox, so a redelivered batch publishes them again; the learner drops the
   second copy).
 
-The scoring workers never learn. The one learner (:mod:`streamproc.learner`: whichever worker
-holds the learning topic's partition) joins the observations with the purchases into labels,
-learns, and publishes signed, versioned snapshots to Redis (:mod:`streamproc.modelstore`).
+The scoring workers never learn. The one learner (:mod:`streamproc.learning.learner`: whichever
+worker holds the learning topic's partition) joins the observations with the purchases into labels,
+learns, and publishes signed, versioned snapshots to Redis (:mod:`streamproc.learning.modelstore`).
 :meth:`IntentScorer.refresh`, called before every batch and by a timer, checks the snapshot's
 version key every ``STREAMPROC_MODEL_RELOAD_SECONDS`` and loads a newer snapshot: every worker
 serves the learner's latest version at most that long (plus one Redis read) after it is
@@ -41,19 +41,19 @@ from typing import Any
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.events.codec import Event
-from streamproc.models.clusters import BehaviourClusters
-from streamproc.models.features import EVENT_TYPES, behaviour_vector, intent_features
-from streamproc.models.intent import IntentModel
-from streamproc.models.ltv import LifetimeValue
-from streamproc.models.snapshot import SnapshotError, load, verify
-from streamproc.modelstore import ModelStore
-from streamproc.observations import (
+from streamproc.learning.modelstore import ModelStore
+from streamproc.learning.observations import (
     FEATURE_NAMES,
     FEATURES_ID,
     purchase_record,
     read_from,
     score_record,
 )
+from streamproc.models.clusters import BehaviourClusters
+from streamproc.models.features import EVENT_TYPES, behaviour_vector, intent_features
+from streamproc.models.intent import IntentModel
+from streamproc.models.ltv import LifetimeValue
+from streamproc.models.snapshot import SnapshotError, load, verify
 from streamproc.segments.config import SegmentConfig
 from streamproc.settings import Settings
 from streamproc.state.profile import Profile

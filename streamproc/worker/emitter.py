@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from streamproc.observations import pack_batch
+from streamproc.learning.observations import pack_batch
 from streamproc.processor import BatchResult
 from streamproc.settings import Settings
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streamproc.decisions.bandit import ThompsonChooser
+    from streamproc.decisions.decision_log import DecisionLog
     from streamproc.decisions.evaluation import Policy
-    from streamproc.decisions.logs import DecisionLog
     from streamproc.settings import Settings
 
 SOURCES_HELP = ("Decisions and feedback are read from the decisions and feedback topics, from "
@@ -32,7 +32,7 @@ def _add_sources(p: argparse.ArgumentParser) -> None:
 
 
 def _load(settings: Settings, args: argparse.Namespace) -> DecisionLog:
-    from streamproc.decisions.logs import load_log
+    from streamproc.decisions.decision_log import load_log
 
     return asyncio.run(load_log(settings, args.decisions, args.feedback, progress=sys.stderr))
 
@@ -53,7 +53,7 @@ def read_bandit(blob: bytes, settings: Settings) -> tuple[ThompsonChooser, dict[
     snapshot holds no bandit."""
     from streamproc.decisions.bandit import ThompsonChooser
     from streamproc.errors import StreamprocError
-    from streamproc.intent import ServedModels
+    from streamproc.learning.scorer import ServedModels
     from streamproc.models.snapshot import SnapshotError, load
 
     if not settings.model_secret:
@@ -85,7 +85,7 @@ async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[s
     import redis.exceptions
 
     from streamproc.errors import StreamprocError
-    from streamproc.modelstore import RedisModelStore
+    from streamproc.learning.modelstore import RedisModelStore
     from streamproc.state.keys import model_key
 
     client = aioredis.from_url(settings.redis_url, decode_responses=False)

@@ -1,0 +1,110 @@
+"""The state store's contract in a dict: for unit tests, the broker-free agent test and the
+benchmarks that leave Redis out (:class:`streamproc.state.store.Store` documents it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streamproc.state.keys import (
+    HISTOGRAMS,
+    customer_key,
+    customer_keys,
+    latest_decisions_key,
+    timer_index_key,
+    timer_watermark_key,
+)
+from streamproc.state.store import DueTimers, Stored, Write, decode_profile
+
+
+class MemoryStore:
+    """The same contract in a dict: for unit tests and the broker-free agent test."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Stored] = {}
+        self.buckets: dict[str, tuple[str, ...]] = {}
+        self.hist: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
+        self.round_trips = 0
+        # Timer indexes (key -> member -> due), watermarks (key -> ms), tidx per customer key.
+        self.zsets: dict[str, dict[str, int]] = {}
+        self.strings: dict[str, int] = {}
+        self.tidx: dict[str, tuple[tuple[str, str], ...]] = {}
+        # Latest decisions: key -> slot -> record JSON (no expiry: a reader checks expires_at).
+        self.latest: dict[str, dict[str, bytes]] = {}
+
+    async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
+        self.round_trips += 1
+        empty = Stored(0, None, None)
+        return {cid: self.rows.get(customer_key(cid), empty) for cid in customer_ids}
+
+    async def save(self, writes: Sequence[Write]) -> list[str]:
+        self.round_trips += 1
+        lost = []
+        for w in writes:
+            key = customer_key(w.customer_id)
+            current = self.rows.get(key)
+            if (current.version if current else 0) != w.expected_version:
+                lost.append(w.customer_id)
+                continue
+            self.rows[key] = Stored(w.expected_version + 1, w.doc, w.outbox)
+            self._move(key, w.buckets or ("",) * len(HISTOGRAMS))
+            self.tidx[key] = w.timers
+            for index, member, due in w.timers_add:
+                self.zsets.setdefault(index, {})[member] = due
+            for index, member in w.timers_remove:
+                self.zsets.get(index, {}).pop(member, None)
+            if w.latest:
+                self.latest.setdefault(latest_decisions_key(w.customer_id), {}).update(w.latest)
+        return lost
+
+    def _move(self, key: str, new: tuple[str, ...]) -> None:
+        old = self.buckets.pop(key, ("",) * len(HISTOGRAMS))
+        for name, before, after in zip(HISTOGRAMS, old, new, strict=True):
+            counts = self.hist[name]
+            if before:
+                counts[before] -= 1
+            if after:
+                counts[after] = counts.get(after, 0) + 1
+        if any(new):
+            self.buckets[key] = new
+
+    async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
+        return decode_profile((await self.load([customer_id]))[customer_id])
+
+    async def erase(self, customer_id: str) -> int:
+        self._move(customer_key(customer_id), ("",) * len(HISTOGRAMS))
+        for index, member in self.tidx.pop(customer_key(customer_id), ()):
+            self.zsets.get(index, {}).pop(member, None)
+        return (sum(self.rows.pop(k, None) is not None for k in customer_keys(customer_id))
+                + (self.latest.pop(latest_decisions_key(customer_id), None) is not None))
+
+    async def histograms(self) -> dict[str, dict[str, int]]:
+        return {name: {b: n for b, n in counts.items() if n > 0}
+                for name, counts in self.hist.items()}
+
+    async def due_timers(self, app_id: str, seen: Mapping[int, int], lateness_ms: int,
+                         limit: int) -> list[DueTimers]:
+        self.round_trips += 1
+        out = []
+        for partition in sorted(seen):
+            wm_key = timer_watermark_key(app_id, partition)
+            wm = self.strings[wm_key] = max(self.strings.get(wm_key, 0), seen[partition])
+            index = self.zsets.get(timer_index_key(app_id, partition), {})
+            due = sorted((d, m) for m, d in index.items() if d <= wm - lateness_ms)[:limit]
+            out.append(DueTimers(partition, wm, [m for _, m in due]))
+        return out
+
+    async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
+                            lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
+        lost = await self.save(writes)
+        due = await self.due_timers(app_id, seen, lateness_ms, limit)
+        self.round_trips -= 1  # one round trip for both, as in Redis
+        return lost, due
+
+    async def clear_timers(self, entries: Sequence[tuple[str, str]]) -> None:
+        self.round_trips += 1
+        for index, member in entries:
+            self.zsets.get(index, {}).pop(member, None)
+
+    async def close(self) -> None:
+        return None
