@@ -1,4 +1,5 @@
-"""The ``streamproc evaluate`` and ``streamproc report`` commands (registered by ``cli.py``).
+"""The ``streamproc evaluate`` and ``streamproc report`` commands (registered by
+:mod:`streamproc.cli.commands`).
 
 Only argparse is imported at module level, so ``streamproc --help`` stays instant.
 """
