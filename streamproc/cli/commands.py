@@ -260,10 +260,27 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
-    width = max(len(ENV_PREFIX + name) for name, _, _ in SETTING_DOCS)
-    for name, default, doc in SETTING_DOCS:
-        shown = default or ("from the prefix" if name.startswith("TOPIC_") else "none")
-        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {shown})")
+    from streamproc.settings import FROM_DEFAULT, shown_values
+
+    rows = shown_values(settings)
+    if args.json:
+        print(orjson.dumps({name: {"value": value, "source": source}
+                            for name, value, source in rows},
+                           option=orjson.OPT_INDENT_2).decode())
+        return 0
+    docs = {ENV_PREFIX + name: (default, doc) for name, default, doc in SETTING_DOCS}
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(40, max(len(value or "(empty)") for _, value, _ in rows))
+    for name, value, source in rows:
+        default, doc = docs[name]
+        print(f"{name:<{width}}  {value or '(empty)':<{value_width}}  [{source}]")
+        if args.verbose:
+            shown = default or ("from the prefix" if name.startswith(ENV_PREFIX + "TOPIC_")
+                                else "none")
+            print(f"{'':<{width}}    {doc} (default: {shown})")
+    changed = sum(source != FROM_DEFAULT for _, _, source in rows)
+    print(f"\n{changed} of {len(rows)} settings not from their default; --verbose describes "
+          "each", file=sys.stderr)
     return 0
 
 
@@ -331,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "each needs its own --web-port, or none (the default).")
     p.add_argument("--web-port", type=int, help="serve /metrics, /livez and /readyz on this port "
                    "(default: STREAMPROC_WEB_PORT, 0 = off)")
-    p.add_argument("--log-level", choices=["debug", "info", "warn", "error"],
-                   help="default: STREAMPROC_LOG_LEVEL or info")
+    p.add_argument("--log-level", type=_log_level, choices=["debug", "info", "warn", "error"],
+                   help="debug, info, warn (or warning) or error, any case (default: "
+                   "STREAMPROC_LOG_LEVEL or info)")
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("learner", help="run the learner as its own process (Ctrl-C stops it)",
@@ -396,7 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "2 when the secret is missing or does not match.")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
+    p = sub.add_parser("settings", help="show the STREAMPROC_* settings in force and their source",
+                       description="Every STREAMPROC_* setting with the value in force and where "
+                       "it came from: [environment] or [default]. The model secret is masked, "
+                       "and so is a password in the Redis URL. An unknown STREAMPROC_ variable "
+                       "(a typo) is an error naming the nearest known setting; an invalid "
+                       "value is an error saying what is expected (exit 2).")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also describe each setting and give its default")
+    p.add_argument("--json", action="store_true",
+                   help="print {name: {value, source}} as JSON")
     p.set_defaults(func=_cmd_settings)
 
     from streamproc.cli.decisions import add_commands as add_decision_commands
@@ -485,6 +512,12 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _log_level(text: str) -> str:
+    from streamproc.settings import normalise_log_level
+
+    return normalise_log_level(text)
 
 
 def _name_list(text: str) -> tuple[str, ...]:
