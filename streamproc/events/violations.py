@@ -98,7 +98,8 @@ def explain_violation(exc: fastjsonschema.JsonSchemaValueException) -> str:
         return f"{subject} must be {definition.get('const')!r}; got {_short(value)}"
     if rule == "type":
         wanted = definition.get("type")
-        names = [_TYPES.get(t, t) for t in (wanted if isinstance(wanted, list) else [wanted])]
+        names = [_TYPES.get(str(t), str(t))
+                 for t in (wanted if isinstance(wanted, list) else [wanted])]
         return f"{subject} must be {' or '.join(names)}; got {_kind(value)} ({_short(value)})"
     if rule in {"minLength", "maxLength", "pattern"} and definition.get("pattern") in _PATTERNS:
         return f"{subject} must be {_PATTERNS[definition['pattern']]}; got {_short(value)}"
