@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamproc import __version__
-from streamproc.errors import StreamprocError
+from streamproc.errors import ConfigError, StreamprocError
 from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
 
 EPILOG = """\
@@ -299,8 +299,33 @@ def _cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.decisions.catalogue import default_catalogue_path, describe, load_catalogue
 
     path = args.file or settings.catalogue or default_catalogue_path()
-    # A ConfigError lists every problem with its place; main() prints it and exits 2.
-    print(describe(load_catalogue(path, activity_days=settings.activity_days), path))
+    try:
+        catalogue = load_catalogue(path, activity_days=settings.activity_days)
+    except ConfigError as exc:  # every problem, each with its line and id
+        print(exc)
+        return 1
+    print(describe(catalogue, path))
+    return 0
+
+
+def _cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.segments.rulefile import RuleFile
+
+    path = args.file or settings.segment_rules
+    if not path:
+        raise StreamprocError("give a rules FILE or set STREAMPROC_SEGMENT_RULES (an example: "
+                              "schemas/examples/segment-rules.yaml)")
+    try:  # the worker's own loader: what passes here passes at the worker's start
+        rules = RuleFile(path, activity_days=settings.activity_days).current()
+    except ConfigError as exc:  # every problem, each with its line and rule name
+        print(exc)
+        return 1
+    print(f"{path}: valid, {len(rules)} custom segment{'' if len(rules) == 1 else 's'} "
+          f"(segmentations custom.<name>; windows up to STREAMPROC_ACTIVITY_DAYS="
+          f"{settings.activity_days} days)")
+    width = max((len(r.name) for r in rules.rules), default=0)
+    for rule in rules.rules:
+        print(f"  {rule.name:<{width}}  {rule.description}".rstrip())
     return 0
 
 
@@ -443,11 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("catalogue", help="check a decision catalogue and show what it holds",
                        description="Check a decision catalogue (YAML or JSON) as a worker "
                        "would at start, and print its slots, actions, triggers, caps and "
-                       "experiments. Exits 2 listing every problem, each with its place, when "
-                       "it is not valid.")
+                       "experiments. When it is not valid, lists every problem in one pass, "
+                       "each with its line, its item's id and its place "
+                       "(line 47: actions[4] (id: cart_reminder).kind: ...), and exits 1.")
     p.add_argument("file", nargs="?", help="the catalogue to check (default: "
                    "STREAMPROC_CATALOGUE, else the shipped schemas/examples/catalogue.yaml)")
     p.set_defaults(func=_cmd_catalogue)
+
+    p = sub.add_parser("rules", help="check a segment-rules file and show its segments",
+                       description="Check a custom segment-rules file (YAML or JSON) exactly as "
+                       "a worker does at start, with the worker's loader and "
+                       "STREAMPROC_ACTIVITY_DAYS, and print its segments. When it is not valid, "
+                       "lists every problem in one pass, each with its line, its rule's name "
+                       "and its place (line 12: segments[2] (name: vip).when.field: ...), and "
+                       "exits 1; exits 0 when it is valid.")
+    p.add_argument("file", nargs="?", type=Path, help="the rules file to check (default: "
+                   "STREAMPROC_SEGMENT_RULES)")
+    p.set_defaults(func=_cmd_rules)
 
     p = sub.add_parser("bench", help="benchmark the pipeline against raw aiokafka and bare Faust",
                        description="On the real stack and the same simulated events: (1) a raw "

@@ -10,7 +10,7 @@ from streamproc.settings import KNOWN_VARIABLES, SETTING_DOCS, Settings
 
 @pytest.mark.parametrize("command", [[], ["stack"], ["worker"], ["simulate"], ["profile"],
                                      ["tail"], ["settings"], ["forget"], ["models"],
-                                     ["catalogue"], ["learner"]])
+                                     ["catalogue"], ["learner"], ["rules"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([*command, "--help"])
