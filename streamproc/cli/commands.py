@@ -153,6 +153,10 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"streamproc: no profile stored for customer {args.customer_id!r}", file=sys.stderr)
         return 1
     shown = {"customer_id": args.customer_id, **found}
+    if args.human:
+        from streamproc.state.readable import readable
+
+        shown = readable(shown)
     print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -334,7 +338,7 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchOptions)
              if getattr(args, f.name) not in (None, False)}
-    options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    options = BenchOptions.quick_run(**given) if args.quick else BenchOptions(**given)
     try:
         report = asyncio.run(Bench(settings, options, os.environ, sys.stderr).run())
     except asyncio.CancelledError:  # SIGTERM: the bench has stopped its workers and cleaned up
@@ -403,8 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print everything stored about the customer (right of "
                        "access): the profile, its version, the decisions and segment moves "
                        "of its last batch, and the latest decision per slot, from Redis. "
+                       "Times are epoch milliseconds and days epoch day numbers, as stored; "
+                       "--human shows them as ISO 8601 UTC times and dates. "
                        "Exits 1 when nothing is stored.")
     p.add_argument("customer_id")
+    p.add_argument("--human", action="store_true",
+                   help="times as 2026-03-01T10:03:00.000Z and days as 2026-03-01 instead of "
+                   "epoch milliseconds and day numbers (for people; the default is for "
+                   "programs)")
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("forget", help="erase everything stored about a customer",
@@ -531,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "on a shared machine one run's figures can be tens of per cent off (default: 1)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     p.add_argument("--quick", action="store_true",
-                   help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "
-                   "not figures")
+                   help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test; "
+                   "prints the figures without judging them against the targets")
     p.set_defaults(func=_cmd_bench)
     return parser
 

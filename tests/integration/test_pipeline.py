@@ -35,6 +35,13 @@ async def test_event_in_decision_out_and_profile_updated(stack_env: Env) -> None
     profile = orjson.loads(shown.stdout)["profile"]
     assert profile["cart"]["value"] == 159.0
     assert profile["counts"] == {"page_view": 1, "cart_add": 1, "sessions": 1}
+    assert profile["first_seen_ms"] == 1772359200000  # as stored, for programs
+
+    human = stack_env.cli("profile", cid, "--human")
+    assert human.returncode == 0, human.stderr
+    shown = orjson.loads(human.stdout)["profile"]
+    assert shown["first_seen_ms"] == "2026-03-01T10:00:00.000Z"
+    assert list(shown["activity"]["cart_add"]) == ["2026-03-01"]
 
 
 async def test_bad_messages_are_dead_lettered_and_the_worker_goes_on(stack_env: Env,
