@@ -3,13 +3,19 @@
 Every other module receives a :class:`Settings` (or the values it needs); nothing else reads the
 environment. The defaults point at the local stack (``streamproc stack up``).
 
->>> s = Settings.from_env({"STREAMPROC_PARTITIONS": "4"})
->>> s.partitions, s.topics.browsing
-(4, 'streamproc.browsing')
+Each value remembers where it came from (:attr:`Settings.sources`: ``environment`` or
+``default``), which ``streamproc settings`` shows beside the values in force.
+
+>>> s = Settings.from_env({"STREAMPROC_PARTITIONS": "4", "STREAMPROC_LOG_LEVEL": "Warning"})
+>>> s.partitions, s.topics.browsing, s.log_level
+(4, 'streamproc.browsing', 'warn')
+>>> s.sources["PARTITIONS"], s.sources["BATCH_SIZE"]
+('environment', 'default')
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -98,7 +104,7 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("MODEL_SNAPSHOT_SECONDS", "30",
      "seconds between two snapshots of the learner's models and bandit"),
     ("WEB_PORT", "0", "port of the worker's web server; 0 disables it"),
-    ("LOG_LEVEL", "info", "worker log level: debug, info, warn, error"),
+    ("LOG_LEVEL", "info", "worker log level: debug, info, warn (or warning), error; any case"),
     ("STACK_DIR", ".stack", "data, logs and pid files of the local stack (git-ignored)"),
     ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
     ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
@@ -135,6 +141,48 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
 _DEFAULTS = {name: default for name, default, _ in SETTING_DOCS}
+
+# Where a value came from, as Settings.sources records it per setting name.
+FROM_ENVIRONMENT = "environment"
+FROM_DEFAULT = "default"
+# Settings shown masked by `streamproc settings`.
+SECRETS = frozenset({"MODEL_SECRET"})
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "crit")
+# Other spellings people write for a log level (Python's and syslog's names), case-insensitive.
+_LOG_LEVEL_SPELLINGS = {"warning": "warn", "critical": "crit", "fatal": "crit", "err": "error"}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def normalise_log_level(text: str) -> str:
+    """The canonical name of a log level, whatever its case or spelling.
+
+    >>> normalise_log_level("WARNING"), normalise_log_level("warn"), normalise_log_level("Info")
+    ('warn', 'warn', 'info')
+    """
+    level = text.strip().lower()
+    return _LOG_LEVEL_SPELLINGS.get(level, level)
+
+
+def _learner_place(text: str) -> str:
+    """``worker`` or ``off``; a boolean reads as on (in the worker) or off."""
+    value = text.strip().lower()
+    return "worker" if value in _TRUE else "off" if value in _FALSE else value
+
+
+def unknown_setting_problems(names: list[str]) -> list[str]:
+    """One line per unknown ``STREAMPROC_`` name, with the nearest known one when there is one.
+
+    >>> unknown_setting_problems(["STREAMPROC_REDIS_ULR"])
+    ['unknown setting STREAMPROC_REDIS_ULR: did you mean STREAMPROC_REDIS_URL?']
+    """
+    out = []
+    for name in names:
+        near = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.75)
+        out.append(f"unknown setting {name}: did you mean {near[0]}?" if near else
+                   f"unknown setting {name}: `streamproc settings` lists the known ones")
+    return out
 
 
 @dataclass(frozen=True)
@@ -180,6 +228,9 @@ class Settings:
     timers_per_batch: int = 1000
     profile_cache: int = 10000
     learner: str = "worker"
+    # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
+    # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -187,10 +238,14 @@ class Settings:
         env = os.environ if environ is None else environ
         unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in KNOWN_VARIABLES)
         if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(KNOWN_VARIABLES))}"
-            )
+            raise ConfigError("; ".join(unknown_setting_problems(unknown)))
+        sources = {name: FROM_ENVIRONMENT if env.get(ENV_PREFIX + name, "").strip()
+                   else FROM_DEFAULT for name in _DEFAULTS}
+        # Taken as they are, not stripped: an empty prefix and a secret's spaces count.
+        if ENV_PREFIX + "TOPIC_PREFIX" in env:
+            sources["TOPIC_PREFIX"] = FROM_ENVIRONMENT
+        if env.get(ENV_PREFIX + "MODEL_SECRET"):
+            sources["MODEL_SECRET"] = FROM_ENVIRONMENT
 
         def get(name: str) -> str:
             return env.get(ENV_PREFIX + name, "").strip() or _DEFAULTS[name]
@@ -225,7 +280,7 @@ class Settings:
             model_secret=env.get(ENV_PREFIX + "MODEL_SECRET", ""),
             model_snapshot_seconds=_int(get, "MODEL_SNAPSHOT_SECONDS", 1, 86_400),
             web_port=_int(get, "WEB_PORT", 0, 65535),
-            log_level=get("LOG_LEVEL").lower(),
+            log_level=normalise_log_level(get("LOG_LEVEL")),
             stack_dir=Path(get("STACK_DIR")).expanduser(),
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
@@ -244,18 +299,21 @@ class Settings:
             timer_lateness_seconds=_int(get, "TIMER_LATENESS_SECONDS", 0, 7 * 86_400),
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
-            learner=get("LEARNER").lower(),
+            learner=_learner_place(get("LEARNER")),
+            sources=sources,
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.log_level not in {"debug", "info", "warn", "error", "crit"}:
+        if self.log_level not in LOG_LEVELS:
             raise ConfigError(
-                f"STREAMPROC_LOG_LEVEL={self.log_level!r}: use debug, info, warn or error"
+                f"STREAMPROC_LOG_LEVEL={self.log_level!r}: use debug, info, warn (or warning) "
+                "or error"
             )
         if self.learner not in {"worker", "off"}:
-            raise ConfigError(f"STREAMPROC_LEARNER={self.learner!r}: use worker or off")
+            raise ConfigError(f"STREAMPROC_LEARNER={self.learner!r}: use worker or off "
+                              "(true and false also work)")
         if self.state_compression not in {"zstd", "zlib", "none"}:
             raise ConfigError(
                 f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zstd, zlib or none"
@@ -290,6 +348,51 @@ class Settings:
     def kafka_host_port(self) -> tuple[str, int]:
         host, _, port = self.kafka_bootstrap.split(",")[0].strip().rpartition(":")
         return host, int(port)
+
+
+def shown_values(settings: Settings) -> list[tuple[str, str, str]]:
+    """(variable, value in force, source) of every setting, secrets masked, for people.
+
+    >>> rows = shown_values(Settings.from_env({"STREAMPROC_MODEL_SECRET": "s3cret"}))
+    >>> for row in rows:
+    ...     if row[0].endswith(("MODEL_SECRET", "_PARTITIONS")):
+    ...         print(row)
+    ('STREAMPROC_PARTITIONS', '12', 'default')
+    ('STREAMPROC_MODEL_SECRET', '(set, 6 characters)', 'environment')
+    """
+    rows = []
+    for name, _, _ in SETTING_DOCS:
+        rows.append((ENV_PREFIX + name, _shown(settings, name),
+                     settings.sources.get(name, FROM_DEFAULT)))
+    return rows
+
+
+def _shown(settings: Settings, name: str) -> str:
+    if name in SECRETS:
+        secret = getattr(settings, name.lower())
+        return f"(set, {len(secret)} characters)" if secret else "(not set)"
+    if name == "TOPIC_PREFIX":
+        return _common_prefix(settings.topics)
+    if name.startswith("TOPIC_"):
+        return str(getattr(settings.topics, name.removeprefix("TOPIC_").lower()))
+    value = getattr(settings, name.lower())
+    if name == "REDIS_URL":
+        return _mask_password(value)
+    return "" if value is None else str(value)
+
+
+def _common_prefix(topics: Topics) -> str:
+    """The prefix the topic names were made with (the names of those not overridden)."""
+    made = [getattr(topics, f.name).removesuffix(f.name) for f in fields(Topics)
+            if getattr(topics, f.name).endswith(f.name)]
+    return max(set(made), key=made.count) if made else ""
+
+
+def _mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 _N = TypeVar("_N", int, float)

@@ -136,7 +136,10 @@ def render(report: dict[str, Any]) -> str:
                     lines.append(f"{r['offered_per_s']:>10,} {label:<14} {f['p50_ms']:>8.1f} "
                                  f"{f['p95_ms']:>8.1f} {f['p99_ms']:>8.1f} {f['max_ms']:>8.1f} "
                                  f"{times:>24}")
-    if report["targets"]:
+    if o.get("quick"):
+        lines += ["", "targets: not judged (--quick: a smoke test whose sizes are too small for "
+                  "its figures to mean anything; run without --quick to measure)"]
+    elif report["targets"]:
         lines += ["", "targets"]
         for t in report["targets"]:
             label = TARGET_LABELS.get(t["name"], t["name"])

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamproc import __version__
-from streamproc.errors import StreamprocError
+from streamproc.errors import ConfigError, StreamprocError
 from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
 
 EPILOG = """\
@@ -153,6 +153,10 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"streamproc: no profile stored for customer {args.customer_id!r}", file=sys.stderr)
         return 1
     shown = {"customer_id": args.customer_id, **found}
+    if args.human:
+        from streamproc.state.readable import readable
+
+        shown = readable(shown)
     print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -260,10 +264,27 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
-    width = max(len(ENV_PREFIX + name) for name, _, _ in SETTING_DOCS)
-    for name, default, doc in SETTING_DOCS:
-        shown = default or ("from the prefix" if name.startswith("TOPIC_") else "none")
-        print(f"{ENV_PREFIX + name:<{width}}  {doc} (default: {shown})")
+    from streamproc.settings import FROM_DEFAULT, shown_values
+
+    rows = shown_values(settings)
+    if args.json:
+        print(orjson.dumps({name: {"value": value, "source": source}
+                            for name, value, source in rows},
+                           option=orjson.OPT_INDENT_2).decode())
+        return 0
+    docs = {ENV_PREFIX + name: (default, doc) for name, default, doc in SETTING_DOCS}
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(40, max(len(value or "(empty)") for _, value, _ in rows))
+    for name, value, source in rows:
+        default, doc = docs[name]
+        print(f"{name:<{width}}  {value or '(empty)':<{value_width}}  [{source}]")
+        if args.verbose:
+            shown = default or ("from the prefix" if name.startswith(ENV_PREFIX + "TOPIC_")
+                                else "none")
+            print(f"{'':<{width}}    {doc} (default: {shown})")
+    changed = sum(source != FROM_DEFAULT for _, _, source in rows)
+    print(f"\n{changed} of {len(rows)} settings not from their default; --verbose describes "
+          "each", file=sys.stderr)
     return 0
 
 
@@ -282,8 +303,33 @@ def _cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.decisions.catalogue import default_catalogue_path, describe, load_catalogue
 
     path = args.file or settings.catalogue or default_catalogue_path()
-    # A ConfigError lists every problem with its place; main() prints it and exits 2.
-    print(describe(load_catalogue(path, activity_days=settings.activity_days), path))
+    try:
+        catalogue = load_catalogue(path, activity_days=settings.activity_days)
+    except ConfigError as exc:  # every problem, each with its line and id
+        print(exc)
+        return 1
+    print(describe(catalogue, path))
+    return 0
+
+
+def _cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.segments.rulefile import RuleFile
+
+    path = args.file or settings.segment_rules
+    if not path:
+        raise StreamprocError("give a rules FILE or set STREAMPROC_SEGMENT_RULES (an example: "
+                              "schemas/examples/segment-rules.yaml)")
+    try:  # the worker's own loader: what passes here passes at the worker's start
+        rules = RuleFile(path, activity_days=settings.activity_days).current()
+    except ConfigError as exc:  # every problem, each with its line and rule name
+        print(exc)
+        return 1
+    print(f"{path}: valid, {len(rules)} custom segment{'' if len(rules) == 1 else 's'} "
+          f"(segmentations custom.<name>; windows up to STREAMPROC_ACTIVITY_DAYS="
+          f"{settings.activity_days} days)")
+    width = max((len(r.name) for r in rules.rules), default=0)
+    for rule in rules.rules:
+        print(f"  {rule.name:<{width}}  {rule.description}".rstrip())
     return 0
 
 
@@ -292,7 +338,7 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchOptions)
              if getattr(args, f.name) not in (None, False)}
-    options = BenchOptions.quick(**given) if args.quick else BenchOptions(**given)
+    options = BenchOptions.quick_run(**given) if args.quick else BenchOptions(**given)
     try:
         report = asyncio.run(Bench(settings, options, os.environ, sys.stderr).run())
     except asyncio.CancelledError:  # SIGTERM: the bench has stopped its workers and cleaned up
@@ -331,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "each needs its own --web-port, or none (the default).")
     p.add_argument("--web-port", type=int, help="serve /metrics, /livez and /readyz on this port "
                    "(default: STREAMPROC_WEB_PORT, 0 = off)")
-    p.add_argument("--log-level", choices=["debug", "info", "warn", "error"],
-                   help="default: STREAMPROC_LOG_LEVEL or info")
+    p.add_argument("--log-level", type=_log_level, choices=["debug", "info", "warn", "error"],
+                   help="debug, info, warn (or warning) or error, any case (default: "
+                   "STREAMPROC_LOG_LEVEL or info)")
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("learner", help="run the learner as its own process (Ctrl-C stops it)",
@@ -360,8 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print everything stored about the customer (right of "
                        "access): the profile, its version, the decisions and segment moves "
                        "of its last batch, and the latest decision per slot, from Redis. "
+                       "Times are epoch milliseconds and days epoch day numbers, as stored; "
+                       "--human shows them as ISO 8601 UTC times and dates. "
                        "Exits 1 when nothing is stored.")
     p.add_argument("customer_id")
+    p.add_argument("--human", action="store_true",
+                   help="times as 2026-03-01T10:03:00.000Z and days as 2026-03-01 instead of "
+                   "epoch milliseconds and day numbers (for people; the default is for "
+                   "programs)")
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("forget", help="erase everything stored about a customer",
@@ -396,7 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "2 when the secret is missing or does not match.")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("settings", help="list the STREAMPROC_* settings and their defaults")
+    p = sub.add_parser("settings", help="show the STREAMPROC_* settings in force and their source",
+                       description="Every STREAMPROC_* setting with the value in force and where "
+                       "it came from: [environment] or [default]. The model secret is masked, "
+                       "and so is a password in the Redis URL. An unknown STREAMPROC_ variable "
+                       "(a typo) is an error naming the nearest known setting; an invalid "
+                       "value is an error saying what is expected (exit 2).")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also describe each setting and give its default")
+    p.add_argument("--json", action="store_true",
+                   help="print {name: {value, source}} as JSON")
     p.set_defaults(func=_cmd_settings)
 
     from streamproc.cli.decisions import add_commands as add_decision_commands
@@ -416,11 +478,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("catalogue", help="check a decision catalogue and show what it holds",
                        description="Check a decision catalogue (YAML or JSON) as a worker "
                        "would at start, and print its slots, actions, triggers, caps and "
-                       "experiments. Exits 2 listing every problem, each with its place, when "
-                       "it is not valid.")
+                       "experiments. When it is not valid, lists every problem in one pass, "
+                       "each with its line, its item's id and its place "
+                       "(line 47: actions[4] (id: cart_reminder).kind: ...), and exits 1.")
     p.add_argument("file", nargs="?", help="the catalogue to check (default: "
                    "STREAMPROC_CATALOGUE, else the shipped schemas/examples/catalogue.yaml)")
     p.set_defaults(func=_cmd_catalogue)
+
+    p = sub.add_parser("rules", help="check a segment-rules file and show its segments",
+                       description="Check a custom segment-rules file (YAML or JSON) exactly as "
+                       "a worker does at start, with the worker's loader and "
+                       "STREAMPROC_ACTIVITY_DAYS, and print its segments. When it is not valid, "
+                       "lists every problem in one pass, each with its line, its rule's name "
+                       "and its place (line 12: segments[2] (name: vip).when.field: ...), and "
+                       "exits 1; exits 0 when it is valid.")
+    p.add_argument("file", nargs="?", type=Path, help="the rules file to check (default: "
+                   "STREAMPROC_SEGMENT_RULES)")
+    p.set_defaults(func=_cmd_rules)
 
     p = sub.add_parser("bench", help="benchmark the pipeline against raw aiokafka and bare Faust",
                        description="On the real stack and the same simulated events: (1) a raw "
@@ -467,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "on a shared machine one run's figures can be tens of per cent off (default: 1)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     p.add_argument("--quick", action="store_true",
-                   help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test, "
-                   "not figures")
+                   help="tiny sizes (3000 events, loads 200,1000 for 3 s): a smoke test; "
+                   "prints the figures without judging them against the targets")
     p.set_defaults(func=_cmd_bench)
     return parser
 
@@ -485,6 +559,12 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def _log_level(text: str) -> str:
+    from streamproc.settings import normalise_log_level
+
+    return normalise_log_level(text)
 
 
 def _name_list(text: str) -> tuple[str, ...]:

@@ -16,13 +16,12 @@ the segment rules' language (:mod:`streamproc.segments.rules`), compiled once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
 import orjson
 
 from streamproc.days import HOUR_MS
@@ -30,10 +29,11 @@ from streamproc.decisions.experiments import validate_experiment
 from streamproc.errors import ConfigError
 from streamproc.events.schemas import schema_dir
 from streamproc.segments.builtin import CUSTOM_PREFIX, SEGMENTATIONS
+from streamproc.segments.places import line_map, place_problems
 from streamproc.segments.profilepath import check_path
-from streamproc.segments.rulecheck import check_condition, describe_schema_error, validators
+from streamproc.segments.rulecheck import check_condition, schema_pieces, schema_problems
 from streamproc.segments.rulefile import WatchedFile
-from streamproc.segments.rules import Predicate, compile_condition, read_document
+from streamproc.segments.rules import Predicate, compile_condition, parse_document, read_bytes
 
 SCHEMA_FILE = "catalogue.schema.json"
 MESSAGE_CHANNELS = frozenset({"email", "sms", "push", "call_centre"})
@@ -177,20 +177,25 @@ class _Check:
     problems: list[str] = field(default_factory=list)
 
     def schema(self, kind: str, data: Any, loc: str) -> bool:
-        try:
-            validators(SCHEMA_FILE)[kind](data)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            self.problems.append(describe_schema_error(exc, loc))
-            return False
-        return True
+        found = schema_problems(schema_pieces(SCHEMA_FILE)[kind], data, loc)
+        self.problems += found
+        return not found
 
-    def items(self, data: dict[str, Any], key: str, kind: str) -> list[tuple[str, dict[str, Any]]]:
-        """The items of a list that pass their schema, with their location; ids unique."""
+    def items(self, data: dict[str, Any], key: str, kind: str,
+              also: Callable[[str, dict[str, Any]], None] | None = None,
+              ) -> list[tuple[str, dict[str, Any]]]:
+        """The items of a list that pass their schema, with their location; ids unique.
+
+        ``also`` checks what it can of an item that fails its schema, so that one pass reports
+        those problems too."""
         good: list[tuple[str, dict[str, Any]]] = []
         first: dict[str, str] = {}
-        for i, item in enumerate(data.get(key) or ()):
+        listed = data.get(key)
+        for i, item in enumerate(listed if isinstance(listed, list) else ()):
             loc = f"{key}[{i}]"
             if not self.schema(kind, item, loc):
+                if also is not None and isinstance(item, dict):
+                    also(loc, item)
                 continue
             if item["id"] in first:
                 self.problems.append(f"{loc}.id: {item['id']!r} is already the id of "
@@ -304,14 +309,26 @@ def check_catalogue(data: Any, *, activity_days: int = 30,
     check = _Check(activity_days, event_types)
     if data is None:
         return ["top level: the file is empty; expected slots, actions and triggers"]
-    if not check.schema("document", data, ""):
+    # A document with an unknown or broken top-level key still has its items checked: every
+    # problem in one pass.
+    if not check.schema("document", data, "") and not isinstance(data, dict):
         return check.problems
+
+    def conditions(loc: str, item: dict[str, Any]) -> None:  # of an item failing its schema
+        for key in ("when", "exclude"):
+            if key in item:
+                check.condition(item[key], f"{loc}.{key}")
+
     slots = dict(check.items(data, "slots", "slot"))
     # A slot with another mistake still exists for what refers to it: one problem, one line.
-    slot_ids = {s["id"]: s for s in data["slots"] if isinstance(s, dict)
-                and isinstance(s.get("id"), str)}
-    actions = check.items(data, "actions", "action")
-    action_ids = {a["id"]: a for _, a in actions}
+    listed = data.get("slots")
+    slot_ids = {s["id"]: s for s in (listed if isinstance(listed, list) else ())
+                if isinstance(s, dict) and isinstance(s.get("id"), str)}
+    actions = check.items(data, "actions", "action", conditions)
+    # As for slots: a slot's neutral default with a mistake of its own still exists.
+    listed = data.get("actions")
+    action_ids = {a["id"]: a for a in (listed if isinstance(listed, list) else ())
+                  if isinstance(a, dict) and isinstance(a.get("id"), str)}
     for loc, a in actions:
         if a["id"] == NONE_ID:
             check.problems.append(f"{loc}.id: {NONE_ID!r} is the built-in empty action; give "
@@ -328,12 +345,13 @@ def check_catalogue(data: Any, *, activity_days: int = 30,
         elif not default.get("neutral"):
             check.problems.append(f"{loc}.neutral: {neutral!r} is personalised; mark a "
                                   "non-personalised action neutral: true, or use none")
-        elif s["id"] not in default["slots"]:
+        elif s["id"] not in (default.get("slots") or ()):
             check.problems.append(f"{loc}.neutral: {neutral!r} does not list the slot "
                                   f"{s['id']!r} in its slots")
-    for loc, t in check.items(data, "triggers", "trigger"):
+    for loc, t in check.items(data, "triggers", "trigger", conditions):
         _check_trigger(check, loc, t, slot_ids)
-    for channel, cap in (data.get("caps") or {}).items():
+    caps = data.get("caps")
+    for channel, cap in (caps if isinstance(caps, dict) else {}).items():
         loc = f"caps.{channel}"
         if channel not in CHANNELS:
             check.problems.append(f"{loc}: unknown channel; known: {', '.join(CHANNELS)}")
@@ -345,7 +363,7 @@ def check_catalogue(data: Any, *, activity_days: int = 30,
     for loc, e in check.items(data, "experiments", "experiment"):
         check.slot_refs(e["slots"], slot_ids, f"{loc}.slots")
         check.problems.extend(f"{loc}: {p}" for p in validate_experiment(e))
-    if "context" in data and not data["context"].startswith(CUSTOM_PREFIX) and (
+    if isinstance(data.get("context"), str) and not data["context"].startswith(CUSTOM_PREFIX) and (
             data["context"] not in SEGMENTATIONS):
         check.problems.append(f"context: unknown segmentation {data['context']!r}; known: "
                               f"{', '.join(SEGMENTATIONS)}, custom.<name>")
@@ -397,10 +415,13 @@ def _compile(data: dict[str, Any], version: str) -> Catalogue:
 
 def parse_catalogue(data: Any, *, activity_days: int = 30,
                     event_types: Collection[str] | None = None,
-                    source: str = "catalogue") -> Catalogue:
-    """Check and compile a parsed catalogue; raises ConfigError listing every problem."""
+                    source: str = "catalogue", text: bytes | None = None) -> Catalogue:
+    """Check and compile a parsed catalogue; raises ConfigError listing every problem, each
+    with its item's id and, given the ``text`` it was read from, its line."""
     problems = check_catalogue(data, activity_days=activity_days, event_types=event_types)
     if problems:
+        if text is not None:  # read from a file: say where in it, for the person editing it
+            problems = place_problems(problems, data, line_map(text), "id")
         listed = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
                           f" in the decision catalogue:\n{listed}")
@@ -413,9 +434,9 @@ def load_catalogue(path: str | Path, *, activity_days: int = 30,
                    event_types: Collection[str] | None = None) -> Catalogue:
     """Read, check and compile a catalogue file; raises ConfigError listing every problem."""
     path = Path(path)
-    return parse_catalogue(read_document(path, "the decision catalogue"),
-                           activity_days=activity_days, event_types=event_types,
-                           source=str(path))
+    raw = read_bytes(path, "the decision catalogue")
+    return parse_catalogue(parse_document(path, raw), activity_days=activity_days,
+                           event_types=event_types, source=str(path), text=raw)
 
 
 class CatalogueFile(WatchedFile[Catalogue]):

@@ -30,6 +30,7 @@ import orjson
 
 from streamproc.errors import DecodeError
 from streamproc.events.schemas import EventSchema, load_event_schemas
+from streamproc.events.violations import TS_EXAMPLE, explain_violation
 from streamproc.settings import Settings
 
 # How much of an oversized message is kept in its dead-letter record: the record must itself fit
@@ -114,12 +115,17 @@ class Decoder:
             )
         try:
             schema.validate(data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise DecodeError("schema_violation",
+                              f"{schema.type}: {explain_violation(exc)}"[:500]) from None
         except fastjsonschema.JsonSchemaException as exc:
             raise DecodeError("schema_violation", f"{schema.type}: {exc}"[:500]) from None
         try:
             ts_ms = parse_ts(data["ts"])
         except (ValueError, OverflowError) as exc:
-            raise DecodeError("schema_violation", f"ts is not a valid date-time: {exc}") from None
+            raise DecodeError("schema_violation",
+                              f"{schema.type}: `ts` {data['ts']!r} is not a real date-time "
+                              f"({exc}); e.g. `{TS_EXAMPLE}`") from None
         customer_id = data["customer_id"]
         if msg.key != customer_id.encode():
             shown = "none" if msg.key is None else repr(msg.key[:140])

@@ -2,8 +2,8 @@
 
 Every problem found is listed, each with its location (``segments[1].when.all[0].count``). The
 schema (``schemas/segment-rules.schema.json``) is applied node by node: the document, each rule,
-each condition by its kind. So each node reports its first schema problem and nodes inside a
-broken node are not checked; every other node still is. Semantic checks follow on the nodes the
+each condition by its kind; within a node, key by key (:func:`schema_problems`), so one pass
+reports every missing, unknown and wrong key, not the first. Semantic checks follow on the nodes the
 schema accepted: duplicate names, unknown event types, count windows longer than the activity
 kept, ``at_least`` above ``at_most``, op/value mismatches, unknown profile fields, unknown
 segments under ``segments.``, and (YAML's trap) lists mixing booleans and strings.
@@ -42,18 +42,85 @@ Validator = Callable[[Any], Any]
 
 
 @cache
-def validators(schema_file: str = SCHEMA_FILE) -> dict[str, Validator]:
-    """Compiled validators: ``document`` and one per ``$defs`` entry (for the rules: ``rule``
-    and one per condition kind)."""
+def schema_pieces(schema_file: str = SCHEMA_FILE) -> dict[str, dict[str, Any]]:
+    """The inlined schemas of a checker: ``document`` and one per ``$defs`` entry (for the
+    rules: ``rule`` and one per condition kind)."""
     folder = schema_dir()
     try:
         raw = orjson.loads((folder / schema_file).read_bytes())
         pieces = {"document": raw, **raw["$defs"]}
-        # inline_refs drops "$defs": each piece is taken out before it is inlined.
-        return {name: fastjsonschema.compile(inline_refs(piece, folder))
-                for name, piece in pieces.items()}
+        return {name: inline_refs(piece, folder) for name, piece in pieces.items()}
     except (OSError, KeyError, orjson.JSONDecodeError) as exc:  # a broken install
         raise ConfigError(f"{folder / schema_file}: unusable: {exc}") from None
+
+
+_compiled: dict[bytes, Validator] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Validator:
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    found = _compiled.get(key)
+    if found is None:
+        found = _compiled[key] = fastjsonschema.compile(schema)
+    return found
+
+
+# Keywords whose meaning spans several keys or items: a node with one is checked whole.
+_WHOLE = frozenset({"anyOf", "oneOf", "allOf", "not", "if", "dependencies",
+                    "patternProperties", "$ref"})
+
+
+def schema_problems(schema: dict[str, Any], data: Any, loc: str) -> list[str]:
+    """Every schema problem of ``data`` at ``loc``: objects key by key and lists item by item,
+    so a missing key, an unknown one and a wrong value elsewhere are all reported at once;
+    a leaf (or a node with combinators) reports its first problem.
+
+    >>> schema = {"type": "object", "additionalProperties": False, "required": ["id", "kind"],
+    ...           "properties": {"id": {"type": "string"}, "kind": {"enum": ["a", "b"]},
+    ...                          "n": {"type": "integer"}}}
+    >>> for p in schema_problems(schema, {"kind": "c", "n": "1", "x": 0}, "actions[0]"):
+    ...     print(p)
+    actions[0]: missing 'id'
+    actions[0]: unknown key 'x'; expected id, kind, n
+    actions[0].kind: must be one of ['a', 'b'], got 'c'
+    actions[0].n: must be integer, got '1'
+    """
+    if _WHOLE & schema.keys():
+        return _first_problem(schema, data, loc)
+    if schema.get("type") == "object" and isinstance(data, dict):
+        problems = []
+        properties: dict[str, Any] = schema.get("properties", {})
+        missing = [k for k in schema.get("required", ()) if k not in data]
+        if missing:
+            problems.append(f"{loc or 'top level'}: missing {', '.join(map(repr, missing))}")
+        if schema.get("additionalProperties") is False:
+            extra = [k for k in data if k not in properties]
+            if extra:
+                problems.append(f"{loc or 'top level'}: unknown key"
+                                f"{'s' if len(extra) > 1 else ''} "
+                                f"{', '.join(map(repr, extra))}; expected {', '.join(properties)}")
+        shell = {k: v for k, v in schema.items() if k not in {"properties", "required"}
+                 and not (k == "additionalProperties" and v is False)}
+        problems += _first_problem(shell, data, loc)
+        for key, sub in properties.items():
+            if key in data and isinstance(sub, dict):
+                problems += schema_problems(sub, data[key], f"{loc}.{key}" if loc else key)
+        return problems
+    if schema.get("type") == "array" and isinstance(data, list) and isinstance(
+            schema.get("items"), dict):
+        problems = _first_problem({k: v for k, v in schema.items() if k != "items"}, data, loc)
+        for i, item in enumerate(data):
+            problems += schema_problems(schema["items"], item, f"{loc}[{i}]")
+        return problems
+    return _first_problem(schema, data, loc)
+
+
+def _first_problem(schema: dict[str, Any], data: Any, loc: str) -> list[str]:
+    try:
+        _validator(schema)(data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return [describe_schema_error(exc, loc)]
+    return []
 
 
 def _short(value: Any) -> str:
@@ -87,12 +154,9 @@ class _Check:
     conditions: int = 0
 
     def schema(self, kind: str, data: Any, loc: str) -> bool:
-        try:
-            validators()[kind](data)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            self.problems.append(describe_schema_error(exc, loc))
-            return False
-        return True
+        found = schema_problems(schema_pieces()[kind], data, loc)
+        self.problems += found
+        return not found
 
     def condition(self, node: Any, loc: str, depth: int) -> None:
         self.conditions += 1
@@ -114,7 +178,14 @@ class _Check:
             )
             return
         kind = kinds[0]
+        before = len(self.problems)
         if not self.schema(kind, node, loc):
+            found = self.problems[before:]
+            if kind == "field" and isinstance(node["field"], str) and not any(
+                    p.startswith(f"{loc}.field:") for p in found):  # in the same pass
+                problem = check_path(node["field"])
+                if problem:
+                    self.problems.append(f"{loc}.field: {problem}")
             return
         if kind in ("all", "any"):
             for i, child in enumerate(node[kind]):
@@ -207,10 +278,11 @@ def check_rules(data: Any, *, activity_days: int, event_types: Collection[str]) 
     names = {r["name"] for r in segments or () if isinstance(r, dict)
              and isinstance(r.get("name"), str)} if isinstance(segments, list) else set()
     check = _Check(activity_days, event_types, names)
-    if not check.schema("document", data, ""):
+    # An unknown top-level key does not stop the rules from being checked in the same pass.
+    if not check.schema("document", data, "") and not isinstance(segments, list):
         return check.problems
     first: dict[str, str] = {}
-    for i, rule in enumerate(data["segments"]):
+    for i, rule in enumerate(segments or ()):
         loc = f"segments[{i}]"
         if check.schema("rule", rule, loc):
             if rule["name"] in first:

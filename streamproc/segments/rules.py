@@ -39,6 +39,7 @@ import yaml
 
 from streamproc.days import DAY_MS
 from streamproc.errors import ConfigError
+from streamproc.segments.places import line_map, place_problems
 from streamproc.segments.profilepath import MISSING, getter
 from streamproc.segments.rulecheck import check_rules
 
@@ -206,14 +207,18 @@ def parse_rules(
     activity_days: int = 30,
     event_types: Collection[str] | None = None,
     source: str = "segment rules",
+    text: bytes | None = None,
 ) -> RuleSet:
     """Check and compile a parsed document; raises ConfigError listing every problem.
 
-    ``event_types`` defaults to the types with a schema under ``schemas/events``.
+    ``event_types`` defaults to the types with a schema under ``schemas/events``. ``text``, the
+    file the document was read from, gives each problem its line.
     """
     types = _event_types() if event_types is None else event_types
     problems = check_rules(data, activity_days=activity_days, event_types=types)
     if problems:
+        if text is not None:  # read from a file: say where in it, for the person editing it
+            problems = place_problems(problems, data, line_map(text), "name")
         listed = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
                           f" in the segment rules:\n{listed}")
@@ -225,10 +230,18 @@ def parse_rules(
 
 def read_document(path: Path, what: str = "the segment rules") -> Any:
     """The parsed file: JSON if it ends in ``.json``, YAML otherwise."""
+    return parse_document(path, read_bytes(path, what))
+
+
+def read_bytes(path: Path, what: str = "the segment rules") -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+
+
+def parse_document(path: Path, raw: bytes) -> Any:
+    """The parsed text of ``path``: JSON if it ends in ``.json``, YAML otherwise."""
     try:
         if path.suffix.lower() == ".json":
             return orjson.loads(raw)
@@ -246,5 +259,6 @@ def load_rules(
 ) -> RuleSet:
     """Read, check and compile a rules file; raises ConfigError listing every problem."""
     path = Path(path)
-    return parse_rules(read_document(path), activity_days=activity_days,
-                       event_types=event_types, source=str(path))
+    raw = read_bytes(path)
+    return parse_rules(parse_document(path, raw), activity_days=activity_days,
+                       event_types=event_types, source=str(path), text=raw)

@@ -102,8 +102,8 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
 
     assert set(report["ratios"]) == {"bare_faust_vs_raw", "pipeline_vs_bare_faust",
                                      "pipeline_vs_raw", "two_vs_one_worker"}
-    assert [t["name"] for t in report["targets"]] == [
-        "pipeline_vs_bare_faust", "p99_ms_at_1000_per_s", "two_vs_one_worker"]
+    assert report["options"]["quick"] is True
+    assert report["targets"] == []  # a smoke test's figures are not judged
     assert report["machine"]["cores"] >= 1 and report["machine"]["kafka_local_stack"]
 
     assert profile.stat().st_size > 0
@@ -112,7 +112,8 @@ async def test_quick_bench_runs_every_stage_on_every_event(tmp_path: Path) -> No
 
     # progress and the table
     assert "stage 1: raw aiokafka" in done.stderr and "stage 4: latency" in done.stderr
-    assert "pipeline (one worker) / bare Faust" in done.stdout
+    assert "bare Faust app (decode + ack)" in done.stdout and "streamproc pipeline" in done.stdout
+    assert "targets: not judged (--quick" in done.stdout and "NOT met" not in done.stdout
     assert "the floor: the same events sent at the same rates" in done.stdout
     # nothing left behind
     assert await _topics_with_prefix(f"bench-{report['run_id']}") == []

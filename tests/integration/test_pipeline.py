@@ -35,6 +35,13 @@ async def test_event_in_decision_out_and_profile_updated(stack_env: Env) -> None
     profile = orjson.loads(shown.stdout)["profile"]
     assert profile["cart"]["value"] == 159.0
     assert profile["counts"] == {"page_view": 1, "cart_add": 1, "sessions": 1}
+    assert profile["first_seen_ms"] == 1772359200000  # as stored, for programs
+
+    human = stack_env.cli("profile", cid, "--human")
+    assert human.returncode == 0, human.stderr
+    shown = orjson.loads(human.stdout)["profile"]
+    assert shown["first_seen_ms"] == "2026-03-01T10:00:00.000Z"
+    assert list(shown["activity"]["cart_add"]) == ["2026-03-01"]
 
 
 async def test_bad_messages_are_dead_lettered_and_the_worker_goes_on(stack_env: Env,
@@ -51,13 +58,18 @@ async def test_bad_messages_are_dead_lettered_and_the_worker_goes_on(stack_env: 
         (key, orjson.dumps(event("search", customer=cid) | {"type": "teleport"})),
         (key, too_big),
         (key, b"\xff\xfe binary \x00"),
+        (key, orjson.dumps({**event("search", customer=cid), "ts": "2026-03-01T10:00:00"})),
         (key, orjson.dumps(event("cart_add", customer=cid))),  # a good one after the bad ones
     ])
     dead = await stack_env.consume_until(
-        topics.deadletter, lambda rs: len([r for r in rs if r["key"] == key]) >= 5)
+        topics.deadletter, lambda rs: len([r for r in rs if r["key"] == key]) >= 6)
     reasons = [r["value"]["reason"] for r in dead if r["key"] == key]
     assert reasons == ["invalid_json", "schema_violation", "unknown_type", "too_large",
-                       "invalid_json"]
+                       "invalid_json", "schema_violation"]
+    # The reason says what the field needs, not which schema keyword failed.
+    assert dead[1]["value"]["error"] == "search: `query` must be a string; got a number (42)"
+    assert dead[5]["value"]["error"] == ("search: `ts` needs a time zone, e.g. "
+                                         "`2026-03-01T10:00:00Z`; got '2026-03-01T10:00:00'")
     first = dead[0]["value"]
     assert first["source"]["topic"] == topics.browsing and first["source"]["offset"] >= 0
     assert first["value"] == {"encoding": "utf-8", "data": "{this is not json"}

@@ -118,6 +118,18 @@ def test_the_table_shows_rates_ratios_latencies_and_verdicts():
                      text)
 
 
+def test_a_quick_run_prints_its_figures_without_verdicts():
+    report = _report()
+    report["options"]["quick"] = True
+    report["targets"] = []  # as Bench.run leaves them for --quick
+    text = render(report)
+    assert re.search(r"streamproc pipeline\s+1\s+1,000\s+3,000", text)  # the figures stay
+    assert "NOT met" not in text and " met" not in text
+    assert "targets: not judged (--quick" in text
+    assert BenchOptions.quick_run().quick and not BenchOptions().quick
+    assert BenchOptions.quick_run(events=500).events == 500
+
+
 def test_redis_url_gets_the_bench_database():
     assert with_db("redis://h:1/0", 13) == "redis://h:1/13"
     assert with_db("redis://:secret@h:1/4?socket_timeout=5", 2) == (
@@ -184,7 +196,7 @@ def test_help_states_the_real_defaults(capsys):
                           ("--seed", d.seed), ("--rounds", d.rounds)):
         assert re.search(rf"{option} \S+ .*?\(default: {value}\)", text), option
     assert f"(default: {','.join(map(str, d.loads))})" in text
-    q = BenchOptions.quick()
+    q = BenchOptions.quick_run()
     assert f"{q.events} events" in text and f"loads {','.join(map(str, q.loads))}" in text
 
 

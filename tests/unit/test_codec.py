@@ -150,3 +150,38 @@ def test_no_exception_but_decode_error_escapes(payload, key, topic):
         assert record["value_size"] == len(payload)
     else:
         assert ev.customer_id.encode() == key
+
+
+def message_of(body: dict) -> str:
+    with pytest.raises(DecodeError) as info:
+        DECODER.decode(RawMessage(SETTINGS.topics.browsing, 0, 0, b"c1", orjson.dumps(body)))
+    assert info.value.reason == "schema_violation"
+    return info.value.message
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"ts": "2026-03-01T10:00:00"},
+     "search: `ts` needs a time zone, e.g. `2026-03-01T10:00:00Z`; got '2026-03-01T10:00:00'"),
+    ({"ts": "2026-03-01T10:00:00.123"}, "search: `ts` needs a time zone"),
+    ({"ts": "2026-03-01 10:00:00+0100"}, "with a T and a zone (Z or +hh:mm)"),
+    ({"ts": "yesterday"}, "`ts` needs an ISO 8601 date-time"),
+    ({"ts": "2026-13-01T10:00:00Z"}, "search: `ts` '2026-13-01T10:00:00Z' is not a real "
+                                     "date-time"),
+    ({"customer_id": "a b"}, "`customer_id` must be 1 to 128 letters, digits or . _ : @ -"),
+    ({"customer_id": "x" * 129}, "`customer_id` must be 1 to 128 letters"),
+    ({"channel": "phone"}, "`channel` must be one of web, app, store, crm, email, sms, "
+                           "call_centre; got 'phone'"),
+    ({"query": 5}, "`query` must be a string; got a number (5)"),
+    ({"surprise": True}, "unknown field `surprise`; expected "),
+    ({"context": {"device": "fridge"}}, "`context.device` must be one of desktop"),
+])
+def test_schema_violations_say_what_the_field_needs(change, expected):
+    message = message_of({**event("search", customer="c1"), **change})
+    assert expected in message
+    assert "must be longer than or equal to" not in message and "data." not in message
+
+
+def test_a_missing_field_is_named():
+    body = event("search", customer="c1")
+    del body["query"]
+    assert message_of(body) == "search: missing `query`"

@@ -164,7 +164,8 @@ def test_the_catalogue_reloads_when_the_file_changes_and_keeps_the_last_good_one
     path.write_text(yaml.safe_dump(broken))
     clock.now = 6.0
     assert watched.current() is second
-    assert watched.last_error is not None and "slots[0].channel" in watched.last_error
+    assert watched.last_error is not None
+    assert "slots[0] (id: homepage_hero).channel" in watched.last_error
 
 
 def test_a_broken_catalogue_stops_the_first_load(tmp_path: Path) -> None:
@@ -188,7 +189,63 @@ def test_the_catalogue_command_shows_a_valid_file_and_lists_the_problems_of_anot
     action("cart_reminder", broken)["when"]["field"] = "cart.valu"
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(broken))
-    assert main(["catalogue", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert f"streamproc: error: {path}: 2 problems in the decision catalogue:" in err
-    assert "slots[0].channel" in err and "actions[4].when.field" in err
+    assert main(["catalogue", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}: 2 problems in the decision catalogue:" in out
+    assert "slots[0] (id: homepage_hero).channel" in out
+    assert "actions[4] (id: cart_reminder).when.field" in out
+
+
+def line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def test_a_file_gets_every_problem_in_one_pass_with_ids_and_lines(tmp_path: Path) -> None:
+    # Mistakes that used to surface one pass at a time: the document's unknown key hid every
+    # item, and an item's first schema problem hid its others and its conditions.
+    text = default_catalogue_path().read_text()
+    text = text.replace("history: 6", "history: 6\nbogus: 1")
+    text = text.replace("kind: message\n    title: Your basket is waiting",
+                        "kind: mesage\n    titel: Your basket is waiting", 1)
+    text = text.replace('when: {field: cart.value, op: ">", value: 0}\n    params_from',
+                        'when: {field: cart.valu, op: ">", value: 0}\n    params_from', 1)
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(path)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}: 4 problems in the decision catalogue:"
+    assert [line.strip() for line in lines[1:]] == [
+        f"line {line_of(text, 'bogus')}: top level: unknown key 'bogus'; expected consent, "
+        "context, history, slots, actions, triggers, caps, experiments",
+        f"line {line_of(text, 'titel')}: actions[4] (id: cart_reminder): unknown key 'titel'; "
+        "expected id, kind, title, slots, neutral, when, exclude, consent, valid_from, "
+        "valid_until, freshness_hours, requires, max_data_age_hours, params, params_from",
+        f"line {line_of(text, 'mesage')}: actions[4] (id: cart_reminder).kind: must be one of "
+        "['offer', 'content', 'message'], got 'mesage'",
+        f"line {line_of(text, 'cart.valu,')}: actions[4] (id: cart_reminder).when.field: "
+        "unknown field cart.'valu'; known: items, updated_ms, value",
+    ]
+
+
+def test_a_json_file_gets_lines_too(tmp_path: Path) -> None:
+    import json
+
+    data = edited()
+    data["slots"][1]["channel"] = "fax"
+    path = tmp_path / "catalogue.json"
+    text = json.dumps(data, indent=1)
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(path)
+    assert (f"line {line_of(text, 'fax')}: slots[1] (id: product_recs).channel: must be one "
+            "of") in str(caught.value)
+
+
+def test_a_neutral_default_with_a_mistake_is_not_also_unknown() -> None:
+    data = edited()
+    action("free_delivery_banner", data)["kind"] = "banner"
+    with pytest.raises(ConfigError) as caught:
+        parse_catalogue(data)
+    assert "kind: must be one of" in str(caught.value)
+    assert "unknown action" not in str(caught.value)

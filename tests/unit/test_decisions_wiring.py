@@ -141,7 +141,8 @@ def test_a_worker_does_not_start_on_a_broken_catalogue(tmp_path: Path) -> None:
     data = yaml.safe_load(default_catalogue_path().read_text())
     data["triggers"][1]["slots"] = ["basket"]
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=r"triggers\[1\]\.slots: unknown slot 'basket'"):
+    with pytest.raises(ConfigError, match=r"line \d+: triggers\[1\] \(id: cart_add\)\.slots: "
+                       r"unknown slot 'basket'"):
         create_app(Settings.from_env({"STREAMPROC_CATALOGUE": str(path),
                                       "STREAMPROC_STACK_DIR": str(tmp_path / "stack")}))
 

@@ -99,3 +99,33 @@ def test_feedback_counts_engagement_per_channel():
     assert p["engagement"]["email"] == {"sent": 1, "opened": 1, "clicked": 1, "converted": 1,
                                         "last_ms": 180_000}
     assert p["engagement"]["web"] == {"sent": 1, "last_ms": 300_000}
+
+
+def test_profile_human_shows_iso_times_and_dates_and_the_default_stays_raw(monkeypatch, capsys):
+    import orjson
+
+    from streamproc.cli import commands, main
+
+    stored = {"profile": {"first_seen_ms": 1772359200000, "purchases": {"days": {"20513": 50.0}},
+                          "activity": {"purchase": {"20513": 1}},
+                          "session": {"id": "c1:1772359200000", "start_ms": 1772359200000},
+                          "timers": {"lifecycle": {"due": 1780135380000, "at": [0, 1780135380000]}},
+                          "cart": {"items": {"20513": 1}}},
+              "version": 4, "latest_decisions": []}
+
+    async def read(settings, customer_id):
+        return orjson.loads(orjson.dumps(stored))
+
+    monkeypatch.setattr(commands, "_read_profile", read)
+    assert main(["profile", "c1"]) == 0
+    raw = orjson.loads(capsys.readouterr().out)
+    assert raw == {"customer_id": "c1", **stored}  # for programs: unchanged
+
+    assert main(["profile", "c1", "--human"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)["profile"]
+    assert shown["first_seen_ms"] == "2026-03-01T10:00:00.000Z"
+    assert shown["purchases"]["days"] == {"2026-03-01": 50.0}
+    assert shown["activity"] == {"purchase": {"2026-03-01": 1}}
+    assert shown["session"] == {"id": "c1:1772359200000", "start_ms": "2026-03-01T10:00:00.000Z"}
+    assert shown["timers"]["lifecycle"]["at"] == [0, "2026-05-30T10:03:00.000Z"]
+    assert shown["cart"]["items"] == {"20513": 1}  # a product id, not a day

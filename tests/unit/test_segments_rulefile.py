@@ -94,7 +94,8 @@ def test_invalid_reload_keeps_the_previous_rules(setup: tuple[Path, Clock, RuleF
     with caplog.at_level(logging.ERROR):
         assert rules.current() is before
     assert rules.last_error is not None
-    assert "segments[1].when.count.within_days: 45 is more than the 30 days" in rules.last_error
+    assert ("segments[1] (name: b).when.count.within_days: 45 is more than the 30 days"
+            in rules.last_error)
     assert "keeping the previous 1 rule(s)" in caplog.text
     # reported once, not on every check
     caplog.clear()
@@ -138,3 +139,56 @@ def test_activity_days_are_passed_on(tmp_path: Path) -> None:
     write(path, "segments:\n  - name: a\n    when: {count: {event: purchase, within_days: 45, "
                 "at_least: 1}}\n")
     assert RuleFile(path, activity_days=60, event_types=EVENT_TYPES).current().names == ("a",)
+
+
+def test_rules_command_checks_a_file_as_the_worker_does(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    from streamproc.cli import main
+    from streamproc.events.schemas import schema_dir
+
+    example = schema_dir() / "examples" / "segment-rules.yaml"
+    assert main(["rules", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert f"{example}: valid, 4 custom segments" in out
+    assert "cart_abandoners" in out and "Has 50 or more in the cart" in out
+
+    text = example.read_text()
+    text = text.replace("segments:\n", "version: 2\nsegments:\n", 1)
+    text = text.replace("within_days: 7, at_least: 3}", "within_days: 70, at_least: 3}", 1)
+    text = text.replace('{field: device, op: "==", value: mobile}',
+                        '{field: devise, op: "=", value: mobile}', 1)
+    text = text.replace("  - name: cart_abandoners\n    description",
+                        "  - name: cart_abandoners\n    descripton", 1)
+    broken = tmp_path / "rules.yaml"
+    broken.write_text(text)
+    assert main(["rules", str(broken)]) == 1
+    out = capsys.readouterr().out
+    found = [line.strip() for line in out.splitlines()[1:]]
+    assert out.startswith(f"{broken}: 5 problems in the segment rules:")
+
+    def line_of(fragment: str) -> int:
+        return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+    assert found[0] == (f"line {line_of('version')}: top level: unknown key 'version'; "
+                        "expected segments")
+    assert found[1] == (f"line {line_of('within_days: 70')}: segments[0] "
+                        "(name: shoe_browsers_not_buying).when.all[0].count.within_days: 70 is "
+                        "more than the 30 days of activity kept")
+    assert found[2].startswith(f"line {line_of('devise')}: segments[1] "
+                               "(name: big_spenders_on_mobile).when.all[1].op: must be one of")
+    assert found[3].startswith(f"line {line_of('devise')}: segments[1] "
+                               "(name: big_spenders_on_mobile).when.all[1].field: unknown "
+                               "profile field 'devise'")
+    assert found[4] == (f"line {line_of('descripton')}: segments[2] (name: cart_abandoners): "
+                        "unknown key 'descripton'; expected name, description, when")
+
+
+def test_rules_command_without_a_file_says_what_to_give(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    from streamproc.cli import main
+
+    monkeypatch.delenv("STREAMPROC_SEGMENT_RULES", raising=False)
+    assert main(["rules"]) == 2
+    assert "STREAMPROC_SEGMENT_RULES" in capsys.readouterr().err
