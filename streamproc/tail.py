@@ -53,7 +53,7 @@ async def open_consumer(settings: Settings, topic: str) -> tuple[AIOKafkaConsume
 
 
 REASON_WIDTH = 60
-_NEUTRAL_REASON = re.compile(r"^(no eligible action) for \S+: neutral \S+$")
+_NEUTRAL_REASON = re.compile(r"(?: for \S+:|,) neutral \S+$")
 _BANDIT_REASON = re.compile(r"posterior success rate of (?P<rate>[0-9.]+) over (?P<n>\d+) "
                             r"outcomes; picked with probability [0-9.]+ among (?P<k>\d+) action")
 
@@ -67,10 +67,12 @@ def short_reason(reason: str, width: int = REASON_WIDTH) -> str:
     'posterior 0.500 over 0 outcomes, 1 of 2 actions'
     >>> short_reason("no eligible action for homepage_hero: neutral bestsellers_hero")
     'no eligible action'
+    >>> short_reason("experiment hero-2026: control group, neutral bestsellers_hero")
+    'experiment hero-2026: control group'
     >>> short_reason("x" * 70, width=10)
     'xxxxxxxxx…'
     """
-    reason = _NEUTRAL_REASON.sub(r"\1", reason)  # the line shows the slot and the action
+    reason = _NEUTRAL_REASON.sub("", reason)  # the line shows the slot and the action
     found = _BANDIT_REASON.search(reason)
     if found:
         reason = (f"posterior {found['rate']} over {found['n']} outcomes, "

@@ -33,7 +33,10 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 echo "==> starting a worker (log: $logs/worker.log)"
-"$sp" worker >"$logs/worker.log" 2>&1 &
+# the served models and bandit follow the learner every 10 s (default 30), so the demo's first
+# minute already shows outcomes learnt
+STREAMPROC_MODEL_SNAPSHOT_SECONDS=${STREAMPROC_MODEL_SNAPSHOT_SECONDS:-10} \
+  "$sp" worker >"$logs/worker.log" 2>&1 &
 pids+=($!)
 echo "==> simulating $customers customers at $rate events/s (log: $logs/simulate.log)"
 "$sp" simulate --customers "$customers" --rate "$rate" >"$logs/simulate.log" 2>&1 &

@@ -20,7 +20,9 @@ than real time (a simulated day per minute or so); the events stay internally co
 
 With ``slot_requests`` the visitors' pages also ask for their slots, as a website would
 (:data:`PAGE_SLOTS`): the home page for ``homepage_hero``, category and product pages for
-``product_recs``, the cart page for ``cart_drawer``; the answers are decisions.
+``product_recs``, the cart page for ``cart_drawer``; the answers are decisions. Visitors then
+also go back to the home page now and then (:data:`BACK_HOME`), so its hero can follow what they
+browse.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ PAGE_SLOTS: dict[str, tuple[str, float]] = {
     "cart": ("cart_drawer", 1.0),
 }
 SLOT_REQUEST_DELAY_MS = 300  # the page's script asks for its slot just after the page view
+# With slot requests, the share of steps after which a visitor who viewed products goes back to
+# the home page: its hero then reflects what they just browsed.
+BACK_HOME = 0.12
 
 
 class SimEvent(NamedTuple):
@@ -350,6 +355,9 @@ class _Session:
                 self.remove_from_cart()
             else:
                 self.view_product()
+            if self.sim.slot_requests and self.viewed and rng.random() < BACK_HOME:
+                self.wait(3, 20)
+                self.emit("page_view", url=self.url("/"), page_type="home")
         if cart:
             self.wait(10, 60)
             self.checkout()
