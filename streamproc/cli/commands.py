@@ -109,6 +109,12 @@ async def _learn(settings: Settings) -> None:
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.simulator import run_simulation
 
+    if args.topic_prefix is not None and not args.accelerated:
+        raise StreamprocError("--topic-prefix is for --accelerated runs; a wall-clock run "
+                              "writes to the stack's topics (STREAMPROC_TOPIC_PREFIX)")
+    extra: dict[str, Any] = {}
+    if args.topic_prefix is not None:
+        extra["topic_prefix"] = args.topic_prefix
     asyncio.run(  # prints its own progress and summary
         run_simulation(
             settings,
@@ -117,6 +123,10 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             duration=args.duration,
             seed=args.seed,
             max_events=args.max_events,
+            accelerated=args.accelerated,
+            slot_requests=not args.no_slot_requests,
+            respond=not args.no_feedback,
+            **extra,
         )
     )
     return 0
@@ -217,7 +227,8 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     topic = getattr(settings.topics, args.topic)
     try:
         asyncio.run(tail_topic(settings, topic, args.topic, from_beginning=args.from_beginning,
-                               limit=args.max, customer=args.customer, raw=args.json))
+                               limit=args.max, customer=args.customer, raw=args.json,
+                               why=args.why))
     except KeyboardInterrupt:
         pass
     return 0
@@ -392,7 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="produce realistic customer traffic to Kafka",
                        description="Simulated customers with personas browse, search, fill "
-                       "carts and buy; events go to the input topics at the given rate.")
+                       "carts and buy; events go to the input topics at the given rate, "
+                       "stamped with the wall-clock time they are sent at. Their pages ask "
+                       "for their slots (slot_request: homepage_hero, product_recs, "
+                       "cart_drawer), and the customers answer the decisions about them with "
+                       "feedback (impression, click, conversion; as `streamproc respond`), so "
+                       "a worker's bandit learns while it runs.",
+                       epilog="Load tests: --accelerated keeps the simulator's own, faster "
+                       "clock (a simulated day a minute or so) and so writes to topics of its "
+                       "own (streamproc-accelerated.*, created when missing), never to the "
+                       "stack's: event time hours ahead of the clock would fire the stack's "
+                       "timers and close its bandit's waits early. `streamproc bench` uses "
+                       "topics of its own too.")
     p.add_argument("--customers", type=_positive_int, default=1000, help="default: 1000")
     p.add_argument("--rate", type=_positive_float, default=200.0,
                    help="events per second (default: 200)")
@@ -401,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-events", type=_positive_int, default=None,
                    help="stop after this many events")
     p.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    p.add_argument("--accelerated", action="store_true",
+                   help="event time runs ahead of the clock, to topics of its own (see below)")
+    p.add_argument("--topic-prefix", metavar="PREFIX",
+                   help="topic prefix of an --accelerated run (default: "
+                   "streamproc-accelerated.); never the stack's")
+    p.add_argument("--no-slot-requests", action="store_true",
+                   help="pages do not ask for their slots")
+    p.add_argument("--no-feedback", action="store_true",
+                   help="do not answer the decisions with feedback")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("profile", help="print everything stored about a customer, as JSON",
@@ -428,15 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_forget)
 
     p = sub.add_parser("tail", help="follow an output topic live (decisions by default)",
-                       description="Pretty-print records of an output topic as they arrive, "
-                       "until Ctrl-C.")
+                       description="Print records of an output topic as they arrive, until "
+                       "Ctrl-C. A decision is one line: time (UTC), customer, slot or channel, "
+                       "action, policy/experiment arm, propensity and the deciding reason, "
+                       "shortened; --why adds all its reasons, --json prints the records.")
     p.add_argument("topic", nargs="?", default="decisions",
                    choices=["decisions", "segments", "deadletter"])
     p.add_argument("--from-beginning", action="store_true",
                    help="start at the oldest record instead of new ones only")
     p.add_argument("--max", type=_positive_int, default=None, help="stop after N records")
     p.add_argument("--customer", help="only this customer's records")
-    p.add_argument("--json", action="store_true", help="print raw JSON, one record a line")
+    p.add_argument("--json", action="store_true",
+                   help="print each record's JSON, one a line (for programs)")
+    p.add_argument("--why", action="store_true",
+                   help="under each decision, every reason behind it, one a line")
     p.set_defaults(func=_cmd_tail)
 
     p = sub.add_parser("models", help="print the latest intent model snapshot's figures",

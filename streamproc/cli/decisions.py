@@ -176,7 +176,8 @@ def cmd_respond(settings: Settings, args: argparse.Namespace) -> int:
 
     stats = asyncio.run(respond_to_decisions(settings, args.customers, args.seed,
                                              from_beginning=args.from_beginning,
-                                             limit=args.max))
+                                             limit=args.max,
+                                             wall_clock=not args.accelerated))
     print(stats.summary())
     return 0
 
@@ -250,4 +251,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--from-beginning", action="store_true",
                    help="also answer the decisions already on the topic")
     p.add_argument("--max", type=int, metavar="N", help="stop after answering N decisions")
+    p.add_argument("--accelerated", action="store_true",
+                   help="send each answer at once, though stamped ahead of the clock (for "
+                   "decisions of `simulate --accelerated`); by default a click or conversion "
+                   "is sent when the wall clock reaches its time")
     p.set_defaults(func=cmd_respond)

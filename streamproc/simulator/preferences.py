@@ -78,10 +78,14 @@ class Preferences:
     """Hidden conversion probabilities per persona and customer over the given action ids."""
 
     def __init__(self, actions: Sequence[str] = DEFAULT_ACTIONS, seed: int = 7,
-                 neutral: Sequence[str] = NEUTRAL_ACTIONS) -> None:
+                 neutral: Sequence[str] = NEUTRAL_ACTIONS, *,
+                 click_delay_ms: int = CLICK_DELAY_MS,
+                 conversion_delay_ms: int = CONVERSION_DELAY_MS) -> None:
         self.actions = tuple(actions)
         self.neutral = frozenset(neutral)
         self.seed = seed
+        self.click_delay_ms = click_delay_ms
+        self.conversion_delay_ms = conversion_delay_ms
         self.persona_rates: dict[str, dict[str, float]] = {p.name: {} for p in PERSONAS}
         for action in (*self.actions, *neutral):
             self._learn_action(action)
@@ -132,12 +136,12 @@ class Preferences:
         p_click = min(0.9, 3.0 * p_convert)
         events = [self._event(customer, decision, "impression", ts)]
         if rng.random() < p_click:
-            events.append(self._event(customer, decision, "click", ts + CLICK_DELAY_MS))
+            events.append(self._event(customer, decision, "click", ts + self.click_delay_ms))
             if rng.random() < p_convert / p_click:
                 top = customer.top_categories(1)[0]
                 revenue = MEDIAN_PRICE[top] * customer.budget * rng.lognormvariate(0.0, 0.4)
                 at, event = self._event(customer, decision, "conversion",
-                                        ts + CONVERSION_DELAY_MS)
+                                        ts + self.conversion_delay_ms)
                 event["revenue"] = round(revenue, 2)
                 events.append((at, event))
         return events

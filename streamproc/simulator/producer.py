@@ -9,6 +9,15 @@ achieved rate instead of producing a burst.
 
 Every message is keyed by the customer id (the schemas require the key to equal
 ``customer_id``), so one customer's events stay in order on one partition.
+
+**Two clocks.** By default every event is stamped with the wall-clock time it is sent at: the
+generator decides what happens and in which order, the pace decides when, and a live stack sees
+event time follow its own clock (cart timers fire an hour after the cart, decisions are made
+when they are asked for). Pages ask for their slots (``slot_request``) and, with ``respond``,
+the simulated customers answer the decisions (:mod:`streamproc.simulator.responder`), so the
+learning bandit has outcomes within a minute. ``accelerated`` keeps the generator's own clock
+(a simulated day per minute or so, for load tests), which would push a live stack's event time
+hours ahead: so it writes to topics of its own (:data:`ACCELERATED_PREFIX`), never the stack's.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -29,7 +38,13 @@ from aiokafka.errors import KafkaError
 from streamproc.errors import ConfigError, StackError, StreamprocError
 from streamproc.settings import Settings, Topics
 from streamproc.simulator.population import Population
-from streamproc.simulator.sessions import SIMULATED_TOPICS, SimEvent, generate_events
+from streamproc.simulator.responder import (
+    LIVE_CLICK_DELAY_MS,
+    LIVE_CONVERSION_DELAY_MS,
+    ResponderStats,
+    respond_to_decisions,
+)
+from streamproc.simulator.sessions import SIMULATED_TOPICS, SimEvent, format_ts, generate_events
 
 CONNECT_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
@@ -37,6 +52,9 @@ TTY_INTERVAL_S = 0.5
 PLAIN_INTERVAL_S = 5.0
 MIN_TICK_S = 0.005  # shortest sleep between batches: batches of >= rate * 5 ms events
 BURST_S = 1.0  # most backlog (in seconds of traffic) made up after a stall
+# Topic prefix of accelerated runs: their event time runs ahead of the clock, so never the
+# stack's own topics (a worker there would fire timers and close bandit waits hours early).
+ACCELERATED_PREFIX = "streamproc-accelerated."
 
 
 class SimulationError(StreamprocError):
@@ -61,6 +79,7 @@ class SimulationStats:
     first_ts: str | None = None  # event-time span of what was sent
     last_ts: str | None = None
     interrupted: bool = False
+    feedback: str = ""  # the responder's summary, when it ran
     _seen: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
@@ -90,6 +109,7 @@ class SimulationStats:
             f"{head}: {self.events:,} events ({self.delivered:,} confirmed) from "
             f"{self.active_customers:,} of {self.customers:,} customers in {self.seconds:.1f}s "
             f"({self.rate:,.1f}/s); {self.topics_line()}{span}"
+            + (f"\nfeedback: {self.feedback}" if self.feedback else "")
         )
 
 
@@ -165,16 +185,36 @@ class _Progress:
         self.stream.flush()
 
 
-class _Sender:
-    """Hands events to the producer and keeps the delivery futures until they resolve."""
+def stamp_now(event: SimEvent, now_ms: int) -> SimEvent:
+    """``event`` with its ``ts`` set to ``now_ms`` (wall-clock mode); the rest unchanged.
 
-    def __init__(self, producer: Any, topics: Topics, stats: SimulationStats) -> None:
+    >>> e = SimEvent("browsing", "c1", {"event_id": "e1", "ts": "2030-01-01T00:00:00.000Z"})
+    >>> stamp_now(e, 0).event["ts"], e.event["ts"]
+    ('1970-01-01T00:00:00.000Z', '2030-01-01T00:00:00.000Z')
+    """
+    return event._replace(event={**event.event, "ts": format_ts(now_ms)})
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Sender:
+    """Hands events to the producer and keeps the delivery futures until they resolve.
+
+    With ``stamp`` (a wall clock in epoch ms), every event is stamped with it when sent."""
+
+    def __init__(self, producer: Any, topics: Topics, stats: SimulationStats,
+                 stamp: Callable[[], int] | None = None) -> None:
         self.producer = producer
         self.topics = topics
         self.stats = stats
+        self.stamp = stamp
         self.pending: list[asyncio.Future[Any]] = []
 
     async def send(self, event: SimEvent) -> None:
+        if self.stamp is not None:
+            event = stamp_now(event, self.stamp())
         future = await self.producer.send(
             getattr(self.topics, event.topic),
             orjson.dumps(event.event),
@@ -281,6 +321,26 @@ def _check_args(customers: int, rate: float, duration: float | None,
         raise ConfigError(f"max_events must be at least 1, got {max_events}")
 
 
+def accelerated_settings(settings: Settings, prefix: str = ACCELERATED_PREFIX) -> Settings:
+    """The settings of an accelerated run: topics named ``prefix`` + name, which must not be
+    any of ``settings``' topics (a ConfigError says so)."""
+    topics = Topics.with_prefix(prefix)
+    shared = sorted(set(topics.all()) & set(settings.topics.all()))
+    if shared:
+        raise ConfigError(
+            f"--accelerated would write to {', '.join(shared)}, a topic of the configured "
+            "stack, and push its event time hours ahead of the clock: give another "
+            f"--topic-prefix (default {ACCELERATED_PREFIX})")
+    return replace(settings, topics=topics)
+
+
+def accelerated_hint(settings: Settings, prefix: str) -> str:
+    return (f"accelerated: event time runs ahead of the clock, so the events go to "
+            f"{prefix}* topics, not the stack's. To process them, run a worker with "
+            f"STREAMPROC_TOPIC_PREFIX={prefix} STREAMPROC_APP_ID={prefix.rstrip('.')} and a Redis "
+            "database of its own (STREAMPROC_REDIS_URL=redis://host:port/N)")
+
+
 async def run_simulation(
     settings: Settings,
     customers: int,
@@ -289,26 +349,46 @@ async def run_simulation(
     seed: int = 7,
     max_events: int | None = None,
     progress: TextIO | None = sys.stderr,
+    *,
+    accelerated: bool = False,
+    topic_prefix: str = ACCELERATED_PREFIX,
+    slot_requests: bool = True,
+    respond: bool = False,
 ) -> SimulationStats:
     """Produce simulated traffic of ``customers`` customers at ``rate`` events per second.
 
     Stops after ``duration`` seconds or ``max_events`` events, whichever comes first (neither:
-    until cancelled), then waits until Kafka has acknowledged every event. Event time starts at
-    the current wall-clock time. On cancellation (Ctrl-C) it flushes what was sent, prints the
-    summary and re-raises. Raises :class:`KafkaUnavailableError` if Kafka or its topics are
-    missing, :class:`SimulationError` if Kafka rejects events.
+    until cancelled), then waits until Kafka has acknowledged every event. Events are stamped
+    with the wall clock when sent; ``accelerated`` keeps the generator's faster clock instead
+    (from now on) and writes to ``topic_prefix`` topics, created when missing (see the module
+    docstring). ``slot_requests``: pages ask for their slots. ``respond``: answer the
+    decisions about the simulated customers with their feedback while the simulation runs
+    (:func:`streamproc.simulator.responder.respond_to_decisions`). On cancellation (Ctrl-C) it
+    flushes what was sent, prints the summary and re-raises. Raises
+    :class:`KafkaUnavailableError` if Kafka or its topics are missing, :class:`SimulationError`
+    if Kafka rejects events.
     """
     _check_args(customers, rate, duration, max_events)
+    if accelerated:
+        settings = accelerated_settings(settings, topic_prefix)
+        from streamproc.stack.topics import ensure_topics
+
+        await ensure_topics(settings)
+        if progress is not None:
+            print(accelerated_hint(settings, topic_prefix), file=progress, flush=True)
     population = Population.generate(customers, seed)
-    events = generate_events(population, datetime.now(UTC), seed)
+    events = generate_events(population, datetime.now(UTC), seed, slot_requests=slot_requests)
     stats = SimulationStats(customers=customers)
     loop = asyncio.get_running_loop()
     producer = _make_producer(settings)
     started = time.monotonic()
     report = _Progress(progress, stats, loop.time())
-    sender = _Sender(producer, settings.topics, stats)
+    sender = _Sender(producer, settings.topics, stats, None if accelerated else wall_clock_ms)
+    responder: tuple[asyncio.Task[Any], ResponderStats] | None = None
     try:
         await _connect(producer, settings)
+        if respond:
+            responder = await _start_responder(settings, customers, seed, accelerated)
         started = time.monotonic()
         report = _Progress(progress, stats, loop.time())
         await _pump(sender, events, rate, duration, max_events, report, loop.time)
@@ -317,6 +397,8 @@ async def run_simulation(
         stats.interrupted = True
         raise
     finally:
+        if responder is not None:
+            stats.feedback = await _stop_responder(*responder)
         try:
             await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)  # flushes what is buffered
             sender.prune()
@@ -327,3 +409,32 @@ async def run_simulation(
             if stats.events or stats.interrupted:
                 report.finish(stats.summary())
     return stats
+
+
+async def _start_responder(settings: Settings, customers: int, seed: int,
+                           accelerated: bool) -> tuple[asyncio.Task[Any], ResponderStats]:
+    """The responder as a task, once it follows the decisions topic (so none is missed)."""
+    stats = ResponderStats()
+    ready = asyncio.Event()
+    task = asyncio.create_task(respond_to_decisions(
+        settings, customers, seed, progress=None, wall_clock=not accelerated, ready=ready,
+        stats=stats, click_delay_ms=LIVE_CLICK_DELAY_MS,
+        conversion_delay_ms=LIVE_CONVERSION_DELAY_MS))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # it failed to start: say why
+        waiter.cancel()
+        task.result()
+    return task, stats
+
+
+async def _stop_responder(task: asyncio.Task[Any], stats: ResponderStats) -> str:
+    """Stop the responder; its summary (or why it stopped)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # the simulation's own summary still matters
+        return f"the responder stopped: {exc}"
+    return stats.summary()

@@ -7,6 +7,13 @@ feedback to the feedback topic the way their persona would
 maybe a conversion with revenue, at the decision's event time plus a delay. So the learning
 bandit gets the rewards of hidden preferences, and ``streamproc report`` has something to show.
 
+**When.** Feedback is stamped with the decision's event time plus its delay and, by default
+(``wall_clock``), held until the wall clock reaches that stamp (:class:`FeedbackQueue`): a
+click never arrives before it happened, so a live stack's event time does not run ahead. Held
+feedback still due when the responder stops is not sent (the summary counts it). Without
+``wall_clock`` (decisions of an accelerated simulation, in event time far ahead of the clock)
+everything is sent at once.
+
 Decisions about other customers (not ``sim{seed}-c...`` of the population), tombstones,
 records that are not decisions and decisions whose action is ``none`` (nothing shown) are
 skipped and counted. Non-personalised decisions are answered at the neutral rate.
@@ -14,6 +21,8 @@ skipped and counted. Non-personalised decisions are answered at the neutral rate
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,16 +34,21 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from streamproc.events.codec import parse_ts
 from streamproc.settings import Settings
 from streamproc.simulator.population import Population
-from streamproc.simulator.preferences import Preferences
+from streamproc.simulator.preferences import CLICK_DELAY_MS, CONVERSION_DELAY_MS, Preferences
 from streamproc.tail import open_consumer
 
 PROGRESS_S = 5.0
+# Delays of the feedback `streamproc simulate` gives while it runs: a banner is clicked within
+# seconds, and the demo's bandit must learn within a minute (Preferences' defaults are slower).
+LIVE_CLICK_DELAY_MS = 5_000
+LIVE_CONVERSION_DELAY_MS = 60_000
 
 
 @dataclass
 class ResponderStats:
     answered: int = 0
-    feedback: int = 0
+    feedback: int = 0  # feedback events made (sent, or held until due)
+    sent: int = 0
     by_outcome: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -44,9 +58,42 @@ class ResponderStats:
     def summary(self) -> str:
         outcomes = ", ".join(f"{n:,} {o}" for o, n in sorted(self.by_outcome.items()))
         skipped = "; ".join(f"{n:,} {why}" for why, n in sorted(self.skipped.items()))
+        held = self.feedback - self.sent
         return (f"answered {self.answered:,} decisions with {self.feedback:,} feedback events"
                 f"{f' ({outcomes})' if outcomes else ''}"
+                f"{f'; {held:,} not due yet, not sent' if held > 0 else ''}"
                 f"{f'; skipped {skipped}' if skipped else ''}")
+
+
+class FeedbackQueue:
+    """Feedback events held until the wall clock reaches their ``ts`` (epoch ms).
+
+    >>> q = FeedbackQueue()
+    >>> q.push(2_000, {"event_id": "b"}); q.push(1_000, {"event_id": "a"})
+    >>> [e["event_id"] for e in q.due(1_500)], len(q), q.next_due()
+    (['a'], 1, 2000)
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, dict[str, Any]]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, due_ms: int, event: dict[str, Any]) -> None:
+        heapq.heappush(self._heap, (due_ms, self._seq, event))
+        self._seq += 1
+
+    def due(self, now_ms: int) -> list[dict[str, Any]]:
+        """The events due by ``now_ms``, in due order, taken off the queue."""
+        out = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            out.append(heapq.heappop(self._heap)[2])
+        return out
+
+    def next_due(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
 
 
 class Responder:
@@ -57,6 +104,7 @@ class Responder:
         self.preferences = preferences
 
     def answer(self, record: Any, stats: ResponderStats) -> list[dict[str, Any]]:
+        """The feedback events of the customer a decision record is about ([] for others)."""
         if not isinstance(record, dict) or not isinstance(record.get("decision_id"), str):
             stats.skip("records that are not decisions")
             return []
@@ -86,16 +134,32 @@ class Responder:
         return events
 
 
-async def respond_to_decisions(settings: Settings, customers: int, seed: int, *,
-                               from_beginning: bool = False, limit: int | None = None,
-                               progress: TextIO | None = sys.stderr) -> ResponderStats:
-    """Answer decisions until ``limit`` were answered (or forever; Ctrl-C stops)."""
+async def respond_to_decisions(
+    settings: Settings, customers: int, seed: int, *, from_beginning: bool = False,
+    limit: int | None = None, progress: TextIO | None = sys.stderr, wall_clock: bool = True,
+    ready: asyncio.Event | None = None, stats: ResponderStats | None = None,
+    click_delay_ms: int = CLICK_DELAY_MS, conversion_delay_ms: int = CONVERSION_DELAY_MS,
+) -> ResponderStats:
+    """Answer decisions until ``limit`` were answered (or forever; Ctrl-C or cancelling stops).
+
+    ``ready`` is set once the decisions topic is followed; ``stats`` (a new one by default)
+    is updated as it goes, so a caller that cancels still has the figures."""
     from streamproc.errors import StreamprocError
 
-    responder = Responder(Population.generate(customers, seed), Preferences(seed=seed))
-    stats = ResponderStats()
+    responder = Responder(Population.generate(customers, seed),
+                          Preferences(seed=seed, click_delay_ms=click_delay_ms,
+                                      conversion_delay_ms=conversion_delay_ms))
+    stats = ResponderStats() if stats is None else stats
+    held = FeedbackQueue()
     consumer, partitions = await open_consumer(settings, settings.topics.decisions)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+
+    async def send(events: list[dict[str, Any]]) -> None:
+        for event in events:
+            await producer.send(settings.topics.feedback, orjson.dumps(event),
+                                key=event["customer_id"].encode())
+            stats.sent += 1
+
     try:
         if not partitions:
             raise StreamprocError(f"topic {settings.topics.decisions} does not exist; run "
@@ -107,24 +171,33 @@ async def respond_to_decisions(settings: Settings, customers: int, seed: int, *,
             await consumer.seek_to_beginning(*tps)
         else:
             await consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve the end offsets now: what comes later is answered
+                await consumer.position(tp)
+        if ready is not None:
+            ready.set()
         if progress is not None:
             print(f"answering decisions on {settings.topics.decisions} for {customers:,} "
                   f"simulated customers (seed {seed}); Ctrl-C stops", file=progress, flush=True)
         next_report = time.monotonic() + PROGRESS_S
         while limit is None or stats.answered < limit:
-            batch = await consumer.getmany(timeout_ms=500)
+            batch = await consumer.getmany(timeout_ms=200 if len(held) else 500)
             for messages in batch.values():
                 for message in messages:
                     if limit is not None and stats.answered >= limit:
                         break
                     record = None if message.value is None else _loads(message.value)
-                    for event in responder.answer(record, stats):
-                        await producer.send(settings.topics.feedback, orjson.dumps(event),
-                                            key=event["customer_id"].encode())
+                    answers = responder.answer(record, stats)
+                    if not wall_clock:
+                        await send(answers)
+                        continue
+                    for event in answers:
+                        held.push(parse_ts(event["ts"]), event)
+            await send(held.due(time.time_ns() // 1_000_000))
             await producer.flush()
             if progress is not None and time.monotonic() >= next_report:
                 print(stats.summary(), file=progress, flush=True)
                 next_report = time.monotonic() + PROGRESS_S
+        await send(held.due(time.time_ns() // 1_000_000))
     finally:
         await producer.stop()
         await consumer.stop()

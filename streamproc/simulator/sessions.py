@@ -16,6 +16,13 @@ first, and the amount is exactly the sum of the lines.
 
 Event time is independent of the wall clock: at a high send rate the simulated clock runs faster
 than real time (a simulated day per minute or so); the events stay internally consistent.
+:mod:`streamproc.simulator.producer` re-stamps them with the wall clock by default.
+
+With ``slot_requests`` the visitors' pages also ask for their slots, as a website would
+(:data:`PAGE_SLOTS`): the home page for ``homepage_hero``, category and product pages for
+``product_recs``, the cart page for ``cart_drawer``; the answers are decisions. Visitors then
+also go back to the home page now and then (:data:`BACK_HOME`), so its hero can follow what they
+browse.
 """
 
 from __future__ import annotations
@@ -74,6 +81,18 @@ CONSENT_PURPOSES = ("personalisation", "email", "sms", "push", "call_centre")
 INITIAL_CONSENT = {"personalisation": 0.9, "email": 0.7, "sms": 0.3, "push": 0.5,
                    "call_centre": 0.2}
 LOYALTY_TIERS = ("bronze", "silver", "gold")
+# The slot a page of each type asks for (slots of schemas/examples/catalogue.yaml), and the share
+# of those pages that ask (a product page's recommendations are not requested on every view).
+PAGE_SLOTS: dict[str, tuple[str, float]] = {
+    "home": ("homepage_hero", 1.0),
+    "category": ("product_recs", 0.5),
+    "product": ("product_recs", 0.25),
+    "cart": ("cart_drawer", 1.0),
+}
+SLOT_REQUEST_DELAY_MS = 300  # the page's script asks for its slot just after the page view
+# With slot requests, the share of steps after which a visitor who viewed products goes back to
+# the home page: its hero then reflects what they just browsed.
+BACK_HOME = 0.12
 
 
 class SimEvent(NamedTuple):
@@ -156,6 +175,30 @@ class _Session:
             event["context"] = dict(self.context)
         event.update(fields)
         self.out.append((self.t, self.sim.topic_of[type_], event))
+        if self.sim.slot_requests and in_session:
+            if type_ == "page_view":
+                self.request_slot(fields["page_type"], fields["url"], fields.get("category"))
+            elif type_ == "product_view":
+                product = fields["product"]
+                self.request_slot("product", self.url(f"/p/{product['product_id']}"),
+                                  product["category"], product["product_id"])
+
+    def request_slot(self, page_type: str, url: str, category: str | None = None,
+                     product_id: str | None = None) -> None:
+        """The page's slot request (:data:`PAGE_SLOTS`), if it has a slot and asks this time."""
+        slot, share = PAGE_SLOTS.get(page_type, ("", 0.0))
+        if not slot or (share < 1.0 and self.rng.random() >= share):
+            return
+        page: dict[str, Any] = {"url": url, "page_type": page_type}
+        if category is not None:
+            page["category"] = category
+        if product_id is not None:
+            page["product_id"] = product_id
+        self.t += SLOT_REQUEST_DELAY_MS
+        event = {"type": "slot_request", "customer_id": self.customer.customer_id,
+                 "channel": self.channel, "context": dict(self.context), "slot": slot,
+                 "page": page}
+        self.out.append((self.t, self.sim.topic_of["slot_request"], event))
 
     def wait(self, low_s: float, high_s: float) -> None:
         self.t += self.rng.randint(int(low_s * 1000), int(high_s * 1000))
@@ -312,14 +355,19 @@ class _Session:
                 self.remove_from_cart()
             else:
                 self.view_product()
+            if self.sim.slot_requests and self.viewed and rng.random() < BACK_HOME:
+                self.wait(3, 20)
+                self.emit("page_view", url=self.url("/"), page_type="home")
         if cart:
             self.wait(10, 60)
             self.checkout()
 
 
 class _Simulator:
-    def __init__(self, population: Population, start_ms: int, seed: int) -> None:
+    def __init__(self, population: Population, start_ms: int, seed: int,
+                 slot_requests: bool = False) -> None:
         self.population = population
+        self.slot_requests = slot_requests
         self.rng = random.Random(f"sessions:{population.seed}:{seed}")
         self.prefix = f"sim{seed}-{_base36(start_ms)}-"
         self.topic_of = {name: s.topic for name, s in load_event_schemas().items()}
@@ -378,12 +426,16 @@ class _Simulator:
             yield SimEvent(topic, event["customer_id"], event)
 
 
-def generate_events(population: Population, start: datetime, seed: int = 7) -> Iterator[SimEvent]:
+def generate_events(population: Population, start: datetime, seed: int = 7, *,
+                    slot_requests: bool = False) -> Iterator[SimEvent]:
     """Endless events of ``population`` from event time ``start`` on, in event-time order.
+
+    With ``slot_requests``, pages also ask for their slots (:data:`PAGE_SLOTS`); without, the
+    events are exactly those of earlier versions (the benchmark's stay comparable).
 
     Deterministic: the same population, ``start`` and ``seed`` give the same events. Event ids
     (``sim<seed>-<start in base 36>-e<n>``) are unique per (seed, start), so a second run from
     another start never collides with the first in the workers' duplicate filter.
     """
     start_ms = _to_ms(start)
-    return _Simulator(population, start_ms, seed).run(start_ms)
+    return _Simulator(population, start_ms, seed, slot_requests).run(start_ms)

@@ -79,7 +79,7 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
         print("stack: already running", file=out, flush=True)
         _create_topics(settings, out)
         return before
-    taken = [c.detail for c in before.components if c.state == "port-taken"]
+    taken = [c.detail for c in before.components if c.state in ("port-taken", "other-stack")]
     if taken:
         raise StackError("cannot start the stack: " + "; ".join(taken))
     for component in before.components:

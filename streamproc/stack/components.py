@@ -7,8 +7,11 @@ from typing import Literal
 
 # running: ours and accepting connections; starting: ours, not accepting yet; stopped: nothing
 # there; stale: a pid file whose process is dead or not ours; port-taken: something that is not
-# ours holds the port; external: configured to a non-local host, which the stack does not manage.
-State = Literal["running", "starting", "stopped", "stale", "port-taken", "external"]
+# ours holds the port; other-stack: another streamproc stack (another STREAMPROC_STACK_DIR) holds
+# it (the pid is that stack's process); external: configured to a non-local host, which the stack
+# does not manage.
+State = Literal["running", "starting", "stopped", "stale", "port-taken", "other-stack",
+                "external"]
 
 
 @dataclass(frozen=True)

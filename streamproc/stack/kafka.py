@@ -34,6 +34,7 @@ from streamproc.errors import StackError
 from streamproc.settings import Settings
 from streamproc.stack import jars
 from streamproc.stack.components import ComponentStatus, State
+from streamproc.stack.holders import other_stack_hint, stack_holding
 from streamproc.stack.process import (
     check_pid,
     is_loopback,
@@ -199,18 +200,28 @@ def status(settings: Settings) -> ComponentStatus:
         return ComponentStatus("kafka", state, address, info.pid, f"log: {paths.log}")
     taken = [p for p in (port, controller) if port_in_use(host, p)]
     if taken:
+        for p in taken:
+            holder = stack_holding(p)
+            if holder is not None:
+                held = " and ".join(f"{host}:{t}" for t in taken)
+                verb = "are" if len(taken) > 1 else "is"
+                return ComponentStatus("kafka", "other-stack", address, holder.pid,
+                                       other_stack_hint(holder, f"{held} {verb}", PORTS_HINT))
         return ComponentStatus("kafka", "port-taken", address, None, port_taken_hint(host, taken))
     if info.state == "stale":
         return ComponentStatus("kafka", "stale", address, info.pid, info.reason)
     return ComponentStatus("kafka", "stopped", address)
 
 
+PORTS_HINT = ("choose free ports with STREAMPROC_KAFKA_BOOTSTRAP and "
+              "STREAMPROC_KAFKA_CONTROLLER_PORT")
+
+
 def port_taken_hint(host: str, ports: list[int]) -> str:
     held = " and ".join(f"{host}:{p}" for p in ports)
     verb = "are" if len(ports) > 1 else "is"
-    return (f"{held} {verb} held by another program (not started by this stack): stop it, or "
-            "choose free ports with STREAMPROC_KAFKA_BOOTSTRAP and "
-            "STREAMPROC_KAFKA_CONTROLLER_PORT")
+    return f"{held} {verb} held by another program (not started by this stack): stop it, or " \
+        + PORTS_HINT
 
 
 def prepare(settings: Settings, out: TextIO) -> list[str]:

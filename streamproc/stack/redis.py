@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from streamproc.errors import StackError
 from streamproc.settings import Settings
 from streamproc.stack.components import ComponentStatus, State
+from streamproc.stack.holders import other_stack_hint, stack_holding
 from streamproc.stack.process import (
     bind_address,
     check_pid,
@@ -146,6 +147,10 @@ def status(settings: Settings) -> ComponentStatus:
         state: State = "running" if ping(host, port, _password(settings)) else "starting"
         return ComponentStatus("redis", state, address, info.pid, f"log: {paths.log}")
     if port_in_use(host, port):
+        holder = stack_holding(port)
+        if holder is not None:
+            return ComponentStatus("redis", "other-stack", address, holder.pid, other_stack_hint(
+                holder, f"{host}:{port} is", "choose a free port with STREAMPROC_REDIS_URL"))
         return ComponentStatus("redis", "port-taken", address, None, port_taken_hint(host, port))
     if info.state == "stale":
         return ComponentStatus("redis", "stale", address, info.pid, info.reason)

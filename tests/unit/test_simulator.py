@@ -12,6 +12,7 @@ import io
 import itertools
 import re
 import statistics
+import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ import orjson
 import pytest
 
 from streamproc.errors import ConfigError, StackError, StreamprocError
+from streamproc.events.codec import parse_ts
 from streamproc.events.schemas import load_event_schemas
 from streamproc.settings import Settings, Topics
 from streamproc.simulator import (
@@ -35,6 +37,7 @@ from streamproc.simulator import (
 )
 from streamproc.simulator import producer as producer_module
 from streamproc.simulator.producer import Pacer
+from streamproc.simulator.sessions import PAGE_SLOTS
 
 START = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 TS_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -418,3 +421,90 @@ async def test_bad_arguments(settings: Settings, fake: FakeProducer,
     with pytest.raises(ConfigError):
         await run_simulation(settings, progress=None, **(args | kwargs))
     assert not fake.started
+
+
+# -- the two clocks, and the pages' slot requests -------------------------------------------------
+
+
+async def test_run_simulation_stamps_events_with_the_wall_clock(settings: Settings,
+                                                                 fake: FakeProducer) -> None:
+    before = time.time_ns() // 1_000_000
+    await run_simulation(settings, customers=50, rate=2_000, duration=None, max_events=300,
+                         progress=None)
+    after = time.time_ns() // 1_000_000
+    stamps = [parse_ts(orjson.loads(value)["ts"]) for _, _, value in fake.sent]
+    assert len(stamps) == 300
+    # the generator's own clock would have run minutes or hours ahead in 300 events
+    assert all(before <= ts <= after for ts in stamps), (before, min(stamps), max(stamps), after)
+    assert stamps == sorted(stamps)
+
+
+async def test_accelerated_keeps_event_time_and_uses_topics_of_its_own(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    accelerated = producer_module.accelerated_settings(settings)
+    fake = FakeProducer(accelerated.topics)
+    monkeypatch.setattr(producer_module, "_make_producer", lambda s: fake)
+    created: list[Topics] = []
+
+    async def ensure(s: Settings) -> list[str]:
+        created.append(s.topics)
+        return []
+
+    monkeypatch.setattr("streamproc.stack.topics.ensure_topics", ensure)
+    out = io.StringIO()
+    await run_simulation(settings, customers=50, rate=5_000, duration=None, max_events=2_000,
+                         progress=out, accelerated=True)
+    assert created == [accelerated.topics]
+    assert {topic for topic, _, _ in fake.sent} <= set(accelerated.topics.all())
+    assert not {topic for topic, _, _ in fake.sent} & set(settings.topics.all())
+    stamps = [parse_ts(orjson.loads(value)["ts"]) for _, _, value in fake.sent]
+    assert stamps[-1] - stamps[0] > 60_000  # simulated time ran far ahead of the ~0.4 s taken
+    assert "streamproc-accelerated.* topics, not the stack's" in out.getvalue()
+
+
+def test_accelerated_refuses_the_stacks_topics(settings: Settings) -> None:
+    prefix = settings.topics.browsing.removesuffix("browsing")
+    with pytest.raises(ConfigError, match="push its event time hours ahead"):
+        producer_module.accelerated_settings(settings, prefix)
+
+
+def test_stamp_now_replaces_only_the_time() -> None:
+    event = take(1)[0]
+    stamped = producer_module.stamp_now(event, 1_700_000_000_123)
+    assert stamped.event["ts"] == "2023-11-14T22:13:20.123Z"
+    assert {k: v for k, v in stamped.event.items() if k != "ts"} == {
+        k: v for k, v in event.event.items() if k != "ts"}
+    assert stamped.key == event.key and stamped.topic == event.topic
+
+
+def test_pages_ask_for_their_slots() -> None:
+    population = Population.generate(200, 7)
+    events = list(itertools.islice(generate_events(population, START, 7, slot_requests=True),
+                                   4_000))
+    schemas = load_event_schemas()
+    for e in events:
+        schemas[e.event["type"]].validate(e.event)
+    requests = [e.event for e in events if e.event["type"] == "slot_request"]
+    assert {r["slot"] for r in requests} == {"homepage_hero", "product_recs", "cart_drawer"}
+    by_customer: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_customer[e.key].append(e.event)
+    for request in requests:
+        # every request follows its page (same session, page type of the slot) by 300 ms
+        history = by_customer[request["customer_id"]]
+        before = history[history.index(request) - 1]
+        assert before["type"] in ("page_view", "product_view")
+        assert before["context"]["session_id"] == request["context"]["session_id"]
+        assert parse_ts(request["ts"]) - parse_ts(before["ts"]) == 300
+        page_type = before.get("page_type", "product")
+        assert request["page"]["page_type"] == page_type
+        assert request["slot"] == PAGE_SLOTS[page_type][0]
+    homes = [e.event for e in events if e.event.get("page_type") == "home"]
+    assert sum(r["slot"] == "homepage_hero" for r in requests) == len(homes)
+
+
+def test_without_slot_requests_the_events_are_unchanged() -> None:
+    population = Population.generate(100, 7)
+    plain = list(itertools.islice(generate_events(population, START, 7), 1_000))
+    assert plain == take(1_000, customers=100)
+    assert not any(e.event["type"] == "slot_request" for e in plain)

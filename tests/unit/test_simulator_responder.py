@@ -59,3 +59,29 @@ def test_neutral_decisions_are_answered_at_the_neutral_rate() -> None:
     assert "house_default" in prefs.neutral
     assert prefs.conversion(customer, "house_default") == prefs.conversion(customer,
                                                                            "bestsellers_hero")
+
+
+def test_feedback_is_held_until_the_wall_clock_reaches_it() -> None:
+    from streamproc.events.codec import parse_ts
+    from streamproc.simulator.preferences import Preferences as Prefs
+    from streamproc.simulator.responder import FeedbackQueue
+
+    prefs = Prefs(seed=7, click_delay_ms=5_000, conversion_delay_ms=60_000)
+    customer = POPULATION.customers[0]
+    events: list[dict[str, Any]] = []
+    for i in range(400):  # enough decisions for clicks and conversions
+        events += [e for _, e in prefs.respond(customer, {"decision_id": f"d{i}",
+                                                         "ts_ms": 1_000_000,
+                                                         "action_id": "hot_intent_bundle"})]
+    outcomes = {e["outcome"]: parse_ts(e["ts"]) - 1_000_000 for e in events}
+    assert outcomes == {"impression": 0, "click": 5_000, "conversion": 60_000}
+    queue = FeedbackQueue()
+    for event in events:
+        queue.push(parse_ts(event["ts"]), event)
+    assert queue.due(999_999) == []
+    now = [e["outcome"] for e in queue.due(1_000_000)]
+    assert set(now) == {"impression"} and len(now) == 400
+    assert {e["outcome"] for e in queue.due(1_059_999)} == {"click"}
+    assert queue.next_due() == 1_060_000
+    assert {e["outcome"] for e in queue.due(2_000_000)} == {"conversion"}
+    assert len(queue) == 0 and queue.next_due() is None

@@ -604,3 +604,31 @@ async def test_ensure_topics_without_kafka_is_a_stack_error(settings: Settings) 
 
 def test_signal_helper_ignores_gone_processes() -> None:
     process.signal_process(dead_pid(), signal.SIGTERM)  # no exception
+
+
+def test_status_names_another_stack_holding_the_port(settings: Settings, tmp_path: Path) -> None:
+    """A process started like another stack's Redis (its config path as an argument, its pid in
+    that stack's pid file) listening on our Redis port: reported as that stack, not anonymous."""
+    other = tmp_path / "other-checkout" / ".stack"
+    (other / "redis").mkdir(parents=True)
+    host, port = settings.redis_host_port
+    script = ("import socket, sys, time; s = socket.socket(); "
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              f"s.bind(({host!r}, {port})); s.listen(); print('ok', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(other / "redis" / "redis.conf")],
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ok\n"
+        process.write_pid(other / "redis" / "redis.pid", proc.pid)
+        status = stack_status(settings)
+        assert status.redis.state == "other-stack" and status.redis.pid == proc.pid
+        assert f"held by another streamproc stack in {other} (redis, pid {proc.pid})" in \
+            status.redis.detail
+        assert f"STREAMPROC_STACK_DIR={other} streamproc stack down" in status.redis.detail
+        with pytest.raises(StackError, match="another streamproc stack"):
+            stack_up(settings, io.StringIO())
+        (other / "redis" / "redis.pid").unlink()  # not that stack's process after all
+        assert stack_status(settings).redis.state == "port-taken"
+    finally:
+        proc.kill()
+        proc.wait()
