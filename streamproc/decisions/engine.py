@@ -72,6 +72,7 @@ from streamproc.decisions.record import (
     segments_used,
 )
 from streamproc.errors import StreamprocError
+from streamproc.state.profile import Profile
 
 # The type of a timer's synthetic event (streamproc.decisions.timers).
 TIMER = "timer"
@@ -79,7 +80,6 @@ TIMER = "timer"
 # Who gets which arm of an experiment: streamproc.decisions.experiments.assign.
 Assign = Callable[[str, dict[str, Any]], str]
 
-Profile = dict[str, Any]
 PERSONALISATION = "personalisation"
 # What feedback teaches the learning chooser: a click or a conversion is a success, an
 # unsubscribe or a dismissal a failure; impressions and opens teach nothing by themselves.
