@@ -11,8 +11,9 @@ id twice, never two ids).
 
 Three per-event hooks run after the profile took an event: a :class:`Scorer` (the served
 models: purchase intent, lifetime value, clusters; :mod:`streamproc.learning.scorer`), a
-:class:`Segmenter` (which sees the new scores) and the decision
-:class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
+:class:`SegmentUpdater` (the segments, :mod:`streamproc.segments.segmenter`; it sees the new
+scores) and the decision :class:`~streamproc.decisions.engine.Engine` (which sees both, and
+the segment moves). The
 scorer's observations (for the learner, :mod:`streamproc.learning.learner`) and the engine's
 lessons for the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic
 through the outbox like the decisions, once the customer's state write succeeded; the decisions
@@ -87,8 +88,9 @@ class BatchResult:
     cache_misses: int = 0
 
 
-class Segmenter(Protocol):
-    """Re-segments a profile after each event (streamproc.segments.segmenter is the real one)."""
+class SegmentUpdater(Protocol):
+    """Re-segments a profile after each event (:class:`~streamproc.segments.segmenter.Segmenter`
+    is the real one, :class:`NoSegments` the stand-in)."""
 
     async def refresh(self, store: Store) -> None: ...
 
@@ -206,7 +208,7 @@ class Processor:
         store: Store,
         decoder: Decoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        segmenter: Segmenter | None = None,
+        segmenter: SegmentUpdater | None = None,
         scorer: Scorer | None = None,
         engine: Engine | None = None,
     ) -> None:
@@ -215,7 +217,7 @@ class Processor:
         self.dedupe_window = settings.dedupe_window
         self.compression = settings.state_compression
         self.clock_ms = clock_ms
-        self.segmenter: Segmenter = segmenter or NoSegments()
+        self.segmenter: SegmentUpdater = segmenter or NoSegments()
         # The lifecycle thresholds, for the time-driven lifecycle timer (none without segments).
         self.segment_config = getattr(self.segmenter, "config", None)
         self.scorer: Scorer = scorer or NoScoring()

@@ -104,7 +104,9 @@ class Lesson:
 
 
 @dataclass
-class Outcome:
+class Decided:
+    """What one call of the engine decided: decision records, and lessons for the chooser."""
+
     records: list[dict[str, Any]] = field(default_factory=list)
     lessons: list[Lesson] = field(default_factory=list)
 
@@ -184,11 +186,11 @@ class Engine:
 
     def decide(self, p: Profile, src: Source, data: Mapping[str, Any],
                moves: Sequence[Mapping[str, Any]], now_ms: int | None = None,
-               model_versions: Mapping[str, str] | None = None) -> Outcome:
+               model_versions: Mapping[str, str] | None = None) -> Decided:
         """The decisions the event (already applied to ``p``) calls for; updates ``p``'s
         exposure history."""
         cat = self.current()
-        out = Outcome()
+        out = Decided()
         fired = self.fired(cat, p, src, data, moves)
         if not fired:
             return out
@@ -208,12 +210,12 @@ class Engine:
                      now_ms: int | None = None,
                      model_versions: Mapping[str, str] | None = None, *,
                      check_when: bool = True, carry: str | None = None,
-                     note: str | None = None) -> Outcome:
+                     note: str | None = None) -> Decided:
         """The decision of a timer that fired (:mod:`.timers`): a trigger's ``after`` timer
         (its ``when`` checked now), or a step of its cascade (``slots`` = the step's slot,
         ``carry`` = the action of the step before, ``note`` = why this step)."""
         cat = self.current()
-        out = Outcome()
+        out = Decided()
         if check_when and trigger.when is not None and not trigger.when(p, src.ts_ms):
             return out
         exposure.forget_stale(p, src.ts_ms, lambda a: cat.actions[a].freshness_ms
