@@ -49,7 +49,7 @@ from streamproc.decisions.catalogue import (
     Slot,
     Trigger,
 )
-from streamproc.decisions.chooser import Chooser, Pick, UniformChooser
+from streamproc.decisions.chooser import Chooser, DelayedRewardChooser, Pick, UniformChooser
 from streamproc.decisions.experiments import CONTROL
 from streamproc.decisions.experiments import assign as experiment_assign
 from streamproc.decisions.guardrails import (
@@ -402,20 +402,24 @@ class Engine:
                        entry[exposure.CONTEXT], entry[exposure.TS], reward)]
 
     def learn(self, lessons: Sequence[Lesson]) -> None:
-        """Apply lessons whose decisions or feedback are saved (the bandit's ``expect`` and
-        ``reward`` when it has them; the protocol's ``learn`` otherwise)."""
-        chooser: Any = self.chooser
-        for lesson in lessons:
-            if lesson.kind == "expect":
-                if hasattr(chooser, "expect"):
+        """Apply lessons whose decisions or feedback are saved: ``expect`` and ``reward`` for a
+        :class:`~.chooser.DelayedRewardChooser`; for another chooser, a reward's ``learn``
+        (it has no pick to wait for)."""
+        chooser = self.chooser
+        if isinstance(chooser, DelayedRewardChooser):
+            for lesson in lessons:
+                if lesson.kind == "expect":
                     chooser.expect(lesson.decision_id, lesson.action_id, lesson.context,
                                    lesson.ts_ms)
-            elif hasattr(chooser, "reward"):
-                chooser.reward(lesson.decision_id, lesson.reward)
-            else:
+                else:
+                    chooser.reward(lesson.decision_id, lesson.reward)
+            return
+        for lesson in lessons:
+            if lesson.kind != "expect":
                 chooser.learn(lesson.action_id, lesson.context, lesson.reward)
 
     def advance(self, watermark_ms: int) -> int:
-        """Close the chooser's expectations older than its wait as zero rewards."""
-        advance: Callable[[int], int] | None = getattr(self.chooser, "advance", None)
-        return advance(watermark_ms) if advance is not None else 0
+        """Close the chooser's expectations older than its wait as zero rewards (none for a
+        chooser that does not wait for its rewards)."""
+        chooser = self.chooser
+        return chooser.advance(watermark_ms) if isinstance(chooser, DelayedRewardChooser) else 0
