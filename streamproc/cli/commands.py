@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamproc import __version__
-from streamproc.errors import StreamprocError
+from streamproc.errors import StreamprocError, redis_unreachable
 from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
 
 EPILOG = """\
@@ -145,10 +145,7 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(_read_profile(settings, args.customer_id))
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
-            "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
-        ) from None
+        raise redis_unreachable(settings.redis_url, exc) from None
     if found is None:
         print(f"streamproc: no profile stored for customer {args.customer_id!r}", file=sys.stderr)
         return 1
@@ -195,8 +192,7 @@ def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     try:
         deleted = asyncio.run(_forget(settings, args.customer_id))
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(f"cannot reach Redis at {settings.redis_url} ({exc}); "
-                              "run `streamproc stack up` or set STREAMPROC_REDIS_URL") from None
+        raise redis_unreachable(settings.redis_url, exc) from None
     except KafkaError as exc:
         raise StreamprocError(f"erased from Redis, but the tombstones could not be sent to "
                               f"Kafka at {settings.kafka_bootstrap} ({exc}): run forget again "
@@ -243,10 +239,7 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     try:
         blob = asyncio.run(_read_snapshot(settings))
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
-            "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
-        ) from None
+        raise redis_unreachable(settings.redis_url, exc) from None
     key = model_key(settings.app_id, "serving")
     if blob is None:
         print(f"streamproc: no model snapshot in Redis ({key} at {settings.redis_url}): the "
