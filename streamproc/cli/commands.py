@@ -155,33 +155,29 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _forget(settings: Settings, customer_id: str) -> int:
+    """Erase the customer as a worker erases on an ``erase`` event (the same function), and
+    publish what the worker would: tombstones and the learner's erase observation."""
     import time
     import uuid
 
-    from aiokafka import AIOKafkaProducer
-
-    from streamproc.learning.observations import erase_record
+    from streamproc.processor import BatchResult, erase_customer
     from streamproc.state.keys import validate_customer_id
     from streamproc.state.store import RedisStore
+    from streamproc.worker.emitter import KafkaEmitter
 
     validate_customer_id(customer_id)
+    erasure = BatchResult()
     store = RedisStore.from_url(settings.redis_url)
     try:
-        deleted = await store.erase(customer_id)
+        deleted = await erase_customer(store, customer_id, f"forget-{uuid.uuid4()}",
+                                       time.time_ns() // 1_000_000, None, erasure)
     finally:
         await store.close()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
+    emitter = KafkaEmitter(settings)
     try:
-        key = customer_id.encode()
-        for topic in (settings.topics.decisions, settings.topics.segments):
-            await producer.send_and_wait(topic, None, key=key)
-        # The learner forgets the customer's pending moments and purchases.
-        now_ms = time.time_ns() // 1_000_000
-        await producer.send_and_wait(settings.topics.learning, orjson.dumps(erase_record(
-            customer_id, f"forget-{uuid.uuid4()}", now_ms, None)), key=key)
+        await emitter.emit(erasure)
     finally:
-        await producer.stop()
+        await emitter.close()
     return deleted
 
 
