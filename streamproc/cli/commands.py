@@ -58,14 +58,13 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
-    app = create_app(settings)
+    worker = create_app(settings)
     json_logs: dict[str, Any] = {}
     if settings.log_format == "json":
         from streamproc.logs import worker_logging_config
 
-        worker_id: str = app.streamproc_worker_id  # type: ignore[attr-defined]
-        json_logs["logging_config"] = worker_logging_config(settings.log_level, worker_id)
-    run_worker(app, settings, **json_logs)
+        json_logs["logging_config"] = worker_logging_config(settings.log_level, worker.worker_id)
+    run_worker(worker.app, settings, **json_logs)
     return 0
 
 
