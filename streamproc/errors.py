@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 
 class StreamprocError(Exception):
     """Root of every error streamproc raises on purpose."""
@@ -26,3 +28,36 @@ class DecodeError(StreamprocError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its credentials, for messages.
+
+    >>> shown_url("redis://:secret@10.0.0.5:6379/13")
+    'redis://10.0.0.5:6379/13'
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redis_unreachable(url: str, exc: BaseException, *, why: str = "", otherwise: str = "",
+                      kind: type[StreamprocError] = StreamprocError) -> StreamprocError:
+    """The error (a ``kind``) for a Redis that does not answer: where (credentials left out),
+    the client's reason, ``why`` the command needs it, and what to do (``otherwise``: a way
+    around it).
+
+    >>> print(redis_unreachable("redis://:pw@127.0.0.1:1/0", OSError("refused"),
+    ...                         why="the workers' heartbeats live there"))
+    cannot reach Redis at redis://127.0.0.1:1/0 (refused): the workers' heartbeats live there. \
+Is the stack up? Run `streamproc stack up` or set STREAMPROC_REDIS_URL
+    >>> print(redis_unreachable("redis://h:6379/0", OSError("refused"),
+    ...                         otherwise="give --bandit-snapshot FILE"))
+    cannot reach Redis at redis://h:6379/0 (refused). Is the stack up? Run `streamproc stack up`, \
+set STREAMPROC_REDIS_URL, or give --bandit-snapshot FILE
+    """
+    fixes = ["Run `streamproc stack up`", "set STREAMPROC_REDIS_URL"]
+    fixes += [otherwise] if otherwise else []
+    fix = " or ".join(fixes) if len(fixes) == 2 else f"{', '.join(fixes[:-1])}, or {fixes[-1]}"
+    because = f": {why}" if why else ""
+    return kind(f"cannot reach Redis at {shown_url(url)} ({exc}){because}. Is the stack up? {fix}")

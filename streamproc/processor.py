@@ -11,8 +11,9 @@ id twice, never two ids).
 
 Three per-event hooks run after the profile took an event: a :class:`Scorer` (the served
 models: purchase intent, lifetime value, clusters; :mod:`streamproc.learning.scorer`), a
-:class:`Segmenter` (which sees the new scores) and the decision
-:class:`~streamproc.decisions.engine.Engine` (which sees both, and the segment moves). The
+:class:`SegmentUpdater` (the segments, :mod:`streamproc.segments.segmenter`; it sees the new
+scores) and the decision :class:`~streamproc.decisions.engine.Engine` (which sees both, and
+the segment moves). The
 scorer's observations (for the learner, :mod:`streamproc.learning.learner`) and the engine's
 lessons for the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic
 through the outbox like the decisions, once the customer's state write succeeded; the decisions
@@ -87,8 +88,26 @@ class BatchResult:
     cache_misses: int = 0
 
 
-class Segmenter(Protocol):
-    """Re-segments a profile after each event (streamproc.segments.segmenter is the real one)."""
+async def erase_customer(store: Store, customer_id: str, event_id: str, ts_ms: int,
+                         trigger: dict[str, Any] | None, result: BatchResult) -> int:
+    """Erase a customer: the one way, for an ``erase`` event and for ``streamproc forget``.
+
+    Their keys go from the store now (profile, outbox, latest decisions, timer index entries;
+    the RFM histograms lose their counts); ``result`` gains what is left to publish: tombstones
+    for the decisions and segments topics, and the learner's erase observation (event
+    ``event_id`` at ``ts_ms``, read from ``trigger``; None for ``streamproc forget``), so it
+    forgets their pending moments and purchases. Returns how many keys were deleted.
+    """
+    deleted = await store.erase(customer_id)
+    result.erased.append(customer_id.encode())
+    result.learning.append((customer_id.encode(), orjson.dumps(erase_record(
+        customer_id, event_id, ts_ms, trigger))))
+    return deleted
+
+
+class SegmentUpdater(Protocol):
+    """Re-segments a profile after each event (:class:`~streamproc.segments.segmenter.Segmenter`
+    is the real one, :class:`NoSegments` the stand-in)."""
 
     async def refresh(self, store: Store) -> None: ...
 
@@ -206,7 +225,7 @@ class Processor:
         store: Store,
         decoder: Decoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        segmenter: Segmenter | None = None,
+        segmenter: SegmentUpdater | None = None,
         scorer: Scorer | None = None,
         engine: Engine | None = None,
     ) -> None:
@@ -215,7 +234,7 @@ class Processor:
         self.dedupe_window = settings.dedupe_window
         self.compression = settings.state_compression
         self.clock_ms = clock_ms
-        self.segmenter: Segmenter = segmenter or NoSegments()
+        self.segmenter: SegmentUpdater = segmenter or NoSegments()
         # The lifecycle thresholds, for the time-driven lifecycle timer (none without segments).
         self.segment_config = getattr(self.segmenter, "config", None)
         self.scorer: Scorer = scorer or NoScoring()
@@ -253,17 +272,16 @@ class Processor:
         # An erase supersedes everything before it: the customer's keys go now, the learner is
         # told to forget them (before any observation of this batch: those are all of events
         # after the erase), and the events after it (if any) start a new profile.
-        forget: list[tuple[bytes, bytes]] = []
+        erasures = BatchResult()
         for cid, events in by_customer.items():
             erases = [i for i, e in enumerate(events) if e.type == "erase"]
             if erases:
                 self._kept.pop(cid, None)
-                await self.store.erase(cid)
-                result.erased.append(cid.encode())
                 erase = events[erases[-1]]
-                forget.append((cid.encode(), orjson.dumps(erase_record(
-                    cid, erase.event_id, erase.ts_ms, read_from(erase.message)))))
+                await erase_customer(self.store, cid, erase.event_id, erase.ts_ms,
+                                     read_from(erase.message), erasures)
                 by_customer[cid] = events[erases[-1] + 1:]
+        result.erased = erasures.erased
         pending = {cid: events for cid, events in by_customer.items() if events}
         read_order: list[tuple[str, int, int]] = []  # of result.learning's records
         # Timers due by the partitions' new watermarks (streamproc.decisions.timers), asked in
@@ -299,7 +317,7 @@ class Processor:
         # not by customer: the learner's watermark follows each partition's event time, so it
         # needs each partition's observations in order (streamproc.models.join).
         order = sorted(range(len(read_order)), key=read_order.__getitem__)
-        result.learning = forget + [result.learning[i] for i in order]
+        result.learning = erasures.learning + [result.learning[i] for i in order]
         result.cache_hits = self.cache_hits - hits
         result.cache_misses = self.cache_misses - misses
         return result

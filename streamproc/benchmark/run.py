@@ -49,6 +49,7 @@ from streamproc.benchmark.stages import (
     worker_stage,
 )
 from streamproc.benchmark.workers import BARE_FAUST, PIPELINE, BenchError, profiled
+from streamproc.errors import redis_unreachable, shown_url
 from streamproc.settings import Settings, Topics
 from streamproc.simulator import Population, generate_events
 from streamproc.stack import ensure_topics
@@ -108,17 +109,6 @@ def with_db(url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-def shown(url: str) -> str:
-    """``url`` without its credentials, for messages.
-
-    >>> shown("redis://:secret@10.0.0.5:6379/13")
-    'redis://10.0.0.5:6379/13'
-    """
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def simulated_events(customers: int, seed: int) -> Iterator[tuple[str, bytes, bytes]]:
     """The simulator's events as (logical topic, key, value), endlessly."""
     population = Population.generate(customers, seed=seed)
@@ -139,7 +129,7 @@ class RedisGuard:
     """
 
     def __init__(self, url: str, db: int) -> None:
-        self.url = shown(url)
+        self.url = shown_url(url)
         self.db = db
         self.client = aioredis.from_url(url, decode_responses=False)
         self.token = f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}"
@@ -148,8 +138,7 @@ class RedisGuard:
         try:
             await self.client.ping()
         except (aioredis.ConnectionError, OSError) as exc:
-            raise BenchError(f"cannot reach Redis at {self.url} ({exc}); is the stack up? "
-                             "(`streamproc stack status`)") from None
+            raise redis_unreachable(self.url, exc, kind=BenchError) from None
         holder = await self.client.get(LOCK_KEY)
         if holder is not None:
             who = holder.decode(errors="replace") if isinstance(holder, bytes) else holder

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamproc import __version__
-from streamproc.errors import ConfigError, StreamprocError
+from streamproc.errors import ConfigError, StreamprocError, redis_unreachable
 from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
 
 EPILOG = """\
@@ -58,14 +58,13 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
-    app = create_app(settings)
+    worker = create_app(settings)
     json_logs: dict[str, Any] = {}
     if settings.log_format == "json":
         from streamproc.logs import worker_logging_config
 
-        worker_id: str = app.streamproc_worker_id  # type: ignore[attr-defined]
-        json_logs["logging_config"] = worker_logging_config(settings.log_level, worker_id)
-    run_worker(app, settings, **json_logs)
+        json_logs["logging_config"] = worker_logging_config(settings.log_level, worker.worker_id)
+    run_worker(worker.app, settings, **json_logs)
     return 0
 
 
@@ -155,10 +154,7 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(_read_profile(settings, args.customer_id))
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
-            "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
-        ) from None
+        raise redis_unreachable(settings.redis_url, exc) from None
     if found is None:
         print(f"streamproc: no profile stored for customer {args.customer_id!r}", file=sys.stderr)
         return 1
@@ -172,33 +168,29 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _forget(settings: Settings, customer_id: str) -> int:
+    """Erase the customer as a worker erases on an ``erase`` event (the same function), and
+    publish what the worker would: tombstones and the learner's erase observation."""
     import time
     import uuid
 
-    from aiokafka import AIOKafkaProducer
-
-    from streamproc.learning.observations import erase_record
+    from streamproc.processor import BatchResult, erase_customer
     from streamproc.state.keys import validate_customer_id
     from streamproc.state.store import RedisStore
+    from streamproc.worker.emitter import KafkaEmitter
 
     validate_customer_id(customer_id)
+    erasure = BatchResult()
     store = RedisStore.from_url(settings.redis_url)
     try:
-        deleted = await store.erase(customer_id)
+        deleted = await erase_customer(store, customer_id, f"forget-{uuid.uuid4()}",
+                                       time.time_ns() // 1_000_000, None, erasure)
     finally:
         await store.close()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
+    emitter = KafkaEmitter(settings)
     try:
-        key = customer_id.encode()
-        for topic in (settings.topics.decisions, settings.topics.segments):
-            await producer.send_and_wait(topic, None, key=key)
-        # The learner forgets the customer's pending moments and purchases.
-        now_ms = time.time_ns() // 1_000_000
-        await producer.send_and_wait(settings.topics.learning, orjson.dumps(erase_record(
-            customer_id, f"forget-{uuid.uuid4()}", now_ms, None)), key=key)
+        await emitter.emit(erasure)
     finally:
-        await producer.stop()
+        await emitter.close()
     return deleted
 
 
@@ -209,8 +201,7 @@ def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     try:
         deleted = asyncio.run(_forget(settings, args.customer_id))
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(f"cannot reach Redis at {settings.redis_url} ({exc}); "
-                              "run `streamproc stack up` or set STREAMPROC_REDIS_URL") from None
+        raise redis_unreachable(settings.redis_url, exc) from None
     except KafkaError as exc:
         raise StreamprocError(f"erased from Redis, but the tombstones could not be sent to "
                               f"Kafka at {settings.kafka_bootstrap} ({exc}): run forget again "
@@ -258,10 +249,7 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     try:
         blob = asyncio.run(_read_snapshot(settings))
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}); is the stack up? "
-            "Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
-        ) from None
+        raise redis_unreachable(settings.redis_url, exc) from None
     key = model_key(settings.app_id, "serving")
     if blob is None:
         print(f"streamproc: no model snapshot in Redis ({key} at {settings.redis_url}): the "

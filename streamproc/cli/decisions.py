@@ -85,7 +85,7 @@ async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[s
     import redis.asyncio as aioredis
     import redis.exceptions
 
-    from streamproc.errors import StreamprocError
+    from streamproc.errors import StreamprocError, redis_unreachable
     from streamproc.learning.modelstore import RedisModelStore
     from streamproc.state.keys import model_key
 
@@ -93,9 +93,8 @@ async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[s
     try:
         blob = await RedisModelStore(client, settings.app_id).get("serving")
     except redis.exceptions.ConnectionError as exc:
-        raise StreamprocError(f"cannot reach Redis at {settings.redis_url} ({exc}); run "
-                              "`streamproc stack up`, set STREAMPROC_REDIS_URL, or give "
-                              "--bandit-snapshot FILE") from None
+        raise redis_unreachable(settings.redis_url, exc,
+                                otherwise="give --bandit-snapshot FILE") from None
     finally:
         await client.aclose()
     if blob is None:

@@ -107,8 +107,8 @@ class _Pending:
 class ThompsonChooser:
     """Thompson sampling per context key with exact, floored propensities (module docstring).
 
-    Implements :class:`~streamproc.decisions.chooser.Chooser`, plus ``expect``, ``reward`` and
-    ``advance`` for rewards that never come, ``probabilities`` for offline evaluation, and
+    A :class:`~streamproc.decisions.chooser.DelayedRewardChooser` (``expect``, ``reward``, and
+    ``advance`` for rewards that never come), ``probabilities`` for offline evaluation, and
     signed ``snapshot``/``restore``.
     """
 

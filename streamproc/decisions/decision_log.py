@@ -31,7 +31,7 @@ class LogError(StreamprocError):
 
 
 @dataclass
-class Outcome:
+class DecisionOutcome:
     """What happened after one decision, from its feedback events."""
 
     impressions: int = 0
@@ -75,7 +75,7 @@ class DecisionLog:
     """Unique decisions in log order, each with its outcome, and what was skipped."""
 
     decisions: list[dict[str, Any]] = field(default_factory=list)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    outcomes: dict[str, DecisionOutcome] = field(default_factory=dict)
     duplicate_decisions: int = 0
     duplicate_feedback: int = 0
     orphan_feedback: int = 0
@@ -84,8 +84,8 @@ class DecisionLog:
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
-    def outcome(self, decision_id: str) -> Outcome:
-        return self.outcomes.get(decision_id) or Outcome()
+    def outcome(self, decision_id: str) -> DecisionOutcome:
+        return self.outcomes.get(decision_id) or DecisionOutcome()
 
     def notes(self) -> list[str]:
         """What was left out of the log and why, for people."""
@@ -134,7 +134,7 @@ def join(decisions: Iterable[dict[str, Any] | None],
         if decision_id not in seen:
             log.orphan_feedback += 1
             continue
-        log.outcomes.setdefault(decision_id, Outcome()).add(event)
+        log.outcomes.setdefault(decision_id, DecisionOutcome()).add(event)
     return log
 
 

@@ -49,7 +49,7 @@ from streamproc.decisions.catalogue import (
     Slot,
     Trigger,
 )
-from streamproc.decisions.chooser import Chooser, Pick, UniformChooser
+from streamproc.decisions.chooser import Chooser, DelayedRewardChooser, Pick, UniformChooser
 from streamproc.decisions.experiments import CONTROL
 from streamproc.decisions.experiments import assign as experiment_assign
 from streamproc.decisions.guardrails import (
@@ -72,6 +72,7 @@ from streamproc.decisions.record import (
     segments_used,
 )
 from streamproc.errors import StreamprocError
+from streamproc.state.profile import Profile
 
 # The type of a timer's synthetic event (streamproc.decisions.timers).
 TIMER = "timer"
@@ -79,7 +80,6 @@ TIMER = "timer"
 # Who gets which arm of an experiment: streamproc.decisions.experiments.assign.
 Assign = Callable[[str, dict[str, Any]], str]
 
-Profile = dict[str, Any]
 PERSONALISATION = "personalisation"
 # What feedback teaches the learning chooser: a click or a conversion is a success, an
 # unsubscribe or a dismissal a failure; impressions and opens teach nothing by themselves.
@@ -104,7 +104,9 @@ class Lesson:
 
 
 @dataclass
-class Outcome:
+class Decided:
+    """What one call of the engine decided: decision records, and lessons for the chooser."""
+
     records: list[dict[str, Any]] = field(default_factory=list)
     lessons: list[Lesson] = field(default_factory=list)
 
@@ -184,11 +186,11 @@ class Engine:
 
     def decide(self, p: Profile, src: Source, data: Mapping[str, Any],
                moves: Sequence[Mapping[str, Any]], now_ms: int | None = None,
-               model_versions: Mapping[str, str] | None = None) -> Outcome:
+               model_versions: Mapping[str, str] | None = None) -> Decided:
         """The decisions the event (already applied to ``p``) calls for; updates ``p``'s
         exposure history."""
         cat = self.current()
-        out = Outcome()
+        out = Decided()
         fired = self.fired(cat, p, src, data, moves)
         if not fired:
             return out
@@ -208,12 +210,12 @@ class Engine:
                      now_ms: int | None = None,
                      model_versions: Mapping[str, str] | None = None, *,
                      check_when: bool = True, carry: str | None = None,
-                     note: str | None = None) -> Outcome:
+                     note: str | None = None) -> Decided:
         """The decision of a timer that fired (:mod:`.timers`): a trigger's ``after`` timer
         (its ``when`` checked now), or a step of its cascade (``slots`` = the step's slot,
         ``carry`` = the action of the step before, ``note`` = why this step)."""
         cat = self.current()
-        out = Outcome()
+        out = Decided()
         if check_when and trigger.when is not None and not trigger.when(p, src.ts_ms):
             return out
         exposure.forget_stale(p, src.ts_ms, lambda a: cat.actions[a].freshness_ms
@@ -400,20 +402,24 @@ class Engine:
                        entry[exposure.CONTEXT], entry[exposure.TS], reward)]
 
     def learn(self, lessons: Sequence[Lesson]) -> None:
-        """Apply lessons whose decisions or feedback are saved (the bandit's ``expect`` and
-        ``reward`` when it has them; the protocol's ``learn`` otherwise)."""
-        chooser: Any = self.chooser
-        for lesson in lessons:
-            if lesson.kind == "expect":
-                if hasattr(chooser, "expect"):
+        """Apply lessons whose decisions or feedback are saved: ``expect`` and ``reward`` for a
+        :class:`~.chooser.DelayedRewardChooser`; for another chooser, a reward's ``learn``
+        (it has no pick to wait for)."""
+        chooser = self.chooser
+        if isinstance(chooser, DelayedRewardChooser):
+            for lesson in lessons:
+                if lesson.kind == "expect":
                     chooser.expect(lesson.decision_id, lesson.action_id, lesson.context,
                                    lesson.ts_ms)
-            elif hasattr(chooser, "reward"):
-                chooser.reward(lesson.decision_id, lesson.reward)
-            else:
+                else:
+                    chooser.reward(lesson.decision_id, lesson.reward)
+            return
+        for lesson in lessons:
+            if lesson.kind != "expect":
                 chooser.learn(lesson.action_id, lesson.context, lesson.reward)
 
     def advance(self, watermark_ms: int) -> int:
-        """Close the chooser's expectations older than its wait as zero rewards."""
-        advance: Callable[[int], int] | None = getattr(self.chooser, "advance", None)
-        return advance(watermark_ms) if advance is not None else 0
+        """Close the chooser's expectations older than its wait as zero rewards (none for a
+        chooser that does not wait for its rewards)."""
+        chooser = self.chooser
+        return chooser.advance(watermark_ms) if isinstance(chooser, DelayedRewardChooser) else 0

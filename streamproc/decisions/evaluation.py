@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streamproc.decisions.decision_log import DecisionLog, Outcome, field_at
+from streamproc.decisions.decision_log import DecisionLog, DecisionOutcome, field_at
 from streamproc.decisions.experiments import CONTROL
 from streamproc.decisions.stats import Interval, mean_ci
 from streamproc.errors import StreamprocError
@@ -135,7 +135,7 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def reward_value(outcome: Outcome, reward: str) -> float:
+def reward_value(outcome: DecisionOutcome, reward: str) -> float:
     if reward == "conversion":
         return 1.0 if outcome.converted else 0.0
     if reward == "click":
@@ -158,7 +158,7 @@ def samples_from_log(log: DecisionLog, reward: str = "conversion",
     ``segments.rfm``, ...); records without it share the context ``"all"``. Raises
     EvaluationError when a decision that should be used has no usable propensity.
     """
-    reward_value(Outcome(), reward)  # reject an unknown reward before reading anything
+    reward_value(DecisionOutcome(), reward)  # reject an unknown reward before reading anything
     excluded: dict[str, int] = defaultdict(int)
     kept: list[dict[str, Any]] = []
     for record in log.decisions:

@@ -34,11 +34,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from streamproc.state.profile import Profile
+
 ID_DIGITS = 12
 LEARNING, REWARDED = 1, 2
 # Positions in a ``recent`` entry.
 ID, ACTION, CONTEXT, ARM, PROPENSITY, TS, FLAGS = range(7)
-Profile = dict[str, Any]
 
 
 def section(p: Profile) -> dict[str, Any]:

@@ -56,8 +56,8 @@ from streamproc.decisions.catalogue import LIFECYCLE_TIMER, Catalogue, Trigger
 from streamproc.decisions.guardrails import in_quiet_hours, local_time
 from streamproc.segments.config import SegmentConfig
 from streamproc.state.keys import timer_index_key
+from streamproc.state.profile import Profile
 
-Profile = dict[str, Any]
 CASCADE = "cascade."
 # Feedback on a cascade's decision that ends it: the customer responded.
 RESPONSES = frozenset({"open", "click", "conversion"})

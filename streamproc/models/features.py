@@ -23,6 +23,7 @@ scores, so the session already contains that event.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from streamproc.days import DAY_MS, HOUR_MS
@@ -70,7 +71,7 @@ def _log(x: float) -> float:
     return round(math.log1p(max(0.0, x)), 3)
 
 
-def intent_features(profile: dict[str, Any], event_type: str, ts_ms: int) -> dict[str, float]:
+def intent_features(profile: Mapping[str, Any], event_type: str, ts_ms: int) -> dict[str, float]:
     """Purchase-intent features at event time ``ts_ms``: session, history and context.
 
     Session: views, product views, searches (``log1p``), minutes since the session started, the
@@ -127,7 +128,7 @@ def intent_features(profile: dict[str, Any], event_type: str, ts_ms: int) -> dic
     }
 
 
-def behaviour_vector(profile: dict[str, Any]) -> dict[str, float]:
+def behaviour_vector(profile: Mapping[str, Any]) -> dict[str, float]:
     """What a customer is like, for clustering: interests, price level, device, buying habits.
 
     ``cat:<name>``: each category's share of the customer's decayed affinity (they sum to 1,

@@ -32,10 +32,11 @@ from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts
 from streamproc.segments.rfm import assign_rfm
 from streamproc.segments.rules import RuleSet
 from streamproc.segments.tiers import assign_value_tier
+from streamproc.state.profile import Profile
 
 
 def assign_all(
-    profile: Mapping[str, Any],
+    profile: Profile,
     now_ms: int,
     rfm_cuts: Mapping[str, Cuts] | None,
     rules: RuleSet | None,

@@ -42,10 +42,10 @@ from streamproc.errors import ConfigError
 from streamproc.segments.places import line_map, place_problems
 from streamproc.segments.profilepath import MISSING, getter
 from streamproc.segments.rulecheck import check_rules
+from streamproc.state.profile import Profile
 
 log = logging.getLogger(__name__)
 
-Profile = Mapping[str, Any]
 Predicate = Callable[[Profile, int], bool]
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {

@@ -68,6 +68,9 @@ def base_cuts(histograms: dict[str, dict[str, int]], today: int,
 
 
 class Segmenter:
+    """Every segmentation of a customer, built in and from the rules file, after each event;
+    the processor's ``SegmentUpdater``."""
+
     def __init__(
         self,
         settings: Settings,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from streamproc.simulator.population import (
     CATEGORIES,
     PERSONAS,
-    Catalogue,
     Customer,
     Persona,
     Population,
     Product,
+    ProductCatalogue,
 )
 from streamproc.simulator.producer import (
     KafkaUnavailableError,
@@ -27,12 +27,12 @@ from streamproc.simulator.sessions import SimEvent, format_ts, generate_events
 __all__ = [
     "CATEGORIES",
     "PERSONAS",
-    "Catalogue",
     "Customer",
     "KafkaUnavailableError",
     "Persona",
     "Population",
     "Product",
+    "ProductCatalogue",
     "SimEvent",
     "SimulationError",
     "SimulationStats",

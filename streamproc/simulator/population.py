@@ -135,13 +135,13 @@ class Product:
 
 
 @dataclass(frozen=True)
-class Catalogue:
+class ProductCatalogue:
     """Products by category, sorted by price (so a budget is a prefix)."""
 
     products: Mapping[str, tuple[Product, ...]]
 
     @classmethod
-    def generate(cls, seed: int) -> Catalogue:
+    def generate(cls, seed: int) -> ProductCatalogue:
         rng = random.Random(f"catalogue:{seed}")
         out: dict[str, tuple[Product, ...]] = {}
         for category in CATEGORIES:
@@ -238,7 +238,7 @@ def _make_customer(index: int, seed: int) -> Customer:
 class Population:
     seed: int
     customers: tuple[Customer, ...]
-    catalogue: Catalogue
+    catalogue: ProductCatalogue
 
     @classmethod
     def generate(cls, customers: int, seed: int = 7) -> Population:
@@ -248,7 +248,7 @@ class Population:
         return cls(
             seed=seed,
             customers=tuple(_make_customer(i, seed) for i in range(customers)),
-            catalogue=Catalogue.generate(seed),
+            catalogue=ProductCatalogue.generate(seed),
         )
 
     def personas(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ redelivered) is stored the same way: a list, plain JSON when it starts with ``[`
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -44,7 +45,7 @@ def _decompress(blob: bytes) -> bytes:
     return zdict.decompress(blob) if blob[:4] == ZSTD_MAGIC else zlib.decompress(blob)
 
 
-def pack_doc(doc: dict[str, Any], compression: str) -> bytes:
+def pack_doc(doc: Mapping[str, Any], compression: str) -> bytes:
     return _compress(orjson.dumps(doc), compression)
 
 

@@ -1,4 +1,5 @@
-"""The customer profile: a plain dict, and the pure function that applies one event to it.
+"""The customer profile: a plain dict typed by :class:`Profile`, and the pure function that
+applies one event to it.
 
 The profile is stored as one JSON document per customer. ``apply_event`` knows nothing of Redis
 or Kafka; the processor decides which events to apply (idempotency) and stores the result.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from streamproc.days import DAY_MS
 
@@ -29,7 +30,51 @@ ENGAGEMENT_FIELDS = {"impression": "sent", "open": "opened", "click": "clicked",
                      "conversion": "converted", "unsubscribe": "unsubscribed",
                      "dismiss": "dismissed"}
 
-Profile = dict[str, Any]
+
+
+class Profile(TypedDict, total=False):
+    """A customer's profile: the one type every module uses for it.
+
+    A plain dict (stored as JSON), so it is typed by its top-level keys; the parts below them
+    stay ``dict[str, Any]``. Not total: a profile stored by an older version lacks the newer
+    parts until :func:`upgrade_profile` completes it, and the parts written by later steps
+    (scores, timers, the exposure history, ...) appear only once those steps have run.
+    ``streamproc.segments.profilepath.PROFILE_SHAPE`` lists what segment rules may read.
+    """
+
+    # Written by apply_event (new_profile starts each).
+    customer_id: str
+    first_seen_ms: int | None
+    last_seen_ms: int | None
+    counts: dict[str, int]
+    session: dict[str, Any] | None
+    cart: dict[str, Any]
+    purchases: dict[str, Any]
+    categories: dict[str, int]
+    affinities: dict[str, Any]
+    engagement: dict[str, Any]
+    activity: dict[str, dict[str, int]]
+    attributes: dict[str, Any]
+    consent: dict[str, Any]
+    feedback: dict[str, int]
+    device: str | None
+    location: dict[str, str]
+    rfm: dict[str, Any]
+    # Written by the segmenter (streamproc.segments.segmenter).
+    segments: dict[str, Any]
+    segment_history: list[Any]
+    # Written by the scorer (streamproc.learning.scorer).
+    scores: dict[str, float]
+    cluster: dict[str, Any]
+    # Written by the decision engine and its timers (streamproc.decisions).
+    decisions: dict[str, Any]
+    timers: dict[str, dict[str, Any]]
+    clock_ms: int
+    # Written by the processor: what it applied already (idempotency).
+    applied: dict[str, int]
+    recent_event_ids: list[str]
+    # Kept by versions before the learner held them; dropped by the scorer on the next event.
+    pending_labels: Any
 
 
 @dataclass(frozen=True)
@@ -77,8 +122,9 @@ def _shape() -> tuple[frozenset[str], tuple[tuple[str, frozenset[str]], ...]]:
     return frozenset(p), tuple((k, frozenset(v)) for k, v in p.items() if isinstance(v, dict))
 
 
-def upgrade_profile(p: Profile) -> Profile:
-    """A profile stored by an older streamproc, completed with the parts this version keeps.
+def upgrade_profile(doc: dict[str, Any]) -> Profile:
+    """A stored profile document, completed with the parts this version keeps: the one place a
+    document read back becomes a :class:`Profile`.
 
     A part missing at the top level, or inside one of the new profile's dicts (cart, purchases,
     affinities), starts as in a new profile; what the stored profile has stays as it is. So an
@@ -91,17 +137,18 @@ def upgrade_profile(p: Profile) -> Profile:
     ({}, 2, {}, None)
     """
     keys, parts = _shape()
-    if keys <= p.keys() and all(not isinstance(have := p[key], dict) or part <= have.keys()
-                                for key, part in parts):
-        return p  # complete already: nearly every load (checked without building a profile)
-    for key, default in new_profile(p.get("customer_id") or "-").items():
-        have = p.get(key)
-        if key not in p:
-            p[key] = default
+    if keys <= doc.keys() and all(not isinstance(have := doc[key], dict) or part <= have.keys()
+                                  for key, part in parts):
+        # complete already: nearly every load (checked without building a profile)
+        return cast(Profile, doc)
+    for key, default in new_profile(doc.get("customer_id") or "-").items():
+        have = doc.get(key)
+        if key not in doc:
+            doc[key] = default
         elif isinstance(default, dict) and isinstance(have, dict):
             for part, value in default.items():
                 have.setdefault(part, value)
-    return p
+    return cast(Profile, doc)
 
 
 def rfm_summary(purchases: dict[str, Any], now_ms: int) -> dict[str, Any]:
@@ -213,7 +260,7 @@ def apply_event(
     """Apply one schema-valid event to the profile, in place."""
     if p["first_seen_ms"] is None or ts_ms < p["first_seen_ms"]:
         p["first_seen_ms"] = ts_ms
-    p["last_seen_ms"] = max(p["last_seen_ms"] or ts_ms, ts_ms)
+    last_seen = p["last_seen_ms"] = max(p["last_seen_ms"] or ts_ms, ts_ms)
     _bump(p["counts"], type_)
     context = data.get("context") or {}
     if context.get("device"):
@@ -309,5 +356,5 @@ def apply_event(
         channel["last_ms"] = max(channel["last_ms"], ts_ms)
 
     if p["purchases"]["days"]:
-        p["rfm"] = rfm_summary(p["purchases"], max(ts_ms, p["last_seen_ms"]))
-    _trim_activity(p, epoch_day(p["last_seen_ms"]), config.activity_days)
+        p["rfm"] = rfm_summary(p["purchases"], max(ts_ms, last_seen))
+    _trim_activity(p, epoch_day(last_seen), config.activity_days)

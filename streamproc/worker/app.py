@@ -1,8 +1,9 @@
 """Build the Faust app from Settings: topics, the processing agent and its emitter.
 
 Nothing happens at import time; ``create_app`` wires an app for the given settings (tests build
-several). Values travel as raw bytes: decoding is ours, so a bad message reaches the processor
-(and the dead-letter topic) instead of failing inside Faust's deserializer.
+several) and returns it with its parts, as a :class:`WorkerApp`. Values travel as raw bytes:
+decoding is ours, so a bad message reaches the processor (and the dead-letter topic) instead of
+failing inside Faust's deserializer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +80,24 @@ def app_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+@dataclass
+class WorkerApp:
+    """A worker as :func:`create_app` wires it: the Faust app and the parts of it that the
+    command, the operations endpoints and the tests read."""
+
+    app: faust.App
+    stats: BatchStats  # the batches so far (the heartbeat publishes them)
+    metrics: WorkerMetrics  # what /metrics serves
+    worker_id: str  # in the heartbeat, the status and the JSON logs
+    scorer: IntentScorer | None = None  # the agent's, serving the models, once it started
+
+
 def create_app(
     settings: Settings,
     store_factory: Callable[[], Store] | None = None,
     emitter: Emitter | None = None,
     **faust_options: Any,
-) -> faust.App:
+) -> WorkerApp:
     options = app_options(settings)
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
@@ -94,11 +108,9 @@ def create_app(
     out = emitter or KafkaEmitter(settings)
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
-    app.streamproc_stats = stats  # type: ignore[attr-defined]
-    metrics = WorkerMetrics(scorer=lambda: getattr(app, "streamproc_scorer", None))
-    app.streamproc_metrics = metrics  # type: ignore[attr-defined]
+    metrics = WorkerMetrics(scorer=lambda: worker.scorer)
     worker_id = heartbeat.new_worker_id()
-    app.streamproc_worker_id = worker_id  # type: ignore[attr-defined]
+    worker = WorkerApp(app, stats, metrics, worker_id)
 
     segmenter = Segmenter(settings)  # loads the rules file now: a bad one stops the start
     engine = default_engine(settings)  # the catalogue likewise
@@ -107,7 +119,7 @@ def create_app(
     # worker's event loop); the learner hands its models (the bandit too) to this process's
     # scorer only when there is no secret (no snapshots to reload from).
     def adopt_locally(served: ServedModels, version: int, created_ms: int) -> None:
-        scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
+        scorer = worker.scorer
         if scorer is not None:
             scorer.adopt(served, version, created_ms)
 
@@ -119,8 +131,7 @@ def create_app(
         # The learning bandit picks among eligible actions: the learner's, served with the
         # models (a fresh one until the first snapshot is served).
         engine.chooser = bandit = ThompsonChooser.from_settings(settings)
-        scorer = IntentScorer(settings, models, bandit=bandit)
-        app.streamproc_scorer = scorer  # type: ignore[attr-defined]
+        scorer = worker.scorer = IntentScorer(settings, models, bandit=bandit)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine)
         batches = raw_batches(stream, settings, metrics)
@@ -142,7 +153,7 @@ def create_app(
     # Reload a newer model even when no batch comes (the served version stays within
     # STREAMPROC_MODEL_RELOAD_SECONDS of the learner's).
     async def reload_models() -> None:
-        scorer: IntentScorer | None = getattr(app, "streamproc_scorer", None)
+        scorer = worker.scorer
         if scorer is not None:
             try:
                 await scorer.refresh()
@@ -156,7 +167,7 @@ def create_app(
     if store_factory is None:  # a real Redis: heartbeats and the readiness probe use it
         _add_operations(app, settings, stats, metrics, options["web_enabled"],
                         worker_id)
-    return app
+    return worker
 
 
 def learns_in_worker(settings: Settings) -> bool:

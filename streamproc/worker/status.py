@@ -24,7 +24,7 @@ from aiokafka.errors import (
     NotCoordinatorForGroupError,
 )
 
-from streamproc.errors import StreamprocError
+from streamproc.errors import StreamprocError, redis_unreachable
 from streamproc.settings import Settings
 from streamproc.tail import topic_partitions
 from streamproc.worker.heartbeat import STALE_AFTER_S, TTL_S, WorkerBeat, read_beats
@@ -169,10 +169,8 @@ async def collect_status(settings: Settings) -> Status:
     try:
         workers = await read_beats(client, settings.app_id)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise StreamprocError(
-            f"cannot reach Redis at {settings.redis_url} ({exc}): the workers' heartbeats live "
-            "there. Is the stack up? Run `streamproc stack up` or set STREAMPROC_REDIS_URL"
-        ) from None
+        raise redis_unreachable(settings.redis_url, exc,
+                                why="the workers' heartbeats live there") from None
     finally:
         await client.aclose()
     try:

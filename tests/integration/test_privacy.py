@@ -38,6 +38,18 @@ async def _keys_mentioning(redis_client, customer_id: str) -> list[bytes]:
     return found
 
 
+def _tells_the_learner_to_forget(records: list[dict], customer_id: str) -> bool:
+    """Whether a learning-topic record (one observation, or a worker's array of them) holds
+    the customer's erase observation."""
+    for r in records:
+        value = r["value"]
+        for obs in value if isinstance(value, list) else [value]:
+            if (isinstance(obs, dict) and obs.get("kind") == "erase"
+                    and obs.get("customer_id") == customer_id):
+                return True
+    return False
+
+
 async def _wait_for_profile(env: Env, cid: str) -> dict:
     async with asyncio.timeout(60):
         while True:
@@ -93,6 +105,11 @@ async def test_erasure_leaves_nothing_in_redis_and_tombstones_on_topics(
         records = await stack_env.consume_until(
             topic, lambda rs: any(r["key"] == cid.encode() and r["value"] is None for r in rs))
         assert any(r["key"] == cid.encode() and r["value"] is None for r in records)
+    # Either way the learner is told to forget the customer (their pending moments, purchases).
+    learning = await stack_env.consume_until(
+        topics.learning, lambda rs: _tells_the_learner_to_forget(rs, cid))
+    assert _tells_the_learner_to_forget(learning, cid)
+    assert not _tells_the_learner_to_forget(learning, other)
     async with asyncio.timeout(30):
         while await _keys_mentioning(test_redis, cid):
             await asyncio.sleep(0.2)

@@ -35,7 +35,8 @@ async def test_agent_through_faust_test_context():
     # topic so the decoder accepts browsing events from it.
     settings = Settings(topics=Topics.with_prefix("streamproc.", {"browsing": "<internal>"}))
     store, emitter = MemoryStore(), ListEmitter()
-    app = create_app(settings, store_factory=lambda: store, emitter=emitter)
+    worker = create_app(settings, store_factory=lambda: store, emitter=emitter)
+    app = worker.app
     app.finalize()
     app.flow_control.resume()
     agent = app.agents["streamproc.process_events"]
@@ -45,7 +46,7 @@ async def test_agent_through_faust_test_context():
         await a.put(orjson.dumps(event("search", customer="c7")), key=b"c7")
         async with asyncio.timeout(10):
             while len(emitter.deadletters()) < 1 or len(emitter.decisions()) < 1 or \
-                    app.streamproc_stats.messages < 3:
+                    worker.stats.messages < 3:
                 emitter.arrived.clear()
                 await emitter.arrived.wait()
     [decision] = emitter.decisions()
@@ -54,6 +55,9 @@ async def test_agent_through_faust_test_context():
     assert dead["reason"] == "invalid_json"
     found = await store.read_profile("c7")
     assert found is not None and found["profile"]["counts"]["search"] == 1
+    # The worker's parts, as create_app returns them: the agent's scorer serves the metrics.
+    assert worker.scorer is not None and worker.worker_id
+    assert worker.metrics.value("streamproc_events_total", topic="<internal>") == 3
 
 
 class FlakyProcessor(Processor):

@@ -13,13 +13,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.catalogue import (
     Catalogue,
     default_catalogue_path,
     parse_catalogue,
     parse_time_ms,
 )
-from streamproc.decisions.chooser import Pick, UniformChooser
+from streamproc.decisions.chooser import DelayedRewardChooser, Pick, UniformChooser
 from streamproc.decisions.engine import Engine, UnknownSlotError
 from streamproc.decisions.record import DECISION_NAMESPACE, Source, decision_id
 from streamproc.events.schemas import load_decision_validator
@@ -362,6 +363,13 @@ def test_a_chooser_without_expect_and_reward_learns_through_the_protocol() -> No
     engine.learn(engine.feedback(c.p, {"decision_id": d["decision_id"], "outcome": "dismiss"}, 0))
     assert taught == [("running_shoes_10pct", "homepage_hero:none", 0.0)]
     assert engine.advance(10**13) == 0
+
+
+def test_what_a_chooser_can_do_is_its_protocol() -> None:
+    # The engine tells expect/reward/advance to the choosers that wait for their rewards.
+    assert isinstance(ThompsonChooser(), DelayedRewardChooser)
+    assert isinstance(Recorder(), DelayedRewardChooser)
+    assert not isinstance(UniformChooser(), DelayedRewardChooser)
 
 
 # -- triggers, ids, errors -------------------------------------------------------------------------

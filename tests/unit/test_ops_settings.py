@@ -22,7 +22,7 @@ def test_session_timeout_and_web_host_configure_the_app(tmp_path: Path) -> None:
                            "STREAMPROC_WEB_PORT": "6099", "STREAMPROC_LOG_FORMAT": "JSON",
                            "STREAMPROC_STACK_DIR": str(tmp_path)})
     assert s.log_format == "json"
-    conf = create_app(s).conf
+    conf = create_app(s).app.conf
     assert conf.broker_session_timeout == 10.0
     assert conf.broker_heartbeat_interval < conf.broker_session_timeout / 2
     assert conf.broker_request_timeout > conf.broker_session_timeout
@@ -32,7 +32,7 @@ def test_session_timeout_and_web_host_configure_the_app(tmp_path: Path) -> None:
 def test_a_long_session_keeps_requests_longer(tmp_path: Path) -> None:
     s = Settings.from_env({"STREAMPROC_SESSION_TIMEOUT_S": "600",
                            "STREAMPROC_STACK_DIR": str(tmp_path)})
-    conf = create_app(s).conf
+    conf = create_app(s).app.conf
     assert conf.broker_request_timeout > 600 and conf.broker_heartbeat_interval == 3.0
 
 

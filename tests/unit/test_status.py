@@ -101,3 +101,16 @@ def test_status_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--json" in out and "Exits 0 when a worker is alive" in out
+
+
+@pytest.mark.parametrize("argv", [["status"], ["profile", "c1"], ["forget", "c1"],
+                                  ["models"], ["bandit"]])
+def test_every_command_says_the_same_when_redis_is_away(
+        argv: list[str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STREAMPROC_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0")
+    monkeypatch.setenv("STREAMPROC_MODEL_SECRET", "s")  # `models` checks it before Redis
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach Redis at redis://127.0.0.1:1/0 (" in err
+    assert "Run `streamproc stack up`" in err and "hunter2" not in err
