@@ -251,6 +251,8 @@ class Processor:
         now_ms = self.clock_ms()
         by_customer: dict[str, list[Event]] = {}
         seen: dict[int, int] = {}  # partition -> latest event time read (timers' watermarks)
+        if self.partition_check is not None:
+            self.partition_check.refresh()
         for msg in messages:
             try:
                 event = self.decoder.decode(msg)

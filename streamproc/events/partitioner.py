@@ -89,7 +89,8 @@ class PartitionCheck:
     ``mode`` is ``deadletter``, ``warn`` or ``off`` (``STREAMPROC_PARTITION_CHECK``);
     ``partitions(topic)`` gives the topic's real partition count, as the consumer's metadata
     knows it, or None while unknown: a message is then not checked (a wrong count would find
-    almost every message on the wrong partition).
+    almost every message on the wrong partition). The counts are asked once per topic until
+    :meth:`refresh` (the processor refreshes them before each batch).
     """
 
     def __init__(self, mode: str, partitions: Callable[[str], int | None]) -> None:
@@ -97,6 +98,19 @@ class PartitionCheck:
             raise ValueError(f"partition check mode {mode!r}: use deadletter, warn or off")
         self.mode = mode
         self.partitions = partitions
+        self._counts: dict[str, int | None] = {}
+
+    def refresh(self) -> None:
+        """Ask the partition counts again (they change when partitions are added)."""
+        self._counts.clear()
+
+    def count(self, topic: str) -> int | None:
+        """The topic's partition count (None: unknown)."""
+        try:
+            return self._counts[topic]
+        except KeyError:
+            found = self._counts[topic] = self.partitions(topic)
+            return found
 
     @property
     def enabled(self) -> bool:
@@ -107,7 +121,7 @@ class PartitionCheck:
         belongs, has no key, or its topic's partition count is unknown."""
         if msg.key is None:
             return None
-        count = self.partitions(msg.topic)
+        count = self.count(msg.topic)
         # A partition past the known count means the count is stale (partitions were added
         # and the metadata is not refreshed yet): nothing can be told then.
         if not count or msg.partition >= count:
@@ -117,7 +131,7 @@ class PartitionCheck:
 
     def error(self, msg: RawMessage, want: int) -> str:
         """The dead-letter (or log) text of a message found on the wrong partition."""
-        count = self.partitions(msg.topic)
+        count = self.count(msg.topic)
         key = msg.key.decode("utf-8", "replace")[:140] if msg.key is not None else ""
         return (f"key {key!r} belongs on partition {want} of {count} of {msg.topic} "
                 f"(murmur2 of the key, as Kafka's Java clients and aiokafka partition), not "

@@ -76,6 +76,28 @@ def test_an_unknown_or_stale_partition_count_checks_nothing() -> None:
         Partition(5).message(b"{}")) is None
 
 
+def test_partition_counts_are_asked_once_per_topic_until_refreshed() -> None:
+    asked: list[str] = []
+    counts = {"t.browsing": 4}
+
+    def partitions(topic: str) -> int | None:
+        asked.append(topic)
+        return counts.get(topic)
+
+    check = PartitionCheck("deadletter", partitions)
+    key = b"cust-42"
+    wrong = (partition_for(key, 4) + 1) % 4
+    msg = Partition(wrong).message(b"{}", key=key, topic="t.browsing")
+    assert check.expected(msg) == partition_for(key, 4)
+    assert check.expected(msg) == partition_for(key, 4)
+    assert asked == ["t.browsing"]
+    counts["t.browsing"] = 12  # partitions added: seen after the next refresh
+    check.refresh()
+    assert check.expected(msg) == (partition_for(key, 12) if partition_for(key, 12) != wrong
+                                   else None)
+    assert asked == ["t.browsing", "t.browsing"]
+
+
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="deadletter, warn or off"):
         PartitionCheck("drop", lambda topic: 12)
