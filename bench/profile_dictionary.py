@@ -17,7 +17,6 @@ import logging
 import random
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ async def simulated_samples(customers: int, events: int, seed: int,
     from streamproc.benchmark.run import simulated_events
     from streamproc.decisions.bandit import ThompsonChooser
     from streamproc.events.codec import RawMessage
+    from streamproc.events.partitioner import partition_for
     from streamproc.learning.learner import Learner
     from streamproc.learning.observations import pack_batch
     from streamproc.learning.scorer import IntentScorer
@@ -75,7 +75,7 @@ async def simulated_samples(customers: int, events: int, seed: int,
     for i, (logical, key, value) in enumerate(
             itertools.islice(simulated_events(customers, seed), events)):
         topic = getattr(settings.topics, logical)
-        partition = zlib.crc32(key) % settings.partitions
+        partition = partition_for(key, settings.partitions)
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         batch.append(RawMessage(topic, partition, offset, key, value, now_ms))
         if len(batch) == 100:

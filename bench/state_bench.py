@@ -53,6 +53,7 @@ import redis.asyncio as aioredis
 from streamproc.benchmark.machine import machine
 from streamproc.benchmark.profiling import summarise_profile
 from streamproc.events.codec import Decoder, RawMessage
+from streamproc.events.partitioner import partition_for
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings
 from streamproc.simulator import Population, SimEvent, generate_events
@@ -118,15 +119,15 @@ def raw_messages(settings: Settings, events: Iterable[SimEvent],
                  offsets: dict[tuple[str, int], int]) -> Iterator[RawMessage]:
     """Simulated events as a worker receives them from Kafka.
 
-    The partition is a hash of the key (a stand-in for Kafka's murmur2: what matters is that one
-    customer stays on one partition), offsets are consecutive per topic-partition (``offsets``
-    carries on across calls) and the timestamp is the time of sending, as a producer's.
+    The partition is the key's, as Kafka's default partitioner (murmur2) gives it, offsets are
+    consecutive per topic-partition (``offsets`` carries on across calls) and the timestamp is
+    the time of sending, as a producer's.
     """
     now_ms = time.time_ns() // 1_000_000
     for ev in events:
         key = ev.key.encode()
         topic = getattr(settings.topics, ev.topic)
-        partition = zlib.crc32(key) % settings.partitions
+        partition = partition_for(key, settings.partitions)
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
         yield RawMessage(topic, partition, offset, key, orjson.dumps(ev.event), now_ms)

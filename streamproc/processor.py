@@ -42,6 +42,7 @@ from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
+from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.observations import erase_record, lesson_record, read_from
 from streamproc.learning.scorer import NoScoring
 from streamproc.settings import Settings
@@ -59,6 +60,10 @@ from streamproc.state.store import DueTimers, Store, Stored, Write
 log = logging.getLogger(__name__)
 
 MAX_CAS_ATTEMPTS = 5
+# Messages on the wrong partition, processed anyway (STREAMPROC_PARTITION_CHECK=warn), are
+# logged at most once per this many seconds, with how many there were since: a misconfigured
+# producer sends thousands a second, the metric counts each one.
+WRONG_PARTITION_LOG_S = 10.0
 TIMER_ROUNDS = 4
 TIMER_OUTBOX_FIRES = 8
 
@@ -86,6 +91,8 @@ class BatchResult:
     # Stored profiles taken from the worker's cache, and parsed (STREAMPROC_PROFILE_CACHE).
     cache_hits: int = 0
     cache_misses: int = 0
+    # Messages found off their key's murmur2 partition: (topic, "deadletter" | "warn") -> count.
+    wrong_partition: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 async def erase_customer(store: Store, customer_id: str, event_id: str, ts_ms: int,
@@ -228,9 +235,16 @@ class Processor:
         segmenter: SegmentUpdater | None = None,
         scorer: Scorer | None = None,
         engine: Engine | None = None,
+        partition_check: PartitionCheck | None = None,
     ) -> None:
         self.store = store
         self.decoder = decoder or Decoder(settings)
+        # Whether each message is on its key's partition (the worker gives the check, with the
+        # topics' real partition counts; none: not checked).
+        self.partition_check = (partition_check if partition_check is not None
+                                and partition_check.enabled else None)
+        self._unreported_wrong = 0  # processed on a wrong partition, not yet in a log line
+        self._wrong_reported_at = float("-inf")
         self.dedupe_window = settings.dedupe_window
         self.compression = settings.state_compression
         self.clock_ms = clock_ms
@@ -256,6 +270,8 @@ class Processor:
         now_ms = self.clock_ms()
         by_customer: dict[str, list[Event]] = {}
         seen: dict[int, int] = {}  # partition -> latest event time read (timers' watermarks)
+        if self.partition_check is not None:
+            self.partition_check.refresh()
         for msg in messages:
             try:
                 event = self.decoder.decode(msg)
@@ -264,6 +280,15 @@ class Processor:
                     (msg.key, deadletter_record(msg, exc.reason, exc.message, now_ms))
                 )
                 continue
+            check = self.partition_check
+            if check is not None and (want := check.expected(msg)) is not None:
+                counted = (msg.topic, check.mode)
+                result.wrong_partition[counted] = result.wrong_partition.get(counted, 0) + 1
+                if check.mode == "deadletter":
+                    result.deadletters.append((msg.key, deadletter_record(
+                        msg, "wrong_partition", check.error(msg, want), now_ms)))
+                    continue
+                self._report_wrong_partition(check, msg, want)
             by_customer.setdefault(event.customer_id, []).append(event)
             seen[msg.partition] = max(seen.get(msg.partition, 0), event.ts_ms)
 
@@ -321,6 +346,20 @@ class Processor:
         result.cache_hits = self.cache_hits - hits
         result.cache_misses = self.cache_misses - misses
         return result
+
+    def _report_wrong_partition(self, check: PartitionCheck, msg: RawMessage,
+                                want: int) -> None:
+        """Log a message processed on the wrong partition, at most every WRONG_PARTITION_LOG_S
+        seconds (saying how many were processed since the last line)."""
+        self._unreported_wrong += 1
+        now = time.monotonic()
+        if now - self._wrong_reported_at < WRONG_PARTITION_LOG_S:
+            return
+        log.warning("%d message(s) processed on the wrong partition (STREAMPROC_PARTITION_CHECK"
+                    "=warn) since the last report, e.g. %s:%d: %s", self._unreported_wrong,
+                    msg.source, msg.offset, check.error(msg, want))
+        self._unreported_wrong = 0
+        self._wrong_reported_at = now
 
     async def settle(self, result: BatchResult) -> None:
         """Once a batch's records are published: drop the index entries of the timers it fired

@@ -137,6 +137,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("LEARNER", "worker",
      "where the learner runs: worker (in every worker, one of them learns) or off (in "
      "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
+    ("PARTITION_CHECK", "deadletter",
+     "an input message not on its key's murmur2 partition (a producer partitioning keys "
+     "differently, e.g. librdkafka without partitioner=murmur2_random): deadletter (reason "
+     "wrong_partition), warn (logged and counted, processed; while producers migrate) or off"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -228,6 +232,7 @@ class Settings:
     timers_per_batch: int = 1000
     profile_cache: int = 10000
     learner: str = "worker"
+    partition_check: str = "deadletter"
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -300,6 +305,7 @@ class Settings:
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
             learner=_learner_place(get("LEARNER")),
+            partition_check=get("PARTITION_CHECK").lower(),
             sources=sources,
         )
         settings.validate()
@@ -314,6 +320,9 @@ class Settings:
         if self.learner not in {"worker", "off"}:
             raise ConfigError(f"STREAMPROC_LEARNER={self.learner!r}: use worker or off "
                               "(true and false also work)")
+        if self.partition_check not in {"deadletter", "warn", "off"}:
+            raise ConfigError(f"STREAMPROC_PARTITION_CHECK={self.partition_check!r}: use "
+                              "deadletter, warn or off")
         if self.state_compression not in {"zstd", "zlib", "none"}:
             raise ConfigError(
                 f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zstd, zlib or none"

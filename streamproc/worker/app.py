@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.events.codec import RawMessage
+from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.learner import Learner, run_learner
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer, ServedModels
@@ -133,7 +134,9 @@ def create_app(
         engine.chooser = bandit = ThompsonChooser.from_settings(settings)
         scorer = worker.scorer = IntentScorer(settings, models, bandit=bandit)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
-                              scorer=scorer, engine=engine)
+                              scorer=scorer, engine=engine,
+                              partition_check=PartitionCheck(settings.partition_check,
+                                                             topic_partitions(app)))
         batches = raw_batches(stream, settings, metrics)
         try:
             await consume(batches, processor, out, stats, metrics)
@@ -232,6 +235,23 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
         finally:
             await client.aclose()
             await kafka.close()
+
+
+def topic_partitions(app: faust.types.AppT) -> Callable[[str], int | None]:
+    """A topic's partition count as the worker's consumer knows it from the broker's metadata
+    (None before the consumer has it). Not STREAMPROC_PARTITIONS: producers hash keys over the
+    topic's real count, which differs from the setting when the topics were made elsewhere (a
+    worker started by `streamproc worker` refuses to start on such a mismatch, but not every
+    app is), or when partitions were added since."""
+
+    def count(topic: str) -> int | None:
+        try:
+            n = app.consumer.topic_partitions(topic)
+        except Exception:  # the consumer is not started yet, or stopping
+            return None
+        return n if isinstance(n, int) and n > 0 else None
+
+    return count
 
 
 def partition_backlog(app: faust.types.AppT) -> Callable[[Any], int | None]:

@@ -131,6 +131,11 @@ class WorkerMetrics:
         self.profile_cache = Counter("streamproc_profile_cache", "stored profiles read from the "
                                      "worker's cache (hit) or parsed (miss)", ["result"],
                                      registry=r)
+        self.wrong_partition = Counter(
+            "streamproc_wrong_partition", "input messages that were not on their key's murmur2 "
+            "partition (a producer partitioning keys another way), by what was done: "
+            "deadletter, or warn (processed; STREAMPROC_PARTITION_CHECK)", ["topic", "handling"],
+            registry=r)
         r.register(_ModelCollector(scorer))
 
     def on_published(self, messages: Sequence[RawMessage], result: BatchResult, seconds: float,
@@ -142,6 +147,8 @@ class WorkerMetrics:
         for topic, n in collections.Counter(m.topic for m in messages).items():
             self.events.labels(topic).inc(n)
         self.count_deadletters(value for _, value in result.deadletters)
+        for (topic, handling), n in result.wrong_partition.items():
+            self.wrong_partition.labels(topic, handling).inc(n)
         if result.cache_hits:
             self.profile_cache.labels("hit").inc(result.cache_hits)
         if result.cache_misses:

@@ -34,9 +34,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import murmur2
 
 from streamproc.events.codec import parse_ts
+from streamproc.events.partitioner import partition_for
 from streamproc.learning.learner import Learner
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import MIN_LABELS, snapshot_stats
@@ -113,7 +113,7 @@ def reference_labels(env: Env, stream: list[Item]) -> tuple[int, int]:
     labels = []
     for logical, event in stream:
         cid, eid, ts = event["customer_id"], event["event_id"], parse_ts(event["ts"])
-        source = f"{getattr(topics, logical)}:{(murmur2(cid.encode()) & 0x7FFFFFFF) % partitions}"
+        source = f"{getattr(topics, logical)}:{partition_for(cid.encode(), partitions)}"
         if logical == "purchases":
             labels += join.purchase(cid, eid, ts, source)
         elif logical == "browsing":

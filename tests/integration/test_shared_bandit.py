@@ -28,10 +28,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
 from streamproc.decisions.experiments import assign
+from streamproc.events.partitioner import partition_for
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import ServedModels, load_served
 from streamproc.worker.heartbeat import read_beats
@@ -60,7 +60,7 @@ def iso(seconds: float) -> str:
 
 def partition_of(cid: str, partitions: int) -> int:
     """The partition the producer's default partitioner (murmur2) gives a customer's events."""
-    return (murmur2(cid.encode()) & 0x7FFFFFFF) % partitions
+    return partition_for(cid.encode(), partitions)
 
 
 def bandit_customers(env: Env, tag: str, per_partition: int) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamproc.decisions.record import iso_ms
+from streamproc.events.partitioner import partition_for
 from streamproc.state.keys import timer_index_key
 from tests.unit.helpers import event
 
@@ -26,15 +27,23 @@ def at(type_: str, cid: str, ts_ms: int, **fields: Any) -> dict[str, Any]:
     return event(type_, customer=cid, ts=iso_ms(ts_ms), **fields)
 
 
+def ticker(partition: int, partitions: int) -> str:
+    """A customer id whose key the producer's partitioner (murmur2) puts on ``partition``: the
+    worker dead-letters an event sent to another partition than its key's."""
+    return next(cid for i in range(10_000)
+                if partition_for((cid := f"ticker-{partition}-{i}").encode(),
+                                 partitions) == partition)
+
+
 async def tick(env: Env, ts_ms: int) -> None:
     """Event time moves on, on every partition: a page view of a ticker customer on each."""
     producer = AIOKafkaProducer(bootstrap_servers=env.settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         for partition in range(env.settings.partitions):
-            body = at("page_view", f"ticker-{partition}", ts_ms)
+            body = at("page_view", ticker(partition, env.settings.partitions), ts_ms)
             await producer.send_and_wait(env.settings.topics.browsing, orjson.dumps(body),
-                                         key=body["customer_id"].encode(), partition=partition)
+                                         key=body["customer_id"].encode())
     finally:
         await producer.stop()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis.exceptions
 
 from streamproc import processor as processor_module
 from streamproc.events.codec import RawMessage
+from streamproc.events.partitioner import partition_for
 from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import Processor
 from streamproc.segments.segmenter import Segmenter
@@ -45,7 +45,7 @@ def simulated_log(customers: int, events: int) -> list[RawMessage]:
             body = {"event_id": "erase-1", "type": "erase", "customer_id": sims[0].key,
                     "ts": body["ts"]}
         topic = getattr(SETTINGS.topics, "profiles" if body["type"] == "erase" else sim.topic)
-        partition = zlib.crc32(sim.key.encode()) % PARTITIONS
+        partition = partition_for(sim.key.encode(), PARTITIONS)
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         log.append(RawMessage(topic, partition, offset, body["customer_id"].encode(),
                               orjson.dumps(body), NOW_MS))
