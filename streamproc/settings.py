@@ -1,7 +1,9 @@
 """One frozen Settings object, read from ``STREAMPROC_*`` environment variables here and only here.
 
 Every other module receives a :class:`Settings` (or the values it needs); nothing else reads the
-environment. The defaults point at the local stack (``streamproc stack up``).
+environment. The defaults point at the local stack (``streamproc stack up``), and so does the
+one file read here: without ``STREAMPROC_MODEL_SECRET``, the model secret is the one that
+``streamproc stack up`` made in ``<STREAMPROC_STACK_DIR>/model-secret`` (if it did).
 
 >>> s = Settings.from_env({"STREAMPROC_PARTITIONS": "4"})
 >>> s.partitions, s.topics.browsing
@@ -20,6 +22,9 @@ from urllib.parse import urlsplit
 from streamproc.errors import ConfigError
 
 ENV_PREFIX = "STREAMPROC_"
+# The model secret that `streamproc stack up` makes once in the stack's directory: the local
+# commands sign and verify model snapshots with it when STREAMPROC_MODEL_SECRET is not set.
+MODEL_SECRET_FILE = "model-secret"
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("SEGMENT_HISTORY", "10", "segment moves kept on each profile"),
     ("INTENT_HORIZON_MINUTES", "30",
      "a browsing moment counts as buying intent if a purchase follows within this many minutes"),
-    ("MODEL_SECRET", "", "shared secret signing model snapshots in Redis; empty: no snapshots"),
+    ("MODEL_SECRET", "",
+     "shared secret signing model snapshots in Redis, the same everywhere; unset or empty: "
+     "the local stack's STACK_DIR/model-secret (made by `streamproc stack up`), else no "
+     "snapshots"),
     ("MODEL_SNAPSHOT_SECONDS", "30",
      "seconds between two snapshots of the learner's models and bandit"),
     ("WEB_PORT", "0", "port of the worker's web server; 0 disables it"),
@@ -131,6 +139,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("LEARNER", "worker",
      "where the learner runs: worker (in every worker, one of them learns) or off (in "
      "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
+    ("LEARNER_REPLAY_HOURS", "24",
+     "a learner with no snapshot starts this many hours back on the learning topic (at least "
+     "the label horizon plus lateness); 0: from the topic's start"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -159,6 +170,8 @@ class Settings:
     segment_history: int = 10
     intent_horizon_minutes: int = 30
     model_secret: str = field(default="", repr=False)
+    # Where the secret came from when it is the local stack's file (None: the environment).
+    model_secret_file: Path | None = None
     model_snapshot_seconds: int = 30
     web_port: int = 0
     log_level: str = "info"
@@ -180,6 +193,7 @@ class Settings:
     timers_per_batch: int = 1000
     profile_cache: int = 10000
     learner: str = "worker"
+    learner_replay_hours: int = 24
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +209,13 @@ class Settings:
         def get(name: str) -> str:
             return env.get(ENV_PREFIX + name, "").strip() or _DEFAULTS[name]
 
+        stack_dir = Path(get("STACK_DIR")).expanduser()
+        # Not stripped: a secret is used byte for byte. An explicit one always wins.
+        secret = env.get(ENV_PREFIX + "MODEL_SECRET", "")
+        secret_file = None
+        if not secret:
+            secret = read_model_secret(stack_dir / MODEL_SECRET_FILE)
+            secret_file = stack_dir / MODEL_SECRET_FILE if secret else None
         overrides = {
             f.name: env.get(f"{ENV_PREFIX}TOPIC_{f.name.upper()}", "").strip()
             for f in fields(Topics)
@@ -221,12 +242,12 @@ class Settings:
             else None,
             segment_history=_int(get, "SEGMENT_HISTORY", 0, 1000),
             intent_horizon_minutes=_int(get, "INTENT_HORIZON_MINUTES", 1, 10_080),
-            # Not stripped: a secret is used byte for byte.
-            model_secret=env.get(ENV_PREFIX + "MODEL_SECRET", ""),
+            model_secret=secret,
+            model_secret_file=secret_file,
             model_snapshot_seconds=_int(get, "MODEL_SNAPSHOT_SECONDS", 1, 86_400),
             web_port=_int(get, "WEB_PORT", 0, 65535),
             log_level=get("LOG_LEVEL").lower(),
-            stack_dir=Path(get("STACK_DIR")).expanduser(),
+            stack_dir=stack_dir,
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
@@ -245,6 +266,7 @@ class Settings:
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
             learner=get("LEARNER").lower(),
+            learner_replay_hours=_int(get, "LEARNER_REPLAY_HOURS", 0, 87_600),
         )
         settings.validate()
         return settings
@@ -277,6 +299,13 @@ class Settings:
             raise ConfigError(f"topic names must be distinct, got {names}")
 
     @property
+    def model_secret_hint(self) -> str:
+        """What to do when there is no model secret (for messages that say it is missing)."""
+        return (f"set STREAMPROC_MODEL_SECRET (a long random value, the same everywhere), or "
+                f"run `streamproc stack up`, which makes one in "
+                f"{self.stack_dir / MODEL_SECRET_FILE} for the local commands")
+
+    @property
     def kafka_url(self) -> str:
         """The broker list in Faust's ``kafka://`` form."""
         return ";".join(f"kafka://{s.strip()}" for s in self.kafka_bootstrap.split(","))
@@ -290,6 +319,22 @@ class Settings:
     def kafka_host_port(self) -> tuple[str, int]:
         host, _, port = self.kafka_bootstrap.split(",")[0].strip().rpartition(":")
         return host, int(port)
+
+
+def read_model_secret(path: Path) -> str:
+    """The secret in the local stack's file (without its line end); "" when there is none.
+
+    >>> read_model_secret(Path("/nonexistent/model-secret"))
+    ''
+    """
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the model secret in {path} ({exc}): fix or delete the "
+                          "file (`streamproc stack up` makes a new one), or set "
+                          "STREAMPROC_MODEL_SECRET") from None
 
 
 _N = TypeVar("_N", int, float)
