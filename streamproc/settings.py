@@ -1,7 +1,9 @@
 """One frozen Settings object, read from ``STREAMPROC_*`` environment variables here and only here.
 
 Every other module receives a :class:`Settings` (or the values it needs); nothing else reads the
-environment. The defaults point at the local stack (``streamproc stack up``).
+environment. The defaults point at the local stack (``streamproc stack up``), and so does the
+one file read here: without ``STREAMPROC_MODEL_SECRET``, the model secret is the one that
+``streamproc stack up`` made in ``<STREAMPROC_STACK_DIR>/model-secret`` (if it did).
 
 Each value remembers where it came from (:attr:`Settings.sources`: ``environment`` or
 ``default``), which ``streamproc settings`` shows beside the values in force.
@@ -26,6 +28,9 @@ from urllib.parse import urlsplit
 from streamproc.errors import ConfigError
 
 ENV_PREFIX = "STREAMPROC_"
+# The model secret that `streamproc stack up` makes once in the stack's directory: the local
+# commands sign and verify model snapshots with it when STREAMPROC_MODEL_SECRET is not set.
+MODEL_SECRET_FILE = "model-secret"
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("SEGMENT_HISTORY", "10", "segment moves kept on each profile"),
     ("INTENT_HORIZON_MINUTES", "30",
      "a browsing moment counts as buying intent if a purchase follows within this many minutes"),
-    ("MODEL_SECRET", "", "shared secret signing model snapshots in Redis; empty: no snapshots"),
+    ("MODEL_SECRET", "",
+     "shared secret signing model snapshots in Redis, the same everywhere; unset or empty: "
+     "the local stack's STACK_DIR/model-secret (made by `streamproc stack up`), else no "
+     "snapshots"),
     ("MODEL_SNAPSHOT_SECONDS", "30",
      "seconds between two snapshots of the learner's models and bandit"),
     ("WEB_PORT", "0", "port of the worker's web server; 0 disables it"),
@@ -141,6 +149,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "an input message not on its key's murmur2 partition (a producer partitioning keys "
      "differently, e.g. librdkafka without partitioner=murmur2_random): deadletter (reason "
      "wrong_partition), warn (logged and counted, processed; while producers migrate) or off"),
+    ("LEARNER_REPLAY_HOURS", "24",
+     "a learner with no snapshot starts this many hours back on the learning topic (at least "
+     "the label horizon plus lateness); 0: from the topic's start"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -211,6 +222,8 @@ class Settings:
     segment_history: int = 10
     intent_horizon_minutes: int = 30
     model_secret: str = field(default="", repr=False)
+    # Where the secret came from when it is the local stack's file (None: the environment).
+    model_secret_file: Path | None = None
     model_snapshot_seconds: int = 30
     web_port: int = 0
     log_level: str = "info"
@@ -233,6 +246,7 @@ class Settings:
     profile_cache: int = 10000
     learner: str = "worker"
     partition_check: str = "deadletter"
+    learner_replay_hours: int = 24
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -255,6 +269,15 @@ class Settings:
         def get(name: str) -> str:
             return env.get(ENV_PREFIX + name, "").strip() or _DEFAULTS[name]
 
+        stack_dir = Path(get("STACK_DIR")).expanduser()
+        # Not stripped: a secret is used byte for byte. An explicit one always wins.
+        secret = env.get(ENV_PREFIX + "MODEL_SECRET", "")
+        secret_file = None
+        if not secret:
+            secret = read_model_secret(stack_dir / MODEL_SECRET_FILE)
+            secret_file = stack_dir / MODEL_SECRET_FILE if secret else None
+            if secret_file is not None:
+                sources["MODEL_SECRET"] = f"file {secret_file}"
         overrides = {
             f.name: env.get(f"{ENV_PREFIX}TOPIC_{f.name.upper()}", "").strip()
             for f in fields(Topics)
@@ -281,12 +304,12 @@ class Settings:
             else None,
             segment_history=_int(get, "SEGMENT_HISTORY", 0, 1000),
             intent_horizon_minutes=_int(get, "INTENT_HORIZON_MINUTES", 1, 10_080),
-            # Not stripped: a secret is used byte for byte.
-            model_secret=env.get(ENV_PREFIX + "MODEL_SECRET", ""),
+            model_secret=secret,
+            model_secret_file=secret_file,
             model_snapshot_seconds=_int(get, "MODEL_SNAPSHOT_SECONDS", 1, 86_400),
             web_port=_int(get, "WEB_PORT", 0, 65535),
             log_level=normalise_log_level(get("LOG_LEVEL")),
-            stack_dir=Path(get("STACK_DIR")).expanduser(),
+            stack_dir=stack_dir,
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
@@ -306,6 +329,7 @@ class Settings:
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
             learner=_learner_place(get("LEARNER")),
             partition_check=get("PARTITION_CHECK").lower(),
+            learner_replay_hours=_int(get, "LEARNER_REPLAY_HOURS", 0, 87_600),
             sources=sources,
         )
         settings.validate()
@@ -342,6 +366,13 @@ class Settings:
         names = self.topics.all()
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")
+
+    @property
+    def model_secret_hint(self) -> str:
+        """What to do when there is no model secret (for messages that say it is missing)."""
+        return (f"set STREAMPROC_MODEL_SECRET (a long random value, the same everywhere), or "
+                f"run `streamproc stack up`, which makes one in "
+                f"{self.stack_dir / MODEL_SECRET_FILE} for the local commands")
 
     @property
     def kafka_url(self) -> str:
@@ -402,6 +433,22 @@ def _mask_password(url: str) -> str:
     if not parts.password:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def read_model_secret(path: Path) -> str:
+    """The secret in the local stack's file (without its line end); "" when there is none.
+
+    >>> read_model_secret(Path("/nonexistent/model-secret"))
+    ''
+    """
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the model secret in {path} ({exc}): fix or delete the "
+                          "file (`streamproc stack up` makes a new one), or set "
+                          "STREAMPROC_MODEL_SECRET") from None
 
 
 _N = TypeVar("_N", int, float)

@@ -71,10 +71,11 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_learner(settings: Settings, args: argparse.Namespace) -> int:
     settings.validate()
     if not settings.model_secret:
-        print("streamproc learner: STREAMPROC_MODEL_SECRET is not set, so there is nothing to do "
-              "here: a learner of its own hands its models to the workers as signed snapshots, "
-              "which need the secret (the same on the workers). Without it every worker runs "
-              "the learner itself.", file=sys.stderr)
+        print("streamproc learner: STREAMPROC_MODEL_SECRET is not set (nor a local stack "
+              "secret), so there is nothing to do here: a learner of its own hands its models "
+              "to the workers as signed snapshots, which need the secret (the same on the "
+              "workers). Without it every worker runs the learner itself. To run one: "
+              f"{settings.model_secret_hint}.", file=sys.stderr)
         return 0
     level = {"warn": "WARNING", "crit": "CRITICAL"}.get(settings.log_level,
                                                         settings.log_level.upper())
@@ -245,7 +246,8 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.model_secret:
         raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
-                              "model snapshot (workers without it write none)")
+                              "model snapshot (workers without it write none); "
+                              f"{settings.model_secret_hint}")
     try:
         blob = asyncio.run(_read_snapshot(settings))
     except redis.exceptions.ConnectionError as exc:
@@ -258,8 +260,35 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
               "app)", file=sys.stderr)
         return 1
     stats = snapshot_stats(blob, settings.model_secret.encode())  # SnapshotError: exit 2
-    print(orjson.dumps({"key": key, "intent": stats}, option=orjson.OPT_INDENT_2).decode())
+    shown: dict[str, Any] = {"key": key, "intent": stats}
+    offset = stats["learner"].get("offset")
+    if isinstance(offset, int):
+        shown["learner_lag"] = asyncio.run(_learner_lag(settings, offset))
+    print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+async def _learner_lag(settings: Settings, offset: int) -> int | None:
+    """Records of the learning topic after the snapshot's offset, now: how far the learner is
+    behind the topic's end, at most what it read since that snapshot more (None, with a note,
+    when Kafka does not answer)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    tp = TopicPartition(settings.topics.learning, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, request_timeout_ms=10_000)
+    try:
+        async with asyncio.timeout(15):
+            await consumer.start()
+            end: int = (await consumer.end_offsets([tp]))[tp]
+    except (KafkaError, TimeoutError, OSError) as exc:
+        print(f"streamproc: the learner's lag is unknown: Kafka at {settings.kafka_bootstrap} "
+              f"does not answer ({type(exc).__name__})", file=sys.stderr)
+        return None
+    finally:
+        await consumer.stop()
+    return max(0, end - offset - 1)
 
 
 def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
@@ -284,6 +313,9 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     changed = sum(source != FROM_DEFAULT for _, _, source in rows)
     print(f"\n{changed} of {len(rows)} settings not from their default; --verbose describes "
           "each", file=sys.stderr)
+    source = ("STREAMPROC_MODEL_SECRET" if settings.model_secret and not
+              settings.model_secret_file else settings.model_secret_file or "none (no snapshots)")
+    print(f"model secret in use: {source}", file=sys.stderr)
     return 0
 
 
@@ -467,15 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read the intent model's snapshot from Redis, verify its "
                        "signature with STREAMPROC_MODEL_SECRET and print, as JSON, its version, "
                        "labels learnt (n, positives, negatives), progressive-validation ROC AUC "
-                       "and log loss, drift detections, and the learner's state (learning "
-                       "topic offset, pending labels, duplicates). Exits 1 when there is no "
-                       "snapshot, "
-                       "2 when the secret is missing or does not match.")
+                       "and log loss, drift detections, the learner's state (learning "
+                       "topic offset, pending labels, duplicates), and learner_lag: the "
+                       "learning topic's records after the snapshot's offset, now (how far "
+                       "the learner is behind, at most). The secret is STREAMPROC_MODEL_SECRET, "
+                       "or the local stack's (STREAMPROC_STACK_DIR/model-secret). Exits 1 when "
+                       "there is no snapshot, 2 when the secret is missing or does not match.")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("settings", help="show the STREAMPROC_* settings in force and their source",
                        description="Every STREAMPROC_* setting with the value in force and where "
-                       "it came from: [environment] or [default]. The model secret is masked, "
+                       "it came from: [environment], [default] or, for the model secret, the file "
+                       "`streamproc stack up` made in STREAMPROC_STACK_DIR/model-secret (mode "
+                       "0600, made once, never overwritten) when STREAMPROC_MODEL_SECRET is unset "
+                       "or empty; a value set explicitly always wins. The model secret is masked, "
                        "and so is a password in the Redis URL. An unknown STREAMPROC_ variable "
                        "(a typo) is an error naming the nearest known setting; an invalid "
                        "value is an error saying what is expected (exit 2).")

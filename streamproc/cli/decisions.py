@@ -59,7 +59,7 @@ def read_bandit(blob: bytes, settings: Settings) -> tuple[ThompsonChooser, dict[
 
     if not settings.model_secret:
         raise SnapshotError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
-                            "bandit's snapshot")
+                            f"bandit's snapshot; {settings.model_secret_hint}")
     version, content = load(blob, settings.model_secret.encode())
     about: dict[str, Any] = {}
     if isinstance(content, ServedModels):

@@ -26,9 +26,16 @@ takes over. The learner:
 The source of truth is the topic plus the snapshot. A learner that gets the partition restores
 the snapshot and seeks to its offset + 1, so what was learnt after the last snapshot is learnt
 again from the topic (same order, same labels: nothing lost, nothing twice), whatever Kafka's
-committed offsets say (the consumer never commits). Without ``STREAMPROC_MODEL_SECRET`` there
-are no snapshots: the learner starts from the beginning of the topic's retention each time it
-gets the partition, and hands its model to its own process's scorer only.
+committed offsets say (the consumer never commits). A learner with no snapshot to restore (the
+first one, or one without a model secret, or refusing the snapshot) does not read the whole
+topic: it starts ``STREAMPROC_LEARNER_REPLAY_HOURS`` back (:func:`replay_window_ms`; 0: from
+the start of the topic's retention), so that it learns from recent traffic in minutes rather
+than replay months. Without a model secret (``STREAMPROC_MODEL_SECRET``, or the local stack's
+file) there are no snapshots: the learner starts over each time it gets the partition, and
+hands its model to its own process's scorer only.
+
+:attr:`Learner.lag` is how many records of the learning topic the active learner has yet to
+read (the worker's ``streamproc_learner_lag`` metric).
 """
 
 from __future__ import annotations
@@ -64,6 +71,26 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 # After an erasure, the longest wait for the snapshot that no longer holds the customer.
 ERASED_SNAPSHOT_S = 5.0
+
+
+def replay_window_ms(replay_hours: int, horizon_ms: int, lateness_ms: int) -> int | None:
+    """How far back (record time) a learner with no snapshot starts; None: the topic's start.
+
+    A browsing moment is labelled once the watermark passes it by the horizon plus the
+    lateness, so a shorter window would replay nothing that can be labelled: the window is
+    never shorter than that. (Labels in the window stay right: a moment's purchases come after
+    it, so inside the window; a purchase whose moments came before the window labels nothing.)
+
+    >>> replay_window_ms(24, 30 * 60_000, 300_000) / 3_600_000
+    24.0
+    >>> replay_window_ms(0, 30 * 60_000, 300_000) is None
+    True
+    >>> replay_window_ms(1, 90 * 60_000, 300_000) / 60_000  # at least horizon + lateness
+    95.0
+    """
+    if replay_hours <= 0:
+        return None
+    return max(replay_hours * 3_600_000, horizon_ms + lateness_ms)
 
 
 class LearnerState:
@@ -106,6 +133,8 @@ class Learner:
                         for p in range(settings.partitions)]
         self.secret = settings.model_secret.encode()
         self.models = models if self.secret else None
+        self.replay_ms = replay_window_ms(settings.learner_replay_hours, self.horizon_ms,
+                                          self.lateness_ms)
         self.interval_s = float(settings.model_snapshot_seconds)
         self.every_labels = settings.model_snapshot_labels
         self.clock = clock
@@ -117,6 +146,9 @@ class Learner:
         self.active = False
         self.stale = False  # another learner published a newer snapshot: restore before going on
         self._next_snapshot = 0.0
+        # The next learning-topic offset to read, and the topic's end as of the last fetch.
+        self.position = 0
+        self.topic_end: int | None = None
 
     def fresh_state(self) -> LearnerState:
         config = SegmentConfig()
@@ -130,7 +162,8 @@ class Learner:
 
     async def restore(self) -> int:
         """Load the latest snapshot (if any, if trusted); returns the offset to consume from,
-        -1 for the beginning of the topic. Redis errors propagate (the caller retries)."""
+        -1 when there is none (:func:`seek_restored` then starts the replay window back).
+        Redis errors propagate (the caller retries)."""
         self.state = self.fresh_state()
         self.version = 0
         self.learnt_since_snapshot = 0
@@ -142,16 +175,16 @@ class Learner:
         self.version = await self.models.version()
         blob = await self.models.get("learner")
         if blob is None:
-            log.info("learner: no snapshot in Redis, learning from the start of the topic")
+            log.info("learner: no snapshot in Redis, learning from the learning topic anew")
             return -1
         try:
             version, state = load(blob, self.secret)
             if not isinstance(state, LearnerState):
                 raise SnapshotError(f"it holds a {type(state).__name__}, not a LearnerState")
         except SnapshotError as exc:
-            log.error("learner: refusing the snapshot in Redis (%s); learning again from the "
-                      "start of the topic (check STREAMPROC_MODEL_SECRET: every worker needs "
-                      "the same)", exc)
+            log.error("learner: refusing the snapshot in Redis (%s); learning anew from the "
+                      "topic (check STREAMPROC_MODEL_SECRET, or the stack's model-secret file: "
+                      "every worker needs the same)", exc)
             return -1
         if (state.join.horizon_ms, state.join.lateness_ms) != (self.horizon_ms, self.lateness_ms):
             log.warning("learner: the snapshot's label horizon/lateness (%d/%d ms) differ from "
@@ -177,6 +210,7 @@ class Learner:
     def apply(self, offset: int, value: bytes | None) -> int:
         """One learning-topic record; returns the labels learnt. Never raises."""
         state = self.state
+        self.position = max(self.position, offset + 1)
         if offset <= state.offset:
             return 0  # learnt before the snapshot this learner restored
         state.offset = offset
@@ -233,6 +267,20 @@ class Learner:
                             "learning faster for the next %d labels", model.n, model.boost_labels)
         self.learnt_since_snapshot += len(labels)
         return len(labels)
+
+    @property
+    def lag(self) -> int | None:
+        """Records of the learning topic after the learner's position, as of its last fetch;
+        None while this learner is not the active one or has not fetched yet.
+
+        >>> learner = Learner(Settings())
+        >>> learner.active, learner.position, learner.topic_end = True, 120, 150
+        >>> learner.lag
+        30
+        """
+        if not self.active or self.topic_end is None:
+            return None
+        return max(0, self.topic_end - self.position)
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -318,14 +366,36 @@ async def seek_restored(learner: Learner, consumer: AIOKafkaConsumer,
                         type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+    where = f"offset {start}"
     for tp in partitions:
-        if start < 0:
-            await consumer.seek_to_beginning(tp)
-        else:
+        if start >= 0:
             consumer.seek(tp, start)
+        elif learner.replay_ms is None:
+            await consumer.seek_to_beginning(tp)
+            where = "the beginning"
+        else:
+            start, where = await seek_window(consumer, tp, learner.replay_ms)
+    learner.position = max(start, 0)
+    learner.topic_end = None
     learner.active = True
-    log.info("learner: this worker learns now (learning topic %s from offset %s)",
-             ",".join(tp.topic for tp in partitions), start if start >= 0 else "beginning")
+    log.info("learner: this worker learns now (learning topic %s from %s)",
+             ",".join(tp.topic for tp in partitions), where)
+
+
+async def seek_window(consumer: AIOKafkaConsumer, tp: TopicPartition,
+                      window_ms: int) -> tuple[int, str]:
+    """Seek to the first record of the last ``window_ms`` (Kafka record time), or to the end
+    when there is none; returns the offset and what it is, for the log."""
+    since_ms = int(time.time() * 1000) - window_ms
+    found = (await consumer.offsets_for_times({tp: since_ms})).get(tp)
+    if found is not None:
+        consumer.seek(tp, found.offset)
+        return found.offset, (f"offset {found.offset}: no snapshot, so the last "
+                              f"{window_ms / 3_600_000:g} h only (STREAMPROC_LEARNER_REPLAY_HOURS)")
+    end = (await consumer.end_offsets([tp]))[tp]
+    consumer.seek(tp, end)
+    return end, (f"its end, offset {end}: no snapshot, and no record in the last "
+                 f"{window_ms / 3_600_000:g} h (STREAMPROC_LEARNER_REPLAY_HOURS)")
 
 
 async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event | None = None,
@@ -351,6 +421,8 @@ async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event 
                 for messages in batch.values():
                     for msg in messages:
                         learner.apply(msg.offset, msg.value)
+                for tp in consumer.assignment():
+                    learner.topic_end = consumer.highwater(tp)
                 await learner.checkpoint()
                 if learner.stale:
                     await seek_restored(learner, consumer, list(consumer.assignment()))

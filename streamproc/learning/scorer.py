@@ -22,9 +22,10 @@ learns, and publishes signed, versioned snapshots to Redis (:mod:`streamproc.lea
 version key every ``STREAMPROC_MODEL_RELOAD_SECONDS`` and loads a newer snapshot: every worker
 serves the learner's latest version at most that long (plus one Redis read) after it is
 written. A snapshot whose signature does not verify is refused (never unpickled), logged once
-per version, and the worker keeps the model it has. Without ``STREAMPROC_MODEL_SECRET`` there
-are no snapshots: the learner hands its model to the scorer of its own process only (see
-``adopt``), other workers score with an untrained model and store no score.
+per version, and the worker keeps the model it has. Without a model secret
+(``STREAMPROC_MODEL_SECRET``, or the one ``streamproc stack up`` makes) there are no
+snapshots: the learner hands its model to the scorer of its own process only (see ``adopt``),
+other workers score with an untrained model and store no score.
 
 The snapshot also carries the learner's bandit (a serving copy: posteriors, outcome counts, kept
 vectors): given the engine's chooser (``bandit=``), :meth:`IntentScorer.adopt` swaps it in
@@ -138,9 +139,10 @@ class IntentScorer:
         self._next_check = 0.0
         self._refused_version = 0
         if not self.secret:
-            log.warning("STREAMPROC_MODEL_SECRET is not set: no model snapshots. Only the worker "
-                        "that runs the learner scores with a learnt model, and a restart "
-                        "starts from scratch")
+            log.warning("STREAMPROC_MODEL_SECRET is not set and there is no local stack secret: "
+                        "no model snapshots. Only the worker that runs the learner scores with "
+                        "a learnt model, and a restart starts from scratch (%s)",
+                        settings.model_secret_hint)
 
     # -- the served model -------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """The local stack: a real Kafka broker and a real Redis server on this machine, no Docker.
 
-``stack_up`` starts what is not running yet (idempotent), waits until both accept connections
-and creates the topics; ``stack_down`` stops only what this stack started; ``stack_status``
-reports each component. Everything lives under ``settings.stack_dir`` (data, configs, logs, pid
-files); the Kafka jars are cached under ``settings.cache_dir``. Only loopback addresses are
-managed: a remote Kafka or Redis is somebody else's to run. See :mod:`streamproc.stack.kafka`
+``stack_up`` starts what is not running yet (idempotent), waits until both accept connections,
+creates the topics and, once, a model secret (:mod:`streamproc.stack.secret`); ``stack_down``
+stops only what this stack started; ``stack_status`` reports each component. Everything lives
+under ``settings.stack_dir`` (data, configs, logs, pid files, the model secret); the Kafka jars
+are cached under ``settings.cache_dir``. Only loopback addresses are managed: a remote Kafka or
+Redis is somebody else's to run. See :mod:`streamproc.stack.kafka`
 and :mod:`streamproc.stack.redis` for each component, :mod:`streamproc.stack.jars` for how
 the broker's jars are fetched and verified.
 
@@ -25,6 +26,7 @@ from streamproc.settings import Settings
 from streamproc.stack import kafka, redis
 from streamproc.stack.components import ComponentStatus, StackStatus
 from streamproc.stack.process import exclusive
+from streamproc.stack.secret import ensure_model_secret
 from streamproc.stack.topics import ensure_topics, wait_group_coordinator
 
 # Longest wait for another `up`/`down` of the same stack: a cold start fetches the jars.
@@ -74,6 +76,12 @@ def stack_up(settings: Settings, out: TextIO = sys.stderr) -> StackStatus:
 
 
 def _up(settings: Settings, out: TextIO) -> StackStatus:
+    # Also for a stack already running (made before the secret was): the local commands sign
+    # and verify model snapshots with it when STREAMPROC_MODEL_SECRET is not set.
+    secret, made = ensure_model_secret(settings.stack_dir.expanduser())
+    if made:
+        print(f"stack: made a model secret in {secret} (mode 0600; used when "
+              "STREAMPROC_MODEL_SECRET is not set)", file=out, flush=True)
     before = stack_status(settings)
     if before.running:
         print("stack: already running", file=out, flush=True)

@@ -109,7 +109,9 @@ def create_app(
     out = emitter or KafkaEmitter(settings)
     make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
     stats = BatchStats()
-    metrics = WorkerMetrics(scorer=lambda: worker.scorer)
+    learners: list[Learner] = []  # this worker's learner, once its task made it
+    metrics = WorkerMetrics(scorer=lambda: worker.scorer,
+                            learner_lag=lambda: learners[0].lag if learners else None)
     worker_id = heartbeat.new_worker_id()
     worker = WorkerApp(app, stats, metrics, worker_id)
 
@@ -149,7 +151,7 @@ def create_app(
 
     if store_factory is None and learns_in_worker(settings):  # the real Kafka and Redis
         async def learn() -> None:
-            await serve_learner(settings, adopt_locally)
+            await serve_learner(settings, adopt_locally, on_start=learners.append)
 
         app.task(learn)
 
@@ -177,28 +179,33 @@ def learns_in_worker(settings: Settings) -> bool:
     """Whether a worker also takes part in the learner group (``STREAMPROC_LEARNER``).
 
     ``off`` leaves the learning to ``streamproc learner`` processes, which hand their models to
-    the workers through signed snapshots only: without ``STREAMPROC_MODEL_SECRET`` there are
-    none, so the worker learns itself after all (and says so) rather than never score.
+    the workers through signed snapshots only: without a model secret (``STREAMPROC_MODEL_SECRET``
+    or the local stack's file) there are none, so the worker learns itself after all (and says
+    so) rather than never score.
     """
     if settings.learner == "worker":
         return True
     if not settings.model_secret:
-        log.warning("STREAMPROC_LEARNER=off needs STREAMPROC_MODEL_SECRET (a learner in another "
-                    "process hands its models over as signed snapshots): this worker runs the "
-                    "learner itself")
+        log.warning("STREAMPROC_LEARNER=off needs a model secret (a learner in another process "
+                    "hands its models over as signed snapshots), and STREAMPROC_MODEL_SECRET is "
+                    "not set: %s. Meanwhile this worker runs the learner itself",
+                    settings.model_secret_hint)
         return True
     return False
 
 
 async def serve_learner(
     settings: Settings, on_publish: Callable[[ServedModels, int, int], None] | None = None,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None, on_start: Callable[[Learner], None] | None = None,
 ) -> None:
     """Take part in the learner group until cancelled (a worker's task) or ``stop`` is set
-    (``streamproc learner``); the learner's last snapshot is written on the way out."""
+    (``streamproc learner``); the learner's last snapshot is written on the way out.
+    ``on_start`` receives the learner (the worker's metrics read its lag)."""
     store = RedisStore.from_url(settings.redis_url)
     learner = Learner(settings, RedisModelStore(store.client, settings.app_id),
                       on_publish=on_publish)
+    if on_start is not None:
+        on_start(learner)
     try:
         await run_learner(settings, learner, stop)
     finally:

@@ -4,8 +4,8 @@ Each :class:`WorkerMetrics` owns its own ``CollectorRegistry`` (tests build seve
 process, and the global registry would refuse a second set of the same names). The batch loop
 (:mod:`streamproc.worker.agents`) reports every published batch with
 :meth:`WorkerMetrics.on_published`; the Redis store is wrapped by :class:`MeteredStore`, which
-counts round trips and errors; the consumer lag and the model figures are read when Prometheus
-scrapes.
+counts round trips and errors; the consumer lag, the model figures and the learner's lag are
+read when Prometheus scrapes.
 
 >>> m = WorkerMetrics()
 >>> m.on_published([RawMessage("t.browsing", 0, 5, b"c1", b"{}", 1_000)], BatchResult(
@@ -96,10 +96,41 @@ class _ModelCollector(Collector):
         return []
 
 
-class WorkerMetrics:
-    """Every metric of one worker, in its own registry."""
+class _LearnerCollector(Collector):
+    """``streamproc_learner_lag``, read at scrape time; no sample on a worker that is not the
+    active learner (only one worker learns at a time)."""
 
-    def __init__(self, scorer: Callable[[], Any] = lambda: None) -> None:
+    def __init__(self, lag: Callable[[], int | None]) -> None:
+        self.lag = lag
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "streamproc_learner_lag", "learning-topic records the learner has yet to read (its "
+            "position to the topic's end as of its last fetch); only on the worker that learns")
+        try:
+            lag = self.lag()
+        except Exception as exc:  # a scrape must not fail because the learner did
+            log.debug("learner lag unavailable: %s", exc)
+            lag = None
+        if lag is not None:
+            family.add_metric([], float(lag))
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+class WorkerMetrics:
+    """Every metric of one worker, in its own registry.
+
+    >>> WorkerMetrics(learner_lag=lambda: 42).value("streamproc_learner_lag")
+    42.0
+    >>> WorkerMetrics().value("streamproc_learner_lag") is None  # not the learning worker
+    True
+    """
+
+    def __init__(self, scorer: Callable[[], Any] = lambda: None,
+                 learner_lag: Callable[[], int | None] = lambda: None) -> None:
         r = self.registry = CollectorRegistry()
         self.events = Counter("streamproc_events", "input messages consumed", ["topic"],
                               registry=r)
@@ -137,6 +168,7 @@ class WorkerMetrics:
             "deadletter, or warn (processed; STREAMPROC_PARTITION_CHECK)", ["topic", "handling"],
             registry=r)
         r.register(_ModelCollector(scorer))
+        r.register(_LearnerCollector(learner_lag))
 
     def on_published(self, messages: Sequence[RawMessage], result: BatchResult, seconds: float,
                      now_ms: int | None = None) -> None:
