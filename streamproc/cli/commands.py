@@ -313,9 +313,10 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     changed = sum(source != FROM_DEFAULT for _, _, source in rows)
     print(f"\n{changed} of {len(rows)} settings not from their default; --verbose describes "
           "each", file=sys.stderr)
-    source = ("STREAMPROC_MODEL_SECRET" if settings.model_secret and not
-              settings.model_secret_file else settings.model_secret_file or "none (no snapshots)")
-    print(f"model secret in use: {source}", file=sys.stderr)
+    secret_source = ("STREAMPROC_MODEL_SECRET" if settings.model_secret and not
+                     settings.model_secret_file
+                     else str(settings.model_secret_file or "none (no snapshots)"))
+    print(f"model secret in use: {secret_source}")
     return 0
 
 
