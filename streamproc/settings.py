@@ -316,7 +316,7 @@ class Settings:
         """``STREAMPROC_API_KEYS`` as {key: site}; the keys themselves never appear in errors.
 
         >>> Settings(api_keys="shop=k1-shop-key, app=k2-app-key").api_write_keys()
-        {"k1-shop-key": "shop", "k2-app-key": "app"}
+        {'k1-shop-key': 'shop', 'k2-app-key': 'app'}
         """
         found: dict[str, str] = {}
         for n, pair in enumerate(filter(None, (p.strip() for p in self.api_keys.split(","))), 1):

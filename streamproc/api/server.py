@@ -321,12 +321,15 @@ def _api(request: web.Request) -> Api:
 
 
 async def _body(request: web.Request) -> bytes:
+    limit = _api(request).settings.api_max_body_bytes
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _http(web.HTTPRequestEntityTooLarge, f"the body is over "
-                    f"{_api(request).settings.api_max_body_bytes} bytes "
-                    "(STREAMPROC_API_MAX_BODY_BYTES)") from None
+        raise web.HTTPRequestEntityTooLarge(limit, request.content_length or limit + 1,
+                                            text=orjson.dumps({"error": f"the body is over "
+                                                               f"{limit} bytes (STREAMPROC_API_"
+                                                               "MAX_BODY_BYTES)"}).decode(),
+                                            content_type="application/json") from None
 
 
 def _customer_id(request: web.Request) -> str:

@@ -161,7 +161,8 @@ def test_decide_requests_are_checked_as_slot_requests() -> None:
     d = decider()
     with pytest.raises(DecideRequestError) as exc:
         d.request({"customer_id": "c1", "slot": "nowhere"}, NOW)
-    assert exc.value.problems[0].field == "slot" and "homepage_hero" in exc.value.problems[0].message
+    problem = exc.value.problems[0]
+    assert problem.field == "slot" and "homepage_hero" in problem.message
     with pytest.raises(DecideRequestError) as exc:
         d.request({"customer_id": "bad id!", "slot": "homepage_hero"}, NOW)
     assert exc.value.problems[0].field == "customer_id"
