@@ -37,7 +37,7 @@ import orjson
 from streamproc.decisions import timers
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, CatalogueFile, default_catalogue_path
 from streamproc.decisions.chooser import UniformChooser
-from streamproc.decisions.engine import TIMER, Engine, Lesson
+from streamproc.decisions.engine import SERVED, TIMER, Engine, Lesson
 from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
@@ -500,6 +500,10 @@ class Processor:
                 out.deadletters.append((event, poison[id(event)]))
                 continue
             try:
+                if event.type == SERVED:  # decided by the HTTP API: recorded, not re-decided
+                    out.outputs.extend(self._served(p, event))
+                    out.applied += 1
+                    continue
                 apply_event(p, event.type, event.ts_ms, event.data, self.profile_config)
                 out.outputs.extend({"topic": "learning", "record": o}
                                    for o in self.scorer.update(p, event))
@@ -532,6 +536,16 @@ class Processor:
             read = {(e.message.topic, e.message.partition) for e in events}
             self._write(out, cid, p, stored, previous_outbox, read, before, now_ms)
         return out
+
+    def _served(self, p: Profile, event: Event) -> list[dict[str, Any]]:
+        """A decision the HTTP API served: its exposure recorded, and the record published (and
+        kept as the latest for its slot) with this event as its trigger's place, so a
+        redelivered batch publishes it again from the outbox like any decision."""
+        lessons = self.engine.served(p, event.data, event.ts_ms)
+        msg, record = event.message, event.data["decision"]
+        record = {**record, "trigger": {**record["trigger"], "topic": msg.topic,
+                                        "partition": msg.partition, "offset": msg.offset}}
+        return [{"topic": "decisions", "record": record}, *lesson_outputs(event, lessons)]
 
     def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,
                previous_outbox: list[dict[str, Any]], read: set[tuple[str, int]],

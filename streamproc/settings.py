@@ -152,6 +152,22 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("LEARNER_REPLAY_HOURS", "24",
      "a learner with no snapshot starts this many hours back on the learning topic (at least "
      "the label horizon plus lateness); 0: from the topic's start"),
+    ("API_HOST", "127.0.0.1", "address `streamproc serve` binds (0.0.0.0 in containers)"),
+    ("API_PORT", "8080", "port of `streamproc serve` (the HTTP API)"),
+    ("API_DEADLINE_MS", "50",
+     "a decide answers within this many milliseconds: past it, the slot's neutral action"),
+    ("API_KEYS", "",
+     "write keys of the event, decide and feedback endpoints, as site=key pairs separated by "
+     "commas; empty: no key needed, allowed only while API_HOST is a loopback address"),
+    ("API_ADMIN_TOKEN", "",
+     "bearer token of GET and DELETE /v1/customers/{id}; empty: those endpoints are off"),
+    ("API_ORIGINS", "",
+     "browser origins allowed by CORS, comma separated (https://shop.example.com); empty: none"),
+    ("API_MAX_BODY_BYTES", "1048576", "largest request body the API reads (413 beyond)"),
+    ("API_RATE", "200",
+     "requests per second allowed per write key (per client address without keys); 0: no limit"),
+    ("API_CLOCK_TOLERANCE_S", "300",
+     "an event's own ts further than this from the API's receive time is replaced by it"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -161,7 +177,7 @@ _DEFAULTS = {name: default for name, default, _ in SETTING_DOCS}
 FROM_ENVIRONMENT = "environment"
 FROM_DEFAULT = "default"
 # Settings shown masked by `streamproc settings`.
-SECRETS = frozenset({"MODEL_SECRET"})
+SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN"})
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "crit")
 # Other spellings people write for a log level (Python's and syslog's names), case-insensitive.
@@ -247,6 +263,15 @@ class Settings:
     learner: str = "worker"
     partition_check: str = "deadletter"
     learner_replay_hours: int = 24
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_deadline_ms: int = 50
+    api_keys: str = field(default="", repr=False)
+    api_admin_token: str = field(default="", repr=False)
+    api_origins: str = ""
+    api_max_body_bytes: int = 1_048_576
+    api_rate: int = 200
+    api_clock_tolerance_s: int = 300
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -330,6 +355,16 @@ class Settings:
             learner=_learner_place(get("LEARNER")),
             partition_check=get("PARTITION_CHECK").lower(),
             learner_replay_hours=_int(get, "LEARNER_REPLAY_HOURS", 0, 87_600),
+            api_host=get("API_HOST"),
+            api_port=_int(get, "API_PORT", 1, 65535),
+            api_deadline_ms=_int(get, "API_DEADLINE_MS", 1, 60_000),
+            # Not stripped: secrets are used byte for byte.
+            api_keys=env.get(ENV_PREFIX + "API_KEYS", ""),
+            api_admin_token=env.get(ENV_PREFIX + "API_ADMIN_TOKEN", ""),
+            api_origins=get("API_ORIGINS"),
+            api_max_body_bytes=_int(get, "API_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024),
+            api_rate=_int(get, "API_RATE", 0, 1_000_000),
+            api_clock_tolerance_s=_int(get, "API_CLOCK_TOLERANCE_S", 0, 7 * 86_400),
             sources=sources,
         )
         settings.validate()
@@ -363,9 +398,37 @@ class Settings:
                 )
         if self.log_format not in {"text", "json"}:
             raise ConfigError(f"STREAMPROC_LOG_FORMAT={self.log_format!r}: use text or json")
+        self.api_write_keys()  # raises on a malformed STREAMPROC_API_KEYS
         names = self.topics.all()
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")
+
+    def api_write_keys(self) -> dict[str, str]:
+        """``STREAMPROC_API_KEYS`` as {key: site}; the keys themselves never appear in errors.
+
+        >>> Settings(api_keys="shop=k1-shop-key, app=k2-app-key").api_write_keys()
+        {'k1-shop-key': 'shop', 'k2-app-key': 'app'}
+        """
+        found: dict[str, str] = {}
+        for n, pair in enumerate(filter(None, (p.strip() for p in self.api_keys.split(","))), 1):
+            site, sep, key = pair.partition("=")
+            site, key = site.strip(), key.strip()
+            if not sep or not site or len(key) < 8:
+                raise ConfigError(f"STREAMPROC_API_KEYS: entry {n} is not site=key with a key of "
+                                  "8 characters or more (entries are separated by commas)")
+            if key in found:
+                raise ConfigError(f"STREAMPROC_API_KEYS: entry {n} ({site}) repeats the key of "
+                                  f"{found[key]}")
+            found[key] = site
+        return found
+
+    def api_origin_list(self) -> tuple[str, ...]:
+        """``STREAMPROC_API_ORIGINS`` as a tuple, without trailing slashes.
+
+        >>> Settings(api_origins="https://a.example/, http://localhost:3000").api_origin_list()
+        ('https://a.example', 'http://localhost:3000')
+        """
+        return tuple(o.strip().rstrip("/") for o in self.api_origins.split(",") if o.strip())
 
     @property
     def model_secret_hint(self) -> str:

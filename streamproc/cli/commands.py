@@ -68,6 +68,19 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.api import run
+
+    overrides = {k: v for k, v in (("api_host", args.host), ("api_port", args.port)) if v}
+    settings = dataclasses.replace(settings, **overrides)
+    settings.validate()
+    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(settings.log_level,
+                                                        settings.log_level.upper())
+    logging.getLogger().setLevel(level)
+    run(settings)
+    return 0
+
+
 def _cmd_learner(settings: Settings, args: argparse.Namespace) -> int:
     settings.validate()
     if not settings.model_secret:
@@ -421,6 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "the workers with STREAMPROC_LEARNER=off. Several learners may run: one "
                        "learns, the others stand by and take over when it stops.")
     p.set_defaults(func=_cmd_learner)
+
+    p = sub.add_parser("serve", help="run the HTTP API: events in, decisions out (Ctrl-C stops it)",
+                       description="Serve POST /v1/events, GET|POST /v1/decide, POST "
+                       "/v1/feedback, GET /v1/decisions/{id} and, with the admin token, "
+                       "GET|DELETE /v1/customers/{id} (docs/api.md). Stateless: run more of it "
+                       "to scale.")
+    p.add_argument("--host", help="address to bind (default: STREAMPROC_API_HOST)")
+    p.add_argument("--port", type=_positive_int, help="port (default: STREAMPROC_API_PORT)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("simulate", help="produce realistic customer traffic to Kafka",
                        description="Simulated customers with personas browse, search, fill "

@@ -76,6 +76,8 @@ from streamproc.state.profile import Profile
 
 # The type of a timer's synthetic event (streamproc.decisions.timers).
 TIMER = "timer"
+# The event the HTTP API sends for a decision it served (schemas/events/decision_served).
+SERVED = "decision_served"
 
 # Who gets which arm of an experiment: streamproc.decisions.experiments.assign.
 Assign = Callable[[str, dict[str, Any]], str]
@@ -385,6 +387,27 @@ class Engine:
                     reusable = (a, seen[0])
             eligible.append(a)
         return eligible, excluded, data_issues, reusable
+
+    def served(self, p: Profile, data: Mapping[str, Any], ts_ms: int) -> list[Lesson]:
+        """Record a decision the HTTP API served (a ``decision_served`` event, ``data``) in
+        ``p``'s exposure history, as :meth:`decide` records its own; the learning chooser's
+        expectation when it picked the action. The API decided on a copy of the profile: the
+        worker that owns the customer is the one that writes it."""
+        cat = self.current()
+        seen, record = data["exposure"], data["decision"]
+        exposure.forget_stale(p, ts_ms, lambda a: cat.actions[a].freshness_ms
+                              if a in cat.actions else None)
+        channel_day = ((record["channel"], local_time(p, ts_ms).day) if seen["capped"]
+                       else None)
+        flags = seen["flags"]
+        exposure.record(p, record["decision_id"], seen["action_id"], seen["slot"],
+                        seen["context"], seen["arm"], seen["propensity"], ts_ms, flags,
+                        history=cat.history, personalised=seen["personalised"],
+                        channel_day=channel_day)
+        if flags is None or not flags & exposure.LEARNING:
+            return []
+        return [Lesson("expect", record["decision_id"], seen["action_id"], seen["context"],
+                       ts_ms)]
 
     # -- feedback -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ TOPIC_OF = {
     "purchase": SETTINGS.topics.purchases, "profile_update": SETTINGS.topics.profiles,
     "consent_update": SETTINGS.topics.profiles, "erase": SETTINGS.topics.profiles,
     "feedback": SETTINGS.topics.feedback, "slot_request": SETTINGS.topics.browsing,
+    "decision_served": SETTINGS.topics.browsing,
 }
 _ids = itertools.count()
 

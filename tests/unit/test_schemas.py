@@ -37,6 +37,7 @@ EXPECTED_TOPICS = {
     "cart_remove": "browsing",
     "checkout": "browsing",
     "slot_request": "browsing",
+    "decision_served": "browsing",
     "purchase": "purchases",
     "profile_update": "profiles",
     "erase": "profiles",
@@ -146,7 +147,8 @@ def test_refs_always_name_a_file() -> None:
     for path in schema_files():
         for ref in refs(orjson.loads(path.read_bytes())):
             assert not ref.startswith("#"), f"{path.name}: {ref} must name the file"
-            assert ref.partition("#")[0].endswith("common.schema.json"), (path.name, ref)
+            assert ref.partition("#")[0].endswith(("common.schema.json", "decision.schema.json")), \
+                (path.name, ref)
 
 
 # -- conventions every compiled (inlined) schema keeps ---------------------------------------------

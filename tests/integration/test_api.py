@@ -1,0 +1,243 @@
+"""The HTTP API on the real stack: events posted over HTTP are in Kafka and applied by a worker;
+a decide answers from the profile, and its exposure reaches the profile once through the worker,
+also when the same decide is retried; no Redis or an unknown customer gives the neutral action."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
+from streamproc.decisions.experiments import CONTROL, assign
+from streamproc.state.store import RedisStore
+
+from .conftest import Env, stop_process
+
+pytestmark = pytest.mark.integration
+KEY = "it-write-key-1"
+H = {"X-API-Key": KEY}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_api(env: Env, **extra: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """``streamproc serve`` on a free port, ready (Kafka producer up) before it returns."""
+    port = free_port()
+    log = open(env.tmp / f"api-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamproc.cli", "serve", "--port", str(port)],
+        env={**env.env, "STREAMPROC_API_KEYS": f"it={KEY}", **extra},
+        stdout=log, stderr=subprocess.STDOUT, cwd=env.tmp)
+    env.workers.append(proc)  # stopped by the fixture
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(60):
+            while True:
+                assert proc.poll() is None, (env.tmp / f"api-{port}.log").read_text()
+                try:
+                    async with http.get(f"{url}/readyz") as resp:
+                        if resp.status == 200 or (extra and resp.status == 503
+                                                  and "Kafka" not in await resp.text()):
+                            return url, proc
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def treated_customer(env: Env) -> str:
+    """A customer the homepage_hero experiment does not put in its control group."""
+    spec = load_catalogue(default_catalogue_path()).experiment_for("homepage_hero")
+    assert spec is not None
+    while True:
+        cid = env.customer("api")
+        arm = assign(cid, spec)
+        policy = next(a["policy"] for a in spec["arms"] if a["id"] == arm) if arm != CONTROL \
+            else "neutral"
+        if policy != "neutral":
+            return cid
+
+
+async def profile_of(env: Env, cid: str) -> dict[str, Any] | None:
+    store = RedisStore.from_url(env.settings.redis_url)
+    try:
+        found = await store.read_profile(cid)
+    finally:
+        await store.close()
+    return None if found is None else found["profile"]
+
+
+async def until(what: str, check: Any, timeout: float = 60.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await check()
+            if found:
+                return found
+            await asyncio.sleep(0.2)
+    raise AssertionError(what)  # pragma: no cover
+
+
+async def test_events_over_http_reach_kafka_and_the_worker_then_decide_records_once(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    stack_env.start_worker()
+    url, _ = await start_api(stack_env)
+    cid = treated_customer(stack_env)
+    shoes = {"product_id": "shoes-7", "category": "shoes", "price": 89.9}
+    body = [{"type": "consent_update", "customer_id": cid, "purpose": "personalisation",
+             "granted": True, "source": "web_form"},
+            *[{"type": "product_view", "customer_id": cid, "product": shoes} for _ in range(8)],
+            {"type": "product_view", "customer_id": cid, "product": {"price": -1}}]
+    async with http.post(f"{url}/v1/events", json=body, headers=H) as resp:
+        answer = await resp.json()
+    assert resp.status == 400, answer  # one invalid event: located, the others accepted
+    assert [(p["index"], p["field"]) for p in answer["rejected"]] == [(9, "product")]
+    accepted = answer["accepted"]
+    assert len(accepted) == 9
+    topics = stack_env.settings.topics
+    records = await stack_env.consume_until(
+        topics.browsing, lambda rs: {r["value"]["event_id"] for r in rs if r["value"]} >= set(
+            accepted[1:]))
+    assert all(r["key"] == cid.encode() for r in records)
+    await stack_env.consume_until(topics.profiles, lambda rs: any(
+        r["value"]["event_id"] == accepted[0] for r in rs))
+
+    async def applied() -> dict[str, Any] | None:
+        p = await profile_of(stack_env, cid)
+        return p if p and p["counts"].get("product_view") == 8 else None
+
+    await until("the worker applies the events", applied)
+
+    # A decide from the profile, then the same decide again (a client retry).
+    params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "pv-1"}
+    async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+        first = await resp.json()
+    assert resp.status == 200, first
+    decision = first["decision"]
+    assert decision["personalised"], decision["reasons"]
+    assert first["exposure"] in ("recorded", "pending")
+    did = decision["decision_id"]
+
+    async def recorded() -> dict[str, Any] | None:
+        p = await profile_of(stack_env, cid)
+        recent = ((p or {}).get("decisions") or {}).get("recent", [])
+        return p if any(e[0] == did[:12] for e in recent) else None
+
+    p = await until("the worker records the exposure", recorded)
+    assert p["decisions"]["seen"][decision["action"]["id"]][1] == "homepage_hero"
+
+    async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+        again = await resp.json()
+    assert again["decision"]["decision_id"] == did and again["exposure"] == "already"
+    async with http.get(f"{url}/v1/decisions/{cid}", headers=H) as resp:
+        latest = await resp.json()
+    assert latest["decisions"]["homepage_hero"]["decision_id"] == did
+
+    # A later decide (another request) is published after anything of the first: then the
+    # first decision is on the decisions topic exactly once, and in the history once.
+    params2 = {**params, "request_id": "pv-2"}
+    async with http.get(f"{url}/v1/decide", params=params2, headers=H) as resp:
+        second = (await resp.json())["decision"]["decision_id"]
+    decisions = await stack_env.consume_until(
+        topics.decisions, lambda rs: any((r["value"] or {}).get("decision_id") == second
+                                         for r in rs))
+    assert sum(1 for r in decisions if (r["value"] or {}).get("decision_id") == did) == 1
+    served = next(r["value"] for r in decisions if (r["value"] or {}).get("decision_id") == did)
+    assert served["trigger"]["topic"] == topics.browsing and served["propensity"] > 0
+    final = await profile_of(stack_env, cid)
+    assert final is not None
+    assert sum(1 for e in final["decisions"]["recent"] if e[0] == did[:12]) == 1
+
+
+async def test_a_decide_retried_before_the_worker_recorded_it_is_recorded_once(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    url, _ = await start_api(stack_env)  # no worker yet: both decides are in flight
+    cid = treated_customer(stack_env)
+    shoes = {"product_id": "shoes-7", "category": "shoes", "price": 89.9}
+    async with http.post(f"{url}/v1/events", headers=H, json=[
+            {"type": "consent_update", "customer_id": cid, "purpose": "personalisation",
+             "granted": True, "source": "web_form"},
+            *[{"type": "product_view", "customer_id": cid, "product": shoes}
+              for _ in range(8)]]) as resp:
+        assert resp.status == 202
+    stack_env.start_worker()
+
+    async def known() -> bool:
+        p = await profile_of(stack_env, cid)
+        return bool(p and p["counts"].get("product_view") == 8)
+
+    await until("the worker applies the events", known)
+    params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "twice"}
+    answers = []
+    for _ in range(3):
+        async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+            answers.append(await resp.json())
+    did = answers[0]["decision"]["decision_id"]
+    assert {a["decision"]["decision_id"] for a in answers} == {did}
+    topics = stack_env.settings.topics
+    records = await stack_env.consume_until(topics.browsing, lambda rs: len(
+        [r for r in rs if (r["value"] or {}).get("type") == "decision_served"]) >= 1)
+    copies = [r for r in records if (r["value"] or {}).get("event_id") == f"served-{did}"]
+    assert copies, "the decision_served event is on the browsing topic"
+    # Send a marker after the copies and wait for it: the worker has seen every copy then.
+    marker = {"type": "search", "customer_id": cid, "query": "marker"}
+    async with http.post(f"{url}/v1/events", headers=H, json=marker) as resp:
+        marker_id = (await resp.json())["accepted"][0]
+
+    async def marked() -> dict[str, Any] | None:
+        p = await profile_of(stack_env, cid)
+        return p if p and p["counts"].get("search") == 1 else None
+
+    p = await until("the worker applies the marker", marked)
+    assert marker_id
+    recent = p["decisions"]["recent"]
+    assert sum(1 for e in recent if e[0] == did[:12]) == (1 if answers[0]["decision"][
+        "policy"] not in ("neutral", "reuse") else 0)
+    decisions = await stack_env.consume_until(topics.decisions, lambda rs: any(
+        (r["value"] or {}).get("decision_id") == did for r in rs))
+    assert sum(1 for r in decisions if (r["value"] or {}).get("decision_id") == did) == 1
+
+
+async def test_unknown_customer_and_no_redis_give_the_neutral_action(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    url, _ = await start_api(stack_env)
+    params = {"customer_id": stack_env.customer("stranger"), "slot": "cart_drawer"}
+    async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["exposure"] == "none"
+    assert body["decision"]["action"]["id"] == "free_delivery_banner"
+    assert any("unknown customer" in r for r in body["decision"]["reasons"])
+    # The fallback is on the decisions topic too, with its propensity.
+    did = body["decision"]["decision_id"]
+    records = await stack_env.consume_until(stack_env.settings.topics.decisions, lambda rs: any(
+        (r["value"] or {}).get("decision_id") == did for r in rs))
+    assert next(r for r in records if r["value"]["decision_id"] == did)["value"][
+        "propensity"] == 1.0
+
+    # An API whose Redis is gone (nothing listens there): neutral, with the reason, in time.
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    url2, proc = await start_api(stack_env, STREAMPROC_REDIS_URL=dead)
+    async with http.get(f"{url2}/v1/decide", params=params, headers=H) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and not body["decision"]["personalised"]
+    assert any("profile store unavailable" in r or "deadline" in r
+               for r in body["decision"]["reasons"])
+    assert body["decision"]["latency_ms"] < 1000
+    stop_process(proc, 10)
+    assert orjson.dumps(body)
