@@ -52,14 +52,14 @@ from streamproc.decisions.latest import RedisLatest
 from streamproc.decisions.record import iso_ms
 from streamproc.errors import StreamprocError
 from streamproc.learning.modelstore import RedisModelStore
-from streamproc.learning.observations import erase_record
 from streamproc.learning.scorer import IntentScorer
-from streamproc.processor import default_engine
+from streamproc.processor import BatchResult, default_engine, erase_customer
 from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc
 from streamproc.state.keys import validate_customer_id
 from streamproc.state.profile import upgrade_profile
 from streamproc.state.store import RedisStore, with_hiredis_packing
+from streamproc.worker.emitter import batch_records
 
 log = logging.getLogger(__name__)
 
@@ -435,14 +435,18 @@ async def customer_export(request: web.Request) -> web.Response:
 
 
 async def customer_erase(request: web.Request) -> web.Response:
-    """As ``streamproc forget``: the customer's keys go, tombstones go to the compacted
-    topics, and the learner is told to forget the customer's pending moments."""
+    """As ``streamproc forget``, through the same erasure as a worker's ``erase`` event
+    (:func:`streamproc.processor.erase_customer`): the customer's keys go, tombstones go to the
+    compacted topics, and the learner is told to forget the customer's pending moments."""
     api = _api(request)
     api.require_admin(request)
     cid = _customer_id(request)
     assert api.store is not None
+    erasure = BatchResult()
+    now = api.clock_ms()
     try:
-        deleted = await api.store.erase(cid)
+        deleted = await erase_customer(api.store, cid, f"forget-{now}-{time.monotonic_ns()}",
+                                       now, None, erasure)
     except (RedisError, OSError) as exc:
         return _problem(503, f"the profile store is unavailable ({type(exc).__name__}): "
                              "nothing was erased")
@@ -452,12 +456,8 @@ async def customer_erase(request: web.Request) -> web.Response:
         if producer is None:
             raise KafkaError("not connected")
         async with asyncio.timeout(PRODUCE_TIMEOUT_S):
-            key = cid.encode()
-            for topic in (topics.decisions, topics.segments):
-                await producer.send_and_wait(topic, None, key=key)
-            now = api.clock_ms()
-            await producer.send_and_wait(topics.learning, orjson.dumps(erase_record(
-                cid, f"forget-{now}-{time.monotonic_ns()}", now, None)), key=key)
+            for topic, key, value in batch_records(erasure, api.settings):
+                await producer.send_and_wait(topic, value, key=key)
     except (TimeoutError, KafkaError) as exc:
         return _problem(503, f"erased from Redis ({deleted} keys), but the tombstones could "
                              f"not be sent ({type(exc).__name__}): send DELETE again",
