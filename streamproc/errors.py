@@ -26,3 +26,7 @@ class DecodeError(StreamprocError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class UnreachableError(StreamprocError):
+    """Kafka or Redis does not answer; the message says which, where, and what to do."""

@@ -131,6 +131,12 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("LEARNER", "worker",
      "where the learner runs: worker (in every worker, one of them learns) or off (in "
      "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
+    ("STARTUP_TIMEOUT_S", "30",
+     "seconds a starting worker waits for Redis and Kafka to answer before it exits (code 2) "
+     "with the reason"),
+    ("REDIS_OUTAGE_LEAVE_S", "60",
+     "seconds a running worker retries an unreachable Redis before it leaves the group and "
+     "exits (code 75) so that another worker takes its partitions; 0: never"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -180,6 +186,8 @@ class Settings:
     timers_per_batch: int = 1000
     profile_cache: int = 10000
     learner: str = "worker"
+    startup_timeout_s: float = 30.0
+    redis_outage_leave_s: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,6 +253,8 @@ class Settings:
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
             learner=get("LEARNER").lower(),
+            startup_timeout_s=_float(get, "STARTUP_TIMEOUT_S", 0, 3600),
+            redis_outage_leave_s=_float(get, "REDIS_OUTAGE_LEAVE_S", 0, 86_400),
         )
         settings.validate()
         return settings
