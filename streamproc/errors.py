@@ -30,6 +30,10 @@ class DecodeError(StreamprocError):
         self.message = message
 
 
+class UnreachableError(StreamprocError):
+    """Kafka or Redis does not answer; the message says which, where, and what to do."""
+
+
 def shown_url(url: str) -> str:
     """``url`` without its credentials, for messages.
 

@@ -168,6 +168,12 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "requests per second allowed per write key (per client address without keys); 0: no limit"),
     ("API_CLOCK_TOLERANCE_S", "300",
      "an event's own ts further than this from the API's receive time is replaced by it"),
+    ("STARTUP_TIMEOUT_S", "30",
+     "seconds a starting worker waits for Redis and Kafka to answer before it exits (code 2) "
+     "with the reason"),
+    ("REDIS_OUTAGE_LEAVE_S", "60",
+     "seconds a running worker retries an unreachable Redis before it leaves the group and "
+     "exits (code 75) so that another worker takes its partitions; 0: never"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -272,6 +278,8 @@ class Settings:
     api_max_body_bytes: int = 1_048_576
     api_rate: int = 200
     api_clock_tolerance_s: int = 300
+    startup_timeout_s: float = 30.0
+    redis_outage_leave_s: float = 60.0
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -365,6 +373,8 @@ class Settings:
             api_max_body_bytes=_int(get, "API_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024),
             api_rate=_int(get, "API_RATE", 0, 1_000_000),
             api_clock_tolerance_s=_int(get, "API_CLOCK_TOLERANCE_S", 0, 7 * 86_400),
+            startup_timeout_s=_float(get, "STARTUP_TIMEOUT_S", 0, 3600),
+            redis_outage_leave_s=_float(get, "REDIS_OUTAGE_LEAVE_S", 0, 86_400),
             sources=sources,
         )
         settings.validate()

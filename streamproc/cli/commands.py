@@ -46,7 +46,7 @@ def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.stack import ensure_topics
-    from streamproc.worker.app import create_app, run_worker
+    from streamproc.worker.preflight import check_dependencies
 
     overrides: dict[str, Any] = {}
     if args.web_port is not None:
@@ -55,16 +55,23 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         overrides["log_level"] = args.log_level
     settings = dataclasses.replace(settings, **overrides)
     settings.validate()
+    # Redis and Kafka answer before the worker joins the group: one without them would take
+    # partitions it cannot process (STREAMPROC_STARTUP_TIMEOUT_S bounds the wait).
+    asyncio.run(check_dependencies(settings))
     created = asyncio.run(ensure_topics(settings))
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
-    worker = create_app(settings)
+    from streamproc.worker.app import create_app, run_worker  # seconds to import: after the checks
+    from streamproc.worker.lifecycle import Lifecycle
+
+    lifecycle = Lifecycle()
+    worker = create_app(settings, lifecycle=lifecycle)
     json_logs: dict[str, Any] = {}
     if settings.log_format == "json":
         from streamproc.logs import worker_logging_config
 
         json_logs["logging_config"] = worker_logging_config(settings.log_level, worker.worker_id)
-    run_worker(worker.app, settings, **json_logs)
+    run_worker(worker.app, settings, lifecycle, **json_logs)
     return 0
 
 

@@ -4,6 +4,11 @@ Faust acknowledges a message even when the agent raised (faust-streaming/faust#3
 may escape the loop: a bad message is dead-lettered by the processor, a transient Redis or Kafka
 error is retried with backoff until it passes, and any other failure of a batch makes the batch
 run again one message at a time so that only the guilty message is dead-lettered.
+
+The one exception is a stop: once the worker stops (``stopping()``), a call that fails is not
+retried any more; the batch is given up (:class:`BatchAbandonedError`) and left unacknowledged
+(streamproc.worker.lifecycle says why and what follows), so that SIGTERM stops a worker whose
+Redis is gone within a fraction of a second instead of never.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 import redis.exceptions
 from aiokafka.errors import KafkaError
 
+from streamproc.errors import StreamprocError
 from streamproc.events.codec import RawMessage, deadletter_record
 from streamproc.processor import BatchResult, Processor, StateConflictError
 
 if TYPE_CHECKING:
+    from streamproc.worker.lifecycle import Lifecycle
     from streamproc.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
+# How often a backoff looks whether the worker stops meanwhile.
+STOP_CHECK_S = 0.1
+
+
+class BatchAbandonedError(StreamprocError):
+    """A batch was given up unfinished because the worker stops while it cannot be done."""
 
 
 class Emitter(Protocol):
@@ -61,28 +74,41 @@ async def retry_transient(
     what: str, call: Callable[[], Awaitable[None]], stats: BatchStats,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     metrics: WorkerMetrics | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> None:
-    """Run ``call`` until it succeeds, backing off on transient errors; other errors propagate."""
+    """Run ``call`` until it succeeds, backing off on transient errors; other errors propagate.
+    Once ``stopping()`` holds, a transient error raises BatchAbandonedError instead (seen
+    within STOP_CHECK_S of a backoff)."""
     delay = BACKOFF_FIRST_S
     while True:
         try:
             await call()
             return
         except TRANSIENT_ERRORS as exc:
+            error = f"{what} failed ({type(exc).__name__}: {exc})"
+            if stopping is not None and stopping():
+                raise BatchAbandonedError(error) from exc
             stats.retries += 1
             if metrics is not None:
                 metrics.retries.inc()
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc,
-                        delay)
-            await sleep(delay)
+            log.warning("%s; retrying in %.1fs", error, delay)
+            if stopping is None:
+                await sleep(delay)
+            else:
+                until = time.monotonic() + delay
+                while not stopping() and (left := until - time.monotonic()) > 0:
+                    await sleep(min(STOP_CHECK_S, left))
+                if stopping():
+                    raise BatchAbandonedError(error) from exc
             delay = min(delay * 2, BACKOFF_MAX_S)
 
 
 async def handle_batch(
     messages: Sequence[RawMessage], processor: Processor, emitter: Emitter, stats: BatchStats,
-    metrics: WorkerMetrics | None = None,
+    metrics: WorkerMetrics | None = None, stopping: Callable[[], bool] | None = None,
 ) -> None:
-    """Process and publish one batch; returns only when every message is accounted for."""
+    """Process and publish one batch; returns only when every message is accounted for, or
+    raises BatchAbandonedError when the worker stops while the batch cannot be done."""
     started = time.perf_counter()
 
     async def run(chunk: Sequence[RawMessage]) -> None:
@@ -97,9 +123,12 @@ async def handle_batch(
     stats.batches += 1
     stats.messages += len(messages)
     try:
-        await retry_transient("batch", lambda: run(messages), stats, metrics=metrics)
+        await retry_transient("batch", lambda: run(messages), stats, metrics=metrics,
+                              stopping=stopping)
         stats.last_batch_at = time.time()
         return
+    except BatchAbandonedError:
+        raise
     except Exception:
         stats.failures += 1
         log.exception("batch of %d failed; processing it one message at a time", len(messages))
@@ -107,14 +136,17 @@ async def handle_batch(
         started = time.perf_counter()
         try:
             await retry_transient("message", lambda m=msg: run([m]),  # type: ignore[misc]
-                                  stats, metrics=metrics)
+                                  stats, metrics=metrics, stopping=stopping)
+        except BatchAbandonedError:
+            raise
         except Exception as exc:
             log.exception("message %s:%d dead-lettered", msg.source, msg.offset)
             record = deadletter_record(msg, "processing_error", f"{type(exc).__name__}: {exc}",
                                        time.time_ns() // 1_000_000)
             await retry_transient(
                 "dead letter", lambda r=record, m=msg: emitter.emit(  # type: ignore[misc]
-                    BatchResult(deadletters=[(m.key, r)])), stats, metrics=metrics)
+                    BatchResult(deadletters=[(m.key, r)])), stats, metrics=metrics,
+                stopping=stopping)
             stats.deadletters += 1
             if metrics is not None:
                 metrics.count_deadletters([record])
@@ -125,17 +157,44 @@ async def handle_batch(
 async def consume(
     batches: AsyncIterator[Sequence[RawMessage]], processor: Processor, emitter: Emitter,
     stats: BatchStats, metrics: WorkerMetrics | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> None:
     """Handle batch after batch. A worker that stops (SIGTERM cancels the agent) finishes the
     batch in hand first: Faust acknowledges a batch when its loop body ends, even by
     cancellation, so a batch cut between its state write and its publish would never be
-    read again, and its decisions and observations would be lost."""
+    read again, and its decisions and observations would be lost.
+
+    With a ``lifecycle``, a batch that cannot be finished once the worker stops is given up
+    (``lifecycle.gave_up``): it and every batch after it are skipped, unapplied, and the batch
+    source (streamproc.worker.batching) forgets them instead of acknowledging them. Applying a
+    later batch would record offsets past the unapplied one, which would then be skipped as
+    already applied when read again."""
+    stopping = None if lifecycle is None else lifecycle.stopping
+    skipped = 0
     async for messages in batches:
-        batch = asyncio.ensure_future(handle_batch(messages, processor, emitter, stats, metrics))
+        if lifecycle is not None and lifecycle.gave_up is not None:
+            skipped += len(messages)
+            log.info("stopping: %d messages after the unfinished batch left unapplied", skipped)
+            continue
+        batch = asyncio.ensure_future(handle_batch(messages, processor, emitter, stats, metrics,
+                                                   stopping))
         try:
             await asyncio.shield(batch)
+        except BatchAbandonedError as exc:
+            _give_up(lifecycle, exc, len(messages))
         except asyncio.CancelledError:
             if not batch.done():
                 log.info("stopping: finishing the batch of %d messages in hand", len(messages))
-                await batch
+                try:
+                    await batch
+                except BatchAbandonedError as exc:
+                    _give_up(lifecycle, exc, len(messages))
             raise
+
+
+def _give_up(lifecycle: Lifecycle | None, exc: BatchAbandonedError, size: int) -> None:
+    if lifecycle is None:  # nobody set `stopping`: cannot happen
+        raise exc
+    log.warning("stopping: the batch of %d messages is left unfinished and unacknowledged: %s",
+                size, exc)
+    lifecycle.give_up(str(exc))

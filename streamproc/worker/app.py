@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,9 @@ from streamproc.worker import heartbeat, web
 from streamproc.worker.agents import BatchStats, Emitter, consume
 from streamproc.worker.batching import take_batches
 from streamproc.worker.emitter import KafkaEmitter
+from streamproc.worker.lifecycle import Lifecycle, OutageClock
 from streamproc.worker.metrics import MeteredStore, WorkerMetrics
+from streamproc.worker.preflight import redacted
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +102,17 @@ def create_app(
     settings: Settings,
     store_factory: Callable[[], Store] | None = None,
     emitter: Emitter | None = None,
+    lifecycle: Lifecycle | None = None,
     **faust_options: Any,
 ) -> WorkerApp:
+    """The worker's Faust app. ``lifecycle`` (give the same to :func:`run_worker`) is how the
+    worker stops on its own and says why (streamproc.worker.lifecycle)."""
     options = app_options(settings)
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
+    lifecycle = lifecycle or Lifecycle()
+    lifecycle.stopping = lambda: bool(app.should_stop)
     topics = settings.topics
     inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes)
     # Outputs go through a plain aiokafka producer (streamproc.worker.emitter says why not Faust's).
@@ -139,9 +149,10 @@ def create_app(
                               scorer=scorer, engine=engine,
                               partition_check=PartitionCheck(settings.partition_check,
                                                              topic_partitions(app)))
-        batches = raw_batches(stream, settings, metrics)
+        batches = raw_batches(stream, settings, metrics,
+                              forget=lambda: lifecycle.gave_up is not None)
         try:
-            await consume(batches, processor, out, stats, metrics)
+            await consume(batches, processor, out, stats, metrics, lifecycle)
         finally:
             await processor.store.close()
             if isinstance(out, KafkaEmitter):
@@ -171,7 +182,7 @@ def create_app(
 
     if store_factory is None:  # a real Redis: heartbeats and the readiness probe use it
         _add_operations(app, settings, stats, metrics, options["web_enabled"],
-                        worker_id)
+                        worker_id, lifecycle)
     return worker
 
 
@@ -213,8 +224,12 @@ async def serve_learner(
 
 
 def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
-                    metrics: WorkerMetrics, web_enabled: bool, worker_id: str) -> None:
-    """Heartbeats to Redis every few seconds and, with the web server on, the HTTP endpoints."""
+                    metrics: WorkerMetrics, web_enabled: bool, worker_id: str,
+                    lifecycle: Lifecycle) -> None:
+    """Heartbeats to Redis every few seconds and, with the web server on, the HTTP endpoints.
+    The heartbeats also time a Redis outage: after STREAMPROC_REDIS_OUTAGE_LEAVE_S of failed
+    ones the worker stops, which leaves the group, so that a worker that can reach Redis takes
+    its partitions."""
     # A client of its own, with short timeouts: a probe must answer while Redis hangs.
     client = aioredis.from_url(settings.redis_url, socket_timeout=web.PROBE_TIMEOUT_S,
                                socket_connect_timeout=web.PROBE_TIMEOUT_S)
@@ -223,12 +238,23 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
     if web_enabled:
         web.add_routes(app, metrics, client, worker_id, kafka)
 
+    outage = OutageClock(settings.redis_outage_leave_s)
+
     async def send_heartbeat() -> None:
         try:
             await beat.publish(client, web.assigned_partitions(app),
                                "rebalancing" if app.rebalancing else "running")
-        except Exception as exc:  # never stop the worker for its heartbeat
-            log.warning("could not send the heartbeat to Redis (%s: %s)", type(exc).__name__, exc)
+            outage.succeeded()
+        except Exception as exc:  # only a long outage stops the worker, not one heartbeat
+            lasted = outage.failed(time.monotonic())
+            log.warning("could not send the heartbeat to Redis (%s: %s); unreachable for %.0f s",
+                        type(exc).__name__, exc, lasted)
+            if outage.too_long(time.monotonic()) and not app.should_stop:
+                lifecycle.stop(
+                    f"Redis at {redacted(settings.redis_url)} has been unreachable for "
+                    f"{lasted:.0f} s (STREAMPROC_REDIS_OUTAGE_LEAVE_S="
+                    f"{settings.redis_outage_leave_s:g}): leaving the group so that another "
+                    "worker takes the partitions; restart this one once Redis answers")
 
     app.timer(heartbeat.INTERVAL_S, name="streamproc.worker.heartbeat")(send_heartbeat)
 
@@ -277,6 +303,7 @@ def partition_backlog(app: faust.types.AppT) -> Callable[[Any], int | None]:
 
 async def raw_batches(
     stream: faust.StreamT[Any], settings: Settings, metrics: WorkerMetrics | None = None,
+    forget: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Sequence[RawMessage]]:
     """The worker's batches (streamproc.worker.batching): up to STREAMPROC_BATCH_SIZE events, filled
     for STREAMPROC_BATCH_WAIT_MS, or STREAMPROC_BATCH_BEHIND_WAIT_MS while the worker is behind
@@ -288,7 +315,7 @@ async def raw_batches(
                                      settings.batch_behind_ms / 1000,
                                      settings.batch_behind_wait_ms / 1000,
                                      backlog=partition_backlog(stream.app),
-                                     on_behind=on_behind):
+                                     on_behind=on_behind, forget=forget):
         yield [_raw(e) for e in events]
 
 
@@ -308,11 +335,23 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run_worker(app: faust.App, settings: Settings, **worker_options: Any) -> None:
-    """Run a Faust app as a worker process until it is stopped (SIGTERM, Ctrl-C)."""
+def run_worker(app: faust.App, settings: Settings, lifecycle: Lifecycle | None = None,
+               **worker_options: Any) -> None:
+    """Run a Faust app as a worker process until it is stopped (SIGTERM, Ctrl-C, or on its own
+    through ``lifecycle``, the one given to :func:`create_app`); exits through SystemExit, with
+    the lifecycle's code and reason when the worker did not stop cleanly."""
     from faust.worker import Worker
 
     tune_gc()
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
                     **worker_options)
-    worker.execute_from_commandline()  # returns through SystemExit when the worker stops
+    if lifecycle is not None:
+        # The stop a signal starts (mode's Worker; `stop()` alone would not wait for it).
+        lifecycle.request = lambda: worker._schedule_shutdown(signal.SIGTERM)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code or lifecycle is None or not lifecycle.exit_code:
+            raise
+        print(f"streamproc: {lifecycle.exit_message()}", file=sys.stderr)
+        raise SystemExit(lifecycle.exit_code) from None

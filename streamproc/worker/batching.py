@@ -32,7 +32,10 @@ producer whose clock runs ahead makes a backlog look fresh: batches fill as with
 Acknowledgements are as in ``take_events``: the stream's own acks are off, and the events of a
 batch are acknowledged when the ``async for`` body that handled it has ended, so Faust commits
 only offsets whose batches were handled; events still in the buffer when the worker stops are
-not acknowledged, and are read again by whoever takes the partition.
+not acknowledged, and are read again by whoever takes the partition. While ``forget()`` holds
+(the worker gave up a batch it could not finish, streamproc.worker.lifecycle), a batch's events
+are forgotten instead: marked done, so that Faust's stop stops waiting for them, but never
+acknowledged, so that no offset from them on is committed.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ async def take_batches(
     clock: Callable[[], float] = time.time,
     backlog: Callable[[Any], int | None] | None = None,
     on_behind: Callable[[], None] | None = None,
+    forget: Callable[[], bool] | None = None,
 ) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``size`` Faust events (``event.message`` is the Kafka message) of
     the Faust ``stream``, as the module docstring says; times in seconds. ``backlog(message)``
@@ -144,5 +148,18 @@ async def take_batches(
         try:
             yield batch
         finally:
-            for event in batch:
-                await stream.ack(event)
+            if forget is not None and forget():
+                for event in batch:
+                    forget_event(event)
+            else:
+                for event in batch:
+                    await stream.ack(event)
+
+
+def forget_event(event: Any) -> None:
+    """Mark a Faust event's message done without acknowledging it: Faust's consumer drops a
+    message marked ``acked`` from the messages a stop waits for, while only a real
+    acknowledgement puts its offset among those to commit (faust.transport.consumer: ``ack``,
+    ``_clean_unacked_messages``, ``_new_offset``); a later message's acknowledgement commits
+    nothing past the gap this leaves."""
+    event.message.acked = True

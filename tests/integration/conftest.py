@@ -85,11 +85,13 @@ class Env:
     def customer(self, name: str = "c") -> str:
         return f"{name}-{uuid.uuid4().hex[:10]}"
 
-    def start_worker(self, command: str = "worker") -> subprocess.Popen[bytes]:
+    def start_worker(self, command: str = "worker",
+                     settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """A ``streamproc worker`` (or another long-running command: ``learner``), logging to
-        worker-N.log, stopped at the end of the test."""
+        worker-N.log, stopped at the end of the test; ``settings`` overrides variables."""
         log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "streamproc.cli", command], env=self.env,
+        env = {**self.env, **(settings or {})}
+        proc = subprocess.Popen([sys.executable, "-m", "streamproc.cli", command], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
         self.workers.append(proc)
         return proc

@@ -3,13 +3,22 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 import redis.exceptions
 
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings, Topics
 from streamproc.state.memory import MemoryStore
-from streamproc.worker.agents import BatchStats, consume, handle_batch, retry_transient
+from streamproc.worker.agents import (
+    STOP_CHECK_S,
+    BatchAbandonedError,
+    BatchStats,
+    consume,
+    handle_batch,
+    retry_transient,
+)
 from streamproc.worker.app import create_app
+from streamproc.worker.lifecycle import EXIT_UNFINISHED, Lifecycle
 
 from .helpers import SETTINGS, Partition, event
 
@@ -148,3 +157,59 @@ async def test_a_stopping_worker_publishes_the_batch_in_hand_before_it_is_acknow
     assert task.cancelled() and len(emitter.decisions()) == 1  # published before it stopped
     await source.aclose()  # the stream closes the batch generator: now it acknowledges
     assert acked == [0]
+
+
+async def test_a_stopping_worker_gives_up_a_call_it_cannot_finish_within_a_backoff():
+    stopping = False
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        nonlocal stopping
+        slept.append(seconds)
+        stopping = len(slept) >= 3  # the stop comes during a backoff
+
+    async def call() -> None:
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    stats = BatchStats()
+    with pytest.raises(BatchAbandonedError, match="batch failed .*Redis went away"):
+        await retry_transient("batch", call, stats, sleep=sleep, stopping=lambda: stopping)
+    assert len(slept) == 3 and all(s <= STOP_CHECK_S for s in slept)  # looked in slices
+    assert stats.retries == 1
+
+
+async def test_a_batch_given_up_is_neither_split_nor_dead_lettered():
+    proc, emitter, stats = FlakyProcessor(transient=1000), ListEmitter(), BatchStats()
+    with pytest.raises(BatchAbandonedError):
+        await handle_batch([Partition().message(event("cart_add"))], proc, emitter, stats,
+                           stopping=lambda: True)
+    assert stats.retries == 0 and stats.failures == 0 and not emitter.results
+
+
+async def test_consume_leaves_the_unfinished_batch_and_every_later_one_unapplied():
+    lifecycle = Lifecycle(stopping=lambda: True)  # the worker stops while Redis is away
+    part = Partition()
+    done: list[int] = []
+
+    async def batches():
+        for minute in range(3):
+            yield [part.message(event("page_view", customer="g1", minute=minute))]
+            done.append(minute)
+
+    proc = FlakyProcessor(transient=1)  # the first batch fails once; a retry would pass
+    emitter = ListEmitter()
+    await consume(batches(), proc, emitter, BatchStats(), lifecycle=lifecycle)
+    assert lifecycle.gave_up and "Redis went away" in lifecycle.gave_up
+    assert done == [0, 1, 2] and not emitter.results  # later batches skipped, not applied
+    assert await proc.store.read_profile("g1") is None
+    assert lifecycle.exit_code == EXIT_UNFINISHED
+    assert "not committed" in (lifecycle.exit_message() or "")
+
+
+def test_a_worker_asked_to_stop_stops_and_says_why():
+    asked: list[bool] = []
+    lifecycle = Lifecycle(request=lambda: asked.append(True))
+    assert lifecycle.exit_code == 0 and lifecycle.exit_message() is None
+    lifecycle.stop("Redis unreachable for 60 s")
+    assert asked == [True] and lifecycle.exit_code == EXIT_UNFINISHED
+    assert lifecycle.exit_message() == "worker stopped: Redis unreachable for 60 s"

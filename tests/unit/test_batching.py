@@ -19,6 +19,7 @@ NOW = 1_000_000.0
 class Message:
     offset: int
     timestamp: float
+    acked: bool = False
 
 
 @dataclass
@@ -71,10 +72,11 @@ class FakeStream:
 
 
 def batches_of(stream: FakeStream, size: int, within: float = 0.005,
-               within_behind: float = 5.0, backlog: Any = None, on_behind: Any = None) -> Any:
+               within_behind: float = 5.0, backlog: Any = None, on_behind: Any = None,
+               forget: Any = None) -> Any:
     """Behind: the newest event older than 0.2 s (and, with ``backlog``, 10 more waiting)."""
     return take_batches(stream, size, within, 0.2, within_behind, clock=lambda: NOW,
-                        backlog=backlog, on_behind=on_behind).__aiter__()
+                        backlog=backlog, on_behind=on_behind, forget=forget).__aiter__()
 
 
 async def started(it: Any) -> asyncio.Future[Any]:
@@ -219,3 +221,18 @@ def test_partition_backlog_is_the_high_watermark_past_the_message() -> None:
     assert backlog(SimpleNamespace(tp="t0", offset=9)) == 0
     assert backlog(SimpleNamespace(tp="t1", offset=0)) is None  # no fetch yet
     assert backlog(SimpleNamespace(tp="t2", offset=0)) is None  # revoked
+
+
+async def test_batches_given_up_are_forgotten_not_acknowledged() -> None:
+    stream = FakeStream()
+    gave_up = False
+    it = batches_of(stream, size=10, forget=lambda: gave_up)
+    first = await started(it)
+    await stream.feed(0, age_s=0.01)
+    batch = await asyncio.wait_for(first, 1)
+    gave_up = True  # the handler could not finish it: the worker stops without Redis
+    second = asyncio.ensure_future(it.__anext__())
+    await asyncio.sleep(0)
+    assert stream.acked == []  # never acknowledged: its offset is not committed
+    assert batch[0].message.acked is True  # but done, for Faust's wait at the stop
+    second.cancel()

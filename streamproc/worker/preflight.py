@@ -1,0 +1,186 @@
+"""Checks a worker makes before it joins the consumer group: Redis answers a PING, and a Kafka
+broker answers a metadata request for the input topics.
+
+A worker that joined the group without a working Redis took its share of the partitions and
+retried its batches for ever, holding those partitions away from the healthy workers. Checked
+first, it exits instead, with the reason and what to do. Both are retried until
+``STREAMPROC_STARTUP_TIMEOUT_S`` (a stack or a container still starting is no error), in
+parallel, so the whole check takes that long at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from aiokafka.client import AIOKafkaClient
+
+from streamproc.errors import UnreachableError
+from streamproc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# One attempt's longest wait: a host that drops packets answers nothing, not even a refusal.
+ATTEMPT_TIMEOUT_S = 5.0
+RETRY_EVERY_S = 1.0
+# Errors a retry cannot cure: the server answered, and said no.
+_FINAL_REDIS_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError)
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, to print.
+
+    >>> redacted("redis://:s3cret@cache:6379/0"), redacted("redis://127.0.0.1:6379/0")
+    ('redis://:***@cache:6379/0', 'redis://127.0.0.1:6379/0')
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe(exc: BaseException) -> str:
+    """An error as one short phrase: 'Connection refused' rather than redis-py's errno text.
+
+    >>> describe(ConnectionRefusedError(111, "Connect call failed"))
+    'Connection refused'
+    >>> describe(TimeoutError())
+    'no answer'
+    """
+    cause: BaseException | None = exc
+    while cause is not None:  # redis-py wraps the socket's error
+        if isinstance(cause, ConnectionRefusedError):
+            return "Connection refused"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, TimeoutError):
+        return "no answer"
+    name, text = type(exc).__name__, str(exc)
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+def redis_advice(settings: Settings, error: str, waited_s: float) -> str:
+    """What a worker that cannot reach Redis prints before it exits.
+
+    >>> print(redis_advice(Settings(), "Connection refused", 30))  # doctest: +ELLIPSIS
+    cannot reach Redis at redis://127.0.0.1:6379/0: Connection refused (tried for 30 s). Is it ...
+    """
+    return (f"cannot reach Redis at {redacted(settings.redis_url)}: {error} (tried for "
+            f"{waited_s:.0f} s). Is it running? `streamproc stack up` starts the local one; "
+            "otherwise set STREAMPROC_REDIS_URL to yours (STREAMPROC_STARTUP_TIMEOUT_S waits "
+            "longer)")
+
+
+def kafka_advice(settings: Settings, error: str, waited_s: float) -> str:
+    """What a worker that cannot reach Kafka prints before it exits.
+
+    >>> print(kafka_advice(Settings(), "no answer", 30))  # doctest: +ELLIPSIS
+    cannot reach Kafka at 127.0.0.1:9092: no answer (tried for 30 s). Is it running? ...
+    """
+    return (f"cannot reach Kafka at {settings.kafka_bootstrap}: {error} (tried for "
+            f"{waited_s:.0f} s). Is it running? `streamproc stack up` starts the local one; "
+            "otherwise set STREAMPROC_KAFKA_BOOTSTRAP to your brokers "
+            "(STREAMPROC_STARTUP_TIMEOUT_S waits longer)")
+
+
+async def ping_redis(url: str, timeout_s: float) -> None:
+    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        await asyncio.wait_for(client.ping(), timeout_s)
+    finally:
+        await client.aclose()
+
+
+async def connect_any(bootstrap: str, timeout_s: float) -> None:
+    """Open (and close) a TCP connection to the first of the ``host:port,...`` list that takes
+    one; raise the last error when none does."""
+    error: BaseException = ConnectionError(f"no server in {bootstrap!r}")
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)),
+                                               timeout_s)
+        except (OSError, TimeoutError) as exc:
+            error = exc
+            continue
+        writer.close()
+        return
+    raise error
+
+
+async def kafka_metadata(bootstrap: str, topics: tuple[str, ...], timeout_s: float) -> None:
+    """Ask a broker for the metadata of ``topics`` (a missing topic is no error here: the
+    worker creates it next)."""
+    await connect_any(bootstrap, timeout_s)  # says "Connection refused" where aiokafka cannot
+    client = AIOKafkaClient(bootstrap_servers=bootstrap,
+                            request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        for topic in topics:
+            client.add_topic(topic)
+        if not await asyncio.wait_for(client.force_metadata_update(), timeout_s):
+            raise ConnectionError("no broker answered a metadata request")
+    finally:
+        await client.close()
+
+
+async def retry_until(what: str, attempt: Callable[[float], Awaitable[None]], timeout_s: float,
+                      final: tuple[type[BaseException], ...] = (),
+                      clock: Callable[[], float] | None = None,
+                      sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> str | None:
+    """Call ``attempt(its_timeout)`` until it returns, or ``timeout_s`` has passed, or it raised
+    one of ``final``; None when it succeeded, else the last error, described.
+
+    >>> async def refused(t): raise ConnectionRefusedError(111, "refused")
+    >>> now = iter(range(100))
+    >>> async def no_sleep(s): pass
+    >>> asyncio.run(retry_until("x", refused, 3, clock=lambda: next(now), sleep=no_sleep))
+    'Connection refused'
+    """
+    clock = clock or asyncio.get_running_loop().time
+    deadline = clock() + timeout_s
+    while True:
+        left = deadline - clock()
+        try:
+            await attempt(max(0.5, min(ATTEMPT_TIMEOUT_S, left)))
+            return None
+        except final as exc:
+            return describe(exc)
+        except Exception as exc:
+            error = describe(exc)
+        if deadline - clock() <= 0:
+            return error
+        log.warning("%s does not answer yet (%s); retrying for another %.0f s", what, error,
+                    deadline - clock())
+        await sleep(min(RETRY_EVERY_S, max(0.0, deadline - clock())))
+
+
+async def check_dependencies(settings: Settings) -> None:
+    """Return when Redis and Kafka both answer; raise UnreachableError, with the reason and what
+    to do, when either does not within ``settings.startup_timeout_s``."""
+    timeout = settings.startup_timeout_s
+    # aiokafka logs every failed connection at ERROR: the warnings here say it once a second.
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        redis_error, kafka_error = await asyncio.gather(
+            retry_until("Redis", lambda t: ping_redis(settings.redis_url, t), timeout,
+                        final=_FINAL_REDIS_ERRORS),
+            retry_until("Kafka", lambda t: kafka_metadata(settings.kafka_bootstrap,
+                                                         settings.topics.inputs, t), timeout))
+    finally:
+        kafka_log.setLevel(level)
+    problems = []
+    if redis_error is not None:
+        problems.append(redis_advice(settings, redis_error, timeout))
+    if kafka_error is not None:
+        problems.append(kafka_advice(settings, kafka_error, timeout))
+    if problems:
+        raise UnreachableError("; and ".join(problems))
