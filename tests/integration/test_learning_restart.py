@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 SCORED_WITHIN_S = 60.0
 
 
-async def wait_learnt(env: Env, port: int, timeout: float = 180.0) -> float:
+async def wait_learnt(env: Env, port: int, timeout: float = 300.0) -> float:
     """Until the workers committed every input message and the worker's served model (its
     /metrics) learnt from MIN_LABELS labels or more; returns that count."""
     topics = env.settings.topics
