@@ -77,8 +77,11 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "by slot"}, "400": _ERROR, "401": _ERROR,
                           "403": _ERROR, "503": _ERROR}}},
         "/v1/customers/{customer_id}": {
-            "get": {"summary": "Everything stored about the customer (right of access)",
-                    "security": _ADMIN, "parameters": [_CID],
+            "get": {"summary": "Everything stored about the customer (right of access); "
+                               "?human=true gives times and days as ISO 8601 UTC",
+                    "security": _ADMIN, "parameters": [_CID, {
+                        "name": "human", "in": "query", "required": False,
+                        "schema": {"type": "boolean", "default": False}}],
                     "responses": {"200": {"description": "the profile export"},
                                   "401": _ERROR, "403": _ERROR, "404": _ERROR, "503": _ERROR}},
             "delete": {"summary": "Erase the customer (right to erasure)",

@@ -58,6 +58,7 @@ from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc
 from streamproc.state.keys import validate_customer_id
 from streamproc.state.profile import upgrade_profile
+from streamproc.state.readable import readable
 from streamproc.state.store import RedisStore, with_hiredis_packing
 from streamproc.worker.emitter import batch_records
 
@@ -431,7 +432,11 @@ async def customer_export(request: web.Request) -> web.Response:
         return _problem(503, f"the profile store is unavailable ({type(exc).__name__})")
     if found is None:
         return _problem(404, f"no profile stored for customer {cid!r}")
-    return _json({"customer_id": cid, **found})
+    shown = {"customer_id": cid, **found}
+    # As `streamproc profile --human`: the stored numbers by default (what programs read).
+    if request.query.get("human", "").lower() in {"1", "true", "yes"}:
+        shown = readable(shown)
+    return _json(shown)
 
 
 async def customer_erase(request: web.Request) -> web.Response:

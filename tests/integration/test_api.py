@@ -241,3 +241,53 @@ async def test_unknown_customer_and_no_redis_give_the_neutral_action(
     assert body["decision"]["latency_ms"] < 1000
     stop_process(proc, 10)
     assert orjson.dumps(body)
+
+
+async def test_admin_export_and_erase_of_a_customer(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    """GET /v1/customers/{id} (with ?human=true: ISO times) and DELETE, only with the admin
+    token: the erasure is the worker's (keys gone, tombstones, the learner told)."""
+    stack_env.start_worker()
+    token = "it-admin-token-1"
+    url, _ = await start_api(stack_env, STREAMPROC_API_ADMIN_TOKEN=token)
+    admin = {"Authorization": f"Bearer {token}"}
+    cid, other = stack_env.customer("adm"), stack_env.customer("keep")
+    body = [{"type": "product_view", "customer_id": c,
+             "product": {"product_id": "p-1", "category": "shoes", "price": 20.0}}
+            for c in (cid, other)]
+    async with http.post(f"{url}/v1/events", json=body, headers=H) as resp:
+        assert resp.status == 202, await resp.text()
+
+    async def applied() -> bool:
+        return all([await profile_of(stack_env, c) for c in (cid, other)])
+
+    await until("the worker applies both", applied)
+    async with http.get(f"{url}/v1/customers/{cid}", headers=H) as resp:
+        assert resp.status == 401  # a write key is not the admin token
+    async with http.get(f"{url}/v1/customers/{cid}", headers=admin) as resp:
+        raw = await resp.json()
+    async with http.get(f"{url}/v1/customers/{cid}?human=true", headers=admin) as resp:
+        human = await resp.json()
+    assert resp.status == 200 and raw["customer_id"] == human["customer_id"] == cid
+    seen = raw["profile"]["first_seen_ms"]
+    assert isinstance(seen, int)
+    assert isinstance(human["profile"]["first_seen_ms"], str)
+    assert human["profile"]["first_seen_ms"].startswith("20")
+
+    async with http.delete(f"{url}/v1/customers/{cid}", headers=admin) as resp:
+        erased = await resp.json()
+    assert resp.status == 200 and erased["deleted_keys"] >= 1, erased
+    assert await profile_of(stack_env, cid) is None
+    assert await profile_of(stack_env, other) is not None
+    async with http.get(f"{url}/v1/customers/{cid}", headers=admin) as resp:
+        assert resp.status == 404
+    topics = stack_env.settings.topics
+    await stack_env.consume_until(topics.decisions, lambda rs: any(
+        r["key"] == cid.encode() and r["value"] is None for r in rs))
+
+    def erased_ids(rs: list[dict[str, Any]]) -> set[str]:
+        return {o["customer_id"] for r in rs for o in (r["value"] or [])
+                if isinstance(o, dict) and o.get("kind") == "erase"}
+
+    learning = await stack_env.consume_until(topics.learning, lambda rs: cid in erased_ids(rs))
+    assert other not in erased_ids(learning)
