@@ -237,11 +237,19 @@
     });
   }
 
+  // After DOMContentLoaded, so that the page's own deferred scripts have described it. While
+  // "interactive" it may be pending (this file deferred) or past (loaded async): then "load".
+  var started = false;
   function start() {
+    if (started) return;
+    started = true;
     if (config.pageView) api.pageView();
     api.fill();
   }
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else setTimeout(start, 0);
+  if (document.readyState === "complete") setTimeout(start, 0);
+  else {
+    document.addEventListener("DOMContentLoaded", start);
+    window.addEventListener("load", start);
+  }
   window.addEventListener("pagehide", flush);
 })(window, document);
