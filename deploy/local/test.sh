@@ -16,6 +16,19 @@ stop_stack() {
   fi
 }
 trap stop_stack EXIT
+# The demo shop's browser test drives Debian's chromium (tests/integration/test_shop.py).
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
+    echo "==> installing chromium for the browser test (apt-get)"
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    echo "==> chromium is missing: the browser test will fail; install it with"
+    echo "    sudo apt-get update && sudo apt-get install -y chromium"
+  fi
+fi
 echo "==> bringing the local stack up (Kafka + Redis)"
 "$sp" stack up
 echo "==> running the tests"

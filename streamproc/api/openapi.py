@@ -96,6 +96,18 @@ OPENAPI: dict[str, Any] = {
                                           "503": {"description": "not ready, and why"}}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/v1/streamproc.js": {"get": {
+            "summary": "The JavaScript snippet for web pages (docs/api.md)",
+            "responses": {"200": {"description": "application/javascript"}}}},
+        "/demo": {"get": {"summary": "Redirects to /demo/",
+                          "responses": {"302": {"description": "to /demo/"}}}},
+        "/demo/": {"get": {"summary": "The demo shop, which uses the snippet",
+                           "responses": {"200": {"description": "text/html"}}}},
+        "/demo/{name}": {"get": {
+            "summary": "A page, style sheet or script of the demo shop",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file"}, "404": _ERROR}}},
     },
     "components": {
         "securitySchemes": {

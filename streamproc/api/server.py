@@ -8,6 +8,8 @@ Routes (documented in ``docs/api.md``, described by :data:`streamproc.api.openap
 - ``POST /v1/feedback``: feedback on decisions, to the feedback topic.
 - ``GET|DELETE /v1/customers/{customer_id}``: access and erasure (admin token).
 - ``GET /livez``, ``GET /readyz``, ``GET /openapi.json``.
+- ``GET /v1/streamproc.js`` (the JavaScript snippet) and ``GET /demo/`` (a demo shop using it):
+  :mod:`streamproc.api.assets`.
 
 Why aiohttp: Faust already depends on it (no new dependency), it is asyncio-native like aiokafka
 and redis-py's asyncio client, and its middlewares and ``client_max_size`` cover what the API
@@ -42,6 +44,7 @@ from streamproc.api.access import (
     WriteKeys,
     check_open_access,
 )
+from streamproc.api.assets import Assets
 from streamproc.api.clock import now_ms
 from streamproc.api.deciding import Decider, DecideRequest, DecideRequestError
 from streamproc.api.intake import BatchTooLargeError, Checked, Intake, Problem, parse_body
@@ -554,6 +557,7 @@ def build_app(settings: Settings, clock_ms: Callable[[], int] = now_ms) -> web.A
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
+    Assets.load(settings).add_routes(app.router)
     return app
 
 
