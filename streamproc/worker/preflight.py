@@ -105,19 +105,24 @@ def kafka_refusal_advice(settings: Settings, exc: BaseException) -> str:
 
     >>> print(kafka_refusal_advice(Settings(kafka_bootstrap="k:9093"),
     ...       SaslAuthenticationFailed("Authentication failed: Invalid username or password")))
-    ... # doctest: +ELLIPSIS
-    Kafka at k:9093 refused the SASL login of user '' (mechanism PLAIN): Authentication failed: ...
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Kafka at k:9093 refused the SASL login of user '' (mechanism PLAIN): Authentication failed:
+    Invalid username or password. Check STREAMPROC_KAFKA_SASL_USERNAME,
+    STREAMPROC_KAFKA_SASL_PASSWORD and STREAMPROC_KAFKA_SASL_MECHANISM
     """
     if isinstance(exc, ssl.SSLError):
         return (f"Kafka at {settings.kafka_bootstrap} failed the TLS handshake "
                 f"({describe(exc)}): check STREAMPROC_KAFKA_SSL_CAFILE (the CA of the brokers' "
-                "certificates), STREAMPROC_KAFKA_SSL_CERTFILE and _KEYFILE (when the brokers "
+                "certificates), STREAMPROC_KAFKA_SSL_CERTFILE and "
+                "STREAMPROC_KAFKA_SSL_KEYFILE (when the brokers "
                 "ask for a client certificate) and STREAMPROC_KAFKA_SECURITY_PROTOCOL="
                 f"{settings.kafka_security_protocol} (the listener's)")
+    # aiokafka's text is "[Error 58] SaslAuthenticationFailed: <the broker's message>".
+    said = str(exc.args[0]) if exc.args and exc.args[0] else type(exc).__name__
     return (f"Kafka at {settings.kafka_bootstrap} refused the SASL login of user "
             f"{settings.kafka_sasl_username!r} (mechanism {settings.kafka_sasl_mechanism}): "
-            f"{exc}. Check STREAMPROC_KAFKA_SASL_USERNAME, STREAMPROC_KAFKA_SASL_PASSWORD and "
-            "STREAMPROC_KAFKA_SASL_MECHANISM")
+            f"{said.rstrip('.')}. Check STREAMPROC_KAFKA_SASL_USERNAME, "
+            "STREAMPROC_KAFKA_SASL_PASSWORD and STREAMPROC_KAFKA_SASL_MECHANISM")
 
 
 async def ping_redis(url: str, timeout_s: float) -> None:
