@@ -174,6 +174,22 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("REDIS_OUTAGE_LEAVE_S", "60",
      "seconds a running worker retries an unreachable Redis before it leaves the group and "
      "exits (code 75) so that another worker takes its partitions; 0: never"),
+    ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+     "how every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL "
+     "over TLS)"),
+    ("KAFKA_SASL_MECHANISM", "PLAIN",
+     "SASL mechanism with SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    ("KAFKA_SASL_USERNAME", "", "SASL user name (needed with SASL_PLAINTEXT and SASL_SSL)"),
+    ("KAFKA_SASL_PASSWORD", "", "SASL password (needed with SASL_PLAINTEXT and SASL_SSL)"),
+    ("KAFKA_SSL_CAFILE", "",
+     "PEM file of the CA(s) the brokers' certificates are checked against (SSL, SASL_SSL); "
+     "empty: the system's CAs"),
+    ("KAFKA_SSL_CERTFILE", "",
+     "PEM file of this client's certificate (mutual TLS); needs KAFKA_SSL_KEYFILE"),
+    ("KAFKA_SSL_KEYFILE", "", "PEM file of this client's private key (mutual TLS)"),
+    ("KAFKA_SSL_KEY_PASSWORD", "", "password of KAFKA_SSL_KEYFILE when it is encrypted"),
+    ("KAFKA_SSL_CHECK_HOSTNAME", "true",
+     "check that a broker's certificate names the host connected to (true or false)"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -183,7 +199,10 @@ _DEFAULTS = {name: default for name, default, _ in SETTING_DOCS}
 FROM_ENVIRONMENT = "environment"
 FROM_DEFAULT = "default"
 # Settings shown masked by `streamproc settings`.
-SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN"})
+SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN", "KAFKA_SASL_PASSWORD",
+                     "KAFKA_SSL_KEY_PASSWORD"})
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "crit")
 # Other spellings people write for a log level (Python's and syslog's names), case-insensitive.
@@ -280,6 +299,16 @@ class Settings:
     api_clock_tolerance_s: int = 300
     startup_timeout_s: float = 30.0
     redis_outage_leave_s: float = 60.0
+    # Kafka security: every client's options come from streamproc.kafka_options.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: str = field(default="", repr=False)
+    kafka_ssl_check_hostname: bool = True
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -375,6 +404,16 @@ class Settings:
             api_clock_tolerance_s=_int(get, "API_CLOCK_TOLERANCE_S", 0, 7 * 86_400),
             startup_timeout_s=_float(get, "STARTUP_TIMEOUT_S", 0, 3600),
             redis_outage_leave_s=_float(get, "REDIS_OUTAGE_LEAVE_S", 0, 86_400),
+            kafka_security_protocol=get("KAFKA_SECURITY_PROTOCOL").upper(),
+            kafka_sasl_mechanism=get("KAFKA_SASL_MECHANISM").upper(),
+            kafka_sasl_username=get("KAFKA_SASL_USERNAME"),
+            # Not stripped: secrets are used byte for byte.
+            kafka_sasl_password=env.get(ENV_PREFIX + "KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=_path(get("KAFKA_SSL_CAFILE")),
+            kafka_ssl_certfile=_path(get("KAFKA_SSL_CERTFILE")),
+            kafka_ssl_keyfile=_path(get("KAFKA_SSL_KEYFILE")),
+            kafka_ssl_key_password=env.get(ENV_PREFIX + "KAFKA_SSL_KEY_PASSWORD", ""),
+            kafka_ssl_check_hostname=_bool(get, "KAFKA_SSL_CHECK_HOSTNAME"),
             sources=sources,
         )
         settings.validate()
@@ -408,10 +447,35 @@ class Settings:
                 )
         if self.log_format not in {"text", "json"}:
             raise ConfigError(f"STREAMPROC_LOG_FORMAT={self.log_format!r}: use text or json")
+        self.validate_kafka_security()
         self.api_write_keys()  # raises on a malformed STREAMPROC_API_KEYS
         names = self.topics.all()
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")
+
+    def validate_kafka_security(self) -> None:
+        """The Kafka security settings agree with each other (the files are read later, by
+        :func:`streamproc.kafka_options.kafka_options`).
+
+        >>> Settings(kafka_security_protocol="SASL_SSL").validate_kafka_security()
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        streamproc.errors.ConfigError: ...=SASL_SSL needs STREAMPROC_KAFKA_SASL_USERNAME and ...
+        """
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={protocol!r}: use "
+                              + ", ".join(KAFKA_SECURITY_PROTOCOLS))
+        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(f"STREAMPROC_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: "
+                              "use " + ", ".join(KAFKA_SASL_MECHANISMS))
+        if protocol.startswith("SASL_") and not (self.kafka_sasl_username
+                                                 and self.kafka_sasl_password):
+            raise ConfigError(f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                              "STREAMPROC_KAFKA_SASL_USERNAME and STREAMPROC_KAFKA_SASL_PASSWORD")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ConfigError("STREAMPROC_KAFKA_SSL_CERTFILE and STREAMPROC_KAFKA_SSL_KEYFILE go "
+                              "together (a client certificate and its private key)")
 
     def api_write_keys(self) -> dict[str, str]:
         """``STREAMPROC_API_KEYS`` as {key: site}; the keys themselves never appear in errors.
@@ -491,6 +555,8 @@ def _shown(settings: Settings, name: str) -> str:
     value = getattr(settings, name.lower())
     if name == "REDIS_URL":
         return _mask_password(value)
+    if isinstance(value, bool):
+        return str(value).lower()
     return "" if value is None else str(value)
 
 
@@ -537,6 +603,17 @@ def _number(get: Callable[[str], str], name: str, parse: Callable[[str], _N], wh
     if not low <= value <= high:
         raise ConfigError(f"{ENV_PREFIX}{name}={value}: expected {low} to {high}")
     return value
+
+
+def _path(text: str) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
+def _bool(get: Callable[[str], str], name: str) -> bool:
+    raw = get(name).lower()
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r}: expected true or false")
+    return raw in _TRUE
 
 
 def _int(get: Callable[[str], str], name: str, low: int, high: int) -> int:

@@ -15,12 +15,13 @@ from aiokafka.errors import KafkaConnectionError
 
 from streamproc.errors import StreamprocError
 from streamproc.events.codec import parse_ts
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 
 
 async def topic_partitions(settings: Settings, topic: str, wait_s: float = 0.0) -> list[int]:
     """The partition numbers of ``topic``, waiting up to ``wait_s`` for a new topic to appear."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         deadline = asyncio.get_running_loop().time() + wait_s
@@ -38,7 +39,7 @@ async def topic_partitions(settings: Settings, topic: str, wait_s: float = 0.0) 
 async def open_consumer(settings: Settings, topic: str) -> tuple[AIOKafkaConsumer, list[int]]:
     """A started consumer outside any group (the caller assigns partitions and stops it) and
     the partitions of ``topic`` (empty when it does not exist); a clear error without Kafka."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(**kafka_options(settings),
                                 enable_auto_commit=False)
     try:
         await consumer.start()

@@ -13,6 +13,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamproc.kafka_options import kafka_options
+from streamproc.settings import Settings
+
 REQUEST_TIMEOUT_MS = 15_000
 
 
@@ -37,10 +40,10 @@ def group_state(response: Any, group: str) -> tuple[str, int]:
 class KafkaProbe:
     """An admin client and a group-less consumer, for offsets and group states."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+    def __init__(self, settings: Settings) -> None:
+        self.admin = AIOKafkaAdminClient(**kafka_options(settings),
                                          request_timeout_ms=REQUEST_TIMEOUT_MS)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+        self.consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False,
                                          request_timeout_ms=REQUEST_TIMEOUT_MS)
 
     async def start(self) -> None:

@@ -241,7 +241,7 @@ class Bench:
         except BaseException:
             await self.guard.close()
             raise
-        self.probe = KafkaProbe(self.base.kafka_bootstrap)
+        self.probe = KafkaProbe(self.base)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"streamproc-bench-{self.run_id}-"))
         began = time.monotonic()
         report: dict[str, Any] = {
@@ -318,7 +318,7 @@ class Bench:
         topics = Topics.with_prefix(prefix)
         messages = on_topics(events, topics)
         self.progress.say(f"producing them to {prefix}* ({self.partitions} partitions)")
-        await produce(self.base.kafka_bootstrap, messages, self.progress)
+        await produce(self.base, messages, self.progress)
         total = await self.probe.end_total(partitions_of(topics.inputs, self.partitions))
         if total != len(messages):
             raise BenchError(f"produced {len(messages):,} events but the input topics hold "

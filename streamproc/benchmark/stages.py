@@ -36,6 +36,7 @@ from streamproc.benchmark.workers import (
     stop_workers,
     worker_env,
 )
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 from streamproc.simulator.producer import Pacer
 
@@ -87,9 +88,9 @@ class StageResult:
                 "method": self.method, "outputs": self.outputs, "cpu": self.cpu}
 
 
-async def produce(bootstrap: str, messages: Sequence[Message], progress: Progress) -> None:
+async def produce(settings: Settings, messages: Sequence[Message], progress: Progress) -> None:
     """Send ``messages`` as fast as Kafka takes them; return when every one is acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=20,
                                 enable_idempotence=True, max_batch_size=256 * 1024)
     await producer.start()
     started = time.monotonic()
@@ -108,7 +109,7 @@ async def produce(bootstrap: str, messages: Sequence[Message], progress: Progres
 
 async def raw_stage(settings: Settings, group: str, total: int, progress: Progress) -> StageResult:
     """Stage 1: aiokafka alone, in this process, batches of ``STREAMPROC_BATCH_SIZE``."""
-    consumer = AIOKafkaConsumer(*settings.topics.inputs, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(*settings.topics.inputs, **kafka_options(settings),
                                 group_id=group, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     began = time.monotonic()
@@ -274,7 +275,7 @@ class _Reader:
     when each record arrived here, by the (topic, partition, offset) of the event it is for."""
 
     def __init__(self, settings: Settings, tps: Sequence[TopicPartition]) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+        self.consumer = AIOKafkaConsumer(**kafka_options(settings),
                                          enable_auto_commit=False, fetch_max_wait_ms=100)
         self.tps = list(tps)
         self.arrived: dict[tuple[str, int, int], float] = {}
@@ -384,7 +385,7 @@ async def _paced_run(rate: int, messages: Sequence[Message], run: WorkerRun, pro
     what arrives meanwhile, then reads up to the end of its topics. Stops the workers."""
     settings = run.settings
     tps = partitions_of(settings.topics.inputs, settings.partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all",
                                 linger_ms=0, enable_idempotence=True)
     sent_at: dict[tuple[str, int, int], float] = {}
     stop = asyncio.Event()

@@ -21,6 +21,7 @@ import orjson
 
 from streamproc import __version__
 from streamproc.errors import ConfigError, StreamprocError, redis_unreachable
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
 
 EPILOG = """\
@@ -296,7 +297,7 @@ async def _learner_lag(settings: Settings, offset: int) -> int | None:
     from aiokafka.errors import KafkaError
 
     tp = TopicPartition(settings.topics.learning, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(**kafka_options(settings),
                                 enable_auto_commit=False, request_timeout_ms=10_000)
     try:
         async with asyncio.timeout(15):

@@ -52,6 +52,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.lessons import BanditLearner
+from streamproc.kafka_options import kafka_options
 from streamproc.learning.modelstore import ModelStore
 from streamproc.learning.observations import Observation, ObservationError, parse_all
 from streamproc.learning.scorer import ServedModels
@@ -407,7 +408,7 @@ async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event 
     stop = stop or asyncio.Event()
     while not stop.is_set():
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_options(settings),
             group_id=f"{settings.app_id}.learner",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamproc.errors import ConfigError, StackError, StreamprocError
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings, Topics
 from streamproc.simulator.population import Population
 from streamproc.simulator.responder import (
@@ -281,7 +282,7 @@ async def _pump(
 def _make_producer(settings: Settings) -> Any:
     """The Kafka producer (a seam for tests)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         client_id="streamproc-simulator",
         linger_ms=5,
         acks="all",

@@ -23,6 +23,7 @@ import base64
 import re
 import shutil
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -31,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streamproc.errors import StackError
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 from streamproc.stack import jars
 from streamproc.stack.components import ComponentStatus, State
@@ -103,7 +105,10 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
-def render_server_properties(settings: Settings, paths: KafkaPaths) -> str:
+def render_server_properties(settings: Settings, paths: KafkaPaths,
+                             extra: Mapping[str, str] | None = None) -> str:
+    """The broker's config; ``extra`` adds or replaces properties (e.g. a TLS and SASL
+    listener for a test of a secured cluster)."""
     host, port = settings.kafka_host_port
     controller = settings.kafka_controller_port
     props = {
@@ -124,6 +129,7 @@ def render_server_properties(settings: Settings, paths: KafkaPaths) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
+        **(extra or {}),
     }
     head = "# Written by `streamproc stack up` on every start; edits are overwritten.\n"
     return head + "".join(f"{key}={value}\n" for key, value in props.items())
@@ -236,20 +242,23 @@ def prepare(settings: Settings, out: TextIO) -> list[str]:
             f"-Dlog4j2.configurationFile={paths.log4j}", "-cp", f"{libs}/*"]
 
 
-def start(settings: Settings, jvm: list[str], out: TextIO) -> int:
+def start(settings: Settings, jvm: list[str], out: TextIO,
+          extra: Mapping[str, str] | None = None, format_args: Sequence[str] = ()) -> int:
     """Write the config, format the data dir on first use, start the broker; return its pid.
 
-    Does not wait for it: :func:`wait_ready` does, so that Redis can start meanwhile.
+    Does not wait for it: :func:`wait_ready` does, so that Redis can start meanwhile. ``extra``
+    goes to :func:`render_server_properties`, ``format_args`` to the storage tool's ``format``
+    (e.g. ``--add-scram``, which a KRaft cluster needs for its first SCRAM users).
     """
     paths = KafkaPaths.of(settings)
     paths.data.mkdir(parents=True, exist_ok=True)
     paths.pid.unlink(missing_ok=True)  # stale by now: the caller checked that ours is not running
-    paths.config.write_text(render_server_properties(settings, paths))
+    paths.config.write_text(render_server_properties(settings, paths, extra))
     paths.log4j.write_text(render_log4j2(paths))
     if not (paths.data / "meta.properties").exists():
         print(f"kafka: formatting {paths.data} (first start)", file=out, flush=True)
         run(jvm + ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
-                   "-c", str(paths.config)],
+                   "-c", str(paths.config), *format_args],
             timeout=120, what="formatting the Kafka data dir", cwd=paths.root)
     _log_starts.update({paths.log: log_size(paths.log), paths.console: log_size(paths.console)})
     host, port = settings.kafka_host_port
@@ -259,9 +268,9 @@ def start(settings: Settings, jvm: list[str], out: TextIO) -> int:
                  log_file=paths.console, pid_file=paths.pid)
 
 
-async def _metadata_ok(bootstrap: str) -> bool:
+async def _metadata_ok(settings: Settings) -> bool:
     """True if the broker answers a real metadata request and lists itself."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=5000)
     try:
         await asyncio.wait_for(admin.start(), 10)
         cluster = await asyncio.wait_for(admin.describe_cluster(), 10)
@@ -286,7 +295,7 @@ def wait_ready(settings: Settings, pid: int, out: TextIO) -> float:
     host, port = settings.kafka_host_port
 
     def ready() -> bool:  # a cheap TCP check first, so aiokafka does not log refused connects
-        return port_accepts(host, port) and asyncio.run(_metadata_ok(settings.kafka_bootstrap))
+        return port_accepts(host, port) and asyncio.run(_metadata_ok(settings))
 
     return wait_until(ready, timeout=READY_TIMEOUT_S, what=f"Kafka on {host}:{port}",
                       alive=lambda: pid_alive(pid), on_fail=lambda r: failure(settings, r), out=out)

@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streamproc.errors import StackError
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 
 REQUEST_TIMEOUT_MS = 15_000
@@ -73,7 +74,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     a partition count other than ``settings.partitions``.
     """
     wanted = list(settings.topics.all())
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+    admin = AIOKafkaAdminClient(**kafka_options(settings),
                                 request_timeout_ms=REQUEST_TIMEOUT_MS)
     try:
         await asyncio.wait_for(admin.start(), REQUEST_TIMEOUT_MS / 1000)
@@ -111,7 +112,7 @@ async def wait_group_coordinator(settings: Settings) -> float:
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+    admin = AIOKafkaAdminClient(**kafka_options(settings),
                                 request_timeout_ms=REQUEST_TIMEOUT_MS)
     try:
         await asyncio.wait_for(admin.start(), REQUEST_TIMEOUT_MS / 1000)

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.events.codec import RawMessage
 from streamproc.events.partitioner import PartitionCheck
+from streamproc.kafka_options import faust_credentials
 from streamproc.learning.learner import Learner, run_learner
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer, ServedModels
@@ -83,6 +84,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "key_serializer": "raw",
         "value_serializer": "raw",
         **group_timeouts(settings.session_timeout_s),
+        **faust_credentials(settings),  # TLS and SASL, as every other client (kafka_options)
     }
 
 
@@ -234,7 +236,7 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
     client = aioredis.from_url(settings.redis_url, socket_timeout=web.PROBE_TIMEOUT_S,
                                socket_connect_timeout=web.PROBE_TIMEOUT_S)
     beat = heartbeat.Heartbeat(settings.app_id, worker_id, stats)
-    kafka = web.KafkaProbe(settings.kafka_bootstrap, settings.topics.browsing)
+    kafka = web.KafkaProbe(settings, settings.topics.browsing)
     if web_enabled:
         web.add_routes(app, metrics, client, worker_id, kafka)
 

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
 from streamproc.errors import UnreachableError
+from streamproc.kafka_options import kafka_options, security_options
 from streamproc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +37,9 @@ ATTEMPT_TIMEOUT_S = 5.0
 RETRY_EVERY_S = 1.0
 # Errors a retry cannot cure: the server answered, and said no.
 _FINAL_REDIS_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError)
+# A broker that refused the credentials or the TLS handshake refuses them again.
+_FINAL_KAFKA_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError,
+                       IllegalSaslStateError, ssl.SSLError)
 
 
 def redacted(url: str) -> str:
@@ -89,6 +100,31 @@ def kafka_advice(settings: Settings, error: str, waited_s: float) -> str:
             "(STREAMPROC_STARTUP_TIMEOUT_S waits longer)")
 
 
+def kafka_refusal_advice(settings: Settings, exc: BaseException) -> str:
+    """What a worker that Kafka answered but refused (credentials, TLS) prints before it exits.
+
+    >>> print(kafka_refusal_advice(Settings(kafka_bootstrap="k:9093"),
+    ...       SaslAuthenticationFailed("Authentication failed: Invalid username or password")))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Kafka at k:9093 refused the SASL login of user '' (mechanism PLAIN): Authentication failed:
+    Invalid username or password. Check STREAMPROC_KAFKA_SASL_USERNAME,
+    STREAMPROC_KAFKA_SASL_PASSWORD and STREAMPROC_KAFKA_SASL_MECHANISM
+    """
+    if isinstance(exc, ssl.SSLError):
+        return (f"Kafka at {settings.kafka_bootstrap} failed the TLS handshake "
+                f"({describe(exc)}): check STREAMPROC_KAFKA_SSL_CAFILE (the CA of the brokers' "
+                "certificates), STREAMPROC_KAFKA_SSL_CERTFILE and "
+                "STREAMPROC_KAFKA_SSL_KEYFILE (when the brokers "
+                "ask for a client certificate) and STREAMPROC_KAFKA_SECURITY_PROTOCOL="
+                f"{settings.kafka_security_protocol} (the listener's)")
+    # aiokafka's text is "[Error 58] SaslAuthenticationFailed: <the broker's message>".
+    said = str(exc.args[0]) if exc.args and exc.args[0] else type(exc).__name__
+    return (f"Kafka at {settings.kafka_bootstrap} refused the SASL login of user "
+            f"{settings.kafka_sasl_username!r} (mechanism {settings.kafka_sasl_mechanism}): "
+            f"{said.rstrip('.')}. Check STREAMPROC_KAFKA_SASL_USERNAME, "
+            "STREAMPROC_KAFKA_SASL_PASSWORD and STREAMPROC_KAFKA_SASL_MECHANISM")
+
+
 async def ping_redis(url: str, timeout_s: float) -> None:
     client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
@@ -114,12 +150,35 @@ async def connect_any(bootstrap: str, timeout_s: float) -> None:
     raise error
 
 
-async def kafka_metadata(bootstrap: str, topics: tuple[str, ...], timeout_s: float) -> None:
+async def kafka_login(settings: Settings, timeout_s: float) -> None:
+    """Open (and close) one connection to the first broker that answers, with the TLS
+    handshake and SASL login of ``options``: it raises the broker's refusal itself, which
+    ``AIOKafkaClient.bootstrap`` would turn into "Unable to bootstrap"."""
+    error: BaseException = ConnectionError(f"no server in {settings.kafka_bootstrap!r}")
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000),
+                            **security_options(settings)), timeout_s)
+        except _FINAL_KAFKA_ERRORS:
+            raise
+        except (OSError, TimeoutError) as exc:
+            error = exc
+            continue
+        conn.close()
+        return
+    raise error
+
+
+async def kafka_metadata(settings: Settings, topics: tuple[str, ...], timeout_s: float) -> None:
     """Ask a broker for the metadata of ``topics`` (a missing topic is no error here: the
     worker creates it next)."""
-    await connect_any(bootstrap, timeout_s)  # says "Connection refused" where aiokafka cannot
-    client = AIOKafkaClient(bootstrap_servers=bootstrap,
-                            request_timeout_ms=int(timeout_s * 1000))
+    # Says "Connection refused" where aiokafka cannot.
+    await connect_any(settings.kafka_bootstrap, timeout_s)
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        await kafka_login(settings, timeout_s)  # a refusal, said as the broker said it
+    client = AIOKafkaClient(**kafka_options(settings), request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_s)
         for topic in topics:
@@ -165,6 +224,16 @@ async def check_dependencies(settings: Settings) -> None:
     """Return when Redis and Kafka both answer; raise UnreachableError, with the reason and what
     to do, when either does not within ``settings.startup_timeout_s``."""
     timeout = settings.startup_timeout_s
+    kafka_options(settings)  # a TLS file that cannot be used: ConfigError now, not retried
+    refused: list[BaseException] = []
+
+    async def kafka_attempt(t: float) -> None:
+        try:
+            await kafka_metadata(settings, settings.topics.inputs, t)
+        except _FINAL_KAFKA_ERRORS as exc:
+            refused.append(exc)
+            raise
+
     # aiokafka logs every failed connection at ERROR: the warnings here say it once a second.
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level
@@ -173,14 +242,15 @@ async def check_dependencies(settings: Settings) -> None:
         redis_error, kafka_error = await asyncio.gather(
             retry_until("Redis", lambda t: ping_redis(settings.redis_url, t), timeout,
                         final=_FINAL_REDIS_ERRORS),
-            retry_until("Kafka", lambda t: kafka_metadata(settings.kafka_bootstrap,
-                                                         settings.topics.inputs, t), timeout))
+            retry_until("Kafka", kafka_attempt, timeout, final=_FINAL_KAFKA_ERRORS))
     finally:
         kafka_log.setLevel(level)
     problems = []
     if redis_error is not None:
         problems.append(redis_advice(settings, redis_error, timeout))
-    if kafka_error is not None:
+    if refused:
+        problems.append(kafka_refusal_advice(settings, refused[-1]))
+    elif kafka_error is not None:
         problems.append(kafka_advice(settings, kafka_error, timeout))
     if problems:
         raise UnreachableError("; and ".join(problems))

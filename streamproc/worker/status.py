@@ -25,6 +25,7 @@ from aiokafka.errors import (
 )
 
 from streamproc.errors import StreamprocError, redis_unreachable
+from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 from streamproc.tail import topic_partitions
 from streamproc.worker.heartbeat import STALE_AFTER_S, TTL_S, WorkerBeat, read_beats
@@ -35,7 +36,7 @@ Partition = tuple[str, int]
 
 async def committed_offsets(settings: Settings) -> dict[Partition, int]:
     """The workers' group's committed offsets (the next offset to read), by partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(settings.app_id)
@@ -55,7 +56,7 @@ async def end_offsets(settings: Settings) -> dict[Partition, int]:
            for p in await topic_partitions(settings, topic)]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**kafka_options(settings))
     await consumer.start()
     try:
         ends = await consumer.end_offsets(tps)

@@ -20,6 +20,8 @@ import faust
 import redis.asyncio as aioredis
 from aiokafka.client import AIOKafkaClient
 
+from streamproc.kafka_options import kafka_options
+from streamproc.settings import Settings
 from streamproc.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 PROBE_TIMEOUT_S = 2.0
@@ -66,8 +68,8 @@ class KafkaProbe:
     (not the whole cluster's) on a client of its own (the consumer's runs in Faust's thread),
     made when the probe is asked."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
         self.topic = topic
         self._client: AIOKafkaClient | None = None
 
@@ -75,7 +77,7 @@ class KafkaProbe:
         """None when a broker answered within PROBE_TIMEOUT_S, else what went wrong."""
         try:
             if self._client is None:
-                client = AIOKafkaClient(bootstrap_servers=self.bootstrap,
+                client = AIOKafkaClient(**kafka_options(self.settings),
                                         request_timeout_ms=int(PROBE_TIMEOUT_S * 1000))
                 try:
                     await asyncio.wait_for(client.bootstrap(), PROBE_TIMEOUT_S)

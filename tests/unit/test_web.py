@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
+from streamproc.settings import Settings
 from streamproc.worker.web import PROBE_TIMEOUT_S, KafkaProbe, readiness
 
 
 async def test_the_kafka_probe_says_why_when_no_broker_answers() -> None:
-    probe = KafkaProbe("127.0.0.1:1", "t")  # nothing listens on port 1
+    probe = KafkaProbe(Settings(kafka_bootstrap="127.0.0.1:1"), "t")  # nothing listens on port 1
     began = time.monotonic()
     problem = await probe.problem()
     assert problem is not None and "127.0.0.1" in problem, problem
