@@ -174,6 +174,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("REDIS_OUTAGE_LEAVE_S", "60",
      "seconds a running worker retries an unreachable Redis before it leaves the group and "
      "exits (code 75) so that another worker takes its partitions; 0: never"),
+    ("MAX_FUTURE_SKEW_S", "300",
+     "an event dated more than this many seconds after its Kafka record's timestamp goes to "
+     "the dead-letter topic (reason future_timestamp): one wrong clock must not move the "
+     "event time of timers and labels for everyone; 0: no bound (simulated clocks that run "
+     "ahead, `streamproc simulate --accelerated`)"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -280,6 +285,7 @@ class Settings:
     api_clock_tolerance_s: int = 300
     startup_timeout_s: float = 30.0
     redis_outage_leave_s: float = 60.0
+    max_future_skew_s: int = 300
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -375,6 +381,7 @@ class Settings:
             api_clock_tolerance_s=_int(get, "API_CLOCK_TOLERANCE_S", 0, 7 * 86_400),
             startup_timeout_s=_float(get, "STARTUP_TIMEOUT_S", 0, 3600),
             redis_outage_leave_s=_float(get, "REDIS_OUTAGE_LEAVE_S", 0, 86_400),
+            max_future_skew_s=_int(get, "MAX_FUTURE_SKEW_S", 0, 7 * 86_400),
             sources=sources,
         )
         settings.validate()
