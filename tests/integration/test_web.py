@@ -104,3 +104,18 @@ async def test_readyz_says_why_a_worker_without_redis_is_not_ready(stack_env: En
     finally:
         worker.kill()  # it retries its first batch until Redis answers: no clean stop to wait for
         worker.wait()
+
+
+async def test_the_worker_serves_its_own_endpoints_only(stack_env: Env) -> None:
+    """Faust's own pages (its index, router, tables, graph, stats) show the app's inner workings
+    to whoever reaches the port: the worker does not mount them."""
+    port = free_port()
+    stack_env.env["STREAMPROC_WEB_PORT"] = str(port)
+    stack_env.start_worker()
+    await poll(stack_env, port, "/readyz", lambda s, b: s == 200)
+    for path in ("/metrics", "/livez", "/readyz"):
+        assert (await asyncio.to_thread(get, port, path))[0] == 200, path
+    for path in ("/", "/router/", "/table/", "/graph/", "/stats/", "/performance/",
+                 "/router/" + stack_env.settings.topics.browsing + "/"):
+        status, body = await asyncio.to_thread(get, port, path)
+        assert status == 404, (path, status, body[:200])
