@@ -45,6 +45,33 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) as ``***``, the user name kept, for people.
+
+    >>> masked_url("rediss://app-user:s3cr%40t@cache:6380/2")
+    'rediss://app-user:***@cache:6380/2'
+    >>> masked_url("redis://:s3cret@10.0.0.5/0"), masked_url("redis://127.0.0.1:6379/0")
+    ('redis://:***@10.0.0.5/0', 'redis://127.0.0.1:6379/0')
+    >>> masked_url("redis://token-only@cache:6379/0")  # a lone credential may be a token
+    'redis://***@cache:6379/0'
+    >>> masked_url("redis://cache:6379/0?password=s3cret&socket_timeout=2")
+    'redis://cache:6379/0?password=***&socket_timeout=2'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL)"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" and sep else f"{name}{sep}{value}"
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def redis_unreachable(url: str, exc: BaseException, *, why: str = "", otherwise: str = "",
                       kind: type[StreamprocError] = StreamprocError) -> StreamprocError:
     """The error (a ``kind``) for a Redis that does not answer: where (credentials left out),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, masked_url
 
 ENV_PREFIX = "STREAMPROC_"
 # The model secret that `streamproc stack up` makes once in the stack's directory: the local
@@ -190,9 +190,22 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_SSL_KEY_PASSWORD", "", "password of KAFKA_SSL_KEYFILE when it is encrypted"),
     ("KAFKA_SSL_CHECK_HOSTNAME", "true",
      "check that a broker's certificate names the host connected to (true or false)"),
+    ("MAX_FUTURE_SKEW_S", "300",
+     "an event dated more than this many seconds after its Kafka record's timestamp goes to "
+     "the dead-letter topic (reason future_timestamp): one wrong clock must not move the "
+     "event time of timers and labels for everyone; 0: no bound (simulated clocks that run "
+     "ahead, `streamproc simulate --accelerated`)"),
 )
 
-KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
+# Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
+# Kubernetes secrets are mounted (/run/secrets/...): the value stays out of the environment,
+# which `docker inspect`, /proc/<pid>/environ and crash reports show.
+SECRET_FILES = ("MODEL_SECRET", "REDIS_URL", "API_KEYS", "API_ADMIN_TOKEN", "KAFKA_SASL_PASSWORD",
+                "KAFKA_SSL_KEY_PASSWORD")
+FILE_SUFFIX = "_FILE"
+KNOWN_VARIABLES = frozenset(
+    [ENV_PREFIX + name for name, _, _ in SETTING_DOCS]
+    + [ENV_PREFIX + name + FILE_SUFFIX for name in SECRET_FILES])
 _DEFAULTS = {name: default for name, default, _ in SETTING_DOCS}
 
 # Where a value came from, as Settings.sources records it per setting name.
@@ -244,7 +257,8 @@ def unknown_setting_problems(names: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = _DEFAULTS["KAFKA_BOOTSTRAP"]
-    redis_url: str = _DEFAULTS["REDIS_URL"]
+    # Shown masked (its password) by shown_values and masked_url, never by repr.
+    redis_url: str = field(default=_DEFAULTS["REDIS_URL"], repr=False)
     app_id: str = _DEFAULTS["APP_ID"]
     topics: Topics = field(default_factory=lambda: Topics.with_prefix("streamproc."))
     partitions: int = 12
@@ -309,6 +323,7 @@ class Settings:
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: str = field(default="", repr=False)
     kafka_ssl_check_hostname: bool = True
+    max_future_skew_s: int = 300
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -320,6 +335,8 @@ class Settings:
         unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in KNOWN_VARIABLES)
         if unknown:
             raise ConfigError("; ".join(unknown_setting_problems(unknown)))
+        from_files = read_secret_files(env)
+        env = {**env, **{ENV_PREFIX + name: value for name, (value, _) in from_files.items()}}
         sources = {name: FROM_ENVIRONMENT if env.get(ENV_PREFIX + name, "").strip()
                    else FROM_DEFAULT for name in _DEFAULTS}
         # Taken as they are, not stripped: an empty prefix and a secret's spaces count.
@@ -327,6 +344,8 @@ class Settings:
             sources["TOPIC_PREFIX"] = FROM_ENVIRONMENT
         if env.get(ENV_PREFIX + "MODEL_SECRET"):
             sources["MODEL_SECRET"] = FROM_ENVIRONMENT
+        for name, (_, path) in from_files.items():
+            sources[name] = f"file {path} ({ENV_PREFIX}{name}{FILE_SUFFIX})"
 
         def get(name: str) -> str:
             return env.get(ENV_PREFIX + name, "").strip() or _DEFAULTS[name]
@@ -414,6 +433,7 @@ class Settings:
             kafka_ssl_keyfile=_path(get("KAFKA_SSL_KEYFILE")),
             kafka_ssl_key_password=env.get(ENV_PREFIX + "KAFKA_SSL_KEY_PASSWORD", ""),
             kafka_ssl_check_hostname=_bool(get, "KAFKA_SSL_CHECK_HOSTNAME"),
+            max_future_skew_s=_int(get, "MAX_FUTURE_SKEW_S", 0, 7 * 86_400),
             sources=sources,
         )
         settings.validate()
@@ -437,7 +457,8 @@ class Settings:
             )
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
             raise ConfigError(
-                f"STREAMPROC_REDIS_URL={self.redis_url!r}: expected redis://host:port/db"
+                f"STREAMPROC_REDIS_URL={masked_url(self.redis_url)!r}: expected "
+                "redis://host:port/db"
             )
         for server in self.kafka_bootstrap.split(","):
             host, _, port = server.strip().rpartition(":")
@@ -554,7 +575,7 @@ def _shown(settings: Settings, name: str) -> str:
         return str(getattr(settings.topics, name.removeprefix("TOPIC_").lower()))
     value = getattr(settings, name.lower())
     if name == "REDIS_URL":
-        return _mask_password(value)
+        return masked_url(value)
     if isinstance(value, bool):
         return str(value).lower()
     return "" if value is None else str(value)
@@ -567,11 +588,38 @@ def _common_prefix(topics: Topics) -> str:
     return max(set(made), key=made.count) if made else ""
 
 
-def _mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+def read_secret_files(env: Mapping[str, str]) -> dict[str, tuple[str, Path]]:
+    """{name: (value, path)} of the secrets given as files (``STREAMPROC_<NAME>_FILE``).
+
+    The file holds the value as it is, but for one line end at its end (``echo`` and editors
+    add one). Giving both the file and the variable itself is an error: which one wins would
+    be a guess. Errors name the variable and the file, never the value.
+
+    >>> read_secret_files({"STREAMPROC_PARTITIONS": "4"})
+    {}
+    """
+    found: dict[str, tuple[str, Path]] = {}
+    for name in SECRET_FILES:
+        file_var = f"{ENV_PREFIX}{name}{FILE_SUFFIX}"
+        given = env.get(file_var, "").strip()
+        if not given:
+            continue
+        if env.get(ENV_PREFIX + name, ""):
+            raise ConfigError(f"both {ENV_PREFIX}{name} and {file_var} are set: keep one (the "
+                              "file keeps the secret out of the environment)")
+        path = Path(given).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+                type(exc).__name__
+            raise ConfigError(f"{file_var}={str(path)!r}: cannot read the file ({reason}); "
+                              "give a readable UTF-8 file holding the value") from None
+        value = text.removesuffix("\n").removesuffix("\r")
+        if not value:
+            raise ConfigError(f"{file_var}={str(path)!r}: the file is empty")
+        found[name] = (value, path)
+    return found
 
 
 def read_model_secret(path: Path) -> str:

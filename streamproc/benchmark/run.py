@@ -209,7 +209,7 @@ class Bench:
         return dataclasses.replace(
             self.base, topics=Topics.with_prefix(prefix), app_id=f"{prefix}{group}",
             partitions=self.partitions, redis_url=self.redis_url, web_port=0,
-            stack_dir=self.workdir)
+            stack_dir=self.workdir, max_future_skew_s=0)
 
     def worker_run(self, prefix: str, group: str) -> WorkerRun:
         return WorkerRun(self.settings(prefix, group), prefix, self.environ, self.workdir,

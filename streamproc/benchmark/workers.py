@@ -53,6 +53,8 @@ def worker_env(base: Mapping[str, str], settings: Settings, prefix: str) -> dict
         "STREAMPROC_PARTITIONS": str(settings.partitions),
         "STREAMPROC_WEB_PORT": "0",
         "STREAMPROC_STACK_DIR": str(settings.stack_dir),
+        # The simulated event time runs ahead of the clock the records are stamped with.
+        "STREAMPROC_MAX_FUTURE_SKEW_S": str(settings.max_future_skew_s),
     })
     return env
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamproc import __version__
-from streamproc.errors import ConfigError, StreamprocError, redis_unreachable
+from streamproc.errors import ConfigError, StreamprocError, masked_url, redis_unreachable
 from streamproc.kafka_options import kafka_options
 from streamproc.settings import ENV_PREFIX, SETTING_DOCS, Settings
 
@@ -275,7 +275,8 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         raise redis_unreachable(settings.redis_url, exc) from None
     key = model_key(settings.app_id, "serving")
     if blob is None:
-        print(f"streamproc: no model snapshot in Redis ({key} at {settings.redis_url}): the "
+        print(f"streamproc: no model snapshot in Redis ({key} at "
+              f"{masked_url(settings.redis_url)}): the "
               "learner writes one every STREAMPROC_MODEL_SNAPSHOT_SECONDS once it has learnt, "
               "when STREAMPROC_MODEL_SECRET is set (and STREAMPROC_APP_ID names the workers' "
               "app)", file=sys.stderr)
@@ -334,8 +335,13 @@ def _cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     changed = sum(source != FROM_DEFAULT for _, _, source in rows)
     print(f"\n{changed} of {len(rows)} settings not from their default; --verbose describes "
           "each", file=sys.stderr)
-    secret_source = ("STREAMPROC_MODEL_SECRET" if settings.model_secret and not
-                     settings.model_secret_file
+    from streamproc.settings import FILE_SUFFIX, FROM_ENVIRONMENT, SECRET_FILES
+
+    print("secrets can also be read from files: " + ", ".join(
+        ENV_PREFIX + name + FILE_SUFFIX for name in SECRET_FILES))
+    source = settings.sources.get("MODEL_SECRET", FROM_DEFAULT)
+    secret_source = ("STREAMPROC_MODEL_SECRET" if source == FROM_ENVIRONMENT
+                     else source if settings.model_secret and not settings.model_secret_file
                      else str(settings.model_secret_file or "none (no snapshots)"))
     print(f"model secret in use: {secret_source}")
     return 0

@@ -85,7 +85,7 @@ async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[s
     import redis.asyncio as aioredis
     import redis.exceptions
 
-    from streamproc.errors import StreamprocError, redis_unreachable
+    from streamproc.errors import StreamprocError, masked_url, redis_unreachable
     from streamproc.learning.modelstore import RedisModelStore
     from streamproc.state.keys import model_key
 
@@ -99,7 +99,8 @@ async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[s
         await client.aclose()
     if blob is None:
         raise StreamprocError(f"no model snapshot in Redis ({model_key(settings.app_id, 'serving')}"
-                              f" at {settings.redis_url}): the learner writes one, with the "
+                              f" at {masked_url(settings.redis_url)}): the learner writes one, "
+                              "with the "
                               "bandit, once it has learnt, when STREAMPROC_MODEL_SECRET is set; "
                               "or give --bandit-snapshot FILE")
     return read_bandit(blob, settings)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import fastjsonschema
@@ -74,6 +74,7 @@ def parse_ts(ts: str) -> int:
 class Decoder:
     def __init__(self, settings: Settings, schemas: dict[str, EventSchema] | None = None) -> None:
         self.max_bytes = settings.max_event_bytes
+        self.max_future_skew_ms = settings.max_future_skew_s * 1000
         self.schemas = schemas if schemas is not None else load_event_schemas()
         topics = settings.topics
         self.logical_topic = {
@@ -126,6 +127,16 @@ class Decoder:
             raise DecodeError("schema_violation",
                               f"{schema.type}: `ts` {data['ts']!r} is not a real date-time "
                               f"({exc}); e.g. `{TS_EXAMPLE}`") from None
+        future = future_by_ms(ts_ms, msg.timestamp_ms, self.max_future_skew_ms)
+        if future:
+            raise DecodeError(
+                "future_timestamp",
+                f"{schema.type}: `ts` {data['ts']!r} is {future / 1000:,.0f} s after the Kafka "
+                f"record's timestamp ({iso(msg.timestamp_ms)}), over the "
+                f"{self.max_future_skew_ms // 1000} s allowed (STREAMPROC_MAX_FUTURE_SKEW_S): "
+                "send the time the event happened, in UTC or with its zone, from a clock "
+                "that is set right",
+            )
         customer_id = data["customer_id"]
         if msg.key != customer_id.encode():
             shown = "none" if msg.key is None else repr(msg.key[:140])
@@ -135,6 +146,31 @@ class Decoder:
                 "key every message by customer so a customer's events stay in order",
             )
         return Event(schema.type, customer_id, data["event_id"], ts_ms, data, msg)
+
+
+def future_by_ms(ts_ms: int, record_ts_ms: int | None, max_skew_ms: int) -> int:
+    """How far an event time is ahead of its record's timestamp beyond the skew allowed (0:
+    not too far). Event time drives shared watermarks (timers, labels): one event dated in
+    2099 would move them for every customer of its partition. Kafka sets every record's
+    timestamp (the producer's clock, bounded by the broker, or the broker's); without one
+    (-1, None) nothing is checked, nor with ``max_skew_ms`` 0 (no bound).
+
+    >>> future_by_ms(1_000_000, 900_000, 300_000), future_by_ms(1_500_000, 900_000, 300_000)
+    (0, 300000)
+    >>> future_by_ms(4_102_444_800_000, None, 300_000)
+    0
+    """
+    if record_ts_ms is None or record_ts_ms <= 0 or max_skew_ms <= 0:
+        return 0
+    return max(0, ts_ms - record_ts_ms - max_skew_ms)
+
+
+def iso(ts_ms: int | None) -> str:
+    """Epoch milliseconds as ISO-8601 UTC, for messages."""
+    if ts_ms is None:
+        return "none"
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
 
 
 def encode(record: Any) -> bytes:

@@ -52,6 +52,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.lessons import BanditLearner
+from streamproc.events.codec import future_by_ms
 from streamproc.kafka_options import kafka_options
 from streamproc.learning.modelstore import ModelStore
 from streamproc.learning.observations import Observation, ObservationError, parse_all
@@ -98,6 +99,7 @@ class LearnerState:
     """Everything the learner's snapshot holds (pickled, signed)."""
 
     erased = 0  # customers forgotten (a class default: older snapshots restore with 0)
+    future = 0  # observations dated too far after their record, skipped (the same)
 
     def __init__(self, join: LabelJoin, intent: IntentModel,
                  ltv: LifetimeValue | None = None,
@@ -138,6 +140,7 @@ class Learner:
                                           self.lateness_ms)
         self.interval_s = float(settings.model_snapshot_seconds)
         self.every_labels = settings.model_snapshot_labels
+        self.max_future_skew_ms = settings.max_future_skew_s * 1000
         self.clock = clock
         self.on_publish = on_publish
         self.state = self.fresh_state()
@@ -208,8 +211,13 @@ class Learner:
 
     # -- per record ----------------------------------------------------------------------------
 
-    def apply(self, offset: int, value: bytes | None) -> int:
-        """One learning-topic record; returns the labels learnt. Never raises."""
+    def apply(self, offset: int, value: bytes | None, timestamp_ms: int | None = None) -> int:
+        """One learning-topic record; returns the labels learnt. Never raises.
+
+        An observation dated more than ``STREAMPROC_MAX_FUTURE_SKEW_S`` after the record's
+        Kafka ``timestamp_ms`` is skipped: it would move the label watermark (and the bandit's
+        reward clock) for every customer. The workers dead-letter such events before they
+        observe them; this guards against any other writer of the learning topic."""
         state = self.state
         self.position = max(self.position, offset + 1)
         if offset <= state.offset:
@@ -221,6 +229,11 @@ class Learner:
                 state.unreadable += 1
                 log.error("learner: skipping an observation of the learning-topic record at "
                           "offset %d: %s", offset, obs)
+            elif future_by_ms(obs.ts_ms, timestamp_ms, self.max_future_skew_ms):
+                state.future += 1
+                log.error("learner: skipping a %s observation of %s at offset %d dated %d ms "
+                          "after its record (STREAMPROC_MAX_FUTURE_SKEW_S)", obs.kind,
+                          obs.customer_id, offset, obs.ts_ms - (timestamp_ms or 0))
             else:
                 learnt += self.observe(obs)
         state.bandit.advance(state.join.watermark)
@@ -289,7 +302,7 @@ class Learner:
         state = self.state
         return {"offset": state.offset, "observations": state.observations,
                 "unreadable": state.unreadable, "other_features": state.other_features,
-                "erased": state.erased,
+                "erased": state.erased, "future": state.future,
                 "behaviours": state.clusters.learned, "cluster_refits": state.clusters.refits,
                 **state.join.stats(), **state.bandit.stats()}
 
@@ -421,7 +434,7 @@ async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event 
                 batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=2000)
                 for messages in batch.values():
                     for msg in messages:
-                        learner.apply(msg.offset, msg.value)
+                        learner.apply(msg.offset, msg.value, msg.timestamp)
                 for tp in consumer.assignment():
                     learner.topic_end = consumer.highwater(tp)
                 await learner.checkpoint()

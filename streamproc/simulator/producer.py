@@ -339,7 +339,8 @@ def accelerated_hint(settings: Settings, prefix: str) -> str:
     return (f"accelerated: event time runs ahead of the clock, so the events go to "
             f"{prefix}* topics, not the stack's. To process them, run a worker with "
             f"STREAMPROC_TOPIC_PREFIX={prefix} STREAMPROC_APP_ID={prefix.rstrip('.')} and a Redis "
-            "database of its own (STREAMPROC_REDIS_URL=redis://host:port/N)")
+            "database of its own (STREAMPROC_REDIS_URL=redis://host:port/N), and "
+            "STREAMPROC_MAX_FUTURE_SKEW_S=0 (its events are dated ahead of their records)")
 
 
 async def run_simulation(

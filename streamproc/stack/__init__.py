@@ -21,7 +21,7 @@ import sys
 import time
 from typing import TextIO
 
-from streamproc.errors import StackError
+from streamproc.errors import StackError, masked_url
 from streamproc.settings import Settings
 from streamproc.stack import kafka, redis
 from streamproc.stack.components import ComponentStatus, StackStatus
@@ -52,7 +52,7 @@ def _require_local(settings: Settings) -> None:
     if not kafka.is_local(settings):
         remote.append(f"STREAMPROC_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}")
     if not redis.is_local(settings):
-        remote.append(f"STREAMPROC_REDIS_URL={settings.redis_url}")
+        remote.append(f"STREAMPROC_REDIS_URL={masked_url(settings.redis_url)}")
     if remote:
         raise StackError(
             f"the stack only manages local services (one loopback Kafka server, a redis:// URL "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
-from streamproc.errors import StackError
+from streamproc.errors import StackError, masked_url
 from streamproc.settings import Settings
 from streamproc.stack.components import ComponentStatus, State
 from streamproc.stack.holders import other_stack_hint, stack_holding
@@ -137,7 +137,7 @@ def ping(host: str, port: int, password: str | None = None, timeout: float = 1.0
 
 def status(settings: Settings) -> ComponentStatus:
     if not is_local(settings):
-        return ComponentStatus("redis", "external", settings.redis_url,
+        return ComponentStatus("redis", "external", masked_url(settings.redis_url),
                                detail="not a local redis:// address: not managed by the stack")
     host, port = settings.redis_host_port
     address = f"{host}:{port}"

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -26,7 +25,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from streamproc.errors import UnreachableError
+from streamproc.errors import UnreachableError, masked_url
 from streamproc.kafka_options import kafka_options, security_options
 from streamproc.settings import Settings
 
@@ -48,13 +47,7 @@ def redacted(url: str) -> str:
     >>> redacted("redis://:s3cret@cache:6379/0"), redacted("redis://127.0.0.1:6379/0")
     ('redis://:***@cache:6379/0', 'redis://127.0.0.1:6379/0')
     """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return masked_url(url)
 
 
 def describe(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from aiokafka.errors import (
     NotCoordinatorForGroupError,
 )
 
-from streamproc.errors import StreamprocError, redis_unreachable
+from streamproc.errors import StreamprocError, masked_url, redis_unreachable
 from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 from streamproc.tail import topic_partitions
@@ -97,7 +97,7 @@ class Status:
         return {
             "app_id": self.settings.app_id,
             "kafka": self.settings.kafka_bootstrap,
-            "redis": self.settings.redis_url,
+            "redis": masked_url(self.settings.redis_url),
             "workers_alive": len(self.alive),
             "workers": [w.as_dict(self.now) for w in self.workers],
             "lag": self.lag,
@@ -109,7 +109,8 @@ class Status:
         alive, stale = len(self.alive), len(self.workers) - len(self.alive)
         rows: list[tuple[str, ...]]
         lines = [f"app {self.settings.app_id} (consumer group) on Kafka "
-                 f"{self.settings.kafka_bootstrap}, Redis {self.settings.redis_url}", ""]
+                 f"{self.settings.kafka_bootstrap}, "
+                 f"Redis {masked_url(self.settings.redis_url)}", ""]
         if self.workers:
             lines.append(f"workers: {alive} alive, {stale} stale (no heartbeat for "
                          f"{STALE_AFTER_S:.0f}s); {sum(w.events_per_s for w in self.alive):.1f} "

@@ -8,6 +8,10 @@
   answers a PING and a Kafka broker answers a metadata request; 503 otherwise, with the reasons
   as JSON. Do not send work to (or alert on) a worker that is not ready; a worker beyond the
   partition count is never ready.
+
+Nothing else: Faust's own pages (``/``, ``/router/``, ``/table/``, ``/graph/``, ...) show the
+app's configuration, its tables and its topology to anyone who reaches the port, and are not
+mounted (they answer 404).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from aiokafka.client import AIOKafkaClient
+from faust.web.base import BlueprintManager
 
 from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
@@ -128,6 +133,8 @@ def readiness(partitions: int, rebalancing: bool, redis_error: str | None,
 def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Redis,
                worker_id: str, kafka: KafkaProbe) -> None:
     started = time.monotonic()
+    # Before the server starts: Faust mounts its blueprints (its own pages) from this manager.
+    app.web.blueprints = BlueprintManager()
 
     @app.page("/metrics", name="streamproc_metrics")
     async def prometheus(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -88,3 +88,18 @@ async def test_health_and_metrics_of_a_running_worker(stack_env: Env) -> None:
     lags = [line for line in text.splitlines() if line.startswith("streamproc_consumer_lag{")]
     assert len(lags) == 4 * 3 and all(line.endswith(" 0.0") for line in lags), lags
     assert sample(text, "streamproc_model_examples_learnt", model="intent") is not None
+
+
+async def test_the_worker_serves_its_own_endpoints_only(stack_env: Env) -> None:
+    """Faust's own pages (its index, router, tables, graph, stats) show the app's inner workings
+    to whoever reaches the port: the worker does not mount them."""
+    port = free_port()
+    stack_env.env["STREAMPROC_WEB_PORT"] = str(port)
+    stack_env.start_worker()
+    await poll(stack_env, port, "/readyz", lambda s, b: s == 200)
+    for path in ("/metrics", "/livez", "/readyz"):
+        assert (await asyncio.to_thread(get, port, path))[0] == 200, path
+    for path in ("/", "/router/", "/table/", "/graph/", "/stats/", "/performance/",
+                 "/router/" + stack_env.settings.topics.browsing + "/"):
+        status, body = await asyncio.to_thread(get, port, path)
+        assert status == 404, (path, status, body[:200])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from streamproc.events.codec import RawMessage
+from streamproc.events.codec import RawMessage, parse_ts
 from streamproc.settings import Settings
 
 SETTINGS = Settings()
@@ -60,14 +61,19 @@ class Partition:
 
     def message(self, body: dict[str, Any] | bytes, key: bytes | None = None,
                 topic: str | None = None) -> RawMessage:
+        stamp = 1_772_359_200_000
         if isinstance(body, dict):
+            # Stamped at the fixed time, or as late as an event far after it needs: an event
+            # dated over STREAMPROC_MAX_FUTURE_SKEW_S after its record is dead-lettered.
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                stamp = max(stamp, parse_ts(body["ts"]) - SETTINGS.max_future_skew_s * 1000)
             topic = topic or TOPIC_OF[body["type"]]
             key = key if key is not None else body["customer_id"].encode()
             value = orjson.dumps(body)
         else:
             value = body
             topic = topic or SETTINGS.topics.browsing
-        return RawMessage(topic, self.partition, next(self.offsets), key, value, 1_772_359_200_000)
+        return RawMessage(topic, self.partition, next(self.offsets), key, value, stamp)
 
 
 async def replay_with_redeliveries(

@@ -14,7 +14,7 @@ import pytest
 import redis.exceptions
 
 from streamproc import processor as processor_module
-from streamproc.events.codec import RawMessage
+from streamproc.events.codec import RawMessage, parse_ts
 from streamproc.events.partitioner import partition_for
 from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import Processor
@@ -48,7 +48,7 @@ def simulated_log(customers: int, events: int) -> list[RawMessage]:
         partition = partition_for(sim.key.encode(), PARTITIONS)
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         log.append(RawMessage(topic, partition, offset, body["customer_id"].encode(),
-                              orjson.dumps(body), NOW_MS))
+                              orjson.dumps(body), parse_ts(body["ts"])))
     return log
 
 
