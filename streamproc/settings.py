@@ -141,6 +141,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "an input message not on its key's murmur2 partition (a producer partitioning keys "
      "differently, e.g. librdkafka without partitioner=murmur2_random): deadletter (reason "
      "wrong_partition), warn (logged and counted, processed; while producers migrate) or off"),
+    ("KPI_DAYS", "90", "days of KPI counters kept in Redis (each day's hash expires after)"),
+    ("ATTRIBUTION_HOURS", "72",
+     "a purchase this long after a decision (personalised or neutral) is attributed to it"),
 )
 
 KNOWN_VARIABLES = frozenset(ENV_PREFIX + name for name, _, _ in SETTING_DOCS)
@@ -233,6 +236,8 @@ class Settings:
     profile_cache: int = 10000
     learner: str = "worker"
     partition_check: str = "deadletter"
+    kpi_days: int = 90
+    attribution_hours: int = 72
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -306,6 +311,8 @@ class Settings:
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
             learner=_learner_place(get("LEARNER")),
             partition_check=get("PARTITION_CHECK").lower(),
+            kpi_days=_int(get, "KPI_DAYS", 1, 3660),
+            attribution_hours=_int(get, "ATTRIBUTION_HOURS", 1, 24 * 366),
             sources=sources,
         )
         settings.validate()

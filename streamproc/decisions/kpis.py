@@ -1,0 +1,297 @@
+"""KPIs counted by the stream, exactly once: what each customer's own atomic step adds.
+
+The worker calls :meth:`KpiCounter.count` for every event it applies (and
+:meth:`KpiCounter.count_decisions` for the decisions of a timer that fired); the increments go
+into a :data:`Tally` that the processor carries in the customer's compare-and-set write
+(:class:`streamproc.state.store.Write`). So the counters move exactly when the profile does: an
+event already applied (a redelivery, a producer duplicate) adds nothing, and a write refused by
+its version is recomputed with its increments. What the counting remembers lives in the profile
+(``p["kpi"]``), so the counters can be rebuilt from the profiles and the topics (principle 9).
+
+Counters, per UTC day (of the decision's event time) x segment x experiment arm x action, one
+Redis hash a day (:func:`streamproc.state.keys.kpi_day_key`), fields
+``segmentation:segment|arm|action|kpi``:
+
+* ``decisions``: decision records (the action ``none`` included);
+* ``customers``: distinct customers shown or sent something (once per row and day);
+* ``impressions``, ``opens``, ``clicks``, ``conversions``: feedback events naming a decision,
+  counted on the decision's row (its day, segments, arm and action);
+* ``purchases``, ``revenue_cents``: purchases attributed to a decision: the customer's latest
+  decision that showed or sent something (personalised, or the neutral action of the control
+  group and of every fallback: arms compare fairly) strictly before the purchase and at most
+  ``window_ms`` before it; each purchase once, to one decision, on that decision's row.
+
+The segmentations are those of the decision record (every one, clusters included) and
+``all:all``; the arm is ``experiment:arm``, or ``(none):policy`` outside experiments.
+Surveys count NPS on the survey's day, by the customer's segments then, with arm and action
+``-``: ``responses``, ``promoters`` (9-10), ``passives`` (7-8), ``detractors`` (0-6).
+Retention cohorts, one hash per month of first purchase
+(:func:`~streamproc.state.keys.kpi_cohort_key`), fields ``segmentation:segment|n``: customers
+of the cohort (by their segments just after that first purchase) buying again in month n
+(n = 0: the cohort's size), each customer once per month, up to :data:`RETENTION_MONTHS`.
+
+>>> from streamproc.state.profile import new_profile
+>>> counter = KpiCounter("shop", window_ms=3_600_000)
+>>> p, tally = new_profile("c1"), {}
+>>> record = {"decision_id": "d" * 32, "ts": "", "segments": {"rfm": "new"},
+...           "experiment": {"id": "e1", "arm": "control"}, "policy": "neutral",
+...           "action": {"id": "hero_default"}}
+>>> counter.count_decisions(p, [record], 1_000, tally)
+>>> p["purchases"]["orders"] = 1
+>>> counter.count(p, "purchase", 61_000, {"amount": 12.5}, [], tally)
+>>> day = tally["sp:kpi:{shop}:day:1970-01-01"][1]
+>>> row = "|e1:control|hero_default|"
+>>> day["rfm:new" + row + "purchases"], day["all:all" + row + "revenue_cents"]
+(1, 1250)
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streamproc.days import DAY_MS
+from streamproc.decisions.catalogue import NONE_ID
+from streamproc.decisions.record import segments_used
+from streamproc.state.keys import kpi_cohort_key, kpi_day_key
+from streamproc.state.profile import Profile
+
+KPIS = ("decisions", "customers", "impressions", "opens", "clicks", "conversions",
+        "purchases", "revenue_cents")
+NPS_KPIS = ("responses", "promoters", "passives", "detractors")
+FEEDBACK_KPIS = {"impression": "impressions", "open": "opens", "click": "clicks",
+                 "conversion": "conversions"}
+ALL = "all:all"
+NO_EXPERIMENT = "(none)"
+NONE_ROW = "-"  # the arm and action of rows that are not about a decision (surveys)
+# Decisions remembered per customer for feedback and attribution (the latest ones).
+EXPOSURES_KEPT = 8
+# Days of "customers reached" remembered per customer (a decision of an older day, arriving
+# late, counts its decision but not its customer again).
+REACH_DAYS = 3
+RETENTION_MONTHS = 24
+# How long a retention cohort's hash lives after its last write, at least.
+COHORT_TTL_DAYS = (RETENTION_MONTHS + 2) * 31
+
+# key -> (ttl in ms, field -> increment): what one customer's write adds to the counters.
+Tally = dict[str, tuple[int, dict[str, int]]]
+
+# Positions in an exposure entry of p["kpi"]["exp"].
+ID, TS, ARM, ACTION, SEGS = range(5)
+ID_DIGITS = 12
+
+
+def _clean(value: Any) -> str:
+    """A segment, arm or action as a field part: no separators inside."""
+    text = str(value)
+    if "|" in text or "\t" in text:
+        text = text.replace("|", "_").replace("\t", "_")
+    return text
+
+
+def segment_parts(segments: Mapping[str, Any]) -> list[str]:
+    """``segmentation:segment`` of every segmentation, then :data:`ALL`.
+
+    >>> segment_parts({"rfm": "loyal", "cluster": 3})
+    ['rfm:loyal', 'cluster:3', 'all:all']
+    """
+    return [f"{_clean(k)}:{_clean(v)}" for k, v in segments.items()] + [ALL]
+
+
+def arm_of(record: Mapping[str, Any]) -> str:
+    """``experiment:arm`` of a decision record, or ``(none):policy`` outside experiments.
+
+    >>> arm_of({"experiment": {"id": "hero", "arm": "control"}}), arm_of({"policy": "bandit"})
+    ('hero:control', '(none):bandit')
+    """
+    exp = record.get("experiment")
+    if isinstance(exp, dict) and exp.get("id") is not None:
+        return f"{_clean(exp['id'])}:{_clean(exp.get('arm'))}"
+    return f"{NO_EXPERIMENT}:{_clean(record.get('policy') or '?')}"
+
+
+def _token(text: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.blake2b(text.encode(), digest_size=6).digest()
+                                    ).decode()
+
+
+def month_of(ts_ms: int) -> int:
+    """Months since January 1970 of an epoch-ms time (UTC).
+
+    >>> month_of(0), month_of(31 * DAY_MS), month_of(365 * DAY_MS)
+    (0, 1, 12)
+    """
+    d = datetime.datetime.fromtimestamp(ts_ms / 1000, datetime.UTC)
+    return (d.year - 1970) * 12 + d.month - 1
+
+
+def nps_kpi(score: int) -> str:
+    """The NPS class of a 0-10 score.
+
+    >>> [nps_kpi(s) for s in (0, 6, 7, 8, 9, 10)]
+    ['detractors', 'detractors', 'passives', 'passives', 'promoters', 'promoters']
+    """
+    return "promoters" if score >= 9 else "passives" if score >= 7 else "detractors"
+
+
+class KpiCounter:
+    """Turns what one customer's events did into counter increments, remembering in the
+    profile what it must (``p["kpi"]``): the latest exposures, the rows already reached today,
+    the customer's retention cohort."""
+
+    def __init__(self, app_id: str, window_ms: int, ttl_days: int = 90) -> None:
+        self.app_id = app_id
+        self.window_ms = window_ms
+        self.ttl_days = ttl_days
+        self._day_ttl_ms = ttl_days * DAY_MS
+        self._cohort_ttl_ms = max(ttl_days, COHORT_TTL_DAYS) * DAY_MS
+        self._day_keys: dict[int, str] = {}
+
+    def _day(self, tally: Tally, ts_ms: int) -> dict[str, int]:
+        day = ts_ms // DAY_MS
+        key = self._day_keys.get(day)
+        if key is None:
+            if len(self._day_keys) > 64:
+                self._day_keys.clear()
+            key = self._day_keys[day] = kpi_day_key(self.app_id, day)
+        found = tally.get(key)
+        if found is None:
+            found = tally[key] = (self._day_ttl_ms, {})
+        return found[1]
+
+    def count(self, p: Profile, event_type: str, ts_ms: int, data: Mapping[str, Any],
+              records: Sequence[Mapping[str, Any]], tally: Tally) -> None:
+        """Count one applied event (already in ``p``) and the decisions it led to."""
+        if event_type == "purchase":
+            self._purchase(p, ts_ms, data, tally)
+        elif event_type == "feedback":
+            self._feedback(p, data, tally)
+        elif event_type == "survey":
+            self._survey(p, ts_ms, data, tally)
+        if records:
+            self.count_decisions(p, records, ts_ms, tally)
+
+    def count_decisions(self, p: Profile, records: Sequence[Mapping[str, Any]], ts_ms: int,
+                        tally: Tally) -> None:
+        """Count decision records made at event time ``ts_ms``; remember their exposures."""
+        state: dict[str, Any] = p.setdefault("kpi", {})
+        counts = self._day(tally, ts_ms)
+        for record in records:
+            arm, action = arm_of(record), _clean(record["action"]["id"])
+            parts = segment_parts(record.get("segments") or {})
+            middle = f"|{arm}|{action}|"
+            for part in parts:
+                field = f"{part}{middle}decisions"
+                counts[field] = counts.get(field, 0) + 1
+            if action == NONE_ID:
+                continue  # nothing shown or sent: no exposure, nobody reached
+            segs = "\t".join(parts[:-1])
+            if self._reach(state, ts_ms // DAY_MS, f"{middle}{segs}"):
+                for part in parts:
+                    field = f"{part}{middle}customers"
+                    counts[field] = counts.get(field, 0) + 1
+            self._remember(state, record["decision_id"], ts_ms, arm, action, segs)
+
+    @staticmethod
+    def _reach(state: dict[str, Any], day: int, row: str) -> bool:
+        """Whether the customer is new to this row on this day (and remember it)."""
+        reach: dict[str, list[str]] = state.setdefault("reach", {})
+        days = reach.get(str(day))
+        if days is None:
+            if len(reach) >= REACH_DAYS and day < min(int(d) for d in reach):
+                return False  # older than the days remembered: not counted again
+            days = reach[str(day)] = []
+            for old in sorted(reach, key=int)[:-REACH_DAYS]:
+                del reach[old]
+        token = _token(row)
+        if token in days:
+            return False
+        days.append(token)
+        return True
+
+    @staticmethod
+    def _remember(state: dict[str, Any], decision_id: str, ts_ms: int, arm: str, action: str,
+                  segs: str) -> None:
+        table: dict[str, str] = state.setdefault("segs", {})
+        ref = _token(segs)[:6]
+        table[ref] = segs
+        exposures: list[list[Any]] = state.setdefault("exp", [])
+        exposures.append([decision_id[:ID_DIGITS], ts_ms, arm, action, ref])
+        del exposures[:-EXPOSURES_KEPT]
+        used = {e[SEGS] for e in exposures}
+        for old in [r for r in table if r not in used]:
+            del table[old]
+
+    def _rows(self, state: dict[str, Any], exposure: list[Any]) -> list[str]:
+        segs = state.get("segs", {}).get(exposure[SEGS], "")
+        middle = f"|{exposure[ARM]}|{exposure[ACTION]}|"
+        return [f"{part}{middle}" for part in [*filter(None, segs.split("\t")), ALL]]
+
+    def _feedback(self, p: Profile, data: Mapping[str, Any], tally: Tally) -> None:
+        kpi = FEEDBACK_KPIS.get(data.get("outcome", ""))
+        state = p.get("kpi")
+        if kpi is None or not state:
+            return
+        short = str(data.get("decision_id", ""))[:ID_DIGITS]
+        for exposure in reversed(state.get("exp", ())):
+            if exposure[ID] == short:
+                counts = self._day(tally, exposure[TS])
+                for row in self._rows(state, exposure):
+                    counts[row + kpi] = counts.get(row + kpi, 0) + 1
+                return
+
+    def _purchase(self, p: Profile, ts_ms: int, data: Mapping[str, Any], tally: Tally) -> None:
+        state: dict[str, Any] = p.setdefault("kpi", {})
+        latest = None
+        for exposure in state.get("exp", ()):
+            if (ts_ms - self.window_ms <= exposure[TS] < ts_ms
+                    and (latest is None or (exposure[TS], exposure[ID])
+                         > (latest[TS], latest[ID]))):
+                latest = exposure
+        if latest is not None:
+            cents = round(float(data.get("amount") or 0) * 100)
+            counts = self._day(tally, latest[TS])
+            for row in self._rows(state, latest):
+                counts[row + "purchases"] = counts.get(row + "purchases", 0) + 1
+                counts[row + "revenue_cents"] = counts.get(row + "revenue_cents", 0) + cents
+        self._retention(p, state, ts_ms, tally)
+
+    def _retention(self, p: Profile, state: dict[str, Any], ts_ms: int, tally: Tally) -> None:
+        month = month_of(ts_ms)
+        cohort = state.get("cohort")
+        if cohort is None:
+            if p["purchases"]["orders"] != 1:
+                return  # bought before counting began: in no cohort
+            parts = segment_parts(segments_used(p))
+            cohort = state["cohort"] = [month, 1, "\t".join(parts[:-1])]
+            n = 0
+        else:
+            n = month - cohort[0]
+            if not 0 < n <= RETENTION_MONTHS or cohort[1] >> n & 1:
+                return
+            cohort[1] |= 1 << n
+            parts = [*filter(None, cohort[2].split("\t")), ALL]
+        key = kpi_cohort_key(self.app_id, cohort[0])
+        counts = tally.setdefault(key, (self._cohort_ttl_ms, {}))[1]
+        for part in parts:
+            counts[f"{part}|{n}"] = counts.get(f"{part}|{n}", 0) + 1
+
+    def _survey(self, p: Profile, ts_ms: int, data: Mapping[str, Any], tally: Tally) -> None:
+        score = data.get("score")
+        if not isinstance(score, int) or not 0 <= score <= 10:
+            return
+        counts = self._day(tally, ts_ms)
+        kind = nps_kpi(score)
+        for part in segment_parts(segments_used(p)):
+            row = f"{part}|{NONE_ROW}|{NONE_ROW}|"
+            counts[row + "responses"] = counts.get(row + "responses", 0) + 1
+            counts[row + kind] = counts.get(row + kind, 0) + 1
+
+
+def tally_fields(tally: Tally) -> tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...]:
+    """A tally as the store's write carries it: (key, ttl ms, ((field, increment), ...))."""
+    return tuple((key, ttl, tuple((f, n) for f, n in counts.items() if n))
+                 for key, (ttl, counts) in tally.items() if counts)
