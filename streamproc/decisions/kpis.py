@@ -19,7 +19,9 @@ Redis hash a day (:func:`streamproc.state.keys.kpi_day_key`), fields
 * ``purchases``, ``revenue_cents``: purchases attributed to a decision: the customer's latest
   decision that showed or sent something (personalised, or the neutral action of the control
   group and of every fallback: arms compare fairly) strictly before the purchase and at most
-  ``window_ms`` before it; each purchase once, to one decision, on that decision's row.
+  ``window_ms`` before it; each purchase once, to one decision, on that decision's row;
+* ``buyers``: distinct customers with an attributed purchase (once per row and day: with
+  ``customers``, the conversion of customers reached).
 
 The segmentations are those of the decision record (every one, clusters included) and
 ``all:all``; the arm is ``experiment:arm``, or ``(none):policy`` outside experiments.
@@ -60,7 +62,7 @@ from streamproc.state.keys import kpi_cohort_key, kpi_day_key
 from streamproc.state.profile import Profile
 
 KPIS = ("decisions", "customers", "impressions", "opens", "clicks", "conversions",
-        "purchases", "revenue_cents")
+        "purchases", "revenue_cents", "buyers")
 NPS_KPIS = ("responses", "promoters", "passives", "detractors")
 FEEDBACK_KPIS = {"impression": "impressions", "open": "opens", "click": "clicks",
                  "conversion": "conversions"}
@@ -71,7 +73,7 @@ NONE_ROW = "-"  # the arm and action of rows that are not about a decision (surv
 EXPOSURES_KEPT = 8
 # Days of "customers reached" remembered per customer (a decision of an older day, arriving
 # late, counts its decision but not its customer again).
-REACH_DAYS = 3
+REACH_DAYS = 5
 RETENTION_MONTHS = 24
 # How long a retention cohort's hash lives after its last write, at least.
 COHORT_TTL_DAYS = (RETENTION_MONTHS + 2) * 31
@@ -254,9 +256,15 @@ class KpiCounter:
         if latest is not None:
             cents = round(float(data.get("amount") or 0) * 100)
             counts = self._day(tally, latest[TS])
-            for row in self._rows(state, latest):
+            rows = self._rows(state, latest)
+            for row in rows:
                 counts[row + "purchases"] = counts.get(row + "purchases", 0) + 1
                 counts[row + "revenue_cents"] = counts.get(row + "revenue_cents", 0) + cents
+            segs = state.get("segs", {}).get(latest[SEGS], "")
+            if self._reach(state, latest[TS] // DAY_MS,
+                           f"buyer|{latest[ARM]}|{latest[ACTION]}|{segs}"):
+                for row in rows:
+                    counts[row + "buyers"] = counts.get(row + "buyers", 0) + 1
         self._retention(p, state, ts_ms, tally)
 
     def _retention(self, p: Profile, state: dict[str, Any], ts_ms: int, tally: Tally) -> None:
@@ -295,3 +303,52 @@ def tally_fields(tally: Tally) -> tuple[tuple[str, int, tuple[tuple[str, int], .
     """A tally as the store's write carries it: (key, ttl ms, ((field, increment), ...))."""
     return tuple((key, ttl, tuple((f, n) for f, n in counts.items() if n))
                  for key, (ttl, counts) in tally.items() if counts)
+
+
+def ts_ms_of(iso: str) -> int:
+    """Epoch ms of an ISO-8601 time with a zone (a record's or an event's ``ts``).
+
+    >>> ts_ms_of("1970-01-02T00:00:00.250Z")
+    86400250
+    """
+    parsed = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return round(parsed.timestamp() * 1000)
+
+
+def attribute(decisions: Sequence[Mapping[str, Any]], purchases: Sequence[Mapping[str, Any]],
+              window_ms: int) -> dict[str, tuple[int, float]]:
+    """Purchases attributed to decisions, in batch, as the stream counts them: each purchase
+    to its customer's latest decision that showed or sent something, strictly before it and
+    at most ``window_ms`` before. Returns decision id -> (purchases, revenue).
+
+    Decisions and purchases are unique already (by decision id, by event id).
+
+    >>> ds = [{"decision_id": "d1", "customer_id": "c", "ts": "2026-03-01T10:00:00Z",
+    ...        "action": {"id": "a"}}]
+    >>> ps = [{"customer_id": "c", "ts": "2026-03-01T11:00:00Z", "amount": 20.0},
+    ...       {"customer_id": "c", "ts": "2026-03-09T11:00:00Z", "amount": 5.0}]
+    >>> attribute(ds, ps, 3_600_000)
+    {'d1': (1, 20.0)}
+    """
+    by_customer: dict[str, list[tuple[int, str]]] = {}
+    for d in decisions:
+        if (d.get("action") or {}).get("id") == NONE_ID:
+            continue
+        by_customer.setdefault(str(d.get("customer_id")), []).append(
+            (ts_ms_of(d["ts"]), str(d["decision_id"])))
+    for exposures in by_customer.values():
+        exposures.sort(key=lambda e: (e[0], e[1][:ID_DIGITS]))
+    out: dict[str, tuple[int, float]] = {}
+    for purchase in purchases:
+        exposures = by_customer.get(str(purchase.get("customer_id")), [])
+        ts = ts_ms_of(purchase["ts"])
+        latest = None
+        for exposure in exposures:
+            if exposure[0] >= ts:
+                break
+            latest = exposure
+        if latest is None or ts - latest[0] > window_ms:
+            continue
+        n, revenue = out.get(latest[1], (0, 0.0))
+        out[latest[1]] = (n + 1, revenue + float(purchase.get("amount") or 0.0))
+    return out

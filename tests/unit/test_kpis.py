@@ -50,6 +50,10 @@ def test_a_purchase_inside_the_window_is_attributed_once_to_the_latest_decision(
     assert counts["rfm:new|hero:uniform|new|revenue_cents"] == 1999
     assert counts["cluster:2|hero:uniform|new|purchases"] == 1
     assert "all:all|hero:uniform|old|purchases" not in counts
+    buy(counter, p, T0 + 3 * HOUR_MS, tally, 1.0)
+    assert counts["all:all|hero:uniform|new|purchases"] == 2
+    assert counts["all:all|hero:uniform|new|revenue_cents"] == 2099
+    assert counts["all:all|hero:uniform|new|buyers"] == 1  # one customer
 
 
 def test_a_purchase_outside_the_window_or_at_the_decision_time_is_not_attributed() -> None:
