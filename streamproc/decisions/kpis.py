@@ -70,7 +70,7 @@ ALL = "all:all"
 NO_EXPERIMENT = "(none)"
 NONE_ROW = "-"  # the arm and action of rows that are not about a decision (surveys)
 # Decisions remembered per customer for feedback and attribution (the latest ones).
-EXPOSURES_KEPT = 8
+EXPOSURES_KEPT = 32
 # Days of "customers reached" remembered per customer (a decision of an older day, arriving
 # late, counts its decision but not its customer again).
 REACH_DAYS = 5
@@ -81,8 +81,12 @@ COHORT_TTL_DAYS = (RETENTION_MONTHS + 2) * 31
 # key -> (ttl in ms, field -> increment): what one customer's write adds to the counters.
 Tally = dict[str, tuple[int, dict[str, int]]]
 
-# Positions in an exposure entry of p["kpi"]["exp"].
+# Positions in an exposure entry of p["kpi"]["exp"], and in a purchase entry of
+# p["kpi"]["buys"] (the exposure it is attributed to: a copy of its entry, or None).
 ID, TS, ARM, ACTION, SEGS = range(5)
+BUY_TS, BUY_CENTS, BUY_TO = range(3)
+# Purchases remembered per customer (those of the last attribution window, at most this many).
+BUYS_KEPT = 16
 ID_DIGITS = 12
 
 
@@ -195,7 +199,8 @@ class KpiCounter:
                 for part in parts:
                     field = f"{part}{middle}customers"
                     counts[field] = counts.get(field, 0) + 1
-            self._remember(state, record["decision_id"], ts_ms, arm, action, segs)
+            exposure = self._remember(state, record["decision_id"], ts_ms, arm, action, segs)
+            self._claim(state, exposure, tally)
 
     @staticmethod
     def _reach(state: dict[str, Any], day: int, row: str) -> bool:
@@ -216,16 +221,54 @@ class KpiCounter:
 
     @staticmethod
     def _remember(state: dict[str, Any], decision_id: str, ts_ms: int, arm: str, action: str,
-                  segs: str) -> None:
+                  segs: str) -> list[Any]:
         table: dict[str, str] = state.setdefault("segs", {})
         ref = _token(segs)[:6]
         table[ref] = segs
         exposures: list[list[Any]] = state.setdefault("exp", [])
-        exposures.append([decision_id[:ID_DIGITS], ts_ms, arm, action, ref])
+        exposure = [decision_id[:ID_DIGITS], ts_ms, arm, action, ref]
+        exposures.append(exposure)
         del exposures[:-EXPOSURES_KEPT]
-        used = {e[SEGS] for e in exposures}
+        used = {e[SEGS] for e in exposures} | {
+            b[BUY_TO][SEGS] for b in state.get("buys", ()) if b[BUY_TO]}
         for old in [r for r in table if r not in used]:
             del table[old]
+        return exposure
+
+    def _credit(self, state: dict[str, Any], exposure: list[Any], cents: int, sign: int,
+                tally: Tally) -> None:
+        """Add (``sign`` 1) or take back (-1) one purchase of ``cents`` on the exposure's rows;
+        the customer is a buyer of a row and day while it holds one of their purchases."""
+        counts = self._day(tally, exposure[TS])
+        rows = self._rows(state, exposure)
+        for row in rows:
+            counts[row + "purchases"] = counts.get(row + "purchases", 0) + sign
+            counts[row + "revenue_cents"] = counts.get(row + "revenue_cents", 0) + sign * cents
+        day = exposure[TS] // DAY_MS
+        token = _token(f"{day}|{exposure[ARM]}|{exposure[ACTION]}|"
+                       f"{state['segs'].get(exposure[SEGS], '')}")
+        bought: dict[str, list[int]] = state.setdefault("bought", {})
+        held = bought.setdefault(token, [day, 0])
+        held[1] += sign
+        if held[1] == (1 if sign > 0 else 0):  # 0 -> 1, or 1 -> 0
+            for row in rows:
+                counts[row + "buyers"] = counts.get(row + "buyers", 0) + sign
+        if held[1] <= 0:
+            del bought[token]
+
+    def _claim(self, state: dict[str, Any], exposure: list[Any], tally: Tally) -> None:
+        """A decision counted after purchases that came after it in event time (another
+        topic read first, a timer firing late): the purchases it is now the latest decision
+        before move to it, so the result does not depend on the order of processing."""
+        key = (exposure[TS], exposure[ID])
+        for buy in state.get("buys", ()):
+            before = buy[BUY_TO]
+            if (exposure[TS] < buy[BUY_TS] <= exposure[TS] + self.window_ms
+                    and (before is None or key > (before[TS], before[ID]))):
+                if before is not None:
+                    self._credit(state, before, buy[BUY_CENTS], -1, tally)
+                buy[BUY_TO] = list(exposure)
+                self._credit(state, exposure, buy[BUY_CENTS], 1, tally)
 
     def _rows(self, state: dict[str, Any], exposure: list[Any]) -> list[str]:
         segs = state.get("segs", {}).get(exposure[SEGS], "")
@@ -253,18 +296,17 @@ class KpiCounter:
                     and (latest is None or (exposure[TS], exposure[ID])
                          > (latest[TS], latest[ID]))):
                 latest = exposure
+        cents = round(float(data.get("amount") or 0) * 100)
+        # Remembered while a decision counted later could still claim it (within the window).
+        buys: list[list[Any]] = state.setdefault("buys", [])
+        buys.append([ts_ms, cents, None if latest is None else list(latest)])
+        newest = max(b[BUY_TS] for b in buys)
+        buys[:] = [b for b in buys if b[BUY_TS] > newest - self.window_ms][-BUYS_KEPT:]
         if latest is not None:
-            cents = round(float(data.get("amount") or 0) * 100)
-            counts = self._day(tally, latest[TS])
-            rows = self._rows(state, latest)
-            for row in rows:
-                counts[row + "purchases"] = counts.get(row + "purchases", 0) + 1
-                counts[row + "revenue_cents"] = counts.get(row + "revenue_cents", 0) + cents
-            segs = state.get("segs", {}).get(latest[SEGS], "")
-            if self._reach(state, latest[TS] // DAY_MS,
-                           f"buyer|{latest[ARM]}|{latest[ACTION]}|{segs}"):
-                for row in rows:
-                    counts[row + "buyers"] = counts.get(row + "buyers", 0) + 1
+            self._credit(state, latest, cents, 1, tally)
+        bought = state.get("bought", {})
+        for token in [t for t, (day, _) in bought.items() if day < ts_ms // DAY_MS - REACH_DAYS]:
+            del bought[token]
         self._retention(p, state, ts_ms, tally)
 
     def _retention(self, p: Profile, state: dict[str, Any], ts_ms: int, tally: Tally) -> None:

@@ -202,3 +202,21 @@ async def test_duplicates_and_redeliveries_give_the_counts_of_one_clean_pass(
     counted = sum(n for counts in clean_store.kpis.values() for f, n in counts.items()
                   if f.startswith("all:all|") and f.endswith("|decisions"))
     assert counted == len(clean.decisions)
+
+
+def test_a_decision_counted_after_the_purchase_but_before_it_in_event_time_takes_it() -> None:
+    counter, p, tally = KpiCounter("shop", WINDOW), new_profile("c"), {}
+    counter.count_decisions(p, [decision("a", action="early")], T0, tally)
+    buy(counter, p, T0 + 3 * HOUR_MS, tally, 7.0)
+    # A timer's decision (due before the purchase) or another topic's, processed later:
+    counter.count_decisions(p, [decision("b", action="late")], T0 + 2 * HOUR_MS, tally)
+    # ... and one after the purchase claims nothing.
+    counter.count_decisions(p, [decision("c", action="after")], T0 + 4 * HOUR_MS, tally)
+    counts = day(tally, T0)
+    assert counts["all:all|hero:uniform|early|purchases"] == 0
+    assert counts["all:all|hero:uniform|early|revenue_cents"] == 0
+    assert counts["all:all|hero:uniform|early|buyers"] == 0
+    assert counts["all:all|hero:uniform|late|purchases"] == 1
+    assert counts["all:all|hero:uniform|late|revenue_cents"] == 700
+    assert counts["all:all|hero:uniform|late|buyers"] == 1
+    assert "all:all|hero:uniform|after|purchases" not in counts
