@@ -18,7 +18,8 @@ scorer's observations (for the learner, :mod:`streamproc.learning.learner`) and 
 lessons for the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic
 through the outbox like the decisions, once the customer's state write succeeded; the decisions
 are also kept as the customer's latest per slot, by the same write
-(:mod:`streamproc.decisions.latest`).
+(:mod:`streamproc.decisions.latest`), and so are the KPI counters' increments of the events
+and decisions applied (:mod:`streamproc.decisions.kpis`): counted exactly when the state is.
 """
 
 from __future__ import annotations
