@@ -26,6 +26,7 @@ from streamproc.decisions.catalogue import NONE_ID
 from streamproc.decisions.decision_log import read_topic
 from streamproc.decisions.kpis import FEEDBACK_KPIS, arm_of, attribute, segment_parts, ts_ms_of
 from streamproc.state.counters import read_counters
+from streamproc.state.store import RedisStore
 
 from .conftest import Env
 from .streams import alive, build_stream, forget_run, stream_chunk, wait_complete
@@ -158,9 +159,21 @@ async def test_kpis_in_redis_equal_a_recount_from_the_topics(stack_env: Env,
                                                                          "latency_ms"}}
                         variants.setdefault(r["decision_id"], set()).add(orjson.dumps(body))
                 differing = {d: v for d, v in variants.items() if len(v) > 1}
+                # Decisions the counting remembered (their ids' first 12 digits) that are not
+                # on the topic: a decision counted but never published, or the reverse.
+                published = {d["decision_id"][:12] for d in decisions}
+                store = RedisStore(test_redis)
+                unpublished = {}
+                for cid in truth:
+                    found = await store.read_profile(cid)
+                    exp = ((found or {}).get("profile", {}).get("kpi") or {}).get("exp", [])
+                    missing = [e for e in exp if e[0] not in published]
+                    if missing:
+                        unpublished[cid] = missing
                 pytest.fail(f"counters differ from the recount (field: got, want): "
                             f"{dict(list(diff.items())[:20])} ({len(diff)} fields); NPS {nps}; "
-                            f"decision ids published with different records: {differing}")
+                            f"decision ids published with different records: {differing}; "
+                            f"counted, not on the topic: {unpublished}")
             await asyncio.sleep(0.5)
 
         totals: Counter[str] = Counter()
