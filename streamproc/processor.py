@@ -18,7 +18,8 @@ scorer's observations (for the learner, :mod:`streamproc.learning.learner`) and 
 lessons for the learning bandit (:mod:`streamproc.decisions.lessons`) go to the learning topic
 through the outbox like the decisions, once the customer's state write succeeded; the decisions
 are also kept as the customer's latest per slot, by the same write
-(:mod:`streamproc.decisions.latest`).
+(:mod:`streamproc.decisions.latest`), and so are the KPI counters' increments of the events
+and decisions applied (:mod:`streamproc.decisions.kpis`): counted exactly when the state is.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from streamproc.decisions import timers
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, CatalogueFile, default_catalogue_path
 from streamproc.decisions.chooser import UniformChooser
 from streamproc.decisions.engine import SERVED, TIMER, Engine, Lesson
+from streamproc.decisions.kpis import KpiCounter, Tally, tally_fields
 from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
@@ -212,6 +214,8 @@ class _CustomerOutcome:
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
+    # KPI counter increments, carried in the customer's write (streamproc.decisions.kpis).
+    kpis: Tally = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +263,8 @@ class Processor:
         self.app_id = settings.app_id
         self.timer_lateness_ms = settings.timer_lateness_seconds * 1000
         self.timer_limit = settings.timers_per_batch
+        self.kpis = KpiCounter(settings.app_id, settings.attribution_hours * 3_600_000,
+                               settings.kpi_days)
         # The profiles this worker wrote last, most recent last (STREAMPROC_PROFILE_CACHE).
         self.cache_size = settings.profile_cache
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
@@ -518,6 +524,8 @@ class Processor:
                                              self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
                 out.outputs.extend(lesson_outputs(event, decided.lessons))
+                self.kpis.count(p, event.type, event.ts_ms, event.data, decided.records,
+                                out.kpis)
                 timers.after_event(p, self.engine.current(), event.type, event.ts_ms,
                                    event.data, decided.records, self.segment_config,
                                    msg.partition)
@@ -568,6 +576,7 @@ class Processor:
             pack_outbox(outbox, self.compression),
             self.segmenter.buckets(p), self.ttl_ms,
             index.entries, index.add, index.remove, latest, latest_ttl_ms,
+            tally_fields(out.kpis),
         )
         out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox)
 
@@ -615,6 +624,7 @@ class Processor:
             unfired = orjson.loads(orjson.dumps(p))
             try:
                 records = self._fire(p, cat, d, entry, event, now_ms, out)
+                self.kpis.count_decisions(p, records, d.due_ms, out.kpis)
             except Exception as exc:  # a bug must not block the index: logged, dead-lettered
                 log.exception("timer %s of %s failed; dropped", d.name, cid)
                 p = unfired  # nothing half-fired is saved

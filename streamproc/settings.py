@@ -195,6 +195,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "the dead-letter topic (reason future_timestamp): one wrong clock must not move the "
      "event time of timers and labels for everyone; 0: no bound (simulated clocks that run "
      "ahead, `streamproc simulate --accelerated`)"),
+    ("KPI_DAYS", "90", "days of KPI counters kept in Redis (each day's hash expires after)"),
+    ("ATTRIBUTION_HOURS", "72",
+     "a purchase this long after a decision (personalised or neutral) is attributed to it"),
 )
 
 # Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
@@ -324,6 +327,8 @@ class Settings:
     kafka_ssl_key_password: str = field(default="", repr=False)
     kafka_ssl_check_hostname: bool = True
     max_future_skew_s: int = 300
+    kpi_days: int = 90
+    attribution_hours: int = 72
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -434,6 +439,8 @@ class Settings:
             kafka_ssl_key_password=env.get(ENV_PREFIX + "KAFKA_SSL_KEY_PASSWORD", ""),
             kafka_ssl_check_hostname=_bool(get, "KAFKA_SSL_CHECK_HOSTNAME"),
             max_future_skew_s=_int(get, "MAX_FUTURE_SKEW_S", 0, 7 * 86_400),
+            kpi_days=_int(get, "KPI_DAYS", 1, 3660),
+            attribution_hours=_int(get, "ATTRIBUTION_HOURS", 1, 24 * 366),
             sources=sources,
         )
         settings.validate()

@@ -152,15 +152,62 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _attributed(settings: Settings, args: argparse.Namespace, log: DecisionLog
+                ) -> dict[str, tuple[int, float]] | None:
+    """Purchases attributed to the log's decisions (from --purchases, or the purchases topic
+    when the decisions come from their topic); None with decision files and no purchases."""
+    from streamproc.decisions.decision_log import read_jsonl, read_topic
+    from streamproc.decisions.kpis import attribute
+
+    if args.purchases is not None:
+        records = read_jsonl(args.purchases)
+    elif args.decisions is None:
+        records = asyncio.run(read_topic(settings, settings.topics.purchases, sys.stderr))
+    else:
+        return None
+    seen: set[str] = set()
+    purchases = []
+    for r in records:
+        if (isinstance(r, dict) and r.get("type") == "purchase" and isinstance(r.get("ts"), str)
+                and r.get("event_id") not in seen):
+            seen.add(str(r.get("event_id")))
+            purchases.append(r)
+    return attribute(log.decisions, purchases, settings.attribution_hours * 3_600_000)
+
+
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.decisions.report import arm_results, render_table
 
     log = _load(settings, args)
-    rows = arm_results(log, by=args.by, experiment=args.experiment)
+    attributed = _attributed(settings, args, log)
+    rows = arm_results(log, by=args.by, experiment=args.experiment, attributed=attributed)
+    if attributed is None:
+        log.skip("(no purchases read: conversions and revenue from feedback only)")
     if args.json:
         _print_json({"rows": [r.as_dict() for r in rows], "notes": log.notes()})
     else:
         print(render_table(rows, log.notes()))
+    return 0
+
+
+def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
+    from streamproc.decisions.kpi_summary import render_kpis, summarise
+    from streamproc.state.counters import read_counters
+    from streamproc.state.store import RedisStore
+
+    async def read() -> Any:
+        store = RedisStore.from_url(settings.redis_url)
+        try:
+            return await read_counters(store.client, settings.app_id, args.days)
+        finally:
+            await store.close()
+
+    counters = asyncio.run(read())
+    summary = summarise(counters.days, counters.cohorts, args.by)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(render_kpis(summary))
     return 0
 
 
@@ -183,7 +230,8 @@ def cmd_respond(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``evaluate``, ``report``, ``bandit`` and ``respond`` on the CLI's sub-parsers."""
+    """Register ``evaluate``, ``report``, ``kpis``, ``bandit`` and ``respond`` on the CLI's
+    sub-parsers."""
     p = sub.add_parser(
         "evaluate", help="estimate a candidate policy's value from logged decisions (IPS, DR)",
         description="Off-policy evaluation: what a candidate policy would have earned per "
@@ -221,7 +269,26 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--by", metavar="PATH", help="also split by a dotted path of the decision "
                    "record, e.g. segments.rfm or segments.cluster")
     p.add_argument("--experiment", metavar="ID", help="only this experiment")
+    p.add_argument("--purchases", type=Path, metavar="FILE",
+                   help="purchase events as JSON Lines, attributed to the decisions (default: "
+                   "the purchases topic when reading the decisions topic)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "kpis", help="the KPIs the workers count in Redis, per segment, arm and action",
+        description="Read the KPI counters the workers keep in Redis (exactly once, in each "
+        "customer's own write) and print, per segment, experiment arm and action: decisions, "
+        "customers reached, impressions, opens, clicks, purchases and revenue attributed to "
+        "a decision (STREAMPROC_ATTRIBUTION_HOURS), buyers and the rates; the same per day "
+        "and arm; NPS per segment; retention per first-purchase cohort. The last --days days "
+        "that have counters (STREAMPROC_KPI_DAYS are kept).",
+        epilog="Example: streamproc kpis --days 7 --by cluster --json")
+    p.add_argument("--days", type=int, default=7, metavar="N",
+                   help="the latest N days with counters (default: 7)")
+    p.add_argument("--by", default="all", metavar="SEGMENTATION",
+                   help="one segmentation, e.g. rfm, lifecycle, cluster (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_kpis)
 
     p = sub.add_parser(
         "bandit", help="print what the learning bandit has learnt (the one the workers serve)",

@@ -4,13 +4,24 @@ For every experiment, arm and (with ``by``) segment, from logged decisions and t
 
 * ``customers``: distinct customers decided for; ``decisions``: decision records;
 * ``conversion``: the share of *customers* with at least one converted decision (the customer
-  is the unit of assignment, so the unit of analysis), with a Wilson 95% interval;
+  is the unit of assignment, so the unit of analysis), with a Wilson 95% interval. A decision
+  converted when a purchase is attributed to it (``attributed``: each purchase to the
+  customer's latest decision within the attribution window, the control group's neutral
+  decisions alike: :func:`streamproc.decisions.kpis.attribute`), or, without purchases, when
+  a ``conversion`` feedback names it;
 * ``click_rate``: the share of *decisions* clicked (a conversion counts as a click), Wilson;
-* ``revenue_per_customer``: attributed revenue over customers, normal 95% interval;
+* ``revenue_per_customer``: attributed revenue over customers, Student t 95% interval;
 * ``uplift``: against the ``control`` arm of the same experiment (and segment): the difference
-  in conversion and in revenue per customer, with Welch 95% intervals, and conversion relative
-  to control (``treated / control - 1``).
+  in conversion and in revenue per customer, with bootstrap (or, above a few thousand
+  customers an arm, Welch t) 95% intervals, and conversion relative to control
+  (``treated / control - 1``); ``null`` with ``status`` "not enough data yet" until both arms
+  have :data:`~streamproc.decisions.stats.MIN_CUSTOMERS` customers and together
+  :data:`~streamproc.decisions.stats.MIN_CONVERSIONS` conversions;
+* ``customers_needed``: customers each arm needs to detect a 10% relative uplift over the
+  control's conversion, and ``still_needed``: how many more the smaller arm needs.
 
+Experiments with two or more treated arms get a pooled row, arm ``(personalised)``: every
+arm but control together, personalisation as a whole against control.
 Decisions outside any experiment are grouped under experiment ``(none)``, one row per policy.
 
 >>> from streamproc.decisions.decision_log import join
@@ -26,15 +37,28 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from streamproc.decisions.decision_log import DecisionLog, field_at
 from streamproc.decisions.experiments import CONTROL
-from streamproc.decisions.stats import Interval, difference_ci, mean_ci, proportion_ci
+from streamproc.decisions.stats import (
+    MIN_CONVERSIONS,
+    MIN_CUSTOMERS,
+    Interval,
+    customers_needed,
+    enough_data,
+    mean_t_ci,
+    proportion_ci,
+    uplift_ci,
+)
 
 NO_EXPERIMENT = "(none)"
 ALL = "all"
+POOLED = "(personalised)"
+NOT_ENOUGH = "not enough data yet"
+RELATIVE_UPLIFT = 0.10
 
 
 @dataclass
@@ -50,6 +74,11 @@ class ArmResult:
     conversion_uplift: Interval | None = None
     relative_conversion_uplift: float | None = None
     revenue_uplift: Interval | None = None
+    # "control", "ok", NOT_ENOUGH, "no control" (no control arm in the segment) or "-"
+    # (outside experiments).
+    status: str = "-"
+    customers_needed: int | None = None
+    still_needed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def maybe(iv: Interval | None) -> dict[str, float] | None:
@@ -57,7 +86,8 @@ class ArmResult:
 
         return {
             "experiment": self.experiment, "arm": self.arm, "segment": self.segment,
-            "customers": self.customers, "decisions": self.decisions,
+            "customers": self.customers, "decisions": self.decisions, "status": self.status,
+            "customers_needed": self.customers_needed, "still_needed": self.still_needed,
             "conversion": self.conversion.as_dict(), "click_rate": self.click_rate.as_dict(),
             "revenue_per_customer": self.revenue_per_customer.as_dict(),
             "uplift": None if self.conversion_uplift is None else {
@@ -85,22 +115,41 @@ def _arm_of(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def arm_results(log: DecisionLog, by: str | None = None,
-                experiment: str | None = None) -> list[ArmResult]:
+                experiment: str | None = None,
+                attributed: Mapping[str, tuple[int, float]] | None = None,
+                min_customers: int = MIN_CUSTOMERS,
+                min_conversions: int = MIN_CONVERSIONS) -> list[ArmResult]:
     """One row per experiment, arm and segment (the value at dotted path ``by`` of each
-    decision record, e.g. ``segments.rfm``; ``all`` without ``by``), control first."""
+    decision record, e.g. ``segments.rfm``; ``all`` without ``by``), control first.
+
+    ``attributed``: decision id -> (purchases, revenue) attributed to it; without it,
+    conversions and revenue come from ``conversion`` feedback."""
     groups: dict[tuple[str, str, str], _Group] = defaultdict(_Group)
+    treated: dict[str, set[str]] = defaultdict(set)
     for record in log.decisions:
         exp_id, arm = _arm_of(record)
         if experiment is not None and exp_id != experiment:
             continue
         segment = ALL if by is None else str(field_at(record, by))
-        group = groups[(exp_id, arm, segment)]
         outcome = log.outcome(record["decision_id"])
+        if attributed is not None:
+            bought, revenue = attributed.get(record["decision_id"], (0, 0.0))
+            converted = bought > 0
+        else:
+            converted, revenue = outcome.converted, outcome.revenue
         customer = str(record.get("customer_id"))
-        group.decisions += 1
-        group.clicked += outcome.clicked
-        group.converted[customer] = group.converted.get(customer, False) or outcome.converted
-        group.revenue[customer] = group.revenue.get(customer, 0.0) + outcome.revenue
+        keys = [(exp_id, arm, segment)]
+        if exp_id != NO_EXPERIMENT and arm != CONTROL:
+            treated[exp_id].add(arm)
+            keys.append((exp_id, POOLED, segment))
+        for key in keys:
+            group = groups[key]
+            group.decisions += 1
+            group.clicked += outcome.clicked or converted
+            group.converted[customer] = group.converted.get(customer, False) or converted
+            group.revenue[customer] = group.revenue.get(customer, 0.0) + revenue
+    for key in [k for k in groups if k[1] == POOLED and len(treated[k[0]]) < 2]:
+        del groups[key]  # one treated arm: its own row says it all
     rows: list[ArmResult] = []
     per_customer: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
     for key in sorted(groups, key=lambda k: (k[0] == NO_EXPERIMENT, k[0], k[2], k[1] != CONTROL,
@@ -112,17 +161,33 @@ def arm_results(log: DecisionLog, by: str | None = None,
         n = len(conversions)
         rows.append(ArmResult(
             key[0], key[1], key[2], n, g.decisions, proportion_ci(int(sum(conversions)), n),
-            proportion_ci(g.clicked, g.decisions), mean_ci(revenues),
+            proportion_ci(g.clicked, g.decisions), mean_t_ci(revenues),
         ))
     for row in rows:
+        if row.experiment == NO_EXPERIMENT:
+            continue
         control = per_customer.get((row.experiment, CONTROL, row.segment))
-        if row.arm == CONTROL or control is None or row.experiment == NO_EXPERIMENT:
+        if control is None:
+            row.status = "no control"
+            continue
+        base = math.fsum(control[0]) / len(control[0])
+        row.customers_needed = customers_needed(base, RELATIVE_UPLIFT)
+        if row.arm == CONTROL:
+            row.status = "control"
             continue
         conversions, revenues = per_customer[(row.experiment, row.arm, row.segment)]
-        row.conversion_uplift = difference_ci(conversions, control[0])
-        base = math.fsum(control[0]) / len(control[0])
+        if row.customers_needed is not None:
+            row.still_needed = max(0, row.customers_needed - min(len(conversions),
+                                                                 len(control[0])))
+        if not enough_data(len(conversions), len(control[0]),
+                           int(math.fsum(conversions) + math.fsum(control[0])),
+                           min_customers, min_conversions):
+            row.status = NOT_ENOUGH
+            continue
+        row.status = "ok"
+        row.conversion_uplift = uplift_ci(conversions, control[0])
         row.relative_conversion_uplift = (row.conversion.value / base - 1.0) if base else None
-        row.revenue_uplift = difference_ci(revenues, control[1])
+        row.revenue_uplift = uplift_ci(revenues, control[1])
     return rows
 
 
@@ -134,10 +199,16 @@ def _money(iv: Interval) -> str:
     return f"{iv.value:8.2f} [{iv.low:.2f}, {iv.high:.2f}]"
 
 
-def _points(iv: Interval | None) -> str:
+def _points(iv: Interval | None, status: str = "-") -> str:
     if iv is None:
-        return "-"
+        return NOT_ENOUGH if status == NOT_ENOUGH else "-"
     return f"{100 * iv.value:+.2f} pts [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
+
+
+def _needed(row: ArmResult) -> str:
+    if row.still_needed is None:
+        return "-"
+    return f"{row.still_needed:,} (of {row.customers_needed:,} an arm)"
 
 
 def render_table(rows: list[ArmResult], notes: list[str]) -> str:
@@ -145,11 +216,12 @@ def render_table(rows: list[ArmResult], notes: list[str]) -> str:
     if not rows:
         return "no decisions in the log" + "".join(f"\nnote: {n}" for n in notes)
     header = ("experiment", "arm", "segment", "customers", "decisions", "conversion (95% CI)",
-              "click rate (95% CI)", "revenue/customer (95% CI)", "conversion uplift vs control")
+              "click rate (95% CI)", "revenue/customer (95% CI)", "conversion uplift vs control",
+              "customers still needed")
     table = [header] + [
         (r.experiment, r.arm, r.segment, f"{r.customers:,}", f"{r.decisions:,}",
          _pct(r.conversion), _pct(r.click_rate), _money(r.revenue_per_customer),
-         _points(r.conversion_uplift))
+         _points(r.conversion_uplift, r.status), _needed(r))
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

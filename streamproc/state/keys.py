@@ -7,6 +7,7 @@ listed (right of access) and deleted (erasure) together.
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from streamproc.errors import StreamprocError
@@ -121,3 +122,29 @@ def model_key(app_id: str, part: str) -> str:
     if part not in {"version", "serving", "learner"}:
         raise ValueError(f"unknown model key part {part!r}")
     return f"sp:model:{{{validate_name('app id (STREAMPROC_APP_ID)', app_id)}}}:{part}"
+
+
+def kpi_day_key(app_id: str, day: int) -> str:
+    """The hash of one UTC day's KPI counters (:mod:`streamproc.decisions.kpis`): fields
+    ``segmentation:segment|arm|action|kpi``, integer counts. ``day`` is the epoch day.
+
+    >>> kpi_day_key("streamproc", 20_513)
+    'sp:kpi:{streamproc}:day:2026-03-01'
+    """
+    return f"sp:kpi:{{{validate_name('app id', app_id)}}}:day:{_iso_day(day)}"
+
+
+def kpi_cohort_key(app_id: str, month: int) -> str:
+    """The hash of one first-purchase month's retention cohort: fields
+    ``segmentation:segment|n``, the customers buying again in month n (0: the cohort's size).
+    ``month`` counts months since January 1970.
+
+    >>> kpi_cohort_key("streamproc", 2026 * 12 - 1970 * 12 + 2)
+    'sp:kpi:{streamproc}:cohort:2026-03'
+    """
+    year, month0 = divmod(int(month), 12)
+    return f"sp:kpi:{{{validate_name('app id', app_id)}}}:cohort:{1970 + year:04d}-{month0 + 1:02d}"
+
+
+def _iso_day(day: int) -> str:
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()

@@ -31,6 +31,8 @@ class MemoryStore:
         self.tidx: dict[str, tuple[tuple[str, str], ...]] = {}
         # Latest decisions: key -> slot -> record JSON (no expiry: a reader checks expires_at).
         self.latest: dict[str, dict[str, bytes]] = {}
+        # KPI counter hashes: key -> field -> count (no expiry).
+        self.kpis: dict[str, dict[str, int]] = {}
 
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         self.round_trips += 1
@@ -55,6 +57,10 @@ class MemoryStore:
                 self.zsets.get(index, {}).pop(member, None)
             if w.latest:
                 self.latest.setdefault(latest_decisions_key(w.customer_id), {}).update(w.latest)
+            for kpi_key, _, fields in w.kpis:
+                counts = self.kpis.setdefault(kpi_key, {})
+                for name, by in fields:
+                    counts[name] = counts.get(name, 0) + by
         return lost
 
     def _move(self, key: str, new: tuple[str, ...]) -> None:

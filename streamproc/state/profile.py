@@ -70,6 +70,8 @@ class Profile(TypedDict, total=False):
     decisions: dict[str, Any]
     timers: dict[str, dict[str, Any]]
     clock_ms: int
+    # Written by the KPI counter (streamproc.decisions.kpis): what it must remember.
+    kpi: dict[str, Any]
     # Written by the processor: what it applied already (idempotency).
     applied: dict[str, int]
     recent_event_ids: list[str]

@@ -35,14 +35,18 @@ from streamproc.state.keys import (
 )
 
 # KEYS: the customer's hash, one histogram hash per RFM dimension (streamproc.state.keys), the
-# customer's latest decisions (streamproc.decisions.latest), then the timer index
+# customer's latest decisions (streamproc.decisions.latest), then each KPI counter hash the
+# write adds to (streamproc.decisions.kpis), then the timer index
 # (streamproc.decisions.timers) of each entry to add, then of each to remove.
 # ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), the number of
 # histograms N, the customer's new bucket in each ('' when it has none), the customer's timer
 # index entries after the write (field ``tidx``, what an erasure removes), how long the latest
 # decisions must live (ms) and how many there are L, then (slot, record) per latest decision,
-# the number of timer entries to add, then (member, due) per entry to add and the member of
-# each entry to remove.
+# the number of KPI hashes K, then per KPI hash: how long it must live (ms), the number of
+# fields M and (field, increment) per field; the number of timer entries to add, then
+# (member, due) per entry to add and the member of each entry to remove.
+# The KPI increments ride in this write so that they apply exactly when the state change does:
+# a redelivered event changes neither, a refused write is recomputed with its increments.
 # The customer's current buckets live in the hash fields h1..hN, so moving between buckets (and
 # erasing) is exact and idempotent: the histograms count every customer once, updated in the
 # same atomic step as the state; so are the customer's timers and latest decisions.
@@ -84,8 +88,23 @@ end
 if slots > 0 and redis.call('PTTL', latest) < live then
   redis.call('PEXPIRE', latest, live)
 end
-local adds = tonumber(ARGV[arg])
 local k = 3 + n
+local hashes = tonumber(ARGV[arg])
+arg = arg + 1
+for i = 1, hashes do
+  local keep = tonumber(ARGV[arg])
+  local fields = tonumber(ARGV[arg + 1])
+  arg = arg + 2
+  for j = 1, fields do
+    redis.call('HINCRBY', KEYS[k], ARGV[arg], ARGV[arg + 1])
+    arg = arg + 2
+  end
+  if redis.call('PTTL', KEYS[k]) < keep then
+    redis.call('PEXPIRE', KEYS[k], keep)
+  end
+  k = k + 1
+end
+local adds = tonumber(ARGV[arg])
 arg = arg + 1
 for i = 1, adds do
   redis.call('ZADD', KEYS[k], ARGV[arg + 1], ARGV[arg])
@@ -168,6 +187,9 @@ class Write:
     # from now (ms): streamproc.decisions.latest.latest_fields.
     latest: tuple[tuple[str, bytes], ...] = ()
     latest_ttl_ms: int = 0
+    # KPI counter increments (streamproc.decisions.kpis.tally_fields): per counter hash, how
+    # long it must live from now (ms) and (field, increment) pairs.
+    kpis: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,16 +348,20 @@ class RedisStore:
         for w in writes:
             buckets = w.buckets or empty
             adds = [a for _, member, due in w.timers_add for a in (member, due)]
+            kpis = [a for _, ttl, fields in w.kpis
+                    for a in (ttl, len(fields), *(x for pair in fields for x in pair))]
             pipe.evalsha(self._cas.sha,
-                         2 + len(self._histogram_keys) + len(w.timers_add)
+                         2 + len(self._histogram_keys) + len(w.kpis) + len(w.timers_add)
                          + len(w.timers_remove),
                          customer_key(w.customer_id), *self._histogram_keys,
                          latest_decisions_key(w.customer_id),
+                         *(key for key, _, _ in w.kpis),
                          *(key for key, _, _ in w.timers_add),
                          *(key for key, _ in w.timers_remove),
                          w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
                          len(buckets), *buckets, timer_lines(w.timers),
                          w.latest_ttl_ms, len(w.latest), *(x for field in w.latest for x in field),
+                         len(w.kpis), *kpis,
                          len(w.timers_add), *adds, *(member for _, member in w.timers_remove))
 
     def _queue_due(self, pipe: Any, app_id: str, seen: Mapping[int, int],

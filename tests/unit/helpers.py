@@ -21,6 +21,7 @@ TOPIC_OF = {
     "consent_update": SETTINGS.topics.profiles, "erase": SETTINGS.topics.profiles,
     "feedback": SETTINGS.topics.feedback, "slot_request": SETTINGS.topics.browsing,
     "decision_served": SETTINGS.topics.browsing,
+    "survey": SETTINGS.topics.feedback,
 }
 _ids = itertools.count()
 
@@ -46,6 +47,7 @@ def event(type_: str, customer: str = "c1", minute: int = 0, **fields: Any) -> d
         "feedback": {"decision_id": "d1", "outcome": "click"},
         "erase": {},
         "slot_request": {"slot": "homepage_hero", "page": {"page_type": "home"}},
+        "survey": {"score": 9},
     }
     body.update(defaults[type_])
     body.update(fields)

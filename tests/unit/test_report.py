@@ -45,7 +45,8 @@ def test_report_numbers_per_arm() -> None:
     log = join(DECISIONS, FEEDBACK)
     assert log.duplicate_decisions == 1 and log.duplicate_feedback == 1
     assert log.orphan_feedback == 1
-    rows = {(r.experiment, r.arm): r for r in arm_results(log)}
+    rows = {(r.experiment, r.arm): r for r in arm_results(log, min_customers=1,
+                                                             min_conversions=1)}
     control, bandit = rows[("exp", "control")], rows[("exp", "bandit")]
     assert (control.customers, control.decisions) == (2, 2)
     assert control.conversion.value == 0.5
@@ -64,11 +65,13 @@ def test_report_numbers_per_arm() -> None:
     none = rows[("(none)", "thompson-v1")]
     assert (none.customers, none.conversion_uplift) == (1, None)
     # Control sorts first within its experiment; decisions outside experiments come last.
-    assert [r.arm for r in arm_results(log)] == ["control", "bandit", "thompson-v1"]
+    assert [r.arm for r in arm_results(log, min_customers=1, min_conversions=1)] == [
+        "control", "bandit", "thompson-v1"]
 
 
 def test_report_per_segment_and_one_experiment() -> None:
-    rows = arm_results(join(DECISIONS, FEEDBACK), by="segments.rfm", experiment="exp")
+    rows = arm_results(join(DECISIONS, FEEDBACK), by="segments.rfm", experiment="exp",
+                       min_customers=1, min_conversions=1)
     keyed = {(r.arm, r.segment): r for r in rows}
     assert set(keyed) == {("control", "new"), ("control", "loyal"), ("bandit", "new"),
                           ("bandit", "loyal")}
@@ -80,7 +83,7 @@ def test_report_per_segment_and_one_experiment() -> None:
 
 def test_table_and_json_shapes() -> None:
     log = join(DECISIONS, FEEDBACK)
-    rows = arm_results(log)
+    rows = arm_results(log, min_customers=1, min_conversions=1)
     table = render_table(rows, log.notes())
     assert "conversion uplift vs control" in table.splitlines()[0]
     assert "66.67%" in table and "+16.67 pts" in table
@@ -105,3 +108,59 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(LogError, match="cannot read"):
         read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_small_counts_say_not_enough_data_instead_of_a_number() -> None:
+    rows = {r.arm: r for r in arm_results(join(DECISIONS, FEEDBACK), experiment="exp")}
+    bandit = rows["bandit"]
+    assert bandit.status == "not enough data yet"
+    assert bandit.conversion_uplift is None and bandit.revenue_uplift is None
+    assert bandit.as_dict()["uplift"] is None
+    assert rows["control"].status == "control"
+    # Control converts 1 in 2: 10% more needs hundreds of customers an arm.
+    assert bandit.customers_needed is not None and bandit.customers_needed > 300
+    assert bandit.still_needed == bandit.customers_needed - 2
+    assert "not enough data yet" in render_table(list(rows.values()), [])
+
+
+def _experiment(n: int, rates: dict[str, float]) -> tuple[list[dict[str, Any]],
+                                                         list[dict[str, Any]]]:
+    """n customers an arm, one decision each; the first ``rate * n`` of an arm buy 20.0
+    an hour later, and one more buys two days later (outside a one-day window)."""
+    decisions, purchases = [], []
+    for arm, rate in rates.items():
+        for i in range(n):
+            cid = f"{arm}-{i}"
+            decisions.append({"decision_id": f"{arm}{i:04d}", "customer_id": cid,
+                              "ts": "2026-03-01T10:00:00Z", "policy": "x",
+                              "experiment": {"id": "exp", "arm": arm},
+                              "segments": {"rfm": "new"}, "action": {"id": "a"}})
+            if i < rate * n:
+                purchases.append({"customer_id": cid, "ts": "2026-03-01T11:00:00Z",
+                                  "amount": 20.0})
+            elif i == n - 1:
+                purchases.append({"customer_id": cid, "ts": "2026-03-03T11:00:00Z",
+                                  "amount": 99.0})
+    return decisions, purchases
+
+
+def test_attributed_purchases_give_the_control_group_its_conversions() -> None:
+    from streamproc.decisions.kpis import attribute
+
+    decisions, purchases = _experiment(200, {"control": 0.10, "uniform": 0.25, "bandit": 0.30})
+    attributed = attribute(decisions, purchases, 86_400_000)
+    rows = {r.arm: r for r in arm_results(join(decisions, []), attributed=attributed)}
+    assert rows["control"].conversion.value == pytest.approx(0.10)  # no feedback needed
+    assert rows["control"].revenue_per_customer.value == pytest.approx(2.0)
+    uniform = rows["uniform"]
+    assert uniform.status == "ok"
+    assert uniform.conversion_uplift is not None and uniform.revenue_uplift is not None
+    assert uniform.conversion_uplift.value == pytest.approx(0.15)
+    assert 0 < uniform.conversion_uplift.low < 0.15 < uniform.conversion_uplift.high
+    assert uniform.revenue_uplift.value == pytest.approx(3.0)
+    assert uniform.revenue_uplift.low > 0
+    # Personalisation as a whole: both treated arms pooled against control.
+    pooled = rows["(personalised)"]
+    assert (pooled.customers, pooled.conversion.value) == (400, pytest.approx(0.275))
+    assert pooled.conversion_uplift is not None
+    assert pooled.conversion_uplift.value == pytest.approx(0.175)

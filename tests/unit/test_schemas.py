@@ -43,6 +43,7 @@ EXPECTED_TOPICS = {
     "erase": "profiles",
     "consent_update": "profiles",
     "feedback": "feedback",
+    "survey": "feedback",
 }
 
 HOSTILE_IDS = [

@@ -112,9 +112,9 @@ def test_every_event_validates(events: list[SimEvent]) -> None:
         assert TS_FORMAT.match(e.event["ts"]), e.event["ts"]
         assert len(orjson.dumps(e.event)) < Settings().max_event_bytes
     types = Counter(e.event["type"] for e in events)
-    # Not simulated: feedback, erasure, the website's slot requests (requests for a decision,
-    # not customer behaviour) and the HTTP API's record of a decision it served.
-    expected = set(schemas) - {"feedback", "erase", "slot_request", "decision_served"}
+    # Not simulated: feedback, surveys, erasure, the website's slot requests (requests for a
+    # decision, not customer behaviour) and the HTTP API's record of a decision it served.
+    expected = set(schemas) - {"feedback", "survey", "erase", "slot_request", "decision_served"}
     assert set(types) == expected, f"missing {expected - set(types)}"
     assert {e.topic for e in events} == {"browsing", "purchases", "profiles"}
 

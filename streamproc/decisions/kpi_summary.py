@@ -1,0 +1,159 @@
+"""The KPI counters (:mod:`streamproc.decisions.kpis`) as JSON-ready dicts: what
+``streamproc kpis --json`` prints and what the HTTP service will serve at ``/v1/kpis``.
+
+Pure: it takes the counters already read (:func:`streamproc.state.counters.read_counters`)
+and knows nothing of Redis or HTTP. ``by`` picks one segmentation (``rfm``, ``cluster``, ...;
+``all`` for everyone together); rates are ``None`` where their denominator is 0.
+
+>>> days = {20_513: {"all:all|hero:control|hero_default|decisions": 4,
+...                  "all:all|hero:control|hero_default|customers": 2,
+...                  "all:all|hero:control|hero_default|buyers": 1,
+...                  "all:all|hero:control|hero_default|revenue_cents": 1999,
+...                  "all:all|-|-|responses": 2, "all:all|-|-|promoters": 2}}
+>>> out = summarise(days, {})
+>>> row = out["rows"][0]
+>>> row["arm"], row["decisions"], row["conversion"], row["revenue"], row["revenue_per_customer"]
+('hero:control', 4, 0.5, 19.99, 9.995)
+>>> out["days"], out["nps"][0]["nps"]
+(['2026-03-01'], 100.0)
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from streamproc.decisions.kpis import KPIS, NONE_ROW, NPS_KPIS
+
+EPOCH = datetime.date(1970, 1, 1)
+
+
+def iso_day(day: int) -> str:
+    return (EPOCH + datetime.timedelta(days=day)).isoformat()
+
+
+def iso_month(month: int) -> str:
+    year, m = divmod(month, 12)
+    return f"{1970 + year:04d}-{m + 1:02d}"
+
+
+def _ratio(num: float, den: float, digits: int = 6) -> float | None:
+    return round(num / den, digits) if den else None
+
+
+def _split(name: str) -> tuple[str, str, str, str, str] | None:
+    """``segmentation:segment|arm|action|kpi`` -> its five parts (None if malformed)."""
+    parts = name.split("|")
+    if len(parts) != 4:
+        return None
+    segmentation, _, segment = parts[0].partition(":")
+    return segmentation, segment, parts[1], parts[2], parts[3]
+
+
+def _with_rates(row: dict[str, Any]) -> dict[str, Any]:
+    revenue = row.pop("revenue_cents", 0) / 100
+    row["revenue"] = round(revenue, 2)
+    row["open_rate"] = _ratio(row["opens"], row["impressions"])
+    row["click_rate"] = _ratio(row["clicks"], row["impressions"])
+    row["conversion"] = _ratio(row["buyers"], row["customers"])
+    row["revenue_per_customer"] = _ratio(revenue, row["customers"])
+    return row
+
+
+def summarise(days: Mapping[int, Mapping[str, int]], cohorts: Mapping[int, Mapping[str, int]],
+              by: str = "all") -> dict[str, Any]:
+    """Totals over ``days`` per segment (of segmentation ``by``), arm and action; the same per
+    day and arm (every segment and action together); NPS per segment; retention per cohort
+    and segment."""
+    totals: dict[tuple[str, str, str], dict[str, Any]] = {}
+    daily: dict[tuple[int, str], dict[str, Any]] = {}
+    nps: dict[str, dict[str, int]] = {}
+    segmentations: set[str] = set()
+    for day, counts in sorted(days.items()):
+        for name, n in counts.items():
+            parts = _split(name)
+            if parts is None:
+                continue
+            segmentation, segment, arm, action, kpi = parts
+            segmentations.add(segmentation)
+            if arm == NONE_ROW:
+                if segmentation == by and kpi in NPS_KPIS:
+                    row = nps.setdefault(segment, dict.fromkeys(NPS_KPIS, 0))
+                    row[kpi] += n
+                continue
+            if kpi not in KPIS:
+                continue
+            if segmentation == by:
+                key = (segment, arm, action)
+                if key not in totals:
+                    totals[key] = {"segment": segment, "arm": arm, "action": action,
+                                   **dict.fromkeys(KPIS, 0)}
+                totals[key][kpi] += n
+            if segmentation == "all":
+                per_day = daily.setdefault((day, arm), {"day": iso_day(day), "arm": arm,
+                                                        **dict.fromkeys(KPIS, 0)})
+                per_day[kpi] += n
+    return {
+        "days": [iso_day(d) for d in sorted(days)],
+        "by": by,
+        "segmentations": sorted(segmentations),
+        "rows": [_with_rates(totals[k]) for k in sorted(totals)],
+        "daily": [_with_rates(daily[k]) for k in sorted(daily)],
+        "nps": [{"segment": s, **row, "nps": (round(100 * (row["promoters"] - row["detractors"])
+                                                    / row["responses"], 1)
+                                              if row["responses"] else None)}
+                for s, row in sorted(nps.items())],
+        "retention": retention(cohorts, by),
+    }
+
+
+def retention(cohorts: Mapping[int, Mapping[str, int]], by: str = "all") -> list[dict[str, Any]]:
+    """Per cohort (month of first purchase) and segment of ``by``: its size and, for each
+    month n after, the customers who bought again then and their share.
+
+    >>> [row] = retention({674: {"all:all|0": 4, "all:all|2": 1}})
+    >>> row["cohort"], row["segment"], row["customers"], row["months"]
+    ('2026-03', 'all', 4, [{'n': 2, 'customers': 1, 'rate': 0.25}])
+    """
+    out = []
+    for month, counts in sorted(cohorts.items()):
+        per_segment: dict[str, dict[int, int]] = {}
+        for name, n in counts.items():
+            head, _, index = name.rpartition("|")
+            segmentation, _, segment = head.partition(":")
+            if segmentation == by and index.isdigit():
+                per_segment.setdefault(segment, {})[int(index)] = n
+        for segment, months in sorted(per_segment.items()):
+            size = months.get(0, 0)
+            out.append({"cohort": iso_month(month), "segment": segment, "customers": size,
+                        "months": [{"n": i, "customers": months[i],
+                                    "rate": _ratio(months[i], size, 4)}
+                                   for i in sorted(months) if i > 0]})
+    return out
+
+
+def render_kpis(summary: Mapping[str, Any]) -> str:
+    """The summary as tables for people."""
+    if not summary["days"]:
+        return "no KPI counters in Redis yet (are workers running on this app id?)"
+    lines = [f"KPIs of {summary['days'][0]} to {summary['days'][-1]} by {summary['by']} "
+             f"(segmentations: {', '.join(summary['segmentations'])})"]
+    header = ("segment", "arm", "action", "decisions", "customers", "impr", "opens", "clicks",
+              "purchases", "buyers", "revenue", "conversion")
+    table = [header] + [
+        (r["segment"], r["arm"], r["action"], *(f"{r[k]:,}" for k in (
+            "decisions", "customers", "impressions", "opens", "clicks", "purchases", "buyers")),
+         f"{r['revenue']:,.2f}",
+         "-" if r["conversion"] is None else f"{100 * r['conversion']:.2f}%")
+        for r in summary["rows"]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+              for line in table]
+    for row in summary["nps"]:
+        lines.append(f"NPS {row['segment']}: {row['nps']} ({row['responses']:,} responses)")
+    for row in summary["retention"]:
+        months = ", ".join(f"m{m['n']} {100 * (m['rate'] or 0):.1f}%" for m in row["months"])
+        lines.append(f"cohort {row['cohort']} {row['segment']}: {row['customers']:,} "
+                     f"customers; {months or 'no repeat purchase yet'}")
+    return "\n".join(lines)
