@@ -155,7 +155,8 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 def _attributed(settings: Settings, args: argparse.Namespace, log: DecisionLog
                 ) -> dict[str, tuple[int, float]] | None:
     """Purchases attributed to the log's decisions (from --purchases, or the purchases topic
-    when the decisions come from their topic); None with decision files and no purchases."""
+    when the decisions come from their topic); None when no purchase was read (decision files
+    without --purchases, or an empty purchases topic): then feedback says what converted."""
     from streamproc.decisions.decision_log import read_jsonl, read_topic
     from streamproc.decisions.kpis import attribute
 
@@ -172,6 +173,8 @@ def _attributed(settings: Settings, args: argparse.Namespace, log: DecisionLog
                 and r.get("event_id") not in seen):
             seen.add(str(r.get("event_id")))
             purchases.append(r)
+    if not purchases:  # nothing to attribute: the conversions the feedback names count
+        return None
     return attribute(log.decisions, purchases, settings.attribution_hours * 3_600_000)
 
 

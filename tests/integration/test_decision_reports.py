@@ -65,9 +65,11 @@ async def test_report_and_evaluate_read_the_topics(stack_env: Env) -> None:
     assert rows["bandit"]["conversion"]["value"] == pytest.approx(0.5)
     assert rows["bandit"]["click_rate"]["value"] == pytest.approx(0.5)
     assert rows["bandit"]["revenue_per_customer"]["value"] == pytest.approx(10.0)
-    assert rows["bandit"]["uplift"]["conversion"]["value"] == pytest.approx(0.5 - 1 / 8,
-                                                                            abs=1e-6)
-    assert rows["bandit"]["uplift"]["revenue_per_customer"]["value"] == pytest.approx(7.5)
+    # 8 and 16 customers: too few for an honest uplift interval; the report says so and how
+    # many customers the arms still need (the uplift figures are unit-tested in test_report).
+    assert rows["bandit"]["uplift"] is None
+    assert rows["bandit"]["status"] == "not enough data yet"
+    assert rows["bandit"]["still_needed"] > 0
     assert "1 repeated decision records counted once" in out["notes"]
     assert "1 repeated feedback events counted once" in out["notes"]
 

@@ -246,7 +246,10 @@ async def test_feedback_handled_by_two_workers_teaches_one_bandit_that_both_serv
                     "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
                     "STREAMPROC_MODEL_RELOAD_SECONDS": str(RELOAD_S),
                     # A SIGKILLed member would hold its partitions for the 30 s default.
-                    "STREAMPROC_SESSION_TIMEOUT_S": "10"})
+                    "STREAMPROC_SESSION_TIMEOUT_S": "10",
+                    # Step 4 dates its events 10 minutes after the clock on purpose (past the
+                    # feedback's event times): more than the default bound on future times.
+                    "STREAMPROC_MAX_FUTURE_SKEW_S": "900"})
     customers = bandit_customers(env, "sb", PER_PARTITION)
     later = bandit_customers(env, "sb2", 2)
     try:
