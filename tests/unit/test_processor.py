@@ -81,6 +81,31 @@ async def test_a_batch_of_another_topic_read_first_after_a_crash_keeps_the_outbo
     assert again.redelivered == 1 and again.decisions == crashed.decisions
 
 
+async def test_a_redelivery_cut_into_other_batches_publishes_every_unpublished_decision():
+    # A worker wrote a batch of two cart adds and died before publishing their decisions. The
+    # next worker reads the browsing partition again from the committed offset, but cuts its
+    # batches elsewhere: its first batch holds the first cart add and the customer's new
+    # purchase (a change, so a write), its second batch the second cart add. The first write
+    # must keep the second cart add's decision in the outbox for the second batch to publish.
+    proc, store = make()
+    browsing, purchases = Partition(), Partition()
+    adds = [browsing.message(event("cart_add", minute=m)) for m in (1, 2)]
+    crashed = await proc.process(adds)
+    assert len(crashed.decisions) == 2  # ... never published
+    successor, _ = make(store)  # a new worker: nothing cached
+    first = await successor.process([adds[0], purchases.message(event("purchase", minute=3))])
+    second = await successor.process([adds[1]])
+    assert first.redelivered == second.redelivered == 1
+    published = {orjson.loads(v)["decision_id"] for _, v in first.decisions + second.decisions}
+    assert {orjson.loads(v)["decision_id"] for _, v in crashed.decisions} <= published
+    # A later batch of the browsing partition, read past them, drops them from the outbox.
+    await successor.process([browsing.message(event("page_view", minute=4))])
+    found = await store.read_profile("c1")
+    assert found is not None
+    assert not [o for o in found["last_outputs"]
+                if o["record"]["trigger"]["topic"] == adds[0].topic]
+
+
 async def test_producer_duplicate_with_a_new_offset_is_counted_once():
     proc, store = make()
     part = Partition()
