@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, note, settings
 from hypothesis import strategies as st
 
 from streamproc import processor as processor_module
@@ -12,7 +12,7 @@ from streamproc.segments.segmenter import Segmenter
 from streamproc.state.keys import timer_index_key
 from streamproc.state.memory import MemoryStore
 
-from .helpers import SETTINGS, Partition, event, replay_with_redeliveries
+from .helpers import SETTINGS, TOPIC_OF, Partition, event, replay_with_redeliveries
 
 
 def make(store: MemoryStore | None = None, segments: bool = False
@@ -326,3 +326,73 @@ async def test_a_profile_stored_by_an_older_version_is_completed_not_dead_letter
     assert p["counts"]["page_view"] == 4 and p["purchases"]["orders"] == 2
     assert p["purchases"]["total"] == 20.0 + 50.0 and len(p["purchases"]["days"]) == 1
     assert p["activity"] and p["segments"]
+
+
+# Nothing lost: whatever batches a worker cuts, wherever it dies between a batch's state write
+# and its publish, and however far its offsets were committed, every decision whose state
+# write went through is published in the end (again, from the outbox, by whoever reads the
+# batch again). Not shrunk (a failing run's shrinking takes minutes): the steps are noted.
+@settings(max_examples=150, deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(
+    kinds=st.lists(st.sampled_from(["cart_add", "purchase", "page_view", "feedback"]),
+                   min_size=1, max_size=16),
+    customers=st.lists(st.sampled_from(["a", "a", "b"]), min_size=16, max_size=16),
+    data=st.data(),
+)
+async def test_no_decision_is_lost_whatever_the_crashes_and_the_batches(kinds, customers,
+                                                                         data):
+    logs: dict[str, list[RawMessage]] = {}  # per topic (one partition each), in offset order
+    partitions: dict[str, Partition] = {}
+    for i, kind in enumerate(kinds):
+        body = event(kind, customer=customers[i], minute=i)
+        msg = partitions.setdefault(TOPIC_OF[kind], Partition()).message(body)
+        logs.setdefault(msg.topic, []).append(msg)
+    store = MemoryStore()
+    proc, _ = make(store)
+    committed = dict.fromkeys(logs, 0)
+    position = dict(committed)
+    written: set[str] = set()  # decisions of batches whose state write went through
+    published: set[str] = set()
+
+    def ids(decisions: list[tuple[bytes, bytes]]) -> set[str]:
+        return {orjson.loads(v)["decision_id"] for _, v in decisions}
+
+    for _ in range(12):
+        # The next batch: some of what waits on each topic, interleaved in any order.
+        waiting = {t: log[position[t]:] for t, log in logs.items() if position[t] < len(log)}
+        if not waiting:
+            break
+        takes = {t: data.draw(st.integers(0, len(msgs))) for t, msgs in waiting.items()}
+        queues = {t: list(waiting[t][:n]) for t, n in takes.items() if n}
+        batch = []
+        while queues:
+            topic = data.draw(st.sampled_from(sorted(queues)))
+            batch.append(queues[topic].pop(0))
+            if not queues[topic]:
+                del queues[topic]
+        if not batch:
+            continue
+        result = await proc.process(batch)
+        written |= ids(result.decisions)
+        for topic, n in takes.items():
+            position[topic] += n
+        crash, commit = data.draw(st.booleans()), data.draw(st.booleans())
+        note(f"batch {[(m.topic.rsplit('.', 1)[-1], m.offset) for m in batch]}: decisions "
+             f"{sorted(ids(result.decisions))}, " + ("killed before the publish" if crash
+                                                     else "published, committed" if commit
+                                                     else "published"))
+        if crash:  # killed before the publish: a new worker reads again from the commit
+            position = dict(committed)
+            proc, _ = make(store)
+            continue
+        published |= ids(result.decisions)
+        if commit:  # the consumer commits what it has published
+            committed = dict(position)
+    # The last worker reads the rest and lives.
+    rest = [m for t, log in logs.items() for m in log[position[t]:]]
+    if rest:
+        result = await proc.process(rest)
+        written |= ids(result.decisions)
+        published |= ids(result.decisions)
+    assert written <= published, f"written, never published: {written - published}"
