@@ -7,7 +7,9 @@ and a producer duplicate (same event id) are skipped, so a crash, a rebalance or
 double counts. The decisions of a customer's last batch (per input partition) stay in its
 outbox and are published again when that batch is redelivered, so a crash between the state
 write and the publish loses no decision (decision ids are deterministic: consumers see the same
-id twice, never two ids).
+id twice, never two ids). An output leaves the outbox only once a batch read its partition up
+to its offset, so a redelivery cut into other batches than the first time publishes all of it
+(:func:`outbox_keeps`).
 
 Three per-event hooks run after the profile took an event: a :class:`Scorer` (the served
 models: purchase intent, lifetime value, clusters; :mod:`streamproc.learning.scorer`), a
@@ -538,10 +540,12 @@ class Processor:
                 raise _PoisonEventError(event, f"{type(exc).__name__}: {exc}"[:500]) from exc
             out.applied += 1
         if changed:
-            # The outbox keeps, per input partition, the outputs of the last batch that read
-            # it: after a crash, the partitions are read again in any order, and a batch of
-            # another partition must not drop the outputs still to be published again.
-            read = {(e.message.topic, e.message.partition) for e in events}
+            # What the outbox may drop: per input partition, the outputs up to the last offset
+            # this batch read there (see _write).
+            read: dict[tuple[str, int], int] = {}
+            for e in events:
+                place = (e.message.topic, e.message.partition)
+                read[place] = max(read.get(place, -1), e.message.offset)
             self._write(out, cid, p, stored, previous_outbox, read, before, now_ms)
         return out
 
@@ -556,18 +560,14 @@ class Processor:
         return [{"topic": "decisions", "record": record}, *lesson_outputs(event, lessons)]
 
     def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,
-               previous_outbox: list[dict[str, Any]], read: set[tuple[str, int]],
+               previous_outbox: list[dict[str, Any]], read: Mapping[tuple[str, int], int],
                before: set[tuple[int, int, str]], now_ms: int,
                fired: Sequence[tuple[int, int, str]] = ()) -> None:
         """The customer's write (``out.write``), with its outbox: ``out.outputs`` and what the
-        previous outbox keeps, and its decisions as the latest per slot; and what the cache
-        keeps of it (``out.kept``)."""
-        # The outbox keeps, per input partition (and per timer), the outputs of the last batch
-        # that read it: after a crash, the partitions are read again in any order, and a batch
-        # of another partition must not drop the outputs still to be published again.
-        outbox = [o for o in previous_outbox
-                  if (o["record"]["trigger"]["topic"], o["record"]["trigger"]["partition"])
-                  not in read] + out.outputs
+        previous outbox keeps (see :func:`outbox_keeps`; ``read``: the last offset this batch
+        read of each input partition), and its decisions as the latest per slot; and what the
+        cache keeps of it (``out.kept``)."""
+        outbox = [o for o in previous_outbox if outbox_keeps(o, read)] + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
         latest, latest_ttl_ms = latest_fields(
             [o["record"] for o in out.outputs if o["topic"] == "decisions"], now_ms)
@@ -646,7 +646,7 @@ class Processor:
             keep = set(older[max(0, len(older) + len(replaced) - TIMER_OUTBOX_FIRES):])
             self._write(out, cid, p, stored,
                         [o for o in previous_outbox if (g := group(o)) is None or g in keep],
-                        set(), before, now_ms, fired)
+                        {}, before, now_ms, fired)
         return out
 
     def _fire(self, p: Profile, cat: Any, d: timers.Due, entry: dict[str, Any], event: Event,
@@ -705,6 +705,31 @@ class Processor:
                        else entry.get("action"),
                        since=entry["since"], trigger=trigger.id)
         return decided.records
+
+
+def outbox_keeps(output: dict[str, Any], read: Mapping[tuple[str, int], int]) -> bool:
+    """Whether a customer's write keeps ``output`` of its previous outbox, given the last
+    offset the batch read of each input partition (``read``).
+
+    An output stays until a batch read its trigger's partition up to its offset: that batch
+    published it again (a redelivered event publishes what its outbox holds for it), or it was
+    published and its offset committed before. The outputs of later offsets stay, whatever
+    else the write changes. After a crash the next worker reads a partition again from the
+    committed offset in batches cut elsewhere than the dead worker's: its first batch may hold
+    only part of the events whose outputs were never published, and when it changes the
+    customer (with a new event of another partition) the rest must still be there when the
+    next batch reads them again. The outputs of partitions the batch did not read (a timer's
+    among them) stay too.
+
+    >>> out = {"topic": "decisions", "record": {"trigger": {"topic": "browsing",
+    ...                                                     "partition": 1, "offset": 7}}}
+    >>> [outbox_keeps(out, r) for r in ({}, {("browsing", 1): 6}, {("browsing", 1): 7},
+    ...                                 {("browsing", 2): 9}, {("purchases", 1): 9})]
+    [True, True, False, True, True]
+    """
+    trigger = output["record"]["trigger"]
+    last = read.get((trigger["topic"], trigger["partition"]))
+    return last is None or trigger["offset"] > last
 
 
 def upgrade_outbox(outbox: list[Any]) -> list[dict[str, Any]]:

@@ -3,11 +3,12 @@ in a dict for unit tests is :class:`streamproc.state.memory.MemoryStore`).
 
 Each customer is one Redis hash (see :mod:`streamproc.state.keys`) with three fields: ``doc``
 (the profile as JSON), ``ver`` (a version number bumped on every write) and ``outbox`` (the
-decisions made by the last batch that changed the customer, so a redelivered batch can publish
-them again). A batch costs two round trips whatever its size: one pipelined read of every
-customer in it, and one pipelined compare-and-set write (a Lua script per customer, atomic,
-that also keeps the customer's latest decisions), with the query for the timers that came due
-in the same pipeline (:meth:`RedisStore.save_then_due`). The compare-and-set fails when
+decisions and other outputs of the customer's last batch of each input partition, so a
+redelivered batch can publish them again: streamproc.processor.outbox_keeps). A batch costs
+two round trips whatever its size: one pipelined read of every customer in it, and one
+pipelined compare-and-set write (a Lua script per customer, atomic, that also keeps the
+customer's latest decisions), with the query for the timers that came due in the same pipeline
+(:meth:`RedisStore.save_then_due`). The compare-and-set fails when
 another writer changed the customer since the read (a worker that lost the partition in a
 rebalance but has not noticed yet); the processor then reads again and recomputes.
 """

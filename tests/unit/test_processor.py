@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, note, settings
 from hypothesis import strategies as st
 
 from streamproc import processor as processor_module
@@ -12,7 +12,7 @@ from streamproc.segments.segmenter import Segmenter
 from streamproc.state.keys import timer_index_key
 from streamproc.state.memory import MemoryStore
 
-from .helpers import SETTINGS, Partition, event, replay_with_redeliveries
+from .helpers import SETTINGS, TOPIC_OF, Partition, event, replay_with_redeliveries
 
 
 def make(store: MemoryStore | None = None, segments: bool = False
@@ -79,6 +79,31 @@ async def test_a_batch_of_another_topic_read_first_after_a_crash_keeps_the_outbo
     await proc.process([purchases.message(event("purchase", minute=2))])
     again = await proc.process([cart_add])  # the browsing partition is read again
     assert again.redelivered == 1 and again.decisions == crashed.decisions
+
+
+async def test_a_redelivery_cut_into_other_batches_publishes_every_unpublished_decision():
+    # A worker wrote a batch of two cart adds and died before publishing their decisions. The
+    # next worker reads the browsing partition again from the committed offset, but cuts its
+    # batches elsewhere: its first batch holds the first cart add and the customer's new
+    # purchase (a change, so a write), its second batch the second cart add. The first write
+    # must keep the second cart add's decision in the outbox for the second batch to publish.
+    proc, store = make()
+    browsing, purchases = Partition(), Partition()
+    adds = [browsing.message(event("cart_add", minute=m)) for m in (1, 2)]
+    crashed = await proc.process(adds)
+    assert len(crashed.decisions) == 2  # ... never published
+    successor, _ = make(store)  # a new worker: nothing cached
+    first = await successor.process([adds[0], purchases.message(event("purchase", minute=3))])
+    second = await successor.process([adds[1]])
+    assert first.redelivered == second.redelivered == 1
+    published = {orjson.loads(v)["decision_id"] for _, v in first.decisions + second.decisions}
+    assert {orjson.loads(v)["decision_id"] for _, v in crashed.decisions} <= published
+    # A later batch of the browsing partition, read past them, drops them from the outbox.
+    await successor.process([browsing.message(event("page_view", minute=4))])
+    found = await store.read_profile("c1")
+    assert found is not None
+    assert not [o for o in found["last_outputs"]
+                if o["record"]["trigger"]["topic"] == adds[0].topic]
 
 
 async def test_producer_duplicate_with_a_new_offset_is_counted_once():
@@ -301,3 +326,73 @@ async def test_a_profile_stored_by_an_older_version_is_completed_not_dead_letter
     assert p["counts"]["page_view"] == 4 and p["purchases"]["orders"] == 2
     assert p["purchases"]["total"] == 20.0 + 50.0 and len(p["purchases"]["days"]) == 1
     assert p["activity"] and p["segments"]
+
+
+# Nothing lost: whatever batches a worker cuts, wherever it dies between a batch's state write
+# and its publish, and however far its offsets were committed, every decision whose state
+# write went through is published in the end (again, from the outbox, by whoever reads the
+# batch again). Not shrunk (a failing run's shrinking takes minutes): the steps are noted.
+@settings(max_examples=150, deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(
+    kinds=st.lists(st.sampled_from(["cart_add", "purchase", "page_view", "feedback"]),
+                   min_size=1, max_size=16),
+    customers=st.lists(st.sampled_from(["a", "a", "b"]), min_size=16, max_size=16),
+    data=st.data(),
+)
+async def test_no_decision_is_lost_whatever_the_crashes_and_the_batches(kinds, customers,
+                                                                         data):
+    logs: dict[str, list[RawMessage]] = {}  # per topic (one partition each), in offset order
+    partitions: dict[str, Partition] = {}
+    for i, kind in enumerate(kinds):
+        body = event(kind, customer=customers[i], minute=i)
+        msg = partitions.setdefault(TOPIC_OF[kind], Partition()).message(body)
+        logs.setdefault(msg.topic, []).append(msg)
+    store = MemoryStore()
+    proc, _ = make(store)
+    committed = dict.fromkeys(logs, 0)
+    position = dict(committed)
+    written: set[str] = set()  # decisions of batches whose state write went through
+    published: set[str] = set()
+
+    def ids(decisions: list[tuple[bytes, bytes]]) -> set[str]:
+        return {orjson.loads(v)["decision_id"] for _, v in decisions}
+
+    for _ in range(12):
+        # The next batch: some of what waits on each topic, interleaved in any order.
+        waiting = {t: log[position[t]:] for t, log in logs.items() if position[t] < len(log)}
+        if not waiting:
+            break
+        takes = {t: data.draw(st.integers(0, len(msgs))) for t, msgs in waiting.items()}
+        queues = {t: list(waiting[t][:n]) for t, n in takes.items() if n}
+        batch = []
+        while queues:
+            topic = data.draw(st.sampled_from(sorted(queues)))
+            batch.append(queues[topic].pop(0))
+            if not queues[topic]:
+                del queues[topic]
+        if not batch:
+            continue
+        result = await proc.process(batch)
+        written |= ids(result.decisions)
+        for topic, n in takes.items():
+            position[topic] += n
+        crash, commit = data.draw(st.booleans()), data.draw(st.booleans())
+        note(f"batch {[(m.topic.rsplit('.', 1)[-1], m.offset) for m in batch]}: decisions "
+             f"{sorted(ids(result.decisions))}, " + ("killed before the publish" if crash
+                                                     else "published, committed" if commit
+                                                     else "published"))
+        if crash:  # killed before the publish: a new worker reads again from the commit
+            position = dict(committed)
+            proc, _ = make(store)
+            continue
+        published |= ids(result.decisions)
+        if commit:  # the consumer commits what it has published
+            committed = dict(position)
+    # The last worker reads the rest and lives.
+    rest = [m for t, log in logs.items() for m in log[position[t]:]]
+    if rest:
+        result = await proc.process(rest)
+        written |= ids(result.decisions)
+        published |= ids(result.decisions)
+    assert written <= published, f"written, never published: {written - published}"
