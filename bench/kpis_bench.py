@@ -17,31 +17,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import itertools
 import logging
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
 
+from bench.learner_bench import messages
 from streamproc.decisions.kpis import KpiCounter, Tally
 from streamproc.events.codec import RawMessage
 from streamproc.processor import Processor
 from streamproc.segments.segmenter import Segmenter
 from streamproc.settings import Settings
-from streamproc.simulator import Population, generate_events
 from streamproc.state.document import unpack_doc
 from streamproc.state.memory import MemoryStore
 from streamproc.state.profile import Profile
-
-START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 class TimedCounting(KpiCounter):
@@ -70,16 +66,6 @@ class NoCounting(KpiCounter):
     def count_decisions(self, p: Profile, records: Sequence[Mapping[str, Any]], ts_ms: int,
                         tally: Tally) -> None:
         return None
-
-
-def messages(settings: Settings, n: int, customers: int, seed: int) -> list[RawMessage]:
-    population = Population.generate(customers, seed=seed)
-    out = []
-    for i, sim in enumerate(itertools.islice(generate_events(population, START, seed=seed), n)):
-        topic = getattr(settings.topics, sim.topic)
-        out.append(RawMessage(topic, 0, i, sim.event["customer_id"].encode(),
-                              orjson.dumps(sim.event), 0))
-    return out
 
 
 async def run(settings: Settings, msgs: list[RawMessage], size: int, counting: bool | None
