@@ -26,3 +26,7 @@ lint: $(STAMP)  ## ruff and mypy (installs the dev extra)
 	@$(VENV)/bin/python -m pip install --quiet -e '.[dev,test]'
 	$(VENV)/bin/ruff check streamproc tests
 	$(VENV)/bin/mypy streamproc
+
+.PHONY: lock
+lock:  ## regenerate the image's hashed locks from pyproject.toml (pip-compile; needs PyPI)
+	@PYTHON="$(PYTHON)" bash deploy/lock.sh

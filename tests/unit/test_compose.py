@@ -1,5 +1,5 @@
 """The Docker files, checked statically (no Docker engine needed): docker-compose.yml,
-.env.example, deploy/Dockerfile, .dockerignore, deploy/requirements.lock and the topics script.
+.env.example, deploy/Dockerfile, .dockerignore, the hashed locks and the topics script.
 
 They must agree with the code: commands the CLI accepts, settings that exist, the Kafka version
 of the local stack, the dependency ranges of pyproject.toml.
@@ -35,6 +35,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 LOCK = ROOT / "deploy" / "requirements.lock"
+BUILD_LOCK = ROOT / "deploy" / "build-requirements.lock"
 TOPICS_SCRIPT = ROOT / "deploy" / "compose" / "create_topics.py"
 
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -156,18 +157,32 @@ def dockerignore_excludes(relative: str) -> bool:
     return excluded
 
 
-def lock_pins() -> dict[str, tuple[str, Version]]:
-    pins: dict[str, tuple[str, Version]] = {}
-    for line in LOCK.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
+PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#\\]+)")
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+
+
+def lock_entries(path: Path) -> dict[str, tuple[str, Version, list[str]]]:
+    """A pip-compile --generate-hashes file: {canonical name: (name, version, [--hash=...])}.
+    Each requirement is one line continued with backslashes; comments are dropped."""
+    entries: dict[str, tuple[str, Version, list[str]]] = {}
+    text = re.sub(r"\\\n", " ", path.read_text())
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
             continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line)
-        assert match, f"requirements.lock: not an exact name==version pin: {line!r}"
+        assert not line.startswith("-"), \
+            f"{path.name}: {line.split()[0]} would change where pip downloads from or what it does"
+        pin, *options = line.split()
+        match = PIN.fullmatch(pin)
+        assert match, f"{path.name}: not an exact name==version pin: {pin!r}"
         name = canonicalize_name(match[1])
-        assert name not in pins, f"requirements.lock pins {name} twice"
-        pins[name] = (match[1], Version(match[2]))
-    return pins
+        assert name not in entries, f"{path.name} pins {name} twice"
+        entries[name] = (match[1], Version(match[2]), options)
+    return entries
+
+
+def lock_pins(path: Path = LOCK) -> dict[str, tuple[str, Version]]:
+    return {name: (shown, version) for name, (shown, version, _) in lock_entries(path).items()}
 
 
 def pyproject() -> dict[str, Any]:
@@ -320,7 +335,7 @@ def test_healthy_dependencies_have_healthchecks() -> None:
 
 def test_kafka_matches_the_local_stack() -> None:
     kafka = services()["kafka"]
-    image, _, tag = kafka["image"].partition(":")
+    image, _, tag = kafka["image"].partition("@")[0].partition(":")
     assert image == "apache/kafka"
     assert tag == jars.KAFKA_VERSION
     assert (ROOT / "streamproc" / "stack" / f"kafka-{tag}.lock").is_file()
@@ -450,11 +465,64 @@ def test_dockerfile_installs_from_the_lock_without_dependencies() -> None:
 
 
 def test_dockerfile_build_backend_is_pinned_and_in_range() -> None:
-    runs = " ".join(rest for stage in dockerfile_stages() for i, rest in stage if i == "RUN")
-    pinned = dict(re.findall(r"\b(hatchling)==(\S+)", runs))
+    pins = lock_pins(BUILD_LOCK)
     for requirement in map(Requirement, pyproject()["build-system"]["requires"]):
-        assert requirement.name in pinned, f"{requirement.name} is not pinned in the Dockerfile"
-        assert requirement.specifier.contains(pinned[requirement.name])
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in {BUILD_LOCK.name}"
+        assert requirement.specifier.contains(pins[name][1])
+
+
+def test_dockerfile_installs_both_locks_with_their_hashes() -> None:
+    """--require-hashes: pip refuses a file whose sha256 is not in the lock (an altered
+    upload, a mirror serving something else) and a requirement without a hash."""
+    runs = [rest for stage in dockerfile_stages() for i, rest in stage if i == "RUN"]
+    copies = " ".join(rest for stage in dockerfile_stages() for i, rest in stage if i == "COPY")
+    installs = [command for run in runs for command in re.split(r"&&|;", run)
+                if "pip install" in command and re.search(r"-r \S*\.lock", command)]
+    for lock in (LOCK, BUILD_LOCK):
+        assert f"deploy/{lock.name}" in copies, f"{lock.name} is not copied into the image"
+        using = [c for c in installs if re.search(rf"-r \S*/{re.escape(lock.name)}\b", c)]
+        assert using, f"nothing is installed from {lock.name}"
+        for command in using:
+            assert "--require-hashes" in command, f"not checked against its hashes: {command}"
+
+
+PINNED = re.compile(r"[a-z0-9./_-]+:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}")
+
+
+def pulled_images() -> dict[str, str]:
+    """Every image a `docker build` of deploy/Dockerfile or a `docker compose up` pulls, by
+    where it is named: FROM lines (stage names aside), a `# syntax=` frontend, compose's
+    images other than our own build."""
+    found = {}
+    stages = dockerfile_stages()
+    args = {k: v for stage in stages for k, v in docker_args(stage).items()}
+    names: set[str] = set()
+    for n, stage in enumerate(stages):
+        base, *rest = expand_args(next(r for i, r in stage if i == "FROM"), args).split()
+        if base not in names:
+            found[f"deploy/Dockerfile stage {n + 1}"] = base
+        if len(rest) == 2 and rest[0].upper() == "AS":
+            names.add(rest[1])
+    syntax = re.match(r"#\s*syntax\s*=\s*(\S+)", DOCKERFILE.read_text())
+    if syntax:
+        found["deploy/Dockerfile # syntax="] = syntax[1]
+    for name, service in services().items():
+        if not uses_our_image(service):
+            found[f"docker-compose.yml {name}"] = service["image"]
+    return found
+
+
+def test_every_pulled_image_is_pinned_by_digest() -> None:
+    """A tag moves (python:3.11-slim-bookworm is rebuilt for every Debian or Python fix, and
+    anyone who can push to it can change it); a digest is the content. deploy/pin-images.sh
+    writes the digests, with registry access."""
+    images = pulled_images()
+    assert {"deploy/Dockerfile stage 1", "docker-compose.yml kafka",
+            "docker-compose.yml redis"} <= set(images)
+    for where, reference in images.items():
+        assert PINNED.fullmatch(reference), \
+            f"{where}: {reference} is not pinned as name:tag@sha256:<digest> (deploy/pin-images.sh)"
 
 
 def test_build_context_holds_what_the_image_needs_and_nothing_private() -> None:
@@ -521,6 +589,39 @@ def test_lock_has_no_test_tools() -> None:
     pins = lock_pins()
     for text in pyproject()["project"]["optional-dependencies"]["test"]:
         assert canonicalize_name(Requirement(text).name) not in pins, text
+
+
+def hash_problems(lock: Path) -> list[str]:
+    """What stops pip's --require-hashes on ``lock``: a requirement without a sha256, or with
+    one that is malformed or given twice."""
+    problems = []
+    for name, (_, version, options) in lock_entries(lock).items():
+        hashes = [o for o in options if o.startswith("--hash=")]
+        if not hashes:
+            problems.append(f"{name}=={version} has no --hash")
+        problems += [f"{name}: not a sha256 hash: {o!r}" for o in options if not HASH.fullmatch(o)]
+        if len(set(hashes)) != len(hashes):
+            problems.append(f"{name}: a hash given twice")
+    return problems
+
+
+@pytest.mark.parametrize("lock", [LOCK, BUILD_LOCK], ids=lambda p: p.name)
+def test_lock_has_a_sha256_for_every_requirement(lock: Path) -> None:
+    """deploy/lock.sh (pip-compile --generate-hashes) writes a hash of every file PyPI has for
+    each pinned version; a line edited by hand without one makes the image build fail."""
+    assert lock_entries(lock)
+    assert hash_problems(lock) == []
+
+
+def test_a_requirement_without_its_hash_is_found(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements.lock"
+    good = "--hash=sha256:" + "ab" * 32
+    lock.write_text(f"six==1.17.0 \\\n    {good}\n    # via x\n"
+                    "orjson==3.13.0\n    # via y\n"
+                    f"numpy==2.4.6 --hash=sha256:abc {good} {good}\n")
+    assert hash_problems(lock) == ["orjson==3.13.0 has no --hash",
+                                   "numpy: not a sha256 hash: '--hash=sha256:abc'",
+                                   "numpy: a hash given twice"]
 
 
 # --- the worker's web server and healthcheck ---------------------------------------------------
