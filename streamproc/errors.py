@@ -72,11 +72,29 @@ def masked_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def redis_credentials_refused(url: str, exc: BaseException) -> str:
+    """What to say when Redis answered but refused the login (a wrong password, an unknown or
+    disabled ACL user, a password missing): no retry or restart cures it, and "is it up?" would
+    send people looking in the wrong place. The password is masked, the user name kept.
+
+    >>> print(redis_credentials_refused("redis://app:s3cret@cache:6379/0",
+    ...       OSError("WRONGPASS invalid username-password pair or user is disabled.")))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Redis at redis://app:***@cache:6379/0 refused the credentials (WRONGPASS invalid
+    username-password pair or user is disabled.): check the user name and password in
+    STREAMPROC_REDIS_URL or STREAMPROC_REDIS_URL_FILE (redis://user:password@host:port/db)
+    """
+    return (f"Redis at {masked_url(url)} refused the credentials ({exc}): check the user name "
+            "and password in STREAMPROC_REDIS_URL or STREAMPROC_REDIS_URL_FILE "
+            "(redis://user:password@host:port/db)")
+
+
 def redis_unreachable(url: str, exc: BaseException, *, why: str = "", otherwise: str = "",
                       kind: type[StreamprocError] = StreamprocError) -> StreamprocError:
     """The error (a ``kind``) for a Redis that does not answer: where (credentials left out),
     the client's reason, ``why`` the command needs it, and what to do (``otherwise``: a way
-    around it).
+    around it). A Redis that answered but refused the credentials gets
+    ``redis_credentials_refused``'s message instead.
 
     >>> print(redis_unreachable("redis://:pw@127.0.0.1:1/0", OSError("refused"),
     ...                         why="the workers' heartbeats live there"))
@@ -86,7 +104,16 @@ Is the stack up? Run `streamproc stack up` or set STREAMPROC_REDIS_URL
     ...                         otherwise="give --bandit-snapshot FILE"))
     cannot reach Redis at redis://h:6379/0 (refused). Is the stack up? Run `streamproc stack up`, \
 set STREAMPROC_REDIS_URL, or give --bandit-snapshot FILE
+    >>> from redis.exceptions import AuthenticationError
+    >>> print(redis_unreachable("redis://u:pw@h:6379/0", AuthenticationError("WRONGPASS ...")))
+    ... # doctest: +ELLIPSIS
+    Redis at redis://u:***@h:6379/0 refused the credentials (WRONGPASS ...): check the user ...
     """
+    # Imported here: redis-py takes 0.4 s to import, and every command imports this module.
+    from redis.exceptions import AuthenticationError
+
+    if isinstance(exc, AuthenticationError):
+        return kind(redis_credentials_refused(url, exc))
     fixes = ["Run `streamproc stack up`", "set STREAMPROC_REDIS_URL"]
     fixes += [otherwise] if otherwise else []
     fix = " or ".join(fixes) if len(fixes) == 2 else f"{', '.join(fixes[:-1])}, or {fixes[-1]}"

@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from streamproc.api.access import (
     OPEN_SITE,
@@ -53,7 +53,7 @@ from streamproc.decisions import exposure
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.latest import RedisLatest
 from streamproc.decisions.record import iso_ms
-from streamproc.errors import StreamprocError
+from streamproc.errors import StreamprocError, masked_url, redis_credentials_refused
 from streamproc.kafka_options import kafka_options
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer
@@ -488,6 +488,9 @@ async def readyz(request: web.Request) -> web.Response:
         assert api.redis is not None
         async with asyncio.timeout(1):
             await api.redis.ping()
+    except AuthenticationError:
+        problems.append("Redis: credentials refused (check STREAMPROC_REDIS_URL or "
+                        "STREAMPROC_REDIS_URL_FILE)")
     except Exception as exc:
         problems.append(f"Redis: {type(exc).__name__}")
     return _json({"ready": not problems, "problems": problems}, 503 if problems else 200)
@@ -562,8 +565,26 @@ def build_app(settings: Settings, clock_ms: Callable[[], int] = now_ms) -> web.A
     return app
 
 
+async def check_redis_login(settings: Settings, timeout_s: float = 2.0) -> None:
+    """Raise StreamprocError, with what to check, when Redis refuses the credentials: the API
+    would answer neutral decisions for ever without a word. A Redis that does not answer is no
+    error here: the API starts and serves neutral decisions until it does (/readyz says so)."""
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=timeout_s,
+                               socket_timeout=timeout_s)
+    try:
+        await client.ping()
+    except AuthenticationError as exc:
+        raise StreamprocError(redis_credentials_refused(settings.redis_url, exc)) from None
+    except (RedisError, OSError) as exc:
+        log.warning("Redis at %s does not answer (%s): decisions are neutral until it does",
+                    masked_url(settings.redis_url), exc)
+    finally:
+        await client.aclose()
+
+
 def run(settings: Settings) -> None:
     """Serve until interrupted (SIGINT or SIGTERM)."""
+    asyncio.run(check_redis_login(settings))
     app = build_app(settings)
     log.info("streamproc API on http://%s:%d (deadline %d ms, %s)", settings.api_host,
              settings.api_port, settings.api_deadline_ms,

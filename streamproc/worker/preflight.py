@@ -25,7 +25,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from streamproc.errors import UnreachableError, masked_url
+from streamproc.errors import UnreachableError, masked_url, redis_credentials_refused
 from streamproc.kafka_options import kafka_options, security_options
 from streamproc.settings import Settings
 
@@ -219,6 +219,14 @@ async def check_dependencies(settings: Settings) -> None:
     timeout = settings.startup_timeout_s
     kafka_options(settings)  # a TLS file that cannot be used: ConfigError now, not retried
     refused: list[BaseException] = []
+    redis_refused: list[BaseException] = []
+
+    async def redis_attempt(t: float) -> None:
+        try:
+            await ping_redis(settings.redis_url, t)
+        except redis.exceptions.AuthenticationError as exc:
+            redis_refused.append(exc)
+            raise
 
     async def kafka_attempt(t: float) -> None:
         try:
@@ -233,13 +241,14 @@ async def check_dependencies(settings: Settings) -> None:
     kafka_log.setLevel(logging.CRITICAL)
     try:
         redis_error, kafka_error = await asyncio.gather(
-            retry_until("Redis", lambda t: ping_redis(settings.redis_url, t), timeout,
-                        final=_FINAL_REDIS_ERRORS),
+            retry_until("Redis", redis_attempt, timeout, final=_FINAL_REDIS_ERRORS),
             retry_until("Kafka", kafka_attempt, timeout, final=_FINAL_KAFKA_ERRORS))
     finally:
         kafka_log.setLevel(level)
     problems = []
-    if redis_error is not None:
+    if redis_refused:
+        problems.append(redis_credentials_refused(settings.redis_url, redis_refused[-1]))
+    elif redis_error is not None:
         problems.append(redis_advice(settings, redis_error, timeout))
     if refused:
         problems.append(kafka_refusal_advice(settings, refused[-1]))
