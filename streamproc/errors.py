@@ -89,12 +89,65 @@ def redis_credentials_refused(url: str, exc: BaseException) -> str:
             "(redis://user:password@host:port/db)")
 
 
+def redis_tls_failed(url: str, exc: BaseException) -> str:
+    """What to say when the TLS handshake with a ``rediss://`` server failed: the server's
+    certificate is not signed by a CA the client trusts, or the server wants a client
+    certificate; retrying does not help either.
+
+    >>> print(redis_tls_failed("rediss://:pw@cache:6380/0", OSError("CERTIFICATE_VERIFY_FAILED")))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Redis at rediss://:***@cache:6380/0 failed the TLS handshake (CERTIFICATE_VERIFY_FAILED):
+    check STREAMPROC_REDIS_SSL_CAFILE (the CA that signed the server's certificate), and
+    STREAMPROC_REDIS_SSL_CERTFILE with STREAMPROC_REDIS_SSL_KEYFILE when the server asks for a
+    client certificate (tls-auth-clients)
+    """
+    return (f"Redis at {masked_url(url)} failed the TLS handshake ({exc}): check "
+            "STREAMPROC_REDIS_SSL_CAFILE (the CA that signed the server's certificate), and "
+            "STREAMPROC_REDIS_SSL_CERTFILE with STREAMPROC_REDIS_SSL_KEYFILE when the server asks "
+            "for a client certificate (tls-auth-clients)")
+
+
+def redis_tls_closed(url: str, exc: BaseException) -> str:
+    """What to say when a ``rediss://`` server closed the connection as it opened: with TLS 1.3
+    a server that requires a client certificate (``tls-auth-clients yes``) accepts the
+    handshake and then closes the connection of a client that sent none, or one it does not
+    trust; the client only sees the reset."""
+    return (f"Redis at {masked_url(url)} closed the TLS connection at once ({exc}): a server "
+            "that requires client certificates (tls-auth-clients yes) does that to a client "
+            "without one it trusts: check STREAMPROC_REDIS_SSL_CERTFILE and "
+            "STREAMPROC_REDIS_SSL_KEYFILE (a certificate signed by the CA of the server's "
+            "tls-ca-cert-file)")
+
+
+def redis_refusal(url: str, exc: BaseException) -> str | None:
+    """The message when Redis answered and refused (the credentials, the TLS handshake, or a
+    TLS connection closed at once for want of a client certificate), which no retry cures;
+    None for any other error (not reachable, timed out, ...)."""
+    # Imported here: redis-py takes 0.4 s to import, and every command imports this module.
+    import ssl
+
+    from redis.exceptions import AuthenticationError
+
+    tls = urlsplit(url).scheme == "rediss"
+    cause: BaseException | None = exc
+    while cause is not None:  # redis-py wraps the socket's error in its ConnectionError
+        if isinstance(cause, AuthenticationError):
+            return redis_credentials_refused(url, exc)
+        if isinstance(cause, ssl.SSLError) or "[SSL" in str(cause):
+            return redis_tls_failed(url, exc)
+        if tls and (isinstance(cause, ConnectionResetError)
+                    or "Connection reset by peer" in str(cause)):
+            return redis_tls_closed(url, exc)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def redis_unreachable(url: str, exc: BaseException, *, why: str = "", otherwise: str = "",
                       kind: type[StreamprocError] = StreamprocError) -> StreamprocError:
     """The error (a ``kind``) for a Redis that does not answer: where (credentials left out),
     the client's reason, ``why`` the command needs it, and what to do (``otherwise``: a way
-    around it). A Redis that answered but refused the credentials gets
-    ``redis_credentials_refused``'s message instead.
+    around it). A Redis that answered but refused the credentials or the TLS handshake gets
+    ``redis_refusal``'s message instead.
 
     >>> print(redis_unreachable("redis://:pw@127.0.0.1:1/0", OSError("refused"),
     ...                         why="the workers' heartbeats live there"))
@@ -109,11 +162,9 @@ set STREAMPROC_REDIS_URL, or give --bandit-snapshot FILE
     ... # doctest: +ELLIPSIS
     Redis at redis://u:***@h:6379/0 refused the credentials (WRONGPASS ...): check the user ...
     """
-    # Imported here: redis-py takes 0.4 s to import, and every command imports this module.
-    from redis.exceptions import AuthenticationError
-
-    if isinstance(exc, AuthenticationError):
-        return kind(redis_credentials_refused(url, exc))
+    refused = redis_refusal(url, exc)
+    if refused is not None:
+        return kind(refused)
     fixes = ["Run `streamproc stack up`", "set STREAMPROC_REDIS_URL"]
     fixes += [otherwise] if otherwise else []
     fix = " or ".join(fixes) if len(fixes) == 2 else f"{', '.join(fixes[:-1])}, or {fixes[-1]}"

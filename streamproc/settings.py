@@ -190,6 +190,13 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_SSL_KEY_PASSWORD", "", "password of KAFKA_SSL_KEYFILE when it is encrypted"),
     ("KAFKA_SSL_CHECK_HOSTNAME", "true",
      "check that a broker's certificate names the host connected to (true or false)"),
+    ("REDIS_SSL_CAFILE", "",
+     "PEM file of the CA(s) the Redis server's certificate is checked against (rediss:// URLs); "
+     "empty: the system's CAs"),
+    ("REDIS_SSL_CERTFILE", "",
+     "PEM file of this client's certificate, for a Redis that asks for one (tls-auth-clients); "
+     "needs REDIS_SSL_KEYFILE"),
+    ("REDIS_SSL_KEYFILE", "", "PEM file of this client's private key (rediss:// mutual TLS)"),
     ("MAX_FUTURE_SKEW_S", "300",
      "an event dated more than this many seconds after its Kafka record's timestamp goes to "
      "the dead-letter topic (reason future_timestamp): one wrong clock must not move the "
@@ -326,6 +333,9 @@ class Settings:
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: str = field(default="", repr=False)
     kafka_ssl_check_hostname: bool = True
+    redis_ssl_cafile: Path | None = None
+    redis_ssl_certfile: Path | None = None
+    redis_ssl_keyfile: Path | None = None
     max_future_skew_s: int = 300
     kpi_days: int = 90
     attribution_hours: int = 72
@@ -438,6 +448,9 @@ class Settings:
             kafka_ssl_keyfile=_path(get("KAFKA_SSL_KEYFILE")),
             kafka_ssl_key_password=env.get(ENV_PREFIX + "KAFKA_SSL_KEY_PASSWORD", ""),
             kafka_ssl_check_hostname=_bool(get, "KAFKA_SSL_CHECK_HOSTNAME"),
+            redis_ssl_cafile=_path(get("REDIS_SSL_CAFILE")),
+            redis_ssl_certfile=_path(get("REDIS_SSL_CERTFILE")),
+            redis_ssl_keyfile=_path(get("REDIS_SSL_KEYFILE")),
             max_future_skew_s=_int(get, "MAX_FUTURE_SKEW_S", 0, 7 * 86_400),
             kpi_days=_int(get, "KPI_DAYS", 1, 3660),
             attribution_hours=_int(get, "ATTRIBUTION_HOURS", 1, 24 * 366),
@@ -503,6 +516,16 @@ class Settings:
                               "STREAMPROC_KAFKA_SASL_USERNAME and STREAMPROC_KAFKA_SASL_PASSWORD")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ConfigError("STREAMPROC_KAFKA_SSL_CERTFILE and STREAMPROC_KAFKA_SSL_KEYFILE go "
+                              "together (a client certificate and its private key)")
+        redis_tls = {"STREAMPROC_REDIS_SSL_CAFILE": self.redis_ssl_cafile,
+                     "STREAMPROC_REDIS_SSL_CERTFILE": self.redis_ssl_certfile,
+                     "STREAMPROC_REDIS_SSL_KEYFILE": self.redis_ssl_keyfile}
+        given = [name for name, path in redis_tls.items() if path is not None]
+        if given and urlsplit(self.redis_url).scheme != "rediss":
+            raise ConfigError(f"{given[0]} is for Redis over TLS: STREAMPROC_REDIS_URL="
+                              f"{masked_url(self.redis_url)!r} should be rediss://host:port/db")
+        if (self.redis_ssl_certfile is None) != (self.redis_ssl_keyfile is None):
+            raise ConfigError("STREAMPROC_REDIS_SSL_CERTFILE and STREAMPROC_REDIS_SSL_KEYFILE go "
                               "together (a client certificate and its private key)")
 
     def api_write_keys(self) -> dict[str, str]:

@@ -53,11 +53,12 @@ from streamproc.decisions import exposure
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.latest import RedisLatest
 from streamproc.decisions.record import iso_ms
-from streamproc.errors import StreamprocError, masked_url, redis_credentials_refused
+from streamproc.errors import StreamprocError, masked_url, redis_refusal
 from streamproc.kafka_options import kafka_options
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import BatchResult, default_engine, erase_customer
+from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc
 from streamproc.state.keys import validate_customer_id
@@ -124,8 +125,8 @@ class Api:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, app: web.Application) -> None:
-        self.redis = with_hiredis_packing(aioredis.from_url(
-            self.settings.redis_url, decode_responses=False, socket_connect_timeout=1,
+        self.redis = with_hiredis_packing(redis_client(
+            self.settings, decode_responses=False, socket_connect_timeout=1,
             socket_timeout=2, health_check_interval=30))
         self.store = RedisStore(self.redis)
         self.scorer = IntentScorer(self.settings, RedisModelStore(self.redis, self.settings.app_id),
@@ -566,16 +567,17 @@ def build_app(settings: Settings, clock_ms: Callable[[], int] = now_ms) -> web.A
 
 
 async def check_redis_login(settings: Settings, timeout_s: float = 2.0) -> None:
-    """Raise StreamprocError, with what to check, when Redis refuses the credentials: the API
-    would answer neutral decisions for ever without a word. A Redis that does not answer is no
-    error here: the API starts and serves neutral decisions until it does (/readyz says so)."""
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=timeout_s,
-                               socket_timeout=timeout_s)
+    """Raise StreamprocError, with what to check, when Redis refuses the credentials or the
+    TLS handshake: the API would answer neutral decisions for ever without a word. A Redis
+    that does not answer is no error here: the API starts and serves neutral decisions until
+    it does (/readyz says so)."""
+    client = redis_client(settings, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         await client.ping()
-    except AuthenticationError as exc:
-        raise StreamprocError(redis_credentials_refused(settings.redis_url, exc)) from None
     except (RedisError, OSError) as exc:
+        refused = redis_refusal(settings.redis_url, exc)
+        if refused is not None:
+            raise StreamprocError(refused) from None
         log.warning("Redis at %s does not answer (%s): decisions are neutral until it does",
                     masked_url(settings.redis_url), exc)
     finally:

@@ -50,6 +50,7 @@ from streamproc.benchmark.stages import (
 )
 from streamproc.benchmark.workers import BARE_FAUST, PIPELINE, BenchError, profiled
 from streamproc.errors import redis_unreachable, shown_url
+from streamproc.redis_options import redis_options
 from streamproc.settings import Settings, Topics
 from streamproc.simulator import Population, generate_events
 from streamproc.stack import ensure_topics
@@ -128,10 +129,10 @@ class RedisGuard:
     bench refuses it even with ``--flush``.
     """
 
-    def __init__(self, url: str, db: int) -> None:
+    def __init__(self, url: str, db: int, **options: Any) -> None:
         self.url = shown_url(url)
         self.db = db
-        self.client = aioredis.from_url(url, decode_responses=False)
+        self.client = aioredis.from_url(url, decode_responses=False, **options)
         self.token = f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}"
 
     async def acquire(self, flush: bool) -> dict[str, Any]:
@@ -197,7 +198,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self.partitions = options.partitions or base.partitions
         self.redis_url = with_db(base.redis_url, options.redis_db)
-        self.guard = RedisGuard(self.redis_url, options.redis_db)
+        self.guard = RedisGuard(self.redis_url, options.redis_db, **redis_options(base))
         # Made in run(): aiokafka clients need the running loop, and nothing is left behind
         # when the bench refuses its Redis database.
         self.probe: KafkaProbe

@@ -158,7 +158,7 @@ async def _read_profile(settings: Settings, customer_id: str) -> dict[str, Any] 
     from streamproc.state.store import RedisStore
 
     validate_customer_id(customer_id)
-    store = RedisStore.from_url(settings.redis_url)
+    store = RedisStore.from_settings(settings)
     try:
         found = await store.read_profile(customer_id)
         if found is not None:  # everything stored about the customer: expired ones too
@@ -202,7 +202,7 @@ async def _forget(settings: Settings, customer_id: str) -> int:
 
     validate_customer_id(customer_id)
     erasure = BatchResult()
-    store = RedisStore.from_url(settings.redis_url)
+    store = RedisStore.from_settings(settings)
     try:
         deleted = await erase_customer(store, customer_id, f"forget-{uuid.uuid4()}",
                                        time.time_ns() // 1_000_000, None, erasure)
@@ -248,11 +248,10 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _read_snapshot(settings: Settings) -> bytes | None:
-    import redis.asyncio as aioredis
-
     from streamproc.learning.modelstore import RedisModelStore
+    from streamproc.redis_options import redis_client
 
-    client = aioredis.from_url(settings.redis_url, decode_responses=False)
+    client = redis_client(settings, decode_responses=False)
     try:
         return await RedisModelStore(client, settings.app_id).get("serving")
     finally:

@@ -82,14 +82,14 @@ def read_bandit(blob: bytes, settings: Settings) -> tuple[ThompsonChooser, dict[
 async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[str, Any]]:
     """The bandit the workers serve: in the learner's model snapshot in Redis; a clear error
     when there is none."""
-    import redis.asyncio as aioredis
     import redis.exceptions
 
     from streamproc.errors import StreamprocError, masked_url, redis_unreachable
     from streamproc.learning.modelstore import RedisModelStore
+    from streamproc.redis_options import redis_client
     from streamproc.state.keys import model_key
 
-    client = aioredis.from_url(settings.redis_url, decode_responses=False)
+    client = redis_client(settings, decode_responses=False)
     try:
         blob = await RedisModelStore(client, settings.app_id).get("serving")
     except redis.exceptions.ConnectionError as exc:
@@ -194,18 +194,25 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.exceptions
+
     from streamproc.decisions.kpi_summary import render_kpis, summarise
+    from streamproc.errors import redis_unreachable
     from streamproc.state.counters import read_counters
     from streamproc.state.store import RedisStore
 
     async def read() -> Any:
-        store = RedisStore.from_url(settings.redis_url)
+        store = RedisStore.from_settings(settings)
         try:
             return await read_counters(store.client, settings.app_id, args.days)
         finally:
             await store.close()
 
-    counters = asyncio.run(read())
+    try:
+        counters = asyncio.run(read())
+    except redis.exceptions.ConnectionError as exc:
+        raise redis_unreachable(settings.redis_url, exc,
+                                why="the KPI counters live there") from None
     summary = summarise(counters.days, counters.cohorts, args.by)
     if args.json:
         _print_json(summary)

@@ -24,6 +24,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
+from streamproc.redis_options import redis_options
+from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc, unpack_outbox
 from streamproc.state.keys import (
     HISTOGRAMS,
@@ -294,9 +296,17 @@ class RedisStore:
         self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(with_hiredis_packing(
-            aioredis.from_url(url, decode_responses=False, health_check_interval=30)))
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """A store on ``url``; ``options`` are redis-py's (the TLS ones of
+        ``redis_options``)."""
+        return cls(with_hiredis_packing(aioredis.from_url(
+            url, decode_responses=False, health_check_interval=30, **options)))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStore:
+        """The store every streamproc process uses: ``STREAMPROC_REDIS_URL`` with its TLS
+        settings."""
+        return cls.from_url(settings.redis_url, **redis_options(settings))
 
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         pipe = self.client.pipeline(transaction=False)

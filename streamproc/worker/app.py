@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.events.codec import RawMessage
@@ -30,6 +29,7 @@ from streamproc.learning.learner import Learner, run_learner
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer, ServedModels
 from streamproc.processor import Processor, default_engine
+from streamproc.redis_options import redis_client
 from streamproc.segments.segmenter import Segmenter
 from streamproc.settings import Settings
 from streamproc.state.store import RedisStore, Store
@@ -119,7 +119,7 @@ def create_app(
     inputs = app.topic(*topics.inputs, key_type=bytes, value_type=bytes)
     # Outputs go through a plain aiokafka producer (streamproc.worker.emitter says why not Faust's).
     out = emitter or KafkaEmitter(settings)
-    make_store = store_factory or (lambda: RedisStore.from_url(settings.redis_url))
+    make_store = store_factory or (lambda: RedisStore.from_settings(settings))
     stats = BatchStats()
     learners: list[Learner] = []  # this worker's learner, once its task made it
     metrics = WorkerMetrics(scorer=lambda: worker.scorer,
@@ -214,7 +214,7 @@ async def serve_learner(
     """Take part in the learner group until cancelled (a worker's task) or ``stop`` is set
     (``streamproc learner``); the learner's last snapshot is written on the way out.
     ``on_start`` receives the learner (the worker's metrics read its lag)."""
-    store = RedisStore.from_url(settings.redis_url)
+    store = RedisStore.from_settings(settings)
     learner = Learner(settings, RedisModelStore(store.client, settings.app_id),
                       on_publish=on_publish)
     if on_start is not None:
@@ -233,8 +233,8 @@ def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,
     ones the worker stops, which leaves the group, so that a worker that can reach Redis takes
     its partitions."""
     # A client of its own, with short timeouts: a probe must answer while Redis hangs.
-    client = aioredis.from_url(settings.redis_url, socket_timeout=web.PROBE_TIMEOUT_S,
-                               socket_connect_timeout=web.PROBE_TIMEOUT_S)
+    client = redis_client(settings, socket_timeout=web.PROBE_TIMEOUT_S,
+                          socket_connect_timeout=web.PROBE_TIMEOUT_S)
     beat = heartbeat.Heartbeat(settings.app_id, worker_id, stats)
     kafka = web.KafkaProbe(settings, settings.topics.browsing)
     if web_enabled:

@@ -15,7 +15,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import create_conn
@@ -25,8 +24,9 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from streamproc.errors import UnreachableError, masked_url, redis_credentials_refused
+from streamproc.errors import UnreachableError, masked_url, redis_refusal
 from streamproc.kafka_options import kafka_options, security_options
+from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ _FINAL_REDIS_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.Re
 # A broker that refused the credentials or the TLS handshake refuses them again.
 _FINAL_KAFKA_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError,
                        IllegalSaslStateError, ssl.SSLError)
+
+
+class RedisRefusedError(Exception):
+    """Redis answered and refused the credentials or the TLS handshake: not retried."""
 
 
 def redacted(url: str) -> str:
@@ -118,8 +122,8 @@ def kafka_refusal_advice(settings: Settings, exc: BaseException) -> str:
             "STREAMPROC_KAFKA_SASL_PASSWORD and STREAMPROC_KAFKA_SASL_MECHANISM")
 
 
-async def ping_redis(url: str, timeout_s: float) -> None:
-    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+async def ping_redis(settings: Settings, timeout_s: float) -> None:
+    client = redis_client(settings, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         await asyncio.wait_for(client.ping(), timeout_s)
     finally:
@@ -219,14 +223,17 @@ async def check_dependencies(settings: Settings) -> None:
     timeout = settings.startup_timeout_s
     kafka_options(settings)  # a TLS file that cannot be used: ConfigError now, not retried
     refused: list[BaseException] = []
-    redis_refused: list[BaseException] = []
+    redis_refused: list[str] = []
 
     async def redis_attempt(t: float) -> None:
         try:
-            await ping_redis(settings.redis_url, t)
-        except redis.exceptions.AuthenticationError as exc:
-            redis_refused.append(exc)
-            raise
+            await ping_redis(settings, t)
+        except Exception as exc:
+            said = redis_refusal(settings.redis_url, exc)
+            if said is None:
+                raise
+            redis_refused.append(said)
+            raise RedisRefusedError(said) from None
 
     async def kafka_attempt(t: float) -> None:
         try:
@@ -241,13 +248,14 @@ async def check_dependencies(settings: Settings) -> None:
     kafka_log.setLevel(logging.CRITICAL)
     try:
         redis_error, kafka_error = await asyncio.gather(
-            retry_until("Redis", redis_attempt, timeout, final=_FINAL_REDIS_ERRORS),
+            retry_until("Redis", redis_attempt, timeout,
+                        final=(*_FINAL_REDIS_ERRORS, RedisRefusedError)),
             retry_until("Kafka", kafka_attempt, timeout, final=_FINAL_KAFKA_ERRORS))
     finally:
         kafka_log.setLevel(level)
     problems = []
     if redis_refused:
-        problems.append(redis_credentials_refused(settings.redis_url, redis_refused[-1]))
+        problems.append(redis_refused[-1])
     elif redis_error is not None:
         problems.append(redis_advice(settings, redis_error, timeout))
     if refused:

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -26,6 +25,7 @@ from aiokafka.errors import (
 
 from streamproc.errors import StreamprocError, masked_url, redis_unreachable
 from streamproc.kafka_options import kafka_options
+from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
 from streamproc.tail import topic_partitions
 from streamproc.worker.heartbeat import STALE_AFTER_S, TTL_S, WorkerBeat, read_beats
@@ -167,7 +167,7 @@ def build_status(settings: Settings, now: float, workers: list[WorkerBeat],
 
 async def collect_status(settings: Settings) -> Status:
     """Everything ``streamproc status`` shows; a clear error when Kafka or Redis is away."""
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings, socket_timeout=5, socket_connect_timeout=5)
     try:
         workers = await read_beats(client, settings.app_id)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
