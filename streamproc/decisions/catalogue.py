@@ -335,6 +335,9 @@ def _check_trigger(check: _Check, loc: str, t: dict[str, Any], slots: Mapping[st
     if "segment_entry" in t:
         entry = t["segment_entry"]
         name, segment = entry["segmentation"], entry["segment"]
+        problem = check.sensitive.problem(f"segments.{name}.{segment}", f"{loc}.segment_entry")
+        if problem:  # entering custom.diabetics reveals what the rule is about
+            check.problems.append(problem)
         if not name.startswith(CUSTOM_PREFIX) and name not in SEGMENTATIONS:
             check.problems.append(f"{loc}.segment_entry.segmentation: unknown segmentation "
                                   f"{name!r}; known: {', '.join(SEGMENTATIONS)}, custom.<name>")

@@ -156,12 +156,15 @@ def test_every_place_of_the_catalogue_is_checked() -> None:
     offer["requires"] = ["attributes.extra.health_condition"]
     action(data, "cart_reminder")["params_from"]["faith"] = "event.context.religion"
     data["triggers"][1]["when"] = {"field": "attributes.extra.union_member", "op": "exists"}
+    data["triggers"][3]["segment_entry"] = {"segmentation": "custom.diabetic_buyers",
+                                            "segment": "member"}
     found = check_catalogue(data)
     assert [p.split(" is sensitive data ")[0] for p in found] == [
         "actions[4].params_from.faith: event.context.religion",
         "actions[7].exclude.field: attributes.extra.in_debt",
         "actions[7].requires[0]: attributes.extra.health_condition",
         "triggers[1].when.field: attributes.extra.union_member",
+        "triggers[3].segment_entry: segments.custom.diabetic_buyers.member",
     ]
 
 
