@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ from streamproc.events.codec import RawMessage
 from streamproc.processor import Processor, default_engine
 from streamproc.segments.segmenter import Segmenter
 from streamproc.state.memory import MemoryStore
+from streamproc.state.store import Store
 
 from .helpers import SETTINGS, TOPIC_OF, event
 
@@ -251,8 +252,8 @@ def streams(draw: st.DrawFn) -> Stream:
     return stream
 
 
-def processor() -> tuple[Processor, MemoryStore]:
-    store = MemoryStore()
+def processor(store: Store | None = None) -> tuple[Processor, Store]:
+    store = store or MemoryStore()
     return Processor(SETTINGS, store, clock_ms=lambda: RECORD_TS + 50, engine=ENGINE,
                      segmenter=Segmenter(SETTINGS, clock=lambda: 0.0)), store
 
@@ -263,9 +264,10 @@ def decided(values: list[tuple[bytes, bytes]]) -> list[tuple[str, str, str]]:
                   if r["customer_id"] in GOOD)
 
 
-async def check_stream(stream: Stream, cuts: list[int]) -> int:
-    """Process ``stream`` in batches cut at ``cuts``; returns how many messages were hostile."""
-    proc, store = processor()
+async def check_stream(stream: Stream, cuts: list[int], store: Store | None = None) -> int:
+    """Process ``stream`` in batches cut at ``cuts`` (with ``store``: an empty one; by default
+    in memory); returns how many messages were hostile."""
+    proc, store = processor(store)
     deadletters: dict[int, dict[str, Any]] = {}
     decisions: list[tuple[bytes, bytes]] = []
     applied = 0
@@ -315,24 +317,25 @@ async def check_stream(stream: Stream, cuts: list[int]) -> int:
     return hostile
 
 
-def fuzz_settings() -> settings:
+def fuzz_settings(examples: int) -> settings:
     # Not shrunk: shrinking streams of 60 messages takes minutes; the notes give the failing
     # stream message by message, and the blob replays it.
-    return settings(max_examples=EXAMPLES, derandomize=FUZZ_SEED is None, database=None,
+    return settings(max_examples=examples, derandomize=FUZZ_SEED is None, database=None,
                     deadline=None, print_blob=True,
                     phases=[Phase.explicit, Phase.reuse, Phase.generate],
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example])
 
 
-def test_hostile_messages_are_dead_lettered_and_the_good_ones_applied_once() -> None:
+def fuzz(examples: int, check: Callable[[Stream, list[int]], Awaitable[int]]) -> dict[str, int]:
+    """Run ``check`` on ``examples`` streams; how many examples and hostile messages ran."""
     seen = {"examples": 0, "hostile": 0}
     loop = asyncio.new_event_loop()  # one for every example: the processor is async
 
-    @fuzz_settings()
+    @fuzz_settings(examples)
     @given(stream=streams(), cuts=st.lists(st.integers(1, MESSAGES - 1), max_size=6))
     def run(stream: Stream, cuts: list[int]) -> None:
-        seen["hostile"] += loop.run_until_complete(check_stream(stream, cuts))
+        seen["hostile"] += loop.run_until_complete(check(stream, cuts))
         seen["examples"] += 1
 
     if FUZZ_SEED is not None:
@@ -341,6 +344,10 @@ def test_hostile_messages_are_dead_lettered_and_the_good_ones_applied_once() -> 
         run()
     finally:
         loop.close()
-    # Examples that failed and were shrunk would count more: only a clean run gets here.
+    return seen
+
+
+def test_hostile_messages_are_dead_lettered_and_the_good_ones_applied_once() -> None:
+    seen = fuzz(EXAMPLES, check_stream)
     assert seen["examples"] == EXAMPLES
     assert seen["hostile"] >= 10_000, seen
