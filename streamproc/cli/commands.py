@@ -372,6 +372,7 @@ def _cmd_catalogue(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.segments.rulefile import RuleFile
+    from streamproc.segments.sensitive import describe_uses
 
     path = args.file or settings.segment_rules
     if not path:
@@ -388,6 +389,7 @@ def _cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
     width = max((len(r.name) for r in rules.rules), default=0)
     for rule in rules.rules:
         print(f"  {rule.name:<{width}}  {rule.description}".rstrip())
+    print(describe_uses(rules.sensitive_uses))
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from streamproc.days import HOUR_MS
+from streamproc.days import DAY_MS, HOUR_MS
 from streamproc.decisions.experiments import validate_experiment
 from streamproc.errors import ConfigError
 from streamproc.events.schemas import schema_dir
@@ -34,6 +34,7 @@ from streamproc.segments.profilepath import check_path
 from streamproc.segments.rulecheck import check_condition, schema_pieces, schema_problems
 from streamproc.segments.rulefile import WatchedFile
 from streamproc.segments.rules import Predicate, compile_condition, parse_document, read_bytes
+from streamproc.segments.sensitive import SensitivePolicy, allowance_problems, describe_uses
 
 SCHEMA_FILE = "catalogue.schema.json"
 MESSAGE_CHANNELS = frozenset({"email", "sms", "push", "call_centre"})
@@ -46,6 +47,25 @@ DEFAULT_CONTEXT = "lifecycle"
 SLOT_REQUEST = "slot_request"
 # The time-driven lifecycle moves' timer (streamproc.decisions.timers): no trigger may take its id.
 LIFECYCLE_TIMER = "lifecycle"
+# Profile sections that hold what the customer browsed, opened or clicked: an action whose
+# params_from reads one of them shows the customer they were watched ("you looked at X").
+TRACKING_SECTIONS = frozenset({"session", "activity", "affinities", "categories", "counts",
+                               "engagement"})
+
+
+@dataclass(frozen=True)
+class RevealLimit:
+    """At most ``max`` decisions that reveal tracking per customer in any ``per_days`` days."""
+
+    max: int = 1
+    per_days: float = 7.0
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.per_days * DAY_MS)
+
+
+DEFAULT_REVEAL_LIMIT = RevealLimit()
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,8 @@ class Action:
     max_age_ms: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     params_from: Mapping[str, str] = field(default_factory=dict)
+    reveals_tracking: bool = False
+    reveal_limit: RevealLimit = DEFAULT_REVEAL_LIMIT
 
 
 NONE_ACTION = Action(NONE_ID, "none", "Nothing: deliberately no action")
@@ -137,6 +159,8 @@ class Catalogue:
     context: str
     history: int
     version: str  # a digest of the document: which catalogue a decision was made under
+    # Sensitive attributes the file allows: (where, attribute, category, reason).
+    sensitive_uses: tuple[tuple[str, str, str, str], ...] = ()
 
     def action(self, action_id: str) -> Action:
         return NONE_ACTION if action_id == NONE_ID else self.actions[action_id]
@@ -170,10 +194,30 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+def reveals_tracking(action: Mapping[str, Any]) -> bool:
+    """Whether an action (as written in the file) reveals tracking: its ``reveals_tracking``,
+    else whether its ``params_from`` reads what the customer browsed (:data:`TRACKING_SECTIONS`).
+
+    >>> reveals_tracking({"params_from": {"last_seen": "session.products.0"}})
+    True
+    >>> reveals_tracking({"params_from": {"value": "cart.value"}}), reveals_tracking({})
+    (False, False)
+    """
+    if "reveals_tracking" in action:
+        return bool(action["reveals_tracking"])
+    return any(path.split(".")[0] in TRACKING_SECTIONS
+               for path in (action.get("params_from") or {}).values())
+
+
+def _reveal_limit(spec: Mapping[str, Any] | None) -> RevealLimit:
+    return RevealLimit(spec["max"], float(spec["per_days"])) if spec else DEFAULT_REVEAL_LIMIT
+
+
 @dataclass
 class _Check:
     activity_days: int
     event_types: Collection[str]
+    sensitive: SensitivePolicy = field(default_factory=SensitivePolicy)
     problems: list[str] = field(default_factory=list)
 
     def schema(self, kind: str, data: Any, loc: str) -> bool:
@@ -207,9 +251,13 @@ class _Check:
 
     def condition(self, node: Any, loc: str) -> None:
         self.problems.extend(check_condition(node, loc, activity_days=self.activity_days,
-                                             event_types=self.event_types))
+                                             event_types=self.event_types,
+                                             sensitive=self.sensitive))
 
     def path(self, path: str, loc: str, allow_event: bool = False) -> None:
+        problem = self.sensitive.problem(path, loc)
+        if problem:
+            self.problems.append(problem)
         if allow_event and path.startswith("event."):
             return
         problem = check_path(path)
@@ -235,8 +283,10 @@ class _Check:
 def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str, Any]) -> None:
     check.slot_refs(a["slots"], slots, f"{loc}.slots")
     if a.get("neutral"):
-        personal = [k for k in ("when", "exclude", "consent", "requires", "params_from")
-                    if k in a]
+        personal: list[str] = [k for k in ("when", "exclude", "consent", "requires",
+                                           "params_from", "reveal_limit") if k in a]
+        if a.get("reveals_tracking"):
+            personal.append("reveals_tracking")
         if personal:
             check.problems.append(f"{loc}: a neutral action is the same for everyone; remove "
                                   f"{', '.join(personal)}")
@@ -247,6 +297,10 @@ def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str
         check.path(path, f"{loc}.requires[{i}]")
     for name, path in a.get("params_from", {}).items():
         check.path(path, f"{loc}.params_from.{name}", allow_event=True)
+    if "reveal_limit" in a and not a.get("neutral") and not reveals_tracking(a):
+        check.problems.append(f"{loc}.reveal_limit: the action does not reveal tracking (its "
+                              "params_from reads no browsing history); set reveals_tracking: "
+                              "true, or remove reveal_limit")
     start, end = check.moment(a, "valid_from", loc), check.moment(a, "valid_until", loc)
     if start is not None and end is not None and start >= end:
         check.problems.append(f"{loc}: valid_from {a['valid_from']} is not before valid_until "
@@ -281,6 +335,9 @@ def _check_trigger(check: _Check, loc: str, t: dict[str, Any], slots: Mapping[st
     if "segment_entry" in t:
         entry = t["segment_entry"]
         name, segment = entry["segmentation"], entry["segment"]
+        problem = check.sensitive.problem(f"segments.{name}.{segment}", f"{loc}.segment_entry")
+        if problem:  # entering custom.diabetics reveals what the rule is about
+            check.problems.append(problem)
         if not name.startswith(CUSTOM_PREFIX) and name not in SEGMENTATIONS:
             check.problems.append(f"{loc}.segment_entry.segmentation: unknown segmentation "
                                   f"{name!r}; known: {', '.join(SEGMENTATIONS)}, custom.<name>")
@@ -302,17 +359,30 @@ def _check_trigger(check: _Check, loc: str, t: dict[str, Any], slots: Mapping[st
 def check_catalogue(data: Any, *, activity_days: int = 30,
                     event_types: Collection[str] | None = None) -> list[str]:
     """Every problem of a parsed catalogue, located; empty when it is valid."""
+    return _checked(data, activity_days, event_types).problems
+
+
+def _checked(data: Any, activity_days: int, event_types: Collection[str] | None) -> _Check:
+    """The check of a parsed catalogue: its problems, and the sensitive data it allows."""
     if event_types is None:
         from streamproc.events.schemas import load_event_schemas
 
         event_types = frozenset(load_event_schemas())
-    check = _Check(activity_days, event_types)
+    check = _Check(activity_days, event_types, SensitivePolicy.of(data))
     if data is None:
-        return ["top level: the file is empty; expected slots, actions and triggers"]
+        check.problems.append("top level: the file is empty; expected slots, actions and "
+                              "triggers")
+    else:
+        _check_document(check, data)
+    return check
+
+
+def _check_document(check: _Check, data: Any) -> None:
     # A document with an unknown or broken top-level key still has its items checked: every
     # problem in one pass.
     if not check.schema("document", data, "") and not isinstance(data, dict):
-        return check.problems
+        return
+    check.problems += allowance_problems(data)
 
     def conditions(loc: str, item: dict[str, Any]) -> None:  # of an item failing its schema
         for key in ("when", "exclude"):
@@ -367,10 +437,10 @@ def check_catalogue(data: Any, *, activity_days: int = 30,
             data["context"] not in SEGMENTATIONS):
         check.problems.append(f"context: unknown segmentation {data['context']!r}; known: "
                               f"{', '.join(SEGMENTATIONS)}, custom.<name>")
-    return check.problems
 
 
-def _compile(data: dict[str, Any], version: str) -> Catalogue:
+def _compile(data: dict[str, Any], version: str,
+             sensitive_uses: tuple[tuple[str, str, str, str], ...] = ()) -> Catalogue:
     slots = {s["id"]: Slot(s["id"], s["channel"], s["neutral"],
                            s.get("expires_minutes", DEFAULT_EXPIRES_MINUTES) * 60_000)
              for s in data["slots"]}
@@ -388,6 +458,7 @@ def _compile(data: dict[str, Any], version: str) -> Catalogue:
             tuple(a.get("requires", ())),
             int(max_age * HOUR_MS) if max_age is not None else None,
             dict(a.get("params", {})), dict(a.get("params_from", {})),
+            reveals_tracking(a), _reveal_limit(a.get("reveal_limit") or data.get("reveal_limit")),
         )
     triggers = tuple(
         Trigger(t["id"], t.get("event"),
@@ -410,6 +481,7 @@ def _compile(data: dict[str, Any], version: str) -> Catalogue:
         slots, actions, triggers, caps, tuple(data.get("experiments") or ()),
         frozenset(consent.get("opt_out", ["personalisation"])),
         data.get("context", DEFAULT_CONTEXT), data.get("history", DEFAULT_HISTORY), version,
+        sensitive_uses,
     )
 
 
@@ -418,16 +490,18 @@ def parse_catalogue(data: Any, *, activity_days: int = 30,
                     source: str = "catalogue", text: bytes | None = None) -> Catalogue:
     """Check and compile a parsed catalogue; raises ConfigError listing every problem, each
     with its item's id and, given the ``text`` it was read from, its line."""
-    problems = check_catalogue(data, activity_days=activity_days, event_types=event_types)
+    check = _checked(data, activity_days, event_types)
+    problems = check.problems
+    lines = line_map(text) if text is not None else {}
     if problems:
         if text is not None:  # read from a file: say where in it, for the person editing it
-            problems = place_problems(problems, data, line_map(text), "id")
+            problems = place_problems(problems, data, lines, "id")
         listed = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
                           f" in the decision catalogue:\n{listed}")
     version = hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
                               digest_size=6).hexdigest()
-    return _compile(data, f"catalogue-{version}")
+    return _compile(data, f"catalogue-{version}", check.sensitive.uses(data, lines, "id"))
 
 
 def load_catalogue(path: str | Path, *, activity_days: int = 30,
@@ -469,6 +543,9 @@ def describe(cat: Catalogue, source: str | Path) -> str:
     for a in cat.actions.values():
         what = "neutral" if a.neutral else (
             f"fresh {a.freshness_ms / HOUR_MS:g} h" + (", excludes" if a.exclude else ""))
+        if a.reveals_tracking:
+            what += (f", reveals tracking: at most {a.reveal_limit.max} in "
+                     f"{a.reveal_limit.per_days:g} days")
         lines.append(f"  {a.id:<24} {a.kind:<8} {', '.join(a.slots)} ({what})")
     lines += ["", f"triggers ({len(cat.triggers)}):"]
     for t in cat.triggers:
@@ -492,5 +569,6 @@ def describe(cat: Catalogue, source: str | Path) -> str:
         lines.append(f"  {e['id']:<20} {', '.join(e['slots'])}: control "
                      f"{e.get('control_share', 0.1):.0%}, then {arms}")
     lines.append(f"\nconsent taken as granted until withdrawn: {', '.join(sorted(cat.opt_out))}")
+    lines.append(describe_uses(cat.sensitive_uses))
     return "\n".join(lines)
 

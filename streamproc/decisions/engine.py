@@ -61,6 +61,7 @@ from streamproc.decisions.guardrails import (
     hours_text,
     local_time,
     params_of,
+    reveal_problem,
 )
 from streamproc.decisions.record import (
     Source,
@@ -270,7 +271,9 @@ class Engine:
                             (exposure.LEARNING if choice.learning else 0) if picked else None,
                             history=cat.history,
                             personalised=personalised and choice.pick.policy != REUSE_POLICY,
-                            channel_day=(slot.channel, now.day) if capped else None)
+                            channel_day=(slot.channel, now.day) if capped else None,
+                            reveals=action.reveals_tracking
+                            and choice.pick.policy != REUSE_POLICY)
         intent = (p.get("scores") or {}).get("intent")
         if intent is not None and segments.get("intent") == "hot":
             choice.reasons.append(f"purchase intent is hot ({intent:.2f})")
@@ -378,13 +381,19 @@ class Engine:
                 data_issues.append(f"{a.id}: {problem}")
                 continue
             seen = None if a.id == carry else exposure.last_seen(p, a.id)
-            if seen is not None and ts - seen[0] < a.freshness_ms:
+            fresh = seen is not None and ts - seen[0] < a.freshness_ms
+            if seen is not None and fresh:
                 if slot.is_message or seen[1] != slot.id:
                     excluded.append(f"{a.id}: shown in {seen[1]} {ago_text(ts - seen[0])}, "
                                     f"fresh for {hours_text(a.freshness_ms)}")
                     continue
                 if reusable is None or seen[0] > reusable[1]:
                     reusable = (a, seen[0])
+            elif a.reveals_tracking:  # showing a fresh one again reveals nothing new
+                problem = reveal_problem(p, a.reveal_limit, ts)
+                if problem:
+                    excluded.append(f"{a.id}: {problem}")
+                    continue
             eligible.append(a)
         return eligible, excluded, data_issues, reusable
 
@@ -400,10 +409,13 @@ class Engine:
         channel_day = ((record["channel"], local_time(p, ts_ms).day) if seen["capped"]
                        else None)
         flags = seen["flags"]
+        shown = cat.actions.get(seen["action_id"])
         exposure.record(p, record["decision_id"], seen["action_id"], seen["slot"],
                         seen["context"], seen["arm"], seen["propensity"], ts_ms, flags,
                         history=cat.history, personalised=seen["personalised"],
-                        channel_day=channel_day)
+                        channel_day=channel_day,
+                        reveals=shown is not None and shown.reveals_tracking
+                        and seen["personalised"])
         if flags is None or not flags & exposure.LEARNING:
             return []
         return [Lesson("expect", record["decision_id"], seen["action_id"], seen["context"],

@@ -12,6 +12,10 @@ It lives in ``p["decisions"]``, bounded whatever the traffic (the profile stays 
 - ``seen``: per personalised action, ``[ts_ms, slot]`` of the last time it was shown or sent,
   dropped once its freshness window is over (at most one entry per catalogue action).
 - ``sent``: per message channel, ``[local_day, count]``: what the daily caps count.
+- ``reveals``: the event times of the last :data:`MAX_REVEALS` decisions that revealed
+  tracking (an action with ``reveals_tracking``), oldest first: what the catalogue's
+  ``reveal_limit`` counts (a limit is at most :data:`MAX_REVEALS`, so keeping more would change
+  no answer).
 
 Freshness, precisely: an action shown at ``t`` is *fresh* until ``t + freshness_hours``. While
 fresh it is not repeated anywhere else: not in another slot, and never again by message. A web
@@ -31,12 +35,13 @@ email -> SMS -> call-centre cascade) will add their pending hops beside these li
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamproc.state.profile import Profile
 
 ID_DIGITS = 12
+MAX_REVEALS = 20  # the schema's largest reveal_limit.max
 LEARNING, REWARDED = 1, 2
 # Positions in a ``recent`` entry.
 ID, ACTION, CONTEXT, ARM, PROPENSITY, TS, FLAGS = range(7)
@@ -49,11 +54,17 @@ def section(p: Profile) -> dict[str, Any]:
 
 def record(p: Profile, decision_id: str, action: str, slot: str, context: str, arm: str,
            propensity: float, ts_ms: int, flags: int | None, *, history: int,
-           personalised: bool = True, channel_day: tuple[str, int] | None = None) -> None:
+           personalised: bool = True, channel_day: tuple[str, int] | None = None,
+           reveals: bool = False) -> None:
     """Remember a decision that showed or sent ``action`` in ``slot``: in ``recent`` when a
     chooser picked it (``flags`` not None), in ``seen`` when it is personalised, in ``sent``
-    when its channel is capped (``channel_day``: the channel and the customer's local day)."""
+    when its channel is capped (``channel_day``: the channel and the customer's local day), in
+    ``reveals`` when it revealed tracking."""
     s = section(p)
+    if reveals:
+        times: list[int] = s.setdefault("reveals", [])
+        times.append(ts_ms)
+        del times[:-MAX_REVEALS]
     if flags is not None:
         recent: list[list[Any]] = s["recent"]
         recent.append([decision_id[:ID_DIGITS], action, context, arm, round(propensity, 4),
@@ -77,6 +88,12 @@ def find(p: Profile, decision_id: str) -> list[Any] | None:
             found: list[Any] = entry
             return found
     return None
+
+
+def reveals_since(p: Mapping[str, Any], since_ms: int) -> int:
+    """How many decisions that revealed tracking were made after ``since_ms`` (event time)."""
+    times = (p.get("decisions") or {}).get("reveals") or ()
+    return sum(1 for t in times if t > since_ms)
 
 
 def last_seen(p: Profile, action: str) -> tuple[int, str] | None:

@@ -1,4 +1,5 @@
-"""The guardrails every decision passes: consent, quiet hours, frequency caps, data quality.
+"""The guardrails every decision passes: consent, quiet hours, frequency caps, data quality,
+and the limit on decisions that reveal tracking.
 
 Pure functions of the profile, the catalogue and the event time. Each returns None when the
 way is open, or the reason it is not, in words a person can read in the decision record.
@@ -25,7 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streamproc.days import HOUR_MS
-from streamproc.decisions.catalogue import Action, Cap
+from streamproc.decisions import exposure
+from streamproc.decisions.catalogue import Action, Cap, RevealLimit
 from streamproc.segments.profilepath import MISSING, getter
 
 # The channel whose own consent a message needs.
@@ -128,6 +130,23 @@ def channel_problem(p: Mapping[str, Any], channel: str, cap: Cap | None, now: Lo
         if sent >= cap.per_day:
             return f"{channel} cap reached: {sent} of {cap.per_day} today ({now.zone})"
     return None
+
+
+def reveal_problem(p: Mapping[str, Any], limit: RevealLimit, ts_ms: int) -> str | None:
+    """Why one more decision that reveals tracking ("you looked at X") may not be made at
+    ``ts_ms``, or None: the customer had ``limit.max`` of them in the last ``per_days`` days.
+
+    >>> p = {"decisions": {"reveals": [0]}}
+    >>> reveal_problem(p, RevealLimit(1, 7), 86_400_000)
+    'reveals tracking: 1 such decision in the last 7 days, at most 1 (reveal_limit)'
+    >>> reveal_problem(p, RevealLimit(1, 7), 8 * 86_400_000) is None
+    True
+    """
+    shown = exposure.reveals_since(p, ts_ms - limit.window_ms)
+    if shown < limit.max:
+        return None
+    return (f"reveals tracking: {shown} such decision{'s' if shown != 1 else ''} in the last "
+            f"{limit.per_days:g} days, at most {limit.max} (reveal_limit)")
 
 
 def hours_text(ms: float) -> str:

@@ -6,7 +6,8 @@ each condition by its kind; within a node, key by key (:func:`schema_problems`),
 reports every missing, unknown and wrong key, not the first. Semantic checks follow on the nodes the
 schema accepted: duplicate names, unknown event types, count windows longer than the activity
 kept, ``at_least`` above ``at_most``, op/value mismatches, unknown profile fields, unknown
-segments under ``segments.``, and (YAML's trap) lists mixing booleans and strings.
+segments under ``segments.``, (YAML's trap) lists mixing booleans and strings, and sensitive
+attributes (health, religion, debt ...) the file does not allow (:mod:`.sensitive`).
 
 >>> check_rules({"segments": [{"name": "x", "when": {"count": {"event": "purchase",
 ...     "within_days": 45, "at_least": 1}}}]}, activity_days=30, event_types={"purchase"})
@@ -27,6 +28,7 @@ from streamproc.errors import ConfigError
 from streamproc.events.schemas import inline_refs, schema_dir
 from streamproc.segments.builtin import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
 from streamproc.segments.profilepath import check_path, split
+from streamproc.segments.sensitive import SensitivePolicy, allowance_problems
 
 SCHEMA_FILE = "segment-rules.schema.json"
 KINDS = ("all", "any", "not", "count")  # and "field"
@@ -150,8 +152,14 @@ class _Check:
     activity_days: int
     event_types: Collection[str]
     names: set[str] | None  # custom segments that exist; None: any name is accepted
+    sensitive: SensitivePolicy = field(default_factory=SensitivePolicy)
     problems: list[str] = field(default_factory=list)
     conditions: int = 0
+
+    def sensitive_use(self, path: str, loc: str) -> None:
+        problem = self.sensitive.problem(path, loc)
+        if problem:
+            self.problems.append(problem)
 
     def schema(self, kind: str, data: Any, loc: str) -> bool:
         found = schema_problems(schema_pieces()[kind], data, loc)
@@ -198,6 +206,8 @@ class _Check:
             self.field(node, loc)
 
     def count(self, c: dict[str, Any], loc: str) -> None:
+        self.sensitive_use(f"activity.{c['event']}" + (f":{c['category']}" if "category" in c
+                                                         else ""), loc)
         if c["event"] not in self.event_types:
             self.problems.append(f"{loc}.event: unknown event type {c['event']!r}; known: "
                                  f"{', '.join(sorted(self.event_types))}")
@@ -217,6 +227,10 @@ class _Check:
         if problem:
             self.problems.append(f"{loc}.field: {problem}")
         has_value, value = "value" in node, node.get("value")
+        # contains on a map tests a key: {field: affinities.categories, op: contains,
+        # value: pregnancy} reads affinities.categories.pregnancy.
+        self.sensitive_use(f"{path}.{value}" if op == "contains" and isinstance(value, str)
+                           else path, f"{loc}.field")
         if op in NO_VALUE_OPS:
             if has_value:
                 self.problems.append(f"{loc}.value: {op!r} takes no value")
@@ -270,17 +284,21 @@ class _Check:
                                      f"known: {', '.join(known)}")
 
 
-def check_rules(data: Any, *, activity_days: int, event_types: Collection[str]) -> list[str]:
-    """Every problem of a parsed rules document, located; empty when it is valid."""
+def check_rules(data: Any, *, activity_days: int, event_types: Collection[str],
+                sensitive: SensitivePolicy | None = None) -> list[str]:
+    """Every problem of a parsed rules document, located; empty when it is valid.
+    ``sensitive``: the file's policy (:meth:`SensitivePolicy.of`), given to learn the allowed
+    uses it met."""
     if data is None:
         return ["top level: the file is empty; expected a mapping with a 'segments' list"]
     segments = data.get("segments") if isinstance(data, dict) else None
     names = {r["name"] for r in segments or () if isinstance(r, dict)
              and isinstance(r.get("name"), str)} if isinstance(segments, list) else set()
-    check = _Check(activity_days, event_types, names)
+    check = _Check(activity_days, event_types, names, sensitive or SensitivePolicy.of(data))
     # An unknown top-level key does not stop the rules from being checked in the same pass.
     if not check.schema("document", data, "") and not isinstance(segments, list):
         return check.problems
+    check.problems += allowance_problems(data)
     first: dict[str, str] = {}
     for i, rule in enumerate(segments or ()):
         loc = f"segments[{i}]"
@@ -296,14 +314,16 @@ def check_rules(data: Any, *, activity_days: int, event_types: Collection[str]) 
 
 
 def check_condition(node: Any, loc: str, *, activity_days: int,
-                    event_types: Collection[str]) -> list[str]:
+                    event_types: Collection[str],
+                    sensitive: SensitivePolicy | None = None) -> list[str]:
     """Every problem of one condition found outside a rules file (the decision catalogue's
     eligibility), located under ``loc``; ``segments.custom.<name>`` accepts any name there.
+    Sensitive attributes are refused unless ``sensitive`` (the file's policy) allows them.
 
     >>> check_condition({"field": "cart.valu", "op": ">", "value": 0}, "actions[2].when",
     ...                 activity_days=30, event_types=())
     ["actions[2].when.field: unknown field cart.'valu'; known: items, updated_ms, value"]
     """
-    check = _Check(activity_days, event_types, None)
+    check = _Check(activity_days, event_types, None, sensitive or SensitivePolicy())
     check.condition(node, loc, 1)
     return check.problems

@@ -42,6 +42,7 @@ from streamproc.errors import ConfigError
 from streamproc.segments.places import line_map, place_problems
 from streamproc.segments.profilepath import MISSING, getter
 from streamproc.segments.rulecheck import check_rules
+from streamproc.segments.sensitive import SensitivePolicy
 from streamproc.state.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,13 @@ class Rule:
 
 
 class RuleSet:
-    """Compiled rules, evaluated in file order."""
+    """Compiled rules, evaluated in file order; ``sensitive_uses``: the sensitive data the
+    file allows, as (where, attribute, category, reason)."""
 
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule] = (),
+                 sensitive_uses: tuple[tuple[str, str, str, str], ...] = ()) -> None:
         self.rules = tuple(rules)
+        self.sensitive_uses = sensitive_uses
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -215,16 +219,20 @@ def parse_rules(
     file the document was read from, gives each problem its line.
     """
     types = _event_types() if event_types is None else event_types
-    problems = check_rules(data, activity_days=activity_days, event_types=types)
+    policy = SensitivePolicy.of(data)
+    problems = check_rules(data, activity_days=activity_days, event_types=types,
+                           sensitive=policy)
+    lines = line_map(text) if text is not None else {}
     if problems:
         if text is not None:  # read from a file: say where in it, for the person editing it
-            problems = place_problems(problems, data, line_map(text), "name")
+            problems = place_problems(problems, data, lines, "name")
         listed = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
                           f" in the segment rules:\n{listed}")
     return RuleSet(
-        Rule(r["name"], r.get("description", ""), compile_condition(r["when"]))
-        for r in data["segments"]
+        (Rule(r["name"], r.get("description", ""), compile_condition(r["when"]))
+         for r in data["segments"]),
+        policy.uses(data, lines, "name"),
     )
 
 

@@ -148,8 +148,12 @@ def test_refs_always_name_a_file() -> None:
     for path in schema_files():
         for ref in refs(orjson.loads(path.read_bytes())):
             assert not ref.startswith("#"), f"{path.name}: {ref} must name the file"
-            assert ref.partition("#")[0].endswith(("common.schema.json", "decision.schema.json")), \
-                (path.name, ref)
+            # Shared definitions: the events' common ones, the decision record's, and the rules'
+            # (the conditions' language, also the catalogue's) and the catalogue's own.
+            assert ref.partition("#")[0].endswith((
+                "common.schema.json", "decision.schema.json", "segment-rules.schema.json",
+                "catalogue.schema.json")), (path.name, ref)
+            assert (path.parent / ref.partition("#")[0]).is_file(), (path.name, ref)
 
 
 # -- conventions every compiled (inlined) schema keeps ---------------------------------------------

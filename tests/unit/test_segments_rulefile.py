@@ -171,7 +171,7 @@ def test_rules_command_checks_a_file_as_the_worker_does(tmp_path: Path,
         return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
 
     assert found[0] == (f"line {line_of('version')}: top level: unknown key 'version'; "
-                        "expected segments")
+                        "expected segments, allow_sensitive, sensitive")
     assert found[1] == (f"line {line_of('within_days: 70')}: segments[0] "
                         "(name: shoe_browsers_not_buying).when.all[0].count.within_days: 70 is "
                         "more than the 30 days of activity kept")

@@ -212,7 +212,7 @@ def test_rule_level_problems() -> None:
                                                               "op": "exists"}}]})[0].startswith(
         "segments[0].name: must be shorter than or equal to 64 characters")
     assert problems({"segments": [], "version": 2}) == [
-        "top level: unknown key 'version'; expected segments"]
+        "top level: unknown key 'version'; expected segments, allow_sensitive, sensitive"]
 
 
 def test_depth_is_limited() -> None:
