@@ -25,10 +25,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
 from streamproc.state.document import unpack_doc, unpack_outbox
+from streamproc.state.erasure import erasure_token, new_erasure_key
 from streamproc.state.keys import (
+    ERASURE_KEY,
     HISTOGRAMS,
     customer_key,
     customer_keys,
+    erased_key,
     histogram_key,
     latest_decisions_key,
     timer_index_key,
@@ -123,9 +126,11 @@ end
 return 1
 """
 
-# KEYS as above, then every other key of the customer. Takes the customer out of the
-# histograms and its timer index entries (field tidx: lines of "index key <TAB> member") and
-# deletes all its keys; returns how many keys existed.
+# KEYS as above. ARGV: the erasure's time (ms), how long its suppression record lives (ms; 0:
+# none), that record's key (streamproc.state.erasure), then every other key of the customer.
+# Takes the customer out of the histograms and its timer index entries (field tidx: lines of
+# "index key <TAB> member"), deletes all its keys and writes the suppression record (a later
+# erasure's time wins); returns how many keys existed.
 _ERASE_SCRIPT = """
 local n = 0
 for i = 2, #KEYS do
@@ -140,8 +145,11 @@ if tidx then
   end
 end
 n = n + redis.call('DEL', KEYS[1])
-for i = 1, #ARGV do
+for i = 4, #ARGV do
   n = n + redis.call('DEL', ARGV[i])
+end
+if tonumber(ARGV[2]) > 0 and tonumber(ARGV[1]) >= tonumber(redis.call('GET', ARGV[3]) or '0') then
+  redis.call('SET', ARGV[3], ARGV[1], 'PX', ARGV[2])
 end
 return n
 """
@@ -168,6 +176,9 @@ class Stored:
     version: int
     doc: bytes | None
     outbox: bytes | None
+    # When the customer was last erased (epoch ms), while the suppression record lives
+    # (streamproc.state.erasure); 0: no record.
+    erased_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +219,10 @@ def timer_lines(entries: Sequence[tuple[str, str]]) -> str:
 
 
 class Store(Protocol):
-    async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]: ...
+    async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
+        """Each customer's stored state, and the time of their erasure while its suppression
+        record lives (``Stored.erased_ms``), in one round trip."""
+        ...
 
     async def save(self, writes: Sequence[Write]) -> list[str]:
         """Apply the writes whose expected version still holds; return the customers that lost."""
@@ -216,8 +230,10 @@ class Store(Protocol):
 
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None: ...
 
-    async def erase(self, customer_id: str) -> int:
-        """Delete every key of the customer and its histogram counts; return keys deleted."""
+    async def erase(self, customer_id: str, erased_ms: int = 0, suppress_ms: int = 0) -> int:
+        """Delete every key of the customer and its histogram counts; with ``suppress_ms``,
+        record the erasure (at ``erased_ms``) for that long (streamproc.state.erasure); return
+        keys deleted."""
         ...
 
     async def histograms(self) -> dict[str, dict[str, int]]:
@@ -292,20 +308,35 @@ class RedisStore:
         self._erase = client.register_script(_ERASE_SCRIPT)
         self._due = client.register_script(_DUE_SCRIPT)
         self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
+        self._erasure_key: bytes | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         return cls(with_hiredis_packing(
             aioredis.from_url(url, decode_responses=False, health_check_interval=30)))
 
+    async def erasure_key(self) -> bytes:
+        """The key of the suppression records' hash: made by the first process that needs it
+        (SET NX: every process sharing this Redis uses the same), then kept in memory."""
+        if self._erasure_key is None:
+            await self.client.set(ERASURE_KEY, new_erasure_key(), nx=True)
+            key = await self.client.get(ERASURE_KEY)
+            if not key:
+                raise RuntimeError(f"Redis lost {ERASURE_KEY} as soon as it was written")
+            self._erasure_key = key if isinstance(key, bytes) else key.encode()
+        return self._erasure_key
+
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
+        secret = await self.erasure_key()
         pipe = self.client.pipeline(transaction=False)
         for cid in customer_ids:
             pipe.hmget(customer_key(cid), "ver", "doc", "outbox")
+            pipe.get(erased_key(erasure_token(secret, cid)))
         rows = await pipe.execute()
         return {
-            cid: Stored(int(ver or 0), doc, outbox)
-            for cid, (ver, doc, outbox) in zip(customer_ids, rows, strict=True)
+            cid: Stored(int(ver or 0), doc, outbox, int(erased or 0))
+            for cid, (ver, doc, outbox), erased in zip(customer_ids, rows[::2], rows[1::2],
+                                                       strict=True)
         }
 
     async def _reloading(self, scripts: Sequence[AsyncScript],
@@ -374,9 +405,11 @@ class RedisStore:
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
         return decode_profile((await self.load([customer_id]))[customer_id])
 
-    async def erase(self, customer_id: str) -> int:
+    async def erase(self, customer_id: str, erased_ms: int = 0, suppress_ms: int = 0) -> int:
         main, *others = customer_keys(customer_id)
-        return int(await self._erase(keys=[main, *self._histogram_keys], args=others))
+        record = erased_key(erasure_token(await self.erasure_key(), customer_id))
+        return int(await self._erase(keys=[main, *self._histogram_keys],
+                                     args=[erased_ms, suppress_ms, record, *others]))
 
     async def histograms(self) -> dict[str, dict[str, int]]:
         pipe = self.client.pipeline(transaction=False)
