@@ -625,7 +625,7 @@ class Processor:
             pack_outbox(outbox, self.compression),
             self.segmenter.buckets(p), self.ttl_ms,
             index.entries, index.add, index.remove, latest, latest_ttl_ms,
-            tally_fields(out.kpis),
+            tally_fields(out.kpis), stored.erased_ms,
         )
         out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox)
 

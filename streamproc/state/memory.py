@@ -67,7 +67,8 @@ class MemoryStore:
         for w in writes:
             key = customer_key(w.customer_id)
             current = self.rows.get(key)
-            if (current.version if current else 0) != w.expected_version:
+            if (current.version if current else 0) != w.expected_version or (
+                    w.expected_version == 0 and self._erased_ms(w.customer_id) != w.erased_ms):
                 lost.append(w.customer_id)
                 continue
             self.rows[key] = Stored(w.expected_version + 1, w.doc, w.outbox)

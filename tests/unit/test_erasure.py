@@ -209,3 +209,31 @@ async def test_dead_letters_are_keyed_by_their_customer_where_known() -> None:
     reasons = [orjson.loads(v)["reason"] for _, v in result.deadletters]
     assert reasons == ["schema_violation", "invalid_json", "invalid_json", "schema_violation",
                        "key_mismatch"]
+
+
+class ErasedBetweenReadAndWrite(MemoryStore):
+    """`streamproc forget` (or the API) erases a customer who has no profile yet just after a
+    worker read them and before its write."""
+
+    def __init__(self, cid: str, clock_ms: Clock) -> None:
+        super().__init__(clock_ms=clock_ms)
+        self.cid, self.raced = cid, False
+
+    async def save_then_due(self, writes, app_id, seen, lateness_ms, limit):  # type: ignore[no-untyped-def]
+        if not self.raced:
+            self.raced = True
+            await self.erase(self.cid, T0, 30 * DAY_MS)
+        return await super().save_then_due(writes, app_id, seen, lateness_ms, limit)
+
+
+async def test_an_erasure_between_the_read_and_the_first_write_still_wins() -> None:
+    clock = Clock(T0 + 60_000)
+    store = ErasedBetweenReadAndWrite("newcomer", clock)
+    proc = Processor(SETTINGS, store, clock_ms=clock)
+    sent = message(event("search", customer="newcomer", ts=at(-1)), T0 - 60_000)
+    result = await proc.process([sent])
+    assert store.raced
+    # The write of the new profile was refused (the record changed since the read) and the
+    # event read again against the erasure: suppressed, no profile.
+    assert result.suppressed == {SETTINGS.topics.browsing: 1} and result.applied == 0
+    assert await store.read_profile("newcomer") is None
