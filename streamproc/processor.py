@@ -122,10 +122,17 @@ async def erase_customer(store: Store, customer_id: str, event_id: str, ts_ms: i
     """
     deleted = await store.erase(customer_id, ts_ms if erased_ms is None else erased_ms,
                                 suppress_ms)
+    erasure_outputs(customer_id, event_id, ts_ms, trigger, result)
+    return deleted
+
+
+def erasure_outputs(customer_id: str, event_id: str, ts_ms: int,
+                    trigger: dict[str, Any] | None, result: BatchResult) -> None:
+    """What an erasure publishes (see :func:`erase_customer`): tombstones and the learner's
+    erase observation."""
     result.erased.append(customer_id.encode())
     result.learning.append((customer_id.encode(), orjson.dumps(erase_record(
         customer_id, event_id, ts_ms, trigger))))
-    return deleted
 
 
 class SegmentUpdater(Protocol):
@@ -331,11 +338,18 @@ class Processor:
                 erase = events[erases[-1]]
                 # Erased as of the request's time: the later of the event's own and its
                 # record's (streamproc.state.erasure says why both count).
-                await erase_customer(self.store, cid, erase.event_id, erase.ts_ms,
-                                     read_from(erase.message), erasures,
-                                     suppress_ms=self.suppress_ms,
-                                     erased_ms=max(erase.ts_ms,
-                                                   erase.message.timestamp_ms or 0))
+                erased_ms = max(erase.ts_ms, erase.message.timestamp_ms or 0)
+                if self.suppress_ms and (
+                        await self.store.load([cid]))[cid].erased_ms >= erased_ms:
+                    # Done before (a redelivered erase, or a later erasure recorded): what the
+                    # store holds now came after it and stays; its outputs go out again, as
+                    # a redelivered batch's do (tombstones only remove what precedes them).
+                    erasure_outputs(cid, erase.event_id, erase.ts_ms,
+                                    read_from(erase.message), erasures)
+                else:
+                    await erase_customer(self.store, cid, erase.event_id, erase.ts_ms,
+                                         read_from(erase.message), erasures,
+                                         suppress_ms=self.suppress_ms, erased_ms=erased_ms)
                 by_customer[cid] = events[erases[-1] + 1:]
         result.erased = erasures.erased
         pending = {cid: events for cid, events in by_customer.items() if events}

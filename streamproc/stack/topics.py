@@ -26,7 +26,12 @@ import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 
 from streamproc.errors import StackError, StreamprocError
 from streamproc.kafka_options import kafka_options
@@ -101,7 +106,20 @@ def compaction_advice(wrong: dict[str, str], settings: Settings) -> str:
 
 async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]
                          ) -> dict[str, dict[str, tuple[str, bool]]]:
-    """``{topic: {config: (value, set on the topic)}}`` of ``names``."""
+    """``{topic: {config: (value, set on the topic)}}`` of ``names``; a topic just created,
+    which the broker answering does not know yet, is asked again for APPEAR_TIMEOUT_S."""
+    deadline = asyncio.get_running_loop().time() + APPEAR_TIMEOUT_S
+    while True:
+        try:
+            return await _describe_topic_configs(admin, names)
+        except UnknownTopicOrPartitionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _describe_topic_configs(admin: AIOKafkaAdminClient, names: list[str]
+                                  ) -> dict[str, dict[str, tuple[str, bool]]]:
     answers = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
     found: dict[str, dict[str, tuple[str, bool]]] = {}

@@ -237,3 +237,22 @@ async def test_an_erasure_between_the_read_and_the_first_write_still_wins() -> N
     # event read again against the erasure: suppressed, no profile.
     assert result.suppressed == {SETTINGS.topics.browsing: 1} and result.applied == 0
     assert await store.read_profile("newcomer") is None
+
+
+async def test_a_redelivered_erase_keeps_what_the_customer_did_after_it() -> None:
+    """The profiles partition read again after a crash (its offset not committed), while the
+    customer's browsing since was committed: the erase must not delete the new profile."""
+    proc, store, _ = make()
+    await erased_customer(proc)
+    erase = message(event("erase", customer="gone", ts=at(0)), T0)
+    back = message(event("search", customer="gone", ts=at(10)), T0 + 600_000)
+    await proc.process([back])
+    again = await proc.process([erase])
+    fresh = (await store.read_profile("gone"))["profile"]  # type: ignore[index]
+    assert fresh["counts"]["search"] == 1
+    # Its outputs go out again: the tombstones remove only what precedes them.
+    assert again.erased == [b"gone"] and len(again.learning) == 1
+    # A newer erasure still erases.
+    later = message(event("erase", customer="gone", ts=at(20)), T0 + 1_200_000)
+    assert (await proc.process([later])).erased == [b"gone"]
+    assert await store.read_profile("gone") is None
