@@ -156,9 +156,9 @@ class CountingStore:
         self.round_trips += 1
         return await self.inner.histograms()  # type: ignore[attr-defined, no-any-return]
 
-    async def erase(self, customer_id: str) -> int:
+    async def erase(self, customer_id: str, erased_ms: int = 0, suppress_ms: int = 0) -> int:
         self.round_trips += 1
-        return await self.inner.erase(customer_id)
+        return await self.inner.erase(customer_id, erased_ms, suppress_ms)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -24,10 +24,13 @@ class DecodeError(StreamprocError):
     ``too_large``, ``unknown_type``, ``invalid_encoding``); the message is for humans.
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, customer_id: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        # The event's customer_id when the message got far enough to name one (the dead
+        # letter is keyed by it, so that an erasure reaches it: codec.deadletter_key).
+        self.customer_id = customer_id
 
 
 class UnreachableError(StreamprocError):

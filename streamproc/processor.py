@@ -45,12 +45,13 @@ from streamproc.decisions.kpis import KpiCounter, Tally, tally_fields
 from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
-from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_record
+from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_key, deadletter_record
 from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.observations import erase_record, lesson_record, read_from
 from streamproc.learning.scorer import NoScoring
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
+from streamproc.state.erasure import suppressed
 from streamproc.state.keys import timer_index_key
 from streamproc.state.profile import (
     Profile,
@@ -80,9 +81,11 @@ class StateConflictError(StreamprocError):
 class BatchResult:
     decisions: list[tuple[bytes, bytes]] = field(default_factory=list)
     segments: list[tuple[bytes, bytes]] = field(default_factory=list)
-    deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
-    # Customers erased by this batch: a tombstone (null value) for each goes to the decisions
-    # and segments topics, so compacted copies forget them too.
+    # Keyed by customer where known (streamproc.events.codec.deadletter_key): never None, the
+    # topic is compacted.
+    deadletters: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Customers erased by this batch: a tombstone (null value) for each goes to the decisions,
+    # segments and dead-letter topics (compacted), so the cleaner removes their records.
     erased: list[bytes] = field(default_factory=list)
     # Observations for the learning topic (streamproc.learning.observations).
     learning: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -97,23 +100,39 @@ class BatchResult:
     cache_misses: int = 0
     # Messages found off their key's murmur2 partition: (topic, "deadletter" | "warn") -> count.
     wrong_partition: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Events of erased customers from before their erasure, not applied: topic -> count
+    # (streamproc.state.erasure).
+    suppressed: dict[str, int] = field(default_factory=dict)
 
 
 async def erase_customer(store: Store, customer_id: str, event_id: str, ts_ms: int,
-                         trigger: dict[str, Any] | None, result: BatchResult) -> int:
-    """Erase a customer: the one way, for an ``erase`` event and for ``streamproc forget``.
+                         trigger: dict[str, Any] | None, result: BatchResult, *,
+                         suppress_ms: int, erased_ms: int | None = None) -> int:
+    """Erase a customer: the one way, for an ``erase`` event, ``streamproc forget`` and the
+    API's ``DELETE /v1/customers/{id}``.
 
     Their keys go from the store now (profile, outbox, latest decisions, timer index entries;
-    the RFM histograms lose their counts); ``result`` gains what is left to publish: tombstones
-    for the decisions and segments topics, and the learner's erase observation (event
-    ``event_id`` at ``ts_ms``, read from ``trigger``; None for ``streamproc forget``), so it
-    forgets their pending moments and purchases. Returns how many keys were deleted.
+    the RFM histograms lose their counts), and the erasure is recorded for ``suppress_ms``
+    (STREAMPROC_ERASURE_SUPPRESS_DAYS) as at ``erased_ms`` (default ``ts_ms``), so that their
+    events from before it, read later, are suppressed (:mod:`streamproc.state.erasure`);
+    ``result`` gains what is left to publish: tombstones for the decisions, segments and
+    dead-letter topics, and the learner's erase observation (event ``event_id`` at ``ts_ms``,
+    read from ``trigger``; None for ``streamproc forget``), so it forgets their pending moments
+    and purchases. Returns how many keys were deleted.
     """
-    deleted = await store.erase(customer_id)
+    deleted = await store.erase(customer_id, ts_ms if erased_ms is None else erased_ms,
+                                suppress_ms)
+    erasure_outputs(customer_id, event_id, ts_ms, trigger, result)
+    return deleted
+
+
+def erasure_outputs(customer_id: str, event_id: str, ts_ms: int,
+                    trigger: dict[str, Any] | None, result: BatchResult) -> None:
+    """What an erasure publishes (see :func:`erase_customer`): tombstones and the learner's
+    erase observation."""
     result.erased.append(customer_id.encode())
     result.learning.append((customer_id.encode(), orjson.dumps(erase_record(
         customer_id, event_id, ts_ms, trigger))))
-    return deleted
 
 
 class SegmentUpdater(Protocol):
@@ -216,6 +235,8 @@ class _CustomerOutcome:
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
+    # Events suppressed (an erased customer's, from before the erasure).
+    suppressed: list[Event] = field(default_factory=list)
     # KPI counter increments, carried in the customer's write (streamproc.decisions.kpis).
     kpis: Tally = field(default_factory=dict)
 
@@ -261,6 +282,9 @@ class Processor:
         self.profile_config = ProfileConfig(settings.affinity_half_life_days,
                                             settings.activity_days)
         self.ttl_ms = settings.customer_ttl_days * 86_400_000
+        self.suppress_ms = settings.erasure_suppress_days * 86_400_000
+        self._unreported_suppressed = 0  # events suppressed, not yet in a log line
+        self._suppressed_reported_at = float("-inf")
         self.engine = engine or default_engine(settings)
         self.app_id = settings.app_id
         self.timer_lateness_ms = settings.timer_lateness_seconds * 1000
@@ -284,16 +308,17 @@ class Processor:
             try:
                 event = self.decoder.decode(msg)
             except DecodeError as exc:
-                result.deadletters.append(
-                    (msg.key, deadletter_record(msg, exc.reason, exc.message, now_ms))
-                )
+                result.deadletters.append((deadletter_key(msg, exc.customer_id),
+                                           deadletter_record(msg, exc.reason, exc.message,
+                                                             now_ms)))
                 continue
             check = self.partition_check
             if check is not None and (want := check.expected(msg)) is not None:
                 counted = (msg.topic, check.mode)
                 result.wrong_partition[counted] = result.wrong_partition.get(counted, 0) + 1
                 if check.mode == "deadletter":
-                    result.deadletters.append((msg.key, deadletter_record(
+                    result.deadletters.append((deadletter_key(msg, event.customer_id),
+                                               deadletter_record(
                         msg, "wrong_partition", check.error(msg, want), now_ms)))
                     continue
                 self._report_wrong_partition(check, msg, want)
@@ -311,8 +336,20 @@ class Processor:
             if erases:
                 self._kept.pop(cid, None)
                 erase = events[erases[-1]]
-                await erase_customer(self.store, cid, erase.event_id, erase.ts_ms,
-                                     read_from(erase.message), erasures)
+                # Erased as of the request's time: the later of the event's own and its
+                # record's (streamproc.state.erasure says why both count).
+                erased_ms = max(erase.ts_ms, erase.message.timestamp_ms or 0)
+                if self.suppress_ms and (
+                        await self.store.load([cid]))[cid].erased_ms >= erased_ms:
+                    # Done before (a redelivered erase, or a later erasure recorded): what the
+                    # store holds now came after it and stays; its outputs go out again, as
+                    # a redelivered batch's do (tombstones only remove what precedes them).
+                    erasure_outputs(cid, erase.event_id, erase.ts_ms,
+                                    read_from(erase.message), erasures)
+                else:
+                    await erase_customer(self.store, cid, erase.event_id, erase.ts_ms,
+                                         read_from(erase.message), erasures,
+                                         suppress_ms=self.suppress_ms, erased_ms=erased_ms)
                 by_customer[cid] = events[erases[-1] + 1:]
         result.erased = erasures.erased
         pending = {cid: events for cid, events in by_customer.items() if events}
@@ -369,6 +406,21 @@ class Processor:
         self._unreported_wrong = 0
         self._wrong_reported_at = now
 
+    def _report_suppressed(self, count: int, event: Event) -> None:
+        """Log suppressed events (``count``, one of them ``event``) without personal data
+        (where one was read, its type), at most every WRONG_PARTITION_LOG_S seconds, with how
+        many there were since."""
+        self._unreported_suppressed += count
+        now = time.monotonic()
+        if now - self._suppressed_reported_at < WRONG_PARTITION_LOG_S:
+            return
+        msg = event.message
+        log.info("%d event(s) of erased customers suppressed since the last report, dated or "
+                 "produced before their erasure (STREAMPROC_ERASURE_SUPPRESS_DAYS), e.g. a %s "
+                 "at %s@%d", self._unreported_suppressed, event.type, msg.source, msg.offset)
+        self._unreported_suppressed = 0
+        self._suppressed_reported_at = now
+
     async def settle(self, result: BatchResult) -> None:
         """Once a batch's records are published: drop the index entries of the timers it fired
         (a worker that dies before this fires them again, and publishes them again)."""
@@ -414,6 +466,11 @@ class Processor:
                 result.applied += outcome.applied
                 result.redelivered += outcome.redelivered
                 result.duplicates += outcome.duplicates
+                for event in outcome.suppressed:
+                    topic = event.message.topic
+                    result.suppressed[topic] = result.suppressed.get(topic, 0) + 1
+                if outcome.suppressed:
+                    self._report_suppressed(len(outcome.suppressed), outcome.suppressed[0])
                 result.timers_fired += outcome.fired
                 result.timers_done.extend(outcome.timers_done)
                 key = cid.encode()
@@ -494,6 +551,12 @@ class Processor:
                     and o["record"]["trigger"]["partition"] == msg.partition
                     and o["record"]["trigger"]["offset"] == msg.offset
                 )
+                continue
+            if suppressed(stored.erased_ms, event.ts_ms, msg.timestamp_ms):
+                # An erased customer's event from before the erasure (redelivered, retried,
+                # replayed): it must not build the profile again. Not dead-lettered either
+                # (that would copy it); counted and logged without personal data.
+                out.suppressed.append(event)
                 continue
             applied[msg.source] = msg.offset
             changed = True
@@ -576,7 +639,7 @@ class Processor:
             pack_outbox(outbox, self.compression),
             self.segmenter.buckets(p), self.ttl_ms,
             index.entries, index.add, index.remove, latest, latest_ttl_ms,
-            tally_fields(out.kpis),
+            tally_fields(out.kpis), stored.erased_ms,
         )
         out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox)
 

@@ -205,6 +205,16 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("KPI_DAYS", "90", "days of KPI counters kept in Redis (each day's hash expires after)"),
     ("ATTRIBUTION_HOURS", "72",
      "a purchase this long after a decision (personalised or neutral) is attributed to it"),
+    ("COMPACT_AFTER_DAYS", "7",
+     "the decisions, segments and dead-letter topics keep every record at least this many days "
+     "(min.compaction.lag.ms); older ones are compacted to each customer's latest, and an "
+     "erased customer's are removed within this plus a day (max.compaction.lag.ms)"),
+    ("TOMBSTONE_HOURS", "24",
+     "hours an erasure's tombstone stays on those topics once compacted (delete.retention.ms), "
+     "for their consumers to see it"),
+    ("ERASURE_SUPPRESS_DAYS", "30",
+     "days after an erasure during which the customer's events dated (or produced) before it "
+     "are suppressed, not profiled again (redelivery, retries, replays); 0: no suppression"),
 )
 
 # Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
@@ -339,6 +349,9 @@ class Settings:
     max_future_skew_s: int = 300
     kpi_days: int = 90
     attribution_hours: int = 72
+    compact_after_days: int = 7
+    tombstone_hours: int = 24
+    erasure_suppress_days: int = 30
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -454,6 +467,9 @@ class Settings:
             max_future_skew_s=_int(get, "MAX_FUTURE_SKEW_S", 0, 7 * 86_400),
             kpi_days=_int(get, "KPI_DAYS", 1, 3660),
             attribution_hours=_int(get, "ATTRIBUTION_HOURS", 1, 24 * 366),
+            compact_after_days=_int(get, "COMPACT_AFTER_DAYS", 0, 3650),
+            tombstone_hours=_int(get, "TOMBSTONE_HOURS", 0, 24 * 366),
+            erasure_suppress_days=_int(get, "ERASURE_SUPPRESS_DAYS", 0, 3650),
             sources=sources,
         )
         settings.validate()

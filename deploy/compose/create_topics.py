@@ -4,8 +4,10 @@ Runs inside the streamproc image (copied to /opt/streamproc/share/create_topics.
 STREAMPROC_* settings as the workers, so the topic names, the partition count
 (STREAMPROC_PARTITIONS) and the replication factor are the ones the workers expect. The broker
 never auto-creates topics. Idempotent: existing topics with the configured partition count are
-fine; a different count is an error (see streamproc.stack.topics). Kafka that cannot be reached
-yet (healthy but not ready for admin requests) is retried a few times; a refusal is not.
+fine; a different count is an error (see streamproc.stack.topics). The decisions, segments and
+dead-letter topics are created compacted, and made so when they exist without it. Kafka that
+cannot be reached yet (healthy but not ready for admin requests) is retried a few times; a
+refusal is not.
 
 Exit status: 0 when every topic exists, 1 when they could not be created, 2 on a settings error.
 (`streamproc topics` would be the natural home of this; the CLI has no such command yet.)
@@ -34,9 +36,10 @@ def main(argv: Sequence[str] | None = None, sleep: Callable[[float], None] = tim
     except ConfigError as exc:
         print(f"topics: error: {exc}", file=sys.stderr)
         return 2
+    fixed: list[str] = []
     for attempt in range(1, max(args.attempts, 1) + 1):
         try:
-            created = asyncio.run(ensure_topics(settings))
+            created = asyncio.run(ensure_topics(settings, fix_configs=True, out=fixed))
         except StreamprocError as exc:
             print(f"topics: attempt {attempt}/{args.attempts}: {exc}", file=sys.stderr, flush=True)
             if exc.__cause__ is None:  # a refusal or a partition mismatch: retrying won't help
@@ -45,6 +48,9 @@ def main(argv: Sequence[str] | None = None, sleep: Callable[[float], None] = tim
                 sleep(args.delay)
             continue
         names = ", ".join(settings.topics.all())
+        if fixed:
+            print(f"topics: made compacted (erasure tombstones need it): {', '.join(fixed)}",
+                  flush=True)
         if created:
             print(f"topics: created {len(created)} with {settings.partitions} partitions: "
                   f"{', '.join(created)}", flush=True)

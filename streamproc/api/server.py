@@ -455,8 +455,9 @@ async def customer_erase(request: web.Request) -> web.Response:
     erasure = BatchResult()
     now = api.clock_ms()
     try:
-        deleted = await erase_customer(api.store, cid, f"forget-{now}-{time.monotonic_ns()}",
-                                       now, None, erasure)
+        deleted = await erase_customer(
+            api.store, cid, f"forget-{now}-{time.monotonic_ns()}", now, None, erasure,
+            suppress_ms=api.settings.erasure_suppress_days * 86_400_000)
     except (RedisError, OSError) as exc:
         return _problem(503, f"the profile store is unavailable ({type(exc).__name__}): "
                              "nothing was erased")
@@ -473,7 +474,7 @@ async def customer_erase(request: web.Request) -> web.Response:
                              f"not be sent ({type(exc).__name__}): send DELETE again",
                         deleted_keys=deleted)
     return _json({"customer_id": cid, "deleted_keys": deleted, "tombstones": [
-        topics.decisions, topics.segments], "learner_told": topics.learning})
+        topics.decisions, topics.segments, topics.deadletter], "learner_told": topics.learning})
 
 
 async def livez(request: web.Request) -> web.Response:

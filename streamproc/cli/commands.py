@@ -47,7 +47,7 @@ def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.stack import ensure_topics
-    from streamproc.worker.preflight import check_dependencies
+    from streamproc.worker.preflight import check_dependencies, check_topic_configs
 
     overrides: dict[str, Any] = {}
     if args.web_port is not None:
@@ -62,6 +62,8 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    # Erasure's tombstones must reach the decisions, segments and dead-letter topics.
+    asyncio.run(check_topic_configs(settings))
     from streamproc.worker.app import create_app, run_worker  # seconds to import: after the checks
     from streamproc.worker.lifecycle import Lifecycle
 
@@ -205,7 +207,8 @@ async def _forget(settings: Settings, customer_id: str) -> int:
     store = RedisStore.from_settings(settings)
     try:
         deleted = await erase_customer(store, customer_id, f"forget-{uuid.uuid4()}",
-                                       time.time_ns() // 1_000_000, None, erasure)
+                                       time.time_ns() // 1_000_000, None, erasure,
+                                       suppress_ms=settings.erasure_suppress_days * 86_400_000)
     finally:
         await store.close()
     emitter = KafkaEmitter(settings)
@@ -229,7 +232,8 @@ def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
                               f"Kafka at {settings.kafka_bootstrap} ({exc}): run forget again "
                               "when Kafka is back") from None
     print(f"forgot {args.customer_id}: {deleted} Redis key(s) deleted; tombstones sent to "
-          f"{settings.topics.decisions} and {settings.topics.segments}, and the learner told "
+          f"{settings.topics.decisions}, {settings.topics.segments} and "
+          f"{settings.topics.deadletter}, and the learner told "
           f"on {settings.topics.learning}")
     return 0
 
@@ -509,10 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="erase everything stored about a customer",
                        description="Right to erasure: delete every Redis key of the customer "
                        "and its counts in the RFM histograms, and publish a tombstone (null "
-                       "value) for the customer's key on the decisions and segments topics, "
-                       "and tell the learner (learning topic) to forget the customer's "
-                       "pending moments and purchases. An `erase` event on the profiles topic "
-                       "does the same from the stream.")
+                       "value) for the customer's key on the decisions, segments and "
+                       "dead-letter topics (compacted), record the erasure so that the "
+                       "customer's earlier events read later do not profile them again "
+                       "(STREAMPROC_ERASURE_SUPPRESS_DAYS), and tell the learner (learning "
+                       "topic) to forget the customer's pending moments and purchases. An "
+                       "`erase` event on the profiles topic does the same from the stream.")
     p.add_argument("customer_id")
     p.set_defaults(func=_cmd_forget)
 

@@ -32,6 +32,7 @@ from streamproc.errors import DecodeError
 from streamproc.events.schemas import EventSchema, load_event_schemas
 from streamproc.events.violations import TS_EXAMPLE, explain_violation
 from streamproc.settings import Settings
+from streamproc.state.keys import CUSTOMER_ID
 
 # How much of an oversized message is kept in its dead-letter record: the record must itself fit
 # in a Kafka message, so the full original cannot always travel; its size and sha256 do.
@@ -85,6 +86,17 @@ class Decoder:
         }
 
     def decode(self, msg: RawMessage) -> Event:
+        """The event of ``msg``, or DecodeError with the reason (and the customer's id when
+        the message names a valid one, for the dead letter's key)."""
+        named: list[Any] = []
+        try:
+            return self._decode(msg, named)
+        except DecodeError as exc:
+            if named and isinstance(named[0], str) and CUSTOMER_ID.fullmatch(named[0]):
+                exc.customer_id = named[0]
+            raise
+
+    def _decode(self, msg: RawMessage, named: list[Any]) -> Event:
         value = msg.value
         if value is None:
             raise DecodeError("empty_message", "message has no value (tombstones are not events)")
@@ -100,6 +112,7 @@ class Decoder:
             raise DecodeError("invalid_json", f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise DecodeError("schema_violation", "an event must be a JSON object")
+        named.append(data.get("customer_id"))  # checked by decode
         type_name = data.get("type")
         schema = self.schemas.get(type_name) if isinstance(type_name, str) else None
         if schema is None:
@@ -185,6 +198,26 @@ def _bytes_field(raw: bytes | None) -> dict[str, Any] | None:
         return {"encoding": "utf-8", "data": raw.decode("utf-8")}
     except UnicodeDecodeError:
         return {"encoding": "base64", "data": base64.b64encode(raw).decode("ascii")}
+
+
+def deadletter_key(msg: RawMessage, customer_id: str | None = None) -> bytes:
+    """The key of ``msg``'s dead letter: the customer it is about when known (the event's
+    ``customer_id``, else a message key that is a valid customer id), so that an erasure's
+    tombstone on the compacted dead-letter topic reaches it; else a key of its own made of
+    where it was read (``~`` is in no customer id), which compaction never merges with another.
+
+    >>> m = RawMessage("streamproc.browsing", 3, 17, b"cust-42", b"{")
+    >>> deadletter_key(m), deadletter_key(m, "cust-7")
+    (b'cust-42', b'cust-7')
+    >>> deadletter_key(RawMessage("streamproc.browsing", 3, 17, b"not a customer", b"{"))
+    b'~streamproc.browsing:3:17'
+    """
+    if customer_id is not None and CUSTOMER_ID.fullmatch(customer_id):
+        return customer_id.encode()
+    key = msg.key
+    if key is not None and CUSTOMER_ID.fullmatch(key.decode("utf-8", "replace")):
+        return key
+    return f"~{msg.topic}:{msg.partition}:{msg.offset}".encode()
 
 
 def deadletter_record(msg: RawMessage, reason: str, error: str, failed_at_ms: int) -> bytes:

@@ -155,11 +155,16 @@ class LabelJoin:
         return self._advance(source, ts_ms)
 
     def forget(self, customer_id: str) -> int:
-        """An erased customer: drop their pending moments (never labelled) and purchases;
-        returns how many entries went. Their heap entries are skipped when they come due."""
+        """An erased customer: drop their pending moments (never labelled) and purchases, and
+        their heap entries, so that the learner's next snapshot names them nowhere (an
+        erasure is rare: rebuilding both heaps is fine); returns how many entries went."""
         keys = [key for key in self.pending if key[0] == customer_id]
         for key in keys:
             del self.pending[key]
+        self._due = [e for e in self._due if e[1] != customer_id]
+        heapq.heapify(self._due)
+        self._purchase_heap = [e for e in self._purchase_heap if e[1] != customer_id]
+        heapq.heapify(self._purchase_heap)
         return len(keys) + len(self.purchases.pop(customer_id, ()))
 
     def _bought(self, customer_id: str, ts_ms: int) -> bool:

@@ -27,7 +27,7 @@ from streamproc.stack import kafka, redis
 from streamproc.stack.components import ComponentStatus, StackStatus
 from streamproc.stack.process import exclusive
 from streamproc.stack.secret import ensure_model_secret
-from streamproc.stack.topics import ensure_topics, wait_group_coordinator
+from streamproc.stack.topics import COMPACTION_POLICY, ensure_topics, wait_group_coordinator
 
 # Longest wait for another `up`/`down` of the same stack: a cold start fetches the jars.
 LOCK_TIMEOUT_S = 1200.0
@@ -131,7 +131,11 @@ def _needs_start(component: ComponentStatus) -> bool:
 
 
 def _create_topics(settings: Settings, out: TextIO) -> None:
-    created = asyncio.run(ensure_topics(settings))
+    fixed: list[str] = []
+    created = asyncio.run(ensure_topics(settings, fix_configs=True, out=fixed))
+    if fixed:
+        print(f"kafka: made {', '.join(fixed)} compacted ({COMPACTION_POLICY}; erasure "
+              "tombstones need it)", file=out, flush=True)
     if created:
         print(f"kafka: created {len(created)} topics with {settings.partitions} partitions: "
               f"{', '.join(created)}", file=out, flush=True)

@@ -72,6 +72,17 @@ def timer_watermark_key(app_id: str, partition: int) -> str:
     return f"sp:timers:{{{validate_name('app id', app_id)}:{int(partition)}}}:wm"
 
 
+# The key of the erasure suppression records' keyed hash (streamproc.state.erasure): 32 random
+# bytes, made once, never expiring.
+ERASURE_KEY = "sp:erasure:key"
+
+
+def erased_key(token: str) -> str:
+    """An erased customer's suppression record, named by the keyed hash of their id (never the
+    id itself): the erasure's time, until STREAMPROC_ERASURE_SUPPRESS_DAYS after it."""
+    return f"sp:erased:{token}"
+
+
 def customer_keys(customer_id: str) -> list[str]:
     """Every key that may hold data about a customer (for access and erasure)."""
     return [customer_key(customer_id), latest_decisions_key(customer_id)]

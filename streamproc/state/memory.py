@@ -3,13 +3,16 @@ benchmarks that leave Redis out (:class:`streamproc.state.store.Store` documents
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from streamproc.state.erasure import erasure_token, new_erasure_key
 from streamproc.state.keys import (
     HISTOGRAMS,
     customer_key,
     customer_keys,
+    erased_key,
     latest_decisions_key,
     timer_index_key,
     timer_watermark_key,
@@ -20,8 +23,14 @@ from streamproc.state.store import DueTimers, Stored, Write, decode_profile
 class MemoryStore:
     """The same contract in a dict: for unit tests and the broker-free agent test."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+                 ) -> None:
         self.rows: dict[str, Stored] = {}
+        # Suppression records (streamproc.state.erasure): key -> (erasure ms, expires at ms by
+        # clock_ms, as Redis's PX).
+        self.clock_ms = clock_ms
+        self.erasure_key = new_erasure_key()
+        self.erased: dict[str, tuple[int, int]] = {}
         self.buckets: dict[str, tuple[str, ...]] = {}
         self.hist: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
         self.round_trips = 0
@@ -37,7 +46,20 @@ class MemoryStore:
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         self.round_trips += 1
         empty = Stored(0, None, None)
-        return {cid: self.rows.get(customer_key(cid), empty) for cid in customer_ids}
+        found = {}
+        for cid in customer_ids:
+            row = self.rows.get(customer_key(cid), empty)
+            erased = self._erased_ms(cid)
+            found[cid] = Stored(row.version, row.doc, row.outbox, erased) if erased else row
+        return found
+
+    def _erased_ms(self, customer_id: str) -> int:
+        key = erased_key(erasure_token(self.erasure_key, customer_id))
+        erased_ms, expires_ms = self.erased.get(key, (0, 0))
+        if erased_ms and self.clock_ms() >= expires_ms:
+            del self.erased[key]
+            return 0
+        return erased_ms
 
     async def save(self, writes: Sequence[Write]) -> list[str]:
         self.round_trips += 1
@@ -45,7 +67,8 @@ class MemoryStore:
         for w in writes:
             key = customer_key(w.customer_id)
             current = self.rows.get(key)
-            if (current.version if current else 0) != w.expected_version:
+            if (current.version if current else 0) != w.expected_version or (
+                    w.expected_version == 0 and self._erased_ms(w.customer_id) != w.erased_ms):
                 lost.append(w.customer_id)
                 continue
             self.rows[key] = Stored(w.expected_version + 1, w.doc, w.outbox)
@@ -77,7 +100,10 @@ class MemoryStore:
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
         return decode_profile((await self.load([customer_id]))[customer_id])
 
-    async def erase(self, customer_id: str) -> int:
+    async def erase(self, customer_id: str, erased_ms: int = 0, suppress_ms: int = 0) -> int:
+        if suppress_ms > 0 and erased_ms >= self._erased_ms(customer_id):
+            key = erased_key(erasure_token(self.erasure_key, customer_id))
+            self.erased[key] = (erased_ms, self.clock_ms() + suppress_ms)
         self._move(customer_key(customer_id), ("",) * len(HISTOGRAMS))
         for index, member in self.tidx.pop(customer_key(customer_id), ()):
             self.zsets.get(index, {}).pop(member, None)

@@ -24,7 +24,7 @@ import redis.exceptions
 from aiokafka.errors import KafkaError
 
 from streamproc.errors import StreamprocError
-from streamproc.events.codec import RawMessage, deadletter_record
+from streamproc.events.codec import RawMessage, deadletter_key, deadletter_record
 from streamproc.processor import BatchResult, Processor, StateConflictError
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ async def handle_batch(
                                        time.time_ns() // 1_000_000)
             await retry_transient(
                 "dead letter", lambda r=record, m=msg: emitter.emit(  # type: ignore[misc]
-                    BatchResult(deadletters=[(m.key, r)])), stats, metrics=metrics,
+                    BatchResult(deadletters=[(deadletter_key(m), r)])), stats, metrics=metrics,
                 stopping=stopping)
             stats.deadletters += 1
             if metrics is not None:

@@ -32,12 +32,14 @@ OBSERVATIONS_PER_RECORD = 500
 def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
     """The (topic, key, value) records a batch publishes, in order; the learner's observations
     packed in the order their events were read; erasures become tombstones (null values) on the
-    decisions and segments topics.
+    decisions, segments and dead-letter topics (compacted: streamproc.stack.topics).
 
     >>> from streamproc.settings import Settings
     >>> r = BatchResult(decisions=[(b"c1", b"{}")], erased=[b"c2"])
     >>> [(t.rsplit(".", 1)[-1], k, v) for t, k, v in batch_records(r, Settings())]
-    [('decisions', b'c1', b'{}'), ('decisions', b'c2', None), ('segments', b'c2', None)]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('decisions', b'c1', b'{}'), ('decisions', b'c2', None), ('segments', b'c2', None),
+     ('deadletter', b'c2', None)]
     """
     topics = settings.topics
     records: list[Record] = [
@@ -52,7 +54,8 @@ def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
         records.append((topics.learning, None,
                         pack_batch(values[start:start + OBSERVATIONS_PER_RECORD])))
     for key in result.erased:
-        records.extend(((topics.decisions, key, None), (topics.segments, key, None)))
+        records.extend((topic, key, None) for topic in
+                       (topics.decisions, topics.segments, topics.deadletter))
     return records
 
 

@@ -167,6 +167,10 @@ class WorkerMetrics:
             "partition (a producer partitioning keys another way), by what was done: "
             "deadletter, or warn (processed; STREAMPROC_PARTITION_CHECK)", ["topic", "handling"],
             registry=r)
+        self.suppressed = Counter(
+            "streamproc_suppressed", "events of erased customers dated or produced before "
+            "their erasure, not applied (STREAMPROC_ERASURE_SUPPRESS_DAYS)", ["topic"],
+            registry=r)
         r.register(_ModelCollector(scorer))
         r.register(_LearnerCollector(learner_lag))
 
@@ -181,6 +185,8 @@ class WorkerMetrics:
         self.count_deadletters(value for _, value in result.deadletters)
         for (topic, handling), n in result.wrong_partition.items():
             self.wrong_partition.labels(topic, handling).inc(n)
+        for topic, n in result.suppressed.items():
+            self.suppressed.labels(topic).inc(n)
         if result.cache_hits:
             self.profile_cache.labels("hit").inc(result.cache_hits)
         if result.cache_misses:
@@ -260,8 +266,9 @@ class MeteredStore:
             "read_profile", lambda: self.store.read_profile(customer_id))
         return found
 
-    async def erase(self, customer_id: str) -> int:
-        deleted: int = await self._call("erase", lambda: self.store.erase(customer_id))
+    async def erase(self, customer_id: str, erased_ms: int = 0, suppress_ms: int = 0) -> int:
+        deleted: int = await self._call(
+            "erase", lambda: self.store.erase(customer_id, erased_ms, suppress_ms))
         return deleted
 
     async def histograms(self) -> dict[str, dict[str, int]]:

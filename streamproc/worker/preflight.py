@@ -1,5 +1,6 @@
-"""Checks a worker makes before it joins the consumer group: Redis answers a PING, and a Kafka
-broker answers a metadata request for the input topics.
+"""Checks a worker makes before it joins the consumer group: Redis answers a PING, a Kafka
+broker answers a metadata request for the input topics, and the topics an erasure's tombstones
+must reach are compacted (:func:`check_topic_configs`).
 
 A worker that joined the group without a working Redis took its share of the partitions and
 retried its batches for ever, holding those partitions away from the healthy workers. Checked
@@ -28,6 +29,13 @@ from streamproc.errors import UnreachableError, masked_url, redis_refusal
 from streamproc.kafka_options import kafka_options, security_options
 from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
+from streamproc.stack.topics import (
+    TopicConfigError,
+    compacted_topics,
+    compaction_advice,
+    not_compacted,
+    topic_configs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +272,12 @@ async def check_dependencies(settings: Settings) -> None:
         problems.append(kafka_advice(settings, kafka_error, timeout))
     if problems:
         raise UnreachableError("; and ".join(problems))
+
+
+async def check_topic_configs(settings: Settings) -> None:
+    """Raise TopicConfigError, with the reason and the command that fixes it, when a topic of
+    :func:`~streamproc.stack.topics.compacted_topics` is not compacted: a worker on it would
+    publish erasure tombstones that delete nothing (run after the topics exist)."""
+    wrong = not_compacted(await topic_configs(settings, list(compacted_topics(settings))))
+    if wrong:
+        raise TopicConfigError("refusing to start: " + compaction_advice(wrong, settings))

@@ -101,7 +101,7 @@ async def test_erasure_leaves_nothing_in_redis_and_tombstones_on_topics(
     else:
         await stack_env.produce_events(topics.profiles, [event("erase", customer=cid)])
 
-    for topic in (topics.decisions, topics.segments):
+    for topic in (topics.decisions, topics.segments, topics.deadletter):
         records = await stack_env.consume_until(
             topic, lambda rs: any(r["key"] == cid.encode() and r["value"] is None for r in rs))
         assert any(r["key"] == cid.encode() and r["value"] is None for r in records)

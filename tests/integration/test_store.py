@@ -6,9 +6,11 @@ import uuid
 
 import pytest
 
+from streamproc.state.erasure import erasure_token
 from streamproc.state.keys import (
     HISTOGRAMS,
     customer_key,
+    erased_key,
     histogram_key,
     latest_decisions_key,
     timer_index_key,
@@ -185,3 +187,18 @@ async def test_a_write_and_the_due_timers_share_one_round_trip(store, test_redis
     assert calls(after, "script|load") == calls(before, "script|load")
     await store.erase(a)
     await test_redis.delete(index, *(timer_watermark_key(app, p) for p in (2, 3)))
+
+
+async def test_a_new_profile_is_refused_when_an_erasure_came_between_read_and_write(store):
+    a, t0 = cid(), 1_772_359_200_000
+    assert (await store.load([a]))[a].erased_ms == 0
+    await store.erase(a, t0, 60_000)  # forget, after the worker's read, before its write
+    assert await store.save([Write(a, 0, b"{}", b"[]")]) == [a]  # computed without it: refused
+    assert (await store.load([a]))[a].erased_ms == t0  # read again, it is there
+    assert await store.save([Write(a, 0, b"{}", b"[]", erased_ms=t0)]) == []
+    # An existing profile's write is checked by its version alone.
+    assert await store.save([Write(a, 1, b"{}", b"[]")]) == []
+    assert await store.erase(a, t0 + 5, 60_000) == 1
+    assert (await store.load([a]))[a].erased_ms == t0 + 5
+    record = erased_key(erasure_token(await store.erasure_key(), a))
+    assert a not in record and 0 < await store.client.pttl(record) <= 60_000

@@ -270,20 +270,22 @@ def test_topics_service_runs_the_script_copied_into_the_image() -> None:
     script = load_topics_script()
     calls = []
 
-    async def fake_ensure_topics(settings: Settings) -> list[str]:
-        calls.append(settings)
+    async def fake_ensure_topics(settings: Settings, fix_configs: bool = False,
+                                 out: list[str] | None = None) -> list[str]:
+        calls.append(fix_configs)
         return []
 
     script.__dict__["ensure_topics"] = fake_ensure_topics
     assert script.main(topics.get("command", []), sleep=lambda s: None) == 0
-    assert len(calls) == 1
+    # The topics job also makes existing decisions/segments/dead-letter topics compacted.
+    assert calls == [True]
 
 
 def test_topics_script_retries_an_unreachable_kafka_but_not_a_refusal() -> None:
     script = load_topics_script()
     calls = []
 
-    async def unreachable(settings: Settings) -> list[str]:
+    async def unreachable(settings: Settings, **kwargs: object) -> list[str]:
         calls.append(1)
         raise StackError("cannot create topics") from OSError("connection refused")
 
@@ -291,7 +293,7 @@ def test_topics_script_retries_an_unreachable_kafka_but_not_a_refusal() -> None:
     assert script.main(["--attempts", "3"], sleep=lambda s: None) == 1
     assert len(calls) == 3
 
-    async def mismatch(settings: Settings) -> list[str]:
+    async def mismatch(settings: Settings, **kwargs: object) -> list[str]:
         calls.append(1)
         raise StackError("topic partition counts differ")
 

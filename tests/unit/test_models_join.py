@@ -211,6 +211,9 @@ def test_a_forgotten_customer_is_never_labelled_and_the_others_are():
     j.snapshot("kept", "e2", MIN, {}, 0.2)
     assert j.forget("gone") == 2 and j.forget("nobody") == 0
     assert all(key[0] != "gone" for key in j.pending) and "gone" not in j.purchases
+    # Nowhere in what the learner's snapshot pickles: its heaps neither.
+    import pickle
+    assert b"gone" not in pickle.dumps(j)
     # Back after the erasure: a new moment of theirs is labelled, without the old purchase.
     j.snapshot("gone", "e3", 2 * MIN, {}, 0.1)
     assert close(j, 4 * H) == [("gone", 2 * MIN, False), ("kept", MIN, False)]

@@ -267,8 +267,10 @@ async def test_erase_removes_the_customer_and_later_events_start_afresh():
     assert result.erased == [b"gone"] and result.decisions == []
     assert await store.read_profile("gone") is None
     assert await store.read_profile("stays") is not None
+    # An event dated (and produced) after the erasure starts afresh; one from before it would
+    # be suppressed (test_erasure.py).
     again = await proc.process([part.message(event("erase", customer="gone")),
-                                part.message(event("search", customer="gone"))])
+                                part.message(event("search", customer="gone", minute=10))])
     assert again.erased == [b"gone"]
     fresh = await profile(store, "gone")
     assert fresh["counts"] == {"search": 1, "sessions": 1} and fresh["purchases"]["orders"] == 0
@@ -288,7 +290,7 @@ async def test_an_erase_tells_the_learner_before_the_observations_of_the_events_
     # still comes first, or the learner would forget the customer's new moment too.
     erase = part.message(event("erase", customer="gone", reason="GDPR 2"))
     result = await proc.process([part.message(event("cart_add", customer="gone")), erase,
-                                 part.message(event("search", customer="gone")),
+                                 part.message(event("search", customer="gone", minute=10)),
                                  part.message(event("search", customer="stays"))])
     seen = [parse(v) for _, v in result.learning]
     assert [(o.kind, o.customer_id) for o in seen] == [
