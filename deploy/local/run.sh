@@ -34,6 +34,12 @@ cleanup() {
   echo "==> the stack is still up: '$sp stack down' stops it; logs are in $logs/"
 }
 trap cleanup INT TERM EXIT
+# The demo shop has no consent banner: its visitor is personalised only because the demo takes
+# personalisation as granted until withdrawn (the shipped default denies it; the simulated
+# customers answer a banner, and those who decline are not profiled). docs/operations.md,
+# "Consent".
+export STREAMPROC_CONSENT_DEFAULTS=${STREAMPROC_CONSENT_DEFAULTS:-personalisation=granted}
+echo "==> consent defaults of the demo: $STREAMPROC_CONSENT_DEFAULTS (STREAMPROC_CONSENT_DEFAULTS)"
 echo "==> starting a worker (log: $logs/worker.log)"
 # the served models and bandit follow the learner every 10 s (default 30), so the demo's first
 # minute already shows outcomes learnt
