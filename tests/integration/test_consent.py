@@ -101,9 +101,11 @@ async def test_after_a_withdrawal_nothing_is_profiled_until_a_new_grant(
     stack_env.start_worker(settings={"STREAMPROC_CONSENT_DEFAULTS": "personalisation=denied"})
     now = time.time()
 
-    # 1. Granted: profiled. Feedback on the hero decision rewards the bandit.
+    # 1. Granted: profiled. Feedback on the hero decision rewards the bandit. Each consent
+    # change is applied before the events after it are sent: topics are not read in step.
     granted = [personalisation(cid, True, now), *activity(cid, now + 1)]
-    await send(stack_env, granted)
+    await send(stack_env, granted[:1])
+    await send(stack_env, granted[1:])
     read = await stack_env.consume_until(topics.decisions, lambda rs: any(
         r["key"] == cid.encode() and r["value"]["slot"] == "homepage_hero" for r in rs))
     [hero] = [r["value"] for r in read if r["key"] == cid.encode()
@@ -134,7 +136,8 @@ async def test_after_a_withdrawal_nothing_is_profiled_until_a_new_grant(
 
     # 4. Granted again: profiled again.
     again = [personalisation(cid, True, now + 50), *activity(cid, now + 51)]
-    await send(stack_env, again)
+    await send(stack_env, again[:1])
+    await send(stack_env, again[1:])
 
     def all_there(kind: str, ids: set[str]) -> Any:
         return lambda rs: bool(outputs_of({"decisions": [], "segments": [], "learning": [],
