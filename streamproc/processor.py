@@ -59,7 +59,7 @@ from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_recor
 from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.observations import erase_record, lesson_record, read_from
 from streamproc.learning.scorer import NoScoring
-from streamproc.segments.segmenter import CONSENT_WITHDRAWN, leave_all
+from streamproc.segments.segmenter import CONSENT_NOT_GIVEN, CONSENT_WITHDRAWN, leave_all
 from streamproc.settings import PROFILING_PURPOSE, Settings
 from streamproc.state.consent import profiling, record_consent, withhold
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
@@ -589,7 +589,7 @@ class Processor:
             trigger = trigger_of(event)
             answered = PROFILING_PURPOSE in (p.get("consent") or {})
             out.outputs.extend({"topic": "segments", "record": m} for m in leave_all(
-                p, event, trigger, CONSENT_WITHDRAWN if answered else "consent_not_given"))
+                p, event, trigger, CONSENT_WITHDRAWN if answered else CONSENT_NOT_GIVEN))
             out.outputs.append({"topic": "learning", "record": erase_record(
                 event.customer_id, event.event_id, event.ts_ms, read_from(event.message))})
             withhold(p)
@@ -619,9 +619,14 @@ class Processor:
         cache keeps of it (``out.kept``)."""
         outbox = [o for o in previous_outbox if outbox_keeps(o, read)] + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
-        latest, latest_ttl_ms = latest_fields(
-            [o["record"] for o in out.outputs[out.withheld_at or 0:]
-             if o["topic"] == "decisions"], now_ms)
+        decided = [o for o in out.outputs if o["topic"] == "decisions"]
+        if out.withheld_at is not None:
+            # Only what was decided after the withdrawal (a new grant's) may be the latest, not
+            # what a redelivered event published again from the outbox.
+            again = {id(o) for o in previous_outbox}
+            decided = [o for o in out.outputs[out.withheld_at:]
+                       if o["topic"] == "decisions" and id(o) not in again]
+        latest, latest_ttl_ms = latest_fields([o["record"] for o in decided], now_ms)
         if out.withheld_at is not None:  # the latest decisions kept before are deleted first
             latest_ttl_ms = -max(latest_ttl_ms, 1)
         out.write = Write(

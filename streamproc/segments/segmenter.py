@@ -39,8 +39,10 @@ from streamproc.state.store import Store
 HISTOGRAM_REFRESH_S = 5.0
 # Segmentations whose moves are not kept in the profile's segment history.
 TRANSIENT = frozenset({"intent", "cluster"})
-# The reason of the exits published when a customer withdraws personalisation consent.
+# The reasons of the exits published when a customer withdraws personalisation consent, and
+# when a profile kept under an earlier default that granted it lacks the customer's answer.
 CONSENT_WITHDRAWN = "consent_withdrawn"
+CONSENT_NOT_GIVEN = "consent_not_given"
 
 
 def rfm_buckets(p: Profile) -> tuple[str, str, str]:

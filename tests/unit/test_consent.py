@@ -297,3 +297,16 @@ def test_consent_is_recorded_by_the_profile_alone_too() -> None:
     p = new_profile("c1")
     apply_event(p, "consent_update", 5, {"purpose": "sms", "granted": True, "source": "crm"})
     assert p["consent"] == {"sms": {"granted": True, "source": "crm", "ts_ms": 5}}
+
+
+async def test_a_decision_published_again_with_the_withdrawal_is_not_kept_as_the_latest() -> None:
+    proc, _, store = make(SETTINGS)
+    browsing, profiles = Partition(), Partition()
+    first = [browsing.message(e) for e in activity(4, 1)]
+    await proc.process(first)
+    assert store.latest.get(latest_decisions_key("c1"))
+    # A redelivery of that batch, read with the withdrawal: its decisions go out again (the
+    # outbox), but none stays the latest decision websites read.
+    again = await proc.process([profiles.message(consent(False, 2)), *first])
+    assert again.redelivered == len(first) and outputs(again)["decisions"]
+    assert latest_decisions_key("c1") not in store.latest
