@@ -22,6 +22,16 @@ through the outbox like the decisions, once the customer's state write succeeded
 are also kept as the customer's latest per slot, by the same write
 (:mod:`streamproc.decisions.latest`), and so are the KPI counters' increments of the events
 and decisions applied (:mod:`streamproc.decisions.kpis`): counted exactly when the state is.
+
+Consent gates all of it (:meth:`Processor._consents`). A customer without personalisation
+consent (withdrawn, or never given while ``STREAMPROC_CONSENT_DEFAULTS`` denies it) is not
+profiled: their events are applied once and counted (``unprofiled``), and nothing else
+happens: no profile data, scores, observations, segment moves, decisions or lessons. A
+profile that was profiled until then is reduced to its consent record and its bookkeeping
+(:func:`streamproc.state.consent.withhold`); its segments are left with one exit each (reason
+``consent_withdrawn``), the learner is told to forget the customer's pending moments (an
+``erase`` observation), their timers are dropped and so are their latest decisions. A new
+grant profiles them again from that event on.
 """
 
 from __future__ import annotations
@@ -49,7 +59,9 @@ from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_key, 
 from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.observations import erase_record, lesson_record, read_from
 from streamproc.learning.scorer import NoScoring
-from streamproc.settings import Settings
+from streamproc.segments.segmenter import CONSENT_NOT_GIVEN, CONSENT_WITHDRAWN, leave_all
+from streamproc.settings import PROFILING_PURPOSE, Settings
+from streamproc.state.consent import profiling, record_consent, withhold
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.erasure import suppressed
 from streamproc.state.keys import timer_index_key
@@ -95,6 +107,10 @@ class BatchResult:
     applied: int = 0
     redelivered: int = 0
     duplicates: int = 0
+    # Events applied but not profiled: their customer has no personalisation consent.
+    unprofiled: int = 0
+    # Profiles reduced to their consent record (consent withdrawn, or missing) by this batch.
+    withheld: int = 0
     # Stored profiles taken from the worker's cache, and parsed (STREAMPROC_PROFILE_CACHE).
     cache_hits: int = 0
     cache_misses: int = 0
@@ -216,7 +232,8 @@ def default_engine(settings: Settings) -> Engine:
     """The engine on the configured catalogue (reloaded when it changes), choosing uniformly
     until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app)."""
     path = settings.catalogue or default_catalogue_path()
-    return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser())
+    return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser(),
+                  consent_defaults=settings.consent_granted_by_default())
 
 
 @dataclass
@@ -237,6 +254,11 @@ class _CustomerOutcome:
     duplicates: int = 0
     # Events suppressed (an erased customer's, from before the erasure).
     suppressed: list[Event] = field(default_factory=list)
+    unprofiled: int = 0
+    withheld: int = 0
+    # Where in ``outputs`` the customer's profile was last withheld (their latest decisions are
+    # deleted and only the decisions after it kept as latest); None: it was not.
+    withheld_at: int | None = None
     # KPI counter increments, carried in the customer's write (streamproc.decisions.kpis).
     kpis: Tally = field(default_factory=dict)
 
@@ -471,6 +493,8 @@ class Processor:
                     result.suppressed[topic] = result.suppressed.get(topic, 0) + 1
                 if outcome.suppressed:
                     self._report_suppressed(len(outcome.suppressed), outcome.suppressed[0])
+                result.unprofiled += outcome.unprofiled
+                result.withheld += outcome.withheld
                 result.timers_fired += outcome.fired
                 result.timers_done.extend(outcome.timers_done)
                 key = cid.encode()
@@ -571,6 +595,9 @@ class Processor:
                 out.deadletters.append((event, poison[id(event)]))
                 continue
             try:
+                if not self._consents(p, event, out):
+                    out.applied += 1
+                    continue
                 if event.type == SERVED:  # decided by the HTTP API: recorded, not re-decided
                     out.outputs.extend(self._served(p, event))
                     out.applied += 1
@@ -612,6 +639,29 @@ class Processor:
             self._write(out, cid, p, stored, previous_outbox, read, before, now_ms)
         return out
 
+    def _consents(self, p: Profile, event: Event, out: _CustomerOutcome) -> bool:
+        """Whether ``event`` is profiled: its customer has personalisation consent (a
+        consent_update's answer taken first). If not, a profile profiled until now is
+        withheld: reduced to its consent record, its segments left (the exits published),
+        the learner told to forget the customer (see the module docstring)."""
+        if event.type == "consent_update":
+            record_consent(p, event.ts_ms, event.data)
+        if profiling(p, self.engine.consent_defaults):
+            return True
+        if p.get("first_seen_ms") is not None or p.get("segments"):  # profiled until now
+            trigger = trigger_of(event)
+            answered = PROFILING_PURPOSE in (p.get("consent") or {})
+            out.outputs.extend({"topic": "segments", "record": m} for m in leave_all(
+                p, event, trigger, CONSENT_WITHDRAWN if answered else CONSENT_NOT_GIVEN))
+            out.outputs.append({"topic": "learning", "record": erase_record(
+                event.customer_id, event.event_id, event.ts_ms, read_from(event.message))})
+            withhold(p)
+            out.withheld += 1
+            out.withheld_at = len(out.outputs)
+        if event.type != "consent_update":
+            out.unprofiled += 1
+        return False
+
     def _served(self, p: Profile, event: Event) -> list[dict[str, Any]]:
         """A decision the HTTP API served: its exposure recorded, and the record published (and
         kept as the latest for its slot) with this event as its trigger's place, so a
@@ -632,8 +682,16 @@ class Processor:
         cache keeps of it (``out.kept``)."""
         outbox = [o for o in previous_outbox if outbox_keeps(o, read)] + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
-        latest, latest_ttl_ms = latest_fields(
-            [o["record"] for o in out.outputs if o["topic"] == "decisions"], now_ms)
+        decided = [o for o in out.outputs if o["topic"] == "decisions"]
+        if out.withheld_at is not None:
+            # Only what was decided after the withdrawal (a new grant's) may be the latest, not
+            # what a redelivered event published again from the outbox.
+            again = {id(o) for o in previous_outbox}
+            decided = [o for o in out.outputs[out.withheld_at:]
+                       if o["topic"] == "decisions" and id(o) not in again]
+        latest, latest_ttl_ms = latest_fields([o["record"] for o in decided], now_ms)
+        if out.withheld_at is not None:  # the latest decisions kept before are deleted first
+            latest_ttl_ms = -max(latest_ttl_ms, 1)
         out.write = Write(
             cid, stored.version, pack_doc(p, self.compression),
             pack_outbox(outbox, self.compression),
@@ -655,6 +713,14 @@ class Processor:
             return out
         p, previous_outbox = self._load(cid, stored)
         before = timers.indexed(p)
+        if not profiling(p, self.engine.consent_defaults):
+            # Armed while they were profiled (STREAMPROC_CONSENT_DEFAULTS changed since, or a
+            # profile of an older version): none fires, none stays armed.
+            p.pop("timers", None)
+            out.timers_done = [(timer_index_key(self.app_id, d.partition), d.member)
+                               for d in due]
+            self._write(out, cid, p, stored, previous_outbox, {}, before, now_ms)
+            return out
         fired: list[tuple[int, int, str]] = []
         replaced: set[tuple[str, int, int]] = set()
         changed = False

@@ -215,6 +215,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("ERASURE_SUPPRESS_DAYS", "30",
      "days after an erasure during which the customer's events dated (or produced) before it "
      "are suppressed, not profiled again (redelivery, retries, replays); 0: no suppression"),
+    ("CONSENT_DEFAULTS", "personalisation=denied,email=denied,sms=denied,push=denied,"
+     "call_centre=denied",
+     "each consent purpose's answer until the customer gives one, as purpose=granted|denied "
+     "pairs separated by commas (a purpose not named: denied); without personalisation "
+     "consent a customer is not profiled (no scores, segments, learning or decisions)"),
 )
 
 # Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
@@ -234,6 +239,11 @@ FROM_DEFAULT = "default"
 # Settings shown masked by `streamproc settings`.
 SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN", "KAFKA_SASL_PASSWORD",
                      "KAFKA_SSL_KEY_PASSWORD"})
+# The purposes a consent_update names (schemas/events/consent_update.schema.json). Profiling a
+# customer (their profile beyond the consent record, scores, segments, learning, decisions)
+# needs PROFILING_PURPOSE; each message channel needs its own.
+CONSENT_PURPOSES = ("personalisation", "email", "sms", "push", "call_centre")
+PROFILING_PURPOSE = "personalisation"
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -352,6 +362,7 @@ class Settings:
     compact_after_days: int = 7
     tombstone_hours: int = 24
     erasure_suppress_days: int = 30
+    consent_defaults: str = _DEFAULTS["CONSENT_DEFAULTS"]
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -470,6 +481,7 @@ class Settings:
             compact_after_days=_int(get, "COMPACT_AFTER_DAYS", 0, 3650),
             tombstone_hours=_int(get, "TOMBSTONE_HOURS", 0, 24 * 366),
             erasure_suppress_days=_int(get, "ERASURE_SUPPRESS_DAYS", 0, 3650),
+            consent_defaults=get("CONSENT_DEFAULTS"),
             sources=sources,
         )
         settings.validate()
@@ -506,6 +518,7 @@ class Settings:
             raise ConfigError(f"STREAMPROC_LOG_FORMAT={self.log_format!r}: use text or json")
         self.validate_kafka_security()
         self.api_write_keys()  # raises on a malformed STREAMPROC_API_KEYS
+        self.consent_granted_by_default()  # raises on a malformed STREAMPROC_CONSENT_DEFAULTS
         names = self.topics.all()
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")
@@ -562,6 +575,34 @@ class Settings:
                                   f"{found[key]}")
             found[key] = site
         return found
+
+    def consent_granted_by_default(self) -> frozenset[str]:
+        """The purposes ``STREAMPROC_CONSENT_DEFAULTS`` takes as granted until withdrawn;
+        every other purpose needs the customer's grant.
+
+        >>> sorted(Settings(consent_defaults="personalisation=granted").consent_granted_by_default())
+        ['personalisation']
+        >>> Settings().consent_granted_by_default()
+        frozenset()
+        >>> Settings(consent_defaults="personalization=granted").consent_granted_by_default()
+        Traceback (most recent call last):
+        streamproc.errors.ConfigError: STREAMPROC_CONSENT_DEFAULTS: unknown purpose 'personalization' (did you mean personalisation?): the purposes are personalisation, email, sms, push, call_centre
+        """  # noqa: E501
+        granted: dict[str, bool] = {}
+        for pair in filter(None, (p.strip() for p in self.consent_defaults.split(","))):
+            purpose, sep, answer = (part.strip().lower() for part in pair.partition("="))
+            if purpose not in CONSENT_PURPOSES:
+                near = difflib.get_close_matches(purpose, CONSENT_PURPOSES, n=1, cutoff=0.7)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise ConfigError(f"STREAMPROC_CONSENT_DEFAULTS: unknown purpose {purpose!r}"
+                                  f"{hint}: the purposes are {', '.join(CONSENT_PURPOSES)}")
+            if not sep or answer not in {"granted", "denied"}:
+                raise ConfigError(f"STREAMPROC_CONSENT_DEFAULTS: {pair!r} is not "
+                                  f"{purpose}=granted or {purpose}=denied")
+            if purpose in granted:
+                raise ConfigError(f"STREAMPROC_CONSENT_DEFAULTS: {purpose} is given twice")
+            granted[purpose] = answer == "granted"
+        return frozenset(purpose for purpose, yes in granted.items() if yes)
 
     def api_origin_list(self) -> tuple[str, ...]:
         """``STREAMPROC_API_ORIGINS`` as a tuple, without trailing slashes.

@@ -34,6 +34,9 @@ cleanup() {
   echo "==> the stack is still up: '$sp stack down' stops it; logs are in $logs/"
 }
 trap cleanup INT TERM EXIT
+# Consent as shipped (STREAMPROC_CONSENT_DEFAULTS): nobody is profiled without personalisation
+# consent. The simulated customers answer a consent banner on their first visit, and so does
+# the shop's visitor (docs/operations.md, "Consent").
 echo "==> starting a worker (log: $logs/worker.log)"
 # the served models and bandit follow the learner every 10 s (default 30), so the demo's first
 # minute already shows outcomes learnt
@@ -69,7 +72,8 @@ then
   shop=""
 fi
 if [ -n "$shop" ]; then
-  echo "==> the demo shop: $shop  (browse it: your visits are decided below, customer anon-...)"
+  echo "==> the demo shop: $shop  (browse it: your visits are decided below, customer anon-...;"
+  echo "    answer its consent banner with 'Personalise' to be personalised)"
 fi
 echo "==> decisions as they arrive (Ctrl-C to stop): time, customer, slot, action, policy/arm,"
 echo "    propensity, why ('$sp tail decisions --why' shows every reason, --json the records)"

@@ -155,7 +155,6 @@ class Catalogue:
     triggers: tuple[Trigger, ...]
     caps: Mapping[str, Cap]
     experiments: tuple[dict[str, Any], ...]
-    opt_out: frozenset[str]
     context: str
     history: int
     version: str  # a digest of the document: which catalogue a decision was made under
@@ -373,6 +372,13 @@ def _checked(data: Any, activity_days: int, event_types: Collection[str] | None)
         check.problems.append("top level: the file is empty; expected slots, actions and "
                               "triggers")
     else:
+        if isinstance(data, dict) and "consent" in data:
+            # Catalogues before consent became a setting: the processor must know the
+            # defaults too (it stops profiling without consent), so they are set once.
+            check.problems.append("consent: consent defaults are the setting STREAMPROC_"
+                                  "CONSENT_DEFAULTS now (e.g. personalisation=granted, for what "
+                                  "consent.opt_out listed); remove this section")
+            data = {k: v for k, v in data.items() if k != "consent"}
         _check_document(check, data)
     return check
 
@@ -476,10 +482,8 @@ def _compile(data: dict[str, Any], version: str,
         quiet = c.get("quiet_hours")
         caps[channel] = Cap(c.get("per_day"),
                             (_minutes(quiet[0]), _minutes(quiet[1])) if quiet else None)
-    consent = data.get("consent") or {}
     return Catalogue(
         slots, actions, triggers, caps, tuple(data.get("experiments") or ()),
-        frozenset(consent.get("opt_out", ["personalisation"])),
         data.get("context", DEFAULT_CONTEXT), data.get("history", DEFAULT_HISTORY), version,
         sensitive_uses,
     )
@@ -568,7 +572,6 @@ def describe(cat: Catalogue, source: str | Path) -> str:
         arms = ", ".join(f"{a['id']} {a['share']:.0%} ({a['policy']})" for a in e["arms"])
         lines.append(f"  {e['id']:<20} {', '.join(e['slots'])}: control "
                      f"{e.get('control_share', 0.1):.0%}, then {arms}")
-    lines.append(f"\nconsent taken as granted until withdrawn: {', '.join(sorted(cat.opt_out))}")
     lines.append(describe_uses(cat.sensitive_uses))
     return "\n".join(lines)
 

@@ -12,7 +12,10 @@ trigger's own ``when``), one decision, in these steps, each leaving its reason i
    preference. A message slot whose channel is closed (no channel consent, quiet hours, the
    day's cap in the customer's timezone) gives way to the next; when all are closed the
    decision is the empty action ``none`` (nothing shown, nothing sent), with the reasons.
-2. **Consent.** Without personalisation consent: the slot's neutral action.
+2. **Consent.** Without personalisation consent: the slot's neutral action (the processor does
+   not even ask for decisions then, :mod:`streamproc.processor`; the HTTP API does, and
+   serves the neutral action). A purpose the customer never answered takes its default
+   (``consent_defaults``: the purposes ``STREAMPROC_CONSENT_DEFAULTS`` grants).
 3. **Experiment.** The slot's experiment assigns an arm (a hash of experiment and customer):
    the control group gets the neutral action; an arm's policy says who chooses.
 4. **Candidates.** The slot's personalised actions that are valid now, have the consents they
@@ -27,6 +30,7 @@ trigger's own ``when``), one decision, in these steps, each leaving its reason i
 >>> from streamproc.state.profile import new_profile
 >>> engine = Engine(load_catalogue(default_catalogue_path()), UniformChooser())
 >>> p = new_profile("c1")
+>>> p["consent"] = {"personalisation": {"granted": True}}
 >>> p["cart"] = {"items": {"p1": {"qty": 1, "price": 80.0}}, "value": 80.0, "updated_ms": 0}
 >>> src = Source("cart_add", "e1", "c1", "1970-01-01T00:00:00Z", 0, "browsing", 0, 7)
 >>> [d["action"]["id"] for d in engine.decide(p, src, {}, []).records]
@@ -57,7 +61,6 @@ from streamproc.decisions.guardrails import (
     channel_problem,
     consent_problem,
     data_problem,
-    granted,
     hours_text,
     local_time,
     params_of,
@@ -73,6 +76,8 @@ from streamproc.decisions.record import (
     segments_used,
 )
 from streamproc.errors import StreamprocError
+from streamproc.settings import PROFILING_PURPOSE
+from streamproc.state.consent import granted
 from streamproc.state.profile import Profile
 
 # The type of a timer's synthetic event (streamproc.decisions.timers).
@@ -83,7 +88,6 @@ SERVED = "decision_served"
 # Who gets which arm of an experiment: streamproc.decisions.experiments.assign.
 Assign = Callable[[str, dict[str, Any]], str]
 
-PERSONALISATION = "personalisation"
 # What feedback teaches the learning chooser: a click or a conversion is a success, an
 # unsubscribe or a dismissal a failure; impressions and opens teach nothing by themselves.
 REWARDS = {"click": 1.0, "conversion": 1.0, "unsubscribe": 0.0, "dismiss": 0.0}
@@ -149,8 +153,11 @@ class Engine:
         chooser: Chooser,
         assign: Assign | None = None,
         uniform: Chooser | None = None,
+        consent_defaults: frozenset[str] = frozenset(),
     ) -> None:
         self.catalogue = catalogue
+        # The purposes granted until withdrawn (STREAMPROC_CONSENT_DEFAULTS).
+        self.consent_defaults = consent_defaults
         self.chooser = chooser
         self.uniform: Chooser = uniform or UniformChooser()
         self.assign: Assign = assign or experiment_assign
@@ -244,7 +251,8 @@ class Engine:
         slot: Slot | None = None
         for sid in slots:
             problem = channel_problem(p, cat.slots[sid].channel,
-                                      cat.caps.get(cat.slots[sid].channel), now, cat.opt_out)
+                                      cat.caps.get(cat.slots[sid].channel), now,
+                                      self.consent_defaults)
             if problem is None:
                 slot = cat.slots[sid]
                 break
@@ -308,7 +316,7 @@ class Engine:
     def _choose(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
                 slot: Slot, context: str, did: str,
                 carry: str | None = None) -> tuple[_Choice, dict[str, str] | None]:
-        problem = consent_problem(p, PERSONALISATION, cat.opt_out)
+        problem = consent_problem(p, PROFILING_PURPOSE, self.consent_defaults)
         if problem:
             return _neutral(cat, slot, f"{problem}: neutral {slot.neutral} instead"), None
         experiment = None
@@ -367,7 +375,7 @@ class Engine:
             if a.valid_until_ms is not None and ts >= a.valid_until_ms:
                 excluded.append(f"{a.id}: no longer valid")
                 continue
-            missing = [c for c in a.consent if not granted(p, c, cat.opt_out)]
+            missing = [c for c in a.consent if not granted(p, c, self.consent_defaults)]
             if missing:
                 excluded.append(f"{a.id}: needs {', '.join(missing)} consent")
                 continue

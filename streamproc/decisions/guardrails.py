@@ -4,14 +4,16 @@ and the limit on decisions that reveal tracking.
 Pure functions of the profile, the catalogue and the event time. Each returns None when the
 way is open, or the reason it is not, in words a person can read in the decision record.
 
-Consent: a purpose the catalogue lists under ``consent.opt_out`` (personalisation, by default)
-is granted until the customer withdraws it; every other purpose (email, sms, push,
-call_centre) needs an explicit grant. Caps and quiet hours are read in the customer's local
+Consent: a purpose in ``defaults`` (those ``STREAMPROC_CONSENT_DEFAULTS`` grants; none by
+default) is granted until the customer withdraws it; every other purpose needs the customer's
+grant (:mod:`streamproc.state.consent`). Caps and quiet hours are read in the customer's local
 time (``attributes.timezone``, an IANA name; UTC when absent or unknown).
 
 >>> p = {"consent": {"email": {"granted": False}}, "attributes": {}}
->>> consent_problem(p, "email", frozenset({"personalisation"}))
+>>> consent_problem(p, "email", frozenset({"email"}))
 'no email consent (withdrawn)'
+>>> consent_problem(p, "sms", frozenset())
+'no sms consent (never given)'
 >>> in_quiet_hours(22 * 60 + 30, (22 * 60, 7 * 60)), in_quiet_hours(12 * 60, (22 * 60, 7 * 60))
 (True, False)
 """
@@ -29,6 +31,7 @@ from streamproc.days import HOUR_MS
 from streamproc.decisions import exposure
 from streamproc.decisions.catalogue import Action, Cap, RevealLimit
 from streamproc.segments.profilepath import MISSING, getter
+from streamproc.state.consent import granted
 
 # The channel whose own consent a message needs.
 CHANNEL_PURPOSE = {"email": "email", "sms": "sms", "push": "push", "call_centre": "call_centre"}
@@ -48,13 +51,10 @@ SECTION_STAMPS = {
 _STAMP_READERS = {section: getter(path) for section, path in SECTION_STAMPS.items()}
 
 
-def granted(p: Mapping[str, Any], purpose: str, opt_out: frozenset[str]) -> bool:
-    entry = (p.get("consent") or {}).get(purpose)
-    return purpose in opt_out if entry is None else bool(entry.get("granted"))
-
-
-def consent_problem(p: Mapping[str, Any], purpose: str, opt_out: frozenset[str]) -> str | None:
-    if granted(p, purpose, opt_out):
+def consent_problem(p: Mapping[str, Any], purpose: str, defaults: frozenset[str]) -> str | None:
+    """Why ``purpose`` is not allowed, or None (``defaults``: the purposes granted until
+    withdrawn)."""
+    if granted(p, purpose, defaults):
         return None
     entry = (p.get("consent") or {}).get(purpose)
     return f"no {purpose} consent ({'withdrawn' if entry is not None else 'never given'})"
@@ -112,11 +112,11 @@ def sent_today(p: Mapping[str, Any], channel: str, day: int) -> int:
 
 
 def channel_problem(p: Mapping[str, Any], channel: str, cap: Cap | None, now: LocalTime,
-                    opt_out: frozenset[str]) -> str | None:
+                    defaults: frozenset[str]) -> str | None:
     """Why nothing may go out on ``channel`` now, or None: consent, quiet hours, daily cap."""
     purpose = CHANNEL_PURPOSE.get(channel)
     if purpose is not None:
-        problem = consent_problem(p, purpose, opt_out)
+        problem = consent_problem(p, purpose, defaults)
         if problem:
             return f"{problem}: nothing sent by {channel}"
     if cap is None:

@@ -8,7 +8,9 @@ the customer buys; days-since-purchase is derived from it at each event's time, 
 consistent while time passes. Each worker re-reads the histograms every few seconds.
 
 Every move between segments becomes a record for the segments topic, and moves (not first
-assignments) are kept, compactly, in the profile's ``segment_history``.
+assignments) are kept, compactly, in the profile's ``segment_history``. A customer who
+withdraws personalisation consent leaves every segment at once (:func:`leave_all`,
+reason ``consent_withdrawn``), so that systems targeting the segments stop targeting them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from streamproc.segments import (
     Cuts,
     RuleFile,
     SegmentConfig,
+    Transition,
     assign_all,
     bucket_of,
     changed,
@@ -36,6 +39,10 @@ from streamproc.state.store import Store
 HISTOGRAM_REFRESH_S = 5.0
 # Segmentations whose moves are not kept in the profile's segment history.
 TRANSIENT = frozenset({"intent", "cluster"})
+# The reasons of the exits published when a customer withdraws personalisation consent, and
+# when a profile kept under an earlier default that granted it lacks the customer's answer.
+CONSENT_WITHDRAWN = "consent_withdrawn"
+CONSENT_NOT_GIVEN = "consent_not_given"
 
 
 def rfm_buckets(p: Profile) -> tuple[str, str, str]:
@@ -123,19 +130,35 @@ class Segmenter:
             if move.from_ is not None and self.history and move.segmentation not in TRANSIENT:
                 history.append([move.segmentation, move.from_, move.to, event.ts_ms])
         del history[: -self.history or len(history)]
-        return [
-            {
-                "customer_id": event.customer_id,
-                "segmentation": move.segmentation,
-                "from": move.from_,
-                "to": move.to,
-                "reason": move.reason,
-                "custom": move.segmentation.startswith(CUSTOM_PREFIX),
-                "ts": event.data["ts"],
-                "trigger": trigger,
-            }
-            for move in moves
-        ]
+        return move_records(moves, event, trigger)
 
     def buckets(self, p: Profile) -> tuple[str, ...]:
         return rfm_buckets(p)
+
+
+def move_records(moves: list[Transition], event: Event,
+                 trigger: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records for the segments topic, one per move."""
+    return [
+        {
+            "customer_id": event.customer_id,
+            "segmentation": move.segmentation,
+            "from": move.from_,
+            "to": move.to,
+            "reason": move.reason,
+            "custom": move.segmentation.startswith(CUSTOM_PREFIX),
+            "ts": event.data["ts"],
+            "trigger": trigger,
+        }
+        for move in moves
+    ]
+
+
+def leave_all(p: Profile, event: Event, trigger: dict[str, Any],
+              reason: str = CONSENT_WITHDRAWN) -> list[dict[str, Any]]:
+    """The customer leaves every segment they are in (at ``event``, which withdrew their
+    consent): the exits, with ``reason``; the profile's segments and history are emptied."""
+    moves = [Transition(name, segment, None, reason)
+             for name, segment in sorted((p.get("segments") or {}).items())]
+    p["segments"], p["segment_history"] = {}, []
+    return move_records(moves, event, trigger)

@@ -81,6 +81,8 @@ CONSENT_PURPOSES = ("personalisation", "email", "sms", "push", "call_centre")
 INITIAL_CONSENT = {"personalisation": 0.9, "email": 0.7, "sms": 0.3, "push": 0.5,
                    "call_centre": 0.2}
 LOYALTY_TIERS = ("bronze", "silver", "gold")
+# How long after landing a new customer answers the consent banner.
+BANNER_DELAY_MS = 3_000
 # The slot a page of each type asks for (slots of schemas/examples/catalogue.yaml), and the share
 # of those pages that ask (a product page's recommendations are not requested on every view).
 PAGE_SLOTS: dict[str, tuple[str, float]] = {
@@ -131,6 +133,8 @@ class _State:
 
     cart: dict[str, int] = field(default_factory=dict)  # product_id -> units, insertion-ordered
     consents: dict[str, bool] = field(default_factory=dict)
+    # Whether the shop's consent banner has recorded the personalisation answer yet.
+    banner_answered: bool = False
 
 
 class _Session:
@@ -330,9 +334,22 @@ class _Session:
                   amount=value_cents / 100, currency=CURRENCY)
         cart.clear()
 
+    def answer_banner(self) -> None:
+        """A customer's first visit: on the page they landed on, the consent banner records
+        their personalisation answer (the workers profile nobody without it:
+        STREAMPROC_CONSENT_DEFAULTS). Channel consents (email, sms, ...) are given later, one at
+        a time (:meth:`change_consent`). A fixed delay, not a random one: the random draws,
+        and so every other event, stay those of the versions before the banner."""
+        self.state.banner_answered = True
+        self.t += BANNER_DELAY_MS
+        self.emit("consent_update", purpose="personalisation",
+                  granted=self.state.consents["personalisation"], source="consent_banner")
+
     def run(self) -> None:
         rng, c, cart = self.rng, self.customer, self.state.cart
         self.land()
+        if not self.state.banner_answered:
+            self.answer_banner()
         if rng.random() < 0.03:
             self.wait(5, 60)
             self.update_profile()

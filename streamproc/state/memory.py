@@ -78,6 +78,8 @@ class MemoryStore:
                 self.zsets.setdefault(index, {})[member] = due
             for index, member in w.timers_remove:
                 self.zsets.get(index, {}).pop(member, None)
+            if w.latest_ttl_ms < 0:
+                self.latest.pop(latest_decisions_key(w.customer_id), None)
             if w.latest:
                 self.latest.setdefault(latest_decisions_key(w.customer_id), {}).update(w.latest)
             for kpi_key, _, fields in w.kpis:

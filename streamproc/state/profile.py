@@ -255,6 +255,15 @@ def _cart_value(items: dict[str, Any]) -> float:
     return round(float(sum(i["qty"] * i["price"] for i in items.values())), 2)
 
 
+def record_consent(p: Profile, ts_ms: int, data: dict[str, Any]) -> None:
+    """Keep a consent_update's answer for its purpose (the latest replaces the one before)."""
+    p.setdefault("consent", {})[data["purpose"]] = {
+        "granted": data["granted"],
+        "source": data["source"],
+        "ts_ms": ts_ms,
+    }
+
+
 def apply_event(
     p: Profile, type_: str, ts_ms: int, data: dict[str, Any],
     config: ProfileConfig = DEFAULT_CONFIG,
@@ -346,11 +355,7 @@ def apply_event(
     elif type_ == "profile_update":
         p["attributes"].update(data["attributes"])
     elif type_ == "consent_update":
-        p["consent"][data["purpose"]] = {
-            "granted": data["granted"],
-            "source": data["source"],
-            "ts_ms": ts_ms,
-        }
+        record_consent(p, ts_ms, data)
     elif type_ == "feedback":
         _bump(p["feedback"], data["outcome"])
         channel = p["engagement"].setdefault(data.get("channel") or "web", {"last_ms": ts_ms})

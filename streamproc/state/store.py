@@ -48,7 +48,8 @@ from streamproc.state.keys import (
 # ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), the number of
 # histograms N, the customer's new bucket in each ('' when it has none), the customer's timer
 # index entries after the write (field ``tidx``, what an erasure removes), how long the latest
-# decisions must live (ms) and how many there are L, then (slot, record) per latest decision,
+# decisions must live (ms; negated: delete those kept before first, consent was withdrawn) and how
+# many there are L, then (slot, record) per latest decision,
 # the number of KPI hashes K, then per KPI hash: how long it must live (ms), the number of
 # fields M and (field, increment) per field; the number of timer entries to add, then
 # (member, due) per entry to add and the member of each entry to remove; last, the suppression
@@ -94,6 +95,10 @@ local latest = KEYS[2 + n]
 local live = tonumber(ARGV[a + 1])
 local slots = tonumber(ARGV[a + 2])
 local arg = a + 3
+if live < 0 then
+  redis.call('DEL', latest)
+  live = -live
+end
 for i = 1, slots do
   redis.call('HSET', latest, ARGV[arg], ARGV[arg + 1])
   arg = arg + 2
@@ -205,7 +210,8 @@ class Write:
     timers_add: tuple[tuple[str, str, int], ...] = ()
     timers_remove: tuple[tuple[str, str], ...] = ()
     # The customer's latest decisions (slot, record as JSON), and how long their key must live
-    # from now (ms): streamproc.decisions.latest.latest_fields.
+    # from now (ms): streamproc.decisions.latest.latest_fields. Negated (at least -1): the
+    # latest decisions kept before are deleted first (personalisation consent was withdrawn).
     latest: tuple[tuple[str, bytes], ...] = ()
     latest_ttl_ms: int = 0
     # KPI counter increments (streamproc.decisions.kpis.tally_fields): per counter hash, how

@@ -171,6 +171,11 @@ class WorkerMetrics:
             "streamproc_suppressed", "events of erased customers dated or produced before "
             "their erasure, not applied (STREAMPROC_ERASURE_SUPPRESS_DAYS)", ["topic"],
             registry=r)
+        self.consent = Counter(
+            "streamproc_consent", "events of customers without personalisation consent, "
+            "applied but not profiled (unprofiled), and profiles reduced to their consent "
+            "record on a withdrawal (withheld): STREAMPROC_CONSENT_DEFAULTS", ["result"],
+            registry=r)
         r.register(_ModelCollector(scorer))
         r.register(_LearnerCollector(learner_lag))
 
@@ -191,6 +196,10 @@ class WorkerMetrics:
             self.profile_cache.labels("hit").inc(result.cache_hits)
         if result.cache_misses:
             self.profile_cache.labels("miss").inc(result.cache_misses)
+        if result.unprofiled:
+            self.consent.labels("unprofiled").inc(result.unprofiled)
+        if result.withheld:
+            self.consent.labels("withheld").inc(result.withheld)
         if not result.decisions:
             return
         stamps: dict[tuple[Any, Any, Any], int | None] = {

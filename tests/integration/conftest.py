@@ -183,6 +183,9 @@ async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
         "STREAMPROC_PARTITIONS": "3",
         "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
         "STREAMPROC_LOG_LEVEL": "info",
+        # The tests of everything but consent run as a shop that takes personalisation as
+        # granted until withdrawn (the shipped default denies it: test_consent.py).
+        "STREAMPROC_CONSENT_DEFAULTS": "personalisation=granted",
         "PYTHONPATH": str(REPO),
     })
     settings = Settings.from_env(env)

@@ -50,6 +50,15 @@ class Truth:
 Item = tuple[str, dict[str, Any]]  # (logical topic, event)
 
 
+def profiled_throughout(event: dict[str, Any]) -> bool:
+    """False for a simulated customer's withdrawal of personalisation consent (their banner's
+    "no", or a later change): the tests built on these streams add up what every profile and
+    the learner must hold, which a withdrawal would cut short (the profile reduced to its
+    consent record: tests/integration/test_consent.py tests that), so they leave those out."""
+    return not (event["type"] == "consent_update" and event["purpose"] == "personalisation"
+                and not event["granted"])
+
+
 def build_stream(run: str, customers: int, events: int, seed: int = SEED,
                  tag: str = "cr") -> tuple[list[Item], dict[str, Truth], int]:
     """The simulated events re-keyed for this run, with producer duplicates mixed in.
@@ -63,7 +72,8 @@ def build_stream(run: str, customers: int, events: int, seed: int = SEED,
     truth: dict[str, Truth] = {}
     later: dict[int, list[Item]] = {}
     duplicates = 0
-    sim = itertools.islice(generate_events(population, START, seed=seed), events)
+    sim = itertools.islice((e for e in generate_events(population, START, seed=seed)
+                            if profiled_throughout(e.event)), events)
     for i, sim_event in enumerate(sim):
         event = dict(sim_event.event)
         event["customer_id"] = f"{tag}{run}-{event['customer_id']}"

@@ -103,7 +103,7 @@ async def test_a_slot_request_is_answered_on_the_topic_and_kept_in_redis(stack_e
     assert orjson.loads(shown.stdout)["latest_decisions"] == {"homepage_hero": decision}
 
 
-async def test_after_consent_is_withdrawn_nothing_is_personalised_and_nothing_sent(
+async def test_without_channel_consent_nothing_is_sent_on_that_channel(
     stack_env: Env,
 ) -> None:
     topics = stack_env.settings.topics
@@ -124,32 +124,21 @@ async def test_after_consent_is_withdrawn_nothing_is_personalised_and_nothing_se
     [before] = decisions_for(records, cid)
     assert (before["channel"], before["personalised"]) == ("email", True)  # consent: emailed
 
+    # The channels withdrawn, personalisation kept (its withdrawal stops every decision:
+    # test_consent.py): no message goes out, the web slots stay personalised.
     await stack_env.produce_events(topics.profiles, [
         event("consent_update", customer=cid, ts=iso(now + 2), purpose=purpose, granted=False)
-        for purpose in ("personalisation", "email", "sms", "call_centre")])
-    await wait_for_profile(stack_env, cid, lambda p: len(p["consent"]) == 4)
-
-    after = [
-        *shoe_views(cid, now + 3),
-        *(event("slot_request", customer=cid, ts=iso(now + 8 + i), slot=slot)
-          for i, slot in enumerate(["homepage_hero", "product_recs", "cart_drawer"])),
-        event("cart_add", customer=cid, ts=iso(now + 12), product=SHOES, quantity=1),
-    ]
+        for purpose in ("email", "sms", "call_centre")])
+    await wait_for_profile(stack_env, cid, lambda p: len(p["consent"]) == 3)
     again = {**buy, "event_id": f"{buy['event_id']}-2", "order_id": "o-2", "ts": iso(now + 13)}
-    await stack_env.produce_events(topics.browsing, after)
     await stack_env.produce_events(topics.purchases, [again])
-    triggers = {e["event_id"] for e in after if e["type"] != "product_view"} | {
-        again["event_id"]}
-    records = await stack_env.consume_until(topics.decisions, lambda rs: triggers <= {
-        d["trigger"]["event_id"] for d in decisions_for(rs, cid)})
-    made = [d for d in decisions_for(records, cid) if d["trigger"]["event_id"] != buy["event_id"]]
-    assert {d["trigger"]["event_id"] for d in made} == triggers
-    personalised = [d for d in made if d["personalised"]]
-    messages = [d for d in made if d["channel"] in MESSAGE_CHANNELS
-                and d["action"]["kind"] != "none"]
-    assert personalised == [] and messages == [], (personalised, messages)
-    assert all(any("no personalisation consent (withdrawn)" in r
-                   or "nothing sent by" in r for r in d["reasons"]) for d in made)
+    records = await stack_env.consume_until(topics.decisions, lambda rs: any(
+        d["trigger"]["event_id"] == again["event_id"] for d in decisions_for(rs, cid)))
+    made = [d for d in decisions_for(records, cid) if d["trigger"]["event_id"] == again["event_id"]]
+    assert made and all(d["channel"] not in MESSAGE_CHANNELS or d["action"]["kind"] == "none"
+                        for d in made), made
+    assert all(any("nothing sent by" in r for r in d["reasons"]) for d in made
+               if d["channel"] in MESSAGE_CHANNELS)
 
 
 async def test_the_example_website_consumer_keeps_the_latest_and_forgets_the_erased(

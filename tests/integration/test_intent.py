@@ -45,6 +45,7 @@ from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
 
 from .conftest import Env
+from .streams import profiled_throughout
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +83,8 @@ def build_stream(run: str, n: int) -> list[Item]:
     population = Population.generate(CUSTOMERS, seed=SEED)
     out: list[Item] = []
     for sim in itertools.islice(generate_events(population, START, seed=SEED), n):
+        if not profiled_throughout(sim.event):
+            continue
         event = dict(sim.event)
         event["customer_id"] = f"in{run}-{event['customer_id']}"
         out.append((sim.topic, event))

@@ -71,6 +71,8 @@ async def test_a_visitor_browses_adds_to_cart_and_the_drawer_is_personalised(
     cookies = {c["name"]: c["value"] for c in await context.cookies()}
     cid = cookies["streamproc_id"]
     assert cid.startswith("anon-")
+    await page.click(".consent button[data-answer=yes]")  # the consent banner, asked once
+    assert await page.locator(".consent").count() == 0
 
     await page.fill("input[name=q]", "boot")
     await page.press("input[name=q]", "Enter")
@@ -135,6 +137,46 @@ async def test_a_visitor_browses_adds_to_cart_and_the_drawer_is_personalised(
                                              lambda rs: {"impression", "click"} <= outcomes(rs))
     assert sum(1 for r in feedback if r["value"]["decision_id"] == decision_id) == 2
     await context.close()
+
+
+async def test_the_consent_banner_decides_whether_the_visitor_is_profiled(
+        stack_env: Env, browser: Any) -> None:
+    denied = {"STREAMPROC_CONSENT_DEFAULTS": "personalisation=denied"}  # the shipped default
+    stack_env.start_worker(settings=denied)
+    # A deadline no busy test machine misses: a late decide is neutral whatever the consent.
+    url, _ = await start_api(stack_env, STREAMPROC_API_KEYS=f"demo={DEMO_KEY}",
+                             STREAMPROC_API_DEADLINE_MS="5000", **denied)
+    drawers = {}
+    for answer in ("no", "yes"):
+        context, page, errors = await open_page(browser)
+        await page.goto(f"{url}/demo/product.html?p=shoes-7")
+        cid = {c["name"]: c["value"] for c in await context.cookies()}["streamproc_id"]
+        await page.click(f".consent button[data-answer={answer}]")
+
+        async def answered(cid: str = cid) -> dict[str, Any] | None:
+            p = await profile_of(stack_env, cid)
+            return p if p and "personalisation" in p["consent"] else None
+
+        # The answer is applied before the basket changes: topics are not read in step.
+        p = await until("the worker records the banner's answer", answered)
+        assert p["consent"]["personalisation"]["granted"] is (answer == "yes")
+        await page.click("#add")
+        await page.wait_for_selector("#added", state="visible")
+
+        async def carted(cid: str = cid) -> dict[str, Any] | None:
+            p = await profile_of(stack_env, cid)  # four events: page, product, answer, cart
+            return p if p and len(p["recent_event_ids"]) >= 4 else None
+
+        profile = await until("the worker applies the cart_add", carted)
+        assert (profile["cart"]["value"] > 0) is (answer == "yes")
+        await page.goto(f"{url}/demo/cart.html")
+        await page.wait_for_selector(FILLED.format(slot="cart_drawer"))
+        assert await page.locator(".consent").count() == 0  # asked once
+        drawers[answer] = await page.locator("[data-streamproc-slot=cart_drawer]").get_attribute(
+            "data-streamproc-personalised")
+        assert errors == []
+        await context.close()
+    assert drawers == {"no": "false", "yes": "true"}
 
 
 async def test_when_the_api_fails_the_pages_keep_their_own_content(

@@ -12,7 +12,10 @@ import orjson
 from streamproc.events.codec import RawMessage, parse_ts
 from streamproc.settings import Settings
 
-SETTINGS = Settings()
+# The tests of everything but consent run as a shop that takes personalisation as granted until
+# withdrawn (STREAMPROC_CONSENT_DEFAULTS; the default denies it): test_consent.py tests both.
+GRANTED = frozenset({"personalisation"})
+SETTINGS = Settings(consent_defaults="personalisation=granted")
 TOPIC_OF = {
     "page_view": SETTINGS.topics.browsing, "product_view": SETTINGS.topics.browsing,
     "search": SETTINGS.topics.browsing, "cart_add": SETTINGS.topics.browsing,

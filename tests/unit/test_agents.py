@@ -42,7 +42,8 @@ class ListEmitter:
 async def test_agent_through_faust_test_context():
     # Faust's test channel names every message's topic "<internal>": call that the browsing
     # topic so the decoder accepts browsing events from it.
-    settings = Settings(topics=Topics.with_prefix("streamproc.", {"browsing": "<internal>"}))
+    settings = Settings(topics=Topics.with_prefix("streamproc.", {"browsing": "<internal>"}),
+                        consent_defaults="personalisation=granted")
     store, emitter = MemoryStore(), ListEmitter()
     worker = create_app(settings, store_factory=lambda: store, emitter=emitter)
     app = worker.app

@@ -216,8 +216,8 @@ def test_a_file_gets_every_problem_in_one_pass_with_ids_and_lines(tmp_path: Path
     lines = str(caught.value).splitlines()
     assert lines[0] == f"{path}: 4 problems in the decision catalogue:"
     assert [line.strip() for line in lines[1:]] == [
-        f"line {line_of(text, 'bogus')}: top level: unknown key 'bogus'; expected consent, "
-        "context, history, slots, actions, triggers, caps, experiments, reveal_limit, "
+        f"line {line_of(text, 'bogus')}: top level: unknown key 'bogus'; expected context, "
+        "history, slots, actions, triggers, caps, experiments, reveal_limit, "
         "allow_sensitive, sensitive",
         f"line {line_of(text, 'titel')}: actions[4] (id: cart_reminder): unknown key 'titel'; "
         "expected id, kind, title, slots, neutral, when, exclude, consent, valid_from, "

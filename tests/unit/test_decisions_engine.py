@@ -26,6 +26,8 @@ from streamproc.decisions.record import DECISION_NAMESPACE, Source, decision_id
 from streamproc.events.schemas import load_decision_validator
 from streamproc.state.profile import apply_event, new_profile
 
+from .helpers import GRANTED
+
 SHIPPED: dict[str, Any] = yaml.safe_load(default_catalogue_path().read_text())
 VALIDATE = load_decision_validator()
 HOUR = 3_600_000
@@ -116,7 +118,7 @@ AT_RISK = [{"segmentation": "lifecycle", "from": "active", "to": "at_risk"}]
 
 
 def test_baby_offer_only_for_customers_in_its_segment_and_never_to_the_excluded() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     outsider = Customer(engine, "outsider")
     view(outsider, "shoes", "2026-03-01T10:00:00Z", times=4)
     d = outsider.request("product_recs", "2026-03-01T10:01:00Z")
@@ -137,7 +139,7 @@ def test_baby_offer_only_for_customers_in_its_segment_and_never_to_the_excluded(
 
 
 def test_validity_dates_bound_an_action() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "shoes", "2025-12-31T10:00:00Z", times=4)
     d = c.request("homepage_hero", "2025-12-31T10:01:00Z")  # valid_from 2026-01-01
@@ -152,7 +154,7 @@ def test_validity_dates_bound_an_action() -> None:
 
 
 def test_without_personalisation_consent_every_slot_gets_its_neutral_action() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)
     c.consent("personalisation", False)
@@ -164,7 +166,7 @@ def test_without_personalisation_consent_every_slot_gets_its_neutral_action() ->
 
 
 def test_no_message_on_a_channel_without_its_consent() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     d = c.purchase("2026-03-01T10:00:00Z")  # email never consented to: shown on the web
     assert (d["slot"], d["channel"]) == ("order_confirmation", "web")
@@ -181,7 +183,7 @@ def test_no_message_on_a_channel_without_its_consent() -> None:
 
 
 def test_when_every_channel_is_closed_nothing_is_sent() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     [d] = c.event("page_view", "2026-03-01T10:00:00Z", moves=AT_RISK, url="/", page_type="home")
     assert d["trigger"]["name"] == "at_risk" and d["action"]["kind"] == "none"
@@ -198,7 +200,7 @@ def capped_catalogue() -> Catalogue:
 
 
 def test_daily_cap_counts_the_customers_local_day() -> None:
-    engine = Engine(capped_catalogue(), Recorder())
+    engine = Engine(capped_catalogue(), Recorder(), consent_defaults=GRANTED)
     utc = Customer(engine, "utc")
     utc.consent("email", True)
     assert utc.purchase("2026-03-01T14:00:00Z")["slot"] == "email"
@@ -216,7 +218,7 @@ def test_daily_cap_counts_the_customers_local_day() -> None:
 
 def test_quiet_hours_are_local_and_may_span_midnight() -> None:
     engine = Engine(catalogue(experiments=[], caps={"email": {"quiet_hours": ["20:00", "09:00"]}}),
-                    Recorder())
+                    Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     c.consent("email", True)
     apply_event(c.p, "profile_update", 0, {"attributes": {"timezone": "Europe/Paris"}})
@@ -229,7 +231,7 @@ def test_quiet_hours_are_local_and_may_span_midnight() -> None:
 
 
 def test_an_unknown_timezone_falls_back_to_utc_and_says_so() -> None:
-    engine = Engine(capped_catalogue(), Recorder())
+    engine = Engine(capped_catalogue(), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     apply_event(c.p, "profile_update", 0, {"attributes": {"timezone": "Mars/Olympus"}})
     d = c.purchase("2026-03-01T10:00:00Z")
@@ -241,7 +243,7 @@ def test_an_unknown_timezone_falls_back_to_utc_and_says_so() -> None:
 
 def test_a_display_slot_reuses_fresh_content_and_draws_again_once_it_is_stale() -> None:
     chooser = Recorder()
-    engine = Engine(catalogue(experiments=[]), chooser)
+    engine = Engine(catalogue(experiments=[]), chooser, consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)
     c.p["scores"] = {"intent": 0.9}
@@ -259,7 +261,7 @@ def test_a_display_slot_reuses_fresh_content_and_draws_again_once_it_is_stale() 
 
 
 def test_fresh_content_is_not_repeated_in_another_slot_or_by_message() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)
     hero = c.request("homepage_hero", "2026-03-01T10:01:00Z")
@@ -271,7 +273,7 @@ def test_fresh_content_is_not_repeated_in_another_slot_or_by_message() -> None:
 
 
 def test_a_message_is_never_sent_twice_within_its_freshness_window() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     c.consent("email", True)
     c.p["segments"]["lifecycle"] = "at_risk"
@@ -288,7 +290,7 @@ def test_a_message_is_never_sent_twice_within_its_freshness_window() -> None:
 
 
 def test_missing_or_stale_data_gives_the_neutral_action_with_that_reason() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     c.event("cart_add", "2026-03-01T10:00:00Z",
             product={"product_id": "p1", "category": "shoes", "price": 80.0}, quantity=1)
@@ -307,7 +309,8 @@ def test_missing_or_stale_data_gives_the_neutral_action_with_that_reason() -> No
 def test_experiment_arms_control_gets_neutral_bandit_arm_learns() -> None:
     chooser = Recorder()
     arms = {"control": "control", "a": "bandit", "b": "uniform"}
-    engine = Engine(catalogue(), chooser, assign=lambda cid, exp: arms[cid])
+    engine = Engine(catalogue(), chooser, assign=lambda cid, exp: arms[cid],
+                    consent_defaults=GRANTED)
     seen = {}
     for cid in arms:
         c = Customer(engine, cid)
@@ -330,7 +333,7 @@ def test_experiment_arms_control_gets_neutral_bandit_arm_learns() -> None:
 
 def test_feedback_rewards_the_learning_chooser_once_per_decision() -> None:
     chooser = Recorder()
-    engine = Engine(catalogue(experiments=[]), chooser)
+    engine = Engine(catalogue(experiments=[]), chooser, consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)
     d = c.request("homepage_hero", "2026-03-01T10:01:00Z")
@@ -355,7 +358,7 @@ def test_a_chooser_without_expect_and_reward_learns_through_the_protocol() -> No
         def learn(self, action_id: str, context: str, reward: float) -> None:
             taught.append((action_id, context, reward))
 
-    engine = Engine(catalogue(experiments=[]), Plain())
+    engine = Engine(catalogue(experiments=[]), Plain(), consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)
     d = c.request("homepage_hero", "2026-03-01T10:01:00Z")
@@ -377,7 +380,7 @@ def test_what_a_chooser_can_do_is_its_protocol() -> None:
 
 def test_replay_gives_identical_decision_ids_and_actions() -> None:
     def run() -> list[tuple[str, str, str]]:
-        engine = Engine(catalogue(), UniformChooser())
+        engine = Engine(catalogue(), UniformChooser(), consent_defaults=GRANTED)
         c = Customer(engine)
         c.consent("email", True)
         out = []
@@ -394,7 +397,7 @@ def test_replay_gives_identical_decision_ids_and_actions() -> None:
 
 
 def test_events_without_a_trigger_decide_nothing_and_unknown_slots_are_refused() -> None:
-    engine = Engine(catalogue(), Recorder())
+    engine = Engine(catalogue(), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     for type_, data in [("page_view", {"url": "/", "page_type": "home"}),
                         ("search", {"query": "boots"})]:
@@ -404,7 +407,7 @@ def test_events_without_a_trigger_decide_nothing_and_unknown_slots_are_refused()
 
 
 def test_the_exposure_history_stays_bounded() -> None:
-    engine = Engine(catalogue(experiments=[]), Recorder())
+    engine = Engine(catalogue(experiments=[]), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     c.consent("email", True)
     view(c, "shoes", "2026-03-01T10:00:00Z", times=4)

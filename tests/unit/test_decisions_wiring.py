@@ -22,7 +22,7 @@ from streamproc.state.memory import MemoryStore
 from streamproc.state.store import Write
 from streamproc.worker.app import create_app
 
-from .helpers import SETTINGS, Partition, event
+from .helpers import GRANTED, SETTINGS, Partition, event
 from .test_decisions_engine import Recorder
 
 NOW = 1_772_359_200_050  # 2026-03-01T10:00:00.050Z: the helpers' events are at 10:mm
@@ -32,7 +32,7 @@ def make(store: MemoryStore | None = None, now: int = NOW
          ) -> tuple[Processor, Recorder, MemoryStore]:
     chooser, store = Recorder(), store or MemoryStore()
     engine = Engine(load_catalogue(default_catalogue_path()), chooser,
-                    assign=lambda cid, exp: "bandit")
+                    assign=lambda cid, exp: "bandit", consent_defaults=GRANTED)
     proc = Processor(SETTINGS, store, clock_ms=lambda: now, engine=engine)
     return proc, chooser, store
 
@@ -154,7 +154,7 @@ async def test_the_engine_follows_the_catalogue_file_while_running(tmp_path: Pat
     clock = [0.0]
     source = CatalogueFile(path, clock=lambda: clock[0])
     proc = Processor(SETTINGS, MemoryStore(), clock_ms=lambda: NOW,
-                     engine=Engine(source, Recorder()))
+                     engine=Engine(source, Recorder(), consent_defaults=GRANTED))
     part = Partition()
     first = await proc.process([part.message(event("cart_add", product=SHOES))])
     assert orjson.loads(first.decisions[0][1])["action"]["id"] == "cart_reminder"

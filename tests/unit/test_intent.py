@@ -24,7 +24,8 @@ from streamproc.state.memory import MemoryStore
 from .helpers import Partition, event, replay_with_redeliveries
 
 SECRET = "unit-test-secret"
-SETTINGS = Settings(model_secret=SECRET, model_snapshot_seconds=30, model_reload_seconds=5)
+SETTINGS = Settings(model_secret=SECRET, model_snapshot_seconds=30, model_reload_seconds=5,
+                    consent_defaults="personalisation=granted")
 
 
 class Clock:
@@ -164,7 +165,8 @@ async def test_without_a_secret_no_reload_and_one_warning(caplog):
     models = MemoryModelStore()
     await publish(models, 3, trained(3))
     with caplog.at_level(logging.WARNING, logger="streamproc.learning.scorer"):
-        _, _, scorer = make(models=models, settings=Settings())
+        _, _, scorer = make(models=models,
+                            settings=Settings(consent_defaults="personalisation=granted"))
     assert caplog.text.count("STREAMPROC_MODEL_SECRET is not set") == 1
     await scorer.refresh()
     assert scorer.version == 0

@@ -103,7 +103,7 @@ async def test_custom_rules_file_drives_custom_segments(tmp_path):
         "    description: viewed shoes twice in 7 days\n"
         "    when: {count: {event: product_view, category: shoes, within_days: 7, at_least: 2}}\n"
     )
-    settings = Settings(segment_rules=rules)
+    settings = Settings(segment_rules=rules, consent_defaults="personalisation=granted")
     proc, _ = make(settings)
     part = Partition()
     first = await proc.process([part.message(event("product_view", customer="c1"))])

@@ -26,6 +26,7 @@ from streamproc.errors import ConfigError
 from streamproc.segments.rulecheck import check_rules
 from streamproc.segments.sensitive import SensitivePolicy
 
+from .helpers import GRANTED
 from .test_decisions_engine import Customer, Recorder, view
 
 SHIPPED: dict[str, Any] = yaml.safe_load(default_catalogue_path().read_text())
@@ -219,7 +220,7 @@ def test_browsing_history_in_params_from_reveals_tracking_unless_the_action_says
 
 
 def test_the_limit_blocks_the_next_reveal_with_its_reason_and_lifts_after_the_window() -> None:
-    engine = Engine(tracking_catalogue(), Recorder())
+    engine = Engine(tracking_catalogue(), Recorder(), consent_defaults=GRANTED)
     c = Customer(engine)
     view(c, "socks", "2026-03-01T10:00:00Z")
     first = c.request("homepage_hero", "2026-03-01T10:01:00Z")
@@ -241,7 +242,7 @@ def test_the_limit_counts_every_action_that_reveals_tracking_and_an_action_may_h
     second = {**YOU_LOOKED_AT, "id": "more_like_it", "title": "More like what you viewed",
               "reveal_limit": {"max": 3, "per_days": 7}}
     engine = Engine(tracking_catalogue(second, reveal_limit={"max": 1, "per_days": 30}),
-                    Recorder())  # the recorder picks the last candidate: more_like_it
+                    Recorder(), consent_defaults=GRANTED)  # picks the last: more_like_it
     c = Customer(engine)
     picked = []
     for day in range(1, 6):
@@ -257,7 +258,7 @@ def test_the_limit_counts_every_action_that_reveals_tracking_and_an_action_may_h
 
 
 def test_a_decision_served_over_http_counts_as_a_reveal() -> None:
-    engine = Engine(tracking_catalogue(), Recorder())
+    engine = Engine(tracking_catalogue(), Recorder(), consent_defaults=GRANTED)
     api_copy, worker = Customer(engine), Customer(engine)
     for c in (api_copy, worker):
         view(c, "socks", "2026-03-01T10:00:00Z")
@@ -269,7 +270,8 @@ def test_a_decision_served_over_http_counts_as_a_reveal() -> None:
 
 
 def test_the_reveals_kept_stay_bounded() -> None:
-    engine = Engine(tracking_catalogue(reveal_limit={"max": 20, "per_days": 1}), Recorder())
+    engine = Engine(tracking_catalogue(reveal_limit={"max": 20, "per_days": 1}), Recorder(),
+                    consent_defaults=GRANTED)
     c = Customer(engine)
     shown = 0
     for day in range(1, 4):

@@ -182,6 +182,28 @@ def test_consent_and_profile_updates_happen() -> None:
     assert any(e.event["type"] == "profile_update" for e in events)
 
 
+def test_each_customer_answers_the_consent_banner_on_their_first_visit() -> None:
+    events = take(20_000, customers=300)
+    first_page: dict[str, str] = {}
+    banner: dict[str, dict[str, Any]] = {}
+    for e in events:
+        ev = e.event
+        first_page.setdefault(ev["customer_id"], ev["ts"])
+        if ev["type"] == "consent_update" and ev["source"] == "consent_banner":
+            assert ev["customer_id"] not in banner, "the banner is answered once"
+            banner[ev["customer_id"]] = ev
+    # Everybody first seen over a minute before the end answered it, just after their first
+    # page; most say yes.
+    end = parse_ts(events[-1].event["ts"])
+    assert {cid for cid, ts in first_page.items() if parse_ts(ts) < end - 60_000} <= set(
+        banner) <= set(first_page)
+    assert len(banner) > 200
+    assert all(b["purpose"] == "personalisation" for b in banner.values())
+    assert all(b["ts"] > first_page[cid] for cid, b in banner.items())
+    granted = sum(b["granted"] for b in banner.values()) / len(banner)
+    assert 0.8 < granted < 0.97
+
+
 def test_personas_shape_browsing(events: list[SimEvent], population: Population) -> None:
     persona_of = population.personas()
     views: dict[str, Counter[str]] = defaultdict(Counter)

@@ -224,7 +224,33 @@
     },
   };
 
+  // -- consent ------------------------------------------------------------------------------------
+  // streamproc profiles nobody without personalisation consent (STREAMPROC_CONSENT_DEFAULTS
+  // denies it by default): the banner asks once and sends the answer as a consent_update.
+  var CONSENT_KEY = "kestrel-consent";
+  function consentBanner() {
+    if (!window.streamproc || localStorage.getItem(CONSENT_KEY) !== null) return;
+    var bar = document.createElement("div");
+    bar.className = "consent";
+    bar.setAttribute("role", "dialog");
+    bar.setAttribute("aria-label", "Personalisation");
+    bar.innerHTML = "<p>May we personalise this shop from what you look at and buy here? " +
+      "You can change your mind at any time.</p>" +
+      '<button type="button" data-answer="yes">Personalise</button>' +
+      '<button type="button" data-answer="no" class="secondary">No thanks</button>';
+    bar.addEventListener("click", function (e) {
+      var answer = e.target && e.target.getAttribute && e.target.getAttribute("data-answer");
+      if (!answer) return;
+      localStorage.setItem(CONSENT_KEY, answer);
+      bar.remove();
+      sp("track", "consent_update", { purpose: "personalisation", granted: answer === "yes",
+                                      source: "demo_banner" });
+    });
+    document.body.appendChild(bar);
+  }
+
   showCount();
+  consentBanner();
   var which = document.documentElement.getAttribute("data-page");
   if (pages[which]) pages[which]();
   var who = $("#who");
