@@ -68,7 +68,14 @@ function chart(id) {
   return charts[id];
 }
 
+function drawn(id) {
+  // A chart about to be drawn with data (an empty one says why in data-empty).
+  delete document.getElementById(id).dataset.empty;
+  return chart(id);
+}
+
 function empty(id, text) {
+  document.getElementById(id).dataset.empty = text;
   chart(id).setOption({
     title: { text, left: "center", top: "middle", textStyle: { color: "#9ca3af", fontSize: 13, fontWeight: 400 } },
     xAxis: { show: false }, yAxis: { show: false }, series: [],
@@ -117,7 +124,7 @@ function drawSegments(seg, by) {
   const sizes = seg.segments.sizes.filter((s) => s.segmentation === by)
     .sort((a, b) => b.customers - a.customers);
   if (!sizes.length) empty("chart-sizes", `no ${by} segments counted yet`);
-  else chart("chart-sizes").setOption({ ...base, legend: { show: false },
+  else drawn("chart-sizes").setOption({ ...base, legend: { show: false },
     xAxis: { type: "category", data: sizes.map((s) => s.segment), axisLabel: { interval: 0, rotate: sizes.length > 6 ? 30 : 0 } },
     yAxis: { type: "value", minInterval: 1 },
     series: [{ type: "bar", data: sizes.map((s) => s.customers), label: { show: true, position: "top" },
@@ -133,7 +140,7 @@ function drawSegments(seg, by) {
   const to = (s) => s === "-" ? "(left)" : s;
   const names = new Set();
   for (const m of today) { names.add(from(m.from)); names.add(to(m.to)); }
-  chart("chart-moves").setOption({
+  drawn("chart-moves").setOption({
     color: COLORS, animation: false, tooltip: { trigger: "item" },
     series: [{ type: "sankey", left: 8, right: 130, top: 8, bottom: 8, nodeGap: 8, draggable: false,
                emphasis: { focus: "adjacency" }, lineStyle: { color: "gradient", opacity: 0.35 },
@@ -148,7 +155,7 @@ function drawRates(seg, by) {
   if (!rows.length) { empty("chart-rates", "no decisions counted yet"); empty("chart-revenue", "no decisions counted yet"); return; }
   const cats = rows.map((r) => r.segment);
   const pct = (v) => v == null ? null : Math.round(v * 10000) / 100;
-  chart("chart-rates").setOption({ ...base,
+  drawn("chart-rates").setOption({ ...base,
     tooltip: { trigger: "axis", valueFormatter: (v) => v == null ? "–" : v + "%" },
     xAxis: { type: "category", data: cats, axisLabel: { interval: 0, rotate: cats.length > 6 ? 30 : 0 } },
     yAxis: { type: "value", axisLabel: { formatter: "{value}%" } },
@@ -157,7 +164,7 @@ function drawRates(seg, by) {
       { name: "click rate", type: "bar", data: rows.map((r) => pct(ratio(r.clicks, r.impressions))) },
       { name: "conversion", type: "bar", data: rows.map((r) => pct(ratio(r.buyers, r.customers))) },
     ] }, true);
-  chart("chart-revenue").setOption({ ...base, legend: { show: false },
+  drawn("chart-revenue").setOption({ ...base, legend: { show: false },
     xAxis: { type: "category", data: cats, axisLabel: { interval: 0, rotate: cats.length > 6 ? 30 : 0 } },
     yAxis: { type: "value" },
     series: [{ type: "bar", colorBy: "data", itemStyle: { borderRadius: [4, 4, 0, 0] },
@@ -171,7 +178,7 @@ function drawDays(id, summary, label) {
   const days = [...new Set(rows.map((r) => r.day))].sort();
   const segments = [...new Set(rows.map((r) => r.segment))].sort();
   const at = new Map(rows.map((r) => [r.day + "|" + r.segment, r]));
-  chart(id).setOption({ ...base,
+  drawn(id).setOption({ ...base,
     tooltip: { trigger: "axis", valueFormatter: (v) => v == null ? "–" : v + "%" },
     xAxis: { type: "category", data: days, boundaryGap: days.length === 1 },
     yAxis: { type: "value", axisLabel: { formatter: "{value}%" } },
@@ -193,7 +200,7 @@ function drawExperiments(report, overall) {
     const points = treated.map((r, i) => measured(r) ? [i, r.uplift.conversion.value * 100,
       r.uplift.conversion.low * 100, r.uplift.conversion.high * 100] : null).filter(Boolean);
     const reach = Math.max(1, ...points.flatMap((p) => [Math.abs(p[2]), Math.abs(p[3])]).filter(Number.isFinite));
-    chart("chart-uplift").setOption({ ...base, legend: { show: false }, tooltip: { trigger: "item" },
+    drawn("chart-uplift").setOption({ ...base, legend: { show: false }, tooltip: { trigger: "item" },
       grid: { left: 8, right: 24, top: 12, bottom: 26, containLabel: true },
       xAxis: { type: "value", name: "conversion uplift, percentage points", nameLocation: "middle", nameGap: 24,
                min: -Math.ceil(reach), max: Math.ceil(reach) },
@@ -220,7 +227,7 @@ function drawExperiments(report, overall) {
   else {
     const cats = arms.map((r) => `${r.arm}\n{muted|${fmt.int(r.customers)} customers}`);
     const value = (r) => Math.round(r.revenue_per_customer.value * 100) / 100;
-    chart("chart-control").setOption({ ...base, legend: { show: false },
+    drawn("chart-control").setOption({ ...base, legend: { show: false },
       tooltip: { trigger: "axis" },
       xAxis: { type: "category", data: cats, axisLabel: { interval: 0, lineHeight: 16, rich: { muted: { color: "#9ca3af", fontSize: 11 } } } },
       yAxis: { type: "value" },
@@ -246,7 +253,7 @@ function drawExperiments(report, overall) {
 function drawNpsRetention(seg) {
   const nps = seg.nps.filter((r) => r.nps != null);
   if (!nps.length) empty("chart-nps", "no survey answers yet");
-  else chart("chart-nps").setOption({ ...base, legend: { show: false },
+  else drawn("chart-nps").setOption({ ...base, legend: { show: false },
     xAxis: { type: "category", data: nps.map((r) => r.segment), axisLabel: { interval: 0 } },
     yAxis: { type: "value", min: -100, max: 100 },
     series: [{ type: "bar", data: nps.map((r) => ({ value: r.nps, itemStyle: { color: r.nps >= 0 ? "#10b981" : "#ef4444" } })),
@@ -257,8 +264,8 @@ function drawNpsRetention(seg) {
   const labels = rows.map((r) => `${r.cohort} · ${r.segment} (${r.customers})`);
   const months = [...new Set(rows.flatMap((r) => r.months.map((m) => m.n)))].sort((a, b) => a - b);
   if (!months.length) {
-    chart("chart-retention").setOption({ ...base, legend: { show: false },
-      xAxis: { type: "value", name: "customers" }, yAxis: { type: "category", data: labels },
+    drawn("chart-retention").setOption({ ...base, legend: { show: false },
+      xAxis: { type: "value", minInterval: 1 }, yAxis: { type: "category", data: labels },
       title: { text: "cohort sizes: no repeat purchase in a later month yet", left: "center", bottom: 0, textStyle: { color: "#9ca3af", fontSize: 12, fontWeight: 400 } },
       grid: { left: 8, right: 40, top: 10, bottom: 30, containLabel: true },
       series: [{ type: "bar", data: rows.map((r) => r.customers), barMaxWidth: 28, label: { show: true, position: "right" } }] }, true);
@@ -266,7 +273,7 @@ function drawNpsRetention(seg) {
   }
   const cells = [];
   rows.forEach((r, y) => r.months.forEach((m) => cells.push([months.indexOf(m.n), y, Math.round(1000 * (m.rate || 0)) / 10])));
-  chart("chart-retention").setOption({ color: COLORS, animation: false, tooltip: { position: "top" },
+  drawn("chart-retention").setOption({ color: COLORS, animation: false, tooltip: { position: "top" },
     grid: { left: 8, right: 16, top: 10, bottom: 40, containLabel: true },
     xAxis: { type: "category", data: months.map((n) => "month " + n) }, yAxis: { type: "category", data: labels },
     visualMap: { min: 0, max: Math.max(1, ...cells.map((c) => c[2])), calculable: false, orient: "horizontal", left: "center", bottom: 0, itemHeight: 80, text: ["%", ""] },
@@ -277,7 +284,7 @@ function drawNpsRetention(seg) {
 function drawBandit(b) {
   const actions = b.actions.filter((a) => a.mean != null || a.share != null);
   if (!actions.length) { empty("chart-bandit", "the bandit has learnt nothing yet"); return; }
-  chart("chart-bandit").setOption({ ...base,
+  drawn("chart-bandit").setOption({ ...base,
     tooltip: { trigger: "axis", valueFormatter: (v) => v == null ? "–" : v + "%" },
     yAxis: { type: "category", data: actions.map((a) => a.action.replace(/_/g, " ")), inverse: true,
              axisLabel: { width: 130, overflow: "truncate" } },
@@ -295,7 +302,7 @@ function drawModels(m) {
     ? `snapshot v${m.model_version}, ${age < 120 ? Math.round(age) + " s" : Math.round(age / 60) + " min"} old · ${fmt.int(m.intent_examples)} labels · drifts ${fmt.int(m.drifts_total)} (detections ${fmt.int(m.drift_detections_total)})`
     : (m.snapshots ? "no model snapshot served yet" : "no snapshots: STREAMPROC_MODEL_SECRET not set");
   const learnt = m.served && m.intent_examples > 0;
-  chart("chart-models").setOption({ animation: false,
+  drawn("chart-models").setOption({ animation: false,
     series: [{ type: "gauge", min: 0.5, max: 1, startAngle: 200, endAngle: -20, radius: "95%", center: ["50%", "62%"],
                progress: { show: true, width: 14 }, axisLine: { lineStyle: { width: 14 } },
                axisTick: { show: false }, splitLine: { length: 8 }, axisLabel: { distance: 18, fontSize: 11 },
@@ -311,7 +318,7 @@ function drawPipeline(p) {
   for (const row of p.partitions) lagByTopic.set(row.topic, (lagByTopic.get(row.topic) || 0) + row.lag);
   const cats = [...lagByTopic.keys()].map((t) => "lag " + t.split(".").pop());
   const reasons = p.deadletters;
-  chart("chart-pipeline").setOption({ ...base, legend: { show: false },
+  drawn("chart-pipeline").setOption({ ...base, legend: { show: false },
     tooltip: { trigger: "axis" },
     xAxis: { type: "value", minInterval: 1 },
     yAxis: { type: "category", data: [...cats, ...reasons.map((r) => "dead: " + r.reason)], inverse: true,
