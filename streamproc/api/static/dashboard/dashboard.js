@@ -89,6 +89,12 @@ const base = {
   legend: { top: 0, type: "scroll" },
 };
 
+function catAxis(names) {
+  // Segment names on one or two lines, never rotated out of the panel.
+  return { type: "category", data: names,
+           axisLabel: { interval: 0, width: 78, overflow: "break", lineHeight: 13, formatter: (v) => v.replace(/_/g, " ") } };
+}
+
 function errorBars(name, points, color) {
   // points: [category index, low, high]; drawn as an I-beam by a custom series.
   return {
@@ -125,7 +131,7 @@ function drawSegments(seg, by) {
     .sort((a, b) => b.customers - a.customers);
   if (!sizes.length) empty("chart-sizes", `no ${by} segments counted yet`);
   else drawn("chart-sizes").setOption({ ...base, legend: { show: false },
-    xAxis: { type: "category", data: sizes.map((s) => s.segment), axisLabel: { interval: 0, rotate: sizes.length > 6 ? 30 : 0 } },
+    xAxis: catAxis(sizes.map((s) => s.segment)),
     yAxis: { type: "value", minInterval: 1 },
     series: [{ type: "bar", data: sizes.map((s) => s.customers), label: { show: true, position: "top" },
                itemStyle: { borderRadius: [4, 4, 0, 0] }, colorBy: "data" }] }, true);
@@ -157,7 +163,7 @@ function drawRates(seg, by) {
   const pct = (v) => v == null ? null : Math.round(v * 10000) / 100;
   drawn("chart-rates").setOption({ ...base,
     tooltip: { trigger: "axis", valueFormatter: (v) => v == null ? "–" : v + "%" },
-    xAxis: { type: "category", data: cats, axisLabel: { interval: 0, rotate: cats.length > 6 ? 30 : 0 } },
+    xAxis: catAxis(cats),
     yAxis: { type: "value", axisLabel: { formatter: "{value}%" } },
     series: [
       { name: "open rate", type: "bar", data: rows.map((r) => pct(ratio(r.opens, r.impressions))) },
@@ -165,7 +171,7 @@ function drawRates(seg, by) {
       { name: "conversion", type: "bar", data: rows.map((r) => pct(ratio(r.buyers, r.customers))) },
     ] }, true);
   drawn("chart-revenue").setOption({ ...base, legend: { show: false },
-    xAxis: { type: "category", data: cats, axisLabel: { interval: 0, rotate: cats.length > 6 ? 30 : 0 } },
+    xAxis: catAxis(cats),
     yAxis: { type: "value" },
     series: [{ type: "bar", colorBy: "data", itemStyle: { borderRadius: [4, 4, 0, 0] },
                label: { show: true, position: "top", formatter: (p) => fmt.money(p.value) },
@@ -180,7 +186,7 @@ function drawDays(id, summary, label) {
   const at = new Map(rows.map((r) => [r.day + "|" + r.segment, r]));
   drawn(id).setOption({ ...base,
     tooltip: { trigger: "axis", valueFormatter: (v) => v == null ? "–" : v + "%" },
-    xAxis: { type: "category", data: days, boundaryGap: days.length === 1 },
+    xAxis: { type: "category", data: days, boundaryGap: true },
     yAxis: { type: "value", axisLabel: { formatter: "{value}%" } },
     series: segments.map((s) => ({ name: (label === "clusters" ? "cluster " : "") + s,
       type: days.length === 1 ? "bar" : "line", symbolSize: 6, connectNulls: true,
@@ -189,14 +195,17 @@ function drawDays(id, summary, label) {
 }
 
 function drawExperiments(report, overall) {
-  const rows = report.rows.filter((r) => r.experiment !== "(none)");
+  // Every customer first (segment "all", from the report without segments), then per segment.
+  const rows = [...overall.rows, ...report.rows].filter((r) => r.experiment !== "(none)");
   const treated = rows.filter((r) => r.status !== "control" && r.status !== "no control");
-  const label = (r) => `${r.arm}${r.segment !== "all" ? " · " + r.segment : ""}`;
+  const label = (r) => `${r.arm} · ${r.segment === "all" ? "everyone" : r.segment}`;
   const measured = (r) => r.uplift && r.uplift.conversion;
   if (!treated.length) empty("chart-uplift", "no experiment arm with a control group yet");
   else {
-    const cats = treated.map((r) => measured(r) ? label(r)
-      : `${label(r)}\n{muted|${r.status}${r.still_needed ? ` · ${fmt.int(r.still_needed)} more an arm` : ""}}`);
+    const cats = treated.map(label);
+    const box = document.getElementById("chart-uplift");
+    const height = Math.max(340, 28 * treated.length + 60) + "px";
+    if (box.style.height !== height) { box.style.height = height; chart("chart-uplift").resize(); }
     const points = treated.map((r, i) => measured(r) ? [i, r.uplift.conversion.value * 100,
       r.uplift.conversion.low * 100, r.uplift.conversion.high * 100] : null).filter(Boolean);
     const reach = Math.max(1, ...points.flatMap((p) => [Math.abs(p[2]), Math.abs(p[3])]).filter(Number.isFinite));
@@ -204,12 +213,18 @@ function drawExperiments(report, overall) {
       grid: { left: 8, right: 24, top: 12, bottom: 26, containLabel: true },
       xAxis: { type: "value", name: "conversion uplift, percentage points", nameLocation: "middle", nameGap: 24,
                min: -Math.ceil(reach), max: Math.ceil(reach) },
-      yAxis: { type: "category", data: cats, inverse: true,
-               axisLabel: { lineHeight: 16, rich: { muted: { color: "#9ca3af", fontSize: 11 } } } },
+      yAxis: { type: "category", data: cats, inverse: true },
       series: [
         { type: "scatter", name: "uplift", symbolSize: 11, data: points.map((p) => [p[1], p[0]]),
           tooltip: { formatter: (p) => `${label(treated[p.value[1]])}: ${p.value[0].toFixed(2)} points` },
           markLine: { silent: true, symbol: "none", data: [{ xAxis: 0 }], lineStyle: { color: "#9ca3af" }, label: { show: false } } },
+        { type: "custom", name: "status", tooltip: { show: false },
+          data: treated.map((r, i) => measured(r) ? null : [i]).filter(Boolean),
+          renderItem(params, api) {
+            const r = treated[api.value(0)], at = api.coord([0, api.value(0)]);
+            const text = r.status + (r.still_needed ? ` · ${fmt.int(r.still_needed)} more customers an arm` : "");
+            return { type: "text", x: at[0], y: at[1], style: { text, fill: "#6b7280", fontSize: 12, align: "center", verticalAlign: "middle" } };
+          } },
         { type: "custom", name: "interval", tooltip: { show: false },
           data: points.map((p) => [p[0], p[2], p[3]]),
           renderItem(params, api) {
@@ -227,10 +242,11 @@ function drawExperiments(report, overall) {
   else {
     const cats = arms.map((r) => `${r.arm}\n{muted|${fmt.int(r.customers)} customers}`);
     const value = (r) => Math.round(r.revenue_per_customer.value * 100) / 100;
+    const ends = arms.flatMap((r) => [r.revenue_per_customer.low, r.revenue_per_customer.high, r.revenue_per_customer.value]).filter(Number.isFinite);
     drawn("chart-control").setOption({ ...base, legend: { show: false },
       tooltip: { trigger: "axis" },
+      yAxis: { type: "value", min: Math.floor(Math.min(0, ...ends)), max: Math.ceil(Math.max(1, ...ends)) },
       xAxis: { type: "category", data: cats, axisLabel: { interval: 0, lineHeight: 16, rich: { muted: { color: "#9ca3af", fontSize: 11 } } } },
-      yAxis: { type: "value" },
       series: [
         { type: "bar", name: "revenue per customer", barMaxWidth: 60,
           data: arms.map((r) => ({ value: value(r), itemStyle: { color: r.arm === "control" ? "#9ca3af" : COLORS[0], borderRadius: [4, 4, 0, 0] } })),
@@ -319,6 +335,7 @@ function drawPipeline(p) {
   const cats = [...lagByTopic.keys()].map((t) => "lag " + t.split(".").pop());
   const reasons = p.deadletters;
   drawn("chart-pipeline").setOption({ ...base, legend: { show: false },
+    grid: { left: 8, right: 44, top: 20, bottom: 8, containLabel: true },
     tooltip: { trigger: "axis" },
     xAxis: { type: "value", minInterval: 1 },
     yAxis: { type: "category", data: [...cats, ...reasons.map((r) => "dead: " + r.reason)], inverse: true,
