@@ -618,6 +618,7 @@ class Processor:
                 out.outputs.extend(lesson_outputs(event, decided.lessons))
                 self.kpis.count(p, event.type, event.ts_ms, event.data, decided.records,
                                 out.kpis)
+                self.kpis.count_moves(moves, event.ts_ms, out.kpis)
                 timers.after_event(p, self.engine.current(), event.type, event.ts_ms,
                                    event.data, decided.records, self.segment_config,
                                    msg.partition)
@@ -787,6 +788,7 @@ class Processor:
             moves = self.segmenter.update(p, event, trigger_of(event))
             out.outputs.extend({"topic": "segments", "record": m} for m in moves)
             decided = self.engine.decide(p, src, event.data, moves, now_ms, versions)
+            self.kpis.count_moves(moves, d.due_ms, out.kpis)
             if self.segment_config is not None:
                 due = timers.next_lifecycle_due(p, d.due_ms, self.segment_config)
                 if due is not None:

@@ -161,6 +161,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "commas; empty: no key needed, allowed only while API_HOST is a loopback address"),
     ("API_ADMIN_TOKEN", "",
      "bearer token of GET and DELETE /v1/customers/{id}; empty: those endpoints are off"),
+    ("API_READ_TOKEN", "",
+     "bearer token of the dashboard's data (/v1/kpis...; the admin token works too); with "
+     "neither set, that data is open only while API_HOST is a loopback address"),
     ("API_ORIGINS", "",
      "browser origins allowed by CORS, comma separated (https://shop.example.com); empty: none"),
     ("API_MAX_BODY_BYTES", "1048576", "largest request body the API reads (413 beyond)"),
@@ -225,8 +228,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
 # Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
 # Kubernetes secrets are mounted (/run/secrets/...): the value stays out of the environment,
 # which `docker inspect`, /proc/<pid>/environ and crash reports show.
-SECRET_FILES = ("MODEL_SECRET", "REDIS_URL", "API_KEYS", "API_ADMIN_TOKEN", "KAFKA_SASL_PASSWORD",
-                "KAFKA_SSL_KEY_PASSWORD")
+SECRET_FILES = ("MODEL_SECRET", "REDIS_URL", "API_KEYS", "API_ADMIN_TOKEN", "API_READ_TOKEN",
+                "KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD")
 FILE_SUFFIX = "_FILE"
 KNOWN_VARIABLES = frozenset(
     [ENV_PREFIX + name for name, _, _ in SETTING_DOCS]
@@ -237,7 +240,8 @@ _DEFAULTS = {name: default for name, default, _ in SETTING_DOCS}
 FROM_ENVIRONMENT = "environment"
 FROM_DEFAULT = "default"
 # Settings shown masked by `streamproc settings`.
-SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN", "KAFKA_SASL_PASSWORD",
+SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN", "API_READ_TOKEN",
+                     "KAFKA_SASL_PASSWORD",
                      "KAFKA_SSL_KEY_PASSWORD"})
 # The purposes a consent_update names (schemas/events/consent_update.schema.json). Profiling a
 # customer (their profile beyond the consent record, scores, segments, learning, decisions)
@@ -337,6 +341,7 @@ class Settings:
     api_deadline_ms: int = 50
     api_keys: str = field(default="", repr=False)
     api_admin_token: str = field(default="", repr=False)
+    api_read_token: str = field(default="", repr=False)
     api_origins: str = ""
     api_max_body_bytes: int = 1_048_576
     api_rate: int = 200
@@ -456,6 +461,7 @@ class Settings:
             # Not stripped: secrets are used byte for byte.
             api_keys=env.get(ENV_PREFIX + "API_KEYS", ""),
             api_admin_token=env.get(ENV_PREFIX + "API_ADMIN_TOKEN", ""),
+            api_read_token=env.get(ENV_PREFIX + "API_READ_TOKEN", ""),
             api_origins=get("API_ORIGINS"),
             api_max_body_bytes=_int(get, "API_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024),
             api_rate=_int(get, "API_RATE", 0, 1_000_000),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on one machine: the local stack, a worker, the traffic simulator (in real time:
-# pages ask for their slots, customers answer the decisions) and the HTTP API with its demo shop,
+# pages ask for their slots, customers answer the decisions) and the HTTP API with its demo shop
+# and the dashboard,
 # with the decisions shown as they arrive, one line each (the shop's visitors' among them).
 # Ctrl-C stops the worker, the simulator and the API; the stack stays up for the next run
 # (`.venv/bin/streamproc stack down` stops it).
@@ -74,6 +75,7 @@ fi
 if [ -n "$shop" ]; then
   echo "==> the demo shop: $shop  (browse it: your visits are decided below, customer anon-...;"
   echo "    answer its consent banner with 'Personalise' to be personalised)"
+  echo "==> the dashboard: http://127.0.0.1:$api_port/dashboard/  (KPIs, experiments, segments, live)"
 fi
 echo "==> decisions as they arrive (Ctrl-C to stop): time, customer, slot, action, policy/arm,"
 echo "    propensity, why ('$sp tail decisions --why' shows every reason, --json the records)"

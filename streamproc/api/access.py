@@ -9,6 +9,7 @@ Pure (no aiohttp): the server asks these objects and turns their answers into re
   a loopback address (a developer's machine): :func:`check_open_access`.
 - **Admin token** (``STREAMPROC_API_ADMIN_TOKEN``): ``Authorization: Bearer <token>`` for the
   customer access and erasure endpoints; without a token configured they are off.
+- **Read token** (``STREAMPROC_API_READ_TOKEN``): the dashboard's data: :class:`ReadAccess`.
 - **CORS** (``STREAMPROC_API_ORIGINS``): only the configured origins get CORS headers, and only
   on the browser endpoints.
 - **Rate** (``STREAMPROC_API_RATE``): a token bucket per site (per client address without
@@ -36,19 +37,21 @@ OPEN_SITE = "local"  # the site name of requests when no write keys are configur
 
 def check_open_access(host: str, keys: Mapping[str, str]) -> None:
     """Refuse to serve open (keyless) write endpoints on anything but loopback."""
-    if keys:
+    if keys or _loopback(host):
         return
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
     raise ConfigError(
         f"STREAMPROC_API_KEYS is empty and STREAMPROC_API_HOST={host!r} is not a loopback "
         "address: anyone could write events. Set write keys (site=key,...) or listen on "
         "127.0.0.1")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class WriteKeys:
@@ -95,6 +98,44 @@ class AdminToken:
         scheme, _, given = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "replace"), self._token)
+
+
+class ReadAccess:
+    """Who may read the dashboard's data (``/v1/kpis...``): business figures, no personal data,
+    but not for the world. With a read token (``STREAMPROC_API_READ_TOKEN``) or an admin token
+    configured, a bearer of either; with neither, anyone while the API listens on loopback (a
+    developer's machine, as open write keys), nobody otherwise.
+
+    >>> ReadAccess("r-token-123", "", "0.0.0.0").refusal("Bearer r-token-123") is None
+    True
+    >>> ReadAccess("r-token-123", "a-token-456", "0.0.0.0").refusal("Bearer a-token-456") is None
+    True
+    >>> ReadAccess("r-token-123", "", "0.0.0.0").refusal(None)[0]
+    401
+    >>> ReadAccess("", "", "127.0.0.1").refusal(None), ReadAccess("", "", "::").refusal(None)[0]
+    (None, 403)
+    """
+
+    def __init__(self, read_token: str, admin_token: str, host: str) -> None:
+        self._tokens = [AdminToken(t) for t in (read_token, admin_token) if t]
+        self._loopback = _loopback(host)
+
+    @property
+    def needs_token(self) -> bool:
+        return bool(self._tokens)
+
+    def refusal(self, authorization: str | None) -> tuple[int, str] | None:
+        """None when allowed; else (401 or 403, what to do)."""
+        if self._tokens:
+            allowed = [t.allows(authorization) for t in self._tokens]  # each one, every time
+            if any(allowed):
+                return None
+            return 401, ("send the read token (STREAMPROC_API_READ_TOKEN) or the admin token "
+                         "as Authorization: Bearer <token>")
+        if self._loopback:
+            return None
+        return 403, ("the dashboard's data is off on a non-loopback address without a token: "
+                     "set STREAMPROC_API_READ_TOKEN")
 
 
 class Origins:

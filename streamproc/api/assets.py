@@ -62,6 +62,17 @@ def _page(text: str, header: str, footer: str, key: str | None) -> str:
             .replace("{{NOTICE}}", notice).replace("{{KEY_ATTR}}", attr))
 
 
+def file_response(files: dict[str, tuple[bytes, str]], request: web.Request) -> web.Response:
+    """The file named by the route's ``name`` (``index.html`` without one), from memory;
+    404 for any other name."""
+    found = files.get(request.match_info.get("name") or "index.html")
+    if found is None:
+        raise web.HTTPNotFound()
+    body, content_type = found
+    return web.Response(body=body, content_type=content_type, charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
 @dataclass(frozen=True)
 class Assets:
     snippet: bytes
@@ -87,13 +98,7 @@ class Assets:
                             charset="utf-8", headers={"Cache-Control": SNIPPET_CACHE})
 
     async def demo(self, request: web.Request) -> web.Response:
-        name = request.match_info.get("name") or "index.html"
-        found = self.files.get(name)
-        if found is None:
-            raise web.HTTPNotFound()
-        body, content_type = found
-        return web.Response(body=body, content_type=content_type, charset="utf-8",
-                            headers={"Cache-Control": "no-cache"})
+        return file_response(self.files, request)
 
     async def demo_slash(self, request: web.Request) -> web.Response:
         raise web.HTTPFound("/demo/")

@@ -54,6 +54,24 @@ _DECISION = {"200": {"description": "a decision (the slot's neutral action with 
                          "$ref": "#/components/schemas/Decide"}}}},
              "400": _ERROR, "401": _ERROR, "403": _ERROR, "429": _ERROR}
 
+_READ: list[dict[str, list[str]]] = [{"readToken": []}, {"adminToken": []}]
+_DAYS = {"name": "days", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 7},
+         "description": "the latest N days that have counters"}
+_BY = {"name": "by", "in": "query", "required": False, "schema": {"type": "string",
+                                                                   "default": "all"},
+       "description": "one segmentation: rfm, lifecycle, value_tier, journey, cluster ..."}
+
+
+def _read_op(summary: str, answer: str, parameters: list[dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """A dashboard data endpoint: a read token (or the admin token) when one is configured,
+    open on a loopback address otherwise (docs/api.md, "The dashboard")."""
+    return {"get": {"summary": summary, "security": _READ, "parameters": parameters or [],
+                    "responses": {"200": {"description": answer}, "400": _ERROR,
+                                  "401": _ERROR, "403": _ERROR, "503": _ERROR}}}
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "streamproc HTTP API", "version": "1",
@@ -108,11 +126,42 @@ OPENAPI: dict[str, Any] = {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"200": {"description": "the file"}, "404": _ERROR}}},
+        "/v1/kpis": _read_op(
+            "The KPI counters, as `streamproc kpis --json`",
+            "per segment (of `by`), arm and action; per day and arm; per day and segment; NPS; "
+            "retention; segment sizes and each day's moves", [_DAYS, _BY]),
+        "/v1/kpis/experiments": _read_op(
+            "Experiment results with uplift over control, as `streamproc report --json`",
+            "rows per experiment, arm and segment with 95% intervals, or status 'not enough "
+            "data yet' and the customers still needed; at most 30 s old",
+            [{"name": "by", "in": "query", "required": False, "schema": {"type": "string"},
+              "description": "a dotted path of the decision record, e.g. segments.rfm"},
+             {"name": "experiment", "in": "query", "required": False,
+              "schema": {"type": "string"}}]),
+        "/v1/kpis/bandit": _read_op(
+            "The learning bandit served: posterior mean and share of traffic per action",
+            "per action and per context", [_DAYS]),
+        "/v1/kpis/models": _read_op("The served models: intent AUC, drifts, snapshot version "
+                                    "and age", "the figures of the workers' /metrics"),
+        "/v1/kpis/pipeline": _read_op(
+            "Workers, events/s, consumer lag (as `streamproc status --json`) and dead letters "
+            "by reason", "the status and the dead letters counted by reason"),
+        "/dashboard": {"get": {"summary": "Redirects to /dashboard/",
+                               "responses": {"302": {"description": "to /dashboard/"}}}},
+        "/dashboard/": {"get": {"summary": "The dashboard page (its data needs the read token)",
+                                "responses": {"200": {"description": "text/html"}}}},
+        "/dashboard/{name}": {"get": {
+            "summary": "A script or style sheet of the dashboard (ECharts vendored)",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file"}, "404": _ERROR}}},
     },
     "components": {
         "securitySchemes": {
             "writeKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "adminToken": {"type": "http", "scheme": "bearer"},
+            "readToken": {"type": "http", "scheme": "bearer",
+                          "description": "STREAMPROC_API_READ_TOKEN"},
         },
         "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {

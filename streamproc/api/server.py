@@ -10,6 +10,8 @@ Routes (documented in ``docs/api.md``, described by :data:`streamproc.api.openap
 - ``GET /livez``, ``GET /readyz``, ``GET /openapi.json``.
 - ``GET /v1/streamproc.js`` (the JavaScript snippet) and ``GET /demo/`` (a demo shop using it):
   :mod:`streamproc.api.assets`.
+- ``GET /dashboard/`` and the JSON behind its charts, ``GET /v1/kpis...`` (read token):
+  :mod:`streamproc.api.dashboard`.
 
 Why aiohttp: Faust already depends on it (no new dependency), it is asyncio-native like aiokafka
 and redis-py's asyncio client, and its middlewares and ``client_max_size`` cover what the API
@@ -41,11 +43,13 @@ from streamproc.api.access import (
     AdminToken,
     Origins,
     RateLimiter,
+    ReadAccess,
     WriteKeys,
     check_open_access,
 )
 from streamproc.api.assets import Assets
 from streamproc.api.clock import now_ms
+from streamproc.api.dashboard import Dashboard
 from streamproc.api.deciding import Decider, DecideRequest, DecideRequestError
 from streamproc.api.intake import BatchTooLargeError, Checked, Intake, Problem, parse_body
 from streamproc.api.openapi import OPENAPI
@@ -113,6 +117,10 @@ class Api:
         self.engine.chooser = self.bandit = ThompsonChooser.from_settings(settings)
         self.scorer: IntentScorer | None = None
         self.decider = Decider(self.engine, self._model_versions)
+        self.dashboard = Dashboard(settings, ReadAccess(settings.api_read_token,
+                                                        settings.api_admin_token,
+                                                        settings.api_host))
+        self.dashboard.bandit = self.bandit
         self.deadline_s = settings.api_deadline_ms / 1000
         self.redis: aioredis.Redis | None = None
         self.store: RedisStore | None = None
@@ -131,6 +139,7 @@ class Api:
         self.store = RedisStore(self.redis)
         self.scorer = IntentScorer(self.settings, RedisModelStore(self.redis, self.settings.app_id),
                                    bandit=self.bandit)
+        self.dashboard.redis, self.dashboard.scorer = self.redis, self.scorer
         self._spawn(self._connect_kafka())
         self._spawn(self._reload_models())
 
@@ -564,6 +573,7 @@ def build_app(settings: Settings, clock_ms: Callable[[], int] = now_ms) -> web.A
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     Assets.load(settings).add_routes(app.router)
+    api.dashboard.add_routes(app.router)
     return app
 
 

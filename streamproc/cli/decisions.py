@@ -152,51 +152,23 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _attributed(settings: Settings, args: argparse.Namespace, log: DecisionLog
-                ) -> dict[str, tuple[int, float]] | None:
-    """Purchases attributed to the log's decisions (from --purchases, or the purchases topic
-    when the decisions come from their topic); None when no purchase was read (decision files
-    without --purchases, or an empty purchases topic): then feedback says what converted."""
-    from streamproc.decisions.decision_log import read_jsonl, read_topic
-    from streamproc.decisions.kpis import attribute
-
-    if args.purchases is not None:
-        records = read_jsonl(args.purchases)
-    elif args.decisions is None:
-        records = asyncio.run(read_topic(settings, settings.topics.purchases, sys.stderr))
-    else:
-        return None
-    seen: set[str] = set()
-    purchases = []
-    for r in records:
-        if (isinstance(r, dict) and r.get("type") == "purchase" and isinstance(r.get("ts"), str)
-                and r.get("event_id") not in seen):
-            seen.add(str(r.get("event_id")))
-            purchases.append(r)
-    if not purchases:  # nothing to attribute: the conversions the feedback names count
-        return None
-    return attribute(log.decisions, purchases, settings.attribution_hours * 3_600_000)
-
-
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
-    from streamproc.decisions.report import arm_results, render_table
+    from streamproc.decisions.report import experiment_report
 
-    log = _load(settings, args)
-    attributed = _attributed(settings, args, log)
-    rows = arm_results(log, by=args.by, experiment=args.experiment, attributed=attributed)
-    if attributed is None:
-        log.skip("(no purchases read: conversions and revenue from feedback only)")
+    report = asyncio.run(experiment_report(settings, args.decisions, args.feedback,
+                                           args.purchases, args.by, args.experiment,
+                                           sys.stderr))
     if args.json:
-        _print_json({"rows": [r.as_dict() for r in rows], "notes": log.notes()})
+        _print_json(report.as_dict())
     else:
-        print(render_table(rows, log.notes()))
+        print(report.render())
     return 0
 
 
 def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
     import redis.exceptions
 
-    from streamproc.decisions.kpi_summary import render_kpis, summarise
+    from streamproc.decisions.kpi_summary import render_kpis, summarise_counters
     from streamproc.errors import redis_unreachable
     from streamproc.state.counters import read_counters
     from streamproc.state.store import RedisStore
@@ -213,7 +185,7 @@ def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
     except redis.exceptions.ConnectionError as exc:
         raise redis_unreachable(settings.redis_url, exc,
                                 why="the KPI counters live there") from None
-    summary = summarise(counters.days, counters.cohorts, args.by)
+    summary = summarise_counters(counters, args.by)
     if args.json:
         _print_json(summary)
     else:

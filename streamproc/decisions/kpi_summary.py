@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamproc.decisions.kpis import KPIS, NONE_ROW, NPS_KPIS
+from streamproc.state.counters import Counters
 
 EPOCH = datetime.date(1970, 1, 1)
 
@@ -64,10 +65,12 @@ def _with_rates(row: dict[str, Any]) -> dict[str, Any]:
 def summarise(days: Mapping[int, Mapping[str, int]], cohorts: Mapping[int, Mapping[str, int]],
               by: str = "all") -> dict[str, Any]:
     """Totals over ``days`` per segment (of segmentation ``by``), arm and action; the same per
-    day and arm (every segment and action together); NPS per segment; retention per cohort
+    day and arm (every segment and action together), and per day and segment (every arm and
+    action together); NPS per segment; retention per cohort
     and segment."""
     totals: dict[tuple[str, str, str], dict[str, Any]] = {}
     daily: dict[tuple[int, str], dict[str, Any]] = {}
+    daily_segments: dict[tuple[int, str], dict[str, Any]] = {}
     nps: dict[str, dict[str, int]] = {}
     segmentations: set[str] = set()
     for day, counts in sorted(days.items()):
@@ -90,6 +93,9 @@ def summarise(days: Mapping[int, Mapping[str, int]], cohorts: Mapping[int, Mappi
                     totals[key] = {"segment": segment, "arm": arm, "action": action,
                                    **dict.fromkeys(KPIS, 0)}
                 totals[key][kpi] += n
+                per_segment = daily_segments.setdefault((day, segment), {
+                    "day": iso_day(day), "segment": segment, **dict.fromkeys(KPIS, 0)})
+                per_segment[kpi] += n
             if segmentation == "all":
                 per_day = daily.setdefault((day, arm), {"day": iso_day(day), "arm": arm,
                                                         **dict.fromkeys(KPIS, 0)})
@@ -100,12 +106,51 @@ def summarise(days: Mapping[int, Mapping[str, int]], cohorts: Mapping[int, Mappi
         "segmentations": sorted(segmentations),
         "rows": [_with_rates(totals[k]) for k in sorted(totals)],
         "daily": [_with_rates(daily[k]) for k in sorted(daily)],
+        "daily_segments": [_with_rates(daily_segments[k]) for k in sorted(daily_segments)],
         "nps": [{"segment": s, **row, "nps": (round(100 * (row["promoters"] - row["detractors"])
                                                     / row["responses"], 1)
                                               if row["responses"] else None)}
                 for s, row in sorted(nps.items())],
         "retention": retention(cohorts, by),
     }
+
+
+def summarise_counters(counters: Counters, by: str = "all") -> dict[str, Any]:
+    """What ``streamproc kpis --json`` prints and ``GET /v1/kpis`` answers: :func:`summarise`
+    of the counters, with the segments (:func:`segment_summary`)."""
+    return {**summarise(counters.days, counters.cohorts, by),
+            "segments": segment_summary(counters.moves, counters.sizes, by)}
+
+
+def segment_summary(moves: Mapping[int, Mapping[str, int]], sizes: Mapping[str, int],
+                    by: str = "all") -> dict[str, Any]:
+    """Segment sizes now and each day's moves between segments, of segmentation ``by``
+    (every segmentation for ``all``); a segment emptied by its moves is left out.
+
+    >>> out = segment_summary({20_513: {"rfm|new|loyal": 3, "rfm|-|new": 5, "cluster|-|1": 2}},
+    ...                       {"rfm:new": 2, "rfm:loyal": 3, "rfm:lost": 0}, "rfm")
+    >>> [(s["segmentation"], s["segment"], s["customers"]) for s in out["sizes"]]
+    [('rfm', 'loyal', 3), ('rfm', 'new', 2)]
+    >>> out["moves"][1]
+    {'day': '2026-03-01', 'segmentation': 'rfm', 'from': 'new', 'to': 'loyal', 'customers': 3}
+    """
+    def wanted(segmentation: str) -> bool:
+        return by == "all" or segmentation == by
+
+    shown_sizes = []
+    for name, n in sorted(sizes.items()):
+        segmentation, _, segment = name.partition(":")
+        if n > 0 and wanted(segmentation):
+            shown_sizes.append({"segmentation": segmentation, "segment": segment,
+                                "customers": n})
+    shown_moves = []
+    for day, counts in sorted(moves.items()):
+        for name, n in sorted(counts.items()):
+            parts = name.split("|")
+            if len(parts) == 3 and wanted(parts[0]) and n > 0:
+                shown_moves.append({"day": iso_day(day), "segmentation": parts[0],
+                                    "from": parts[1], "to": parts[2], "customers": n})
+    return {"sizes": shown_sizes, "moves": shown_moves}
 
 
 def retention(cohorts: Mapping[int, Mapping[str, int]], by: str = "all") -> list[dict[str, Any]]:

@@ -27,6 +27,11 @@ The segmentations are those of the decision record (every one, clusters included
 ``all:all``; the arm is ``experiment:arm``, or ``(none):policy`` outside experiments.
 Surveys count NPS on the survey's day, by the customer's segments then, with arm and action
 ``-``: ``responses``, ``promoters`` (9-10), ``passives`` (7-8), ``detractors`` (0-6).
+Segment moves (the segmenter's records for the segments topic), per UTC day of the event
+that moved the customer (:func:`~streamproc.state.keys.kpi_moves_key`), fields
+``segmentation|from|to`` (``-``: no segment), and the segment sizes they add up to
+(:func:`~streamproc.state.keys.kpi_sizes_key`, fields ``segmentation:segment``: a move adds
+one to its destination and takes one from its origin).
 Retention cohorts, one hash per month of first purchase
 (:func:`~streamproc.state.keys.kpi_cohort_key`), fields ``segmentation:segment|n``: customers
 of the cohort (by their segments just after that first purchase) buying again in month n
@@ -58,7 +63,7 @@ from typing import Any
 from streamproc.days import DAY_MS
 from streamproc.decisions.catalogue import NONE_ID
 from streamproc.decisions.record import segments_used
-from streamproc.state.keys import kpi_cohort_key, kpi_day_key
+from streamproc.state.keys import kpi_cohort_key, kpi_day_key, kpi_moves_key, kpi_sizes_key
 from streamproc.state.profile import Profile
 
 KPIS = ("decisions", "customers", "impressions", "opens", "clicks", "conversions",
@@ -274,6 +279,36 @@ class KpiCounter:
         segs = state.get("segs", {}).get(exposure[SEGS], "")
         middle = f"|{exposure[ARM]}|{exposure[ACTION]}|"
         return [f"{part}{middle}" for part in [*filter(None, segs.split("\t")), ALL]]
+
+    def count_moves(self, moves: Sequence[Mapping[str, Any]], ts_ms: int, tally: Tally) -> None:
+        """Count the segment moves of one event (records of the segments topic).
+
+        >>> counter, tally = KpiCounter("shop", window_ms=1), {}
+        >>> counter.count_moves([{"segmentation": "rfm", "from": None, "to": "new"},
+        ...                      {"segmentation": "rfm", "from": "new", "to": "loyal"}], 0, tally)
+        >>> tally["sp:kpi:{shop}:moves:1970-01-01"][1]
+        {'rfm|-|new': 1, 'rfm|new|loyal': 1}
+        >>> tally["sp:kpi:{shop}:sizes"][1]
+        {'rfm:new': 0, 'rfm:loyal': 1}
+        """
+        if not moves:
+            return
+        day = ts_ms // DAY_MS
+        key = kpi_moves_key(self.app_id, day)
+        counts = tally.setdefault(key, (self._day_ttl_ms, {}))[1]
+        sizes = tally.setdefault(kpi_sizes_key(self.app_id), (self._cohort_ttl_ms, {}))[1]
+        for move in moves:
+            segmentation = _clean(move["segmentation"])
+            before, after = move.get("from"), move.get("to")
+            field = (f"{segmentation}|{NONE_ROW if before is None else _clean(before)}|"
+                     f"{NONE_ROW if after is None else _clean(after)}")
+            counts[field] = counts.get(field, 0) + 1
+            if before is not None:
+                name = f"{segmentation}:{_clean(before)}"
+                sizes[name] = sizes.get(name, 0) - 1
+            if after is not None:
+                name = f"{segmentation}:{_clean(after)}"
+                sizes[name] = sizes.get(name, 0) + 1
 
     def _feedback(self, p: Profile, data: Mapping[str, Any], tally: Tally) -> None:
         kpi = FEEDBACK_KPIS.get(data.get("outcome", ""))

@@ -37,12 +37,20 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
-from streamproc.decisions.decision_log import DecisionLog, field_at
+from streamproc.decisions.decision_log import (
+    DecisionLog,
+    field_at,
+    load_log,
+    read_jsonl,
+    read_topic,
+)
 from streamproc.decisions.experiments import CONTROL
+from streamproc.decisions.kpis import attribute
 from streamproc.decisions.stats import (
     MIN_CONVERSIONS,
     MIN_CUSTOMERS,
@@ -53,6 +61,9 @@ from streamproc.decisions.stats import (
     proportion_ci,
     uplift_ci,
 )
+
+if TYPE_CHECKING:
+    from streamproc.settings import Settings
 
 NO_EXPERIMENT = "(none)"
 ALL = "all"
@@ -189,6 +200,59 @@ def arm_results(log: DecisionLog, by: str | None = None,
         row.relative_conversion_uplift = (row.conversion.value / base - 1.0) if base else None
         row.revenue_uplift = uplift_ci(revenues, control[1])
     return rows
+
+
+def attribute_purchases(records: Iterable[dict[str, Any] | None],
+                        decisions: Sequence[dict[str, Any]], window_ms: int
+                        ) -> dict[str, tuple[int, float]] | None:
+    """Purchases (each event id once) attributed to ``decisions``
+    (:func:`streamproc.decisions.kpis.attribute`); None when there is no purchase: then
+    feedback says what converted."""
+    seen: set[str] = set()
+    purchases = []
+    for r in records:
+        if (isinstance(r, dict) and r.get("type") == "purchase" and isinstance(r.get("ts"), str)
+                and r.get("event_id") not in seen):
+            seen.add(str(r.get("event_id")))
+            purchases.append(r)
+    if not purchases:
+        return None
+    return attribute(decisions, purchases, window_ms)
+
+
+async def experiment_report(settings: Settings, decisions: Path | None = None,
+                            feedback: Path | None = None, purchases: Path | None = None,
+                            by: str | None = None, experiment: str | None = None,
+                            progress: TextIO | None = None) -> ExperimentReport:
+    """What ``streamproc report --json`` prints and ``GET /v1/kpis/experiments`` answers:
+    :func:`arm_results` of the decisions and feedback (files, or their topics when None), with
+    the purchases attributed (from ``purchases``, or the purchases topic when the decisions
+    come from their topic), and the notes on what was left out."""
+    log = await load_log(settings, decisions, feedback, progress)
+    if purchases is not None:
+        bought: list[dict[str, Any] | None] = list(read_jsonl(purchases))
+    elif decisions is None:
+        bought = await read_topic(settings, settings.topics.purchases, progress)
+    else:
+        bought = []
+    attributed = attribute_purchases(bought, log.decisions,
+                                     settings.attribution_hours * 3_600_000)
+    rows = arm_results(log, by=by, experiment=experiment, attributed=attributed)
+    if attributed is None:
+        log.skip("(no purchases read: conversions and revenue from feedback only)")
+    return ExperimentReport(rows, log.notes())
+
+
+@dataclass
+class ExperimentReport:
+    rows: list[ArmResult]
+    notes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": [r.as_dict() for r in self.rows], "notes": self.notes}
+
+    def render(self) -> str:
+        return render_table(self.rows, self.notes)
 
 
 def _pct(iv: Interval) -> str:

@@ -157,5 +157,25 @@ def kpi_cohort_key(app_id: str, month: int) -> str:
     return f"sp:kpi:{{{validate_name('app id', app_id)}}}:cohort:{1970 + year:04d}-{month0 + 1:02d}"
 
 
+def kpi_moves_key(app_id: str, day: int) -> str:
+    """The hash of one UTC day's segment moves: fields ``segmentation|from|to`` (``-`` for no
+    segment), the customers' moves counted by the stream (:mod:`streamproc.decisions.kpis`).
+
+    >>> kpi_moves_key("streamproc", 20_513)
+    'sp:kpi:{streamproc}:moves:2026-03-01'
+    """
+    return f"sp:kpi:{{{validate_name('app id', app_id)}}}:moves:{_iso_day(day)}"
+
+
+def kpi_sizes_key(app_id: str) -> str:
+    """The hash of segment sizes: fields ``segmentation:segment``, customers in it now (every
+    move adds one to its destination and takes one from its origin).
+
+    >>> kpi_sizes_key("streamproc")
+    'sp:kpi:{streamproc}:sizes'
+    """
+    return f"sp:kpi:{{{validate_name('app id', app_id)}}}:sizes"
+
+
 def _iso_day(day: int) -> str:
     return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()

@@ -221,3 +221,10 @@ async def forget_run(redis: aioredis.Redis, customers: Iterable[str], pattern: s
     keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
     if keys:
         await redis.delete(*keys)
+
+
+async def forget_counters(redis: aioredis.Redis, app_id: str) -> None:
+    """The app's KPI counters (days, cohorts, segment moves and sizes)."""
+    keys = [k async for k in redis.scan_iter(match=f"sp:kpi:{{{app_id}}}:*")]
+    if keys:
+        await redis.delete(*keys)

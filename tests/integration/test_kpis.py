@@ -29,7 +29,14 @@ from streamproc.state.counters import read_counters
 from streamproc.state.store import RedisStore
 
 from .conftest import Env
-from .streams import alive, build_stream, forget_run, stream_chunk, wait_complete
+from .streams import (
+    alive,
+    build_stream,
+    forget_counters,
+    forget_run,
+    stream_chunk,
+    wait_complete,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -200,9 +207,7 @@ async def test_kpis_in_redis_equal_a_recount_from_the_topics(stack_env: Env,
         assert sum(r["purchases"] for r in summary["rows"]) == totals["purchases"]
     finally:
         await forget_run(test_redis, truth, f"*kp{run}-*")
-        keys = [k async for k in test_redis.scan_iter(match=f"sp:kpi:{{{settings.app_id}}}:*")]
-        if keys:
-            await test_redis.delete(*keys)
+        await forget_counters(test_redis, settings.app_id)
 
 
 def _iso(ts_ms: int) -> str:

@@ -161,6 +161,12 @@ async def decisions_of(bodies: list[dict[str, Any]]) -> dict[str, list[str]]:
     return found
 
 
+def nonzero(kpis: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The counters without those at 0: a segment size back to 0 over several writes keeps its
+    field (as Redis does), one that stays at 0 within a write was never written."""
+    return {k: {f: n for f, n in fields.items() if n} for k, fields in kpis.items()}
+
+
 # Redelivery and producer duplicates in any mix give the counters of one clean pass.
 @settings(max_examples=60, deadline=None)
 @given(
@@ -198,7 +204,7 @@ async def test_duplicates_and_redeliveries_give_the_counts_of_one_clean_pass(
     await replay_with_redeliveries(proc.process, log, replays, cut)
     await proc.process(log)
 
-    assert store.kpis == clean_store.kpis
+    assert nonzero(store.kpis) == nonzero(clean_store.kpis)
     counted = sum(n for counts in clean_store.kpis.values() for f, n in counts.items()
                   if f.startswith("all:all|") and f.endswith("|decisions"))
     assert counted == len(clean.decisions)
