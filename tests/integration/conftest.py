@@ -34,6 +34,9 @@ pytestmark = pytest.mark.integration
 
 BASE = Settings.from_env()
 TEST_REDIS_DB = 15
+# The tests of everything but consent run as a shop that takes personalisation as granted until
+# withdrawn (the shipped default denies it: test_consent.py); every worker a test starts gets it.
+CONSENT_GRANTED = {"STREAMPROC_CONSENT_DEFAULTS": "personalisation=granted"}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -183,9 +186,7 @@ async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
         "STREAMPROC_PARTITIONS": "3",
         "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
         "STREAMPROC_LOG_LEVEL": "info",
-        # The tests of everything but consent run as a shop that takes personalisation as
-        # granted until withdrawn (the shipped default denies it: test_consent.py).
-        "STREAMPROC_CONSENT_DEFAULTS": "personalisation=granted",
+        **CONSENT_GRANTED,
         "PYTHONPATH": str(REPO),
     })
     settings = Settings.from_env(env)

@@ -32,7 +32,7 @@ from streamproc.settings import Settings
 from streamproc.stack import kafka, redis, stack_down, stack_up
 from streamproc.state.store import RedisStore
 
-from .conftest import REPO, stop_process
+from .conftest import CONSENT_GRANTED, REPO, stop_process
 from .test_stack import free_ports
 from .test_web import get
 
@@ -84,7 +84,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
                 "STREAMPROC_STACK_DIR": str(settings.stack_dir),
                 "STREAMPROC_PARTITIONS": "3", "STREAMPROC_WEB_PORT": str(web),
                 "STREAMPROC_MODEL_SECRET": SECRET, "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
-                "STREAMPROC_LOG_LEVEL": "info", "PYTHONPATH": str(REPO)})
+                "STREAMPROC_LOG_LEVEL": "info", "PYTHONPATH": str(REPO), **CONSENT_GRANTED})
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen([sys.executable, "-m", "streamproc.cli", "worker"], env=env,

@@ -32,7 +32,7 @@ from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
 from streamproc.stack import ensure_topics, kafka
 
-from .conftest import BASE, REPO, TEST_REDIS_DB, stop_process
+from .conftest import BASE, CONSENT_GRANTED, REPO, TEST_REDIS_DB, stop_process
 from .test_outages import events
 from .test_stack import free_ports
 from .test_web import get
@@ -101,6 +101,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         "STREAMPROC_PARTITIONS": "2",
         "STREAMPROC_STACK_DIR": str(root / "stack"),
         "STREAMPROC_CACHE_DIR": str(BASE.cache_dir),  # the jars already downloaded
+        **CONSENT_GRANTED,
     }
     settings = Settings.from_env(env)
     extra = {
