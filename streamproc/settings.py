@@ -46,6 +46,8 @@ class Topics:
     deadletter: str
     # Observations from the scoring workers to the one learner: one partition (see learner.py).
     learning: str
+    # The product feed (keyed by product id), read by the learner: one partition.
+    products: str
 
     @classmethod
     def with_prefix(cls, prefix: str, overrides: Mapping[str, str] | None = None) -> Topics:
@@ -62,11 +64,12 @@ class Topics:
         return (self.decisions, self.segments, self.deadletter)
 
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs + (self.learning,)
+        return self.inputs + self.outputs + (self.learning, self.products)
 
     def partitions_of(self, name: str, partitions: int) -> int:
-        """The partition count a topic is created with: the learning topic has one."""
-        return 1 if name == self.learning else partitions
+        """The partition count a topic is created with: the learning and products topics (read
+        by the one learner) have one."""
+        return 1 if name in (self.learning, self.products) else partitions
 
 
 # (name, environment variable, default, help) of every setting: the one table that the CLI's
@@ -129,6 +132,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CATALOGUE", "",
      "decision catalogue (YAML or JSON), reloaded when it changes; empty: the shipped one"),
     ("TOPIC_LEARNING", "", "full name of the learning topic (one partition: model observations)"),
+    ("TOPIC_PRODUCTS", "", "full name of the product feed topic (one partition, keyed by product "
+     "id)"),
     ("LABEL_LATENESS_SECONDS", "300",
      "event-time disorder within one partition the learner waits out before labelling"),
     ("MODEL_RELOAD_SECONDS", "5", "how often scoring workers check for a newer model snapshot"),
