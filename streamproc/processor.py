@@ -49,6 +49,7 @@ from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_recor
 from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.observations import erase_record, lesson_record, read_from
 from streamproc.learning.scorer import NoScoring
+from streamproc.models.ranking import Recommender
 from streamproc.settings import Settings
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.keys import timer_index_key
@@ -195,9 +196,13 @@ def source_of(event: Event) -> Source:
 
 def default_engine(settings: Settings) -> Engine:
     """The engine on the configured catalogue (reloaded when it changes), choosing uniformly
-    until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app)."""
+    until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app),
+    recommending with no relations until the scorer serves some."""
     path = settings.catalogue or default_catalogue_path()
-    return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser())
+    recommender = Recommender(sensitive=settings.categories("sensitive"),
+                              replenishable=settings.categories("replenishable"))
+    return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser(),
+                  recommender=recommender)
 
 
 @dataclass

@@ -203,6 +203,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("KPI_DAYS", "90", "days of KPI counters kept in Redis (each day's hash expires after)"),
     ("ATTRIBUTION_HOURS", "72",
      "a purchase this long after a decision (personalised or neutral) is attributed to it"),
+    ("RECS_SENSITIVE_CATEGORIES", "adult,health,pharmacy",
+     "product categories never recommended, comma separated"),
+    ("RECS_REPLENISHABLE_CATEGORIES", "grocery,beauty,baby",
+     "product categories bought again: a product of another category already bought is not "
+     "recommended again"),
 )
 
 # Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
@@ -334,6 +339,8 @@ class Settings:
     max_future_skew_s: int = 300
     kpi_days: int = 90
     attribution_hours: int = 72
+    recs_sensitive_categories: str = "adult,health,pharmacy"
+    recs_replenishable_categories: str = "grocery,beauty,baby"
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -446,6 +453,8 @@ class Settings:
             max_future_skew_s=_int(get, "MAX_FUTURE_SKEW_S", 0, 7 * 86_400),
             kpi_days=_int(get, "KPI_DAYS", 1, 3660),
             attribution_hours=_int(get, "ATTRIBUTION_HOURS", 1, 24 * 366),
+            recs_sensitive_categories=get("RECS_SENSITIVE_CATEGORIES"),
+            recs_replenishable_categories=get("RECS_REPLENISHABLE_CATEGORIES"),
             sources=sources,
         )
         settings.validate()
@@ -528,6 +537,15 @@ class Settings:
                                   f"{found[key]}")
             found[key] = site
         return found
+
+    def categories(self, which: str) -> frozenset[str]:
+        """``STREAMPROC_RECS_<WHICH>_CATEGORIES`` as a set.
+
+        >>> sorted(Settings(recs_sensitive_categories=" health, adult,").categories("sensitive"))
+        ['adult', 'health']
+        """
+        listed: str = getattr(self, f"recs_{which}_categories")
+        return frozenset(c.strip() for c in listed.split(",") if c.strip())
 
     def api_origin_list(self) -> tuple[str, ...]:
         """``STREAMPROC_API_ORIGINS`` as a tuple, without trailing slashes.

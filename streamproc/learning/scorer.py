@@ -54,6 +54,7 @@ from streamproc.models.clusters import BehaviourClusters
 from streamproc.models.features import EVENT_TYPES, behaviour_vector, intent_features
 from streamproc.models.intent import IntentModel
 from streamproc.models.ltv import LifetimeValue
+from streamproc.models.ranking import Recommender
 from streamproc.models.relations import ItemRelations
 from streamproc.models.snapshot import SnapshotError, load, verify
 from streamproc.segments.config import SegmentConfig
@@ -125,6 +126,7 @@ class IntentScorer:
         clock: Callable[[], float] = time.monotonic,
         min_labels: int = MIN_LABELS,
         bandit: ThompsonChooser | None = None,
+        recommender: Recommender | None = None,
     ) -> None:
         config = SegmentConfig()
         self.thresholds = (config.intent_warm, config.intent_hot)
@@ -134,6 +136,8 @@ class IntentScorer:
         # The engine's learning chooser: each served snapshot's bandit replaces its state.
         self.bandit = bandit
         self.bandit_version = 0
+        # The engine's recommender: each served snapshot's item relations replace its own.
+        self.recommender = recommender
         self.version = 0
         self.created_ms = 0
         self.secret = settings.model_secret.encode()
@@ -189,6 +193,9 @@ class IntentScorer:
             # a decision's propensity is that of the copy it was picked with.
             self.bandit.take_over(bandit)
             self.bandit_version = version
+        relations: ItemRelations | None = getattr(served, "relations", None)
+        if self.recommender is not None and relations is not None:
+            self.recommender.relations = relations  # one assignment: a ranking sees one copy
         self.version = version
         self.created_ms = created_ms
         self.reloads += 1
