@@ -6,12 +6,15 @@ time in, ordered ``{"id", "reason"}`` out. :meth:`Recommender.recommend`:
 1. **Seeds**: the profile's recent products (``recent_products``: viewed, carted, bought), each
    weighted by its kind (:data:`SEED_WEIGHTS`) and its recency (half-life
    ``seed_half_life_hours``).
-2. **Candidates**: each seed's neighbours in the three relations, a neighbour's score relative
-   to the seed's strongest (so a popular seed does not drown the others), times the relation's
-   weight. Purchase intent shifts the weights: the hotter (``scores.intent``), the more
-   "bought after viewing" and "bought together" count against "viewed together". Then the
+2. **Candidates**: a product viewed or carted in an earlier session itself
+   (:data:`SEEN_WEIGHT`), and each seed's :data:`PER_SEED` strongest neighbours in the three
+   relations (scores damped by the neighbour's popularity, relative to the seed's strongest
+   neighbour, so a popular seed does not drown the others), times the relation's weight.
+   Purchase intent shifts the weights: the hotter (``scores.intent``), the more "bought after
+   viewing" and "bought together" count against "viewed together". Then the
    popular products of the customer's favourite categories (``affinities.categories``),
-   weighted by the affinity. Each candidate keeps the reason of its largest contribution.
+   weighted by the affinity. Each candidate keeps the reason of its largest contribution from
+   its own history or a relation, else its favourite category.
 3. **Exclusions**: out of stock (the product feed), a sensitive category, already bought in a
    category that is not replenishable, in the cart now (the cart reminder's job), viewed in
    the last ``SESSION_GAP_MS`` (what the customer is looking at now).
@@ -50,8 +53,14 @@ SEED_WEIGHTS = {"view": 1.0, "cart": 2.0, "buy": 1.5}
 RELATION_WEIGHTS = (("co_view", 1.0, 0.5), ("view_buy", 0.8, 1.2), ("co_buy", 0.6, 1.0))
 REASONS = {"co_view": "viewed together with {}", "view_buy": "bought by those who viewed {}",
            "co_buy": "bought together with {}"}
-# What a favourite category's popular product may score against a related one (at most).
-AFFINITY_WEIGHT = 0.3
+# What a product viewed (or carted) before, in an earlier session, scores by itself against
+# its seed weight, and the reason; how many neighbours of each seed and relation are taken.
+SEEN_WEIGHT = 3.0
+SEEN_REASONS = {"view": "you viewed it recently", "cart": "you added it to a cart recently"}
+PER_SEED = 10
+# What a favourite category's most popular product scores (its others in proportion to
+# their popularity), times the category's affinity relative to the strongest.
+AFFINITY_WEIGHT = 3.0
 # Favourite categories looked at, and popular products taken from each.
 AFFINITY_CATEGORIES, PER_CATEGORY = 3, 10
 POPULAR, COLD = "popular right now", "popular right now: no browsing history yet"
@@ -65,7 +74,7 @@ class Recommender:
 
     def __init__(self, relations: ItemRelations | None = None,
                  sensitive: Iterable[str] = (), replenishable: Iterable[str] = (),
-                 seed_half_life_hours: float = 72.0, max_category_share: float = 0.4) -> None:
+                 seed_half_life_hours: float = 72.0, max_category_share: float = 0.5) -> None:
         self.relations = relations or ItemRelations()
         self.sensitive = frozenset(sensitive)
         self.replenishable = frozenset(replenishable)
@@ -83,26 +92,31 @@ class Recommender:
                   if kind == "buy" and cat not in self.replenishable}
         excluded |= bought
         scores: dict[str, float] = {}
-        reasons: dict[str, tuple[float, str]] = {}
-
-        def add(pid: str, score: float, reason: str) -> None:
-            scores[pid] = scores.get(pid, 0.0) + score
-            if score > reasons.get(pid, (0.0, ""))[0]:
-                reasons[pid] = (score, reason)
-
+        best: dict[str, float] = {}
+        reasons: dict[str, str] = {}
         intent = float((p.get("scores") or {}).get("intent", 0.5))
         half_life_ms = self.seed_half_life_hours * 3_600_000
+        relations = [(relation, cold + (hot - cold) * intent, REASONS[relation])
+                     for relation, cold, hot in RELATION_WEIGHTS]
         for pid, _, kind, seen_ms in recent:
             seed = SEED_WEIGHTS.get(kind, 1.0) * 0.5 ** (max(0, ts_ms - seen_ms) / half_life_ms)
-            for relation, cold, hot in RELATION_WEIGHTS:
+            if kind != "buy":  # viewed or carted before: interest shown in the product itself
+                own = seed * SEEN_WEIGHT
+                scores[pid] = scores.get(pid, 0.0) + own
+                if own > best.get(pid, 0.0):
+                    best[pid], reasons[pid] = own, SEEN_REASONS[kind]
+            for relation, weight, reason in relations:
                 neighbours = rel.neighbours(pid, relation)
                 if not neighbours:
                     continue
-                top = neighbours[0][1]
-                weight = seed * (cold + (hot - cold) * intent) / top
-                reason = REASONS[relation].format(pid)
-                for other, score in neighbours:
-                    add(other, weight * score, reason)
+                scale = seed * weight / neighbours[0][1]
+                why = ""
+                for other, score in neighbours[:PER_SEED]:
+                    value = scale * score
+                    scores[other] = scores.get(other, 0.0) + value
+                    if value > best.get(other, 0.0):
+                        best[other] = value
+                        reasons[other] = why = why or reason.format(pid)
         affinities = (p.get("affinities") or {}).get("categories") or {}
         if affinities:
             favourite = sorted(affinities.items(), key=lambda kv: -kv[1])[:AFFINITY_CATEGORIES]
@@ -112,13 +126,15 @@ class Recommender:
                 if not items:
                     continue
                 top = items[0][1]
+                why = f"popular in {category}, a favourite category"
                 for other, score in items:
-                    add(other, AFFINITY_WEIGHT * affinity / strongest * score / top,
-                        f"popular in {category}, a favourite category")
+                    value = AFFINITY_WEIGHT * affinity / strongest * score / top
+                    scores[other] = scores.get(other, 0.0) + value
+                    reasons.setdefault(other, why)  # a relation's reason says more
         ranked = sorted((pid for pid in scores if self._allowed(pid, excluded)),
                         key=lambda pid: (-scores[pid], pid))
         chosen = self._diverse(ranked, n)
-        out = [{"id": pid, "reason": reasons[pid][1]} for pid in chosen]
+        out = [{"id": pid, "reason": reasons[pid]} for pid in chosen]
         if len(out) < n:
             fill = COLD if not recent and not affinities else POPULAR
             taken = set(chosen)

@@ -58,7 +58,7 @@ class ItemRelations:
     def __init__(self, k: int = 30, half_life_days: float = 14.0,
                  session_gap_ms: int = 30 * 60_000, buy_window_ms: int = 7 * 86_400_000,
                  recent: int = 20, max_customers: int = 200_000,
-                 max_items: int = 200_000) -> None:
+                 max_items: int = 200_000, popularity_damping: float = 0.5) -> None:
         self.k = k
         self.half_life_days = half_life_days
         self.session_gap_ms = session_gap_ms
@@ -66,6 +66,7 @@ class ItemRelations:
         self.recent = recent
         self.max_customers = max_customers
         self.max_items = max_items
+        self.popularity_damping = popularity_damping
         self.half_life_ms = half_life_days * 86_400_000
         self.landmark_ms: int | None = None
         self.tables: dict[str, dict[str, dict[str, float]]] = {r: {} for r in RELATIONS}
@@ -75,6 +76,9 @@ class ItemRelations:
         # customer -> [(product, category, event time, "view" | "cart" | "buy")], oldest first
         self.customers: OrderedDict[str, list[tuple[str, str, int, str]]] = OrderedDict()
         self.events = 0
+        # Each product's neighbours per relation, strongest first, scores relative to the
+        # strongest (1.0), cut to `k`: made by serving_copy(), so a ranking sorts nothing.
+        self.ranked: dict[str, dict[str, list[tuple[str, float]]]] | None = None
         # Most popular products, overall and per category: computed by serving_copy().
         self.top: list[tuple[str, float]] | None = None
         self.top_by_category: dict[str, list[tuple[str, float]]] = {}
@@ -210,7 +214,10 @@ class ItemRelations:
     # -- reading -------------------------------------------------------------------------------
 
     def neighbours(self, product_id: str, relation: str) -> list[tuple[str, float]]:
-        """The product's neighbours in ``relation``, strongest first (at most ``k``)."""
+        """The product's neighbours in ``relation``, strongest first (at most ``k``); in a
+        serving copy, with scores relative to the strongest."""
+        if self.ranked is not None:
+            return self.ranked[relation].get(product_id, [])
         row = self.tables[relation].get(product_id)
         if not row:
             return []
@@ -226,12 +233,13 @@ class ItemRelations:
         return heapq.nlargest(n, items, key=lambda kv: kv[1])
 
     def serving_copy(self) -> ItemRelations:
-        """What the scoring workers need: the relations, the product feed, popularity and its
-        top lists; not the customers' recent products (the learner's alone)."""
+        """What the scoring workers need: each product's ranked neighbours (not the tables
+        they come from), the product feed, popularity and its top lists; not the customers'
+        recent products (the learner's alone)."""
         served = ItemRelations.__new__(ItemRelations)
         served.__dict__.update(self.__dict__)
         served.customers = OrderedDict()
-        served.tables = {r: {p: dict(row) for p, row in t.items()} for r, t in self.tables.items()}
+        served.tables = {r: {} for r in RELATIONS}  # the workers read `ranked`
         served.popularity = dict(self.popularity)
         served.category = dict(self.category)
         served.products = {p: dict(s) for p, s in self.products.items()}
@@ -242,6 +250,21 @@ class ItemRelations:
                 cat.append((pid, score))
         served.top_by_category = by_category
         served.top = heapq.nlargest(TOP, self.popularity.items(), key=lambda kv: kv[1])
+        served.ranked = {}
+        damping = self.popularity_damping
+        popularity = self.popularity
+
+        def pop(pid: str) -> float:
+            return float(max(popularity.get(pid, 1.0), 1e-12) ** damping)
+
+        for relation, table in self.tables.items():
+            lists = served.ranked[relation] = {}
+            for pid, row in table.items():
+                best = heapq.nlargest(self.k, ((n, score / pop(n)) for n, score in row.items()),
+                                      key=lambda kv: kv[1])
+                if best and best[0][1] > 0:
+                    top = best[0][1]
+                    lists[pid] = [(n, round(score / top, 4)) for n, score in best]
         return served
 
     def stats(self) -> dict[str, int]:

@@ -42,10 +42,11 @@ def ids(recs: list[dict[str, str]]) -> list[str]:
 def test_related_products_come_first_with_the_relation_as_reason():
     p = viewed(("tent", "outdoor"))
     recs = Recommender(shop().serving_copy()).recommend(p, 2 * HOUR, 5)
-    first = {r["id"]: r["reason"] for r in recs[:3]}
-    assert set(first) == {"stove", "lamp", "crib"}
+    first = {r["id"]: r["reason"] for r in recs[:4]}
+    assert set(first) == {"stove", "lamp", "crib", "tent"}
     assert first["stove"] == "viewed together with tent"
     assert first["lamp"] == "bought by those who viewed tent"
+    assert first["tent"] == "you viewed it recently"  # in an earlier session
     assert len(recs) == 5
 
 
@@ -59,11 +60,12 @@ def test_what_the_customer_is_looking_at_now_is_not_recommended_to_them():
 
 def test_hot_intent_favours_what_viewers_bought():
     p = viewed(("tent", "outdoor"))
+    p["affinities"]["categories"] = {}  # relations only
     ranker = Recommender(shop().serving_copy())
     p["scores"] = {"intent": 0.0}
-    cold = ids(ranker.recommend(p, 2 * HOUR, 3))
+    cold = ids(ranker.recommend(p, 2 * HOUR, 4))
     p["scores"] = {"intent": 1.0}
-    hot = ids(ranker.recommend(p, 2 * HOUR, 3))
+    hot = ids(ranker.recommend(p, 2 * HOUR, 4))
     assert cold.index("stove") < cold.index("lamp")
     assert hot.index("lamp") < hot.index("stove")
 
@@ -120,7 +122,8 @@ def test_a_cold_customer_gets_popular_products_with_that_reason():
 def test_a_customer_with_history_but_few_relations_is_filled_with_popular_ones():
     p = viewed(("stranger", "misc"), ts=0)
     recs = Recommender(shop().serving_copy()).recommend(p, DAY, 4)
-    assert len(recs) == 4 and recs[0]["reason"] == POPULAR
+    assert recs[0] == {"id": "stranger", "reason": "you viewed it recently"}
+    assert len(recs) == 4 and {r["reason"] for r in recs[1:]} == {POPULAR}
 
 
 def test_favourite_categories_bring_their_popular_products():
@@ -130,5 +133,7 @@ def test_favourite_categories_bring_their_popular_products():
     assert recs[0] == {"id": "bestseller", "reason": "popular in books, a favourite category"}
 
 
-def test_an_untrained_recommender_recommends_nothing():
-    assert Recommender().recommend(viewed(("tent", "outdoor")), DAY, 5) == []
+def test_an_untrained_recommender_recommends_only_what_was_viewed_before():
+    assert Recommender().recommend(new_profile("c1"), DAY, 5) == []
+    assert Recommender().recommend(viewed(("tent", "outdoor")), DAY, 5) == [
+        {"id": "tent", "reason": "you viewed it recently"}]
