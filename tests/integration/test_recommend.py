@@ -9,9 +9,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import orjson
+import yaml
 
+from streamproc.decisions.catalogue import default_catalogue_path
 from tests.integration.conftest import Env
+from tests.integration.test_api import KEY, start_api
 
 SECRET = "integration-recs-secret"
 LEARNING = {"STREAMPROC_MODEL_SECRET": SECRET, "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1",
@@ -84,3 +88,46 @@ async def test_browsing_then_the_recommendation_names_related_in_stock_products(
     assert {p["reason"] for p in cold["products"]} == {
         "popular right now: no browsing history yet"}
     assert "gone-1" not in [p["id"] for p in cold["products"]]
+
+
+async def test_the_http_decide_endpoint_serves_a_recommendation_with_its_products(
+        stack_env: Env) -> None:
+    env = stack_env
+    env.env.update(LEARNING)
+    # A catalogue whose product_recs slot has the recommendation as its only personalised
+    # action, and no experiment: the decision is the recommendation whenever it has products.
+    shipped = yaml.safe_load(default_catalogue_path().read_text())
+    shipped["actions"] = [a for a in shipped["actions"]
+                          if a.get("neutral") or a["id"] == "recommended_for_you"]
+    shipped["experiments"] = []
+    catalogue = env.tmp / "catalogue.yaml"
+    catalogue.write_text(yaml.safe_dump(shipped))
+    env.env["STREAMPROC_CATALOGUE"] = str(catalogue)
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    env.start_worker()
+    events = []
+    for cid in [env.customer("viewer") for _ in range(3)]:
+        for n, pid in enumerate(("tent-2", "stove-2")):
+            events.append(view(cid, pid, "outdoor", now + timedelta(seconds=n), n))
+    me = env.customer("me")
+    events.append(view(me, "tent-2", "outdoor", now + timedelta(seconds=30), 0))
+    await env.produce_events(env.settings.topics.browsing, events)
+    await recommended(env, me, "stove-2")  # the learner's snapshot has the relation now
+
+    url, _ = await start_api(env)
+    params = {"customer_id": me, "slot": "product_recs", "request_id": "recs-1"}
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while True:  # until the API has reloaded the snapshot (every second here)
+            async with http.get(f"{url}/v1/decide", params=params,
+                                headers={"X-API-Key": KEY}) as resp:
+                body = await resp.json()
+            assert resp.status == 200, body
+            action = body["decision"]["action"]
+            if action["id"] == "recommended_for_you" or time.monotonic() > deadline:
+                break
+            params["request_id"] = f"recs-{time.monotonic()}"
+            await asyncio.sleep(0.5)
+    assert action["kind"] == "recommendation", body["decision"]["reasons"]
+    assert action["params"]["products"][0] == {"id": "stove-2",
+                                               "reason": "viewed together with tent-2"}
