@@ -13,8 +13,8 @@ time in, ordered ``{"id", "reason"}`` out. :meth:`Recommender.recommend`:
    Purchase intent shifts the weights: the hotter (``scores.intent``), the more "bought after
    viewing" and "bought together" count against "viewed together". Then the
    popular products of the customer's favourite categories (``affinities.categories``),
-   weighted by the affinity. Each candidate keeps the reason of its largest contribution from
-   its own history or a relation, else its favourite category.
+   weighted by the affinity. Each candidate keeps the reason of its first contribution, from
+   the latest recent product on (its own history or a relation), else its favourite category.
 3. **Exclusions**: out of stock (the product feed), a sensitive category, already bought in a
    category that is not replenishable, in the cart now (the cart reminder's job), viewed in
    the last ``SESSION_GAP_MS`` (what the customer is looking at now).
@@ -92,31 +92,27 @@ class Recommender:
                   if kind == "buy" and cat not in self.replenishable}
         excluded |= bought
         scores: dict[str, float] = {}
-        best: dict[str, float] = {}
         reasons: dict[str, str] = {}
         intent = float((p.get("scores") or {}).get("intent", 0.5))
         half_life_ms = self.seed_half_life_hours * 3_600_000
         relations = [(relation, cold + (hot - cold) * intent, REASONS[relation])
                      for relation, cold, hot in RELATION_WEIGHTS]
-        for pid, _, kind, seen_ms in recent:
+        get = scores.get
+        for pid, _, kind, seen_ms in reversed(recent):  # the latest first: it gives the reason
             seed = SEED_WEIGHTS.get(kind, 1.0) * 0.5 ** (max(0, ts_ms - seen_ms) / half_life_ms)
             if kind != "buy":  # viewed or carted before: interest shown in the product itself
-                own = seed * SEEN_WEIGHT
-                scores[pid] = scores.get(pid, 0.0) + own
-                if own > best.get(pid, 0.0):
-                    best[pid], reasons[pid] = own, SEEN_REASONS[kind]
+                scores[pid] = get(pid, 0.0) + seed * SEEN_WEIGHT
+                reasons.setdefault(pid, SEEN_REASONS[kind])
             for relation, weight, reason in relations:
                 neighbours = rel.neighbours(pid, relation)
                 if not neighbours:
                     continue
                 scale = seed * weight / neighbours[0][1]
-                why = ""
+                why = reason.format(pid)
                 for other, score in neighbours[:PER_SEED]:
-                    value = scale * score
-                    scores[other] = scores.get(other, 0.0) + value
-                    if value > best.get(other, 0.0):
-                        best[other] = value
-                        reasons[other] = why = why or reason.format(pid)
+                    scores[other] = get(other, 0.0) + scale * score
+                    if other not in reasons:
+                        reasons[other] = why
         affinities = (p.get("affinities") or {}).get("categories") or {}
         if affinities:
             favourite = sorted(affinities.items(), key=lambda kv: -kv[1])[:AFFINITY_CATEGORIES]
@@ -131,8 +127,9 @@ class Recommender:
                     value = AFFINITY_WEIGHT * affinity / strongest * score / top
                     scores[other] = scores.get(other, 0.0) + value
                     reasons.setdefault(other, why)  # a relation's reason says more
-        ranked = sorted((pid for pid in scores if self._allowed(pid, excluded)),
-                        key=lambda pid: (-scores[pid], pid))
+        # Best first (ties in the order found: deterministic), checked only as far as needed.
+        ranked = (pid for pid in sorted(scores, key=scores.__getitem__, reverse=True)
+                  if self._allowed(pid, excluded))
         chosen = self._diverse(ranked, n)
         out = [{"id": pid, "reason": reasons[pid]} for pid in chosen]
         if len(out) < n:
@@ -151,7 +148,7 @@ class Recommender:
         return (pid not in excluded and rel.in_stock(pid)
                 and rel.category.get(pid) not in self.sensitive)
 
-    def _diverse(self, ranked: list[str], n: int) -> list[str]:
+    def _diverse(self, ranked: Iterable[str], n: int) -> list[str]:
         """The best ``n``, at most a share of them per category while others are left."""
         cap = max(2, math.ceil(n * self.max_category_share))
         per: dict[str, int] = {}
