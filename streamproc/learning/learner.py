@@ -55,13 +55,14 @@ from typing import Any
 
 import fastjsonschema
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.lessons import BanditLearner
-from streamproc.events.codec import future_by_ms, parse_ts
+from streamproc.events.codec import RawMessage, deadletter_record, future_by_ms, parse_ts
 from streamproc.events.schemas import load_product_schema
+from streamproc.events.violations import explain_violation
 from streamproc.kafka_options import kafka_options
 from streamproc.learning.modelstore import ModelStore
 from streamproc.learning.observations import Observation, ObservationError, parse_all
@@ -170,6 +171,8 @@ class Learner:
         self.topic_end: int | None = None
         # Where the product feed is to be read from next (set on taking over), None: read on.
         self.feed_seek: int | None = None
+        # The reason and error of the last product-feed record refused (for its dead letter).
+        self.last_refusal = ("", "")
 
     def fresh_state(self) -> LearnerState:
         config = SegmentConfig()
@@ -311,12 +314,21 @@ class Learner:
         try:
             event = self.product_schema.validate(orjson.loads(value or b""))
             ts_ms = parse_ts(event["ts"])
-        except (orjson.JSONDecodeError, fastjsonschema.JsonSchemaException, ValueError) as exc:
-            state.bad_products += 1
-            log.error("learner: skipping the products-topic record at offset %d: not a valid "
-                      "product event (schemas/events/product.schema.json): %s", offset, exc)
-            return False
+        except orjson.JSONDecodeError as exc:
+            return self._refuse_product(offset, "invalid_json", f"not valid JSON: {exc}")
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return self._refuse_product(offset, "schema_violation",
+                                        f"product: {explain_violation(exc)}"[:500])
+        except (fastjsonschema.JsonSchemaException, ValueError, OverflowError) as exc:
+            return self._refuse_product(offset, "schema_violation", f"product: {exc}"[:500])
         return state.relations.upsert_product(event, ts_ms)
+
+    def _refuse_product(self, offset: int, reason: str, error: str) -> bool:
+        self.state.bad_products += 1
+        self.last_refusal = (reason, error)
+        log.error("learner: skipping the products-topic record at offset %d: not a valid "
+                  "product event (schemas/events/product.schema.json): %s", offset, error)
+        return False
 
     def learn(self, labels: list[Labelled]) -> int:
         model = self.state.intent
@@ -513,7 +525,8 @@ class ProductFeed:
     assigned rather than subscribed (no group: the learning topic's group decides who learns).
 
     On taking over, the learner seeks it to the snapshot's products offset + 1 (0 without a
-    snapshot: the whole feed, a compacted topic's latest state per product). A missing topic or
+    snapshot: the whole feed, a compacted topic's latest state per product). A record that is
+    not a valid ``product`` event goes to the dead-letter topic with its reason. A missing topic or
     a Kafka error is logged (once until it recovers) and retried at the next poll: the learning
     topic goes on meanwhile."""
 
@@ -522,6 +535,7 @@ class ProductFeed:
         self.options = consumer_options
         self.tp = TopicPartition(settings.topics.products, 0)
         self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
         self.failing = False
 
     async def read(self, learner: Learner) -> int:
@@ -540,7 +554,16 @@ class ProductFeed:
             got = await self.consumer.getmany(self.tp, timeout_ms=0, max_records=2000)
             records = got.get(self.tp, [])
             for msg in records:
+                refused = learner.state.bad_products
                 learner.apply_product(msg.offset, msg.value)
+                if learner.state.bad_products != refused:
+                    try:
+                        await self.deadletter(RawMessage(msg.topic, msg.partition, msg.offset,
+                                                         msg.key, msg.value, msg.timestamp),
+                                              *learner.last_refusal)
+                    except Exception:
+                        learner.state.products_offset = msg.offset - 1  # its dead letter is due
+                        raise
             self.failing = False
             return len(records)
         except asyncio.CancelledError:
@@ -554,8 +577,20 @@ class ProductFeed:
             await self.stop()
             return 0
 
+    async def deadletter(self, msg: RawMessage, reason: str, error: str) -> None:
+        """A refused feed record to the dead-letter topic, with its reason and bytes (a copy
+        again when the feed is read again after a takeover, like the workers' redeliveries)."""
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(**kafka_options(self.settings), acks="all")
+            await self.producer.start()
+        await self.producer.send_and_wait(
+            self.settings.topics.deadletter,
+            deadletter_record(msg, reason, error, int(time.time() * 1000)), key=msg.key)
+
     async def stop(self) -> None:
         consumer, self.consumer = self.consumer, None
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+        producer, self.producer = self.producer, None
+        for client in (consumer, producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()

@@ -38,8 +38,10 @@ def feed(pid: str, category: str, in_stock: bool, at: datetime) -> tuple[bytes, 
     return pid.encode(), orjson.dumps(event)
 
 
-async def recommended(env: Env, cid: str, want: str, timeout: float = 90.0) -> dict[str, Any]:
-    """``streamproc recommend`` until it names ``want`` (the learner's snapshot has it)."""
+async def recommended(env: Env, cid: str, want: str, timeout: float = 90.0,
+                      not_: str | None = None) -> dict[str, Any]:
+    """``streamproc recommend`` until it names ``want`` (the learner's snapshot has it), and
+    not ``not_`` (the snapshot has the product feed too: the learner reads it beside)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -47,10 +49,12 @@ async def recommended(env: Env, cid: str, want: str, timeout: float = 90.0) -> d
         last = done
         if done.returncode == 0:
             shown = orjson.loads(done.stdout)
-            if want in [p["id"] for p in shown["products"]]:
+            named = [p["id"] for p in shown["products"]]
+            if want in named and (not_ is None or not_ not in named):
                 return dict(shown)
         await asyncio.sleep(0.5)
-    raise AssertionError(f"streamproc recommend never named {want} in {timeout}s: "
+    raise AssertionError(f"streamproc recommend never named {want} (without {not_}) in "
+                         f"{timeout}s: "
                          f"{last and (last.returncode, last.stdout, last.stderr)}\n"
                          f"{env.worker_log()}")
 
@@ -62,6 +66,7 @@ async def test_browsing_then_the_recommendation_names_related_in_stock_products(
     now = datetime.now(UTC) - timedelta(minutes=5)
     await env.produce(env.settings.topics.products,
                       [feed("stove-1", "outdoor", True, now), feed("gone-1", "outdoor", False, now),
+                       (b"bad-1", b'{"type": "product", "product_id": "bad-1"}'),
                        feed("tent-1", "outdoor", True, now)])
     env.start_worker()
     others = [env.customer("viewer") for _ in range(4)]
@@ -73,12 +78,19 @@ async def test_browsing_then_the_recommendation_names_related_in_stock_products(
     events.append(view(me, "tent-1", "outdoor", now + timedelta(seconds=30), 0))
     await env.produce_events(env.settings.topics.browsing, events)
 
-    shown = await recommended(env, me, "stove-1")
+    shown = await recommended(env, me, "stove-1", not_="gone-1")
     reasons = {p["id"]: p["reason"] for p in shown["products"]}
     assert shown["known"] is True and shown["model_version"] >= 1
     assert reasons["stove-1"] == "viewed together with tent-1"
     assert "gone-1" not in reasons  # out of stock, says the feed
     assert "tent-1" not in reasons  # what the customer is looking at now
+
+    # The feed's invalid record is in the dead-letter topic, with its reason.
+    letters = await env.consume_until(env.settings.topics.deadletter, lambda rs: any(
+        r["value"]["source"]["topic"] == env.settings.topics.products for r in rs))
+    [letter] = [r["value"] for r in letters
+                if r["value"]["source"]["topic"] == env.settings.topics.products]
+    assert letter["reason"] == "schema_violation" and letter["key"] is not None
 
     # A customer nobody knows gets the popular products, with that reason.
     stranger = await asyncio.to_thread(env.cli, "recommend", env.customer("new"))

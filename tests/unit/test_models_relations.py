@@ -230,5 +230,6 @@ def test_the_learner_applies_the_product_feed_once_and_refuses_bad_records(caplo
     assert not learner.apply_product(1, b"{not json")
     assert not learner.apply_product(2, orjson.dumps(feed | {"price": -1}))
     assert learner.state.bad_products == 2 and "offset 2" in caplog.text
+    assert learner.last_refusal[0] == "schema_violation" and "price" in learner.last_refusal[1]
     assert not learner.state.relations.in_stock("p1")
     assert learner.stats()["products_offset"] == 2
