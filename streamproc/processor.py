@@ -59,6 +59,7 @@ from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_key, 
 from streamproc.events.partitioner import PartitionCheck
 from streamproc.learning.observations import erase_record, lesson_record, read_from
 from streamproc.learning.scorer import NoScoring
+from streamproc.models.ranking import Recommender
 from streamproc.segments.segmenter import CONSENT_NOT_GIVEN, CONSENT_WITHDRAWN, leave_all
 from streamproc.settings import PROFILING_PURPOSE, Settings
 from streamproc.state.consent import profiling, record_consent, withhold
@@ -230,10 +231,14 @@ def source_of(event: Event) -> Source:
 
 def default_engine(settings: Settings) -> Engine:
     """The engine on the configured catalogue (reloaded when it changes), choosing uniformly
-    until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app)."""
+    until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app),
+    recommending with no relations until the scorer serves some."""
     path = settings.catalogue or default_catalogue_path()
+    recommender = Recommender(sensitive=settings.categories("sensitive"),
+                              replenishable=settings.categories("replenishable"))
     return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser(),
-                  consent_defaults=settings.consent_granted_by_default())
+                  consent_defaults=settings.consent_granted_by_default(),
+                  recommender=recommender)
 
 
 @dataclass

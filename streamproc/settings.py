@@ -46,6 +46,8 @@ class Topics:
     deadletter: str
     # Observations from the scoring workers to the one learner: one partition (see learner.py).
     learning: str
+    # The product feed (keyed by product id), read by the learner: one partition.
+    products: str
 
     @classmethod
     def with_prefix(cls, prefix: str, overrides: Mapping[str, str] | None = None) -> Topics:
@@ -62,11 +64,12 @@ class Topics:
         return (self.decisions, self.segments, self.deadletter)
 
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs + (self.learning,)
+        return self.inputs + self.outputs + (self.learning, self.products)
 
     def partitions_of(self, name: str, partitions: int) -> int:
-        """The partition count a topic is created with: the learning topic has one."""
-        return 1 if name == self.learning else partitions
+        """The partition count a topic is created with: the learning and products topics (read
+        by the one learner) have one."""
+        return 1 if name in (self.learning, self.products) else partitions
 
 
 # (name, environment variable, default, help) of every setting: the one table that the CLI's
@@ -129,6 +132,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CATALOGUE", "",
      "decision catalogue (YAML or JSON), reloaded when it changes; empty: the shipped one"),
     ("TOPIC_LEARNING", "", "full name of the learning topic (one partition: model observations)"),
+    ("TOPIC_PRODUCTS", "", "full name of the product feed topic (one partition, keyed by product "
+     "id)"),
     ("LABEL_LATENESS_SECONDS", "300",
      "event-time disorder within one partition the learner waits out before labelling"),
     ("MODEL_RELOAD_SECONDS", "5", "how often scoring workers check for a newer model snapshot"),
@@ -223,6 +228,11 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "each consent purpose's answer until the customer gives one, as purpose=granted|denied "
      "pairs separated by commas (a purpose not named: denied); without personalisation "
      "consent a customer is not profiled (no scores, segments, learning or decisions)"),
+    ("RECS_SENSITIVE_CATEGORIES", "adult,health,pharmacy",
+     "product categories never recommended, comma separated"),
+    ("RECS_REPLENISHABLE_CATEGORIES", "grocery,beauty,baby",
+     "product categories bought again: a product of another category already bought is not "
+     "recommended again"),
 )
 
 # Secrets that can also be read from a file named by STREAMPROC_<NAME>_FILE, as Docker and
@@ -368,6 +378,8 @@ class Settings:
     tombstone_hours: int = 24
     erasure_suppress_days: int = 30
     consent_defaults: str = _DEFAULTS["CONSENT_DEFAULTS"]
+    recs_sensitive_categories: str = "adult,health,pharmacy"
+    recs_replenishable_categories: str = "grocery,beauty,baby"
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
     # FROM_DEFAULT, or another source a fallback names (e.g. a file). Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -488,6 +500,8 @@ class Settings:
             tombstone_hours=_int(get, "TOMBSTONE_HOURS", 0, 24 * 366),
             erasure_suppress_days=_int(get, "ERASURE_SUPPRESS_DAYS", 0, 3650),
             consent_defaults=get("CONSENT_DEFAULTS"),
+            recs_sensitive_categories=get("RECS_SENSITIVE_CATEGORIES"),
+            recs_replenishable_categories=get("RECS_REPLENISHABLE_CATEGORIES"),
             sources=sources,
         )
         settings.validate()
@@ -609,6 +623,14 @@ class Settings:
                 raise ConfigError(f"STREAMPROC_CONSENT_DEFAULTS: {purpose} is given twice")
             granted[purpose] = answer == "granted"
         return frozenset(purpose for purpose, yes in granted.items() if yes)
+    def categories(self, which: str) -> frozenset[str]:
+        """``STREAMPROC_RECS_<WHICH>_CATEGORIES`` as a set.
+
+        >>> sorted(Settings(recs_sensitive_categories=" health, adult,").categories("sensitive"))
+        ['adult', 'health']
+        """
+        listed: str = getattr(self, f"recs_{which}_categories")
+        return frozenset(c.strip() for c in listed.split(",") if c.strip())
 
     def api_origin_list(self) -> tuple[str, ...]:
         """``STREAMPROC_API_ORIGINS`` as a tuple, without trailing slashes.

@@ -138,7 +138,7 @@ class Api:
             socket_timeout=2, health_check_interval=30))
         self.store = RedisStore(self.redis)
         self.scorer = IntentScorer(self.settings, RedisModelStore(self.redis, self.settings.app_id),
-                                   bandit=self.bandit)
+                                   bandit=self.bandit, recommender=self.engine.recommender)
         self.dashboard.redis, self.dashboard.scorer = self.redis, self.scorer
         self._spawn(self._connect_kafka())
         self._spawn(self._reload_models())

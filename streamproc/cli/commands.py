@@ -293,6 +293,50 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _read_for_recs(settings: Settings, customer_id: str
+                         ) -> tuple[dict[str, Any] | None, bytes | None]:
+    """The customer's stored profile (None: none) and the serving snapshot (None: none)."""
+    found = await _read_profile(settings, customer_id)
+    return (None if found is None else found["profile"]), await _read_snapshot(settings)
+
+
+def _cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    import redis.exceptions
+
+    from streamproc.learning.scorer import load_served
+    from streamproc.models.ranking import Recommender
+    from streamproc.state.keys import model_key
+    from streamproc.state.profile import new_profile, upgrade_profile
+
+    if not settings.model_secret:
+        raise StreamprocError("STREAMPROC_MODEL_SECRET is not set: it is needed to verify the "
+                              "model snapshot that holds the item relations; "
+                              f"{settings.model_secret_hint}")
+    try:
+        doc, blob = asyncio.run(_read_for_recs(settings, args.customer_id))
+    except redis.exceptions.ConnectionError as exc:
+        raise redis_unreachable(settings.redis_url, exc) from None
+    if blob is None:
+        print(f"streamproc: no model snapshot in Redis ({model_key(settings.app_id, 'serving')} "
+              f"at {masked_url(settings.redis_url)}): nothing learnt to recommend with yet; "
+              "the learner writes one every STREAMPROC_MODEL_SNAPSHOT_SECONDS once the workers "
+              "have seen traffic", file=sys.stderr)
+        return 1
+    version, served = load_served(blob, settings.model_secret.encode())  # SnapshotError: exit 2
+    relations = getattr(served, "relations", None)
+    recommender = Recommender(relations, sensitive=settings.categories("sensitive"),
+                              replenishable=settings.categories("replenishable"))
+    profile = upgrade_profile(doc) if doc is not None else new_profile(args.customer_id)
+    now_ms = max(int(time.time() * 1000), profile.get("last_seen_ms") or 0)
+    products = recommender.recommend(profile, now_ms, args.n)
+    print(orjson.dumps({"customer_id": args.customer_id, "known": doc is not None,
+                        "model_version": version, "products": products},
+                       option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 async def _learner_lag(settings: Settings, offset: int) -> int | None:
     """Records of the learning topic after the snapshot's offset, now: how far the learner is
     behind the topic's end, at most what it read since that snapshot more (None, with a note,
@@ -550,6 +594,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "or the local stack's (STREAMPROC_STACK_DIR/model-secret). Exits 1 when "
                        "there is no snapshot, 2 when the secret is missing or does not match.")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("recommend", help="print a customer's recommended products, as JSON",
+                       description="Rank products for the customer as a recommendation "
+                       "decision would now: related products (viewed together, bought "
+                       "together, viewed then bought) of what they recently viewed, carted and "
+                       "bought, popular products of their favourite categories, then the most "
+                       "popular; out of stock, sensitive (STREAMPROC_RECS_SENSITIVE_CATEGORIES) "
+                       "and already bought products left out. Reads the profile and the signed "
+                       "model snapshot from Redis; prints the ids in order, each with its "
+                       "reason (a customer with nothing stored, \"known\": false, gets the "
+                       "popular ones). Exits 1 when there is no snapshot yet, 2 when "
+                       "STREAMPROC_MODEL_SECRET is missing or does not match.")
+    p.add_argument("customer_id")
+    p.add_argument("--n", type=_positive_int, default=10, help="how many products (default 10)")
+    p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("settings", help="show the STREAMPROC_* settings in force and their source",
                        description="Every STREAMPROC_* setting with the value in force and where "

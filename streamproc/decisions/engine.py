@@ -25,6 +25,11 @@ trigger's own ``when``), one decision, in these steps, each leaving its reason i
 5. **Choice.** The chooser (the learning bandit, or uniform) picks one and gives its
    propensity; the exposure history remembers it for feedback, caps and freshness.
 
+A ``recommendation`` action is a candidate only when the engine's
+:class:`~streamproc.models.ranking.Recommender` has products for the customer; its decision
+carries them, best first, each with its reason, in ``action.params.products`` (at most the
+action's ``params.count``, default :data:`RECOMMENDED`).
+
 >>> from streamproc.decisions.catalogue import load_catalogue, default_catalogue_path
 >>> from streamproc.decisions.chooser import UniformChooser
 >>> from streamproc.state.profile import new_profile
@@ -76,6 +81,7 @@ from streamproc.decisions.record import (
     segments_used,
 )
 from streamproc.errors import StreamprocError
+from streamproc.models.ranking import Recommender
 from streamproc.settings import PROFILING_PURPOSE
 from streamproc.state.consent import granted
 from streamproc.state.profile import Profile
@@ -92,6 +98,8 @@ Assign = Callable[[str, dict[str, Any]], str]
 # unsubscribe or a dismissal a failure; impressions and opens teach nothing by themselves.
 REWARDS = {"click": 1.0, "conversion": 1.0, "unsubscribe": 0.0, "dismiss": 0.0}
 NEUTRAL_POLICY, REUSE_POLICY, CASCADE_POLICY = "neutral", "reuse", "cascade"
+# The action kind whose decision carries products, and how many when its params do not say.
+RECOMMENDATION, RECOMMENDED = "recommendation", 6
 
 
 class UnknownSlotError(StreamprocError):
@@ -146,6 +154,12 @@ def _occasion(trigger: Trigger, src: Source, data: Mapping[str, Any]) -> str:
     return f"{src.type} event"
 
 
+def _count(action: Action) -> int:
+    """How many products a recommendation action shows: its ``count`` parameter (1 to 50)."""
+    count = action.params.get("count", RECOMMENDED)
+    return min(50, max(1, int(count))) if isinstance(count, int | float) else RECOMMENDED
+
+
 class Engine:
     def __init__(
         self,
@@ -154,6 +168,7 @@ class Engine:
         assign: Assign | None = None,
         uniform: Chooser | None = None,
         consent_defaults: frozenset[str] = frozenset(),
+        recommender: Recommender | None = None,
     ) -> None:
         self.catalogue = catalogue
         # The purposes granted until withdrawn (STREAMPROC_CONSENT_DEFAULTS).
@@ -161,6 +176,19 @@ class Engine:
         self.chooser = chooser
         self.uniform: Chooser = uniform or UniformChooser()
         self.assign: Assign = assign or experiment_assign
+        # Its relations are the served snapshot's (the scorer swaps them in).
+        self.recommender = recommender or Recommender()
+        self._recommended: tuple[int, int, int, list[dict[str, str]]] | None = None
+
+    def products(self, p: Profile, ts_ms: int, n: int) -> list[dict[str, str]]:
+        """The recommender's products for ``p`` (ranked once per decision: the candidate check
+        and the decision share them)."""
+        memo = self._recommended
+        if memo is not None and memo[:3] == (id(p), ts_ms, n):
+            return memo[3]
+        found = self.recommender.recommend(p, ts_ms, n)
+        self._recommended = (id(p), ts_ms, n, found)
+        return found
 
     def current(self) -> Catalogue:
         if isinstance(self.catalogue, CatalogueFile):
@@ -244,6 +272,7 @@ class Engine:
                     versions: Mapping[str, str], carry: str | None = None,
                     note: str | None = None) -> tuple[dict[str, Any], Lesson | None]:
         did = decision_id(src.customer_id, src.event_id, trigger.id)
+        self._recommended = None  # ranked at most once per decision, never reused across
         now = local_time(p, src.ts_ms)
         reasons = [note or f"trigger {trigger.id}: {_occasion(trigger, src, data)}"]
         if now.note:
@@ -269,6 +298,8 @@ class Engine:
             choice, experiment = self._choose(cat, p, src, data, slot, context, did, carry)
         action = choice.action
         params = params_of(p, action, data) if action.params_from else dict(action.params)
+        if action.kind == RECOMMENDATION:
+            params["products"] = self.products(p, src.ts_ms, _count(action))
         personalised = not action.neutral and action is not NONE_ACTION
         if action is not NONE_ACTION:
             capped = slot.is_message or slot.channel in cat.caps
@@ -385,6 +416,9 @@ class Engine:
             if a.when is not None and not a.when(p, ts):
                 continue  # simply not for this customer: not worth a reason
             problem = data_problem(p, a, ts, data)
+            if problem is None and a.kind == RECOMMENDATION and not self.products(
+                    p, ts, _count(a)):
+                problem = "no products to recommend yet (no item relations served)"
             if problem:
                 data_issues.append(f"{a.id}: {problem}")
                 continue

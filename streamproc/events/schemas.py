@@ -4,7 +4,9 @@ Layout (``schemas/`` at the repository root, shipped in the wheel as ``streampro
 
 - ``events/common.schema.json``: shared ``$defs`` (envelope fields, product, context ...);
 - ``events/<type>.schema.json``: one per event type, ``"x-topic"`` naming the input topic
-  (``browsing``, ``purchases``, ``profiles``, ``feedback``) the type belongs to;
+  (``browsing``, ``purchases``, ``profiles``, ``feedback``) the type belongs to; the one
+  exception, ``product.schema.json`` (``"x-topic": "products"``), is the product feed, keyed
+  by product id and read by the learner, not a customer's event (:func:`load_product_schema`);
 - ``decision.schema.json``: the decision record;
 - ``examples/<name>.json``: one valid example per schema.
 
@@ -28,6 +30,8 @@ import orjson
 from streamproc.errors import ConfigError
 
 Validator = Callable[[Any], Any]
+# The x-topic of the product feed (not a customer's event).
+PRODUCTS = "products"
 
 
 def schema_dir() -> Path:
@@ -93,6 +97,8 @@ def load_event_schemas(folder: Path | None = None) -> dict[str, EventSchema]:
         raw = _read(path)
         type_name = path.name.removesuffix(".schema.json")
         topic = raw.get("x-topic")
+        if topic == PRODUCTS:
+            continue  # the product feed: load_product_schema
         if topic not in {"browsing", "purchases", "profiles", "feedback"}:
             raise ConfigError(f"{path}: x-topic must name an input topic, got {topic!r}")
         schema = inline_refs(raw, events)
@@ -100,6 +106,20 @@ def load_event_schemas(folder: Path | None = None) -> dict[str, EventSchema]:
     if not out:
         raise ConfigError(f"no event schemas found in {events}")
     return out
+
+
+@cache
+def load_product_schema(folder: Path | None = None) -> EventSchema:
+    """The product feed's schema (``events/product.schema.json``), compiled.
+
+    >>> check = load_product_schema().validate
+    >>> check({"event_id": "f1", "type": "product", "ts": "2026-01-01T00:00:00Z",
+    ...        "product_id": "p1", "category": "shoes", "price": 9.5, "in_stock": False})["price"]
+    9.5
+    """
+    events = (folder or schema_dir()) / "events"
+    schema = inline_refs(_read(events / "product.schema.json"), events)
+    return EventSchema("product", PRODUCTS, schema, fastjsonschema.compile(schema))
 
 
 @cache

@@ -17,11 +17,16 @@ takes over. The learner:
 * learns the decision engine's bandit from every worker's lessons (``expect`` and ``reward``
   observations, each once: :mod:`streamproc.decisions.lessons`) and closes, as zero rewards,
   the expectations whose ``STREAMPROC_BANDIT_REWARD_WAIT_MINUTES`` ended by its watermark;
+* learns the item relations (:class:`~streamproc.models.relations.ItemRelations`: viewed
+  together, bought together, viewed then bought) from the products that score and purchase
+  observations name, each event once (by its id, like the other models), and reads the product
+  feed (the products topic, one partition, :class:`ProductFeed`: stock, category, price,
+  margin), both served with the models for recommendations;
 * every ``STREAMPROC_MODEL_SNAPSHOT_SECONDS`` or ``STREAMPROC_MODEL_SNAPSHOT_LABELS`` labels,
   and when it loses the partition or stops, publishes a signed snapshot with the next version
   (:mod:`streamproc.learning.modelstore`): the models for the scoring workers (with a serving
   copy of the bandit), and its own state (models, the bandit with its open expectations, pending
-  labels, and the offset of the last observation it consumed).
+  labels, and the offsets of the last observation and product-feed record it consumed).
 
 The source of truth is the topic plus the snapshot. A learner that gets the partition restores
 the snapshot and seeks to its offset + 1, so what was learnt after the last snapshot is learnt
@@ -41,18 +46,23 @@ read (the worker's ``streamproc_learner_lag`` metric).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import fastjsonschema
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.lessons import BanditLearner
-from streamproc.events.codec import future_by_ms
+from streamproc.events.codec import RawMessage, deadletter_record, future_by_ms, parse_ts
+from streamproc.events.schemas import load_product_schema
+from streamproc.events.violations import explain_violation
 from streamproc.kafka_options import kafka_options
 from streamproc.learning.modelstore import ModelStore
 from streamproc.learning.observations import Observation, ObservationError, parse_all
@@ -62,6 +72,7 @@ from streamproc.models.intent import IntentModel
 from streamproc.models.join import LabelJoin
 from streamproc.models.labels import Labelled
 from streamproc.models.ltv import LifetimeValue
+from streamproc.models.relations import ItemRelations
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.segments.config import SegmentConfig
 from streamproc.settings import Settings
@@ -100,12 +111,16 @@ class LearnerState:
 
     erased = 0  # customers forgotten (a class default: older snapshots restore with 0)
     future = 0  # observations dated too far after their record, skipped (the same)
+    products_offset = -1  # of the last products-topic record applied (the same)
+    bad_products = 0  # products-topic records refused (the same)
 
     def __init__(self, join: LabelJoin, intent: IntentModel,
                  ltv: LifetimeValue | None = None,
                  clusters: BehaviourClusters | None = None,
-                 bandit: BanditLearner | None = None) -> None:
+                 bandit: BanditLearner | None = None,
+                 relations: ItemRelations | None = None) -> None:
         self.join = join
+        self.relations = relations or ItemRelations()
         self.intent = intent
         self.ltv = ltv or LifetimeValue()
         self.clusters = clusters or BehaviourClusters()
@@ -141,6 +156,7 @@ class Learner:
         self.interval_s = float(settings.model_snapshot_seconds)
         self.every_labels = settings.model_snapshot_labels
         self.max_future_skew_ms = settings.max_future_skew_s * 1000
+        self.product_schema = load_product_schema()
         self.clock = clock
         self.on_publish = on_publish
         self.state = self.fresh_state()
@@ -153,6 +169,10 @@ class Learner:
         # The next learning-topic offset to read, and the topic's end as of the last fetch.
         self.position = 0
         self.topic_end: int | None = None
+        # Where the product feed is to be read from next (set on taking over), None: read on.
+        self.feed_seek: int | None = None
+        # The reason and error of the last product-feed record refused (for its dead letter).
+        self.last_refusal = ("", "")
 
     def fresh_state(self) -> LearnerState:
         config = SegmentConfig()
@@ -174,6 +194,7 @@ class Learner:
         self.snapshot_offset = -1
         self.stale = False
         self._next_snapshot = self.clock() + self.interval_s
+        self.feed_seek = 0
         if self.models is None:
             return -1
         self.version = await self.models.version()
@@ -197,11 +218,14 @@ class Learner:
                         self.lateness_ms)
         if not hasattr(state, "bandit"):  # a snapshot of a version before the shared bandit
             state.bandit = self.fresh_state().bandit
+        if not hasattr(state, "relations"):  # a snapshot of a version before item relations
+            state.relations = ItemRelations()
         # The current settings for what comes (expectations already open keep their deadline).
         state.bandit.chooser.exploration = self.bandit_exploration
         state.bandit.chooser.reward_wait_ms = self.bandit_wait_ms
         self.state = state
         self.snapshot_offset = state.offset
+        self.feed_seek = state.products_offset + 1
         self.version = max(self.version, version)
         log.info("learner: model v%d restored: %d labels learnt, AUC %s, bandit %d outcomes "
                  "(%d awaiting their reward); continuing the learning topic after offset %d",
@@ -249,6 +273,7 @@ class Learner:
             return 0
         if obs.kind == "erase":
             join.forget(obs.customer_id)
+            state.relations.forget(obs.customer_id)
             state.erased += 1
             # The snapshot in Redis still holds them: the next one is due within seconds.
             self._next_snapshot = min(self._next_snapshot, self.clock() + ERASED_SNAPSHOT_S)
@@ -269,7 +294,41 @@ class Learner:
                                    obs.score, obs.source)
         if fresh and obs.behaviour is not None:
             state.clusters.learn_one(obs.behaviour)
+        if fresh and obs.event_id in join.seen:  # counted once: a copy finds its id seen
+            if obs.item is not None:
+                state.relations.view(obs.customer_id, obs.item[0], obs.item[1], obs.ts_ms,
+                                     cart=obs.item[2])
+            elif obs.lines:
+                state.relations.purchase(obs.customer_id, list(obs.lines), obs.ts_ms)
         return self.learn(labels)
+
+    def apply_product(self, offset: int, value: bytes | None) -> bool:
+        """One products-topic record (the product feed); returns whether it changed the
+        product's state. Never raises: a record that is not a valid ``product`` event is
+        logged and counted (``bad_products``); one at or before the snapshot's offset, or older
+        than the product's state, changes nothing (a replay is harmless)."""
+        state = self.state
+        if offset <= state.products_offset:
+            return False
+        state.products_offset = offset
+        try:
+            event = self.product_schema.validate(orjson.loads(value or b""))
+            ts_ms = parse_ts(event["ts"])
+        except orjson.JSONDecodeError as exc:
+            return self._refuse_product(offset, "invalid_json", f"not valid JSON: {exc}")
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return self._refuse_product(offset, "schema_violation",
+                                        f"product: {explain_violation(exc)}"[:500])
+        except (fastjsonschema.JsonSchemaException, ValueError, OverflowError) as exc:
+            return self._refuse_product(offset, "schema_violation", f"product: {exc}"[:500])
+        return state.relations.upsert_product(event, ts_ms)
+
+    def _refuse_product(self, offset: int, reason: str, error: str) -> bool:
+        self.state.bad_products += 1
+        self.last_refusal = (reason, error)
+        log.error("learner: skipping the products-topic record at offset %d: not a valid "
+                  "product event (schemas/events/product.schema.json): %s", offset, error)
+        return False
 
     def learn(self, labels: list[Labelled]) -> int:
         model = self.state.intent
@@ -303,6 +362,8 @@ class Learner:
         return {"offset": state.offset, "observations": state.observations,
                 "unreadable": state.unreadable, "other_features": state.other_features,
                 "erased": state.erased, "future": state.future,
+                "products_offset": state.products_offset, "bad_products": state.bad_products,
+                **state.relations.stats(),
                 "behaviours": state.clusters.learned, "cluster_refits": state.clusters.refits,
                 **state.join.stats(), **state.bandit.stats()}
 
@@ -322,7 +383,8 @@ class Learner:
         version = self.version + 1
         served = ServedModels(self.state.intent, self.stats(), self.state.ltv,
                               self.state.clusters.serving_copy(),
-                              self.state.bandit.chooser.serving_copy())
+                              self.state.bandit.chooser.serving_copy(),
+                              self.state.relations.serving_copy())
         if self.models is None:
             self.version = version
             self.learnt_since_snapshot = 0
@@ -428,6 +490,7 @@ async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event 
             **consumer_options,
         )
         consumer.subscribe([settings.topics.learning], listener=_Takeover(learner, consumer))
+        feed = ProductFeed(settings, consumer_options)
         try:
             await consumer.start()
             while not stop.is_set():
@@ -435,6 +498,8 @@ async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event 
                 for messages in batch.values():
                     for msg in messages:
                         learner.apply(msg.offset, msg.value, msg.timestamp)
+                if learner.active:
+                    await feed.read(learner)
                 for tp in consumer.assignment():
                     learner.topic_end = consumer.highwater(tp)
                 await learner.checkpoint()
@@ -452,3 +517,80 @@ async def run_learner(settings: Settings, learner: Learner, stop: asyncio.Event 
             await learner.checkpoint(force=True)
             learner.active = False
             await consumer.stop()
+            await feed.stop()
+
+
+class ProductFeed:
+    """The products topic (one partition), read by the active learner with its own consumer,
+    assigned rather than subscribed (no group: the learning topic's group decides who learns).
+
+    On taking over, the learner seeks it to the snapshot's products offset + 1 (0 without a
+    snapshot: the whole feed, a compacted topic's latest state per product). A record that is
+    not a valid ``product`` event goes to the dead-letter topic with its reason. A missing topic or
+    a Kafka error is logged (once until it recovers) and retried at the next poll: the learning
+    topic goes on meanwhile."""
+
+    def __init__(self, settings: Settings, consumer_options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = consumer_options
+        self.tp = TopicPartition(settings.topics.products, 0)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.failing = False
+
+    async def read(self, learner: Learner) -> int:
+        """Apply what the feed has now; returns the records read."""
+        try:
+            if self.consumer is None:
+                self.consumer = AIOKafkaConsumer(**kafka_options(self.settings),
+                                                 group_id=None, enable_auto_commit=False,
+                                                 auto_offset_reset="earliest", **self.options)
+                await self.consumer.start()
+                self.consumer.assign([self.tp])
+                learner.feed_seek = max(learner.feed_seek or 0, learner.state.products_offset + 1)
+            if learner.feed_seek is not None:
+                self.consumer.seek(self.tp, learner.feed_seek)
+                learner.feed_seek = None
+            got = await self.consumer.getmany(self.tp, timeout_ms=0, max_records=2000)
+            records = got.get(self.tp, [])
+            for msg in records:
+                refused = learner.state.bad_products
+                learner.apply_product(msg.offset, msg.value)
+                if learner.state.bad_products != refused:
+                    try:
+                        await self.deadletter(RawMessage(msg.topic, msg.partition, msg.offset,
+                                                         msg.key, msg.value, msg.timestamp),
+                                              *learner.last_refusal)
+                    except Exception:
+                        learner.state.products_offset = msg.offset - 1  # its dead letter is due
+                        raise
+            self.failing = False
+            return len(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self.failing:
+                log.warning("learner: cannot read the product feed %s (%s: %s); retrying at "
+                            "each poll (`streamproc stack up` creates the topic)",
+                            self.tp.topic, type(exc).__name__, exc)
+            self.failing = True
+            await self.stop()
+            return 0
+
+    async def deadletter(self, msg: RawMessage, reason: str, error: str) -> None:
+        """A refused feed record to the dead-letter topic, with its reason and bytes (a copy
+        again when the feed is read again after a takeover, like the workers' redeliveries)."""
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(**kafka_options(self.settings), acks="all")
+            await self.producer.start()
+        await self.producer.send_and_wait(
+            self.settings.topics.deadletter,
+            deadletter_record(msg, reason, error, int(time.time() * 1000)), key=msg.key)
+
+    async def stop(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        producer, self.producer = self.producer, None
+        for client in (consumer, producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()

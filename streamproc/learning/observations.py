@@ -54,6 +54,8 @@ from streamproc.models.features import intent_features
 from streamproc.state.profile import new_profile
 
 FEATURE_NAMES: tuple[str, ...] = tuple(sorted(intent_features(new_profile("-"), "page_view", 0)))
+# Order lines an observation carries for the item relations (an order's first ones).
+MAX_LINES = 50
 FEATURES_ID = hashlib.blake2b(",".join(FEATURE_NAMES).encode(), digest_size=4).hexdigest()
 
 
@@ -78,6 +80,10 @@ class Observation(NamedTuple):
     behaviour: dict[str, float] | None = None
     # An expect or reward: the lesson for the learning bandit.
     lesson: Lesson | None = None
+    # A product view or cart add: (product id, category, a cart add?), for the item relations.
+    item: tuple[str, str, bool] | None = None
+    # A purchase: its lines' (product id, category), for the item relations.
+    lines: tuple[tuple[str, str], ...] = ()
 
 
 def read_from(message: Any) -> dict[str, Any]:
@@ -87,24 +93,55 @@ def read_from(message: Any) -> dict[str, Any]:
 
 def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
                  score: float, version: int, trigger: dict[str, Any],
-                 behaviour: dict[str, float] | None = None) -> dict[str, Any]:
+                 behaviour: dict[str, float] | None = None,
+                 item: tuple[str, str, bool] | None = None) -> dict[str, Any]:
+    """A ``score`` observation; ``item`` (product id, category, a cart add?) for a product view
+    or cart add, ``i`` in the record."""
     record = {"kind": "score", "customer_id": customer_id, "event_id": event_id,
               "ts_ms": ts_ms, "f": FEATURES_ID, "x": [x.get(n, 0.0) for n in FEATURE_NAMES],
               "p": score, "v": version, "trigger": trigger}
     if behaviour is not None:
         record["b"] = behaviour
+    if item is not None:
+        record["i"] = [item[0], item[1], 1 if item[2] else 0]
     return record
 
 
 def purchase_record(customer_id: str, event_id: str, ts_ms: int, trigger: dict[str, Any],
                     rfm: dict[str, Any] | None = None, orders: int = 0,
-                    total: float = 0.0) -> dict[str, Any]:
+                    total: float = 0.0,
+                    lines: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A ``purchase`` observation; ``lines`` (product id, category) of the order, ``items`` in
+    the record (at most :data:`MAX_LINES`)."""
     record = {"kind": "purchase", "customer_id": customer_id, "event_id": event_id,
               "ts_ms": ts_ms, "trigger": trigger}
     if rfm is not None:
         record.update(rfm={k: rfm[k] for k in ("frequency", "recency", "T")}, orders=orders,
                       total=total)
+    if lines:
+        record["items"] = [list(line) for line in lines[:MAX_LINES]]
     return record
+
+
+def _product(value: Any) -> bool:
+    """A (product id, category) pair as the schemas bound them."""
+    return (isinstance(value, list) and len(value) >= 2 and isinstance(value[0], str)
+            and isinstance(value[1], str) and 0 < len(value[0]) <= 64
+            and 0 < len(value[1]) <= 100)
+
+
+def _item(record: dict[str, Any]) -> tuple[str, str, bool] | None:
+    i = record.get("i")
+    if not isinstance(i, list) or not _product(i):
+        return None
+    return (i[0], i[1], bool(i[2] if len(i) > 2 else 0))
+
+
+def _lines(record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    items = record.get("items")
+    if not isinstance(items, list):
+        return ()
+    return tuple((line[0], line[1]) for line in items[:MAX_LINES] if _product(line))
 
 
 def lesson_record(customer_id: str, event_id: str, ts_ms: int, lesson: Lesson,
@@ -201,13 +238,14 @@ def observation(record: Any) -> Observation:
               if isinstance(trigger, dict) else "")
     if kind == "purchase":
         rfm, orders, total = record.get("rfm"), record.get("orders"), record.get("total")
+        lines = _lines(record)
         if not (isinstance(rfm, dict) and isinstance(orders, int)
                 and isinstance(total, int | float)
                 and all(isinstance(rfm.get(k), int | float) for k in ("frequency", "recency",
                                                                         "T"))):
-            return Observation(kind, customer_id, event_id, ts_ms, source=source)
+            return Observation(kind, customer_id, event_id, ts_ms, source=source, lines=lines)
         return Observation(kind, customer_id, event_id, ts_ms, source=source, rfm=rfm,
-                           orders=orders, total=float(total))
+                           orders=orders, total=float(total), lines=lines)
     if kind == "erase":
         return Observation(kind, customer_id, event_id, ts_ms, source=source)
     if kind in ("expect", "reward"):
@@ -224,9 +262,10 @@ def observation(record: Any) -> Observation:
     behaviour = b if isinstance(b, dict) and all(
         isinstance(v, int | float) for v in b.values()) else None
     values = _field(record, "x", list)
+    item = _item(record)
     if record.get("f") != FEATURES_ID or len(values) != len(FEATURE_NAMES):
         return Observation(kind, customer_id, event_id, ts_ms, None, float(score), version,
-                           source, behaviour=behaviour)
+                           source, behaviour=behaviour, item=item)
     features = dict(zip(FEATURE_NAMES, map(float, values), strict=True))
     return Observation(kind, customer_id, event_id, ts_ms, features, float(score), version,
-                       source, behaviour=behaviour)
+                       source, behaviour=behaviour, item=item)

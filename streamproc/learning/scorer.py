@@ -54,6 +54,8 @@ from streamproc.models.clusters import BehaviourClusters
 from streamproc.models.features import EVENT_TYPES, behaviour_vector, intent_features
 from streamproc.models.intent import IntentModel
 from streamproc.models.ltv import LifetimeValue
+from streamproc.models.ranking import Recommender
+from streamproc.models.relations import ItemRelations
 from streamproc.models.snapshot import SnapshotError, load, verify
 from streamproc.segments.config import SegmentConfig
 from streamproc.settings import Settings
@@ -62,6 +64,8 @@ from streamproc.state.profile import Profile
 log = logging.getLogger(__name__)
 
 BROWSING = frozenset(EVENT_TYPES)
+# Browsing events naming a product: their observations carry it, for the item relations.
+ITEM_EVENTS = frozenset({"product_view", "cart_add"})
 # Labels learnt before the model's scores are stored on profiles.
 MIN_LABELS = 200
 # The lifetime-value score (scores.ltv) is the expected spend over this many days.
@@ -77,7 +81,8 @@ class ServedModels:
     def __init__(self, intent: IntentModel, learner: dict[str, int] | None = None,
                  ltv: LifetimeValue | None = None,
                  clusters: BehaviourClusters | None = None,
-                 bandit: ThompsonChooser | None = None) -> None:
+                 bandit: ThompsonChooser | None = None,
+                 relations: ItemRelations | None = None) -> None:
         self.intent = intent
         # The learner's figures when it wrote the snapshot (offset, pending labels, ...).
         self.learner = learner or {}
@@ -85,6 +90,8 @@ class ServedModels:
         self.clusters = clusters or BehaviourClusters()
         # The decision engine's bandit, without its open expectations (the learner keeps them).
         self.bandit = bandit
+        # Item relations, popularity and the product feed, for recommendations.
+        self.relations = relations or ItemRelations()
 
 
 def load_served(blob: bytes, secret: bytes) -> tuple[int, ServedModels]:
@@ -119,6 +126,7 @@ class IntentScorer:
         clock: Callable[[], float] = time.monotonic,
         min_labels: int = MIN_LABELS,
         bandit: ThompsonChooser | None = None,
+        recommender: Recommender | None = None,
     ) -> None:
         config = SegmentConfig()
         self.thresholds = (config.intent_warm, config.intent_hot)
@@ -128,6 +136,8 @@ class IntentScorer:
         # The engine's learning chooser: each served snapshot's bandit replaces its state.
         self.bandit = bandit
         self.bandit_version = 0
+        # The engine's recommender: each served snapshot's item relations replace its own.
+        self.recommender = recommender
         self.version = 0
         self.created_ms = 0
         self.secret = settings.model_secret.encode()
@@ -183,6 +193,9 @@ class IntentScorer:
             # a decision's propensity is that of the copy it was picked with.
             self.bandit.take_over(bandit)
             self.bandit_version = version
+        relations: ItemRelations | None = getattr(served, "relations", None)
+        if self.recommender is not None and relations is not None:
+            self.recommender.relations = relations  # one assignment: a ranking sees one copy
         self.version = version
         self.created_ms = created_ms
         self.reloads += 1
@@ -249,11 +262,15 @@ class IntentScorer:
                     cluster_id = self.clusters.assign(behaviour)
                     p["cluster"] = {"id": cluster_id,
                                     "about": self.clusters.describe(cluster_id)}
+            product = event.data.get("product") if event.type in ITEM_EVENTS else None
+            item = (None if product is None else
+                    (product["product_id"], product["category"], event.type == "cart_add"))
             return [score_record(event.customer_id, event.event_id, event.ts_ms, x, score,
-                                 self.version, trigger, behaviour)]
+                                 self.version, trigger, behaviour, item)]
         if event.type == "purchase":
+            lines = [(line["product_id"], line["category"]) for line in event.data["lines"]]
             return [purchase_record(event.customer_id, event.event_id, event.ts_ms, trigger,
-                                    rfm, buys["orders"], buys["total"])]
+                                    rfm, buys["orders"], buys["total"], lines)]
         return []
 
 

@@ -49,6 +49,9 @@ MIN_SESSION_GAP_MS = 10 * 60 * 1000
 # P(purchase | the session ends with a non-empty cart), on a buying mission or not
 BUY_ON_MISSION = 0.9
 BUY_WHILE_BROWSING = 0.03
+# Hidden item-level tastes (generate_events(item_tastes=True)): styles, liked per customer, and
+# how much more readily a liked product is picked.
+STYLES, LIKED_STYLES, TASTE_BOOST = 8, 2, 6.0
 
 USER_AGENTS: dict[tuple[str, bool], str] = {
     ("desktop", False): "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -142,6 +145,7 @@ class _Session:
 
     def __init__(self, sim: _Simulator, index: int, t: int) -> None:
         self.sim, self.rng = sim, sim.rng
+        self.index = index
         self.customer: Customer = sim.population.customers[index]
         self.state: _State = sim.states[index]
         self.t = t
@@ -221,6 +225,10 @@ class _Session:
                 1 + 4 * c.price_sensitivity)
             cheapness = (1.0 / relative) ** (2 * c.price_sensitivity)
             weights.append(affordability * cheapness * c.brand_weights.get(p.brand, 1.0))
+        tastes = self.sim.tastes
+        if tastes is not None:  # hidden item-level tastes: the same random draw, other weights
+            weights = [w * tastes.weight(self.index, p.product_id) for w, p in zip(
+                weights, items, strict=True)]
         return rng.choices(items, weights=weights)[0]
 
     # -- steps ----------------------------------------------------------------------------------
@@ -382,9 +390,10 @@ class _Session:
 
 class _Simulator:
     def __init__(self, population: Population, start_ms: int, seed: int,
-                 slot_requests: bool = False) -> None:
+                 slot_requests: bool = False, item_tastes: bool = False) -> None:
         self.population = population
         self.slot_requests = slot_requests
+        self.tastes = ItemTastes(population) if item_tastes else None
         self.rng = random.Random(f"sessions:{population.seed}:{seed}")
         self.prefix = f"sim{seed}-{_base36(start_ms)}-"
         self.topic_of = {name: s.topic for name, s in load_event_schemas().items()}
@@ -444,15 +453,43 @@ class _Simulator:
 
 
 def generate_events(population: Population, start: datetime, seed: int = 7, *,
-                    slot_requests: bool = False) -> Iterator[SimEvent]:
+                    slot_requests: bool = False,
+                    item_tastes: bool = False) -> Iterator[SimEvent]:
     """Endless events of ``population`` from event time ``start`` on, in event-time order.
 
     With ``slot_requests``, pages also ask for their slots (:data:`PAGE_SLOTS`); without, the
-    events are exactly those of earlier versions (the benchmark's stay comparable).
+    events are exactly those of earlier versions (the benchmark's stay comparable). With
+    ``item_tastes``, customers also have hidden item-level tastes (:class:`ItemTastes`, for
+    the recommendations' benchmark); without, their choices are those of earlier versions.
 
     Deterministic: the same population, ``start`` and ``seed`` give the same events. Event ids
     (``sim<seed>-<start in base 36>-e<n>``) are unique per (seed, start), so a second run from
     another start never collides with the first in the workers' duplicate filter.
     """
     start_ms = _to_ms(start)
-    return _Simulator(population, start_ms, seed, slot_requests).run(start_ms)
+    return _Simulator(population, start_ms, seed, slot_requests, item_tastes).run(start_ms)
+
+
+class ItemTastes:
+    """Hidden item-level tastes: every product has one of :data:`STYLES` styles (across
+    categories: an outdoorsy tent and an outdoorsy jacket), every customer likes
+    :data:`LIKED_STYLES` of them, and picks a liked product ``TASTE_BOOST`` times as readily.
+    Neither is ever sent in events: it is what item relations can learn and category
+    popularity cannot. Drawn from their own random streams (``styles:`` and ``tastes:``), so
+    the sessions' stream draws as without them.
+
+    >>> from streamproc.simulator.population import Population
+    >>> t = ItemTastes(Population.generate(2, seed=1))
+    >>> sorted({t.weight(0, p) for p in t.style})
+    [1.0, 6.0]
+    """
+
+    def __init__(self, population: Population) -> None:
+        rng = random.Random(f"styles:{population.seed}")
+        self.style = {p.product_id: rng.randrange(STYLES)
+                      for items in population.catalogue.products.values() for p in items}
+        self.liked = [frozenset(random.Random(f"tastes:{population.seed}:{i}").sample(
+            range(STYLES), LIKED_STYLES)) for i in range(len(population.customers))]
+
+    def weight(self, index: int, product_id: str) -> float:
+        return TASTE_BOOST if self.style.get(product_id) in self.liked[index] else 1.0

@@ -215,7 +215,8 @@ def _check(counts: dict[str, int], names: list[str], settings: Settings) -> None
         listed = ", ".join(f"{n} has {c}" for n, c in sorted(wrong.items()))
         raise StackError(
             f"topic partition counts differ from STREAMPROC_PARTITIONS={settings.partitions}: "
-            f"{listed} (the learning topic {settings.topics.learning} is meant to have 1). "
+            f"{listed} (the learning and products topics {settings.topics.learning} and "
+            f"{settings.topics.products} are meant to have 1). "
             "Keys (customer ids) map to partitions by count, so streamproc will not "
             "change them: set STREAMPROC_PARTITIONS to the existing count, or delete those "
             "topics (for the local stack: `streamproc stack down`, delete the stack dir's "

@@ -22,6 +22,10 @@ from streamproc.days import DAY_MS
 # A gap of event time longer than this starts a new session (the common web-analytics default).
 SESSION_GAP_MS = 30 * 60 * 1000
 RECENT_PRODUCTS = 10
+# Products the profile remembers across sessions (viewed, carted, bought), for recommendations.
+RECENT_ITEMS = 20
+# Which interaction a remembered product keeps when it had several: the strongest.
+ITEM_RANK = {"view": 0, "cart": 1, "buy": 2}
 # Affinity below this is forgotten, so a profile does not grow with every category ever seen.
 MIN_AFFINITY = 0.01
 # How much each kind of interest signal adds to a category's or brand's affinity.
@@ -60,6 +64,9 @@ class Profile(TypedDict, total=False):
     device: str | None
     location: dict[str, str]
     rfm: dict[str, Any]
+    # [product id, category, "view" | "cart" | "buy", event time ms], oldest first (at most
+    # RECENT_ITEMS, one entry per product); absent until the first product event.
+    recent_products: list[list[Any]]
     # Written by the segmenter (streamproc.segments.segmenter).
     segments: dict[str, Any]
     segment_history: list[Any]
@@ -246,6 +253,33 @@ def _touch_session(p: Profile, ts_ms: int, data: dict[str, Any]) -> dict[str, An
     return session
 
 
+def remember_product(p: Profile, product_id: str, category: str, kind: str, ts_ms: int) -> None:
+    """Keep ``product_id`` in the profile's recent products (one entry per product, its
+    strongest interaction, its latest time; at most :data:`RECENT_ITEMS`, the oldest go).
+
+    >>> p = new_profile("c1")
+    >>> remember_product(p, "a", "shoes", "buy", 5)
+    >>> remember_product(p, "b", "books", "view", 6)
+    >>> remember_product(p, "a", "shoes", "view", 7)
+    >>> p["recent_products"]
+    [['b', 'books', 'view', 6], ['a', 'shoes', 'buy', 7]]
+    """
+    items = p.setdefault("recent_products", [])
+    for i, (pid, _, have, ts) in enumerate(items):
+        if pid == product_id:
+            del items[i]
+            if ITEM_RANK.get(have, 0) > ITEM_RANK[kind]:
+                kind = have
+            ts_ms = max(ts, ts_ms)
+            break
+    at = len(items)
+    while at > 0 and items[at - 1][3] > ts_ms:  # event time order, whatever the arrival order
+        at -= 1
+    items.insert(at, [product_id, category, kind, ts_ms])
+    if len(items) > RECENT_ITEMS:
+        del items[: len(items) - RECENT_ITEMS]
+
+
 def _bump(counter: dict[str, int], key: str, by: int = 1) -> int:
     counter[key] = counter.get(key, 0) + by
     return counter[key]
@@ -304,6 +338,7 @@ def apply_event(
             _count_activity(p, f"product_view:{product['category']}", today)
             _add_affinity(categories, product["category"], weight or 0.0)
             _add_affinity(brands, product.get("brand"), weight or 0.0)
+            remember_product(p, product["product_id"], product["category"], "view", ts_ms)
         elif type_ == "search":
             s["searches"] += 1
         elif type_ == "cart_add":
@@ -318,6 +353,7 @@ def apply_event(
             _count_activity(p, f"cart_add:{product['category']}", today)
             _add_affinity(categories, product["category"], weight or 0.0)
             _add_affinity(brands, product.get("brand"), weight or 0.0)
+            remember_product(p, product["product_id"], product["category"], "cart", ts_ms)
         elif type_ == "cart_remove":
             items = p["cart"]["items"]
             line = items.get(data["product_id"])
@@ -345,6 +381,7 @@ def apply_event(
             _count_activity(p, f"purchase:{line['category']}", today)
             _add_affinity(categories, line["category"], (weight or 0.0) * line["quantity"])
             _add_affinity(brands, line.get("brand"), (weight or 0.0) * line["quantity"])
+            remember_product(p, line["product_id"], line["category"], "buy", ts_ms)
         # What was bought leaves the cart.
         bought = {line["product_id"] for line in data["lines"]}
         items = p["cart"]["items"]

@@ -146,7 +146,8 @@ def create_app(
         # The learning bandit picks among eligible actions: the learner's, served with the
         # models (a fresh one until the first snapshot is served).
         engine.chooser = bandit = ThompsonChooser.from_settings(settings)
-        scorer = worker.scorer = IntentScorer(settings, models, bandit=bandit)
+        scorer = worker.scorer = IntentScorer(settings, models, bandit=bandit,
+                                              recommender=engine.recommender)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine,
                               partition_check=PartitionCheck(settings.partition_check,

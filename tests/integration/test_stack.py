@@ -107,7 +107,8 @@ def test_up_status_topics_down(settings: Settings) -> None:
 
     counts = asyncio.run(partition_counts(settings))
     assert {name: counts.get(name) for name in settings.topics.all()} == {
-        name: 1 if name == settings.topics.learning else 3 for name in settings.topics.all()}
+        name: 1 if name in (settings.topics.learning, settings.topics.products) else 3
+        for name in settings.topics.all()}
     assert asyncio.run(ensure_topics(settings)) == []
     with pytest.raises(StackError, match="STREAMPROC_PARTITIONS=4"):
         asyncio.run(ensure_topics(replace(settings, partitions=4)))

@@ -224,7 +224,7 @@ def test_a_file_gets_every_problem_in_one_pass_with_ids_and_lines(tmp_path: Path
         "valid_until, freshness_hours, requires, max_data_age_hours, params, params_from, "
         "reveals_tracking, reveal_limit",
         f"line {line_of(text, 'mesage')}: actions[4] (id: cart_reminder).kind: must be one of "
-        "['offer', 'content', 'message'], got 'mesage'",
+        "['offer', 'content', 'message', 'recommendation'], got 'mesage'",
         f"line {line_of(text, 'cart.valu,')}: actions[4] (id: cart_reminder).when.field: "
         "unknown field cart.'valu'; known: items, updated_ms, value",
     ]

@@ -422,7 +422,8 @@ def test_the_exposure_history_stays_bounded() -> None:
     history = c.p["decisions"]
     assert len(picked) > 6 and [e[0] for e in history["recent"]][-2:] == picked[-2:]
     assert len(history["recent"]) == 6  # the catalogue's history
-    assert set(history["seen"]) <= {"running_shoes_10pct", "thank_you_cross_sell"}
+    assert set(history["seen"]) <= {"running_shoes_10pct", "thank_you_cross_sell",
+                                    "recommended_for_you"}
     assert history["sent"] == {"email": [parse_time_ms("2026-03-20") // 86_400_000 + 719_163, 2]}
 
 

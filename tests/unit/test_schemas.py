@@ -21,6 +21,7 @@ from streamproc.events.schemas import (
     inline_refs,
     load_decision_validator,
     load_event_schemas,
+    load_product_schema,
     schema_dir,
 )
 
@@ -131,7 +132,7 @@ def test_example_file_is_json_object(path: Path) -> None:
 
 def test_every_schema_has_an_example_and_every_example_a_schema() -> None:
     examples = {p.stem for p in EXAMPLES.glob("*.json")}
-    assert examples == set(EVENT_TYPES) | {"decision"}
+    assert examples == set(EVENT_TYPES) | {"decision", "product"}
 
 
 def test_refs_always_name_a_file() -> None:
@@ -161,6 +162,7 @@ def test_refs_always_name_a_file() -> None:
 
 def compiled_schemas() -> list[tuple[str, dict[str, Any]]]:
     out = [(t, s.schema) for t, s in load_event_schemas().items()]
+    out.append(("product", load_product_schema().schema))
     decision = orjson.loads((SCHEMAS / "decision.schema.json").read_bytes())
     out.append(("decision", inline_refs(decision, SCHEMAS)))
     return out
@@ -208,6 +210,17 @@ def test_event_example_validates(event_type: str) -> None:
     data = example(event_type)
     assert data["type"] == event_type
     load_event_schemas()[event_type].validate(data)
+
+
+def test_product_example_validates_and_bad_feeds_do_not() -> None:
+    check = load_product_schema().validate
+    data = example("product")
+    assert check(data)["in_stock"] is True
+    minimal = {k: v for k, v in data.items() if k in load_product_schema().schema["required"]}
+    check(minimal)
+    for bad in ({"in_stock": "yes"}, {"product_id": "a b"}, {"margin": 3}, {"customer_id": "c"}):
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            check(data | bad)
 
 
 def test_decision_example_validates() -> None:

@@ -575,7 +575,8 @@ async def test_ensure_topics_creates_missing_only(settings: Settings,
     created = await topics.ensure_topics(settings)
     assert created == list(names[1:])
     assert {n: admin.topics[n] for n in names} == {
-        n: 1 if n == settings.topics.learning else 3 for n in names}  # one learner partition
+        n: 1 if n in (settings.topics.learning, settings.topics.products) else 3
+        for n in names}  # the learner's topics have one partition
     assert await topics.ensure_topics(settings) == []  # repeatable
 
 
@@ -583,7 +584,7 @@ async def test_ensure_topics_tolerates_a_concurrent_creator(settings: Settings,
                                                             admin: type[FakeAdmin]) -> None:
     admin.racing = {settings.topics.browsing}
     created = await topics.ensure_topics(settings)
-    assert settings.topics.browsing not in created and len(created) == 7
+    assert settings.topics.browsing not in created and len(created) == 8
 
 
 async def test_ensure_topics_refuses_other_partition_counts(settings: Settings,
@@ -593,7 +594,7 @@ async def test_ensure_topics_refuses_other_partition_counts(settings: Settings,
         await topics.ensure_topics(settings)
     assert admin.topics == {settings.topics.purchases: 8}  # refused before creating anything
     admin.topics = {settings.topics.learning: 3}
-    with pytest.raises(StackError, match=r"streamproc.learning has 3 \(the learning topic"):
+    with pytest.raises(StackError, match=r"streamproc.learning has 3 \(the learning and products"):
         await topics.ensure_topics(settings)
 
 

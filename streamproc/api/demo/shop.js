@@ -120,9 +120,17 @@
   });
   sp("render", "product_recs", function (d) {
     var a = d.action, cat = (a.params || {}).category, here = param("p");
+    var recs = (a.params || {}).products, line = offerLine(a);
     var picks = PRODUCTS.filter(function (p) { return p.id !== here && (!cat || p.category === cat); });
+    if (recs && recs.length) {  // a recommendation: the customer's products, best first
+      var known = recs.filter(function (r) { return byId(r.id); });
+      if (known.length) {
+        picks = known.map(function (r) { return byId(r.id); });
+        line = "Picked for you: " + known[0].reason + ".";
+      }
+    }
     return '<div class="recs"><div class="recs-head"><h2>' + esc(a.title) + "</h2><p>" +
-      esc(offerLine(a)) + '</p></div><div class="grid small">' +
+      esc(line) + '</p></div><div class="grid small">' +
       picks.slice(0, 4).map(card).join("") + "</div></div>";
   });
   sp("render", "cart_drawer", function (d) {
