@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.api_bench [--customers 2000] [--events 60000] [--batch 500]
                                         [--rates 200,500,1000] [--seconds 10] [--json out.json]
+                                        [--client raw|aiohttp] [--set STREAMPROC_NAME=VALUE]
 
 Needs the local stack (``streamproc stack up``; the usual ``STREAMPROC_*`` settings say where).
 The bench starts its own worker and ``streamproc serve`` on fresh topics (``apibench-<run>.``)
@@ -16,9 +17,16 @@ on loopback, so the client's CPU is not the server's event loop:
 3. **Decide**, for each of ``--rates``: ``GET /v1/decide`` for a random known customer and
    ``homepage_hero`` at a fixed rate for ``--seconds`` (open loop: request ``i`` is due at
    ``t0 + i / rate`` whatever the answers before it, and its latency counts from when it was due,
-   so a slow server cannot hide its queue). Reported: p50, p99, max, answers that were the
-   neutral fallback (a missed deadline shows there), errors, and the cores used by the API and
-   the worker (which records every served decision's exposure).
+   so a slow server cannot hide its queue). The client shares the cores, so it is cheap: raw
+   keep-alive HTTP/1.1 connections (64 opened first, more when all are busy, their connect time
+   counted), one request at a time on each, written by a loop timer when due
+   (``--client aiohttp``: aiohttp's client, a task per request, as before). Reported: p50, p99,
+   max, answers that were the neutral fallback (a missed deadline shows there), errors, and the
+   cores used by the API and the worker (which records every served decision's exposure), by
+   the client, and by the whole machine.
+
+``--set`` passes a setting to the bench's worker and API (``STREAMPROC_API_EXPOSURE_WAIT_MS=0``:
+decides answered before Kafka's confirmation).
 
 Bounded: every phase has a count and a time limit; unanswered requests count as errors.
 Progress goes to stderr, the table to stdout, everything to ``--json``.
@@ -319,24 +327,16 @@ async def _decide_open_loop_aiohttp(url: str, customers: list[str], rate: int, s
 
 
 def _load_process(job: dict[str, Any], out: Any) -> None:
+    cpu0 = time.process_time()
     if job["kind"] == "events":
         result = asyncio.run(_post_events(job["url"], job["events"], job["batch"],
                                           job["concurrency"]))
     else:
         load = _decide_open_loop if job["client"] == "raw" else _decide_open_loop_aiohttp
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(load(job["url"], job["customers"], job["rate"], job["seconds"],
-                                     job["slot"], job["seed"]))
+        result = asyncio.run(load(job["url"], job["customers"], job["rate"], job["seconds"],
+                                  job["slot"], job["seed"]))
+    result["client_cpu_s"] = time.process_time() - cpu0  # the load's own share of the cores
     out.put(result)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (the ``bench`` extra), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def run_load(job: dict[str, Any], pids: list[int], limit_s: float) -> dict[str, Any]:
@@ -352,7 +352,9 @@ def run_load(job: dict[str, Any], pids: list[int], limit_s: float) -> dict[str, 
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
-    result["cores"] = cores_between(before, cpu_sample(pids), time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    result["cores"] = cores_between(before, cpu_sample(pids), elapsed)
+    result["client_cores"] = round(result["client_cpu_s"] / elapsed, 2)
     return result
 
 
@@ -430,8 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                     help="decide load over raw keep-alive connections (default, cheaper) or "
                          "aiohttp's client")
+    ap.add_argument("--set", action="append", default=[], metavar="STREAMPROC_NAME=VALUE",
+                    help="a setting of the bench's worker and API (repeatable), e.g. "
+                         "STREAMPROC_API_EXPOSURE_WAIT_MS=0")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    extra = dict(s.split("=", 1) for s in args.set if "=" in s)
+    if len(extra) != len(args.set) or not all(k.startswith("STREAMPROC_") for k in extra):
+        ap.error("--set takes STREAMPROC_NAME=VALUE")
     rates = [int(r) for r in args.rates.split(",")]
     if args.events < args.customers or not 1 <= args.batch <= 500:
         ap.error("--events must be at least --customers, and --batch 1 to 500")
@@ -448,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "STREAMPROC_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "STREAMPROC_REDIS_URL": redis_url,
         "STREAMPROC_TOPIC_PREFIX": f"apibench-{run}.", "STREAMPROC_APP_ID": f"apibench-{run}",
         "STREAMPROC_API_KEYS": f"bench={KEY}", "STREAMPROC_API_RATE": "0",
-        "STREAMPROC_API_PORT": str(port), "STREAMPROC_LOG_LEVEL": "warning",
+        "STREAMPROC_API_PORT": str(port), "STREAMPROC_LOG_LEVEL": "warning", **extra,
     })
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
@@ -504,13 +512,14 @@ def render(report: dict[str, Any]) -> str:
              f"{ev['events']:,} in {ev['seconds']:.1f} s, {ev['requests']} requests, statuses "
              f"{ev['statuses']}); API cores {ev['cores']['processes_cores']}",
              "", "decide  requests  p50 ms  p99 ms  max ms  server p99  fallback  errors  "
-             "cores (API+worker / machine)"]
+             "cores (API+worker / client / machine)"]
     for d in report["decide"]:
         c = d["cores"]
         lines.append(f"{d['rate']:>5}/s  {d['requests']:>8}  {d['p50_ms']:>6.1f}  "
                      f"{d['p99_ms']:>6.1f}  {d['max_ms']:>6.1f}  {d['server_p99_ms']:>8} ms  "
                      f"{d['fallback']:>8}  {d['errors'] + d['unanswered']:>6}  "
-                     f"{c['processes_cores']} / {c['machine_busy_cores']}")
+                     f"{c['processes_cores']} / {d['client_cores']} / "
+                     f"{c['machine_busy_cores']}")
     return "\n".join(lines)
 
 
