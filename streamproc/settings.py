@@ -156,9 +156,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("API_PORT", "8080", "port of `streamproc serve` (the HTTP API)"),
     ("API_DEADLINE_MS", "50",
      "a decide answers within this many milliseconds: past it, the slot's neutral action"),
-    ("API_EXPOSURE_WAIT_MS", "50",
-     "a personalised decide waits at most this long (and never past API_DEADLINE_MS) for Kafka "
-     "to confirm its exposure event before answering with exposure pending; 0: answer at once"),
+    ("API_EXPOSURE_WAIT_MS", "0",
+     "a personalised decide waits at most this long (never past API_DEADLINE_MS) for Kafka to "
+     "confirm its exposure event (exposure recorded) before answering with exposure pending; "
+     "0: answer at once"),
     ("API_KEYS", "",
      "write keys of the event, decide and feedback endpoints, as site=key pairs separated by "
      "commas; empty: no key needed, allowed only while API_HOST is a loopback address"),
@@ -311,7 +312,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_deadline_ms: int = 50
-    api_exposure_wait_ms: int = 50
+    api_exposure_wait_ms: int = 0
     api_keys: str = field(default="", repr=False)
     api_admin_token: str = field(default="", repr=False)
     api_origins: str = ""

@@ -273,14 +273,14 @@ class Api:
         assert self.store is not None
         try:
             async with asyncio.timeout_at(deadline):
-                stored = (await self.store.load([req.customer_id]))[req.customer_id]
+                doc = await self.store.read_doc(req.customer_id)
         except TimeoutError:
             return fallback(f"deadline of {budget} ms passed while reading the profile")
         except (RedisError, OSError) as exc:
             return fallback(f"profile store unavailable ({type(exc).__name__})")
-        if stored.doc is None:
+        if doc is None:
             return fallback("unknown customer: no profile yet")
-        p = upgrade_profile(unpack_doc(stored.doc))
+        p = upgrade_profile(unpack_doc(doc))
         did = self.decider.decision_id(req)
         if exposure.find(p, did) is not None:  # a retry of a decide already recorded
             try:
