@@ -4,8 +4,10 @@ A personalised decide produces a ``decision_served`` event (the exposure the wor
 answers with its state (``docs/api.md``): ``recorded`` when Kafka confirmed the event before the
 answer, ``pending`` when the answer went first (``STREAMPROC_API_EXPOSURE_WAIT_MS``, or the
 deadline came), ``already`` for a retry of a recorded decide, ``none`` for a neutral fallback.
-A ``pending`` event is tracked here until Kafka confirms or refuses it: a refusal is logged and
-counted (the decision was shown, its exposure is not recorded), so an operator can alert on it.
+A ``pending`` event is tracked here until Kafka confirms or refuses it (the idempotent producer
+retries a broker that is away for as long as the process lives: only an error it does not retry
+ends it): a refusal is logged and counted (the decision was shown, its exposure is not
+recorded), so an operator can alert on it.
 Served at ``GET /metrics`` (admin token) in Prometheus's text format, one registry per API.
 
 >>> import asyncio

@@ -5,6 +5,8 @@ also when the same decide is retried; no Redis or an unknown customer gives the 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 
 from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
 from streamproc.decisions.experiments import CONTROL, assign
+from streamproc.stack import stack_status
 from streamproc.state.store import RedisStore
 
 from .conftest import Env, stop_process
@@ -355,3 +358,42 @@ async def test_an_answer_that_does_not_wait_for_kafka_is_pending_and_recorded_on
     assert metric(page, 'streamproc_api_exposures_total{outcome="confirmed"}') == 1
     assert metric(page, 'streamproc_api_exposures_total{outcome="failed"}') == 0
     assert metric(page, "streamproc_api_exposures_unconfirmed") == 0
+
+
+async def test_a_pending_exposure_waits_out_a_frozen_broker_and_is_recorded_once(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    """The broker frozen: a decide still answers `pending` at once, the API counts the exposure
+    as unconfirmed while the idempotent producer retries, and once the broker is back the
+    exposure is confirmed and recorded by the worker once: nothing lost, nothing twice."""
+    token = "it-admin-token-3"
+    url, _ = await start_api(stack_env, STREAMPROC_API_ADMIN_TOKEN=token)  # the default: no wait
+    admin = {"Authorization": f"Bearer {token}"}
+    cid = await shoe_lover(stack_env, url, http, stack_env.start_worker)
+    kafka = stack_status(stack_env.settings).kafka.pid
+    assert kafka, "the local stack's Kafka (streamproc stack up) is frozen by this test"
+
+    async def metrics() -> str:
+        async with http.get(f"{url}/metrics", headers=admin) as resp:
+            return await resp.text()
+
+    os.kill(kafka, signal.SIGSTOP)
+    try:
+        params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "frozen-1"}
+        async with asyncio.timeout(5):  # no wait for the broker
+            async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+                answer = await resp.json()
+        assert answer["exposure"] == "pending" and answer["decision"]["personalised"], answer
+        assert metric(await metrics(), "streamproc_api_exposures_unconfirmed") == 1
+    finally:
+        os.kill(kafka, signal.SIGCONT)
+
+    async def confirmed() -> str | None:
+        page = await metrics()
+        return page if metric(page, "streamproc_api_exposures_unconfirmed") == 0 else None
+
+    page = await until("the producer delivers the exposure", confirmed, timeout=120)
+    assert metric(page, 'streamproc_api_exposures_total{outcome="confirmed"}') == 1
+    assert metric(page, 'streamproc_api_exposures_total{outcome="failed"}') == 0
+    did = answer["decision"]["decision_id"]
+    p = await exposure_recorded(stack_env, cid, did)
+    assert sum(1 for e in p["decisions"]["recent"] if e[0] == did[:12]) == 1
