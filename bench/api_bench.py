@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.api_bench [--customers 2000] [--events 60000] [--batch 500]
                                         [--rates 200,500,1000] [--seconds 10] [--json out.json]
+                                        [--client raw|aiohttp] [--set STREAMPROC_NAME=VALUE]
 
 Needs the local stack (``streamproc stack up``; the usual ``STREAMPROC_*`` settings say where).
 The bench starts its own worker and ``streamproc serve`` on fresh topics (``apibench-<run>.``)
@@ -16,9 +17,16 @@ on loopback, so the client's CPU is not the server's event loop:
 3. **Decide**, for each of ``--rates``: ``GET /v1/decide`` for a random known customer and
    ``homepage_hero`` at a fixed rate for ``--seconds`` (open loop: request ``i`` is due at
    ``t0 + i / rate`` whatever the answers before it, and its latency counts from when it was due,
-   so a slow server cannot hide its queue). Reported: p50, p99, max, answers that were the
-   neutral fallback (a missed deadline shows there), errors, and the cores used by the API and
-   the worker (which records every served decision's exposure).
+   so a slow server cannot hide its queue). The client shares the cores, so it is cheap: raw
+   keep-alive HTTP/1.1 connections (64 opened first, more when all are busy, their connect time
+   counted), one request at a time on each, written by a loop timer when due
+   (``--client aiohttp``: aiohttp's client, a task per request, as before). Reported: p50, p99,
+   max, answers that were the neutral fallback (a missed deadline shows there), errors, and the
+   cores used by the API and the worker (which records every served decision's exposure), by
+   the client, and by the whole machine.
+
+``--set`` passes a setting to the bench's worker and API (``STREAMPROC_API_EXPOSURE_WAIT_MS=0``:
+decides answered before Kafka's confirmation).
 
 Bounded: every phase has a count and a time limit; unanswered requests count as errors.
 Progress goes to stderr, the table to stdout, everything to ``--json``.
@@ -38,10 +46,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+import orjson
 
 from streamproc.benchmark.machine import cores_between, cpu_sample, machine
 from streamproc.benchmark.measure import percentile
@@ -115,8 +126,161 @@ async def _post_events(url: str, events: list[dict[str, Any]], batch: int,
             "requests": len(bodies), "statuses": statuses}
 
 
+class _Answer(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection carrying one request at a time (no pipelining: an
+    answer never waits behind another's). Reads ``Content-Length`` bodies, as the API sends."""
+
+    def __init__(self, pool: list[_Answer], idle: bool) -> None:
+        self.pool = pool
+        self.idle = idle  # joins the pool when connected (else it is made for a request)
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.done: Callable[[int, bytes | None], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.idle:
+            self.pool.append(self)
+
+    def send(self, request: bytes, done: Callable[[int, bytes | None], None]) -> None:
+        assert self.transport is not None
+        self.done = done
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        parsed = parse_response(self.buf)
+        if parsed is None:
+            return
+        status, body, used = parsed
+        del self.buf[:used]
+        done, self.done = self.done, None
+        self.pool.append(self)
+        if done is not None:
+            done(status, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.pool:
+            self.pool.remove(self)
+        done, self.done = self.done, None
+        if done is not None:
+            done(0, None)
+
+
+def parse_response(buf: bytes | bytearray) -> tuple[int, bytes, int] | None:
+    """(status, body, bytes used) of the first complete HTTP/1.1 response in ``buf``, or None
+    while it is incomplete.
+
+    >>> parse_response(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}rest")
+    (200, b'{}', 40)
+    >>> parse_response(b"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\n{}") is None
+    True
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).split(b"\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head[1:]
+                   if line[:15].lower() == b"content-length:"), None)
+    if length is None:
+        raise ValueError("an answer without Content-Length")
+    if len(buf) < end + 4 + length:
+        return None
+    return int(head[0].split()[1]), bytes(buf[end + 4:end + 4 + length]), end + 4 + length
+
+
 async def _decide_open_loop(url: str, customers: list[str], rate: int, seconds: float,
-                            slot: str, seed: int) -> dict[str, Any]:
+                            slot: str, seed: int, connections: int = 64) -> dict[str, Any]:
+    """Open-loop decides over raw keep-alive connections: request ``i`` is written when it is
+    due (a timer of the loop), on an idle connection or a new one (its connect time counted),
+    and its latency runs from when it was due to its answer's last byte."""
+    rng = random.Random(seed)
+    n = int(rate * seconds)
+    lat: list[float] = [-1.0] * n
+    server_ms: list[float] = []
+    outcome = {"fallback": 0, "personalised": 0, "errors": 0}
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = [(f"GET /v1/decide?{urlencode({'customer_id': rng.choice(customers), 'slot': slot})}"
+                 f" HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {KEY}\r\n\r\n").encode()
+                for _ in range(n)]
+    loop = asyncio.get_running_loop()
+    idle: list[_Answer] = []
+    for _ in range(connections):
+        await loop.create_connection(lambda: _Answer(idle, True), host, port)
+    left = n
+    finished = loop.create_future()
+
+    def answered(i: int, due: float, status: int, body: bytes | None) -> None:
+        nonlocal left
+        now = loop.time()
+        left -= 1
+        if left == 0 and not finished.done():
+            finished.set_result(None)
+        if status != 200 or body is None:
+            outcome["errors"] += 1
+            return
+        try:
+            answer = orjson.loads(body)
+            decision = answer["decision"]
+        except (ValueError, KeyError, TypeError):
+            outcome["errors"] += 1
+            return
+        lat[i] = (now - due) * 1000
+        server_ms.append(decision.get("latency_ms", 0))
+        if answer["exposure"] == "none":
+            outcome["fallback"] += 1
+        if decision.get("personalised"):
+            outcome["personalised"] += 1
+
+    async def connect_and_send(i: int, due: float) -> None:
+        try:
+            _, conn = await loop.create_connection(lambda: _Answer(idle, False), host, port)
+        except OSError:
+            answered(i, due, 0, None)
+            return
+        conn.send(requests[i], lambda status, body: answered(i, due, status, body))
+
+    background: set[asyncio.Task[None]] = set()
+
+    def fire(i: int, due: float) -> None:
+        if idle:
+            conn = idle.pop()
+            conn.send(requests[i], lambda status, body: answered(i, due, status, body))
+        else:
+            task = loop.create_task(connect_and_send(i, due))
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+    t0 = loop.time() + 0.05
+    for i in range(n):
+        loop.call_at(t0 + i / rate, fire, i, t0 + i / rate)
+    await asyncio.sleep(seconds + 0.05)
+    sent_s = loop.time() - t0
+    try:
+        await asyncio.wait_for(asyncio.shield(finished), DRAIN_S)
+    except TimeoutError:
+        pass
+    for conn in list(idle):
+        assert conn.transport is not None
+        conn.transport.close()
+    answered_ms = [x for x in lat if x >= 0]
+    return {"rate": rate, "requests": n, "answered": len(answered_ms), "send_seconds": sent_s,
+            "unanswered": left, **outcome, **_figures(answered_ms, server_ms)}
+
+
+def _figures(answered: list[float], server_ms: list[float]) -> dict[str, Any]:
+    return {"p50_ms": percentile(answered, 0.5) if answered else None,
+            "p99_ms": percentile(answered, 0.99) if answered else None,
+            "max_ms": max(answered) if answered else None,
+            "server_p50_ms": percentile(server_ms, 0.5) if server_ms else None,
+            "server_p99_ms": percentile(server_ms, 0.99) if server_ms else None}
+
+
+async def _decide_open_loop_aiohttp(url: str, customers: list[str], rate: int, seconds: float,
+                                    slot: str, seed: int) -> dict[str, Any]:
+    """The same load through aiohttp's client (a task per request): dearer per request, so
+    more of the shared cores go to the client."""
     rng = random.Random(seed)
     n = int(rate * seconds)
     lat: list[float] = [-1.0] * n
@@ -158,21 +322,20 @@ async def _decide_open_loop(url: str, customers: list[str], rate: int, seconds: 
             task.cancel()
     answered = [x for x in lat if x >= 0]
     return {"rate": rate, "requests": n, "answered": len(answered), "send_seconds": sent_s,
-            "unanswered": len(pending), **outcome,
-            "p50_ms": percentile(answered, 0.5) if answered else None,
-            "p99_ms": percentile(answered, 0.99) if answered else None,
-            "max_ms": max(answered) if answered else None,
-            "server_p50_ms": percentile(server_ms, 0.5) if server_ms else None,
-            "server_p99_ms": percentile(server_ms, 0.99) if server_ms else None}
+            "unanswered": len(pending), **outcome, **_figures(answered, server_ms)}
+
 
 
 def _load_process(job: dict[str, Any], out: Any) -> None:
+    cpu0 = time.process_time()
     if job["kind"] == "events":
         result = asyncio.run(_post_events(job["url"], job["events"], job["batch"],
                                           job["concurrency"]))
     else:
-        result = asyncio.run(_decide_open_loop(job["url"], job["customers"], job["rate"],
-                                               job["seconds"], job["slot"], job["seed"]))
+        load = _decide_open_loop if job["client"] == "raw" else _decide_open_loop_aiohttp
+        result = asyncio.run(load(job["url"], job["customers"], job["rate"], job["seconds"],
+                                  job["slot"], job["seed"]))
+    result["client_cpu_s"] = time.process_time() - cpu0  # the load's own share of the cores
     out.put(result)
 
 
@@ -189,7 +352,9 @@ def run_load(job: dict[str, Any], pids: list[int], limit_s: float) -> dict[str, 
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
-    result["cores"] = cores_between(before, cpu_sample(pids), time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    result["cores"] = cores_between(before, cpu_sample(pids), elapsed)
+    result["client_cores"] = round(result["client_cpu_s"] / elapsed, 2)
     return result
 
 
@@ -264,8 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="200,500,1000")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--slot", default="homepage_hero")
+    ap.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                    help="decide load over raw keep-alive connections (default, cheaper) or "
+                         "aiohttp's client")
+    ap.add_argument("--set", action="append", default=[], metavar="STREAMPROC_NAME=VALUE",
+                    help="a setting of the bench's worker and API (repeatable), e.g. "
+                         "STREAMPROC_API_EXPOSURE_WAIT_MS=0")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    extra = dict(s.split("=", 1) for s in args.set if "=" in s)
+    if len(extra) != len(args.set) or not all(k.startswith("STREAMPROC_") for k in extra):
+        ap.error("--set takes STREAMPROC_NAME=VALUE")
     rates = [int(r) for r in args.rates.split(",")]
     if args.events < args.customers or not 1 <= args.batch <= 500:
         ap.error("--events must be at least --customers, and --batch 1 to 500")
@@ -282,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "STREAMPROC_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "STREAMPROC_REDIS_URL": redis_url,
         "STREAMPROC_TOPIC_PREFIX": f"apibench-{run}.", "STREAMPROC_APP_ID": f"apibench-{run}",
         "STREAMPROC_API_KEYS": f"bench={KEY}", "STREAMPROC_API_RATE": "0",
-        "STREAMPROC_API_PORT": str(port), "STREAMPROC_LOG_LEVEL": "warning",
+        "STREAMPROC_API_PORT": str(port), "STREAMPROC_LOG_LEVEL": "warning", **extra,
     })
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
@@ -308,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, rate in enumerate(rates):
             log(f"decide: {rate}/s for {args.seconds:.0f} s")
             result = run_load({"kind": "decide", "url": url, "customers": customers,
-                               "rate": rate, "seconds": args.seconds, "slot": args.slot,
-                               "seed": i}, [api.pid, worker.pid],
+                               "client": args.client, "rate": rate, "seconds": args.seconds,
+                               "slot": args.slot, "seed": i}, [api.pid, worker.pid],
                               limit_s=args.seconds + DRAIN_S + 60)
             report["decide"].append(result)
             log(f"  p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
@@ -338,13 +512,14 @@ def render(report: dict[str, Any]) -> str:
              f"{ev['events']:,} in {ev['seconds']:.1f} s, {ev['requests']} requests, statuses "
              f"{ev['statuses']}); API cores {ev['cores']['processes_cores']}",
              "", "decide  requests  p50 ms  p99 ms  max ms  server p99  fallback  errors  "
-             "cores (API+worker / machine)"]
+             "cores (API+worker / client / machine)"]
     for d in report["decide"]:
         c = d["cores"]
         lines.append(f"{d['rate']:>5}/s  {d['requests']:>8}  {d['p50_ms']:>6.1f}  "
                      f"{d['p99_ms']:>6.1f}  {d['max_ms']:>6.1f}  {d['server_p99_ms']:>8} ms  "
                      f"{d['fallback']:>8}  {d['errors'] + d['unanswered']:>6}  "
-                     f"{c['processes_cores']} / {c['machine_busy_cores']}")
+                     f"{c['processes_cores']} / {d['client_cores']} / "
+                     f"{c['machine_busy_cores']}")
     return "\n".join(lines)
 
 

@@ -161,6 +161,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("API_PORT", "8080", "port of `streamproc serve` (the HTTP API)"),
     ("API_DEADLINE_MS", "50",
      "a decide answers within this many milliseconds: past it, the slot's neutral action"),
+    ("API_EXPOSURE_WAIT_MS", "0",
+     "a personalised decide waits at most this long (never past API_DEADLINE_MS) for Kafka to "
+     "confirm its exposure event (exposure recorded) before answering with exposure pending; "
+     "0: answer at once"),
     ("API_KEYS", "",
      "write keys of the event, decide and feedback endpoints, as site=key pairs separated by "
      "commas; empty: no key needed, allowed only while API_HOST is a loopback address"),
@@ -349,6 +353,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_deadline_ms: int = 50
+    api_exposure_wait_ms: int = 0
     api_keys: str = field(default="", repr=False)
     api_admin_token: str = field(default="", repr=False)
     api_read_token: str = field(default="", repr=False)
@@ -470,6 +475,7 @@ class Settings:
             api_host=get("API_HOST"),
             api_port=_int(get, "API_PORT", 1, 65535),
             api_deadline_ms=_int(get, "API_DEADLINE_MS", 1, 60_000),
+            api_exposure_wait_ms=_int(get, "API_EXPOSURE_WAIT_MS", 0, 60_000),
             # Not stripped: secrets are used byte for byte.
             api_keys=env.get(ENV_PREFIX + "API_KEYS", ""),
             api_admin_token=env.get(ENV_PREFIX + "API_ADMIN_TOKEN", ""),

@@ -112,6 +112,11 @@ OPENAPI: dict[str, Any] = {
         "/readyz": {"get": {"summary": "Kafka producer connected and Redis answering",
                             "responses": {"200": {"description": "ready"},
                                           "503": {"description": "not ready, and why"}}}},
+        "/metrics": {"get": {
+            "summary": "The API's counters in Prometheus's text format: decides by exposure "
+                       "state, pending exposures confirmed or failed", "security": _ADMIN,
+            "responses": {"200": {"description": "Prometheus text format 0.0.4"},
+                          "401": _ERROR, "403": _ERROR}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         "/v1/streamproc.js": {"get": {
@@ -200,7 +205,8 @@ OPENAPI: dict[str, Any] = {
                 "exposure": {"type": "string",
                              "enum": ["recorded", "pending", "already", "none"],
                              "description": "recorded: Kafka has the decision_served event; "
-                                            "pending: sent, not yet confirmed at the deadline; "
+                                            "pending: sent, not yet confirmed when the answer "
+                                            "went (STREAMPROC_API_EXPOSURE_WAIT_MS); "
                                             "already: a retry of a recorded decide; none: a "
                                             "neutral fallback, nothing to record"}}},
         },

@@ -51,6 +51,7 @@ from streamproc.api.assets import Assets
 from streamproc.api.clock import now_ms
 from streamproc.api.dashboard import Dashboard
 from streamproc.api.deciding import Decider, DecideRequest, DecideRequestError
+from streamproc.api.exposures import Exposures
 from streamproc.api.intake import BatchTooLargeError, Checked, Intake, Problem, parse_body
 from streamproc.api.openapi import OPENAPI
 from streamproc.decisions import exposure
@@ -70,6 +71,7 @@ from streamproc.state.profile import upgrade_profile
 from streamproc.state.readable import readable
 from streamproc.state.store import RedisStore, with_hiredis_packing
 from streamproc.worker.emitter import batch_records
+from streamproc.worker.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,10 @@ def _problem(status: int, error: str, problems: list[Problem] | None = None,
 class AccessLogger(AbstractAccessLogger):
     """Method, path (never the query string: it may hold a key), status and time."""
 
+    @property
+    def enabled(self) -> bool:  # aiohttp skips timing and calling log() when False
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %.1f ms", request.method, request.path, response.status,
                          time * 1000)
@@ -122,6 +128,8 @@ class Api:
                                                         settings.api_host))
         self.dashboard.bandit = self.bandit
         self.deadline_s = settings.api_deadline_ms / 1000
+        self.exposure_wait_s = settings.api_exposure_wait_ms / 1000
+        self.exposures = Exposures()
         self.redis: aioredis.Redis | None = None
         self.store: RedisStore | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -275,14 +283,14 @@ class Api:
         assert self.store is not None
         try:
             async with asyncio.timeout_at(deadline):
-                stored = (await self.store.load([req.customer_id]))[req.customer_id]
+                doc = await self.store.read_doc(req.customer_id)
         except TimeoutError:
             return fallback(f"deadline of {budget} ms passed while reading the profile")
         except (RedisError, OSError) as exc:
             return fallback(f"profile store unavailable ({type(exc).__name__})")
-        if stored.doc is None:
+        if doc is None:
             return fallback("unknown customer: no profile yet")
-        p = upgrade_profile(unpack_doc(stored.doc))
+        p = upgrade_profile(unpack_doc(doc))
         did = self.decider.decision_id(req)
         if exposure.find(p, did) is not None:  # a retry of a decide already recorded
             try:
@@ -301,24 +309,24 @@ class Api:
         if loop.time() >= deadline:
             return fallback(f"deadline of {budget} ms passed while deciding")
         try:
-            fut = await asyncio.wait_for(producer.send(
-                self.settings.topics.browsing, orjson.dumps(decided.event),
-                key=req.customer_id.encode()), deadline - loop.time())
+            async with asyncio.timeout_at(deadline):
+                sent = await producer.send(self.settings.topics.browsing,
+                                           orjson.dumps(decided.event),
+                                           key=req.customer_id.encode())
         except (TimeoutError, KafkaError) as exc:
             return fallback(f"Kafka did not take the decision in time ({type(exc).__name__})")
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            # Queued in the idempotent producer: Kafka will most likely have it in a moment.
-            def check(f: asyncio.Future[Any], did: str = decided.record["decision_id"]) -> None:
-                if not f.cancelled() and f.exception() is not None:
-                    log.error("decision %s served but its exposure was not recorded: %s",
-                              did, f.exception())
-
-            fut.add_done_callback(check)
+        # Wait for Kafka's confirmation (acks=all) at most STREAMPROC_API_EXPOSURE_WAIT_MS and
+        # never past the deadline; then answer `pending`: the idempotent producer keeps
+        # sending, and Exposures logs and counts a failure (docs/api.md, "Exposure").
+        wait = min(deadline, loop.time() + self.exposure_wait_s) - loop.time()
+        if wait > 0:
+            await asyncio.wait((sent,), timeout=wait)
+        if not sent.done():
+            self.exposures.track(sent, decided.record["decision_id"])
             return decided.record, "pending"
-        except KafkaError as exc:
-            return fallback(f"Kafka refused the decision ({type(exc).__name__})")
+        if sent.cancelled() or sent.exception() is not None:
+            error = "cancelled" if sent.cancelled() else type(sent.exception()).__name__
+            return fallback(f"Kafka refused the decision ({error})")
         return decided.record, "recorded"
 
 
@@ -417,6 +425,7 @@ async def decide(request: web.Request) -> web.Response:
     except DecideRequestError as exc:
         return _problem(400, "invalid decide request", exc.problems)
     record, state = await api.decide(req)
+    api.exposures.answered(state)
     return _json({"decision": record, "exposure": state})
 
 
@@ -507,6 +516,13 @@ async def readyz(request: web.Request) -> web.Response:
     return _json({"ready": not problems, "problems": problems}, 503 if problems else 200)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """The API's counters (:mod:`streamproc.api.exposures`), for Prometheus: admin token."""
+    api = _api(request)
+    api.require_admin(request)
+    return web.Response(body=api.exposures.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return _json(OPENAPI)
 
@@ -572,6 +588,7 @@ def build_app(settings: Settings, clock_ms: Callable[[], int] = now_ms) -> web.A
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics)
     Assets.load(settings).add_routes(app.router)
     api.dashboard.add_routes(app.router)
     return app

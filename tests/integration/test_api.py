@@ -5,10 +5,12 @@ also when the same decide is retried; no Redis or an unknown customer gives the 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -17,6 +19,7 @@ import pytest
 
 from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
 from streamproc.decisions.experiments import CONTROL, assign
+from streamproc.stack import stack_status
 from streamproc.state.store import RedisStore
 
 from .conftest import Env, stop_process
@@ -94,10 +97,45 @@ async def until(what: str, check: Any, timeout: float = 60.0) -> Any:
     raise AssertionError(what)  # pragma: no cover
 
 
+async def exposure_recorded(env: Env, cid: str, did: str) -> dict[str, Any]:
+    """The customer's profile once the worker has recorded the decision's exposure."""
+    async def recorded() -> dict[str, Any] | None:
+        p = await profile_of(env, cid)
+        recent = ((p or {}).get("decisions") or {}).get("recent", [])
+        return p if any(e[0] == did[:12] for e in recent) else None
+
+    found: dict[str, Any] = await until("the worker records the exposure", recorded)
+    return found
+
+
+async def shoe_lover(env: Env, url: str, http: aiohttp.ClientSession,
+                     then: Callable[[], object] = lambda: None) -> str:
+    """A treated customer with consent and eight shoe views, posted over HTTP; ``then`` runs
+    after the post (e.g. starts the worker); returns once the worker applied them."""
+    cid = treated_customer(env)
+    shoes = {"product_id": "shoes-7", "category": "shoes", "price": 89.9}
+    async with http.post(f"{url}/v1/events", headers=H, json=[
+            {"type": "consent_update", "customer_id": cid, "purpose": "personalisation",
+             "granted": True, "source": "web_form"},
+            *[{"type": "product_view", "customer_id": cid, "product": shoes}
+              for _ in range(8)]]) as resp:
+        assert resp.status == 202
+    then()
+
+    async def known() -> bool:
+        p = await profile_of(env, cid)
+        return bool(p and p["counts"].get("product_view") == 8)
+
+    await until("the worker applies the events", known)
+    return cid
+
+
 async def test_events_over_http_reach_kafka_and_the_worker_then_decide_records_once(
         stack_env: Env, http: aiohttp.ClientSession) -> None:
     stack_env.start_worker()
-    url, _ = await start_api(stack_env)
+    # Waiting for Kafka's confirmation (a long wait and deadline: a busy machine is slow).
+    url, _ = await start_api(stack_env, STREAMPROC_API_EXPOSURE_WAIT_MS="20000",
+                             STREAMPROC_API_DEADLINE_MS="20000")
     cid = treated_customer(stack_env)
     shoes = {"product_id": "shoes-7", "category": "shoes", "price": 89.9}
     body = [{"type": "consent_update", "customer_id": cid, "purpose": "personalisation",
@@ -131,15 +169,10 @@ async def test_events_over_http_reach_kafka_and_the_worker_then_decide_records_o
     assert resp.status == 200, first
     decision = first["decision"]
     assert decision["personalised"], decision["reasons"]
-    assert first["exposure"] in ("recorded", "pending")
+    assert first["exposure"] == "recorded"  # Kafka confirmed before the answer
     did = decision["decision_id"]
 
-    async def recorded() -> dict[str, Any] | None:
-        p = await profile_of(stack_env, cid)
-        recent = ((p or {}).get("decisions") or {}).get("recent", [])
-        return p if any(e[0] == did[:12] for e in recent) else None
-
-    p = await until("the worker records the exposure", recorded)
+    p = await exposure_recorded(stack_env, cid, did)
     assert p["decisions"]["seen"][decision["action"]["id"]][1] == "homepage_hero"
 
     async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
@@ -168,21 +201,7 @@ async def test_events_over_http_reach_kafka_and_the_worker_then_decide_records_o
 async def test_a_decide_retried_before_the_worker_recorded_it_is_recorded_once(
         stack_env: Env, http: aiohttp.ClientSession) -> None:
     url, _ = await start_api(stack_env)  # no worker yet: both decides are in flight
-    cid = treated_customer(stack_env)
-    shoes = {"product_id": "shoes-7", "category": "shoes", "price": 89.9}
-    async with http.post(f"{url}/v1/events", headers=H, json=[
-            {"type": "consent_update", "customer_id": cid, "purpose": "personalisation",
-             "granted": True, "source": "web_form"},
-            *[{"type": "product_view", "customer_id": cid, "product": shoes}
-              for _ in range(8)]]) as resp:
-        assert resp.status == 202
-    stack_env.start_worker()
-
-    async def known() -> bool:
-        p = await profile_of(stack_env, cid)
-        return bool(p and p["counts"].get("product_view") == 8)
-
-    await until("the worker applies the events", known)
+    cid = await shoe_lover(stack_env, url, http, stack_env.start_worker)
     params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "twice"}
     answers = []
     for _ in range(3):
@@ -291,3 +310,90 @@ async def test_admin_export_and_erase_of_a_customer(
 
     learning = await stack_env.consume_until(topics.learning, lambda rs: cid in erased_ids(rs))
     assert other not in erased_ids(learning)
+
+
+def metric(text: str, name: str) -> float:
+    """One sample's value in a Prometheus text page (0 when it is absent)."""
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith(name + " ")), 0.0)
+
+
+async def test_an_answer_that_does_not_wait_for_kafka_is_pending_and_recorded_once(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    """STREAMPROC_API_EXPOSURE_WAIT_MS=0: a personalised decide answers before Kafka confirms
+    its decision_served event, says so (`pending`), and the exposure is still recorded once by
+    the worker; the API counts the answer, then Kafka's confirmation."""
+    stack_env.start_worker()
+    token = "it-admin-token-2"
+    url, _ = await start_api(stack_env, STREAMPROC_API_EXPOSURE_WAIT_MS="0",
+                             STREAMPROC_API_ADMIN_TOKEN=token)
+    admin = {"Authorization": f"Bearer {token}"}
+    cid = await shoe_lover(stack_env, url, http)
+    params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "no-wait-1"}
+    async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+        answer = await resp.json()
+    assert resp.status == 200 and answer["exposure"] == "pending", answer
+    decision = answer["decision"]
+    assert decision["personalised"] and decision["propensity"] > 0
+    did = decision["decision_id"]
+
+    p = await exposure_recorded(stack_env, cid, did)
+    assert sum(1 for e in p["decisions"]["recent"] if e[0] == did[:12]) == 1
+    decisions = await stack_env.consume_until(stack_env.settings.topics.decisions, lambda rs: any(
+        (r["value"] or {}).get("decision_id") == did for r in rs))
+    logged = [r["value"] for r in decisions if (r["value"] or {}).get("decision_id") == did]
+    assert len(logged) == 1 and logged[0]["propensity"] == decision["propensity"]
+
+    async with http.get(f"{url}/metrics") as resp:
+        assert resp.status == 401  # the admin token, as the other admin endpoints
+
+    async def confirmed() -> str | None:  # Kafka's answer reaches the API in its own time
+        async with http.get(f"{url}/metrics", headers=admin) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        return page if metric(page, "streamproc_api_exposures_unconfirmed") == 0 else None
+
+    page = await until("Kafka confirms the exposure to the API", confirmed)
+    assert metric(page, 'streamproc_api_decides_total{exposure="pending"}') == 1
+    assert metric(page, 'streamproc_api_exposures_total{outcome="confirmed"}') == 1
+    assert metric(page, 'streamproc_api_exposures_total{outcome="failed"}') == 0
+    assert metric(page, "streamproc_api_exposures_unconfirmed") == 0
+
+
+async def test_a_pending_exposure_waits_out_a_frozen_broker_and_is_recorded_once(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    """The broker frozen: a decide still answers `pending` at once, the API counts the exposure
+    as unconfirmed while the idempotent producer retries, and once the broker is back the
+    exposure is confirmed and recorded by the worker once: nothing lost, nothing twice."""
+    token = "it-admin-token-3"
+    url, _ = await start_api(stack_env, STREAMPROC_API_ADMIN_TOKEN=token)  # the default: no wait
+    admin = {"Authorization": f"Bearer {token}"}
+    cid = await shoe_lover(stack_env, url, http, stack_env.start_worker)
+    kafka = stack_status(stack_env.settings).kafka.pid
+    assert kafka, "the local stack's Kafka (streamproc stack up) is frozen by this test"
+
+    async def metrics() -> str:
+        async with http.get(f"{url}/metrics", headers=admin) as resp:
+            return await resp.text()
+
+    os.kill(kafka, signal.SIGSTOP)
+    try:
+        params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "frozen-1"}
+        async with asyncio.timeout(5):  # no wait for the broker
+            async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+                answer = await resp.json()
+        assert answer["exposure"] == "pending" and answer["decision"]["personalised"], answer
+        assert metric(await metrics(), "streamproc_api_exposures_unconfirmed") == 1
+    finally:
+        os.kill(kafka, signal.SIGCONT)
+
+    async def confirmed() -> str | None:
+        page = await metrics()
+        return page if metric(page, "streamproc_api_exposures_unconfirmed") == 0 else None
+
+    page = await until("the producer delivers the exposure", confirmed, timeout=120)
+    assert metric(page, 'streamproc_api_exposures_total{outcome="confirmed"}') == 1
+    assert metric(page, 'streamproc_api_exposures_total{outcome="failed"}') == 0
+    did = answer["decision"]["decision_id"]
+    p = await exposure_recorded(stack_env, cid, did)
+    assert sum(1 for e in p["decisions"]["recent"] if e[0] == did[:12]) == 1

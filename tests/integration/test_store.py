@@ -44,6 +44,8 @@ async def test_compare_and_set_refuses_a_stale_version(store):
     assert await store.save([Write(a, 1, b'{"n":2}', b'["x"]')]) == []
     loaded = (await store.load([a]))[a]
     assert (loaded.version, loaded.doc, loaded.outbox) == (2, b'{"n":2}', b'["x"]')
+    assert await store.read_doc(a) == loaded.doc  # the API's one-command read
+    assert await store.read_doc(cid()) is None
 
 
 async def test_histograms_move_with_the_customer_and_erase_takes_it_out(store, test_redis):

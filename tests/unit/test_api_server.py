@@ -188,3 +188,15 @@ async def test_hostile_decide_requests_are_never_a_500(client, params, post, ext
     body = await resp.json()
     if resp.status == 200:
         assert not body["decision"]["personalised"]
+
+
+async def test_metrics_need_the_admin_token_and_count_the_answers(client) -> None:
+    assert (await client.get("/metrics")).status == 401
+    resp = await client.get("/v1/decide", params={"customer_id": "c1", "slot": "homepage_hero"},
+                            headers=H)
+    assert (await resp.json())["exposure"] == "none"  # Redis down: the neutral fallback
+    resp = await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    page = await resp.text()
+    assert 'streamproc_api_decides_total{exposure="none"} 1.0' in page
+    assert 'streamproc_api_decides_total{exposure="pending"} 0.0' in page
