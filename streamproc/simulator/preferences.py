@@ -64,6 +64,10 @@ ACTION_SPREAD = 0.8  # sd of the log-lift between actions, per persona
 CUSTOMER_SPREAD = 0.25  # sd of a customer's own log-lift per action
 CLICK_DELAY_MS = 30_000
 CONVERSION_DELAY_MS = 10 * 60_000
+OPEN_RATE = 1 / 3  # messages opened without a click
+SURVEY_RATE = 0.1  # decisions followed by an NPS answer
+MESSAGE_CHANNELS = frozenset({"email", "push"})
+SURVEY_CHANNELS = frozenset({"web", "app", "email", "sms"})  # the events' channels asked on
 _NORMAL = NormalDist()
 
 
@@ -145,6 +149,30 @@ class Preferences:
                 event["revenue"] = round(revenue, 2)
                 events.append((at, event))
         return events
+
+    def after(self, customer: Customer, decision: dict[str, Any], channel: str,
+              events: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+        """What a message and a shop visit lead to beyond :meth:`respond`'s events: an ``open``
+        of a message (email, push: always before a click, else 1 in 3), and now and then an NPS
+        ``survey`` answer (1 in 10 decisions; 9-10 likelier after a conversion). Their own
+        random streams: ``respond``'s events are the same with or without them."""
+        rng = random.Random(f"after:{self.seed}:{decision['decision_id']}")
+        ts = int(decision["ts_ms"])
+        outcomes = {e["outcome"] for _, e in events}
+        more: list[tuple[int, dict[str, Any]]] = []
+        opened = rng.random() < OPEN_RATE
+        if channel in MESSAGE_CHANNELS and ("click" in outcomes or opened):
+            more.append(self._event(customer, decision, "open", ts + self.click_delay_ms // 2))
+        if rng.random() < SURVEY_RATE:
+            happy = "conversion" in outcomes
+            score = round(rng.gauss(8.5 if happy else 7.0, 1.6))
+            at = ts + self.conversion_delay_ms + self.click_delay_ms
+            more.append((at, {
+                "event_id": f"{decision['decision_id']}:survey", "type": "survey",
+                "customer_id": customer.customer_id, "ts": format_ts(at),
+                "channel": channel if channel in SURVEY_CHANNELS else "web",
+                "score": min(10, max(0, score)), "survey_id": "nps-sim"}))
+        return more
 
     @staticmethod
     def _event(customer: Customer, decision: dict[str, Any], outcome: str,

@@ -4,8 +4,10 @@ Runs beside ``streamproc simulate`` (same ``--customers`` and ``--seed``) and a 
 the decisions topic and, for every decision about a simulated customer, sends that customer's
 feedback to the feedback topic the way their persona would
 (:meth:`streamproc.simulator.preferences.Preferences.respond`): an impression, maybe a click,
-maybe a conversion with revenue, at the decision's event time plus a delay. So the learning
-bandit gets the rewards of hidden preferences, and ``streamproc report`` has something to show.
+maybe a conversion with revenue, at the decision's event time plus a delay; a message's open,
+and now and then an NPS survey answer (``Preferences.after``). So the learning bandit gets the
+rewards of hidden preferences, and ``streamproc report`` and the dashboard have something to
+show.
 
 **When.** Feedback is stamped with the decision's event time plus its delay and, by default
 (``wall_clock``), held until the wall clock reaches that stamp (:class:`FeedbackQueue`): a
@@ -125,13 +127,16 @@ class Responder:
         action_id = action["id"]
         if record.get("personalised") is False:
             self.preferences.add_neutral(action_id)
-        events = [e for _, e in self.preferences.respond(
-            customer, {"decision_id": record["decision_id"], "action_id": action_id,
-                       "ts_ms": ts_ms})]
+        decision = {"decision_id": record["decision_id"], "action_id": action_id, "ts_ms": ts_ms}
+        answered = self.preferences.respond(customer, decision)
+        answered += self.preferences.after(customer, decision, str(record.get("channel")),
+                                           answered)
+        events = [e for _, e in sorted(answered, key=lambda te: te[0])]
         stats.answered += 1
         for event in events:
             stats.feedback += 1
-            stats.by_outcome[event["outcome"]] = stats.by_outcome.get(event["outcome"], 0) + 1
+            outcome = event.get("outcome", event["type"])  # a survey has no outcome
+            stats.by_outcome[outcome] = stats.by_outcome.get(outcome, 0) + 1
         return events
 
 

@@ -22,14 +22,16 @@ def record(i: int, customer: str, action: str = "running_shoes_10pct", **extra: 
 
 def test_simulated_customers_answer_with_valid_feedback_on_the_decision() -> None:
     responder, stats = Responder(POPULATION, Preferences(seed=7)), ResponderStats()
-    validate = load_event_schemas()["feedback"].validate
+    schemas = load_event_schemas()
     customer = POPULATION.customers[3].customer_id
     events = responder.answer(record(1, customer), stats)
     assert events[0]["outcome"] == "impression" and events[0]["ts"] == "2026-03-01T10:00:00.000Z"
     for event in events:
-        validate(event)
-        assert (event["decision_id"], event["customer_id"]) == ("d1", customer)
-        assert event["action_id"] == "running_shoes_10pct"
+        schemas[event["type"]].validate(event)
+        assert event["customer_id"] == customer
+        if event["type"] == "feedback":
+            assert event["decision_id"] == "d1"
+            assert event["action_id"] == "running_shoes_10pct"
     assert events == Responder(POPULATION, Preferences(seed=7)).answer(record(1, customer),
                                                                        ResponderStats())
     assert stats.answered == 1 and stats.feedback == len(events)
@@ -85,3 +87,36 @@ def test_feedback_is_held_until_the_wall_clock_reaches_it() -> None:
     assert queue.next_due() == 1_060_000
     assert {e["outcome"] for e in queue.due(2_000_000)} == {"conversion"}
     assert len(queue) == 0 and queue.next_due() is None
+
+
+def test_messages_are_opened_before_a_click_and_some_customers_answer_a_survey() -> None:
+    """Opens and NPS answers come on top of the impression, click and conversion of
+    Preferences.respond, which stay the same (their own random streams)."""
+    responder, stats = Responder(POPULATION, Preferences(seed=7)), ResponderStats()
+    prefs = Preferences(seed=7)
+    schemas = load_event_schemas()
+    opened = clicked = surveys = 0
+    for i in range(400):
+        customer = POPULATION.customers[i % 30]
+        rec = record(i, customer.customer_id, action="cart_reminder", channel="email",
+                     slot="email")
+        events = responder.answer(rec, stats)
+        plain = [e for _, e in prefs.respond(customer, {
+            "decision_id": f"d{i}", "action_id": "cart_reminder",
+            "ts_ms": 1_772_359_200_000})]
+        assert [e for e in events if e.get("outcome") not in {"open", None}] == plain
+        outcomes = [e.get("outcome") for e in events]
+        for event in events:
+            schemas[event["type"]].validate(event)
+        if "click" in outcomes:
+            clicked += 1
+            assert "open" in outcomes and outcomes.index("open") < outcomes.index("click")
+        opened += "open" in outcomes
+        for survey in (e for e in events if e["type"] == "survey"):
+            surveys += 1
+            assert 0 <= survey["score"] <= 10 and survey["channel"] == "email"
+    assert clicked > 0 and opened > clicked  # some opened without clicking
+    assert 10 < surveys < 80  # about 1 in 10
+    assert stats.by_outcome["survey"] == surveys and stats.by_outcome["open"] == opened
+    web = responder.answer(record(999, POPULATION.customers[0].customer_id, channel="web"), stats)
+    assert "open" not in [e.get("outcome") for e in web]  # a web slot is not opened
