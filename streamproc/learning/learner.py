@@ -273,7 +273,7 @@ class Learner:
             return 0
         if obs.kind == "erase":
             join.forget(obs.customer_id)
-            state.relations.forget(obs.customer_id)
+            state.relations.forget(obs.customer_id, until_ms=obs.ts_ms)
             state.erased += 1
             # The snapshot in Redis still holds them: the next one is due within seconds.
             self._next_snapshot = min(self._next_snapshot, self.clock() + ERASED_SNAPSHOT_S)

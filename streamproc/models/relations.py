@@ -186,9 +186,28 @@ class ItemRelations:
         for pid, category in dict(lines).items():
             self._remember(history, (pid, category, ts_ms, "buy"))
 
-    def forget(self, customer_id: str) -> None:
-        """An erased customer: their recent products go (the aggregate counts stay)."""
-        self.customers.pop(customer_id, None)
+    def forget(self, customer_id: str, until_ms: int | None = None) -> None:
+        """An erased customer: their recent products go (the aggregate counts stay); with
+        ``until_ms`` (the erasure's event time) only those seen until then, so that a copy of
+        the erasure read again later (a batch republished by a worker that lost its
+        partition) leaves what the customer did after it.
+
+        >>> r = ItemRelations()
+        >>> r.view("c1", "p1", "shoes", 1_000); r.view("c1", "p2", "shoes", 3_000)
+        >>> r.forget("c1", until_ms=2_000); [item[0] for item in r.customers["c1"]]
+        ['p2']
+        >>> r.forget("c1"); "c1" in r.customers
+        False
+        """
+        if until_ms is None:
+            self.customers.pop(customer_id, None)
+            return
+        history = self.customers.get(customer_id)
+        if history is None:
+            return
+        history[:] = [item for item in history if item[2] > until_ms]
+        if not history:
+            del self.customers[customer_id]
 
     # -- the product feed ----------------------------------------------------------------------
 
