@@ -25,8 +25,9 @@ on loopback, so the client's CPU is not the server's event loop:
    cores used by the API and the worker (which records every served decision's exposure), by
    the client, and by the whole machine.
 
-``--set`` passes a setting to the bench's worker and API (``STREAMPROC_API_EXPOSURE_WAIT_MS=0``:
-decides answered before Kafka's confirmation).
+``--set`` passes a setting to the bench's worker and API (``STREAMPROC_API_EXPOSURE_WAIT_MS=50``:
+decides wait for Kafka's confirmation). Its customers send no consent, so the worker and the API
+take personalisation as granted (``STREAMPROC_CONSENT_DEFAULTS=personalisation=granted``).
 
 Bounded: every phase has a count and a time limit; unanswered requests count as errors.
 Progress goes to stderr, the table to stdout, everything to ``--json``.
@@ -456,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         "STREAMPROC_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "STREAMPROC_REDIS_URL": redis_url,
         "STREAMPROC_TOPIC_PREFIX": f"apibench-{run}.", "STREAMPROC_APP_ID": f"apibench-{run}",
         "STREAMPROC_API_KEYS": f"bench={KEY}", "STREAMPROC_API_RATE": "0",
-        "STREAMPROC_API_PORT": str(port), "STREAMPROC_LOG_LEVEL": "warning", **extra,
+        "STREAMPROC_API_PORT": str(port), "STREAMPROC_LOG_LEVEL": "warning",
+        # Its customers send no consent_update: a shop that takes personalisation as granted
+        # (the shipped default denies it, and nobody would be profiled or decided for).
+        "STREAMPROC_CONSENT_DEFAULTS": "personalisation=granted", **extra,
     })
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
