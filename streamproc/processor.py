@@ -234,11 +234,9 @@ def default_engine(settings: Settings) -> Engine:
     until a learning chooser is given (the worker gives it the bandit: streamproc.worker.app),
     recommending with no relations until the scorer serves some."""
     path = settings.catalogue or default_catalogue_path()
-    recommender = Recommender(sensitive=settings.categories("sensitive"),
-                              replenishable=settings.categories("replenishable"))
     return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser(),
                   consent_defaults=settings.consent_granted_by_default(),
-                  recommender=recommender)
+                  recommender=Recommender.from_settings(settings))
 
 
 @dataclass

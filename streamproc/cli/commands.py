@@ -326,8 +326,7 @@ def _cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     version, served = load_served(blob, settings.model_secret.encode())  # SnapshotError: exit 2
     relations = getattr(served, "relations", None)
-    recommender = Recommender(relations, sensitive=settings.categories("sensitive"),
-                              replenishable=settings.categories("replenishable"))
+    recommender = Recommender.from_settings(settings, relations)
     profile = upgrade_profile(doc) if doc is not None else new_profile(args.customer_id)
     now_ms = max(int(time.time() * 1000), profile.get("last_seen_ms") or 0)
     products = recommender.recommend(profile, now_ms, args.n)

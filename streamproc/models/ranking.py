@@ -46,6 +46,7 @@ import math
 from collections.abc import Iterable
 
 from streamproc.models.relations import ItemRelations
+from streamproc.settings import Settings
 from streamproc.state.profile import SESSION_GAP_MS, Profile
 
 SEED_WEIGHTS = {"view": 1.0, "cart": 2.0, "buy": 1.5}
@@ -80,6 +81,14 @@ class Recommender:
         self.replenishable = frozenset(replenishable)
         self.seed_half_life_hours = seed_half_life_hours
         self.max_category_share = max_category_share
+
+    @classmethod
+    def from_settings(cls, settings: Settings, relations: ItemRelations | None = None
+                      ) -> Recommender:
+        """With the categories ``STREAMPROC_RECS_SENSITIVE_CATEGORIES`` and
+        ``STREAMPROC_RECS_REPLENISHABLE_CATEGORIES`` name: the worker's and the CLI's."""
+        return cls(relations, sensitive=settings.categories("sensitive"),
+                   replenishable=settings.categories("replenishable"))
 
     def recommend(self, p: Profile, ts_ms: int, n: int = 10) -> list[dict[str, str]]:
         """At most ``n`` products, best first, each ``{"id": ..., "reason": ...}``."""
