@@ -15,10 +15,11 @@ own, so that no command reaches a TLS Redis without the CA it was given.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from streamproc.errors import ConfigError
 from streamproc.settings import Settings
@@ -31,7 +32,7 @@ def redis_options(settings: Settings) -> dict[str, Any]:
 
     Raises ConfigError, naming the setting, when a file does not exist.
     """
-    if urlsplit(settings.redis_url).scheme != "rediss":
+    if not urlsplit(settings.redis_url).scheme.startswith("rediss"):
         return {}
     options: dict[str, Any] = {}
     for name, option, path in (
@@ -48,5 +49,53 @@ def redis_options(settings: Settings) -> dict[str, Any]:
 
 def redis_client(settings: Settings, **kwargs: Any) -> aioredis.Redis:
     """An asyncio Redis client of ``settings.redis_url`` with the TLS options; ``kwargs`` are
-    redis-py's (timeouts, ``decode_responses``, ...)."""
+    redis-py's (timeouts, ``decode_responses``, ...).
+
+    On a Redis Cluster (``settings.redis_is_cluster``) a :class:`RedisCluster`, which speaks the
+    same commands (routed by key slot, following MOVED and failovers) and is typed as a
+    ``Redis`` for its callers; what needs to know asks :func:`is_cluster`.
+    """
+    if settings.redis_is_cluster:
+        return cast(aioredis.Redis, cluster_client(settings, **kwargs))
     return aioredis.from_url(settings.redis_url, **redis_options(settings), **kwargs)
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The start-up nodes of a cluster URL: ``redis+cluster://[user:password@]host:port,...``.
+
+    >>> cluster_nodes("redis+cluster://a:7000,b:7001/0")
+    [('a', 7000), ('b', 7001)]
+    >>> cluster_nodes("redis://u:p@10.0.0.5")
+    [('10.0.0.5', 6379)]
+    """
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    nodes = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "6379")
+        if not host or not port.isdigit():
+            raise ConfigError(f"STREAMPROC_REDIS_URL: {part!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def cluster_client(settings: Settings, **kwargs: Any) -> RedisCluster:
+    """A :class:`RedisCluster` started from every node the URL names, with its user, password
+    and TLS options."""
+    parts = urlsplit(settings.redis_url)
+    auth = parts.netloc.rpartition("@")[0]
+    user, _, password = auth.partition(":")
+    options: dict[str, Any] = dict(redis_options(settings), **kwargs)
+    if parts.scheme.startswith("rediss"):
+        options["ssl"] = True
+    if user:
+        options["username"] = unquote(user)
+    if password:
+        options["password"] = unquote(password)
+    return RedisCluster(startup_nodes=[ClusterNode(host, port)
+                                       for host, port in cluster_nodes(settings.redis_url)],
+                        **options)
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a Redis Cluster client (see :func:`redis_client`)."""
+    return isinstance(client, RedisCluster)

@@ -76,7 +76,14 @@ class Topics:
 # `--help`, the docs test and the compose-file check read.
 SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated host:port"),
-    ("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://, with /db)"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0",
+     "Redis URL (redis:// or rediss://, with /db); a Redis Cluster: redis+cluster://host:port"
+     "[,host:port...] (or rediss+cluster://), or REDIS_CLUSTER=true"),
+    ("REDIS_CLUSTER", "false",
+     "true: REDIS_URL names a node of a Redis Cluster (the cluster client; db 0 only)"),
+    ("REDIS_CLUSTER_PORT", "7000",
+     "first port of the local Redis Cluster of `streamproc stack up --redis-cluster N` (2N "
+     "nodes on consecutive ports)"),
     ("APP_ID", "streamproc", "Faust app id = Kafka consumer group of the workers"),
     ("TOPIC_PREFIX", "streamproc.", "prefix of every topic name"),
     ("TOPIC_BROWSING", "", "full name of the browsing topic (overrides the prefix)"),
@@ -307,6 +314,8 @@ class Settings:
     kafka_bootstrap: str = _DEFAULTS["KAFKA_BOOTSTRAP"]
     # Shown masked (its password) by shown_values and masked_url, never by repr.
     redis_url: str = field(default=_DEFAULTS["REDIS_URL"], repr=False)
+    redis_cluster: bool = False
+    redis_cluster_port: int = 7000
     app_id: str = _DEFAULTS["APP_ID"]
     topics: Topics = field(default_factory=lambda: Topics.with_prefix("streamproc."))
     partitions: int = 12
@@ -427,6 +436,8 @@ class Settings:
         settings = cls(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP"),
             redis_url=get("REDIS_URL"),
+            redis_cluster=_bool(get, "REDIS_CLUSTER"),
+            redis_cluster_port=_int(get, "REDIS_CLUSTER_PORT", 1, 65_535 - 100),
             app_id=get("APP_ID"),
             topics=Topics.with_prefix(env.get(ENV_PREFIX + "TOPIC_PREFIX", "streamproc."),
                                       overrides),
@@ -529,11 +540,16 @@ class Settings:
             raise ConfigError(
                 f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zstd, zlib or none"
             )
-        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix", "redis+cluster",
+                                                    "rediss+cluster"}:
             raise ConfigError(
                 f"STREAMPROC_REDIS_URL={masked_url(self.redis_url)!r}: expected "
-                "redis://host:port/db"
+                "redis://host:port/db (a Redis Cluster: redis+cluster://host:port[,host:port])"
             )
+        if self.redis_is_cluster and urlsplit(self.redis_url).path.strip("/") not in {"", "0"}:
+            raise ConfigError(
+                f"STREAMPROC_REDIS_URL={masked_url(self.redis_url)!r}: a Redis Cluster has only "
+                "database 0: drop the /db part")
         for server in self.kafka_bootstrap.split(","):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit():
@@ -576,7 +592,7 @@ class Settings:
                      "STREAMPROC_REDIS_SSL_CERTFILE": self.redis_ssl_certfile,
                      "STREAMPROC_REDIS_SSL_KEYFILE": self.redis_ssl_keyfile}
         given = [name for name, path in redis_tls.items() if path is not None]
-        if given and urlsplit(self.redis_url).scheme != "rediss":
+        if given and not urlsplit(self.redis_url).scheme.startswith("rediss"):
             raise ConfigError(f"{given[0]} is for Redis over TLS: STREAMPROC_REDIS_URL="
                               f"{masked_url(self.redis_url)!r} should be rediss://host:port/db")
         if (self.redis_ssl_certfile is None) != (self.redis_ssl_keyfile is None):
@@ -657,6 +673,11 @@ class Settings:
     def kafka_url(self) -> str:
         """The broker list in Faust's ``kafka://`` form."""
         return ";".join(f"kafka://{s.strip()}" for s in self.kafka_bootstrap.split(","))
+
+    @property
+    def redis_is_cluster(self) -> bool:
+        """A Redis Cluster: STREAMPROC_REDIS_CLUSTER=true or a ``redis+cluster://`` URL."""
+        return self.redis_cluster or urlsplit(self.redis_url).scheme.endswith("+cluster")
 
     @property
     def redis_host_port(self) -> tuple[str, int]:

@@ -35,7 +35,7 @@ def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.stack import stack_down, stack_status, stack_up
 
     if args.action == "up":
-        print(stack_up(settings).render())
+        print(stack_up(settings, redis_cluster_primaries=args.redis_cluster or 0).render())
     elif args.action == "down":
         stack_down(settings)
     else:
@@ -476,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "idempotent and creates the topics; `down` stops only what `up` "
                        "started; `status` exits 3 when something is not running.")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--redis-cluster", type=int, metavar="N",
+                   help="`up` also starts a local Redis Cluster of N primaries with one replica "
+                   "each (2N redis-server processes on ports from "
+                   "STREAMPROC_REDIS_CLUSTER_PORT); `down` stops it with the rest")
     p.set_defaults(func=_cmd_stack)
 
     p = sub.add_parser("worker", help="run a stream-processing worker (Ctrl-C stops it)",

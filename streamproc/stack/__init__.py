@@ -23,7 +23,7 @@ from typing import TextIO
 
 from streamproc.errors import StackError, masked_url
 from streamproc.settings import Settings
-from streamproc.stack import kafka, redis
+from streamproc.stack import kafka, redis, redis_cluster
 from streamproc.stack.components import ComponentStatus, StackStatus
 from streamproc.stack.process import exclusive
 from streamproc.stack.secret import ensure_model_secret
@@ -44,14 +44,20 @@ __all__ = [
 
 def stack_status(settings: Settings) -> StackStatus:
     """What runs where: each component's state, pid and address. Changes nothing."""
-    return StackStatus(kafka=kafka.status(settings), redis=redis.status(settings))
+    cluster = redis_cluster.status(settings)
+    if settings.redis_is_cluster:  # the workers' Redis is the local cluster, or none
+        return StackStatus(kafka=kafka.status(settings), redis=cluster or ComponentStatus(
+            "redis-cluster", "stopped", settings.redis_url,
+            detail="start it with `streamproc stack up --redis-cluster 3`"))
+    return StackStatus(kafka=kafka.status(settings), redis=redis.status(settings),
+                       redis_cluster=cluster)
 
 
 def _require_local(settings: Settings) -> None:
     remote = []
     if not kafka.is_local(settings):
         remote.append(f"STREAMPROC_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}")
-    if not redis.is_local(settings):
+    if not redis.is_local(settings) and not settings.redis_is_cluster:
         remote.append(f"STREAMPROC_REDIS_URL={masked_url(settings.redis_url)}")
     if remote:
         raise StackError(
@@ -61,8 +67,13 @@ def _require_local(settings: Settings) -> None:
         )
 
 
-def stack_up(settings: Settings, out: TextIO = sys.stderr) -> StackStatus:
+def stack_up(settings: Settings, out: TextIO = sys.stderr,
+             redis_cluster_primaries: int = 0) -> StackStatus:
     """Start Kafka and Redis unless already running, wait until ready, create the topics.
+
+    With ``redis_cluster_primaries`` (``--redis-cluster N``), also a local Redis Cluster of N
+    primaries with one replica each (:mod:`streamproc.stack.redis_cluster`); the single Redis
+    is not started when ``STREAMPROC_REDIS_URL`` already names the cluster.
 
     Idempotent: when both run, it only says so (and creates topics that went missing). Stale
     pid files are cleaned up; a port held by another program is an error naming the setting
@@ -72,6 +83,11 @@ def stack_up(settings: Settings, out: TextIO = sys.stderr) -> StackStatus:
     stack_dir = settings.stack_dir.expanduser()
     stack_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(stack_dir / ".lock", LOCK_TIMEOUT_S, "starting or stopping this stack"):
+        if redis_cluster_primaries:
+            redis_cluster.up(settings, redis_cluster_primaries, out)
+        elif settings.redis_is_cluster and not redis_cluster.running(settings):
+            raise StackError("STREAMPROC_REDIS_URL names a Redis Cluster: start the local one "
+                             "with `streamproc stack up --redis-cluster 3`, or unset it")
         return _up(settings, out)
 
 
@@ -103,14 +119,17 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
     started = time.monotonic()
     # Prerequisites of both first (may install Redis or fetch the jars), so that a missing one
     # does not leave the other component half-started.
-    server = redis.prepare(settings, out) if _needs_start(before.redis) else ""
+    server = (redis.prepare(settings, out)
+              if _needs_start(before.redis) and not settings.redis_is_cluster else "")
     jvm = kafka.prepare(settings, out) if _needs_start(before.kafka) else []
 
     kafka_pid = before.kafka.pid
     if _needs_start(before.kafka):
         kafka_pid = kafka.start(settings, jvm, out)
     redis_pid = before.redis.pid
-    if _needs_start(before.redis):
+    if settings.redis_is_cluster:  # started above
+        redis_pid = None
+    elif _needs_start(before.redis):
         redis_pid = redis.start(settings, server, out)
 
     # Redis is ready in milliseconds, Kafka in seconds: wait for Redis first.
@@ -157,3 +176,5 @@ def stack_down(settings: Settings, out: TextIO = sys.stderr) -> None:
     with exclusive(stack_dir / ".lock", LOCK_TIMEOUT_S, "starting or stopping this stack"):
         kafka.stop(settings, out)
         redis.stop(settings, out)
+        if redis_cluster.existing_nodes(settings):
+            redis_cluster.stop(settings, out)

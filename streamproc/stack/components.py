@@ -35,10 +35,14 @@ class StackStatus:
 
     kafka: ComponentStatus
     redis: ComponentStatus
+    # The local Redis Cluster (`stack up --redis-cluster N`), when one was made beside the
+    # single Redis (a redis+cluster:// STREAMPROC_REDIS_URL makes it the ``redis`` above).
+    redis_cluster: ComponentStatus | None = None
 
     @property
     def components(self) -> tuple[ComponentStatus, ...]:
-        return (self.kafka, self.redis)
+        extra = () if self.redis_cluster is None else (self.redis_cluster,)
+        return (self.kafka, self.redis, *extra)
 
     @property
     def running(self) -> bool:

@@ -7,7 +7,9 @@ listed (right of access) and deleted (erasure) together.
 
 from __future__ import annotations
 
+import binascii
 import datetime
+import functools
 import re
 
 from streamproc.errors import StreamprocError
@@ -77,10 +79,101 @@ def timer_watermark_key(app_id: str, partition: int) -> str:
 ERASURE_KEY = "sp:erasure:key"
 
 
-def erased_key(token: str) -> str:
+def erased_key(token: str, tag: str | None = None) -> str:
     """An erased customer's suppression record, named by the keyed hash of their id (never the
-    id itself): the erasure's time, until STREAMPROC_ERASURE_SUPPRESS_DAYS after it."""
-    return f"sp:erased:{token}"
+    id itself): the erasure's time, until STREAMPROC_ERASURE_SUPPRESS_DAYS after it.
+
+    On Redis Cluster ``tag`` is the customer's :func:`slot_tag`, so that the record is in the
+    customer's slot (the compare-and-set reads it); it tells the slot (one of 16,384), not the
+    id. A single Redis keeps the untagged name of earlier releases.
+
+    >>> erased_key("ab12"), erased_key("ab12", slot_tag(customer_slot("c-1")))
+    ('sp:erased:ab12', 'sp:erased:{ee18}:ab12')
+    """
+    return f"sp:erased:{token}" if tag is None else f"sp:erased:{{{tag}}}:{token}"
+
+
+# Redis Cluster: the slot of a key is CRC16 (XModem: binascii.crc_hqx from 0) of its hash tag
+# (the text between the first '{' and the next '}', when not empty) or of the whole key, modulo
+# 16,384 (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/).
+SLOTS = 16_384
+
+
+def key_slot(key: str | bytes) -> int:
+    """The Redis Cluster slot of ``key``.
+
+    >>> key_slot("foo"), key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+    (12182, True)
+    """
+    data = key.encode() if isinstance(key, str) else key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1:end]
+    return binascii.crc_hqx(data, 0) % SLOTS
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    # The shortest lower-case hex strings, one per slot: about 170,000 CRCs, once per process.
+    tags: list[str | None] = [None] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        text = f"{n:x}"
+        slot = binascii.crc_hqx(text.encode(), 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = text
+            missing -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def slot_tag(slot: int) -> str:
+    """A short hash tag whose keys land in ``slot``: per-slot keys (the aggregate log below,
+    suppression records) live in the slot of the customers they serve.
+
+    >>> key_slot("{" + slot_tag(12182) + "}")
+    12182
+    """
+    return _slot_tags()[slot]
+
+
+def customer_slot(customer_id: str) -> int:
+    """The slot of every key of the customer (their hash tag is the id)."""
+    return binascii.crc_hqx(customer_id.encode(), 0) % SLOTS
+
+
+def aggregate_log_key(slot: int) -> str:
+    """Redis Cluster: the list of one slot's pending aggregate updates (histograms, KPI
+    counters, timer index entries), written by the customers' compare-and-set in their own
+    slot and folded into the shared keys after it (:meth:`streamproc.state.store.RedisStore.fold`).
+    Entries are ``<seq> <JSON list of commands>``; ``seq`` comes from :func:`aggregate_seq_key`.
+
+    >>> aggregate_log_key(12182), key_slot(aggregate_log_key(12182))
+    ('sp:agg:{43681}:log', 12182)
+    """
+    return f"sp:agg:{{{slot_tag(slot)}}}:log"
+
+
+def aggregate_seq_key(slot: int) -> str:
+    """The slot's aggregate update counter: each log entry's sequence number."""
+    return f"sp:agg:{{{slot_tag(slot)}}}:seq"
+
+
+def folded_key(key: str) -> str:
+    """The hash beside an aggregate key ``key`` (same slot): per source slot, the last log
+    entry folded into the keys of that slot, so that folding twice applies nothing twice.
+
+    >>> folded_key("sp:kpi:{streamproc}:sizes")
+    'sp:agg:folded:{streamproc}'
+    >>> folded_key("sp:rfm:hist:v1:frequency") == folded_key("{sp:rfm:hist:v1:frequency}")
+    True
+    """
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    tag = key[start + 1:end] if start >= 0 and end > start + 1 else key
+    return f"sp:agg:folded:{{{tag}}}"
 
 
 def customer_keys(customer_id: str) -> list[str]:
@@ -110,8 +203,13 @@ def validate_name(kind: str, value: str) -> str:
 
 
 def workers_key(app_id: str) -> str:
-    """A sorted set of the app's workers, scored by their last heartbeat (epoch ms)."""
-    return f"sp:workers:{validate_name('app id', app_id)}"
+    """A sorted set of the app's workers, scored by their last heartbeat (epoch ms). The app id
+    is the hash tag: the heartbeat updates it and :func:`worker_key` in one MULTI (one slot).
+
+    >>> workers_key("streamproc"), worker_key("streamproc", "w1")
+    ('sp:workers:{streamproc}', 'sp:workers:{streamproc}:w1')
+    """
+    return f"sp:workers:{{{validate_name('app id', app_id)}}}"
 
 
 def worker_key(app_id: str, worker_id: str) -> str:

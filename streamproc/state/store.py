@@ -20,81 +20,114 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import hiredis
+import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
-from streamproc.redis_options import redis_options
+from streamproc.errors import StreamprocError
+from streamproc.redis_options import is_cluster, redis_client, redis_options
 from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc, unpack_outbox
 from streamproc.state.erasure import erasure_token, new_erasure_key
 from streamproc.state.keys import (
     ERASURE_KEY,
     HISTOGRAMS,
+    SLOTS,
+    aggregate_log_key,
+    aggregate_seq_key,
     customer_key,
     customer_keys,
+    customer_slot,
     erased_key,
+    folded_key,
     histogram_key,
     latest_decisions_key,
+    slot_tag,
     timer_index_key,
     timer_watermark_key,
 )
 
-# KEYS: the customer's hash, one histogram hash per RFM dimension (streamproc.state.keys), the
-# customer's latest decisions (streamproc.decisions.latest), the customer's erasure suppression
-# record (streamproc.state.erasure), then each KPI counter hash the write adds to
-# (streamproc.decisions.kpis), then the timer index (streamproc.decisions.timers) of each entry
-# to add, then of each to remove.
-# ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), the number of
-# histograms N, the customer's new bucket in each ('' when it has none), the customer's timer
-# index entries after the write (field ``tidx``, what an erasure removes), how long the latest
-# decisions must live (ms; negated: delete those kept before first, consent was withdrawn) and how
-# many there are L, then (slot, record) per latest decision,
-# the number of KPI hashes K, then per KPI hash: how long it must live (ms), the number of
-# fields M and (field, increment) per field; the number of timer entries to add, then
-# (member, due) per entry to add and the member of each entry to remove; last, the suppression
-# record's value the write was computed with ('0': none). A write of a new profile (expected
-# version 0) is refused when that record changed since: an erasure by `streamproc forget` or
-# the API came in between, and the events must be read again against it.
+# KEYS: the customer's hash, the customer's latest decisions (streamproc.decisions.latest), the
+# customer's erasure suppression record (streamproc.state.erasure), then the shared keys the
+# write updates (direct mode: one histogram hash per RFM dimension, streamproc.state.keys, each
+# KPI counter hash the write adds to, streamproc.decisions.kpis, the timer index,
+# streamproc.decisions.timers, of each entry to add, then of each to remove) or, in log mode
+# (Redis Cluster), the slot's aggregate log and its counter (streamproc.state.keys).
+# ARGV: expected version, doc, new version, outbox, ttl in ms (0: none), the suppression
+# record's value the write was computed with ('0': none), the mode ('log' or ''), the number of
+# shared keys named in ARGV T (log mode) and their names, the number of histograms N, the
+# customer's new bucket in each ('' when it has none), the customer's timer index entries after
+# the write (field ``tidx``, what an erasure removes), how long the latest decisions must live
+# (ms; negated: delete those kept before first, consent was withdrawn) and how many there are L,
+# then (slot, record) per latest decision, the number of KPI hashes K, then per KPI hash: how
+# long it must live (ms), the number of fields M and (field, increment) per field; the number of
+# timer entries to add, then (member, due) per entry, the number to remove, then their members.
+# A write of a new profile (expected version 0) is refused when the suppression record changed
+# since: an erasure by `streamproc forget` or the API came in between, and the events must be
+# read again against it.
 # The KPI increments ride in this write so that they apply exactly when the state change does:
 # a redelivered event changes neither, a refused write is recomputed with its increments.
 # The customer's current buckets live in the hash fields h1..hN, so moving between buckets (and
-# erasing) is exact and idempotent: the histograms count every customer once, updated in the
-# same atomic step as the state; so are the customer's timers and latest decisions.
+# erasing) is exact and idempotent: the histograms count every customer once.
+# Direct mode (one Redis) updates the shared keys in this atomic step. Log mode appends the
+# same commands, as one entry numbered by the slot's counter, to the slot's log, in this atomic
+# step; _FOLD_SCRIPT applies each entry once to the shared keys, which Redis Cluster keeps in
+# other slots.
 _CAS_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'ver')
 if (current or '0') ~= ARGV[1] then
   return 0
 end
-local n = tonumber(ARGV[6])
-if ARGV[1] == '0' and (redis.call('GET', KEYS[3 + n]) or '0') ~= ARGV[#ARGV] then
+if ARGV[1] == '0' and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[6] then
   return 0
 end
+local log = ARGV[7] == 'log'
+local named = tonumber(ARGV[8])
+local ops = {}
+local function target(i)
+  if log then return ARGV[8 + i] end
+  return KEYS[3 + i]
+end
+local function apply(name, key, a, b)
+  if log then
+    ops[#ops + 1] = {name, key, a, b}
+  elseif name == 'KEEP' then
+    if redis.call('PTTL', key) < tonumber(a) then redis.call('PEXPIRE', key, a) end
+  elseif b == nil then
+    redis.call(name, key, a)
+  else
+    redis.call(name, key, a, b)
+  end
+end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'ver', ARGV[3], 'outbox', ARGV[4])
+local arg = 9 + named
+local n = tonumber(ARGV[arg])
+arg = arg + 1
 for i = 1, n do
   local field = 'h' .. i
   local old = redis.call('HGET', KEYS[1], field) or ''
-  local new = ARGV[6 + i]
+  local new = ARGV[arg + i - 1]
   if old ~= new then
-    if old ~= '' then redis.call('HINCRBY', KEYS[1 + i], old, -1) end
+    if old ~= '' then apply('HINCRBY', target(i), old, -1) end
     if new ~= '' then
-      redis.call('HINCRBY', KEYS[1 + i], new, 1)
+      apply('HINCRBY', target(i), new, 1)
       redis.call('HSET', KEYS[1], field, new)
     else
       redis.call('HDEL', KEYS[1], field)
     end
   end
 end
-local a = 7 + n
-if ARGV[a] ~= '' then
-  redis.call('HSET', KEYS[1], 'tidx', ARGV[a])
+arg = arg + n
+if ARGV[arg] ~= '' then
+  redis.call('HSET', KEYS[1], 'tidx', ARGV[arg])
 else
   redis.call('HDEL', KEYS[1], 'tidx')
 end
-local latest = KEYS[2 + n]
-local live = tonumber(ARGV[a + 1])
-local slots = tonumber(ARGV[a + 2])
-local arg = a + 3
+local latest = KEYS[2]
+local live = tonumber(ARGV[arg + 1])
+local slots = tonumber(ARGV[arg + 2])
+arg = arg + 3
 if live < 0 then
   redis.call('DEL', latest)
   live = -live
@@ -106,66 +139,129 @@ end
 if slots > 0 and redis.call('PTTL', latest) < live then
   redis.call('PEXPIRE', latest, live)
 end
-local k = 4 + n
+local k = n + 1
 local hashes = tonumber(ARGV[arg])
 arg = arg + 1
 for i = 1, hashes do
-  local keep = tonumber(ARGV[arg])
+  local keep = ARGV[arg]
   local fields = tonumber(ARGV[arg + 1])
   arg = arg + 2
   for j = 1, fields do
-    redis.call('HINCRBY', KEYS[k], ARGV[arg], ARGV[arg + 1])
+    apply('HINCRBY', target(k), ARGV[arg], ARGV[arg + 1])
     arg = arg + 2
   end
-  if redis.call('PTTL', KEYS[k]) < keep then
-    redis.call('PEXPIRE', KEYS[k], keep)
-  end
+  apply('KEEP', target(k), keep)
   k = k + 1
 end
 local adds = tonumber(ARGV[arg])
 arg = arg + 1
 for i = 1, adds do
-  redis.call('ZADD', KEYS[k], ARGV[arg + 1], ARGV[arg])
+  apply('ZADD', target(k), ARGV[arg + 1], ARGV[arg])
   k = k + 1
   arg = arg + 2
 end
-while k <= #KEYS do
-  redis.call('ZREM', KEYS[k], ARGV[arg])
+local removes = tonumber(ARGV[arg])
+arg = arg + 1
+for i = 1, removes do
+  apply('ZREM', target(k), ARGV[arg])
   k = k + 1
   arg = arg + 1
 end
 if tonumber(ARGV[5]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
+if #ops > 0 then
+  redis.call('RPUSH', KEYS[4], redis.call('INCR', KEYS[5]) .. ' ' .. cjson.encode(ops))
+end
 return 1
 """
 
-# KEYS as above. ARGV: the erasure's time (ms), how long its suppression record lives (ms; 0:
-# none), that record's key (streamproc.state.erasure), then every other key of the customer.
-# Takes the customer out of the histograms and its timer index entries (field tidx: lines of
-# "index key <TAB> member"), deletes all its keys and writes the suppression record (a later
+# KEYS: the customer's hash, their latest decisions, their suppression record's key
+# (streamproc.state.erasure), the slot's aggregate log and its counter. ARGV: the erasure's time
+# (ms), how long its suppression record lives (ms; 0: none), then the name of each histogram.
+# Logs taking the customer out of the histograms and their timer index entries (field tidx:
+# lines of "index key <TAB> member") for _FOLD_SCRIPT (on every Redis: those keys may be in
+# other slots), deletes the customer's keys and writes the suppression record (a later
 # erasure's time wins); returns how many keys existed.
 _ERASE_SCRIPT = """
-local n = 0
-for i = 2, #KEYS do
-  local old = redis.call('HGET', KEYS[1], 'h' .. (i - 1))
-  if old then redis.call('HINCRBY', KEYS[i], old, -1) end
+local ops = {}
+for i = 3, #ARGV do
+  local old = redis.call('HGET', KEYS[1], 'h' .. (i - 2))
+  if old then ops[#ops + 1] = {'HINCRBY', ARGV[i], old, -1} end
 end
 local tidx = redis.call('HGET', KEYS[1], 'tidx')
 if tidx then
   for line in string.gmatch(tidx, '[^\\n]+') do
     local tab = string.find(line, '\\t', 1, true)
-    if tab then redis.call('ZREM', string.sub(line, 1, tab - 1), string.sub(line, tab + 1)) end
+    if tab then
+      ops[#ops + 1] = {'ZREM', string.sub(line, 1, tab - 1), string.sub(line, tab + 1)}
+    end
   end
 end
-n = n + redis.call('DEL', KEYS[1])
-for i = 4, #ARGV do
-  n = n + redis.call('DEL', ARGV[i])
+if #ops > 0 then
+  redis.call('RPUSH', KEYS[4], redis.call('INCR', KEYS[5]) .. ' ' .. cjson.encode(ops))
 end
-if tonumber(ARGV[2]) > 0 and tonumber(ARGV[1]) >= tonumber(redis.call('GET', ARGV[3]) or '0') then
-  redis.call('SET', ARGV[3], ARGV[1], 'PX', ARGV[2])
+local n = redis.call('DEL', KEYS[1]) + redis.call('DEL', KEYS[2])
+if tonumber(ARGV[2]) > 0 and tonumber(ARGV[1]) >= tonumber(redis.call('GET', KEYS[3]) or '0') then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 end
 return n
+"""
+
+# KEYS: the folded hash of one hash tag (streamproc.state.keys.folded_key), then the shared keys
+# of that tag the entries update. ARGV: per source slot: the slot, its number of entries, then
+# per entry: its sequence number, its number of commands, then per command: the name (HINCRBY,
+# ZADD, ZREM or KEEP: PEXPIRE unless the key lives longer), the key's index in KEYS and two
+# arguments ('' when unused). Applies the entries numbered above the slot's last folded one, in
+# order, and records the last; returns the number of commands applied.
+_FOLD_SCRIPT = """
+local arg = 1
+local applied = 0
+while arg <= #ARGV do
+  local source = ARGV[arg]
+  local done = tonumber(redis.call('HGET', KEYS[1], source) or '0')
+  local last = done
+  local entries = tonumber(ARGV[arg + 1])
+  arg = arg + 2
+  for e = 1, entries do
+    local seq = tonumber(ARGV[arg])
+    local count = tonumber(ARGV[arg + 1])
+    arg = arg + 2
+    for i = 1, count do
+      if seq > done then
+        local name, key = ARGV[arg], KEYS[tonumber(ARGV[arg + 1])]
+        local a, b = ARGV[arg + 2], ARGV[arg + 3]
+        if name == 'KEEP' then
+          if redis.call('PTTL', key) < tonumber(a) then redis.call('PEXPIRE', key, a) end
+        elseif name == 'ZREM' then
+          redis.call('ZREM', key, a)
+        else
+          redis.call(name, key, a, b)
+        end
+        applied = applied + 1
+      end
+      arg = arg + 4
+    end
+    if seq > last then last = seq end
+  end
+  if last > done then redis.call('HSET', KEYS[1], source, last) end
+end
+return applied
+"""
+
+# KEYS: a slot's aggregate log. ARGV: the last entry folded everywhere. Drops the entries up to
+# it from the head of the log (new entries are appended at its tail meanwhile).
+_TRIM_SCRIPT = """
+local dropped = 0
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then break end
+  local seq = tonumber(string.match(head, '^%d+'))
+  if seq == nil or seq > tonumber(ARGV[1]) then break end
+  redis.call('LPOP', KEYS[1])
+  dropped = dropped + 1
+end
+return dropped
 """
 
 # KEYS: a partition's watermark and its timer index. ARGV: the latest event time of the batch
@@ -311,7 +407,10 @@ class _HiredisPacking:
 
 
 def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
-    """``client``, its new connections packing commands with hiredis (see _HiredisPacking)."""
+    """``client``, its new connections packing commands with hiredis (see _HiredisPacking); a
+    cluster client as it is (its connections are made per node)."""
+    if is_cluster(client):
+        return client
     pool = client.connection_pool
     base = pool.connection_class
     if not issubclass(base, _HiredisPacking):
@@ -320,11 +419,23 @@ def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
 
 
 class RedisStore:
+    """The :class:`Store` on one Redis or on a Redis Cluster (the client says which: see
+    :func:`streamproc.redis_options.redis_client`).
+
+    On a cluster the shared keys (RFM histograms, KPI counters, timer indexes) leave the
+    customer's atomic step: the compare-and-set logs their updates in the customer's slot and
+    :meth:`fold` applies them once each, right after the write (three round trips a batch
+    instead of two). Erasures log theirs on every Redis.
+    """
+
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self.cluster = is_cluster(client)
         self._cas = client.register_script(_CAS_SCRIPT)
         self._erase = client.register_script(_ERASE_SCRIPT)
         self._due = client.register_script(_DUE_SCRIPT)
+        self._fold = client.register_script(_FOLD_SCRIPT)
+        self._trim = client.register_script(_TRIM_SCRIPT)
         self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
         self._erasure_key: bytes | None = None
 
@@ -338,8 +449,14 @@ class RedisStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
         """The store every streamproc process uses: ``STREAMPROC_REDIS_URL`` with its TLS
-        settings."""
+        settings (a cluster client for a Redis Cluster)."""
+        if settings.redis_is_cluster:
+            return cls(redis_client(settings, decode_responses=False))
         return cls.from_url(settings.redis_url, **redis_options(settings))
+
+    def _erased_key(self, secret: bytes, customer_id: str) -> str:
+        tag = slot_tag(customer_slot(customer_id)) if self.cluster else None
+        return erased_key(erasure_token(secret, customer_id), tag)
 
     async def erasure_key(self) -> bytes:
         """The key of the suppression records' hash: made by the first process that needs it
@@ -359,10 +476,17 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for cid in customer_ids:
             pipe.hmget(customer_key(cid), "ver", "doc", "outbox")
-        # One MGET for every suppression record: a GET per customer doubled the read's cost
-        # (redis-py handles each reply in Python; measured 50 -> 100 µs a customer).
-        pipe.mget([erased_key(erasure_token(secret, cid)) for cid in customer_ids])
-        *rows, erased = await pipe.execute()
+        records = [self._erased_key(secret, cid) for cid in customer_ids]
+        if self.cluster:  # one slot per command
+            for record in records:
+                pipe.get(record)
+            replies = await pipe.execute()
+            rows, erased = replies[:len(customer_ids)], replies[len(customer_ids):]
+        else:
+            # One MGET for every suppression record: a GET per customer doubled the read's
+            # cost (redis-py handles each reply in Python; measured 50 -> 100 µs a customer).
+            pipe.mget(records)
+            *rows, erased = await pipe.execute()
         return {
             cid: Stored(int(ver or 0), doc, outbox, int(when or 0))
             for cid, (ver, doc, outbox), when in zip(customer_ids, rows, erased, strict=True)
@@ -378,7 +502,8 @@ class RedisStore:
                          run: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
         """``run`` (a pipeline of EVALSHAs of ``scripts``, queued directly: a script registered
         on the pipeline would cost a SCRIPT EXISTS round trip every time), and once more after
-        loading the scripts when Redis lost them (a restart, SCRIPT FLUSH)."""
+        loading the scripts when Redis lost them (a restart, SCRIPT FLUSH, a replica promoted
+        by a failover)."""
         try:
             return await run()
         except NoScriptError:
@@ -389,52 +514,59 @@ class RedisStore:
     # Written again after a lost script: a write that went through before is then refused by its
     # version, reported as lost, and recomputed from what it wrote: never applied twice.
     async def save(self, writes: Sequence[Write]) -> list[str]:
-        secret = await self.erasure_key()
-
-        async def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_writes(pipe, writes, secret)
-            return await pipe.execute()
-
-        return _lost(writes, await self._reloading((self._cas,), run))
+        lost, _ = await self.save_then_due(writes, "", {}, 0, 0)
+        return lost
 
     async def save_then_due(self, writes: Sequence[Write], app_id: str, seen: Mapping[int, int],
                             lateness_ms: int, limit: int) -> tuple[list[str], list[DueTimers]]:
         partitions = sorted(seen)
         secret = await self.erasure_key()
+        # On a cluster: the writes and their slots' logs, then the folds, then the due timers
+        # (which see the entries folded).
+        slots = sorted({customer_slot(w.customer_id) for w in writes}) if self.cluster else []
 
         async def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             self._queue_writes(pipe, writes, secret)  # first: the query sees their entries
-            self._queue_due(pipe, app_id, seen, partitions, lateness_ms, limit)
+            for slot in slots:
+                pipe.lrange(aggregate_log_key(slot), 0, -1)
+            if not self.cluster:
+                self._queue_due(pipe, app_id, seen, partitions, lateness_ms, limit)
             return await pipe.execute()
 
         rows = await self._reloading((self._cas, self._due), run)
-        return (_lost(writes, rows[:len(writes)]),
-                _due_rows(partitions, rows[len(writes):]))
+        lost = _lost(writes, rows[:len(writes)])
+        if not self.cluster:
+            return lost, _due_rows(partitions, rows[len(writes):])
+        await self._fold_logs(dict(zip(slots, rows[len(writes):], strict=True)))
+        return lost, (await self.due_timers(app_id, seen, lateness_ms, limit)
+                      if partitions else [])
 
     def _queue_writes(self, pipe: Any, writes: Sequence[Write], secret: bytes) -> None:
         empty = ("",) * len(HISTOGRAMS)
         for w in writes:
             buckets = w.buckets or empty
+            shared = [*self._histogram_keys, *(key for key, _, _ in w.kpis),
+                      *(key for key, _, _ in w.timers_add), *(key for key, _ in w.timers_remove)]
+            if self.cluster:
+                slot = customer_slot(w.customer_id)
+                keys = [aggregate_log_key(slot), aggregate_seq_key(slot)]
+                mode, named = "log", shared
+            else:
+                keys, mode, named = shared, "", []
             adds = [a for _, member, due in w.timers_add for a in (member, due)]
             kpis = [a for _, ttl, fields in w.kpis
                     for a in (ttl, len(fields), *(x for pair in fields for x in pair))]
-            pipe.evalsha(self._cas.sha,
-                         3 + len(self._histogram_keys) + len(w.kpis) + len(w.timers_add)
-                         + len(w.timers_remove),
-                         customer_key(w.customer_id), *self._histogram_keys,
-                         latest_decisions_key(w.customer_id),
-                         erased_key(erasure_token(secret, w.customer_id)),
-                         *(key for key, _, _ in w.kpis),
-                         *(key for key, _, _ in w.timers_add),
-                         *(key for key, _ in w.timers_remove),
+            pipe.evalsha(self._cas.sha, 3 + len(keys),
+                         customer_key(w.customer_id), latest_decisions_key(w.customer_id),
+                         self._erased_key(secret, w.customer_id), *keys,
                          w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
+                         w.erased_ms, mode, len(named), *named,
                          len(buckets), *buckets, timer_lines(w.timers),
                          w.latest_ttl_ms, len(w.latest), *(x for field in w.latest for x in field),
                          len(w.kpis), *kpis,
-                         len(w.timers_add), *adds, *(member for _, member in w.timers_remove),
-                         w.erased_ms)
+                         len(w.timers_add), *adds,
+                         len(w.timers_remove), *(member for _, member in w.timers_remove))
 
     def _queue_due(self, pipe: Any, app_id: str, seen: Mapping[int, int],
                    partitions: Sequence[int], lateness_ms: int, limit: int) -> None:
@@ -442,14 +574,71 @@ class RedisStore:
             pipe.evalsha(self._due.sha, 2, timer_watermark_key(app_id, partition),
                          timer_index_key(app_id, partition), seen[partition], lateness_ms, limit)
 
+    async def fold(self, slots: Sequence[int] | None = None) -> int:
+        """Apply the pending aggregate updates of ``slots`` (all 16,384 when None) to the shared
+        keys, each once, and drop them from the logs; return the commands applied.
+
+        The repair after a process stopped between a write and its fold (a worker calls it at
+        start; ``streamproc redis fold`` too): the logs are the truth until folded, so nothing
+        is lost or counted twice.
+        """
+        chosen = range(SLOTS) if slots is None else sorted(set(slots))
+        applied = 0
+        step = 2048  # bounded pipelines on a sweep of every slot
+        for at in range(0, len(chosen), step):
+            part = chosen[at:at + step]
+            pipe = self.client.pipeline(transaction=False)
+            for slot in part:
+                pipe.lrange(aggregate_log_key(slot), 0, -1)
+            applied += await self._fold_logs(dict(zip(part, await pipe.execute(), strict=True)))
+        return applied
+
+    async def _fold_logs(self, logs: Mapping[int, Sequence[bytes]]) -> int:
+        """Fold the log entries read (slot -> entries), then trim them from the logs."""
+        groups: dict[str, _FoldGroup] = {}
+        last: dict[int, int] = {}
+        for slot, entries in logs.items():
+            for raw in entries:
+                seq, commands = parse_log_entry(raw)
+                last[slot] = max(last.get(slot, 0), seq)
+                by_tag: dict[str, list[tuple[str, str, str, str]]] = {}
+                for command in commands:
+                    by_tag.setdefault(folded_key(command[1]), []).append(command)
+                for tag_key, cmds in by_tag.items():
+                    groups.setdefault(tag_key, _FoldGroup()).add(slot, seq, cmds)
+        if not last:
+            return 0
+
+        async def fold() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for tag_key, group in groups.items():
+                keys, args = group.arguments()
+                pipe.evalsha(self._fold.sha, 1 + len(keys), tag_key, *keys, *args)
+            return await pipe.execute()
+
+        applied = sum(int(n) for n in await self._reloading((self._fold,), fold))
+
+        async def trim() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for slot, seq in last.items():
+                pipe.evalsha(self._trim.sha, 1, aggregate_log_key(slot), seq)
+            return await pipe.execute()
+
+        await self._reloading((self._trim,), trim)
+        return applied
+
     async def read_profile(self, customer_id: str) -> dict[str, Any] | None:
         return decode_profile((await self.load([customer_id]))[customer_id])
 
     async def erase(self, customer_id: str, erased_ms: int = 0, suppress_ms: int = 0) -> int:
-        main, *others = customer_keys(customer_id)
-        record = erased_key(erasure_token(await self.erasure_key(), customer_id))
-        return int(await self._erase(keys=[main, *self._histogram_keys],
-                                     args=[erased_ms, suppress_ms, record, *others]))
+        main, latest = customer_keys(customer_id)
+        slot = customer_slot(customer_id)
+        record = self._erased_key(await self.erasure_key(), customer_id)
+        erased = int(await self._erase(
+            keys=[main, latest, record, aggregate_log_key(slot), aggregate_seq_key(slot)],
+            args=[erased_ms, suppress_ms, *self._histogram_keys]))
+        await self.fold([slot])
+        return erased
 
     async def histograms(self) -> dict[str, dict[str, int]]:
         pipe = self.client.pipeline(transaction=False)
@@ -483,6 +672,66 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+# The commands a log entry may hold (anything else in Redis is refused, not run).
+_LOGGED = frozenset({"HINCRBY", "ZADD", "ZREM", "KEEP"})
+
+
+class AggregateLogError(StreamprocError):
+    """An aggregate log entry that is not what the scripts write."""
+
+
+def parse_log_entry(raw: bytes | str) -> tuple[int, list[tuple[str, str, str, str]]]:
+    """A log entry's sequence number and commands (name, key, two arguments).
+
+    >>> parse_log_entry(b'7 [["HINCRBY","sp:kpi:{a}:sizes","x",-1],["ZREM","k","m"]]')
+    (7, [('HINCRBY', 'sp:kpi:{a}:sizes', 'x', '-1'), ('ZREM', 'k', 'm', '')])
+    """
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    head, _, body = text.partition(" ")
+    try:
+        seq, commands = int(head), orjson.loads(body)
+    except (ValueError, orjson.JSONDecodeError):
+        raise AggregateLogError(f"unreadable aggregate log entry {text[:80]!r}") from None
+    out = []
+    for command in commands if isinstance(commands, list) else [None]:
+        if (not isinstance(command, list) or not 2 <= len(command) <= 4
+                or command[0] not in _LOGGED):
+            raise AggregateLogError(f"unexpected aggregate log command {str(command)[:80]!r}")
+        name, key, *rest = (_text(x) for x in command)
+        out.append((name, key, *(rest + ["", ""])[:2]))
+    return seq, [(a, b, c, d) for a, b, c, d in out]
+
+
+def _text(value: Any) -> str:
+    # cjson writes Lua numbers as JSON numbers (integers here: increments, -1)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _FoldGroup:
+    """The log entries of one hash tag's shared keys: the arguments of one _FOLD_SCRIPT."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] = {}
+        self.sources: dict[int, list[tuple[int, list[tuple[str, str, str, str]]]]] = {}
+
+    def add(self, slot: int, seq: int, commands: list[tuple[str, str, str, str]]) -> None:
+        for _, key, _, _ in commands:
+            self.keys.setdefault(key, len(self.keys) + 2)  # KEYS[1] is the folded hash
+        self.sources.setdefault(slot, []).append((seq, commands))
+
+    def arguments(self) -> tuple[list[str], list[Any]]:
+        args: list[Any] = []
+        for slot, entries in self.sources.items():
+            args += [slot, len(entries)]
+            for seq, commands in entries:
+                args += [seq, len(commands)]
+                for name, key, a, b in commands:
+                    args += [name, self.keys[key], a, b]
+        return list(self.keys), args
 
 
 def _lost(writes: Sequence[Write], results: Sequence[Any]) -> list[str]:

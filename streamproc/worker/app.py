@@ -154,9 +154,16 @@ def create_app(
                                                              topic_partitions(app)))
         batches = raw_batches(stream, settings, metrics,
                               forget=lambda: lifecycle.gave_up is not None)
+        # Aggregate updates logged by a process that stopped before folding them (a crash):
+        # folded beside the batches (folding is idempotent), not before them: a sweep of every
+        # slot takes a second or more.
+        repair = (asyncio.create_task(fold_leftovers(store))
+                  if isinstance(store, RedisStore) else None)
         try:
             await consume(batches, processor, out, stats, metrics, lifecycle)
         finally:
+            if repair is not None:
+                repair.cancel()
             await processor.store.close()
             if isinstance(out, KafkaEmitter):
                 await out.close()
@@ -187,6 +194,19 @@ def create_app(
         _add_operations(app, settings, stats, metrics, options["web_enabled"],
                         worker_id, lifecycle)
     return worker
+
+
+async def fold_leftovers(store: RedisStore) -> None:
+    """:meth:`RedisStore.fold` of every slot, once; a failure is only logged (the next start,
+    or the next write of each slot on a cluster, folds what is left)."""
+    try:
+        applied = await store.fold()
+    except Exception as exc:
+        log.warning("could not fold the aggregate logs left by an earlier process (%s: %s); "
+                    "the next start tries again", type(exc).__name__, exc)
+        return
+    if applied:
+        log.info("folded %d aggregate updates left by an earlier process", applied)
 
 
 def learns_in_worker(settings: Settings) -> bool:
