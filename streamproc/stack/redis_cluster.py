@@ -186,24 +186,22 @@ def _wait(check: Callable[[], bool], what: str, wanted: list[Node]) -> None:
         time.sleep(0.2)
 
 
-def primary_ports(port: int) -> dict[int, int]:
-    """Each primary's port -> its replica's port, as the node on ``port`` sees the cluster."""
-    text = _cli(port, "cluster", "nodes")
+def primary_ports(port: int) -> dict[int, int | None]:
+    """Each primary's port -> its replica's port (None: it has none), as the node on ``port``
+    sees the cluster; nodes flagged as failing are left out."""
     ids: dict[str, int] = {}
     rows = []
-    for line in text.splitlines():
+    for line in _cli(port, "cluster", "nodes").splitlines():
         parts = line.split()
-        if len(parts) < 8 or "fail" in parts[2].split(","):
-            continue
-        match = re.match(r"[^:]*:(\d+)", parts[1])
-        if match is None:
+        match = re.match(r"[^:]*:(\d+)", parts[1]) if len(parts) >= 8 else None
+        if match is None or "fail" in parts[2].split(","):
             continue
         ids[parts[0]] = int(match.group(1))
         rows.append(parts)
-    out: dict[int, int] = {}
+    out: dict[int, int | None] = {ids[p[0]]: None for p in rows if "master" in p[2].split(",")}
     for parts in rows:
-        if "slave" in parts[2].split(",") and parts[3] in ids:
-            out.setdefault(ids[parts[3]], ids[parts[0]])
+        if "slave" in parts[2].split(",") and parts[3] in ids and out.get(ids[parts[3]]) is None:
+            out[ids[parts[3]]] = ids[parts[0]]
     return out
 
 

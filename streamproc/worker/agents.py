@@ -37,6 +37,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    # Redis Cluster, while a failover promotes a replica (a few seconds) or slots move: the
+    # cluster client's own retries ran out, the next attempt finds the new primary.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
     KafkaError,
     StateConflictError,
     OSError,

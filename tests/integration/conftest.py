@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,11 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamproc.errors import StackError
+from streamproc.redis_options import cluster_client
 from streamproc.settings import Settings
 from streamproc.stack import ensure_topics
+from streamproc.stack import redis_cluster as redis_cluster_stack
 from streamproc.tail import topic_partitions
 
 pytestmark = pytest.mark.integration
@@ -212,3 +216,50 @@ async def test_redis() -> AsyncIterator[aioredis.Redis]:
     yield client
     await client.aclose()
 
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """The session's Redis Cluster: 3 primaries with one replica each, on 6 ports from
+    STREAMPROC_REDIS_CLUSTER_PORT, its files in a directory of the session's own."""
+
+    settings: Settings
+    url: str
+
+    def client(self) -> Any:
+        return cluster_client(Settings(redis_url=self.url), decode_responses=False)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    settings = Settings(redis_cluster_port=BASE.redis_cluster_port,
+                        stack_dir=tmp_path_factory.mktemp("redis-cluster-stack"))
+    out = io.StringIO()
+    try:
+        url = redis_cluster_stack.up(settings, 3, out)
+    except StackError as exc:
+        redis_cluster_stack.stop(settings, out)
+        pytest.fail(f"could not start a local Redis Cluster on ports from "
+                    f"{settings.redis_cluster_port} (STREAMPROC_REDIS_CLUSTER_PORT): {exc}",
+                    pytrace=False)
+    try:
+        yield LocalCluster(settings, url)
+    finally:
+        redis_cluster_stack.stop(settings, out)
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: LocalCluster) -> AsyncIterator[Any]:
+    """A client of the session's cluster, emptied first (it serves the cluster tests only)."""
+    client = redis_cluster.client()
+    await client.flushall(target_nodes=client.PRIMARIES)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cluster_env(stack_env: Env, redis_cluster: LocalCluster, cluster_redis: Any) -> Env:
+    """:func:`stack_env` with its workers on the session's Redis Cluster."""
+    stack_env.env["STREAMPROC_REDIS_URL"] = redis_cluster.url
+    stack_env.settings = Settings.from_env(stack_env.env)
+    return stack_env
