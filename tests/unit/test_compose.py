@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import importlib.util
 import re
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from functools import cache
@@ -26,6 +27,7 @@ from packaging.version import Version
 
 from streamproc.cli import build_parser
 from streamproc.errors import StackError
+from streamproc.redis_options import cluster_nodes
 from streamproc.settings import KNOWN_VARIABLES, Settings
 from streamproc.stack import jars
 
@@ -670,3 +672,30 @@ def test_worker_healthcheck_command_fails_when_not_ready(status: int, exit_code:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_redis_cluster_profile_makes_three_primaries_with_a_replica_each() -> None:
+    cluster = {name: s for name, s in services().items()
+               if "redis-cluster" in s.get("profiles", [])}
+    nodes = {name: s for name, s in cluster.items() if name != "redis-cluster-create"}
+    assert sorted(nodes) == [f"redis-cluster-{n}" for n in range(1, 7)]
+    single = services()["redis"]["image"]
+    for name, node in nodes.items():
+        assert node["image"] == single, name  # the official image, pinned like `redis`
+        command = node["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes", name
+        assert "healthcheck" in node and not node.get("ports"), name
+        assert node["volumes"] == [f"{name}:/data"]  # each node its own data
+    create = cluster["redis-cluster-create"]
+    assert create["image"] == single and create["restart"] == "no"
+    assert set(create["depends_on"]) == set(nodes)
+    script = create["command"][0].replace("$$", "$")
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert "--cluster-yes" in script and "for n in 1 2 3 4 5 6" in script
+    subprocess.run(["sh", "-n", "-c", script], check=True)  # valid shell
+    # The URL the comment tells users to set is a valid cluster setting naming the nodes.
+    url = re.search(r"STREAMPROC_REDIS_URL=(redis\+cluster://\S+)", COMPOSE.read_text())
+    assert url is not None
+    settings = Settings(redis_url=url[1])
+    assert settings.redis_is_cluster
+    assert {h for h, _ in cluster_nodes(settings.redis_url)} <= set(nodes)
