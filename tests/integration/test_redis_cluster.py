@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from streamproc.decisions import timers
 from streamproc.stack import redis_cluster as redis_cluster_stack
 from streamproc.state.keys import (
     aggregate_log_key,
@@ -105,10 +106,25 @@ async def test_updates_left_by_a_crash_are_folded_once_by_the_next_start(
     await fresh.close()
 
 
-async def primaries(cluster: LocalCluster) -> dict[int, int | None]:
-    """Primary port -> replica port, as a node that runs sees the cluster."""
-    node = redis_cluster_stack.running(cluster.settings)[0]
+async def primaries(cluster: LocalCluster, avoid: int = 0) -> dict[int, int | None]:
+    """Primary port -> replica port, as a node that runs (not ``avoid``) sees the cluster."""
+    node = next(n for n in redis_cluster_stack.running(cluster.settings) if n.port != avoid)
     return await asyncio.to_thread(redis_cluster_stack.primary_ports, node.port)
+
+
+async def timers_not_indexed(redis: Any, app_id: str, customers: Any) -> tuple[int, list[str]]:
+    """The timers armed in the customers' profiles, and those missing from their partition's
+    index (which would then never fire)."""
+    store = RedisStore(redis)
+    armed, missing = 0, []
+    for customer in customers:
+        stored = await store.read_profile(customer)
+        for part, due, name in timers.indexed(stored["profile"] if stored else {}):
+            armed += 1
+            key, entry = timer_index_key(app_id, part), timers.member(customer, name, due)
+            if await redis.zscore(key, entry) is None:
+                missing.append(f"{key} {entry}")
+    return armed, missing
 
 
 def decisions_once(records: list[dict[str, Any]]) -> dict[str, set[str]]:
@@ -169,6 +185,8 @@ async def test_a_worker_on_the_cluster_applies_every_event_once(
         kpi_sizes_key(cluster_env.settings.app_id))).items()}
     lifecycle = sum(v for k, v in sizes.items() if k.startswith(b"lifecycle:"))
     assert lifecycle == len(truth), sizes
+    held, missing = await timers_not_indexed(cluster_redis, cluster_env.settings.app_id, truth)
+    assert held > 0 and not missing, missing[:3]
 
 
 async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(
@@ -188,7 +206,7 @@ async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(
         # Its replica takes over (the cluster's node timeout, 2 s, plus an election).
         deadline = killed_at + 30
         while True:
-            now = await primaries(redis_cluster)
+            now = await primaries(redis_cluster, avoid=victim_port)
             if victim_port not in now and replica in now:
                 promoted["after_s"] = time.monotonic() - killed_at
                 return
@@ -208,6 +226,9 @@ async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(
     sizes = {k: int(v) for k, v in (await cluster_redis.hgetall(
         kpi_sizes_key(cluster_env.settings.app_id))).items()}
     assert sum(v for k, v in sizes.items() if k.startswith(b"lifecycle:")) == len(truth), sizes
+    # Timers armed before and after the failover are found in their partitions' indexes.
+    held, missing = await timers_not_indexed(cluster_redis, cluster_env.settings.app_id, truth)
+    assert held > 0 and not missing, missing[:3]
     print(f"\nredis failover: primary {victim_port} SIGKILLed mid-stream, replica "
           f"{replica} promoted after {promoted['after_s']:.1f}s; "
           f"{sum(t.events for t in truth.values())} events for {len(truth)} customers exact, "
