@@ -32,7 +32,7 @@ from streamproc.stack.process import (
     stop_pid,
     tail,
 )
-from streamproc.stack.redis import STOP_TIMEOUT_S, ping, prepare
+from streamproc.stack.redis import STOP_TIMEOUT_S, RedisPaths, ping, prepare
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
@@ -42,23 +42,10 @@ NODE_TIMEOUT_MS = 2000
 
 
 @dataclass(frozen=True)
-class Node:
-    """One redis-server of the cluster: its port and where its files live."""
+class Node(RedisPaths):
+    """One redis-server of the cluster: its files (as the single Redis's) and its port."""
 
-    port: int
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "redis.conf"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "redis.log"
-
-    @property
-    def pid(self) -> Path:
-        return self.root / "redis.pid"
+    port: int = 0
 
 
 def cluster_root(settings: Settings) -> Path:
@@ -68,7 +55,7 @@ def cluster_root(settings: Settings) -> Path:
 def nodes(settings: Settings, primaries: int) -> list[Node]:
     """The 2 x ``primaries`` nodes, on ports from ``settings.redis_cluster_port``."""
     root = cluster_root(settings)
-    return [Node(port, root / str(port)) for port in
+    return [Node(root / str(port), port) for port in
             range(settings.redis_cluster_port, settings.redis_cluster_port + 2 * primaries)]
 
 
@@ -77,7 +64,7 @@ def existing_nodes(settings: Settings) -> list[Node]:
     root = cluster_root(settings)
     if not root.is_dir():
         return []
-    return [Node(int(d.name), d) for d in sorted(root.iterdir(), key=lambda d: d.name)
+    return [Node(d, int(d.name)) for d in sorted(root.iterdir(), key=lambda d: d.name)
             if d.is_dir() and d.name.isdigit()]
 
 

@@ -2,7 +2,8 @@
 (a redelivered batch, a producer's retry, a replay or backfill of old events) do not build the
 profile again.
 
-The record is one Redis string per erased customer, ``sp:erased:<token>`` holding the erasure's
+The record is one Redis string per erased customer, ``sp:erased:<token>`` (on Redis Cluster
+``sp:erased:{<slot tag>}:<token>``, in the customer's slot) holding the erasure's
 time (epoch ms), expiring ``STREAMPROC_ERASURE_SUPPRESS_DAYS`` after it was written. The token
 is a keyed hash (BLAKE2b, 128 bits) of the customer id, so the record does not hold the id in
 clear: the key (``sp:erasure:key``, 32 random bytes made by the first erasure) lives in the same

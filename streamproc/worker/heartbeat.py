@@ -4,8 +4,10 @@ Every :data:`INTERVAL_S` each worker writes a hash ``sp:workers:{app_id}:{worker
 pid, start time, assigned partitions, events/s over the last minute, totals of messages, dead
 letters and errors, time of the last batch) that expires after :data:`TTL_S`, and scores itself
 in the sorted set ``sp:workers:{app_id}`` with the time, so ``status`` finds the workers without
-scanning the keyspace. A worker whose last heartbeat is older than :data:`STALE_AFTER_S` is
-shown as stale (stopped, frozen, or cut off from Redis); after :data:`TTL_S` it disappears.
+scanning the keyspace. The braces are literal: the app id is the keys' hash tag, so that the
+two updates, one MULTI, stay in one Redis Cluster slot. A worker whose last heartbeat is older
+than :data:`STALE_AFTER_S` is shown as stale (stopped, frozen, or cut off from Redis); after
+:data:`TTL_S` it disappears.
 """
 
 from __future__ import annotations

@@ -91,3 +91,25 @@ def test_inconsistent_tls_settings_are_refused(env: dict[str, str], error: str) 
     with pytest.raises(ConfigError, match=error) as caught:
         Settings.from_env(env).validate()
     assert "secret" not in str(caught.value)
+
+
+def test_a_cluster_url_or_setting_makes_a_cluster_client() -> None:
+    from streamproc.redis_options import is_cluster
+
+    assert not is_cluster(redis_client(Settings()))  # one Redis stays the default
+    client = redis_client(Settings(redis_url="redis+cluster://u%40x:p%3Aw@10.0.0.1:7000,"
+                                             "10.0.0.2:7001"))
+    assert is_cluster(client)
+    assert [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()] == [
+        ("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert client.connection_kwargs["username"] == "u@x"
+    assert client.connection_kwargs["password"] == "p:w"
+    assert is_cluster(redis_client(Settings(redis_url="redis://10.0.0.1:7000",
+                                            redis_cluster=True)))
+
+
+def test_a_cluster_has_only_database_zero() -> None:
+    with pytest.raises(ConfigError, match="only database 0"):
+        Settings(redis_url="redis+cluster://10.0.0.1:7000/3").validate()
+    with pytest.raises(ConfigError, match="not host:port"):
+        redis_client(Settings(redis_url="redis+cluster://10.0.0.1:x"))
