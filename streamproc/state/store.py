@@ -424,7 +424,7 @@ class RedisStore:
 
     On a cluster the shared keys (RFM histograms, KPI counters, timer indexes) leave the
     customer's atomic step: the compare-and-set logs their updates in the customer's slot and
-    :meth:`fold` applies them once each, right after the write (three round trips a batch
+    :meth:`fold` applies them once each, right after the write (four round trips a batch
     instead of two). Erasures log theirs on every Redis.
     """
 
@@ -438,6 +438,7 @@ class RedisStore:
         self._trim = client.register_script(_TRIM_SCRIPT)
         self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
         self._erasure_key: bytes | None = None
+        self._unfolded: set[int] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -523,7 +524,10 @@ class RedisStore:
         secret = await self.erasure_key()
         # On a cluster: the writes and their slots' logs, then the folds, then the due timers
         # (which see the entries folded).
-        slots = sorted({customer_slot(w.customer_id) for w in writes}) if self.cluster else []
+        # (with the slots whose fold failed before: a retried batch may write none of them)
+        slots = sorted({customer_slot(w.customer_id) for w in writes} | self._unfolded
+                       if self.cluster else ())
+        self._unfolded.update(slots)
 
         async def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -539,6 +543,7 @@ class RedisStore:
         if not self.cluster:
             return lost, _due_rows(partitions, rows[len(writes):])
         await self._fold_logs(dict(zip(slots, rows[len(writes):], strict=True)))
+        self._unfolded.difference_update(slots)
         return lost, (await self.due_timers(app_id, seen, lateness_ms, limit)
                       if partitions else [])
 

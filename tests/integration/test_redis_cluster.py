@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.exceptions
 
 from streamproc.decisions import timers
 from streamproc.stack import redis_cluster as redis_cluster_stack
@@ -104,6 +105,32 @@ async def test_updates_left_by_a_crash_are_folded_once_by_the_next_start(
     assert await cluster_redis.hget(kpi_sizes_key("cl"), "rfm:x") == b"30"
     assert (await fresh.histograms())["frequency"] == {"0": 30}
     await fresh.close()
+
+
+class FoldFailingOnce(RedisStore):
+    """A fold that fails once (a failover between the write and its fold)."""
+
+    failed = False
+
+    async def _fold_logs(self, logs: Any) -> int:
+        if not self.failed:
+            self.failed = True
+            raise redis.exceptions.ConnectionError("the primary went away")
+        return await super()._fold_logs(logs)
+
+
+async def test_a_failed_fold_is_retried_with_the_next_write_whatever_it_writes(
+        cluster_redis: Any) -> None:
+    store = FoldFailingOnce(cluster_redis)
+    a, b = cid(), cid()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await store.save([write(a, 0, ("100", "0", "5"))])
+    assert await cluster_redis.hget(kpi_sizes_key("cl"), "rfm:x") is None
+    # The retried batch has nothing left to write for a (applied): another customer's write
+    # folds a's slot too.
+    assert await store.save([write(b, 0, ("100", "0", "5"))]) == []
+    assert await cluster_redis.hget(kpi_sizes_key("cl"), "rfm:x") == b"2"
+    assert (await store.histograms())["frequency"] == {"0": 2}
 
 
 async def primaries(cluster: LocalCluster, avoid: int = 0) -> dict[int, int | None]:
