@@ -193,14 +193,13 @@ def primary_ports(port: int) -> dict[int, int | None]:
 
 
 def status(settings: Settings) -> ComponentStatus | None:
-    """The local cluster's state (None: none was made under the stack dir)."""
+    """The local cluster's state (None: none runs under the stack dir: a cluster made once
+    and stopped is no part of the stack until `up --redis-cluster` starts it again)."""
     made = existing_nodes(settings)
-    if not made:
-        return None
-    address = f"{HOST}:{made[0].port}-{made[-1].port}"
     up_nodes = running(settings)
     if not up_nodes:
-        return ComponentStatus("redis-cluster", "stopped", address)
+        return None
+    address = f"{HOST}:{made[0].port}-{made[-1].port}"
     ok = (len(up_nodes) == len(made)
           and cluster_info(made[0].port).get("cluster_state") == "ok")
     return ComponentStatus("redis-cluster", "running" if ok else "starting", address,

@@ -633,3 +633,44 @@ def test_status_names_another_stack_holding_the_port(settings: Settings, tmp_pat
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- the local Redis Cluster (`stack up --redis-cluster N`) ------------------------------------
+
+def test_cluster_nodes_are_configured_as_a_cluster_on_consecutive_ports(tmp_path: Path) -> None:
+    from streamproc.stack import redis_cluster
+
+    settings = Settings(stack_dir=tmp_path, redis_cluster_port=17400)
+    nodes = redis_cluster.nodes(settings, 3)
+    assert [n.port for n in nodes] == list(range(17400, 17406))
+    conf = redis_cluster.render_conf(nodes[4])
+    for line in ("port 17404", "bind 127.0.0.1", "cluster-enabled yes", "appendonly yes",
+                 f'dir "{tmp_path.resolve()}/redis-cluster/17404"'):
+        assert line in conf.splitlines(), line
+    assert redis_cluster.url(settings, 3).startswith("redis+cluster://127.0.0.1:17400,")
+    assert Settings(redis_url=redis_cluster.url(settings, 3)).redis_is_cluster
+
+
+def test_a_cluster_of_another_size_is_not_mixed_with_the_one_made(tmp_path: Path) -> None:
+    from streamproc.stack import redis_cluster
+
+    settings = Settings(stack_dir=tmp_path, redis_cluster_port=17400)
+    for node in redis_cluster.nodes(settings, 3):
+        node.root.mkdir(parents=True)
+    assert redis_cluster.status(settings) is None  # made once, not running: not shown
+    with pytest.raises(StackError, match="already exists"):
+        redis_cluster.up(settings, 2, io.StringIO())
+    with pytest.raises(StackError, match="at least 1"):
+        redis_cluster.up(settings, 0, io.StringIO())
+    out = io.StringIO()
+    redis_cluster.stop(settings, out)
+    assert out.getvalue() == "redis-cluster: stopped 0 nodes\n"
+
+
+def test_a_cluster_url_needs_the_local_cluster_running(tmp_path: Path) -> None:
+    settings = Settings(stack_dir=tmp_path, redis_url="redis+cluster://127.0.0.1:17400")
+    status = stack_status(settings)
+    assert status.redis.name == "redis-cluster" and status.redis.state == "stopped"
+    assert "--redis-cluster 3" in status.redis.detail
+    with pytest.raises(StackError, match="--redis-cluster 3"):
+        stack_up(settings, io.StringIO())
