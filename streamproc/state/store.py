@@ -42,6 +42,7 @@ from streamproc.state.keys import (
     erased_key,
     folded_key,
     histogram_key,
+    key_slot,
     latest_decisions_key,
     slot_tag,
     timer_index_key,
@@ -583,11 +584,17 @@ class RedisStore:
         """Apply the pending aggregate updates of ``slots`` (all 16,384 when None) to the shared
         keys, each once, and drop them from the logs; return the commands applied.
 
-        The repair after a process stopped between a write and its fold (a worker calls it at
-        start; ``streamproc redis fold`` too): the logs are the truth until folded, so nothing
-        is lost or counted twice.
+        The repair after a process stopped between a write and its fold (every worker calls it
+        at start): the logs are the truth until folded, so nothing is lost or counted twice.
+        On one Redis, where only erasures log, the logs are found by SCAN.
         """
-        chosen = range(SLOTS) if slots is None else sorted(set(slots))
+        if slots is not None:
+            chosen: Sequence[int] = sorted(set(slots))
+        elif self.cluster:  # a constant cost, whatever the size of the keyspace
+            chosen = range(SLOTS)
+        else:  # one Redis: only erasures log, the logs are few; SCAN costs Python little
+            chosen = sorted({key_slot(key) async for key in self.client.scan_iter(
+                match=aggregate_log_key(0).replace(slot_tag(0), "*"), count=1000)})
         applied = 0
         step = 2048  # bounded pipelines on a sweep of every slot
         for at in range(0, len(chosen), step):

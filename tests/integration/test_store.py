@@ -204,3 +204,22 @@ async def test_a_new_profile_is_refused_when_an_erasure_came_between_read_and_wr
     assert (await store.load([a]))[a].erased_ms == t0 + 5
     record = erased_key(erasure_token(await store.erasure_key(), a))
     assert a not in record and 0 < await store.client.pttl(record) <= 60_000
+
+
+class NotFolding(RedisStore):
+    """A process that stops between an erasure and its fold."""
+
+    async def fold(self, slots=None):
+        return 0
+
+
+async def test_an_erasure_a_crash_left_unfolded_is_folded_by_the_next_start(store, test_redis):
+    a, b = cid(), cid()
+    await store.save([Write(a, 0, b"{}", b"[]", ("100", "0", "5")),
+                      Write(b, 0, b"{}", b"[]", ("100", "0", "5"))])
+    assert await NotFolding(test_redis).erase(a) == 1
+    assert (await store.histograms())["monetary"] == {"5": 2}  # a still counted
+    assert await store.fold() == 3  # found by SCAN: a's three histogram moves
+    assert await store.fold() == 0
+    assert await store.histograms() == {"last_purchase_day": {"100": 1}, "frequency": {"0": 1},
+                                        "monetary": {"5": 1}}
