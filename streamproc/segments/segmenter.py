@@ -1,5 +1,11 @@
 """Re-segment a customer on every event: the glue between the processor and ``segments/``.
 
+Only the segmentations that read a part of the profile the event changed run
+(:data:`~streamproc.segments.assign.READS`; the others would give the segment they have): the
+processor says what the event changed and keeps this segmenter's notes on the customer (the
+time, the base's cuts and the rules of their last update, and whether a segment moved) with
+the cached profile. A profile read from Redis has no notes: everything runs.
+
 RFM scores are quantiles of the whole customer base. The base lives in Redis as histograms
 (``streamproc.state.keys.HISTOGRAMS``) that the state write moves atomically with each profile:
 the customer's last purchase day, its repeat-purchase-days bucket and its order-value bucket.
