@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-skip", action="store_true",
                         help="run every hook on every event (STREAMPROC_SKIP_UNCHANGED=off)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="rounds with skipping on and off in turn, and their ratio")
     parser.add_argument("--profile", metavar="FILE", help="one more round under cProfile")
     parser.add_argument("--profile-top", type=int, default=25)
     return parser.parse_args(argv)
@@ -68,7 +70,20 @@ async def amain(args: argparse.Namespace) -> list[float]:
     messages = list(raw_messages(settings, events, {}))
     await one_round(settings, messages[:2000], args.batch)  # warm-up: schemas, imports
     per_event = []
-    for _ in range(args.rounds):
+    if args.alternate:
+        pairs = []
+        for _ in range(args.rounds):
+            on, off = [await one_round(dataclasses.replace(settings, skip_unchanged=skip),
+                                       messages, args.batch) / len(messages) * 1e6
+                       for skip in (True, False)]
+            pairs.append((on, off))
+            print(f"round: skipping {on:.1f}, everything {off:.1f} us per event, "
+                  f"ratio {on / off:.3f}", file=sys.stderr, flush=True)
+        print(f"alternated: skipping {statistics.median(p[0] for p in pairs):.1f}, everything "
+              f"{statistics.median(p[1] for p in pairs):.1f} us per event; ratio per round "
+              f"{', '.join(f'{p[0] / p[1]:.3f}' for p in pairs)}")
+        per_event = [p[0] for p in pairs]
+    for _ in range(0 if args.alternate else args.rounds):
         seconds = await one_round(settings, messages, args.batch)
         per_event.append(seconds / len(messages) * 1e6)
         print(f"round: {per_event[-1]:.1f} us per event", file=sys.stderr, flush=True)
