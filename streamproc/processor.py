@@ -41,7 +41,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,7 +50,7 @@ import orjson
 from streamproc.decisions import timers
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, CatalogueFile, default_catalogue_path
 from streamproc.decisions.chooser import UniformChooser
-from streamproc.decisions.engine import SERVED, TIMER, Engine, Lesson
+from streamproc.decisions.engine import SERVED, TIMER, Decided, Engine, Lesson
 from streamproc.decisions.kpis import KpiCounter, Tally, tally_fields
 from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
@@ -158,8 +158,14 @@ class SegmentUpdater(Protocol):
 
     async def refresh(self, store: Store) -> None: ...
 
-    def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
-        """Recompute the profile's segments; return the moves (records for the segments topic)."""
+    def update(self, p: Profile, event: Event, trigger: dict[str, Any],
+               changed_parts: Collection[str] | None = None,
+               memo: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Recompute the profile's segments; return the moves (records for the segments topic).
+
+        ``changed_parts``: the parts of the profile the event changed (None: unknown, every
+        segmentation runs); ``memo``: the updater's notes on this customer, kept with the
+        profile between its events (empty when it is parsed again)."""
         ...
 
     def buckets(self, p: Profile) -> tuple[str, ...]: ...
@@ -172,8 +178,10 @@ class Scorer(Protocol):
         """Before each batch: serve a newer model snapshot if there is one."""
         ...
 
-    def update(self, p: Profile, event: Event) -> list[dict[str, Any]]:
-        """Score the event into the profile; return observations for the learning topic."""
+    def update(self, p: Profile, event: Event,
+               changed_parts: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Score the event into the profile; return observations for the learning topic.
+        ``changed_parts``: what the event changed in the profile (None: unknown)."""
         ...
 
     def model_versions(self) -> dict[str, str]:
@@ -185,7 +193,9 @@ class NoSegments:
     async def refresh(self, store: Store) -> None:
         return None
 
-    def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
+    def update(self, p: Profile, event: Event, trigger: dict[str, Any],
+               changed_parts: Collection[str] | None = None,
+               memo: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return []
 
     def buckets(self, p: Profile) -> tuple[str, ...]:
@@ -275,6 +285,8 @@ class _Kept:
     outbox: bytes
     profile: Profile
     outputs: list[dict[str, Any]]
+    # The segmenter's notes on this profile (SegmentUpdater.update's memo).
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 class Processor:
@@ -312,6 +324,9 @@ class Processor:
         self._suppressed_reported_at = float("-inf")
         self.engine = engine or default_engine(settings)
         self.app_id = settings.app_id
+        # Run only the segmentations, rules, feature sets and triggers that read a part of the
+        # profile an event changed (STREAMPROC_SKIP_UNCHANGED; off: all of them, every event).
+        self.skip_unchanged = settings.skip_unchanged
         self.timer_lateness_ms = settings.timer_lateness_seconds * 1000
         self.timer_limit = settings.timers_per_batch
         self.kpis = KpiCounter(settings.app_id, settings.attribution_hours * 3_600_000,
@@ -529,8 +544,10 @@ class Processor:
         if len(self._kept) > self.cache_size:
             self._kept.popitem(last=False)
 
-    def _load(self, cid: str, stored: Stored) -> tuple[Profile, list[dict[str, Any]]]:
-        """The customer's profile and outbox from what Redis holds (a new profile if nothing).
+    def _load(self, cid: str, stored: Stored
+              ) -> tuple[Profile, list[dict[str, Any]], dict[str, Any]]:
+        """The customer's profile and outbox from what Redis holds (a new profile if nothing),
+        and the segmenter's notes on that profile (empty unless it came from the cache).
 
         When Redis holds exactly the bytes this worker last wrote, the objects they were
         serialised from are used instead of parsing them again. The cache entry is taken out
@@ -539,13 +556,13 @@ class Processor:
         """
         kept = self._kept.pop(cid, None)
         if not stored.doc:
-            return new_profile(cid), upgrade_outbox(unpack_outbox(stored.outbox))
+            return new_profile(cid), upgrade_outbox(unpack_outbox(stored.outbox)), {}
         if kept is not None and kept.doc == stored.doc and kept.outbox == stored.outbox:
             self.cache_hits += 1
-            return kept.profile, kept.outputs
+            return kept.profile, kept.outputs, kept.memo
         self.cache_misses += 1
         return (upgrade_profile(unpack_doc(stored.doc)),
-                upgrade_outbox(unpack_outbox(stored.outbox)))
+                upgrade_outbox(unpack_outbox(stored.outbox)), {})
 
     def _apply_customer(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int
@@ -562,7 +579,7 @@ class Processor:
     def _apply_events(
         self, cid: str, events: list[Event], stored: Stored, now_ms: int, poison: dict[int, str]
     ) -> _CustomerOutcome:
-        p, previous_outbox = self._load(cid, stored)
+        p, previous_outbox, memo = self._load(cid, stored)
         applied: dict[str, int] = p.setdefault("applied", {})
         recent: list[str] = p.setdefault("recent_event_ids", [])
         before = timers.indexed(p)
@@ -599,24 +616,36 @@ class Processor:
                 continue
             try:
                 if not self._consents(p, event, out):
+                    memo.clear()  # its segments may have been left: nothing known of them
                     out.applied += 1
                     continue
                 if event.type == SERVED:  # decided by the HTTP API: recorded, not re-decided
                     out.outputs.extend(self._served(p, event))
                     out.applied += 1
                     continue
-                apply_event(p, event.type, event.ts_ms, event.data, self.profile_config)
+                parts: Collection[str] | None = apply_event(
+                    p, event.type, event.ts_ms, event.data, self.profile_config)
+                if not self.skip_unchanged:
+                    parts = None
+                scores, cluster = dict(p.get("scores") or {}), p.get("cluster")
                 out.outputs.extend({"topic": "learning", "record": o}
-                                   for o in self.scorer.update(p, event))
-                moves = self.segmenter.update(p, event, trigger_of(event))
+                                   for o in self.scorer.update(p, event, parts))
+                if parts is not None and ((p.get("scores") or {}) != scores
+                                          or p.get("cluster") != cluster):
+                    parts = {*parts, "scores", "cluster"}
+                moves = self.segmenter.update(p, event, trigger_of(event), parts, memo)
                 out.outputs.extend({"topic": "segments", "record": m} for m in moves)
                 if event.type == "feedback":
                     out.outputs.extend(lesson_outputs(
                         event, self.engine.feedback(p, event.data, event.ts_ms)))
-                # Asked per event: the reload timer may swap the served model between batches'
-                # awaits, and the record names the model that scored this event.
-                decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
-                                             self.scorer.model_versions())
+                # The engine runs only when one of its triggers may fire: the event's type has
+                # one, or a segment moved (Engine.may_fire).
+                decided = Decided()
+                if not self.skip_unchanged or self.engine.may_fire(event.type, moves):
+                    # Asked per event: the reload timer may swap the served model between
+                    # batches' awaits, and the record names the model that scored this event.
+                    decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
+                                                 self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
                 out.outputs.extend(lesson_outputs(event, decided.lessons))
                 self.kpis.count(p, event.type, event.ts_ms, event.data, decided.records,
@@ -640,7 +669,7 @@ class Processor:
             for e in events:
                 place = (e.message.topic, e.message.partition)
                 read[place] = max(read.get(place, -1), e.message.offset)
-            self._write(out, cid, p, stored, previous_outbox, read, before, now_ms)
+            self._write(out, cid, p, stored, previous_outbox, read, before, now_ms, memo=memo)
         return out
 
     def _consents(self, p: Profile, event: Event, out: _CustomerOutcome) -> bool:
@@ -679,11 +708,13 @@ class Processor:
     def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,
                previous_outbox: list[dict[str, Any]], read: Mapping[tuple[str, int], int],
                before: set[tuple[int, int, str]], now_ms: int,
-               fired: Sequence[tuple[int, int, str]] = ()) -> None:
+               fired: Sequence[tuple[int, int, str]] = (),
+               memo: dict[str, Any] | None = None) -> None:
         """The customer's write (``out.write``), with its outbox: ``out.outputs`` and what the
         previous outbox keeps (see :func:`outbox_keeps`; ``read``: the last offset this batch
         read of each input partition), and its decisions as the latest per slot; and what the
-        cache keeps of it (``out.kept``)."""
+        cache keeps of it (``out.kept``, with the segmenter's ``memo`` on ``p``: none when
+        something else changed it)."""
         outbox = [o for o in previous_outbox if outbox_keeps(o, read)] + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
         decided = [o for o in out.outputs if o["topic"] == "decisions"]
@@ -703,7 +734,8 @@ class Processor:
             index.entries, index.add, index.remove, latest, latest_ttl_ms,
             tally_fields(out.kpis), stored.erased_ms,
         )
-        out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox)
+        out.kept = _Kept(out.write.doc, out.write.outbox, p, outbox,
+                         {} if memo is None else memo)
 
     def _fire_timers(self, cid: str, due: list[timers.Due], stored: Stored,
                      now_ms: int) -> _CustomerOutcome:
@@ -715,7 +747,7 @@ class Processor:
             out.timers_done = [(timer_index_key(self.app_id, d.partition), d.member)
                                for d in due]
             return out
-        p, previous_outbox = self._load(cid, stored)
+        p, previous_outbox, _ = self._load(cid, stored)
         before = timers.indexed(p)
         if not profiling(p, self.engine.consent_defaults):
             # Armed while they were profiled (STREAMPROC_CONSENT_DEFAULTS changed since, or a

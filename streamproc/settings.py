@@ -154,6 +154,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("PROFILE_CACHE", "10000",
      "customers whose profile a worker keeps parsed after writing it (about 20 KB each); 0: "
      "none"),
+    ("SKIP_UNCHANGED", "true",
+     "run a segmentation, custom rule, model feature set or decision trigger only when an "
+     "event changed a part of the profile it reads (true); false runs them all on every "
+     "event, with the same outputs: to rule the skipping out when debugging"),
     ("LEARNER", "worker",
      "where the learner runs: worker (in every worker, one of them learns) or off (in "
      "`streamproc learner`, its own process; needs STREAMPROC_MODEL_SECRET)"),
@@ -356,6 +360,7 @@ class Settings:
     timer_lateness_seconds: int = 60
     timers_per_batch: int = 1000
     profile_cache: int = 10000
+    skip_unchanged: bool = True
     learner: str = "worker"
     partition_check: str = "deadletter"
     learner_replay_hours: int = 24
@@ -480,6 +485,7 @@ class Settings:
             timer_lateness_seconds=_int(get, "TIMER_LATENESS_SECONDS", 0, 7 * 86_400),
             timers_per_batch=_int(get, "TIMERS_PER_BATCH", 0, 100_000),
             profile_cache=_int(get, "PROFILE_CACHE", 0, 10_000_000),
+            skip_unchanged=_bool(get, "SKIP_UNCHANGED"),
             learner=_learner_place(get("LEARNER")),
             partition_check=get("PARTITION_CHECK").lower(),
             learner_replay_hours=_int(get, "LEARNER_REPLAY_HOURS", 0, 87_600),

@@ -179,6 +179,9 @@ class Engine:
         # Its relations are the served snapshot's (the scorer swaps them in).
         self.recommender = recommender or Recommender()
         self._recommended: tuple[int, int, int, list[dict[str, str]]] | None = None
+        # The catalogue, the event types its triggers fire on, whether any fires on a segment
+        # entry (may_fire).
+        self._fires: tuple[Catalogue, frozenset[str], bool] | None = None
 
     def products(self, p: Profile, ts_ms: int, n: int) -> list[dict[str, str]]:
         """The recommender's products for ``p`` (ranked once per decision: the candidate check
@@ -189,6 +192,27 @@ class Engine:
         found = self.recommender.recommend(p, ts_ms, n)
         self._recommended = (id(p), ts_ms, n, found)
         return found
+
+    def may_fire(self, event_type: str, moves: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether :meth:`decide` can decide anything for an event of ``event_type`` that
+        caused ``moves``: what a trigger reads is its event type, or a segment entry (its
+        ``when`` is checked only then). When False, ``decide`` would return nothing and
+        change nothing.
+
+        >>> from streamproc.decisions.catalogue import load_catalogue, default_catalogue_path
+        >>> from streamproc.decisions.chooser import UniformChooser
+        >>> engine = Engine(load_catalogue(default_catalogue_path()), UniformChooser())
+        >>> engine.may_fire("cart_add", []), engine.may_fire("survey", [])
+        (True, False)
+        """
+        cat = self.current()
+        if self._fires is None or self._fires[0] is not cat:
+            events = frozenset(t.event for t in cat.triggers
+                               if t.after is None and t.event is not None)
+            entries = any(t.after is None and t.segment_entry is not None for t in cat.triggers)
+            self._fires = (cat, events, entries)
+        _, events, entries = self._fires
+        return event_type in events or (entries and any(m.get("to") is not None for m in moves))
 
     def current(self) -> Catalogue:
         if isinstance(self.catalogue, CatalogueFile):

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from streamproc.decisions.bandit import ThompsonChooser
@@ -70,6 +70,8 @@ ITEM_EVENTS = frozenset({"product_view", "cart_add"})
 MIN_LABELS = 200
 # The lifetime-value score (scores.ltv) is the expected spend over this many days.
 LTV_HORIZON_DAYS = 365
+# What the lifetime-value prediction reads of the profile.
+LTV_READS = frozenset({"rfm", "purchases"})
 
 __all__ = ["FEATURES_ID", "FEATURE_NAMES", "IntentScorer", "NoScoring", "ServedModels",
            "snapshot_stats"]
@@ -109,7 +111,8 @@ class NoScoring:
     async def refresh(self) -> None:
         return None
 
-    def update(self, p: Profile, event: Event) -> list[dict[str, Any]]:
+    def update(self, p: Profile, event: Event,
+               changed_parts: Collection[str] | None = None) -> list[dict[str, Any]]:
         return []
 
     def model_versions(self) -> dict[str, str]:
@@ -235,16 +238,21 @@ class IntentScorer:
 
     # -- per event ---------------------------------------------------------------------------
 
-    def update(self, p: Profile, event: Event) -> list[dict[str, Any]]:
+    def update(self, p: Profile, event: Event,
+               changed_parts: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Score a browsing event; returns the observations for the learning topic.
 
         Called after ``apply_event``; the observations are published only once the profile
-        holding the change is saved.
+        holding the change is saved. The lifetime value is predicted again only when the
+        event changed a part it reads (:data:`LTV_READS`; ``changed_parts`` None: unknown).
+        The intent features are taken on every browsing event: each is a training example
+        for the learner (and a segment move when the score crosses a tier).
         """
         p.pop("pending_labels", None)  # profiles written before the learner kept them here
         trigger = read_from(event.message)
         rfm, buys = p.get("rfm"), p["purchases"]
-        if rfm is not None and buys["orders"] > 0:
+        if rfm is not None and buys["orders"] > 0 and (
+                changed_parts is None or not LTV_READS.isdisjoint(changed_parts)):
             # Expected spend over the next year (BG/NBD x Gamma-Gamma): read by the value tier.
             p.setdefault("scores", {})["ltv"] = self.ltv.predict_value(
                 rfm, buys["total"], buys["orders"], LTV_HORIZON_DAYS)

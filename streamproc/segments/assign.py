@@ -17,7 +17,7 @@ as they were before this event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from streamproc.segments.assignment import Assignment, Transition
@@ -32,7 +32,24 @@ from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts
 from streamproc.segments.rfm import assign_rfm
 from streamproc.segments.rules import RuleSet
 from streamproc.segments.tiers import assign_value_tier
-from streamproc.state.profile import Profile
+from streamproc.state.profile import APPLIED_PARTS, Profile
+
+# What each built-in segmentation reads: top-level parts of the profile, and "clock" (the
+# customer's time, to the millisecond), "day" (its epoch day), "cuts" (the base's RFM cuts),
+# "segments" (segments assigned before). Given the parts an event changed, assign_all runs
+# only the segmentations that read one: the others would give the segment they have.
+READS: dict[str, frozenset[str]] = {
+    "rfm": frozenset({"purchases", "rfm", "clock", "cuts"}),
+    "value_tier": frozenset({"purchases", "scores"}),
+    "lifecycle": frozenset({"purchases", "first_seen_ms", "last_seen_ms", "clock", "segments"}),
+    "journey": frozenset({"purchases", "cart", "counts"}),
+    "demographics": frozenset({"attributes", "location"}),  # age_band, gender, country
+    "intent": frozenset({"scores"}),
+    "cluster": frozenset({"cluster"}),
+}
+# The parts whose changes the processor reports (the profile update's, the scorer's, the
+# segmenter's own and the time): a rule reading another part runs on every event.
+TRACKED = APPLIED_PARTS | {"scores", "cluster", "segments", "clock", "day", "cuts"}
 
 
 def assign_all(
@@ -41,30 +58,48 @@ def assign_all(
     rfm_cuts: Mapping[str, Cuts] | None,
     rules: RuleSet | None,
     config: SegmentConfig,
+    changed_parts: Collection[str] | None = None,
 ) -> dict[str, Assignment]:
     """Every segment of the customer at event time ``now_ms``.
 
     ``rfm_cuts`` are the base's cuts by dimension (:func:`~.quantiles.cuts_from_histograms`);
-    None, or a dimension left out, uses the fixed default cuts.
+    None, or a dimension left out, uses the fixed default cuts. With ``changed_parts`` (the
+    parts changed since the profile's segments were assigned, see :data:`READS`) only the
+    segmentations reading one of them are in the answer.
+
+    >>> from streamproc.segments.config import SegmentConfig
+    >>> sorted(assign_all({"customer_id": "c1"}, 0, None, None, SegmentConfig(), {"cart"}))
+    ['journey']
     """
+    def runs(reads: frozenset[str] | None) -> bool:
+        return (changed_parts is None or reads is None or not reads.isdisjoint(changed_parts)
+                or not reads <= TRACKED)
+
     previous: Mapping[str, Any] = profile.get("segments") or {}
-    out: dict[str, Assignment] = {
-        "rfm": assign_rfm(profile, now_ms, {**DEFAULT_CUTS, **(rfm_cuts or {})}),
-        "value_tier": assign_value_tier(profile, config),
-        "lifecycle": assign_lifecycle(profile, now_ms, previous.get("lifecycle"), config),
-        "journey": assign_journey(profile, config),
-        **assign_demographics(profile),
-    }
-    intent = assign_intent(profile, config)
+    out: dict[str, Assignment] = {}
+    if runs(READS["rfm"]):
+        out["rfm"] = assign_rfm(profile, now_ms, {**DEFAULT_CUTS, **(rfm_cuts or {})})
+    if runs(READS["value_tier"]):
+        out["value_tier"] = assign_value_tier(profile, config)
+    if runs(READS["lifecycle"]):
+        out["lifecycle"] = assign_lifecycle(profile, now_ms, previous.get("lifecycle"), config)
+    if runs(READS["journey"]):
+        out["journey"] = assign_journey(profile, config)
+    if runs(READS["demographics"]):
+        out.update(assign_demographics(profile))
+    intent = assign_intent(profile, config) if runs(READS["intent"]) else None
     if intent is not None:
         out["intent"] = intent
-    cluster = assign_cluster(profile)
+    cluster = assign_cluster(profile) if runs(READS["cluster"]) else None
     if cluster is not None:
         out["cluster"] = cluster
     if rules:
         fresh = {**previous, **{k: a.segment for k, a in out.items()}}
-        results = rules.evaluate({**profile, "segments": fresh}, now_ms)
-        for rule in rules.rules:
+        if changed_parts is not None and fresh != previous:  # rules see this event's moves
+            changed_parts = {*changed_parts, "segments"}
+        due = [r for r in rules.rules if runs(r.reads)]
+        results = rules.evaluate({**profile, "segments": fresh}, now_ms, due)
+        for rule in due:
             if results[rule.name]:
                 reason = rule.description or f"matches the rule {rule.name}"
                 out[CUSTOM_PREFIX + rule.name] = Assignment(MEMBER, reason)
@@ -75,20 +110,23 @@ def assign_all(
     return out
 
 
-def changed(previous: Mapping[str, str], new: Mapping[str, Assignment]) -> list[Transition]:
+def changed(previous: Mapping[str, str], new: Mapping[str, Assignment],
+            complete: bool = True) -> list[Transition]:
     """The segmentations whose segment differs from ``previous`` (the profile's ``segments``).
 
     A ``custom.*`` segmentation in ``previous`` but not in ``new`` (its rule was deleted) is a
-    transition to None; other keys of ``previous`` are left alone.
+    transition to None when ``new`` is ``complete`` (not only the segmentations an event's
+    changes called for); other keys of ``previous`` are left alone.
     """
     out = [
         Transition(key, previous.get(key), a.segment, a.reason)
         for key, a in new.items()
         if previous.get(key) != a.segment
     ]
-    out.extend(
-        Transition(key, segment, None, "the custom segment no longer exists")
-        for key, segment in previous.items()
-        if key.startswith(CUSTOM_PREFIX) and key not in new
-    )
+    if complete:
+        out.extend(
+            Transition(key, segment, None, "the custom segment no longer exists")
+            for key, segment in previous.items()
+            if key.startswith(CUSTOM_PREFIX) and key not in new
+        )
     return out

@@ -40,7 +40,7 @@ import yaml
 from streamproc.days import DAY_MS
 from streamproc.errors import ConfigError
 from streamproc.segments.places import line_map, place_problems
-from streamproc.segments.profilepath import MISSING, getter
+from streamproc.segments.profilepath import MISSING, getter, split
 from streamproc.segments.rulecheck import check_rules
 from streamproc.segments.sensitive import SensitivePolicy
 from streamproc.state.profile import Profile
@@ -59,6 +59,9 @@ class Rule:
     name: str
     description: str
     test: Predicate
+    # The parts of the profile its condition reads (:func:`condition_reads`), "day" for the
+    # event day of a count; None: read on every event.
+    reads: frozenset[str] | None = None
 
 
 class RuleSet:
@@ -80,10 +83,12 @@ class RuleSet:
     def names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rules)
 
-    def evaluate(self, profile: Profile, now_ms: int) -> dict[str, bool]:
-        """Membership of every rule; a rule that fails on malformed data is False (logged)."""
+    def evaluate(self, profile: Profile, now_ms: int,
+                 only: Iterable[Rule] | None = None) -> dict[str, bool]:
+        """Membership of every rule (or of the rules ``only``); a rule that fails on malformed
+        data is False (logged)."""
         out: dict[str, bool] = {}
-        for rule in self.rules:
+        for rule in self.rules if only is None else only:
             try:
                 out[rule.name] = rule.test(profile, now_ms)
             except Exception:  # a profile of an unexpected shape must not stop the worker
@@ -199,6 +204,23 @@ def compile_condition(node: Mapping[str, Any]) -> Predicate:
     return _field(node["field"], node["op"], node.get("value"))
 
 
+def condition_reads(node: Mapping[str, Any]) -> frozenset[str]:
+    """The top-level parts of the profile a condition reads: a field's first name (its
+    ``segments``), a count's ``activity`` and the event ``day`` its window ends on.
+
+    >>> sorted(condition_reads({"all": [{"field": "purchases.total", "op": ">", "value": 1},
+    ...     {"not": {"count": {"event": "search", "within_days": 7, "at_least": 2}}}]}))
+    ['activity', 'day', 'purchases']
+    """
+    if "all" in node or "any" in node:
+        return frozenset().union(*(condition_reads(c) for c in node.get("all") or node["any"]))
+    if "not" in node:
+        return condition_reads(node["not"])
+    if "count" in node:
+        return frozenset({"activity", "day"})
+    return frozenset({split(node["field"])[0]})
+
+
 def _event_types() -> frozenset[str]:
     from streamproc.events.schemas import load_event_schemas
 
@@ -230,7 +252,8 @@ def parse_rules(
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''}"
                           f" in the segment rules:\n{listed}")
     return RuleSet(
-        (Rule(r["name"], r.get("description", ""), compile_condition(r["when"]))
+        (Rule(r["name"], r.get("description", ""), compile_condition(r["when"]),
+              condition_reads(r["when"]))
          for r in data["segments"]),
         policy.uses(data, lines, "name"),
     )

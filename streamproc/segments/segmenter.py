@@ -1,5 +1,11 @@
 """Re-segment a customer on every event: the glue between the processor and ``segments/``.
 
+Only the segmentations that read a part of the profile the event changed run
+(:data:`~streamproc.segments.assign.READS`; the others would give the segment they have): the
+processor says what the event changed and keeps this segmenter's notes on the customer (the
+time, the base's cuts and the rules of their last update, and whether a segment moved) with
+the cached profile. A profile read from Redis has no notes: everything runs.
+
 RFM scores are quantiles of the whole customer base. The base lives in Redis as histograms
 (``streamproc.state.keys.HISTOGRAMS``) that the state write moves atomically with each profile:
 the customer's last purchase day, its repeat-purchase-days bucket and its order-value bucket.
@@ -16,7 +22,7 @@ reason ``consent_withdrawn``), so that systems targeting the segments stop targe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from streamproc.days import DAY_MS
@@ -96,6 +102,9 @@ class Segmenter:
         self._histograms: dict[str, dict[str, int]] = {}
         self._next_refresh = 0.0
         self._cuts: tuple[int, dict[str, Cuts]] | None = None
+        # Bumped when the cuts' values change (not on every refresh): RFM runs again then.
+        self._cuts_version = 0
+        self._last_cuts: dict[str, Cuts] | None = None
 
     async def refresh(self, store: Store) -> None:
         if self.clock() < self._next_refresh:
@@ -106,17 +115,43 @@ class Segmenter:
 
     def cuts(self, today: int) -> dict[str, Cuts]:
         if self._cuts is None or self._cuts[0] != today:
-            self._cuts = (today, base_cuts(self._histograms, today,
-                                           self.config.rfm_min_customers))
+            cuts = base_cuts(self._histograms, today, self.config.rfm_min_customers)
+            if cuts != self._last_cuts:
+                self._cuts_version += 1
+                self._last_cuts = cuts
+            self._cuts = (today, cuts)
         return self._cuts[1]
 
-    def update(self, p: Profile, event: Event, trigger: dict[str, Any]) -> list[dict[str, Any]]:
+    def update(self, p: Profile, event: Event, trigger: dict[str, Any],
+               changed_parts: Collection[str] | None = None,
+               memo: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Re-segment ``p`` after ``event``; return the moves (segments topic records).
+
+        With ``changed_parts`` (what the event changed in ``p``) and ``memo`` (what this
+        segmenter noted in the customer's last update, kept by the caller with the profile;
+        empty: nothing known), only the segmentations reading a changed part run
+        (:data:`~streamproc.segments.assign.READS`); the time, the base's cuts and the
+        segments moved since count as changed parts. Otherwise every one runs.
+        """
         # The customer's time: their latest event, or a timer that fired later (a lifecycle
         # move in time, streamproc.decisions.timers): a late event does not turn it back.
         now_ms = max(event.ts_ms, p["last_seen_ms"] or event.ts_ms, p.get("clock_ms") or 0)
         rules = self.rule_file.current() if self.rule_file else None
-        new = assign_all(p, now_ms, self.cuts(now_ms // DAY_MS), rules, self.config)
-        moves = changed(p["segments"], new)
+        cuts = self.cuts(now_ms // DAY_MS)
+        parts: set[str] | None = None
+        if (changed_parts is not None and memo and memo["cuts"] == self._cuts_version
+                and memo["rules"] is rules):
+            parts = set(changed_parts)
+            if memo["now_ms"] != now_ms:
+                parts.add("clock")
+                if memo["now_ms"] // DAY_MS != now_ms // DAY_MS:
+                    parts.add("day")
+            if memo["moved"]:
+                parts.add("segments")
+        new = assign_all(p, now_ms, cuts, rules, self.config, parts)
+        moves = changed(p["segments"], new, complete=parts is None)
+        if memo is not None:
+            memo.update(cuts=self._cuts_version, rules=rules, now_ms=now_ms, moved=bool(moves))
         if not moves:
             return []
         segments, history = p["segments"], p["segment_history"]

@@ -196,10 +196,18 @@ def validate_name(kind: str, value: str) -> str:
     ...
     streamproc.state.keys.InvalidIdentifierError: invalid app id 'a*b': use 1 to 128 ...
     """
+    if value.__class__ is str and value in _VALID_NAMES:
+        return value
     if not isinstance(value, str) or not NAME_PART.fullmatch(value):
         raise InvalidIdentifierError(
             f"invalid {kind} {str(value)[:140]!r}: use 1 to 128 letters, digits or . _ @ -")
+    if len(_VALID_NAMES) < 256:
+        _VALID_NAMES.add(value)
     return value
+
+
+# Names found valid: the same app id goes into most keys of every batch.
+_VALID_NAMES: set[str] = set()
 
 
 def workers_key(app_id: str) -> str:

@@ -298,21 +298,56 @@ def record_consent(p: Profile, ts_ms: int, data: dict[str, Any]) -> None:
     }
 
 
+# The top-level parts of the profile apply_event may change: those of every event, and those of
+# each type (the segmentations, rules and feature sets that read none of them are skipped:
+# streamproc.segments.assign). Kept beside the code that writes them.
+EVERY_EVENT_PARTS = frozenset({"first_seen_ms", "last_seen_ms", "counts", "activity"})
+_SESSION = frozenset({"session"})
+PARTS_BY_TYPE: dict[str, frozenset[str]] = {
+    "page_view": _SESSION | {"affinities"},
+    "product_view": _SESSION | {"affinities", "categories", "recent_products"},
+    "search": _SESSION,
+    "cart_add": _SESSION | {"affinities", "cart", "recent_products"},
+    "cart_remove": _SESSION | {"cart"},
+    "checkout": _SESSION,
+    "purchase": frozenset({"purchases", "affinities", "categories", "recent_products", "cart"}),
+    "profile_update": frozenset({"attributes"}),
+    "consent_update": frozenset({"consent"}),
+    "feedback": frozenset({"feedback", "engagement"}),
+}
+CONTEXT_PARTS = frozenset({"device", "location"})
+# Every part apply_event writes: what its answer can name.
+APPLIED_PARTS = EVERY_EVENT_PARTS.union(CONTEXT_PARTS, {"rfm"}, *PARTS_BY_TYPE.values())
+
+
+@cache
+def _parts(type_: str, moved: bool, rfm: bool) -> frozenset[str]:
+    parts = EVERY_EVENT_PARTS | PARTS_BY_TYPE.get(type_, frozenset())
+    return parts | (CONTEXT_PARTS if moved else frozenset()) | ({"rfm"} if rfm else set())
+
+
 def apply_event(
     p: Profile, type_: str, ts_ms: int, data: dict[str, Any],
     config: ProfileConfig = DEFAULT_CONFIG,
-) -> None:
-    """Apply one schema-valid event to the profile, in place."""
+) -> frozenset[str]:
+    """Apply one schema-valid event to the profile, in place; return the top-level parts it
+    may have changed (a superset: a part named may hold the same value as before).
+
+    >>> sorted(apply_event(new_profile("c1"), "search", 0, {"query": "boots"}))
+    ['activity', 'counts', 'first_seen_ms', 'last_seen_ms', 'session']
+    """
     if p["first_seen_ms"] is None or ts_ms < p["first_seen_ms"]:
         p["first_seen_ms"] = ts_ms
     last_seen = p["last_seen_ms"] = max(p["last_seen_ms"] or ts_ms, ts_ms)
     _bump(p["counts"], type_)
     context = data.get("context") or {}
-    if context.get("device"):
-        p["device"] = context["device"]
+    moved = False  # to another device or place
+    if context.get("device") and p.get("device") != context["device"]:
+        p["device"], moved = context["device"], True
+    location = p["location"]
     for field_ in ("locale", "country", "city"):
-        if context.get(field_):
-            p["location"][field_] = context[field_]
+        if context.get(field_) and location.get(field_) != context[field_]:
+            location[field_], moved = context[field_], True
 
     today = epoch_day(ts_ms)
     _count_activity(p, type_, today)
@@ -399,6 +434,8 @@ def apply_event(
         _bump(channel, ENGAGEMENT_FIELDS[data["outcome"]])
         channel["last_ms"] = max(channel["last_ms"], ts_ms)
 
-    if p["purchases"]["days"]:
+    rfm = bool(p["purchases"]["days"])
+    if rfm:
         p["rfm"] = rfm_summary(p["purchases"], max(ts_ms, last_seen))
     _trim_activity(p, epoch_day(last_seen), config.activity_days)
+    return _parts(type_, moved, rfm)

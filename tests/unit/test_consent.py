@@ -4,6 +4,7 @@ decisions or profile data while their events are still applied once and counted.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -106,7 +107,8 @@ class CountingScorer:
     async def refresh(self) -> None:
         return None
 
-    def update(self, p: Profile, ev: Event) -> list[dict[str, Any]]:
+    def update(self, p: Profile, ev: Event,
+               changed_parts: Collection[str] | None = None) -> list[dict[str, Any]]:
         self.scored.append(ev.event_id)
         p["scores"] = {"intent": 0.9}
         return [score_record(ev.customer_id, ev.event_id, ev.ts_ms, {}, 0.9, 1,

@@ -133,4 +133,4 @@ def test_public_names_exist(name: str) -> None:
 
 def test_assign_all_signature() -> None:
     assert list(inspect.signature(assign_all).parameters) == [
-        "profile", "now_ms", "rfm_cuts", "rules", "config"]
+        "profile", "now_ms", "rfm_cuts", "rules", "config", "changed_parts"]
