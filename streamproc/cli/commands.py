@@ -34,6 +34,8 @@ Settings:   STREAMPROC_* environment variables; `streamproc settings` lists them
 def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.stack import stack_down, stack_status, stack_up
 
+    if args.kafka_brokers is not None:
+        settings = dataclasses.replace(settings, kafka_brokers=args.kafka_brokers)
     if args.action == "up":
         print(stack_up(settings).render())
     elif args.action == "down":
@@ -476,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "idempotent and creates the topics; `down` stops only what `up` "
                        "started; `status` exits 3 when something is not running.")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--kafka-brokers", type=int, choices=range(1, 10), metavar="N",
+                   help="run N Kafka brokers (KRaft, each also a controller; topics get 3 "
+                   "replicas and min.insync.replicas 2 from 3 brokers on); node n >= 2 listens "
+                   "on STREAMPROC_KAFKA_EXTRA_PORT + 2(n-2) (default: STREAMPROC_KAFKA_BROKERS, "
+                   "1)")
     p.set_defaults(func=_cmd_stack)
 
     p = sub.add_parser("worker", help="run a stream-processing worker (Ctrl-C stops it)",

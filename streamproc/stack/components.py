@@ -31,14 +31,16 @@ class ComponentStatus:
 
 @dataclass(frozen=True)
 class StackStatus:
-    """The whole stack; ``running`` only when every component accepts connections."""
+    """The whole stack; ``running`` only when every component accepts connections.
+    ``brokers`` are Kafka's nodes 2 to N of a local cluster (``stack up --kafka-brokers N``)."""
 
     kafka: ComponentStatus
     redis: ComponentStatus
+    brokers: tuple[ComponentStatus, ...] = ()
 
     @property
     def components(self) -> tuple[ComponentStatus, ...]:
-        return (self.kafka, self.redis)
+        return (self.kafka, *self.brokers, self.redis)
 
     @property
     def running(self) -> bool:
