@@ -682,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="partitions of the bench's topics (default: STREAMPROC_PARTITIONS)")
     p.add_argument("--stages", type=_name_list, metavar="LIST",
                    help="comma-separated stages to run, of raw, faust, pipeline, pipeline2, "
-                   "latency (default: all)")
+                   "pipeline3 (three workers), latency (default: all but pipeline3)")
     p.add_argument("--loads", type=_int_list, metavar="LIST",
                    help="offered loads of the latency stage, events/s (default: 1000,5000)")
     p.add_argument("--latency-seconds", type=_positive_float,
