@@ -30,6 +30,8 @@ import asyncio
 import base64
 import re
 import shutil
+import signal
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -53,9 +55,11 @@ from streamproc.stack.process import (
     port_accepts,
     port_in_use,
     run,
+    signal_process,
     spawn,
     stop_pid,
     tail,
+    wait_dead,
     wait_until,
 )
 
@@ -403,7 +407,12 @@ def wait_ready(settings: Settings, pid: int, out: TextIO, node: int = 1) -> floa
 
 def stop(settings: Settings, out: TextIO) -> None:
     """Stop every node this stack started (SIGTERM, then SIGKILL after a timeout), however
-    many STREAMPROC_KAFKA_BROKERS says now."""
+    many STREAMPROC_KAFKA_BROKERS says now.
+
+    All at once: a node stopped after the others would wait for a controller quorum that is
+    gone, and take the whole timeout.
+    """
+    running: list[tuple[str, int]] = []
     for node in range(1, MAX_NODES + 1):
         paths = KafkaPaths.of(settings, node)
         if node > 1 and not paths.pid.exists():
@@ -411,11 +420,17 @@ def stop(settings: Settings, out: TextIO) -> None:
         name = "kafka" if node == 1 else f"kafka-{node}"
         info = check_pid(paths.pid, str(paths.config))
         if info.state == "running" and info.pid is not None:
-            killed = stop_pid(info.pid, STOP_TIMEOUT_S)
-            how = f"killed after {STOP_TIMEOUT_S:.0f} s" if killed else "stopped"
-            print(f"{name}: {how} (pid {info.pid})", file=out, flush=True)
+            signal_process(info.pid, signal.SIGTERM)
+            running.append((name, info.pid))
         elif info.state == "stale":
             print(f"{name}: not running; removed a stale pid file ({info.reason})", file=out)
+            paths.pid.unlink(missing_ok=True)
         else:
             print(f"{name}: not running", file=out)
-        paths.pid.unlink(missing_ok=True)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for name, pid in running:
+        killed = not wait_dead(pid, max(0.0, deadline - time.monotonic())) and stop_pid(pid, 0)
+        how = f"killed after {STOP_TIMEOUT_S:.0f} s" if killed else "stopped"
+        print(f"{name}: {how} (pid {pid})", file=out, flush=True)
+    for node in range(1, MAX_NODES + 1):
+        KafkaPaths.of(settings, node).pid.unlink(missing_ok=True)
