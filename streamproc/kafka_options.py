@@ -1,7 +1,8 @@
 """The options every Kafka client of streamproc is built with: the brokers and how to reach
 them securely (TLS, SASL), from the ``STREAMPROC_KAFKA_*`` settings.
 
-Every ``AIOKafkaProducer``, ``AIOKafkaConsumer``, ``AIOKafkaAdminClient`` and
+Every ``AIOKafkaProducer`` takes ``**producer_options(settings)`` (the same, plus ``acks=all``
+and idempotence); every ``AIOKafkaConsumer``, ``AIOKafkaAdminClient`` and
 ``AIOKafkaClient`` takes ``**kafka_options(settings)``, and the worker's Faust app takes
 :func:`faust_credentials`; ``tests/unit/test_kafka_options.py`` checks that no client is built
 without them, so that no command or process talks to a secured cluster in clear.
@@ -34,6 +35,18 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
     Raises ConfigError, naming the setting, when a certificate, key or CA file cannot be used.
     """
     return {"bootstrap_servers": settings.kafka_bootstrap, **security_options(settings)}
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """:func:`kafka_options` plus what every producer of streamproc writes with: ``acks=all``
+    (acknowledged once every in-sync replica has the record; see
+    :mod:`streamproc.stack.replication`) and idempotence (a retry after a lost acknowledgement
+    or a leader's failover never writes a record twice, nor out of order).
+
+    >>> producer_options(Settings())["acks"], producer_options(Settings())["enable_idempotence"]
+    ('all', True)
+    """
+    return {**kafka_options(settings), "acks": "all", "enable_idempotence": True}
 
 
 def security_options(settings: Settings) -> dict[str, Any]:

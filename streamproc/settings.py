@@ -95,6 +95,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("TOPIC_DEADLETTER", "", "full name of the dead-letter topic"),
     ("PARTITIONS", "12", "partitions of every topic created by streamproc"),
     ("REPLICATION_FACTOR", "1", "replication factor of topics created by streamproc"),
+    ("MIN_INSYNC_REPLICAS", "1",
+     "min.insync.replicas of topics created by streamproc: a write (acks=all) succeeds only once "
+     "this many replicas have it; at most REPLICATION_FACTOR (with 3, use 2)"),
     ("MAX_EVENT_BYTES", "65536", "larger input messages go to the dead-letter topic"),
     ("BATCH_SIZE", "500", "most events a worker processes in one batch"),
     ("BATCH_WAIT_MS", "5", "longest wait for a batch to fill, in milliseconds"),
@@ -127,6 +130,12 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CACHE_DIR", "~/.cache/streamproc", "downloaded Kafka jars, kept across stacks"),
     ("KAFKA_CONTROLLER_PORT", "9093", "KRaft controller port of the local broker"),
     ("KAFKA_HEAP", "1g", "Java heap of the local broker (-Xmx)"),
+    ("KAFKA_BROKERS", "1",
+     "brokers the local stack runs (`stack up --kafka-brokers N`): N KRaft brokers, each also a "
+     "controller of an N-voter quorum"),
+    ("KAFKA_EXTRA_PORT", "0",
+     "first port of the local stack's brokers 2 to N: broker n listens on this + 2(n-2), its "
+     "controller on the port above; 0: the Kafka port + 8"),
     ("BANDIT_EXPLORATION", "0.1",
      "share of bandit picks spread evenly over the eligible actions (each gets at least "
      "this / their number)"),
@@ -324,6 +333,7 @@ class Settings:
     topics: Topics = field(default_factory=lambda: Topics.with_prefix("streamproc."))
     partitions: int = 12
     replication_factor: int = 1
+    min_insync_replicas: int = 1
     max_event_bytes: int = 65536
     batch_size: int = 500
     batch_wait_ms: int = 5
@@ -347,6 +357,8 @@ class Settings:
     cache_dir: Path = Path("~/.cache/streamproc").expanduser()
     kafka_controller_port: int = 9093
     kafka_heap: str = "1g"
+    kafka_brokers: int = 1
+    kafka_extra_port: int = 0
     bandit_exploration: float = 0.1
     bandit_reward_wait_minutes: int = 1440
     session_timeout_s: int = 30
@@ -448,6 +460,7 @@ class Settings:
                                       overrides),
             partitions=_int(get, "PARTITIONS", 1, 10_000),
             replication_factor=_int(get, "REPLICATION_FACTOR", 1, 16),
+            min_insync_replicas=_int(get, "MIN_INSYNC_REPLICAS", 1, 16),
             max_event_bytes=_int(get, "MAX_EVENT_BYTES", 256, 16 * 1024 * 1024),
             batch_size=_int(get, "BATCH_SIZE", 1, 100_000),
             batch_wait_ms=_int(get, "BATCH_WAIT_MS", 1, 60_000),
@@ -471,6 +484,8 @@ class Settings:
             cache_dir=Path(get("CACHE_DIR")).expanduser(),
             kafka_controller_port=_int(get, "KAFKA_CONTROLLER_PORT", 1, 65535),
             kafka_heap=get("KAFKA_HEAP"),
+            kafka_brokers=_int(get, "KAFKA_BROKERS", 1, 9),
+            kafka_extra_port=_int(get, "KAFKA_EXTRA_PORT", 0, 65535),
             bandit_exploration=_float(get, "BANDIT_EXPLORATION", 0.001, 1.0),
             bandit_reward_wait_minutes=_int(get, "BANDIT_REWARD_WAIT_MINUTES", 1, 525_600),
             # Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
@@ -564,6 +579,11 @@ class Settings:
                 )
         if self.log_format not in {"text", "json"}:
             raise ConfigError(f"STREAMPROC_LOG_FORMAT={self.log_format!r}: use text or json")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ConfigError(
+                f"STREAMPROC_MIN_INSYNC_REPLICAS={self.min_insync_replicas} is more than "
+                f"STREAMPROC_REPLICATION_FACTOR={self.replication_factor}: no write could "
+                "succeed; with a replication factor of 3, use 2")
         self.validate_kafka_security()
         self.api_write_keys()  # raises on a malformed STREAMPROC_API_KEYS
         self.consent_granted_by_default()  # raises on a malformed STREAMPROC_CONSENT_DEFAULTS

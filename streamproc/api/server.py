@@ -59,7 +59,7 @@ from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.latest import RedisLatest
 from streamproc.decisions.record import iso_ms
 from streamproc.errors import StreamprocError, masked_url, redis_refusal
-from streamproc.kafka_options import kafka_options
+from streamproc.kafka_options import producer_options
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import BatchResult, default_engine, erase_customer
@@ -170,8 +170,7 @@ class Api:
         answers meanwhile: events 503, decisions neutral)."""
         delay = 0.5
         while True:
-            producer = AIOKafkaProducer(**kafka_options(self.settings),
-                                        acks="all", enable_idempotence=True,
+            producer = AIOKafkaProducer(**producer_options(self.settings),
                                         request_timeout_ms=int(PRODUCE_TIMEOUT_S * 1000))
             try:
                 await producer.start()

@@ -9,6 +9,7 @@ STAGE_LABELS = {
     "bare_faust": "bare Faust app (decode + ack)",
     "pipeline_1_worker": "streamproc pipeline",
     "pipeline_2_workers": "streamproc pipeline",
+    "pipeline_3_workers": "streamproc pipeline",
 }
 TARGET_LABELS = {
     "pipeline_vs_bare_faust": "pipeline (one worker) / bare Faust",

@@ -55,7 +55,9 @@ from streamproc.settings import Settings, Topics
 from streamproc.simulator import Population, generate_events
 from streamproc.stack import ensure_topics
 
-STAGES = ("raw", "faust", "pipeline", "pipeline2", "latency")
+STAGES = ("raw", "faust", "pipeline", "pipeline2", "pipeline3", "latency")
+# pipeline3 (three workers) only when asked: capacity planning on a cluster stack.
+DEFAULT_STAGES = tuple(s for s in STAGES if s != "pipeline3")
 LEARNER_PLACES = ("process", "worker")
 LOCK_KEY = "streamproc:bench:lock"
 LOCK_TTL_S = 6 * 3600
@@ -73,7 +75,7 @@ class BenchOptions:
     events: int = 100_000
     customers: int = 10_000
     partitions: int | None = None  # None: STREAMPROC_PARTITIONS
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = DEFAULT_STAGES
     loads: tuple[int, ...] = (1000, 5000)
     latency_seconds: float = 15.0
     warmup_seconds: float = 3.0
@@ -339,6 +341,7 @@ class Bench:
             ("faust", "bare_faust", BARE_FAUST, 1),
             ("pipeline", "pipeline_1_worker", PIPELINE, 1),
             ("pipeline2", "pipeline_2_workers", PIPELINE, 2),
+            ("pipeline3", "pipeline_3_workers", PIPELINE, 3),
         ]
         for i, (key, name, argv, count) in enumerate(plan, start=2):
             if key not in opts.stages:

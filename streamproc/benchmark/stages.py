@@ -36,7 +36,7 @@ from streamproc.benchmark.workers import (
     stop_workers,
     worker_env,
 )
-from streamproc.kafka_options import kafka_options
+from streamproc.kafka_options import kafka_options, producer_options
 from streamproc.settings import Settings
 from streamproc.simulator.producer import Pacer
 
@@ -90,8 +90,8 @@ class StageResult:
 
 async def produce(settings: Settings, messages: Sequence[Message], progress: Progress) -> None:
     """Send ``messages`` as fast as Kafka takes them; return when every one is acknowledged."""
-    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=20,
-                                enable_idempotence=True, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**producer_options(settings), linger_ms=20,
+                                max_batch_size=256 * 1024)
     await producer.start()
     started = time.monotonic()
     try:
@@ -385,8 +385,7 @@ async def _paced_run(rate: int, messages: Sequence[Message], run: WorkerRun, pro
     what arrives meanwhile, then reads up to the end of its topics. Stops the workers."""
     settings = run.settings
     tps = partitions_of(settings.topics.inputs, settings.partitions)
-    producer = AIOKafkaProducer(**kafka_options(settings), acks="all",
-                                linger_ms=0, enable_idempotence=True)
+    producer = AIOKafkaProducer(**producer_options(settings), linger_ms=0)
     sent_at: dict[tuple[str, int, int], float] = {}
     stop = asyncio.Event()
     try:

@@ -34,6 +34,8 @@ Settings:   STREAMPROC_* environment variables; `streamproc settings` lists them
 def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from streamproc.stack import stack_down, stack_status, stack_up
 
+    if args.kafka_brokers is not None:
+        settings = dataclasses.replace(settings, kafka_brokers=args.kafka_brokers)
     if args.action == "up":
         print(stack_up(settings, redis_cluster_primaries=args.redis_cluster or 0).render())
     elif args.action == "down":
@@ -480,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="`up` also starts a local Redis Cluster of N primaries with one replica "
                    "each (2N redis-server processes on ports from "
                    "STREAMPROC_REDIS_CLUSTER_PORT); `down` stops it with the rest")
+    p.add_argument("--kafka-brokers", type=int, choices=range(1, 10), metavar="N",
+                   help="run N Kafka brokers (KRaft, each also a controller; topics get 3 "
+                   "replicas and min.insync.replicas 2 from 3 brokers on); node n >= 2 listens "
+                   "on STREAMPROC_KAFKA_EXTRA_PORT + 2(n-2) (default: STREAMPROC_KAFKA_BROKERS, "
+                   "1)")
     p.set_defaults(func=_cmd_stack)
 
     p = sub.add_parser("worker", help="run a stream-processing worker (Ctrl-C stops it)",
@@ -679,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="partitions of the bench's topics (default: STREAMPROC_PARTITIONS)")
     p.add_argument("--stages", type=_name_list, metavar="LIST",
                    help="comma-separated stages to run, of raw, faust, pipeline, pipeline2, "
-                   "latency (default: all)")
+                   "pipeline3 (three workers), latency (default: all but pipeline3)")
     p.add_argument("--loads", type=_int_list, metavar="LIST",
                    help="offered loads of the latency stage, events/s (default: 1000,5000)")
     p.add_argument("--latency-seconds", type=_positive_float,

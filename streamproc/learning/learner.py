@@ -63,7 +63,7 @@ from streamproc.decisions.lessons import BanditLearner
 from streamproc.events.codec import RawMessage, deadletter_record, future_by_ms, parse_ts
 from streamproc.events.schemas import load_product_schema
 from streamproc.events.violations import explain_violation
-from streamproc.kafka_options import kafka_options
+from streamproc.kafka_options import kafka_options, producer_options
 from streamproc.learning.modelstore import ModelStore
 from streamproc.learning.observations import Observation, ObservationError, parse_all
 from streamproc.learning.scorer import ServedModels
@@ -581,7 +581,7 @@ class ProductFeed:
         """A refused feed record to the dead-letter topic, with its reason and bytes (a copy
         again when the feed is read again after a takeover, like the workers' redeliveries)."""
         if self.producer is None:
-            self.producer = AIOKafkaProducer(**kafka_options(self.settings), acks="all")
+            self.producer = AIOKafkaProducer(**producer_options(self.settings))
             await self.producer.start()
         await self.producer.send_and_wait(
             self.settings.topics.deadletter,

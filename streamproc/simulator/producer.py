@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamproc.errors import ConfigError, StackError, StreamprocError
-from streamproc.kafka_options import kafka_options
+from streamproc.kafka_options import producer_options
 from streamproc.settings import Settings, Topics
 from streamproc.simulator.population import Population
 from streamproc.simulator.responder import (
@@ -282,11 +282,9 @@ async def _pump(
 def _make_producer(settings: Settings) -> Any:
     """The Kafka producer (a seam for tests)."""
     return AIOKafkaProducer(
-        **kafka_options(settings),
+        **producer_options(settings),
         client_id="streamproc-simulator",
         linger_ms=5,
-        acks="all",
-        enable_idempotence=True,  # broker-side retries never duplicate a message
     )
 
 

@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from streamproc.events.codec import parse_ts
-from streamproc.kafka_options import kafka_options
+from streamproc.kafka_options import producer_options
 from streamproc.settings import Settings
 from streamproc.simulator.population import Population
 from streamproc.simulator.preferences import CLICK_DELAY_MS, CONVERSION_DELAY_MS, Preferences
@@ -158,7 +158,7 @@ async def respond_to_decisions(
     stats = ResponderStats() if stats is None else stats
     held = FeedbackQueue()
     consumer, partitions = await open_consumer(settings, settings.topics.decisions)
-    producer = AIOKafkaProducer(**kafka_options(settings), acks="all")
+    producer = AIOKafkaProducer(**producer_options(settings))
 
     async def send(events: list[dict[str, Any]]) -> None:
         for event in events:

@@ -1,4 +1,5 @@
-"""The local stack: a real Kafka broker and a real Redis server on this machine, no Docker.
+"""The local stack: a real Kafka broker (or several) and a real Redis server on this machine,
+no Docker.
 
 ``stack_up`` starts what is not running yet (idempotent), waits until both accept connections,
 creates the topics and, once, a model secret (:mod:`streamproc.stack.secret`); ``stack_down``
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from dataclasses import replace
 from typing import TextIO
 
 from streamproc.errors import StackError, masked_url
@@ -45,12 +47,13 @@ __all__ = [
 def stack_status(settings: Settings) -> StackStatus:
     """What runs where: each component's state, pid and address. Changes nothing."""
     cluster = redis_cluster.status(settings)
+    brokers = tuple(kafka.status(settings, node) for node in range(2, settings.kafka_brokers + 1))
     if settings.redis_is_cluster:  # the workers' Redis is the local cluster, or none
         return StackStatus(kafka=kafka.status(settings), redis=cluster or ComponentStatus(
             "redis-cluster", "stopped", settings.redis_url,
-            detail="start it with `streamproc stack up --redis-cluster 3`"))
+            detail="start it with `streamproc stack up --redis-cluster 3`"), brokers=brokers)
     return StackStatus(kafka=kafka.status(settings), redis=redis.status(settings),
-                       redis_cluster=cluster)
+                       redis_cluster=cluster, brokers=brokers)
 
 
 def _require_local(settings: Settings) -> None:
@@ -121,11 +124,16 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
     # does not leave the other component half-started.
     server = (redis.prepare(settings, out)
               if _needs_start(before.redis) and not settings.redis_is_cluster else "")
-    jvm = kafka.prepare(settings, out) if _needs_start(before.kafka) else []
+    nodes = (before.kafka, *before.brokers)
+    starting = [n for n, component in enumerate(nodes, 1) if _needs_start(component)]
+    if starting:
+        kafka.check_formatted_for(settings)
+    jvm = kafka.prepare(settings, out) if starting else []
 
-    kafka_pid = before.kafka.pid
-    if _needs_start(before.kafka):
-        kafka_pid = kafka.start(settings, jvm, out)
+    kafka_pids = {n: component.pid for n, component in enumerate(nodes, 1)}
+    cluster = kafka.cluster_id(settings)
+    for node in starting:  # all before waiting: a node of several needs a majority to be ready
+        kafka_pids[node] = kafka.start(settings, jvm, out, node=node, cluster=cluster)
     redis_pid = before.redis.pid
     if settings.redis_is_cluster:  # started above
         redis_pid = None
@@ -136,9 +144,15 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
     if not before.redis.running and redis_pid is not None:
         took = redis.wait_ready(settings, redis_pid, out)
         print(f"redis: ready ({took:.1f} s)", file=out, flush=True)
-    if not before.kafka.running and kafka_pid is not None:
-        took = kafka.wait_ready(settings, kafka_pid, out)
-        print(f"kafka: ready ({took:.1f} s)", file=out, flush=True)
+    for node, component in enumerate(nodes, 1):
+        pid = kafka_pids[node]
+        if not component.running and pid is not None:
+            took = kafka.wait_ready(settings, pid, out, node)
+            print(f"{component.name}: ready ({took:.1f} s)", file=out, flush=True)
+    if len(nodes) > 1:
+        print(f"kafka: {len(nodes)} brokers; clients that must start while any one is down "
+              f"list them all: STREAMPROC_KAFKA_BOOTSTRAP={kafka.bootstrap_of(settings)}",
+              file=out, flush=True)
     _create_topics(settings, out)
     print(f"stack: up in {time.monotonic() - started:.1f} s", file=out, flush=True)
     return stack_status(settings)
@@ -149,15 +163,35 @@ def _needs_start(component: ComponentStatus) -> bool:
     return component.state in ("stopped", "stale")
 
 
+def cluster_topic_settings(settings: Settings) -> Settings:
+    """``settings`` with the replication the local cluster's topics get: as configured, but
+    at least 3 replicas (``min.insync.replicas`` 2) when there are 3 brokers or more, so that
+    ``stack up --kafka-brokers 3`` alone makes a cluster that survives the loss of a broker.
+
+    >>> s = cluster_topic_settings(Settings(kafka_brokers=3))
+    >>> s.replication_factor, s.min_insync_replicas
+    (3, 2)
+    >>> cluster_topic_settings(Settings()).replication_factor
+    1
+    """
+    replicas = min(3, settings.kafka_brokers)
+    return replace(settings,
+                   replication_factor=max(settings.replication_factor, replicas),
+                   min_insync_replicas=max(settings.min_insync_replicas, replicas - 1))
+
+
 def _create_topics(settings: Settings, out: TextIO) -> None:
+    settings = cluster_topic_settings(settings)
     fixed: list[str] = []
     created = asyncio.run(ensure_topics(settings, fix_configs=True, out=fixed))
     if fixed:
         print(f"kafka: made {', '.join(fixed)} compacted ({COMPACTION_POLICY}; erasure "
               "tombstones need it)", file=out, flush=True)
     if created:
-        print(f"kafka: created {len(created)} topics with {settings.partitions} partitions: "
-              f"{', '.join(created)}", file=out, flush=True)
+        copies = (f" and {settings.replication_factor} replicas (min.insync.replicas "
+                  f"{settings.min_insync_replicas})" if settings.replication_factor > 1 else "")
+        print(f"kafka: created {len(created)} topics with {settings.partitions} partitions"
+              f"{copies}: {', '.join(created)}", file=out, flush=True)
     took = asyncio.run(wait_group_coordinator(settings))
     if took > 0.5:
         print(f"kafka: group coordinator ready ({took:.1f} s)", file=out, flush=True)

@@ -31,18 +31,20 @@ class ComponentStatus:
 
 @dataclass(frozen=True)
 class StackStatus:
-    """The whole stack; ``running`` only when every component accepts connections."""
+    """The whole stack; ``running`` only when every component accepts connections.
+    ``brokers`` are Kafka's nodes 2 to N of a local cluster (``stack up --kafka-brokers N``)."""
 
     kafka: ComponentStatus
     redis: ComponentStatus
     # The local Redis Cluster (`stack up --redis-cluster N`), when one was made beside the
     # single Redis (a redis+cluster:// STREAMPROC_REDIS_URL makes it the ``redis`` above).
     redis_cluster: ComponentStatus | None = None
+    brokers: tuple[ComponentStatus, ...] = ()
 
     @property
     def components(self) -> tuple[ComponentStatus, ...]:
         extra = () if self.redis_cluster is None else (self.redis_cluster,)
-        return (self.kafka, self.redis, *extra)
+        return (self.kafka, *self.brokers, self.redis, *extra)
 
     @property
     def running(self) -> bool:

@@ -18,7 +18,9 @@ LISTEN = "0A"  # TCP state of a listening socket in /proc/net/tcp
 # The file each component of a stack is started with (relative to the stack directory) and the
 # pid file beside it: see kafka.KafkaPaths and redis.RedisPaths.
 STACK_FILES = {"kafka": ("kafka/server.properties", "kafka/kafka.pid"),
-               "redis": ("redis/redis.conf", "redis/redis.pid")}
+               "redis": ("redis/redis.conf", "redis/redis.pid"),
+               **{f"kafka-{n}": (f"kafka-{n}/server.properties", f"kafka-{n}/kafka.pid")
+                  for n in range(2, 10)}}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from aiokafka.errors import (
 from streamproc.errors import StackError, StreamprocError
 from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
+from streamproc.stack.replication import Replication, replication_configs
 
 REQUEST_TIMEOUT_MS = 15_000
 # After a concurrent creation the topic may take a moment to appear in the metadata.
@@ -149,6 +150,25 @@ async def topic_configs(settings: Settings, names: list[str]) -> dict[str, dict[
     return {n: {k: v for k, (v, _) in c.items()} for n, c in found.items()}
 
 
+async def topic_replication(settings: Settings, names: list[str]) -> dict[str, Replication]:
+    """The replication of each topic of ``names`` that exists (see
+    :mod:`streamproc.stack.replication`)."""
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=REQUEST_TIMEOUT_MS)
+    try:
+        await asyncio.wait_for(admin.start(), REQUEST_TIMEOUT_MS / 1000)
+        described = {t["topic"]: t for t in await admin.describe_topics(names)
+                     if t["error_code"] == 0}
+        found = await _topic_configs(admin, sorted(described)) if described else {}
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise StackError(f"cannot read the replication of {', '.join(names)} on Kafka at "
+                         f"{settings.kafka_bootstrap}: {type(exc).__name__} {exc}") from exc
+    finally:
+        await admin.close()
+    return {name: Replication(min((len(p["replicas"]) for p in topic["partitions"]), default=0),
+                              int(found[name].get("min.insync.replicas", ("1", False))[0]))
+            for name, topic in described.items()}
+
+
 async def _make_compacted(admin: AIOKafkaAdminClient, settings: Settings,
                           names: list[str]) -> list[str]:
     """Set :func:`compacted_configs` on those of ``names`` that are not compacted (keeping the
@@ -190,7 +210,8 @@ async def _create(admin: AIOKafkaAdminClient, settings: Settings, names: list[st
     response = await admin.create_topics(
         [NewTopic(n, settings.topics.partitions_of(n, settings.partitions),
                   settings.replication_factor,
-                  topic_configs=compacted_configs(settings) if n in compacted else {})
+                  topic_configs={**replication_configs(settings),
+                                 **(compacted_configs(settings) if n in compacted else {})})
          for n in names],
         timeout_ms=REQUEST_TIMEOUT_MS)
     created, existing = [], []

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from streamproc.kafka_options import kafka_options
+from streamproc.kafka_options import producer_options
 from streamproc.learning.observations import pack_batch
 from streamproc.processor import BatchResult
 from streamproc.settings import Settings
@@ -70,7 +70,7 @@ class KafkaEmitter:
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                **kafka_options(self.settings), acks="all",
+                **producer_options(self.settings),
                 linger_ms=self.linger_ms, client_id=f"{self.settings.app_id}-emitter",
             )
             await producer.start()

@@ -1,6 +1,7 @@
 """Checks a worker makes before it joins the consumer group: Redis answers a PING, a Kafka
-broker answers a metadata request for the input topics, and the topics an erasure's tombstones
-must reach are compacted (:func:`check_topic_configs`).
+broker answers a metadata request for the input topics, the topics an erasure's tombstones
+must reach are compacted, and every topic has the configured replicas and
+``min.insync.replicas`` (:func:`check_topic_configs`).
 
 A worker that joined the group without a working Redis took its share of the partitions and
 retried its batches for ever, holding those partitions away from the healthy workers. Checked
@@ -29,12 +30,14 @@ from streamproc.errors import UnreachableError, masked_url, redis_refusal
 from streamproc.kafka_options import kafka_options, security_options
 from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
+from streamproc.stack.replication import replication_advice, under_replicated
 from streamproc.stack.topics import (
     TopicConfigError,
     compacted_topics,
     compaction_advice,
     not_compacted,
     topic_configs,
+    topic_replication,
 )
 
 log = logging.getLogger(__name__)
@@ -275,9 +278,18 @@ async def check_dependencies(settings: Settings) -> None:
 
 
 async def check_topic_configs(settings: Settings) -> None:
-    """Raise TopicConfigError, with the reason and the command that fixes it, when a topic of
-    :func:`~streamproc.stack.topics.compacted_topics` is not compacted: a worker on it would
-    publish erasure tombstones that delete nothing (run after the topics exist)."""
+    """Raise TopicConfigError, with the reason and the commands that fix it, when a topic of
+    :func:`~streamproc.stack.topics.compacted_topics` is not compacted (a worker on it would
+    publish erasure tombstones that delete nothing), or when a topic has fewer replicas or a
+    lower ``min.insync.replicas`` than configured (:mod:`streamproc.stack.replication`). Run
+    after the topics exist."""
+    problems = []
     wrong = not_compacted(await topic_configs(settings, list(compacted_topics(settings))))
     if wrong:
-        raise TopicConfigError("refusing to start: " + compaction_advice(wrong, settings))
+        problems.append(compaction_advice(wrong, settings))
+    few = under_replicated(await topic_replication(settings, list(settings.topics.all())),
+                           settings)
+    if few:
+        problems.append(replication_advice(few, settings))
+    if problems:
+        raise TopicConfigError("refusing to start: " + "; and ".join(problems))

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamproc.errors import StackError
 from streamproc.redis_options import cluster_client
 from streamproc.settings import Settings
-from streamproc.stack import ensure_topics
+from streamproc.stack import ensure_topics, kafka
 from streamproc.stack import redis_cluster as redis_cluster_stack
+from streamproc.stack.process import signal_process
+from streamproc.stack.topics import wait_group_coordinator
 from streamproc.tail import topic_partitions
 
 pytestmark = pytest.mark.integration
@@ -176,14 +179,18 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
             proc.wait()
 
 
-@pytest.fixture
-async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def isolated_env(tmp_path: Path, kafka_bootstrap: str = BASE.kafka_bootstrap,
+                       **settings: str) -> AsyncIterator[Env]:
+    """A test's own topics and group on ``kafka_bootstrap``; ``settings`` adds STREAMPROC_*
+    variables (names without the prefix). Its workers are stopped and its topics deleted at
+    the end."""
     run = uuid.uuid4().hex[:8]
     prefix = f"it-{run}."
     host, port = BASE.redis_host_port
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
     env.update({
-        "STREAMPROC_KAFKA_BOOTSTRAP": BASE.kafka_bootstrap,
+        "STREAMPROC_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "STREAMPROC_REDIS_URL": f"redis://{host}:{port}/{TEST_REDIS_DB}",
         "STREAMPROC_TOPIC_PREFIX": prefix,
         "STREAMPROC_APP_ID": f"it-{run}",
@@ -191,22 +198,80 @@ async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
         "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
         "STREAMPROC_LOG_LEVEL": "info",
         **CONSENT_GRANTED,
+        **{f"STREAMPROC_{name}": value for name, value in settings.items()},
         "PYTHONPATH": str(REPO),
     })
-    settings = Settings.from_env(env)
-    await ensure_topics(settings)
-    e = Env(settings, env, tmp_path)
+    resolved = Settings.from_env(env)
+    await ensure_topics(resolved)
+    e = Env(resolved, env, tmp_path)
     try:
         yield e
     finally:
         for proc in e.workers:
             stop_process(proc, 20)
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=resolved.kafka_bootstrap)
         await admin.start()
         try:
-            await admin.delete_topics(list(settings.topics.all()))
+            await admin.delete_topics(list(resolved.topics.all()))
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with isolated_env(tmp_path) as env:
+        yield env
+
+
+# The failover tests' cluster sits this far above the first extra port of the configured stack
+# (STREAMPROC_KAFKA_EXTRA_PORT, default the Kafka port + 8), clear of a `stack up
+# --kafka-brokers 3` of the same settings: ports +10 to +15.
+CLUSTER_PORT_OFFSET = 10
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """Three KRaft brokers of the test session, each a controller too (the stack's code)."""
+
+    settings: Settings  # the cluster's stack settings (its stack dir, ports, three brokers)
+    pids: dict[int, int]  # node id -> the broker's JVM
+
+    @property
+    def bootstrap(self) -> str:
+        return kafka.bootstrap_of(self.settings)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A three-broker cluster started as `streamproc stack up --kafka-brokers 3` starts one,
+    on its own ports and stack dir, for the session; stopped at its end. A test may kill a
+    broker (the failover test does): later users get the nodes that are left."""
+    host = BASE.kafka_host_port[0]
+    first = (BASE.kafka_extra_port or BASE.kafka_host_port[1] + 8) + CLUSTER_PORT_OFFSET
+    settings = Settings(kafka_bootstrap=f"{host}:{first}", kafka_controller_port=first + 1,
+                        kafka_brokers=3, kafka_extra_port=first + 2, kafka_heap="384m",
+                        stack_dir=tmp_path_factory.mktemp("kafka-cluster"),
+                        cache_dir=BASE.cache_dir)
+    taken = [s.detail for s in (kafka.status(settings, n) for n in (1, 2, 3))
+             if s.state in ("port-taken", "other-stack")]
+    if taken:
+        pytest.fail(f"the test cluster's ports {first}-{first + 5} are taken: {taken}; move "
+                    "them with STREAMPROC_KAFKA_EXTRA_PORT", pytrace=False)
+    out = io.StringIO()
+    pids: dict[int, int] = {}
+    try:
+        jvm = kafka.prepare(settings, out)
+        cluster = kafka.cluster_id(settings)
+        pids = {n: kafka.start(settings, jvm, out, node=n, cluster=cluster) for n in (1, 2, 3)}
+        for node, pid in pids.items():
+            kafka.wait_ready(settings, pid, out, node)
+        asyncio.run(wait_group_coordinator(replace(settings,
+                                                   kafka_bootstrap=kafka.bootstrap_of(settings))))
+        yield KafkaCluster(settings, pids)
+    finally:
+        for pid in pids.values():  # throw-away data: no controlled shutdown to wait for
+            signal_process(pid, signal.SIGKILL)
+        kafka.stop(settings, out)  # waits for them to die, removes the pid files
 
 
 @pytest.fixture

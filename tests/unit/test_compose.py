@@ -355,6 +355,36 @@ def test_kafka_matches_the_local_stack() -> None:
     assert f"PLAINTEXT://{bootstrap}" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
 
 
+def test_the_kafka_cluster_profile_makes_a_three_node_quorum() -> None:
+    """`--profile kafka-cluster` adds nodes 2 and 3; the block of .env.example that goes with
+    it makes the three one quorum, with replicated topics, as `stack up --kafka-brokers 3`."""
+    block = {}
+    for line in ENV_EXAMPLE.read_text().split("# --- three Kafka brokers")[1].splitlines()[1:]:
+        if not line.startswith("# ") or "=" not in line or " " in line[2:].split("=")[0]:
+            if block:
+                break
+            continue
+        key, _, value = line[2:].partition("=")
+        block[key] = value
+    nodes = interpolate(raw_compose(), block)["services"]
+    cluster = {name: nodes[name] for name in ("kafka", "kafka-2", "kafka-3")}
+    assert [s.get("profiles") for s in cluster.values()] == [None, ["kafka-cluster"],
+                                                            ["kafka-cluster"]]
+    voters = {f"{s['environment']['KAFKA_NODE_ID']}@{s['hostname']}:9093"
+              for s in cluster.values()}
+    for service in cluster.values():
+        env = service["environment"]
+        assert service["image"] == services()["kafka"]["image"]
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert env["CLUSTER_ID"] == services()["kafka"]["environment"]["CLUSTER_ID"]
+        assert str(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == "3"
+        assert str(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == "2"
+        assert f"PLAINTEXT://{service['hostname']}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    settings = Settings.from_env({**env_example(), **block})
+    assert settings.kafka_bootstrap == "kafka:9092,kafka-2:9092,kafka-3:9092"
+    assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+
+
 def published_ports() -> list[tuple[str, int, str]]:
     found = []
     for name, service in services().items():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.errors import ConfigError
-from streamproc.kafka_options import faust_credentials, kafka_options
+from streamproc.kafka_options import faust_credentials, kafka_options, producer_options
 from streamproc.settings import Settings, shown_values
 from streamproc.worker.app import app_options
 
@@ -37,7 +37,8 @@ def unsecured(tree: ast.AST) -> list[str]:
         name = _name(node.func)
         if name in CLIENTS:
             shared = any(kw.arg is None and isinstance(kw.value, ast.Call)
-                         and _name(kw.value.func) in {"kafka_options", "security_options"}
+                         and _name(kw.value.func) in {"kafka_options", "security_options",
+                                                      "producer_options"}
                          for kw in node.keywords)
             if not shared or any(kw.arg == "bootstrap_servers" for kw in node.keywords):
                 found.append(f"{node.lineno}: {name}")
@@ -45,6 +46,36 @@ def unsecured(tree: ast.AST) -> list[str]:
               and not any(kw.arg is None for kw in node.keywords)):
             found.append(f"{node.lineno}: faust.App")
     return found
+
+
+def weak_producers(tree: ast.AST) -> list[str]:
+    """Producers in ``tree`` built without ``**producer_options(...)`` (acks=all, idempotence),
+    or that override its acks or idempotence: ``line: call``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _name(node.func) == "AIOKafkaProducer":
+            shared = any(kw.arg is None and isinstance(kw.value, ast.Call)
+                         and _name(kw.value.func) == "producer_options" for kw in node.keywords)
+            if not shared or any(kw.arg in {"acks", "enable_idempotence"}
+                                 for kw in node.keywords):
+                found.append(f"{node.lineno}: AIOKafkaProducer")
+    return found
+
+
+def test_every_producer_is_idempotent_with_acks_all() -> None:
+    assert weak_producers(ast.parse("AIOKafkaProducer(**kafka_options(s), acks='all')")) == [
+        "1: AIOKafkaProducer"]
+    assert weak_producers(ast.parse("AIOKafkaProducer(**producer_options(s), acks=1)")) == [
+        "1: AIOKafkaProducer"]
+    assert weak_producers(ast.parse("AIOKafkaProducer(**producer_options(s), linger_ms=5)")
+                          ) == []
+    found = {str(p.relative_to(ROOT)): weak_producers(ast.parse(p.read_text())) for p in SOURCES}
+    assert {path: calls for path, calls in found.items() if calls} == {}
+    assert producer_options(Settings()) == {**kafka_options(Settings()), "acks": "all",
+                                            "enable_idempotence": True}
+    # Faust's own producer: acks from every in-sync replica (it has no idempotence setting,
+    # and the worker publishes nothing through it: the emitter does).
+    assert app_options(Settings())["producer_acks"] == -1
 
 
 def test_the_check_finds_a_client_without_the_shared_options() -> None:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,6 +69,55 @@ def test_server_properties(settings: Settings) -> None:
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert Path(props["log.dirs"]).is_absolute()
     assert Path(props["log.dirs"]) == (settings.stack_dir / "kafka" / "data").resolve()
+
+
+def test_server_properties_of_a_three_node_cluster(settings: Settings) -> None:
+    """Every node is a voter of one quorum, on its own ports, with its own data dir; the
+    internal topics get 3 replicas, min.isr 2."""
+    three = replace(settings, kafka_brokers=3, kafka_extra_port=free_port())
+    host, base = three.kafka_host_port[0], three.kafka_extra_port
+    voters = (f"1@{host}:{three.kafka_controller_port},2@{host}:{base + 1},"
+              f"3@{host}:{base + 3}")
+    for node, port in ((1, three.kafka_host_port[1]), (2, base), (3, base + 2)):
+        paths = kafka.KafkaPaths.of(three, node)
+        text = kafka.render_server_properties(three, paths, node=node)
+        props = dict(line.split("=", 1) for line in text.splitlines()
+                     if not line.startswith("#"))
+        assert props["node.id"] == str(node)
+        assert props["controller.quorum.voters"] == voters
+        assert props["advertised.listeners"] == f"PLAINTEXT://{host}:{port}"
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["transaction.state.log.min.isr"] == "2"
+        expected = "kafka" if node == 1 else f"kafka-{node}"
+        assert Path(props["log.dirs"]) == (three.stack_dir / expected / "data").resolve()
+    assert kafka.bootstrap_of(three) == f"{host}:{three.kafka_host_port[1]},{host}:{base}," \
+        f"{host}:{base + 2}"
+    assert kafka.is_local(replace(three, kafka_bootstrap=kafka.bootstrap_of(three)))
+    assert not kafka.is_local(replace(three, kafka_bootstrap="127.0.0.1:9092,kafka:9092"))
+
+
+def test_a_stack_made_for_other_broker_count_is_refused(settings: Settings) -> None:
+    data = kafka.KafkaPaths.of(settings).data
+    data.mkdir(parents=True)
+    (data / "meta.properties").write_text("cluster.id=abc\nnode.id=1\n")
+    kafka.check_formatted_for(settings)  # made before the count was kept: one node, as asked
+    assert kafka.cluster_id(settings) == "abc"
+    with pytest.raises(StackError, match=r"made for 1 broker\(s\), not 3: run `streamproc "
+                       r"stack up --kafka-brokers 1`.*delete .*kafka\*"):
+        kafka.check_formatted_for(replace(settings, kafka_brokers=3))
+
+
+def test_stack_down_stops_every_node(settings: Settings) -> None:
+    out = io.StringIO()
+    three = replace(settings, kafka_brokers=3)
+    for node in (1, 2):
+        paths = kafka.KafkaPaths.of(three, node)
+        paths.root.mkdir(parents=True)
+        paths.pid.write_text(f"{dead_pid()}\n")
+    kafka.stop(settings, out)  # one broker configured now: node 2's stale pid is found anyway
+    assert "kafka-2: not running; removed a stale pid file" in out.getvalue()
+    assert not kafka.KafkaPaths.of(three, 2).pid.exists()
+    assert "kafka-3" not in out.getvalue()
 
 
 def test_log4j2_logs_to_stack_dir(settings: Settings) -> None:
