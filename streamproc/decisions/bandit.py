@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from streamproc.decisions.chooser import Pick, unit_draw
+from streamproc.decisions.chooser import Pick, draw_index
 from streamproc.errors import StreamprocError
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.settings import Settings
@@ -190,14 +190,7 @@ class ThompsonChooser:
     def choose(self, candidates: Sequence[str], context: str, seed: bytes) -> Pick:
         """One of ``candidates``, a deterministic function of this state and ``seed``."""
         probs = self.probabilities(candidates, context)
-        u = unit_draw(seed, "thompson")
-        cumulative = 0.0
-        index = len(probs) - 1
-        for i, p in enumerate(probs):
-            cumulative += p
-            if u < cumulative:
-                index = i
-                break
+        index = draw_index(probs, seed, "thompson")
         action = candidates[index]
         alpha, beta = self.posterior(context, action)
         seen = alpha + beta - 2.0
