@@ -125,7 +125,7 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "this / their number)"),
     ("BANDIT_REWARD_WAIT_MINUTES", "1440",
      "a bandit decision without a reward after this many minutes of event time counts as 0"),
-    ("CONTEXTUAL_ALPHA", "0.5",
+    ("CONTEXTUAL_ALPHA", "0.1",
      "width of the contextual policy's uncertainty bonus (LinUCB alpha; 0: greedy between "
      "its exploration picks)"),
     ("CONTEXTUAL_MIN_OUTCOMES", "30",
@@ -342,7 +342,7 @@ class Settings:
     kafka_heap: str = "1g"
     bandit_exploration: float = 0.1
     bandit_reward_wait_minutes: int = 1440
-    contextual_alpha: float = 0.5
+    contextual_alpha: float = 0.1
     contextual_min_outcomes: int = 30
     session_timeout_s: int = 30
     web_host: str = "127.0.0.1"

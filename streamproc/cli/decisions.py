@@ -129,7 +129,7 @@ def _policy(settings: Settings, name: str,
     if name == "uniform":
         return UniformPolicy()
     if name == "contextual":
-        return ContextualFit(settings.bandit_exploration, settings.contextual_alpha)
+        return ContextualFit(settings.bandit_exploration)
     if name.startswith("action:") and len(name) > len("action:"):
         return FixedActionPolicy(name.removeprefix("action:"))
     if name != "bandit":

@@ -67,7 +67,7 @@ from streamproc.settings import Settings
 
 POLICY = "linucb-v1"
 STATE_FORMAT = 1
-DEFAULT_ALPHA = 0.5
+DEFAULT_ALPHA = 0.1
 DEFAULT_MIN_OUTCOMES = 30
 MAX_PENDING = 200_000  # open expectations kept with their features; beyond, the oldest go
 CLUSTERS = 8  # cluster ids "0" to "7" get a feature each (more are folded in by id % 8)

@@ -36,7 +36,9 @@ and a verdict: better or worse when the interval excludes 0, else "cannot tell".
 **The contextual policy** (:class:`ContextualFit`): LinUCB
 (:mod:`streamproc.decisions.contextual`) learnt from the log itself, on the features each
 decision logged, cross-fitted like the reward model (each half is judged by the policy learnt
-on the other half), so no decision judges a policy that learnt from it. Decisions logged
+on the other half), so no decision judges a policy that learnt from it; it picks greedily on
+what it learnt (no uncertainty bonus: its estimates are final), plus the exploration share
+(``STREAMPROC_BANDIT_EXPLORATION``) spread evenly. Decisions logged
 without features are left out (counted) when it is a candidate.
 
 >>> samples = [Sample("d1", "c", "a", 0.5, ("a", "b"), 1.0),
