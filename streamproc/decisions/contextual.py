@@ -58,9 +58,9 @@ from typing import Any
 
 import numpy as np
 
+from streamproc.days import local_time
 from streamproc.decisions.bandit import BanditError
 from streamproc.decisions.chooser import Pick, draw_index
-from streamproc.decisions.guardrails import local_time
 from streamproc.segments.intent_tier import SEGMENTS as INTENT_TIERS
 from streamproc.segments.tiers import SEGMENTS as VALUE_TIERS
 from streamproc.settings import Settings

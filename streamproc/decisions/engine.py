@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamproc.days import local_time
 from streamproc.decisions import exposure
 from streamproc.decisions.catalogue import (
     NONE_ACTION,
@@ -69,7 +70,6 @@ from streamproc.decisions.guardrails import (
     consent_problem,
     data_problem,
     hours_text,
-    local_time,
     params_of,
     reveal_problem,
 )

@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from streamproc.decisions.bandit import BanditError, ThompsonChooser
+from streamproc.decisions.catalogue import parse_time_ms
 from streamproc.decisions.contextual import (
     DIMENSIONS,
     FEATURE_NAMES,
@@ -274,3 +275,49 @@ def test_a_revenue_slot_waits_for_the_conversion_and_sends_its_amount() -> None:
     [lesson] = engine.feedback(c.p, {"decision_id": did, "outcome": "conversion",
                                      "revenue": 80.0}, 0)
     assert (lesson.reward, lesson.revenue) == (80.0, True)
+
+
+# -- the moment in conditions --------------------------------------------------------------------
+
+def lunch_request(engine: Engine, at: str, device: str = "mobile",
+                  timezone: str | None = None) -> list[str]:
+    c = Customer(engine, f"c-{at[:13]}-{device}".replace("T", "h"))
+    if timezone:
+        c.p["attributes"]["timezone"] = timezone
+    c.event("page_view", at, url="https://shop.example/", page_type="home",
+            context={"device": device})
+    record = c.request("homepage_hero", at)
+    return [*record["candidates"], record["action"]["id"]]
+
+
+def test_the_lunch_offer_follows_the_customers_own_clock() -> None:
+    engine = Engine(catalogue(experiments=[]), ThompsonChooser(), consent_defaults=GRANTED)
+    monday = "2026-03-02T{}:30:00Z"
+    assert "lunch_break_deal" in lunch_request(engine, monday.format(12))
+    assert "lunch_break_deal" not in lunch_request(engine, monday.format(12), device="desktop")
+    assert "lunch_break_deal" not in lunch_request(engine, monday.format("09"))
+    assert "lunch_break_deal" not in lunch_request(engine, "2026-03-07T12:30:00Z")  # Saturday
+    # 03:30 UTC is 12:30 in Tokyo; 12:30 UTC is 21:30 there.
+    assert "lunch_break_deal" in lunch_request(engine, monday.format("03"), timezone="Asia/Tokyo")
+    assert "lunch_break_deal" not in lunch_request(engine, monday.format(12),
+                                                   timezone="Asia/Tokyo")
+
+
+def test_a_context_update_brings_the_weather_offer_while_the_report_is_fresh() -> None:
+    engine = Engine(catalogue(experiments=[]), ThompsonChooser(), consent_defaults=GRANTED)
+    c = Customer(engine, "rainy")
+    c.event("context_update", "2026-03-02T09:00:00Z", weather="rain", temperature_c=8.0,
+            place="city:london")
+    c.event("context_update", "2026-03-02T08:00:00Z", weather="clear")  # late: an older report
+    assert c.p["surroundings"] == {"weather": "rain", "temperature_c": 8.0,
+                                   "place": "city:london", "ts_ms": parse_time_ms(
+                                       "2026-03-02T09:00:00Z")}
+    assert "rainy_day_delivery" in c.request("homepage_hero", "2026-03-02T10:00:00Z")[
+        "candidates"]
+    stale = c.request("homepage_hero", "2026-03-02T13:00:00Z")
+    assert "rainy_day_delivery" not in stale["candidates"]
+    assert any("rainy_day_delivery: data stale: surroundings.weather" in r
+               for r in stale["reasons"]), stale["reasons"]
+    c.event("context_update", "2026-03-02T13:30:00Z", weather="clear")
+    assert "rainy_day_delivery" not in c.request("homepage_hero", "2026-03-02T13:31:00Z")[
+        "candidates"]
