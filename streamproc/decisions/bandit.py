@@ -7,11 +7,12 @@ context. What it does, and why:
 **Beta posteriors, rewards in [0, 1].** Each (context, action) has a Beta(alpha, beta)
 posterior of its success rate, starting from Beta(1, 1). A reward ``r`` adds ``r`` to alpha and
 ``1 - r`` to beta (the "fractional" Bernoulli update), so a click or a conversion (1) and no
-response (0) are the usual Beta-Bernoulli update, and a revenue-scaled reward (the engine maps
-revenue into [0, 1], e.g. ``min(revenue / cap, 1)``) moves the posterior mean towards the
-expected scaled revenue. Rewards outside [0, 1] are clipped: revenue has a long tail and a
-single huge order must not swamp a posterior. (A Normal-Gamma posterior on raw revenue was the
-alternative; it needs far more data before its variance means anything.)
+response (0) are the usual Beta-Bernoulli update, and a revenue-scaled reward (the learner
+maps a revenue slot's amounts into [0, 1]: :class:`~streamproc.decisions.lessons.RevenueScale`)
+moves the posterior mean towards the expected scaled revenue. Rewards outside [0, 1] are
+clipped: revenue has a long tail and a single huge order must not swamp a posterior. (A
+Normal-Gamma posterior on raw revenue was the alternative; it needs far more data before its
+variance means anything.)
 
 **Exact propensities.** Plain Thompson sampling draws once from every posterior and takes the
 largest draw; the probability of each action winning has no closed form beyond two arms, and an
