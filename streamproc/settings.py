@@ -141,6 +141,12 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "this / their number)"),
     ("BANDIT_REWARD_WAIT_MINUTES", "1440",
      "a bandit decision without a reward after this many minutes of event time counts as 0"),
+    ("CONTEXTUAL_ALPHA", "0.1",
+     "width of the contextual policy's uncertainty bonus (LinUCB alpha; 0: greedy between "
+     "its exploration picks)"),
+    ("CONTEXTUAL_MIN_OUTCOMES", "30",
+     "outcomes each candidate needs in a slot before the contextual policy picks there; until "
+     "then the bucketed bandit does"),
     ("SESSION_TIMEOUT_S", "30",
      "seconds before the group gives a silent (crashed) worker's partitions to the others"),
     ("WEB_HOST", "127.0.0.1", "address the worker's web server binds (0.0.0.0 in containers)"),
@@ -361,6 +367,8 @@ class Settings:
     kafka_extra_port: int = 0
     bandit_exploration: float = 0.1
     bandit_reward_wait_minutes: int = 1440
+    contextual_alpha: float = 0.1
+    contextual_min_outcomes: int = 30
     session_timeout_s: int = 30
     web_host: str = "127.0.0.1"
     log_format: str = "text"
@@ -488,6 +496,8 @@ class Settings:
             kafka_extra_port=_int(get, "KAFKA_EXTRA_PORT", 0, 65535),
             bandit_exploration=_float(get, "BANDIT_EXPLORATION", 0.001, 1.0),
             bandit_reward_wait_minutes=_int(get, "BANDIT_REWARD_WAIT_MINUTES", 1, 525_600),
+            contextual_alpha=_float(get, "CONTEXTUAL_ALPHA", 0.0, 10.0),
+            contextual_min_outcomes=_int(get, "CONTEXTUAL_MIN_OUTCOMES", 0, 1_000_000),
             # Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
             session_timeout_s=_int(get, "SESSION_TIMEOUT_S", 6, 1800),
             web_host=get("WEB_HOST"),

@@ -56,6 +56,7 @@ from streamproc.api.intake import BatchTooLargeError, Checked, Intake, Problem, 
 from streamproc.api.openapi import OPENAPI
 from streamproc.decisions import exposure
 from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.contextual import ContextualChooser
 from streamproc.decisions.latest import RedisLatest
 from streamproc.decisions.record import iso_ms
 from streamproc.errors import StreamprocError, masked_url, redis_refusal
@@ -121,6 +122,7 @@ class Api:
         self.intake = Intake(settings)
         self.engine = default_engine(settings)
         self.engine.chooser = self.bandit = ThompsonChooser.from_settings(settings)
+        self.engine.contextual = ContextualChooser.from_settings(settings)
         self.scorer: IntentScorer | None = None
         self.decider = Decider(self.engine, self._model_versions)
         self.dashboard = Dashboard(settings, ReadAccess(settings.api_read_token,
@@ -146,7 +148,8 @@ class Api:
             socket_timeout=2, health_check_interval=30))
         self.store = RedisStore(self.redis)
         self.scorer = IntentScorer(self.settings, RedisModelStore(self.redis, self.settings.app_id),
-                                   bandit=self.bandit, recommender=self.engine.recommender)
+                                   bandit=self.bandit, recommender=self.engine.recommender,
+                                   contextual=self.engine.contextual)
         self.dashboard.redis, self.dashboard.scorer = self.redis, self.scorer
         self._spawn(self._connect_kafka())
         self._spawn(self._reload_models())

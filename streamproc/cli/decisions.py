@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from streamproc.decisions.bandit import ThompsonChooser
     from streamproc.decisions.decision_log import DecisionLog
-    from streamproc.decisions.evaluation import Policy
+    from streamproc.decisions.evaluation import Policy, SamplePolicy
     from streamproc.settings import Settings
 
 SOURCES_HELP = ("Decisions and feedback are read from the decisions and feedback topics, from "
@@ -121,27 +121,33 @@ def bandit_from(settings: Settings, snapshot: Path | None) -> tuple[ThompsonChoo
     return read_bandit(blob, settings)
 
 
-def _policy(settings: Settings, name: str, snapshot: Path | None) -> Policy:
-    from streamproc.decisions.evaluation import FixedActionPolicy, UniformPolicy
+def _policy(settings: Settings, name: str,
+            snapshot: Path | None) -> Policy | SamplePolicy:
+    from streamproc.decisions.evaluation import ContextualFit, FixedActionPolicy, UniformPolicy
     from streamproc.errors import StreamprocError
 
     if name == "uniform":
         return UniformPolicy()
+    if name == "contextual":
+        return ContextualFit(settings.bandit_exploration)
     if name.startswith("action:") and len(name) > len("action:"):
         return FixedActionPolicy(name.removeprefix("action:"))
     if name != "bandit":
-        raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit or action:ID")
+        raise StreamprocError(f"unknown candidate {name!r}: use uniform, bandit, contextual "
+                              "or action:ID")
     return bandit_from(settings, snapshot)[0]
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from streamproc.decisions.evaluation import evaluate, samples_from_log
+    from streamproc.decisions.evaluation import ContextualFit, evaluate, samples_from_log
 
     policies = [_policy(settings, name, args.bandit_snapshot)
                 for name in (args.candidate or ["uniform"])]
     log = _load(settings, args)
+    # Every candidate is judged on the same decisions: those with features, for a contextual.
     samples, excluded = samples_from_log(log, args.reward, args.context, args.experiment,
-                                         args.arm)
+                                         args.arm, features=any(isinstance(p, ContextualFit)
+                                                                for p in policies))
     results = [evaluate(samples, policy, args.reward, excluded) for policy in policies]
     for result in results:
         result.notes = log.notes() + result.notes
@@ -219,16 +225,20 @@ def add_commands(sub: Any) -> None:
         description="Off-policy evaluation: what a candidate policy would have earned per "
         "decision, estimated from logged decisions (with their propensities) and their "
         "feedback, by inverse propensity scoring (IPS) and doubly robust (DR) estimation, with "
-        "95%% intervals and the effective sample size. Control-group and non-personalised "
+        "95%% intervals and the effective sample size, and its gain over the logged policy "
+        "on the same decisions (DR minus the logged reward, paired, with its interval): "
+        "whether it would have done better. Control-group and non-personalised "
         "decisions are left out. " + SOURCES_HELP,
         epilog="Candidates: uniform (each eligible action alike), bandit (the learning "
         "bandit the workers serve, from the learner's model snapshot in Redis, or "
-        "--bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), "
-        "action:ID (always that action). Example: streamproc evaluate --candidate bandit "
-        "--candidate action:cart_reminder --reward click")
+        "--bandit-snapshot FILE; needs STREAMPROC_MODEL_SECRET), contextual (LinUCB on the "
+        "features the decisions logged, learnt from the log itself, cross-fitted), "
+        "action:ID (always that action). Example: streamproc evaluate --arm bandit "
+        "--candidate contextual --reward revenue")
     _add_sources(p)
     p.add_argument("--candidate", action="append", metavar="POLICY",
-                   help="uniform, bandit or action:ID; repeat to compare (default: uniform)")
+                   help="uniform, bandit, contextual or action:ID; repeat to compare (default: "
+                   "uniform)")
     p.add_argument("--bandit-snapshot", type=Path, metavar="FILE",
                    help="a signed snapshot file (the learner's model snapshot, or a bandit's "
                    "own) instead of the one in Redis")

@@ -7,11 +7,12 @@ context. What it does, and why:
 **Beta posteriors, rewards in [0, 1].** Each (context, action) has a Beta(alpha, beta)
 posterior of its success rate, starting from Beta(1, 1). A reward ``r`` adds ``r`` to alpha and
 ``1 - r`` to beta (the "fractional" Bernoulli update), so a click or a conversion (1) and no
-response (0) are the usual Beta-Bernoulli update, and a revenue-scaled reward (the engine maps
-revenue into [0, 1], e.g. ``min(revenue / cap, 1)``) moves the posterior mean towards the
-expected scaled revenue. Rewards outside [0, 1] are clipped: revenue has a long tail and a
-single huge order must not swamp a posterior. (A Normal-Gamma posterior on raw revenue was the
-alternative; it needs far more data before its variance means anything.)
+response (0) are the usual Beta-Bernoulli update, and a revenue-scaled reward (the learner
+maps a revenue slot's amounts into [0, 1]: :class:`~streamproc.decisions.lessons.RevenueScale`)
+moves the posterior mean towards the expected scaled revenue. Rewards outside [0, 1] are
+clipped: revenue has a long tail and a single huge order must not swamp a posterior. (A
+Normal-Gamma posterior on raw revenue was the alternative; it needs far more data before its
+variance means anything.)
 
 **Exact propensities.** Plain Thompson sampling draws once from every posterior and takes the
 largest draw; the probability of each action winning has no closed form beyond two arms, and an
@@ -78,7 +79,7 @@ from typing import Any
 
 import numpy as np
 
-from streamproc.decisions.chooser import Pick, unit_draw
+from streamproc.decisions.chooser import Pick, draw_index
 from streamproc.errors import StreamprocError
 from streamproc.models.snapshot import SnapshotError, dump, load
 from streamproc.settings import Settings
@@ -190,14 +191,7 @@ class ThompsonChooser:
     def choose(self, candidates: Sequence[str], context: str, seed: bytes) -> Pick:
         """One of ``candidates``, a deterministic function of this state and ``seed``."""
         probs = self.probabilities(candidates, context)
-        u = unit_draw(seed, "thompson")
-        cumulative = 0.0
-        index = len(probs) - 1
-        for i, p in enumerate(probs):
-            cumulative += p
-            if u < cumulative:
-                index = i
-                break
+        index = draw_index(probs, seed, "thompson")
         action = candidates[index]
         alpha, beta = self.posterior(context, action)
         seen = alpha + beta - 2.0

@@ -74,6 +74,8 @@ class Slot:
     channel: str
     neutral: str
     expires_ms: int
+    policy: str = "bandit"  # who picks: the bucketed "bandit" or the "contextual" policy
+    reward: str = "click"  # what the learning policies learn from: click, conversion, revenue
 
     @property
     def is_message(self) -> bool:
@@ -448,7 +450,8 @@ def _check_document(check: _Check, data: Any) -> None:
 def _compile(data: dict[str, Any], version: str,
              sensitive_uses: tuple[tuple[str, str, str, str], ...] = ()) -> Catalogue:
     slots = {s["id"]: Slot(s["id"], s["channel"], s["neutral"],
-                           s.get("expires_minutes", DEFAULT_EXPIRES_MINUTES) * 60_000)
+                           s.get("expires_minutes", DEFAULT_EXPIRES_MINUTES) * 60_000,
+                           s.get("policy", "bandit"), s.get("reward", "click"))
              for s in data["slots"]}
     actions = {}
     for a in data["actions"]:
@@ -542,7 +545,8 @@ def describe(cat: Catalogue, source: str | Path) -> str:
     lines = [f"{source}: valid ({cat.version})", "", f"slots ({len(cat.slots)}):"]
     for slot in cat.slots.values():
         lines.append(f"  {slot.id:<20} {slot.channel:<12} neutral {slot.neutral}, valid "
-                     f"{slot.expires_ms // 60_000} min")
+                     f"{slot.expires_ms // 60_000} min, picked by {slot.policy}, rewarded by "
+                     f"{slot.reward}")
     lines += ["", f"actions ({len(cat.actions)}):"]
     for a in cat.actions.values():
         what = "neutral" if a.neutral else (

@@ -52,6 +52,16 @@ def unit_draw(seed: bytes, salt: str = "") -> float:
     digest = hashlib.blake2b(seed + salt.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
+def draw_index(probs: Sequence[float], seed: bytes, salt: str) -> int:
+    """The index the inverse CDF of :func:`unit_draw` picks in a probability vector."""
+    u = unit_draw(seed, salt)
+    cumulative = 0.0
+    for i, p in enumerate(probs):
+        cumulative += p
+        if u < cumulative:
+            return i
+    return len(probs) - 1
+
 class UniformChooser:
     version = "uniform-v1"
     def choose(self, candidates: Sequence[str], context: str, seed: bytes) -> Pick:

@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamproc.days import local_time
 from streamproc.decisions import exposure
 from streamproc.decisions.catalogue import (
     NONE_ACTION,
@@ -59,6 +60,8 @@ from streamproc.decisions.catalogue import (
     Trigger,
 )
 from streamproc.decisions.chooser import Chooser, DelayedRewardChooser, Pick, UniformChooser
+from streamproc.decisions.contextual import FEATURE_NAMES as CONTEXT_FEATURES
+from streamproc.decisions.contextual import ContextualChooser, context_features
 from streamproc.decisions.experiments import CONTROL
 from streamproc.decisions.experiments import assign as experiment_assign
 from streamproc.decisions.guardrails import (
@@ -67,7 +70,6 @@ from streamproc.decisions.guardrails import (
     consent_problem,
     data_problem,
     hours_text,
-    local_time,
     params_of,
     reveal_problem,
 )
@@ -102,6 +104,32 @@ NEUTRAL_POLICY, REUSE_POLICY, CASCADE_POLICY = "neutral", "reuse", "cascade"
 RECOMMENDATION, RECOMMENDED = "recommendation", 6
 
 
+def reward_of(kind: str, data: Mapping[str, Any]) -> tuple[float | None, bool]:
+    """What a feedback event (``data``) teaches a slot whose reward is ``kind``: the reward
+    (None: nothing, wait for another outcome) and whether it is an amount of money.
+
+    >>> reward_of("click", {"outcome": "click"}), reward_of("conversion", {"outcome": "click"})
+    ((1.0, False), (None, False))
+    >>> reward_of("revenue", {"outcome": "conversion", "revenue": 89.5})
+    (89.5, True)
+    """
+    outcome = data["outcome"]
+    if kind == "click" or outcome not in ("click", "conversion"):
+        return REWARDS.get(outcome), False
+    if outcome == "click":
+        return None, False  # a conversion or revenue slot waits for the conversion
+    if kind == "revenue":
+        return max(0.0, float(data.get("revenue") or 0.0)), True
+    return 1.0, False
+
+
+def vector(features: Mapping[str, float] | None) -> tuple[float, ...] | None:
+    """A feature dict as the tuple a lesson carries (None stays None)."""
+    if features is None:
+        return None
+    return tuple(float(features.get(name, 0.0)) for name in CONTEXT_FEATURES)
+
+
 class UnknownSlotError(StreamprocError):
     """A slot request names a slot the catalogue does not have."""
 
@@ -116,6 +144,10 @@ class Lesson:
     context: str
     ts_ms: int  # the decision's event time (for a reward too: the learner's wait is from it)
     reward: float = 0.0
+    # An expect's feature vector (contextual.FEATURE_NAMES order), for the contextual policy.
+    features: tuple[float, ...] | None = None
+    # A reward in money (the slot's reward is revenue): the learner caps and scales it.
+    revenue: bool = False
 
 
 @dataclass
@@ -133,6 +165,7 @@ class _Choice:
     reasons: list[str]
     candidates: list[str] = field(default_factory=list)
     learning: bool = False
+    features: dict[str, float] | None = None  # the context features, when a policy learnt
 
 
 def _neutral(cat: Catalogue, slot: Slot, *reasons: str) -> _Choice:
@@ -174,6 +207,9 @@ class Engine:
         # The purposes granted until withdrawn (STREAMPROC_CONSENT_DEFAULTS).
         self.consent_defaults = consent_defaults
         self.chooser = chooser
+        # The contextual policy of slots (or arms) with policy: contextual (the worker's is the
+        # learner's, served); without one, those slots fall back to the bucketed chooser.
+        self.contextual: ContextualChooser | None = None
         self.uniform: Chooser = uniform or UniformChooser()
         self.assign: Assign = assign or experiment_assign
         # Its relations are the served snapshot's (the scorer swaps them in).
@@ -359,13 +395,15 @@ class Engine:
             "policy": choice.pick.policy,
             "context": context or None,
             "candidates": choice.candidates,
+            "features": ({k: round(v, 4) for k, v in choice.features.items()}
+                         if choice.features is not None else None),
             "expires_at": iso_ms(src.ts_ms + slot.expires_ms),
             "model_versions": dict(versions),
             "latency_ms": (max(0, now_ms - src.timestamp_ms)
                            if now_ms is not None and src.timestamp_ms else 0),
         }
-        lesson = (Lesson("expect", did, action.id, context, src.ts_ms) if choice.learning
-                  else None)
+        lesson = (Lesson("expect", did, action.id, context, src.ts_ms,
+                         features=vector(choice.features)) if choice.learning else None)
         return record, lesson
 
     def _choose(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
@@ -376,6 +414,7 @@ class Engine:
             return _neutral(cat, slot, f"{problem}: neutral {slot.neutral} instead"), None
         experiment = None
         chooser = self.chooser
+        contextual = False
         spec = cat.experiment_for(slot.id)
         if spec is not None:
             arm = self.assign(src.customer_id, spec)
@@ -386,6 +425,9 @@ class Engine:
                 return _neutral(cat, slot, f"experiment {spec['id']}: {what}, neutral "
                                            f"{slot.neutral}"), experiment
             chooser = self.uniform if policy == "uniform" else self.chooser
+            contextual = policy == "contextual"
+        else:
+            contextual = slot.policy == "contextual"
         eligible, excluded, data_issues, reusable = self._candidates(cat, p, src, data, slot,
                                                                      carry)
         carried = next((a for a in eligible if a.id == carry), None)
@@ -404,16 +446,29 @@ class Engine:
                       f"{ago_text(src.ts_ms - seen_ms)}, fresh for "
                       f"{hours_text(action.freshness_ms)}")
             return _Choice(action, Pick(action.id, 1.0, REUSE_POLICY), [reason], ids), experiment
-        pick = chooser.choose(ids, context, bytes.fromhex(did))
+        learning = chooser is self.chooser
+        features = context_features(p, src.ts_ms) if learning else None
+        pick = None
+        fallback: list[str] = []
+        if contextual and features is not None and self.contextual is not None:
+            pick = self.contextual.choose(ids, slot.id, features, bytes.fromhex(did))
+            if pick is None:
+                cold = self.contextual.cold(ids, slot.id)
+                fallback.append(f"contextual policy still learning ({', '.join(cold)}: fewer "
+                                f"than {self.contextual.min_outcomes} outcomes in {slot.id}): "
+                                "the bandit picks")
+        if pick is None:
+            pick = chooser.choose(ids, context, bytes.fromhex(did))
         chosen = next((a for a in eligible if a.id == pick.action_id), None)
         if chosen is None:  # a chooser bug must not put an ineligible action in front of anyone
             return _neutral(cat, slot, f"chooser {chooser.version} picked "
                                        f"{pick.action_id!r}, not a candidate: neutral"), experiment
         why = [f"{len(ids)} eligible for {slot.id}: {', '.join(ids)}",
                *[*data_issues, *excluded][:4],
+               *fallback,
                f"chosen by {pick.policy} (propensity {pick.propensity:.2f}) for {context}",
                *pick.reasons]
-        return _Choice(chosen, pick, why, ids, learning=chooser is self.chooser), experiment
+        return _Choice(chosen, pick, why, ids, learning, features), experiment
 
     def _candidates(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
                     slot: Slot, carry: str | None = None
@@ -484,8 +539,9 @@ class Engine:
                         and seen["personalised"])
         if flags is None or not flags & exposure.LEARNING:
             return []
+        logged = record.get("features")
         return [Lesson("expect", record["decision_id"], seen["action_id"], seen["context"],
-                       ts_ms)]
+                       ts_ms, features=vector(logged) if isinstance(logged, dict) else None)]
 
     # -- feedback -------------------------------------------------------------------------------
 
@@ -493,14 +549,17 @@ class Engine:
         """What a feedback event teaches: a reward for the decision it names, at most once,
         when that decision is still in the exposure history and the learning chooser made it."""
         entry = exposure.find(p, data["decision_id"])
-        reward = REWARDS.get(data["outcome"])
-        if entry is None or reward is None or entry[exposure.FLAGS] & exposure.REWARDED:
+        if entry is None or entry[exposure.FLAGS] & exposure.REWARDED:
+            return []
+        slot = self.current().slots.get(str(entry[exposure.CONTEXT]).split(":", 1)[0])
+        reward, revenue = reward_of(slot.reward if slot is not None else "click", data)
+        if reward is None:
             return []
         entry[exposure.FLAGS] |= exposure.REWARDED
         if not entry[exposure.FLAGS] & exposure.LEARNING:
             return []
         return [Lesson("reward", data["decision_id"], entry[exposure.ACTION],
-                       entry[exposure.CONTEXT], entry[exposure.TS], reward)]
+                       entry[exposure.CONTEXT], entry[exposure.TS], reward, revenue=revenue)]
 
     def learn(self, lessons: Sequence[Lesson]) -> None:
         """Apply lessons whose decisions or feedback are saved: ``expect`` and ``reward`` for a

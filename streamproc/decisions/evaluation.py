@@ -28,6 +28,19 @@ list when it has one, otherwise every action the log shows for the same slot (or
 Rewards: ``conversion`` (1 if the decision led to a conversion), ``click`` (1 for a click or a
 conversion) or ``revenue`` (the conversions' revenue).
 
+**Would it have done better?** Each estimate comes with the candidate's **gain** over the
+logging policy on the same decisions: the mean of the paired differences ``dr_i - r_i`` (the
+candidate's doubly-robust term minus the reward the logged action earned), with its interval,
+and a verdict: better or worse when the interval excludes 0, else "cannot tell".
+
+**The contextual policy** (:class:`ContextualFit`): LinUCB
+(:mod:`streamproc.decisions.contextual`) learnt from the log itself, on the features each
+decision logged, cross-fitted like the reward model (each half is judged by the policy learnt
+on the other half), so no decision judges a policy that learnt from it; it picks greedily on
+what it learnt (no uncertainty bonus: its estimates are final), plus the exploration share
+(``STREAMPROC_BANDIT_EXPLORATION``) spread evenly. Decisions logged
+without features are left out (counted) when it is a candidate.
+
 >>> samples = [Sample("d1", "c", "a", 0.5, ("a", "b"), 1.0),
 ...            Sample("d2", "c", "b", 0.5, ("a", "b"), 0.0)]
 >>> result = evaluate(samples, FixedActionPolicy("a"))
@@ -40,10 +53,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
+from streamproc.decisions.contextual import ContextualChooser
 from streamproc.decisions.decision_log import DecisionLog, DecisionOutcome, field_at
 from streamproc.decisions.experiments import CONTROL
 from streamproc.decisions.stats import Interval, mean_ci
@@ -95,6 +111,17 @@ class Sample:
     propensity: float
     candidates: tuple[str, ...]
     reward: float
+    slot: str = ""
+    features: Mapping[str, float] | None = None  # the context features the decision logged
+
+
+@runtime_checkable
+class SamplePolicy(Protocol):
+    """A candidate that needs the whole sample (its slot and features), not only the context."""
+
+    name: str
+
+    def probabilities_for(self, sample: Sample) -> list[float]: ...
 
 
 @dataclass
@@ -108,6 +135,18 @@ class Evaluation:
     effective_sample_size: float
     excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    gain: Interval | None = None  # DR minus the logged reward, per decision (paired)
+
+    @property
+    def verdict(self) -> str:
+        """Whether the candidate would have done better than the logged policy."""
+        if self.gain is None or math.isnan(self.gain.low):
+            return "cannot tell"
+        if self.gain.low > 0:
+            return "better"
+        if self.gain.high < 0:
+            return "worse"
+        return "cannot tell (the interval of the gain includes 0)"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,7 +154,8 @@ class Evaluation:
             "logged_policy": self.logged.as_dict(), "ips": self.ips.as_dict(),
             "dr": self.dr.as_dict(),
             "effective_sample_size": round(self.effective_sample_size, 1),
-            "excluded": self.excluded, "notes": self.notes,
+            "gain_over_logged": None if self.gain is None else self.gain.as_dict(),
+            "verdict": self.verdict, "excluded": self.excluded, "notes": self.notes,
         }
 
     def render(self) -> str:
@@ -130,6 +170,9 @@ class Evaluation:
             line("doubly robust estimate", self.dr),
             f"  effective sample size      {self.effective_sample_size:10.1f}",
         ]
+        if self.gain is not None:
+            lines += [line("gain over logged (DR)", self.gain),
+                      f"  would it have done better? {self.verdict}"]
         lines += [f"  left out: {n:,} {why}" for why, n in sorted(self.excluded.items())]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -151,12 +194,14 @@ def _where(record: dict[str, Any]) -> str:
 
 def samples_from_log(log: DecisionLog, reward: str = "conversion",
                      context: str = DEFAULT_CONTEXT, experiment: str | None = None,
-                     arm: str | None = None) -> tuple[list[Sample], dict[str, int]]:
+                     arm: str | None = None,
+                     features: bool = False) -> tuple[list[Sample], dict[str, int]]:
     """The usable samples of a log and what was left out (reason -> count).
 
     ``context`` is a dotted path into the record giving the context key (``context``,
     ``segments.rfm``, ...); records without it share the context ``"all"``. Raises
     EvaluationError when a decision that should be used has no usable propensity.
+    ``features``: leave out the decisions that logged no context features.
     """
     reward_value(DecisionOutcome(), reward)  # reject an unknown reward before reading anything
     excluded: dict[str, int] = defaultdict(int)
@@ -175,6 +220,9 @@ def samples_from_log(log: DecisionLog, reward: str = "conversion",
             excluded["non-personalised decisions (no consent, missing data)"] += 1
         elif not isinstance(field_at(record, "action.id"), str):
             excluded["decisions without an action id"] += 1
+        elif features and not isinstance(record.get("features"), dict):
+            excluded["decisions without context features (logged before the contextual "
+                     "policy, or by a policy that does not learn)"] += 1
         else:
             kept.append(record)
     bad = [(r["decision_id"], r.get("propensity")) for r in kept
@@ -205,7 +253,8 @@ def samples_from_log(log: DecisionLog, reward: str = "conversion",
         samples.append(Sample(
             record["decision_id"], NO_CONTEXT if key is None else str(key), action,
             float(record["propensity"]), candidates,
-            reward_value(log.outcome(record["decision_id"]), reward),
+            reward_value(log.outcome(record["decision_id"]), reward), _where(record),
+            record.get("features") if isinstance(record.get("features"), dict) else None,
         ))
     return samples, dict(excluded)
 
@@ -235,7 +284,7 @@ class _RewardModel:
         return self.overall
 
 
-def evaluate(samples: Sequence[Sample], policy: Policy, reward: str = "conversion",
+def evaluate(samples: Sequence[Sample], policy: Policy | SamplePolicy, reward: str = "conversion",
              excluded: dict[str, int] | None = None) -> Evaluation:
     """IPS and doubly-robust estimates of ``policy``'s mean reward per decision."""
     if not samples:
@@ -247,8 +296,11 @@ def evaluate(samples: Sequence[Sample], policy: Policy, reward: str = "conversio
     ips_terms: list[float] = []
     dr_terms: list[float] = []
     weights: list[float] = []
+    if isinstance(policy, ContextualFit):
+        policy.fit(samples)
     for s in samples:
-        probs = policy.probabilities(s.candidates, s.context)
+        probs = (policy.probabilities_for(s) if isinstance(policy, SamplePolicy)
+                 else policy.probabilities(s.candidates, s.context))
         pi = probs[s.candidates.index(s.action)] if s.action in s.candidates else 0.0
         w = pi / s.propensity
         q = models[_fold(s.decision_id)]
@@ -264,5 +316,46 @@ def evaluate(samples: Sequence[Sample], policy: Policy, reward: str = "conversio
         notes.append(f"the candidate rarely agrees with the logged policy (effective sample "
                      f"size {ess:.0f} of {len(samples):,}): the IPS interval is wide; trust DR "
                      "more, or log more decisions with exploration")
+    gain = mean_ci([d - s.reward for d, s in zip(dr_terms, samples, strict=True)])
     return Evaluation(policy.name, reward, len(samples), mean_ci([s.reward for s in samples]),
-                      mean_ci(ips_terms), mean_ci(dr_terms), ess, dict(excluded or {}), notes)
+                      mean_ci(ips_terms), mean_ci(dr_terms), ess, dict(excluded or {}), notes,
+                      gain)
+
+
+class ContextualFit:
+    """The contextual policy learnt from the log, cross-fitted (see the module docstring).
+
+    >>> xs = [{"bias": 1.0, "device_mobile": 1.0}, {"bias": 1.0, "device_desktop": 1.0}]
+    >>> samples = [Sample(f"d{i}", "all", a, 0.5, ("app", "web"),
+    ...                   float((a == "app") == (i % 2 == 0)), "hero", xs[i % 2])
+    ...            for i in range(200) for a in ("app", "web")]
+    >>> result = evaluate(samples, ContextualFit(exploration=0.1))
+    >>> round(result.logged.value, 2), round(result.dr.value, 2), result.verdict
+    (0.5, 0.95, 'better')
+    """
+
+    name = "contextual"
+
+    def __init__(self, exploration: float = 0.1, alpha: float = 0.0) -> None:
+        self.exploration = exploration
+        self.alpha = alpha
+        self.models: list[ContextualChooser] = []
+
+    def fit(self, samples: Sequence[Sample]) -> None:
+        """One model per half of the decisions (by :func:`_fold`), each learnt on that half;
+        rewards capped at their 95th percentile and scaled to [0, 1] (revenue)."""
+        self.models = []
+        for fold in (0, 1):
+            train = [s for s in samples if _fold(s.decision_id) == fold and s.features]
+            positive = [s.reward for s in train if s.reward > 0]
+            cap = float(np.percentile(positive, 95)) if positive else 1.0
+            model = ContextualChooser(self.exploration, self.alpha, min_outcomes=0)
+            for s in train:
+                model.learn(s.slot, s.action, s.features or {}, min(s.reward, cap) / cap)
+            self.models.append(model)
+
+    def probabilities_for(self, sample: Sample) -> list[float]:
+        if not self.models:
+            raise EvaluationError("the contextual policy is fitted by evaluate(): call it")
+        model = self.models[1 - _fold(sample.decision_id)]  # learnt on the other half
+        return model.probabilities(sample.candidates, sample.slot, sample.features or {})

@@ -24,7 +24,7 @@ experiments, and anyone can recompute it.
 ...         {"id": "x", "slots": [], "arms": [{"id": "a", "policy": "greedy"}]}):
 ...     print(problem)
 experiment x: slots must be a non-empty list of slot or channel names
-experiment x: arm a: policy must be one of bandit, neutral, uniform, got 'greedy'
+experiment x: arm a: policy must be one of bandit, contextual, neutral, uniform, got 'greedy'
 experiment x: arm a: share must be a number in (0, 1]
 experiment x: arm shares must add up to 1 (over the non-control part), got 0
 """
@@ -38,7 +38,7 @@ from typing import Any
 
 CONTROL = "control"
 DEFAULT_CONTROL_SHARE = 0.1
-POLICIES = ("bandit", "neutral", "uniform")
+POLICIES = ("bandit", "contextual", "neutral", "uniform")
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _SHARE_TOLERANCE = 1e-6
 

@@ -21,13 +21,9 @@ time (``attributes.timezone``, an IANA name; UTC when absent or unknown).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streamproc.days import HOUR_MS
+from streamproc.days import HOUR_MS, LocalTime
 from streamproc.decisions import exposure
 from streamproc.decisions.catalogue import Action, Cap, RevealLimit
 from streamproc.segments.profilepath import MISSING, getter
@@ -47,6 +43,7 @@ SECTION_STAMPS = {
     "categories": "last_seen_ms",
     "scores": "last_seen_ms",
     "segments": "last_seen_ms",
+    "surroundings": "surroundings.ts_ms",
 }
 _STAMP_READERS = {section: getter(path) for section, path in SECTION_STAMPS.items()}
 
@@ -58,41 +55,6 @@ def consent_problem(p: Mapping[str, Any], purpose: str, defaults: frozenset[str]
         return None
     entry = (p.get("consent") or {}).get(purpose)
     return f"no {purpose} consent ({'withdrawn' if entry is not None else 'never given'})"
-
-
-@lru_cache(maxsize=512)
-def _zone(name: str) -> tzinfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-@dataclass(frozen=True)
-class LocalTime:
-    day: int  # proleptic Gregorian ordinal of the local date
-    minute: int  # minutes after local midnight
-    zone: str
-    note: str | None = None  # why the zone is not the customer's own
-
-
-def local_time(p: Mapping[str, Any], ts_ms: int) -> LocalTime:
-    """The customer's local date and time at event time ``ts_ms``.
-
-    >>> t = local_time({"attributes": {"timezone": "Asia/Tokyo"}}, 0)
-    >>> t.minute // 60, t.zone
-    (9, 'Asia/Tokyo')
-    """
-    name = (p.get("attributes") or {}).get("timezone")
-    zone = _zone(name) if isinstance(name, str) and name else None
-    note = None
-    if zone is None:
-        if name:
-            note = f"timezone {str(name)[:40]!r} unknown: UTC used"
-        zone, name = UTC, "UTC"
-    moment = datetime.fromtimestamp(ts_ms / 1000, zone)
-    return LocalTime(moment.date().toordinal(), moment.hour * 60 + moment.minute, str(name),
-                     note)
 
 
 def in_quiet_hours(minute: int, quiet: tuple[int, int]) -> bool:

@@ -51,9 +51,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamproc.days import DAY_MS, MINUTE_MS
+from streamproc.days import DAY_MS, MINUTE_MS, local_time
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, Catalogue, Trigger
-from streamproc.decisions.guardrails import in_quiet_hours, local_time
+from streamproc.decisions.guardrails import in_quiet_hours
 from streamproc.segments.config import SegmentConfig
 from streamproc.state.keys import timer_index_key
 from streamproc.state.profile import Profile

@@ -59,6 +59,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.contextual import ContextualChooser
 from streamproc.decisions.lessons import BanditLearner
 from streamproc.events.codec import RawMessage, deadletter_record, future_by_ms, parse_ts
 from streamproc.events.schemas import load_product_schema
@@ -146,6 +147,7 @@ class Learner:
         self.idle_ms = settings.label_idle_seconds * 1000
         self.bandit_exploration = settings.bandit_exploration
         self.bandit_wait_ms = settings.bandit_reward_wait_minutes * 60_000
+        self.settings = settings
         topics = settings.topics
         self.sources = [f"{t}:{p}" for t in (topics.browsing, topics.purchases)
                         for p in range(settings.partitions)]
@@ -180,7 +182,8 @@ class Learner:
                                       sources=self.sources),
                             IntentModel(thresholds=(config.intent_warm, config.intent_hot)),
                             bandit=BanditLearner(ThompsonChooser(self.bandit_exploration,
-                                                                 self.bandit_wait_ms)))
+                                                                 self.bandit_wait_ms),
+                                                 ContextualChooser.from_settings(self.settings)))
 
     # -- taking over ---------------------------------------------------------------------------
 
@@ -223,6 +226,14 @@ class Learner:
         # The current settings for what comes (expectations already open keep their deadline).
         state.bandit.chooser.exploration = self.bandit_exploration
         state.bandit.chooser.reward_wait_ms = self.bandit_wait_ms
+        fresh = self.fresh_state().bandit
+        if not hasattr(state.bandit, "contextual"):  # before the contextual policy
+            state.bandit.contextual, state.bandit.revenue = fresh.contextual, fresh.revenue
+        contextual = state.bandit.contextual
+        contextual.exploration = fresh.contextual.exploration
+        contextual.alpha = fresh.contextual.alpha
+        contextual.min_outcomes = fresh.contextual.min_outcomes
+        contextual.reward_wait_ms = self.bandit_wait_ms
         self.state = state
         self.snapshot_offset = state.offset
         self.feed_seek = state.products_offset + 1
@@ -384,7 +395,8 @@ class Learner:
         served = ServedModels(self.state.intent, self.stats(), self.state.ltv,
                               self.state.clusters.serving_copy(),
                               self.state.bandit.chooser.serving_copy(),
-                              self.state.relations.serving_copy())
+                              self.state.relations.serving_copy(),
+                              self.state.bandit.contextual.to_state(pending=False))
         if self.models is None:
             self.version = version
             self.learnt_since_snapshot = 0

@@ -16,7 +16,9 @@ either form (:func:`parse_all`):
 * ``expect`` and ``reward``: the decision engine's lessons for the learning bandit
   (:class:`~streamproc.decisions.engine.Lesson`): a learning pick was made (``decision_id``,
   ``action_id``, ``context``, ``decided_ms`` its event time), or feedback rewarded one
-  (the same, and ``reward`` in [0, 1]). :func:`lesson_record` writes them; the observation's
+  (the same, and ``reward`` in [0, 1], or an amount with ``revenue: true``); an ``expect`` of a
+  learning pick also carries its context features (``cx``, tagged ``cf``) for the contextual
+  policy. :func:`lesson_record` writes them; the observation's
   ``lesson`` gives the Lesson back;
 * ``erase``: the customer was erased (:func:`erase_record`): the learner forgets what it holds
   of them (pending moments and purchases, :meth:`~streamproc.models.join.LabelJoin.forget`).
@@ -48,6 +50,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from streamproc.decisions.contextual import FEATURE_NAMES as CONTEXT_FEATURES
 from streamproc.decisions.engine import Lesson
 from streamproc.errors import StreamprocError
 from streamproc.models.features import intent_features
@@ -57,6 +60,9 @@ FEATURE_NAMES: tuple[str, ...] = tuple(sorted(intent_features(new_profile("-"), 
 # Order lines an observation carries for the item relations (an order's first ones).
 MAX_LINES = 50
 FEATURES_ID = hashlib.blake2b(",".join(FEATURE_NAMES).encode(), digest_size=4).hexdigest()
+# The contextual policy's feature set, tagged the same way (``cf``, with ``cx`` the values).
+CONTEXT_FEATURES_ID = hashlib.blake2b(",".join(CONTEXT_FEATURES).encode(),
+                                      digest_size=4).hexdigest()
 
 
 class ObservationError(StreamprocError):
@@ -153,12 +159,20 @@ def lesson_record(customer_id: str, event_id: str, ts_ms: int, lesson: Lesson,
     ...                                                               "partition": 2})))
     >>> obs.kind, obs.ts_ms, obs.source, obs.lesson == le
     ('reward', 70, 'f:2', True)
+    >>> x = (1.0,) + (0.0,) * (len(CONTEXT_FEATURES) - 1)
+    >>> le = Lesson("expect", "d1", "cart_reminder", "cart_drawer:new", 5, features=x)
+    >>> parse(orjson.dumps(lesson_record("c1", "e9", 70, le, {}))).lesson == le
+    True
     """
     record = {"kind": lesson.kind, "customer_id": customer_id, "event_id": event_id,
               "ts_ms": ts_ms, "decision_id": lesson.decision_id, "action_id": lesson.action_id,
               "context": lesson.context, "decided_ms": lesson.ts_ms, "trigger": trigger}
     if lesson.kind == "reward":
         record["reward"] = lesson.reward
+        if lesson.revenue:
+            record["revenue"] = True
+    if lesson.features is not None:
+        record["cf"], record["cx"] = CONTEXT_FEATURES_ID, list(lesson.features)
     return record
 
 
@@ -250,9 +264,14 @@ def observation(record: Any) -> Observation:
         return Observation(kind, customer_id, event_id, ts_ms, source=source)
     if kind in ("expect", "reward"):
         reward = _field(record, "reward", (int, float)) if kind == "reward" else 0.0
+        cx = record.get("cx")
+        context = (tuple(float(v) for v in cx) if record.get("cf") == CONTEXT_FEATURES_ID
+                    and isinstance(cx, list) and len(cx) == len(CONTEXT_FEATURES)
+                    and all(isinstance(v, int | float) for v in cx) else None)
         lesson = Lesson(kind, _field(record, "decision_id", str),
                         _field(record, "action_id", str), _field(record, "context", str),
-                        _field(record, "decided_ms", int), float(reward))
+                        _field(record, "decided_ms", int), float(reward), context,
+                        record.get("revenue") is True)
         return Observation(kind, customer_id, event_id, ts_ms, source=source, lesson=lesson)
     if kind != "score":
         raise ObservationError(f"not a learning record: unknown kind {kind!r}")

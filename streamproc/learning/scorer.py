@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.bandit import BanditError, ThompsonChooser
+from streamproc.decisions.contextual import ContextualChooser
 from streamproc.events.codec import Event
 from streamproc.learning.modelstore import ModelStore
 from streamproc.learning.observations import (
@@ -84,7 +85,8 @@ class ServedModels:
                  ltv: LifetimeValue | None = None,
                  clusters: BehaviourClusters | None = None,
                  bandit: ThompsonChooser | None = None,
-                 relations: ItemRelations | None = None) -> None:
+                 relations: ItemRelations | None = None,
+                 contextual: dict[str, Any] | None = None) -> None:
         self.intent = intent
         # The learner's figures when it wrote the snapshot (offset, pending labels, ...).
         self.learner = learner or {}
@@ -94,6 +96,8 @@ class ServedModels:
         self.bandit = bandit
         # Item relations, popularity and the product feed, for recommendations.
         self.relations = relations or ItemRelations()
+        # The contextual policy as plain data (ContextualChooser.to_state, without pending).
+        self.contextual = contextual
 
 
 def load_served(blob: bytes, secret: bytes) -> tuple[int, ServedModels]:
@@ -130,6 +134,7 @@ class IntentScorer:
         min_labels: int = MIN_LABELS,
         bandit: ThompsonChooser | None = None,
         recommender: Recommender | None = None,
+        contextual: ContextualChooser | None = None,
     ) -> None:
         config = SegmentConfig()
         self.thresholds = (config.intent_warm, config.intent_hot)
@@ -139,6 +144,8 @@ class IntentScorer:
         # The engine's learning chooser: each served snapshot's bandit replaces its state.
         self.bandit = bandit
         self.bandit_version = 0
+        # The engine's contextual policy: each served snapshot's state replaces its own.
+        self.contextual = contextual
         # The engine's recommender: each served snapshot's item relations replace its own.
         self.recommender = recommender
         self.version = 0
@@ -196,6 +203,13 @@ class IntentScorer:
             # a decision's propensity is that of the copy it was picked with.
             self.bandit.take_over(bandit)
             self.bandit_version = version
+        contextual: dict[str, Any] | None = getattr(served, "contextual", None)
+        if self.contextual is not None and contextual is not None:
+            try:
+                self.contextual.take_over(ContextualChooser.from_state(contextual))
+            except BanditError as exc:
+                log.error("the snapshot v%d holds a contextual policy this version cannot "
+                          "use (%s): keeping the previous one", version, exc)
         relations: ItemRelations | None = getattr(served, "relations", None)
         if self.recommender is not None and relations is not None:
             self.recommender.relations = relations  # one assignment: a ranking sees one copy

@@ -55,6 +55,10 @@ PROFILE_SHAPE: Shape = {
     "scores": {"intent": None, "ltv": None},
     # Written by the scorer from the learner's behaviour clusters.
     "cluster": {"id": None, "about": None},
+    # From context_update events (absent until the first one).
+    "surroundings": {"weather": None, "temperature_c": None, "place": None, "ts_ms": None},
+    # Not stored: the moment of the event in the customer's timezone (conditions only).
+    "moment": {"local_hour": None, "weekday": None, "weekend": None},
 }
 
 

@@ -31,13 +31,14 @@ import logging
 import operator
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
-from streamproc.days import DAY_MS
+from streamproc.days import DAY_MS, local_time
 from streamproc.errors import ConfigError
 from streamproc.segments.places import line_map, place_problems
 from streamproc.segments.profilepath import MISSING, getter, split
@@ -108,18 +109,43 @@ def _kind(value: Any) -> str | None:
     return None
 
 
-def _field(path: str, op: str, value: Any) -> Predicate:
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def moment(p: Profile, ts_ms: int) -> dict[str, Any]:
+    """The ``moment.*`` fields of conditions: the event's local hour (0-23), weekday (monday
+    to sunday) and whether it is the weekend, in the customer's timezone (UTC without one).
+
+    >>> moment({"attributes": {"timezone": "Europe/Paris"}}, 11 * 3_600_000)  # 1 Jan 1970
+    {'local_hour': 12, 'weekday': 'thursday', 'weekend': False}
+    """
+    now = local_time(p, ts_ms)
+    weekday = WEEKDAYS[date.fromordinal(now.day).weekday()]
+    return {"local_hour": now.minute // 60, "weekday": weekday,
+            "weekend": weekday in WEEKDAYS[5:]}
+
+
+def _reader(path: str) -> Callable[[Profile, int], Any]:
+    """``path`` read from the profile, or, under ``moment.``, from the event's local time."""
+    if path.startswith("moment."):
+        key = path.removeprefix("moment.")
+        return lambda p, now: moment(p, now)[key]
     read = getter(path)
+    return lambda p, now: read(p)
+
+
+def _field(path: str, op: str, value: Any) -> Predicate:
+    read = _reader(path)
     kind = _kind(value)
     if op == "exists":
-        return lambda p, now: read(p) is not MISSING
+        return lambda p, now: read(p, now) is not MISSING
     if op == "missing":
-        return lambda p, now: read(p) is MISSING
+        return lambda p, now: read(p, now) is MISSING
     if op in ("==", "!="):
         equal = op == "=="
 
         def compare(p: Profile, now: int) -> bool:
-            actual = read(p)
+            actual = read(p, now)
             if actual is MISSING:
                 return False
             return (_kind(actual) == kind and actual == value) is equal
@@ -129,7 +155,7 @@ def _field(path: str, op: str, value: Any) -> Predicate:
         order = _ORDER[op]
 
         def ordered(p: Profile, now: int) -> bool:
-            actual = read(p)
+            actual = read(p, now)
             return actual is not MISSING and _kind(actual) == kind and order(actual, value)
 
         return ordered
@@ -138,7 +164,7 @@ def _field(path: str, op: str, value: Any) -> Predicate:
         inside = op == "in"
 
         def member(p: Profile, now: int) -> bool:
-            actual = read(p)
+            actual = read(p, now)
             if actual is MISSING:
                 return False
             k = _kind(actual)
@@ -147,7 +173,7 @@ def _field(path: str, op: str, value: Any) -> Predicate:
         return member
 
     def contains(p: Profile, now: int) -> bool:
-        actual = read(p)
+        actual = read(p, now)
         if isinstance(actual, str):
             return kind == "string" and value in actual
         if isinstance(actual, Mapping):

@@ -23,6 +23,10 @@ With ``slot_requests`` the visitors' pages also ask for their slots, as a websit
 ``product_recs``, the cart page for ``cart_drawer``; the answers are decisions. Visitors then
 also go back to the home page now and then (:data:`BACK_HOME`), so its hero can follow what they
 browse.
+
+App sessions report the weather where the customer is now and then (:data:`WEATHER_SHARE`): a
+``context_update`` with the day's weather and temperature of the customer's city (the same for
+everyone there that day), from a generator of its own, so the rest of the stream is unchanged.
 """
 
 from __future__ import annotations
@@ -84,6 +88,9 @@ CONSENT_PURPOSES = ("personalisation", "email", "sms", "push", "call_centre")
 INITIAL_CONSENT = {"personalisation": 0.9, "email": 0.7, "sms": 0.3, "push": 0.5,
                    "call_centre": 0.2}
 LOYALTY_TIERS = ("bronze", "silver", "gold")
+WEATHER_SHARE = 0.3  # app sessions that start with a context_update
+WEATHERS = ("clear", "cloudy", "rain", "wind", "fog", "snow")
+WEATHER_ODDS = (0.35, 0.3, 0.2, 0.08, 0.05, 0.02)
 # How long after landing a new customer answers the consent banner.
 BANNER_DELAY_MS = 3_000
 # The slot a page of each type asks for (slots of schemas/examples/catalogue.yaml), and the share
@@ -301,6 +308,21 @@ class _Session:
         keys = rng.sample(sorted(everything), k=rng.randint(1, 4))
         self.emit("profile_update", attributes={k: everything[k] for k in sorted(keys)})
 
+    def report_weather(self) -> None:
+        c = self.customer
+        own = random.Random(f"{self.context['session_id']}:weather")
+        if own.random() >= WEATHER_SHARE:
+            return
+        self.t += own.randint(500, 3000)  # a moment after landing (each event of a customer later)
+        day = self.t // 86_400_000
+        today = random.Random(f"{c.city}:{day}")
+        weather = today.choices(WEATHERS, WEATHER_ODDS)[0]
+        place = "".join(ch for ch in c.city.lower() if ch.isascii() and (ch.isalnum() or ch in
+                                                                           " .-"))
+        self.emit("context_update", weather=weather,
+                  temperature_c=round(today.gauss(12.0, 8.0), 1),
+                  place=f"city:{place or 'unknown'}"[:64])
+
     def change_consent(self) -> None:
         rng, consents = self.rng, self.state.consents
         purpose = rng.choice(CONSENT_PURPOSES)
@@ -356,6 +378,8 @@ class _Session:
     def run(self) -> None:
         rng, c, cart = self.rng, self.customer, self.state.cart
         self.land()
+        if self.app:
+            self.report_weather()
         if not self.state.banner_answered:
             self.answer_banner()
         if rng.random() < 0.03:

@@ -30,6 +30,8 @@ ITEM_RANK = {"view": 0, "cart": 1, "buy": 2}
 MIN_AFFINITY = 0.01
 # How much each kind of interest signal adds to a category's or brand's affinity.
 AFFINITY_WEIGHTS = {"page_view": 0.5, "product_view": 1.0, "cart_add": 3.0, "purchase": 5.0}
+# What a context_update reports, kept in the profile's ``surroundings`` with its event time.
+SURROUNDINGS = ("weather", "temperature_c", "place")
 ENGAGEMENT_FIELDS = {"impression": "sent", "open": "opened", "click": "clicked",
                      "conversion": "converted", "unsubscribe": "unsubscribed",
                      "dismiss": "dismissed"}
@@ -70,6 +72,8 @@ class Profile(TypedDict, total=False):
     # Written by the segmenter (streamproc.segments.segmenter).
     segments: dict[str, Any]
     segment_history: list[Any]
+    # The last context_update: weather, temperature_c, place and its event time (ts_ms).
+    surroundings: dict[str, Any]
     # Written by the scorer (streamproc.learning.scorer).
     scores: dict[str, float]
     cluster: dict[str, Any]
@@ -428,6 +432,12 @@ def apply_event(
         p["attributes"].update(data["attributes"])
     elif type_ == "consent_update":
         record_consent(p, ts_ms, data)
+    elif type_ == "context_update":
+        # Only a newer report replaces what is known (events of a customer can come late).
+        reported = {k: data[k] for k in SURROUNDINGS if k in data}
+        around = p.setdefault("surroundings", {"ts_ms": None})
+        if reported and (around["ts_ms"] is None or ts_ms >= around["ts_ms"]):
+            around.update(reported, ts_ms=ts_ms)
     elif type_ == "feedback":
         _bump(p["feedback"], data["outcome"])
         channel = p["engagement"].setdefault(data.get("channel") or "web", {"last_ms": ts_ms})

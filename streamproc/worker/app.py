@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from streamproc.decisions.bandit import ThompsonChooser
+from streamproc.decisions.contextual import ContextualChooser
 from streamproc.events.codec import RawMessage
 from streamproc.events.partitioner import PartitionCheck
 from streamproc.kafka_options import faust_credentials
@@ -146,8 +147,10 @@ def create_app(
         # The learning bandit picks among eligible actions: the learner's, served with the
         # models (a fresh one until the first snapshot is served).
         engine.chooser = bandit = ThompsonChooser.from_settings(settings)
+        engine.contextual = ContextualChooser.from_settings(settings)
         scorer = worker.scorer = IntentScorer(settings, models, bandit=bandit,
-                                              recommender=engine.recommender)
+                                              recommender=engine.recommender,
+                                              contextual=engine.contextual)
         processor = Processor(settings, MeteredStore(store, metrics), segmenter=segmenter,
                               scorer=scorer, engine=engine,
                               partition_check=PartitionCheck(settings.partition_check,

@@ -43,6 +43,7 @@ EXPECTED_TOPICS = {
     "profile_update": "profiles",
     "erase": "profiles",
     "consent_update": "profiles",
+    "context_update": "profiles",
     "feedback": "feedback",
     "survey": "feedback",
 }
