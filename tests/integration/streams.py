@@ -21,9 +21,11 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamproc.decisions.decision_log import read_topic
 from streamproc.events.schemas import load_event_schemas
+from streamproc.processor import event_token
 from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
 from streamproc.worker import status
@@ -41,6 +43,7 @@ class Truth:
     counts: Counter[str] = field(default_factory=Counter)
     orders: int = 0
     cents: int = 0
+    ids: dict[str, str] = field(default_factory=dict)  # event_id -> type, in send order
 
     @property
     def events(self) -> int:
@@ -80,6 +83,7 @@ def build_stream(run: str, customers: int, events: int, seed: int = SEED,
         stream.append((sim_event.topic, event))
         t = truth.setdefault(event["customer_id"], Truth())
         t.counts[event["type"]] += 1
+        t.ids[event["event_id"]] = event["type"]
         if event["type"] == "purchase":
             t.orders += 1
             t.cents += round(event["amount"] * 100)
@@ -169,6 +173,54 @@ async def dead_letters_of(env: Env, customers: set[str]) -> list[str]:
             if r and (r.get("key") or {}).get("data") in customers]
 
 
+async def missing_events(env: Env, behind: dict[str, Truth], state: Snapshot) -> list[str]:
+    """For customers behind: per customer, the types short of the truth, and the events their
+    profile's dedupe window does not name (where the window holds all of the customer's
+    events), each with where it was read from (topic:partition@offset), to find it in the
+    worker logs."""
+    wanted: dict[str, str] = {}
+    lines = []
+    for cid, t in behind.items():
+        profile = state.profiles.get(cid, {})
+        counts = profile.get("counts", {})
+        short = {k: f"{counts.get(k, 0)}/{n}" for k, n in t.counts.items()
+                 if counts.get(k, 0) != n}
+        recent = set(profile.get("recent_event_ids", []))
+        ids = [i for i in t.ids if event_token(i) not in recent]
+        if len(t.ids) > len(recent):  # the window dropped some: they may have been applied
+            ids = [f"(window of {len(recent)} for {len(t.ids)} events)"]
+        else:
+            wanted.update(dict.fromkeys(ids, cid))
+        lines.append(f"{cid}: short {short}, applied {profile.get('applied')}, not in window "
+                     f"{ids}")
+    if not wanted:
+        return lines
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            tps = [TopicPartition(t, p) for t in env.settings.topics.inputs
+                   for p in range(env.settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            left = {tp for tp in tps if ends[tp] > 0}
+            while left:
+                for tp, messages in (await consumer.getmany(*left, timeout_ms=1000)).items():
+                    for m in messages:
+                        if m.value and (eid := orjson.loads(m.value).get("event_id")) in wanted:
+                            lines.append(f"{eid} of {wanted[eid]} at {tp.topic}:"
+                                         f"{tp.partition}@{m.offset}")
+                    if messages and messages[-1].offset >= ends[tp] - 1:
+                        left.discard(tp)
+    except TimeoutError:
+        lines.append("(gave up reading the input topics after 30 s)")
+    finally:
+        await consumer.stop()
+    return lines
+
+
 def alive(env: Env, proc: subprocess.Popen[bytes]) -> None:
     assert proc.poll() is None, f"worker exited with {proc.returncode}:\n{env.worker_log()}"
 
@@ -191,10 +243,11 @@ async def wait_complete(env: Env, redis: aioredis.Redis, procs: list[subprocess.
         if time.monotonic() > deadline:
             expected = sum(t.events for t in truth.values())
             dead = await dead_letters_of(env, set(behind))
+            missing = await missing_events(env, {c: truth[c] for c in behind}, state)
             pytest.fail(f"after {timeout}s {len(behind)} customers are behind "
                         f"({state.total} of {expected} events applied), partitions not fully "
-                        f"read: {unread}. Their dead letters: {dead}. Worker log:\n"
-                        f"{env.worker_log()}")
+                        f"read: {unread}. Missing: {missing}. Their dead letters: {dead}. "
+                        f"Worker logs in {env.tmp}:\n{env.worker_log()}")
         await asyncio.sleep(0.5)
 
 

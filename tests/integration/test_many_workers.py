@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 CUSTOMERS = 150
 EVENTS = 6000
 BACKLOG = 2000  # before the first worker starts
-STREAMED = 2000  # while the other two join (50 a second); the newest is killed during it
+STREAMED = 2000  # while the other two join (20 a second); the newest is killed during it
 # the rest is produced after the kill
 
 
@@ -95,13 +95,14 @@ async def test_scale_out_lose_a_worker_and_account_for_everything(
 
         # Live traffic, slow enough to last until the kill (then the rest of it at once).
         killed = asyncio.Event()
-        sender = asyncio.create_task(stream_chunk(stack_env, streamed, per_tick=5,
+        # 20 a second: 100 s of traffic, time for two workers to start on a loaded machine.
+        sender = asyncio.create_task(stream_chunk(stack_env, streamed, per_tick=2,
                                                   until=killed))
         second, third = stack_env.start_worker(), stack_env.start_worker()
         # Kill the newest worker once its heartbeat shows it owns partitions and has processed.
         await beats_until(stack_env, test_redis, lambda beats: (
             (w := owner_of(beats, third.pid)) is not None and w.partitions and w.messages > 0),
-            "the third worker never processed anything")
+            "the third worker never processed anything", timeout=90)
         assert not sender.done(), "the traffic should still be flowing at the kill"
         third.send_signal(signal.SIGKILL)
         third.wait(timeout=10)
