@@ -219,6 +219,9 @@ def test_settings_exist_and_secrets_are_only_referenced() -> None:
         assert set(env) <= KNOWN_VARIABLES, (name, sorted(set(env) - KNOWN_VARIABLES))
         assert c["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
         (secrets,) = [v for v in spec["volumes"] if v["name"] == "secrets"]
+        # Files owned by root, group fsGroup: readable by the image's user through its group.
+        assert secrets["secret"]["defaultMode"] == 0o440
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
         mount = next(m for m in c["volumeMounts"] if m["name"] == "secrets")["mountPath"]
         files = {f"{mount}/{item['path']}" for item in secrets["secret"]["items"]}
         named = {k: v for k, v in env.items() if k.endswith("_FILE")}

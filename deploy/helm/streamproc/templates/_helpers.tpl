@@ -69,7 +69,8 @@ volumes:
   - name: secrets
     secret:
       secretName: {{ required "secret.name is required: the Secret holding the model secret, Redis URL and API tokens" .root.Values.secret.name }}
-      defaultMode: 0400
+      # Readable by the pod's group (fsGroup), the image's unprivileged user; nobody else.
+      defaultMode: 0440
       items:
         {{- range $name, $key := $keys }}
         - key: {{ $key }}
