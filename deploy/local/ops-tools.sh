@@ -20,8 +20,10 @@ cache=${cache/#\~/$HOME}
 TOOLS=(
   "helm v4.3.2 helm.sh/helm/v4/cmd/helm"
   "kubeconform v0.8.0 github.com/yannh/kubeconform/cmd/kubeconform"
-  # Prometheus 3.x's Go module versions are v0.3XX.Y (v0.316.0 is Prometheus 3.16.0).
-  "promtool v0.316.0 github.com/prometheus/prometheus/cmd/promtool"
+  # Prometheus 3.x's Go module versions are v0.3XX.Y (v0.316.0 is Prometheus 3.16.0). Without
+  # the service discoveries but DNS (Prometheus's own build tags): the cloud SDKs they bring
+  # would triple the build, and the rules and our scrape configuration need none of them.
+  "promtool v0.316.0 github.com/prometheus/prometheus/cmd/promtool remove_all_sd,enable_dns_sd"
 )
 if ! command -v go >/dev/null 2>&1; then
   echo "deploy/local/ops-tools.sh: needs Go 1.24+ to build helm, kubeconform and promtool" \
@@ -30,7 +32,7 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 wanted=" $* "
 for entry in "${TOOLS[@]}"; do
-  read -r name version package <<<"$entry"
+  read -r name version package tags <<<"$entry"
   if [ $# -gt 0 ] && [[ $wanted != *" $name "* ]]; then
     continue
   fi
@@ -38,7 +40,7 @@ for entry in "${TOOLS[@]}"; do
   if [ ! -x "$dir/$name" ]; then
     echo "==> building $name $version with go install (first time only; takes minutes)" >&2
     mkdir -p "$dir"
-    if ! GOBIN="$dir" go install "$package@$version" >&2; then
+    if ! GOBIN="$dir" go install ${tags:+-tags "$tags"} "$package@$version" >&2; then
       echo "deploy/local/ops-tools.sh: go install $package@$version failed (above)" >&2
       exit 2
     fi
