@@ -150,6 +150,8 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("SESSION_TIMEOUT_S", "30",
      "seconds before the group gives a silent (crashed) worker's partitions to the others"),
     ("WEB_HOST", "127.0.0.1", "address the worker's web server binds (0.0.0.0 in containers)"),
+    ("LEARNER_WEB_PORT", "0",
+     "port of `streamproc learner`'s web server (/metrics, /livez; on WEB_HOST); 0 disables it"),
     ("LOG_FORMAT", "text", "log lines of the worker and the CLI: text, or json (one a line)"),
     ("CATALOGUE", "",
      "decision catalogue (YAML or JSON), reloaded when it changes; empty: the shipped one"),
@@ -371,6 +373,7 @@ class Settings:
     contextual_min_outcomes: int = 30
     session_timeout_s: int = 30
     web_host: str = "127.0.0.1"
+    learner_web_port: int = 0
     log_format: str = "text"
     catalogue: Path | None = None
     label_lateness_seconds: int = 300
@@ -501,6 +504,7 @@ class Settings:
             # Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
             session_timeout_s=_int(get, "SESSION_TIMEOUT_S", 6, 1800),
             web_host=get("WEB_HOST"),
+            learner_web_port=_int(get, "LEARNER_WEB_PORT", 0, 65535),
             log_format=get("LOG_FORMAT").lower(),
             catalogue=Path(get("CATALOGUE")).expanduser() if get("CATALOGUE") else None,
             label_lateness_seconds=_int(get, "LABEL_LATENESS_SECONDS", 0, 7 * 86_400),

@@ -29,6 +29,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "    sudo apt-get update && sudo apt-get install -y chromium"
   fi
 fi
+# The offline checks of the Helm chart and the alert rules (tests/unit/test_helm.py,
+# test_monitoring.py) need helm, kubeconform and promtool: built once with Go, then cached.
+echo "==> helm, kubeconform and promtool for the chart's and the alert rules' checks"
+bash deploy/local/ops-tools.sh >/dev/null
 echo "==> bringing the local stack up (Kafka + Redis)"
 "$sp" stack up
 echo "==> running the tests"

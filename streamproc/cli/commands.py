@@ -94,6 +94,8 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_learner(settings: Settings, args: argparse.Namespace) -> int:
+    if args.web_port is not None:
+        settings = dataclasses.replace(settings, learner_web_port=args.web_port)
     settings.validate()
     if not settings.model_secret:
         print("streamproc learner: STREAMPROC_MODEL_SECRET is not set (nor a local stack "
@@ -114,7 +116,7 @@ async def _learn(settings: Settings) -> None:
     import signal
 
     from streamproc.stack import ensure_topics
-    from streamproc.worker.app import serve_learner, tune_gc
+    from streamproc.worker.app import serve_learner_process, tune_gc
 
     created = await ensure_topics(settings)
     if created:
@@ -127,7 +129,7 @@ async def _learn(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve_learner(settings, stop=stop)
+    await serve_learner_process(settings, stop)
     logging.getLogger(__name__).info("learner stopped")
 
 
@@ -506,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "worker reloads. Needs STREAMPROC_MODEL_SECRET (the workers' one); run "
                        "the workers with STREAMPROC_LEARNER=off. Several learners may run: one "
                        "learns, the others stand by and take over when it stops.")
+    p.add_argument("--web-port", type=int, help="serve /metrics and /livez on this port "
+                   "(default: STREAMPROC_LEARNER_WEB_PORT, 0 = off)")
     p.set_defaults(func=_cmd_learner)
 
     p = sub.add_parser("serve", help="run the HTTP API: events in, decisions out (Ctrl-C stops it)",

@@ -39,7 +39,7 @@ from streamproc.worker.agents import BatchStats, Emitter, consume
 from streamproc.worker.batching import take_batches
 from streamproc.worker.emitter import KafkaEmitter
 from streamproc.worker.lifecycle import Lifecycle, OutageClock
-from streamproc.worker.metrics import MeteredStore, WorkerMetrics
+from streamproc.worker.metrics import LearnerMetrics, MeteredStore, WorkerMetrics
 from streamproc.worker.preflight import redacted
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,21 @@ async def serve_learner(
         await run_learner(settings, learner, stop)
     finally:
         await store.close()
+
+
+async def serve_learner_process(settings: Settings, stop: asyncio.Event) -> None:
+    """``streamproc learner``: :func:`serve_learner` until ``stop``, with ``/metrics`` and
+    ``/livez`` on ``STREAMPROC_LEARNER_WEB_PORT`` when it is set (0: no web server)."""
+    learners: list[Learner] = []
+    runner = None
+    if settings.learner_web_port > 0:
+        metrics = LearnerMetrics(lambda: learners[0] if learners else None)
+        runner = await web.start_learner_web(settings, metrics)
+    try:
+        await serve_learner(settings, stop=stop, on_start=learners.append)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
 def _add_operations(app: faust.App, settings: Settings, stats: BatchStats,

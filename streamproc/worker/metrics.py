@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamproc.events.codec import RawMessage
+from streamproc.learning.learner import Learner
 from streamproc.processor import BatchResult
 from streamproc.state.store import DueTimers, Store, Stored, Write
 
@@ -77,12 +78,28 @@ def model_figures(scorer: Any) -> dict[str, dict[str, float]]:
     return {"intent": figures} if figures else {}
 
 
+def served_snapshot(scorer: Any) -> tuple[float, float] | None:
+    """``(version, created seconds)`` of the model snapshot the scorer serves; None before it
+    served one (version 0) or without a scorer.
+
+    >>> class Scorer:
+    ...     version, created_ms = 7, 1_700_000_000_500
+    >>> served_snapshot(Scorer()), served_snapshot(None)
+    ((7.0, 1700000000.5), None)
+    """
+    version, created_ms = getattr(scorer, "version", 0), getattr(scorer, "created_ms", 0)
+    if not isinstance(version, int) or not isinstance(created_ms, int) or version <= 0:
+        return None
+    return float(version), created_ms / 1000
+
+
 class _ModelCollector(Collector):
     def __init__(self, scorer: Callable[[], Any]) -> None:
         self.scorer = scorer
 
     def collect(self) -> Iterable[Metric]:
-        figures = model_figures(self.scorer())
+        scorer = self.scorer()
+        figures = model_figures(scorer)
         for name in MODEL_FIGURES:
             family = GaugeMetricFamily(f"streamproc_model_{name}",
                                        f"the online model's {name.replace('_', ' ')} "
@@ -91,6 +108,18 @@ class _ModelCollector(Collector):
                 if name in values:
                     family.add_metric([model], values[name])
             yield family
+        served = served_snapshot(scorer)
+        version = GaugeMetricFamily(
+            "streamproc_model_version", "version of the learner's model snapshot this worker "
+            "serves (no sample before the first one)")
+        created = GaugeMetricFamily(
+            "streamproc_model_snapshot_timestamp_seconds", "when the learner published the "
+            "snapshot this worker serves (Unix seconds)")
+        if served is not None:
+            version.add_metric([], served[0])
+            created.add_metric([], served[1])
+        yield version
+        yield created
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -118,6 +147,64 @@ class _LearnerCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []
+
+
+class _LearnerStateCollector(Collector):
+    """What a ``streamproc learner`` process shows besides its lag: whether it is the active
+    learner, where it reads, and the version of its last snapshot."""
+
+    def __init__(self, learner: Callable[[], Learner | None]) -> None:
+        self.learner = learner
+
+    def collect(self) -> Iterable[Metric]:
+        learner = self.learner()
+        active = GaugeMetricFamily("streamproc_learner_active", "1 while this process is the "
+                                   "learner (holds the learning partition), else 0")
+        active.add_metric([], 1.0 if learner is not None and learner.active else 0.0)
+        yield active
+        position = GaugeMetricFamily(
+            "streamproc_learner_position", "the next learning-topic offset the active learner "
+            "reads: flat while records wait means a stalled learner")
+        if learner is not None and learner.active:
+            position.add_metric([], float(learner.position))
+        yield position
+        version = GaugeMetricFamily(
+            "streamproc_learner_model_version", "version of the last model snapshot this "
+            "learner published or restored (no sample before it made or read one)")
+        if learner is not None and learner.version > 0:
+            version.add_metric([], float(learner.version))
+        yield version
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+class LearnerMetrics:
+    """The metrics of a ``streamproc learner`` process (its web server's ``/metrics``).
+
+    >>> from streamproc.settings import Settings
+    >>> learner = Learner(Settings())
+    >>> learner.active, learner.position, learner.topic_end, learner.version = True, 90, 100, 3
+    >>> m = LearnerMetrics(lambda: learner)
+    >>> [m.value(name) for name in ("streamproc_learner_lag", "streamproc_learner_active",
+    ...                             "streamproc_learner_position",
+    ...                             "streamproc_learner_model_version")]
+    [10.0, 1.0, 90.0, 3.0]
+    >>> LearnerMetrics(lambda: None).value("streamproc_learner_active")  # not started yet
+    0.0
+    """
+
+    def __init__(self, learner: Callable[[], Learner | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_LearnerCollector(
+            lambda: (found.lag if (found := learner()) is not None else None)))
+        self.registry.register(_LearnerStateCollector(learner))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
 
 
 class WorkerMetrics:

@@ -9,6 +9,10 @@
   as JSON. Do not send work to (or alert on) a worker that is not ready; a worker beyond the
   partition count is never ready.
 
+``streamproc learner`` serves ``/metrics`` (:class:`~streamproc.worker.metrics.LearnerMetrics`)
+and ``/livez`` on ``STREAMPROC_WEB_HOST:LEARNER_WEB_PORT`` (:func:`start_learner_web`): it has
+no Faust app, and no ``/readyz`` (it takes no traffic; the learner group decides who learns).
+
 Nothing else: Faust's own pages (``/``, ``/router/``, ``/table/``, ``/graph/``, ...) show the
 app's configuration, its tables and its topology to anyone who reaches the port, and are not
 mounted (they answer 404).
@@ -22,12 +26,13 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from aiohttp import web as aioweb
 from aiokafka.client import AIOKafkaClient
 from faust.web.base import BlueprintManager
 
 from streamproc.kafka_options import kafka_options
 from streamproc.settings import Settings
-from streamproc.worker.metrics import CONTENT_TYPE, WorkerMetrics
+from streamproc.worker.metrics import CONTENT_TYPE, LearnerMetrics, WorkerMetrics
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -156,3 +161,28 @@ def add_routes(app: faust.App, metrics: WorkerMetrics, redis_client: aioredis.Re
         status, body = readiness(len(assigned_partitions(app)), bool(app.rebalancing),
                                  redis_error, kafka_error)
         return view.json({**body, "worker_id": worker_id}, status=status)
+
+
+async def start_learner_web(settings: Settings, metrics: LearnerMetrics) -> aioweb.AppRunner:
+    """Serve the learner's ``/metrics`` and ``/livez`` on
+    ``STREAMPROC_WEB_HOST:LEARNER_WEB_PORT`` until the returned runner is cleaned up."""
+    started = time.monotonic()
+
+    async def prometheus(request: aioweb.Request) -> aioweb.Response:
+        return aioweb.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def livez(request: aioweb.Request) -> aioweb.Response:
+        return aioweb.json_response({"alive": True, "role": "learner",
+                                     "uptime_s": round(time.monotonic() - started, 1)})
+
+    app = aioweb.Application()
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/livez", livez)
+    runner = aioweb.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await aioweb.TCPSite(runner, settings.web_host, settings.learner_web_port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

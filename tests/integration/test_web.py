@@ -103,3 +103,50 @@ async def test_the_worker_serves_its_own_endpoints_only(stack_env: Env) -> None:
                  "/router/" + stack_env.settings.topics.browsing + "/"):
         status, body = await asyncio.to_thread(get, port, path)
         assert status == 404, (path, status, body[:200])
+
+
+async def test_a_learner_process_serves_its_metrics_and_the_workers_its_model_version(
+        stack_env: Env) -> None:
+    """`streamproc learner` with STREAMPROC_LEARNER_WEB_PORT: /livez, and /metrics saying it
+    learns and how far it is; a worker (STREAMPROC_LEARNER=off) then serves its snapshot and
+    says which version (the monitoring dashboard and alerts read these)."""
+    learning = {"STREAMPROC_MODEL_SECRET": "web-test-secret",
+                "STREAMPROC_MODEL_SNAPSHOT_SECONDS": "1", "STREAMPROC_MODEL_RELOAD_SECONDS": "1"}
+    learner_port, worker_port = free_port(), free_port()
+    stack_env.start_worker("learner", {**learning, "STREAMPROC_LEARNER_WEB_PORT":
+                                       str(learner_port)})
+    _, body = await poll(stack_env, learner_port, "/livez", lambda s, b: s == 200)
+    assert orjson.loads(body)["role"] == "learner"
+    stack_env.start_worker(settings={**learning, "STREAMPROC_LEARNER": "off",
+                                     "STREAMPROC_WEB_PORT": str(worker_port)})
+    await poll(stack_env, worker_port, "/readyz", lambda s, b: s == 200)
+    cid = stack_env.customer()
+    views = [{"event_id": f"lv-{cid}-{i}", "type": "product_view", "customer_id": cid,
+              "ts": f"2026-03-01T10:00:{i:02d}Z",
+              "product": {"product_id": "p1", "category": "shoes", "price": 80.0}}
+             for i in range(5)]
+    await stack_env.produce_events(stack_env.settings.topics.browsing, views)
+
+    def learnt(s: int, b: bytes) -> bool:
+        text = b.decode()
+        return s == 200 and sample(text, "streamproc_learner_active") == 1.0 \
+            and sample(text, "streamproc_learner_lag") == 0.0 \
+            and (sample(text, "streamproc_learner_model_version") or 0) >= 1
+
+    _, body = await poll(stack_env, learner_port, "/metrics", learnt)
+    text = body.decode()
+    assert (sample(text, "streamproc_learner_position") or 0) >= 1, text
+
+    def served(s: int, b: bytes) -> bool:
+        return s == 200 and (sample(b.decode(), "streamproc_model_version") or 0) >= 1
+
+    _, body = await poll(stack_env, worker_port, "/metrics", served)
+    text = body.decode()
+    version = sample(text, "streamproc_model_version")
+    _, latest = await asyncio.to_thread(get, learner_port, "/metrics")
+    published = sample(latest.decode(), "streamproc_learner_model_version")
+    assert version is not None and published is not None and version <= published
+    created = sample(text, "streamproc_model_snapshot_timestamp_seconds")
+    assert created is not None and abs(created - time.time()) < 300, text
+    # The worker that does not learn has no learner lag of its own.
+    assert sample(text, "streamproc_learner_lag") is None
