@@ -43,6 +43,9 @@ EXPECTED_TOPICS = {
     "profile_update": "profiles",
     "erase": "profiles",
     "consent_update": "profiles",
+    "identify": "profiles",
+    "unlink": "profiles",
+    "profile_merge": "profiles",
     "feedback": "feedback",
     "survey": "feedback",
 }
