@@ -727,7 +727,10 @@ class Processor:
             if customer == event.customer_id:
                 raise IdentityError(f"identify: identified_as is the identifier itself "
                                     f"({customer}); name the customer it belongs to")
-            carried = {k: p[k] for k in CARRIED if k in p}  # type: ignore[literal-required]
+            # A copy: the rest of the batch goes on changing the profile's lists (the
+            # duplicate window) before the outbox is serialised.
+            carried = orjson.loads(orjson.dumps(
+                {k: p[k] for k in CARRIED if k in p}))  # type: ignore[literal-required]
             moves = leave_all(p, event, trigger_of(event), MERGED)
             out.outputs.extend({"topic": "segments", "record": m} for m in moves)
             self.kpis.count_moves(moves, event.ts_ms, out.kpis)

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamproc.events.codec import RawMessage
+from streamproc.events.codec import RawMessage, parse_ts
 from streamproc.processor import BatchResult, Processor
 from streamproc.segments.segmenter import Segmenter
 from streamproc.state.memory import MemoryStore
@@ -214,3 +216,142 @@ async def test_consent_after_a_merge_is_the_stricter():
     c1 = await profile(store, "c1")
     assert c1 is not None
     assert c1["consent"]["email"]["granted"] is False and c1["consent"]["sms"]["granted"]
+
+
+# -- the property: any interleaving, redeliveries and crashes give the clean pass's profile ----
+
+PARTITION_OF = {"anon-1": 0, "anon-2": 0, "card-1": 2, "c1": 1}
+# card-1 belongs to c1; anon-1 too; anon-2 to card-1 (a chain: it reaches c1 through card-1).
+IDENTIFIED_AS = {"anon-1": "c1", "card-1": "c1", "anon-2": "card-1"}
+CATEGORIES = ("shoes", "books", "toys")
+
+
+class Broker:
+    """Topic-partition logs with a committed offset each, as a consumer group sees them."""
+
+    def __init__(self) -> None:
+        self.logs: dict[tuple[str, int], list[RawMessage]] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+
+    def append(self, body: dict[str, Any], topic: str) -> None:
+        part = PARTITION_OF[body["customer_id"]]
+        log = self.logs.setdefault((topic, part), [])
+        value = orjson.dumps(body)
+        log.append(RawMessage(topic, part, len(log), body["customer_id"].encode(), value,
+                              parse_ts(body["ts"])))
+
+    def pending(self) -> list[tuple[str, int]]:
+        return sorted(p for p, log in self.logs.items() if self.committed.get(p, 0) < len(log))
+
+    def batch(self, place: tuple[str, int], size: int) -> list[RawMessage]:
+        start = self.committed.get(place, 0)
+        return self.logs[place][start:start + size]
+
+    def publish(self, result: BatchResult) -> None:
+        for to, _, value in result.forwards:
+            self.append(orjson.loads(value), TOPIC_NAMES[to])
+
+
+def inputs(kinds: list[tuple[str, str, int]], identify_at: dict[str, int]
+           ) -> list[tuple[dict[str, Any], str]]:
+    """The producers' events, in order: (kind, customer, category) each, and each identifier's
+    identify after that many of the events."""
+    out: list[tuple[dict[str, Any], str]] = []
+    for i, (kind, cid, cat) in enumerate(kinds):
+        for ident, at in identify_at.items():
+            if at == i:
+                out.append((event("identify", customer=ident, minute=i % 60,
+                                  identified_as=IDENTIFIED_AS[ident]), "profiles"))
+        product = {"product_id": f"p{i}", "category": CATEGORIES[cat], "price": 10.0 + i}
+        fields: dict[str, Any] = {
+            "page_view": {"page_type": "category", "category": CATEGORIES[cat]},
+            "product_view": {"product": product},
+            "cart_add": {"product": product, "quantity": 1 + cat},
+            "purchase": {"order_id": f"o{i}", "amount": 20.0 + i,
+                         "lines": [{"product_id": f"b{i}", "category": CATEGORIES[cat],
+                                    "quantity": 1, "unit_price": 20.0 + i}]},
+        }[kind]
+        out.append((event(kind, customer=cid, minute=i % 60, **fields),
+                    "purchases" if kind == "purchase" else "browsing"))
+    for ident, at in identify_at.items():
+        if at >= len(kinds):
+            out.append((event("identify", customer=ident, minute=59,
+                              identified_as=IDENTIFIED_AS[ident]), "profiles"))
+    return out
+
+
+def merged_view(p: dict[str, Any]) -> dict[str, Any]:
+    """What a merge must get right whatever the order of arrival (the current session and the
+    latest-wins fields follow the order of arrival by design: docs/identity.md)."""
+    return {
+        "counts": {k: v for k, v in p["counts"].items() if k != "sessions"},
+        "cart": {pid: line["qty"] for pid, line in p["cart"]["items"].items()},
+        "cart_value": p["cart"]["value"],
+        "purchases": {k: p["purchases"][k] for k in ("orders", "total", "days")},
+        "categories": p["categories"],
+        "activity": p["activity"],
+        "affinities": sorted(p["affinities"]["categories"]),
+        "aliases": sorted(p.get("aliases", [])),
+        "first_seen_ms": p["first_seen_ms"], "last_seen_ms": p["last_seen_ms"],
+    }
+
+
+async def consume(broker: Broker, rnd: Any, crashes: int) -> MemoryStore:
+    """Consume every log to the end in a random interleaving and batch cut, with up to
+    ``crashes`` crashes: after the write and before the publish, or after the publish and
+    before the commit (the next worker starts with an empty cache)."""
+    proc, store = make()
+    while pending := broker.pending():
+        place = rnd.choice(pending)
+        msgs = broker.batch(place, rnd.randint(1, 3))
+        crash = rnd.choice(("none", "none", "written", "published")) if crashes else "none"
+        result = await proc.process(msgs)
+        if crash == "written":
+            crashes -= 1
+            proc, _ = make(store)
+            continue
+        broker.publish(result)
+        if crash == "published":
+            crashes -= 1
+            proc, _ = make(store)
+            continue
+        broker.committed[place] = msgs[-1].offset + 1
+    return store
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    kinds=st.lists(st.tuples(st.sampled_from(["page_view", "product_view", "cart_add",
+                                              "purchase"]),
+                             st.sampled_from(sorted(PARTITION_OF)), st.integers(0, 2)),
+                   min_size=1, max_size=14),
+    at=st.tuples(*(st.integers(0, 15) for _ in IDENTIFIED_AS)),
+    rnd=st.randoms(use_true_random=False),
+    crashes=st.integers(0, 4),
+)
+async def test_any_interleaving_redeliveries_and_crashes_give_the_clean_pass(
+        kinds: list[tuple[str, str, int]], at: tuple[int, ...], rnd: Any, crashes: int) -> None:
+    produced = inputs(kinds, dict(zip(IDENTIFIED_AS, at, strict=True)))
+    messy, clean = Broker(), Broker()
+    for body, topic in produced:
+        messy.append(body, TOPIC_NAMES[topic])
+        clean.append(body, TOPIC_NAMES[topic])
+    store = await consume(messy, rnd, crashes)
+    # The clean pass: each log read whole, one after the other, no crash.
+    proc, reference = make()
+    while pending := clean.pending():
+        msgs = clean.batch(pending[0], 10_000)
+        clean.publish(await proc.process(msgs))
+        clean.committed[pending[0]] = msgs[-1].offset + 1
+    got, want = await profile(store, "c1"), await profile(reference, "c1")
+    assert got is not None and want is not None
+    assert merged_view(got) == merged_view(want)
+    # ... and that is every event once, under one profile.
+    typed: dict[str, int] = {}
+    for kind, _, _ in kinds:
+        typed[kind] = typed.get(kind, 0) + 1
+    assert merged_view(got)["counts"] == typed
+    assert merged_view(got)["aliases"] == sorted(IDENTIFIED_AS)
+    for ident, target in IDENTIFIED_AS.items():
+        alias = await profile(store, ident)
+        assert alias is not None and alias["alias_of"] == target and not alias["counts"]
