@@ -58,7 +58,12 @@ from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_key, deadletter_record
 from streamproc.events.partitioner import PartitionCheck
-from streamproc.learning.observations import erase_record, lesson_record, read_from
+from streamproc.learning.observations import (
+    alias_record,
+    erase_record,
+    lesson_record,
+    read_from,
+)
 from streamproc.learning.scorer import NoScoring
 from streamproc.models.ranking import Recommender
 from streamproc.segments.segmenter import CONSENT_NOT_GIVEN, CONSENT_WITHDRAWN, leave_all
@@ -738,6 +743,9 @@ class Processor:
                 "event_id": f"merge:{event.event_id}", "type": "profile_merge",
                 "customer_id": customer, "ts": data["ts"], "merge_id": event.event_id,
                 "identifier": event.customer_id, "profile": carried}, place))
+            out.outputs.append({"topic": "learning", "record": alias_record(
+                event.customer_id, event.event_id, event.ts_ms, customer,
+                read_from(event.message))})
             alias_profile(p, customer)
             out.withheld_at = len(out.outputs)  # its latest decisions go with the rest
             return True

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.events.codec import RawMessage, parse_ts
+from streamproc.learning.observations import parse
+from streamproc.models.join import LabelJoin
 from streamproc.processor import BatchResult, Processor
 from streamproc.segments.segmenter import Segmenter
 from streamproc.state.memory import MemoryStore
@@ -97,6 +99,23 @@ async def test_anonymous_history_and_cart_carry_over_at_login():
     moves = [orjson.loads(v) for _, v in result.segments]
     assert moves and {m["reason"] for m in moves} == {"merged"}
     assert {m["customer_id"] for m in moves if m["to"] is None} == {"anon-1"}
+
+
+async def test_the_learner_s_pending_moments_follow_the_customer():
+    proc, _ = make()
+    log = Log()
+    result = await proc.process([log.message(event("identify", customer="anon-1",
+                                                   identified_as="c1"))])
+    aliases = [parse(v) for _, v in result.learning if parse(v).kind == "alias"]
+    assert [(o.customer_id, o.to) for o in aliases] == [("anon-1", "c1")]
+    # The learner's join: a moment of the anonymous visitor, then the login, then a purchase
+    # of the customer within the horizon: the moment is labelled a purchase.
+    join = LabelJoin(horizon_ms=1_000, lateness_ms=0)
+    join.snapshot("anon-1", "e1", 100, {"x": 1.0}, 0.2, "browsing:0")
+    assert join.rename("anon-1", "c1") == 1
+    join.purchase("c1", "e2", 500, "browsing:0")
+    labels = join.snapshot("c9", "e3", 5_000, {"x": 0.0}, 0.1, "browsing:0")
+    assert [(lab.customer_id, lab.label) for lab in labels] == [("c1", True)]
 
 
 async def test_events_under_an_alias_reach_the_customer_once():
