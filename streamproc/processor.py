@@ -51,13 +51,19 @@ from streamproc.decisions import timers
 from streamproc.decisions.catalogue import LIFECYCLE_TIMER, CatalogueFile, default_catalogue_path
 from streamproc.decisions.chooser import UniformChooser
 from streamproc.decisions.engine import SERVED, TIMER, Decided, Engine, Lesson
-from streamproc.decisions.kpis import KpiCounter, Tally, tally_fields
+from streamproc.decisions.exposure import merge_history
+from streamproc.decisions.kpis import KpiCounter, Tally, merge_memory, tally_fields
 from streamproc.decisions.latest import latest_fields
 from streamproc.decisions.record import Source, iso_ms
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.events.codec import Decoder, Event, RawMessage, deadletter_key, deadletter_record
 from streamproc.events.partitioner import PartitionCheck
-from streamproc.learning.observations import erase_record, lesson_record, read_from
+from streamproc.learning.observations import (
+    alias_record,
+    erase_record,
+    lesson_record,
+    read_from,
+)
 from streamproc.learning.scorer import NoScoring
 from streamproc.models.ranking import Recommender
 from streamproc.segments.segmenter import CONSENT_NOT_GIVEN, CONSENT_WITHDRAWN, leave_all
@@ -65,7 +71,14 @@ from streamproc.settings import PROFILING_PURPOSE, Settings
 from streamproc.state.consent import profiling, record_consent, withhold
 from streamproc.state.document import pack_doc, pack_outbox, unpack_doc, unpack_outbox
 from streamproc.state.erasure import suppressed
-from streamproc.state.keys import timer_index_key
+from streamproc.state.identity import (
+    alias_profile,
+    alias_target,
+    merge_consent,
+    merge_profile,
+    unlinked,
+)
+from streamproc.state.keys import CUSTOMER_ID, timer_index_key
 from streamproc.state.profile import (
     Profile,
     ProfileConfig,
@@ -78,6 +91,20 @@ from streamproc.state.store import DueTimers, Store, Stored, Write
 log = logging.getLogger(__name__)
 
 MAX_CAS_ATTEMPTS = 5
+# The identity events (docs/identity.md), the outbox topic of events published on an input
+# topic, what an identifier's profile carries to its customer (the rest is rebuilt there, or
+# only the identifier's: schemas/events/profile_merge.schema.json), the segment moves' reason,
+# and what a customer's profile remembers: identifiers merged into it (an erasure reaches them)
+# and merges applied (one merge, once).
+IDENTITY_TYPES = frozenset({"identify", "profile_merge", "unlink"})
+FORWARD = "forward"
+CARRIED = ("customer_id", "first_seen_ms", "last_seen_ms", "counts", "session", "cart",
+           "purchases", "categories", "affinities", "engagement", "activity", "attributes",
+           "consent", "feedback", "device", "location", "rfm", "recent_products", "decisions",
+           "timers", "kpi", "recent_event_ids", "aliases")
+MERGED = "merged"
+MAX_ALIASES = 64
+MAX_MERGES = 256
 # Messages on the wrong partition, processed anyway (STREAMPROC_PARTITION_CHECK=warn), are
 # logged at most once per this many seconds, with how many there were since: a misconfigured
 # producer sends thousands a second, the metric counts each one.
@@ -102,6 +129,10 @@ class BatchResult:
     erased: list[bytes] = field(default_factory=list)
     # Observations for the learning topic (streamproc.learning.observations).
     learning: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Events for the input topics, keyed by the customer they are for: an identifier's profile
+    # carried to its customer (profile_merge), an event under an alias forwarded to the
+    # customer (docs/identity.md). (logical input topic, key, value).
+    forwards: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     # Index entries (key, member) of the timers fired, removed once the batch is published.
     timers_done: list[tuple[str, str]] = field(default_factory=list)
     timers_fired: int = 0
@@ -110,6 +141,9 @@ class BatchResult:
     duplicates: int = 0
     # Events applied but not profiled: their customer has no personalisation consent.
     unprofiled: int = 0
+    # Identifiers merged into a customer's profile, and events forwarded from an alias.
+    merged: int = 0
+    forwarded: int = 0
     # Profiles reduced to their consent record (consent withdrawn, or missing) by this batch.
     withheld: int = 0
     # Stored profiles taken from the worker's cache, and parsed (STREAMPROC_PROFILE_CACHE).
@@ -137,8 +171,16 @@ async def erase_customer(store: Store, customer_id: str, event_id: str, ts_ms: i
     read from ``trigger``; None for ``streamproc forget``), so it forgets their pending moments
     and purchases. Returns how many keys were deleted.
     """
-    deleted = await store.erase(customer_id, ts_ms if erased_ms is None else erased_ms,
-                                suppress_ms)
+    at_ms = ts_ms if erased_ms is None else erased_ms
+    found = await store.read_profile(customer_id)
+    deleted = 0
+    # Every identifier merged into the customer's profile goes too (docs/identity.md): first,
+    # so that a crash in between leaves the customer's list for the erasure done again.
+    for alias in (found or {}).get("profile", {}).get("aliases") or ():
+        if isinstance(alias, str) and CUSTOMER_ID.fullmatch(alias):
+            deleted += await store.erase(alias, at_ms, suppress_ms)
+            erasure_outputs(alias, event_id, ts_ms, trigger, result)
+    deleted += await store.erase(customer_id, at_ms, suppress_ms)
     erasure_outputs(customer_id, event_id, ts_ms, trigger, result)
     return deleted
 
@@ -269,6 +311,8 @@ class _CustomerOutcome:
     suppressed: list[Event] = field(default_factory=list)
     unprofiled: int = 0
     withheld: int = 0
+    merged: int = 0
+    forwarded: int = 0
     # Where in ``outputs`` the customer's profile was last withheld (their latest decisions are
     # deleted and only the decisions after it kept as latest); None: it was not.
     withheld_at: int | None = None
@@ -513,15 +557,21 @@ class Processor:
                     self._report_suppressed(len(outcome.suppressed), outcome.suppressed[0])
                 result.unprofiled += outcome.unprofiled
                 result.withheld += outcome.withheld
+                result.merged += outcome.merged
+                result.forwarded += outcome.forwarded
                 result.timers_fired += outcome.fired
                 result.timers_done.extend(outcome.timers_done)
                 key = cid.encode()
                 targets = {"decisions": result.decisions, "segments": result.segments,
                            "learning": result.learning}
                 for out in outcome.outputs:
+                    if out["topic"] == FORWARD:
+                        result.forwards.append((out["to"], out["key"].encode(),
+                                                orjson.dumps(out["record"])))
+                        continue
                     targets[out["topic"]].append((key, orjson.dumps(out["record"])))
                     if out["topic"] == "learning":
-                        trigger = out["record"]["trigger"]
+                        trigger = place_of(out)
                         read_order.append((trigger["topic"], trigger["partition"],
                                            trigger["offset"]))
                 for event, error in outcome.deadletters:
@@ -591,9 +641,8 @@ class Processor:
                 out.redelivered += 1
                 out.outputs.extend(
                     o for o in previous_outbox
-                    if o["record"]["trigger"]["topic"] == msg.topic
-                    and o["record"]["trigger"]["partition"] == msg.partition
-                    and o["record"]["trigger"]["offset"] == msg.offset
+                    if (t := place_of(o))["topic"] == msg.topic
+                    and t["partition"] == msg.partition and t["offset"] == msg.offset
                 )
                 continue
             if suppressed(stored.erased_ms, event.ts_ms, msg.timestamp_ms):
@@ -615,6 +664,11 @@ class Processor:
                 out.deadletters.append((event, poison[id(event)]))
                 continue
             try:
+                if (event.type in IDENTITY_TYPES or alias_target(p) is not None) \
+                        and self._identity(p, event, out):
+                    memo.clear()  # a merge or an alias changed the profile wholesale
+                    out.applied += 1
+                    continue
                 if not self._consents(p, event, out):
                     memo.clear()  # its segments may have been left: nothing known of them
                     out.applied += 1
@@ -671,6 +725,103 @@ class Processor:
                 read[place] = max(read.get(place, -1), e.message.offset)
             self._write(out, cid, p, stored, previous_outbox, read, before, now_ms, memo=memo)
         return out
+
+    def _identity(self, p: Profile, event: Event, out: _CustomerOutcome) -> bool:
+        """The identity steps (docs/identity.md): an event under an alias is forwarded to its
+        customer; ``identify`` turns the profile into an alias and carries what it held to the
+        customer (a profile_merge); ``profile_merge`` combines it, once; ``unlink`` ends an
+        alias. True when the event was handled here (False: an ordinary event, applied as
+        usual)."""
+        msg, data = event.message, event.data
+        place = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+        target = alias_target(p)
+        if event.type == "unlink":
+            if target is not None:  # the customer forgets the identifier; it starts afresh
+                out.outputs.append(forward_output("profiles", target, {
+                    "event_id": f"unlink:{event.event_id}", "type": "profile_merge",
+                    "customer_id": target, "ts": data["ts"], "merge_id": event.event_id,
+                    "identifier": event.customer_id, "unlinked": True}, place))
+                unlinked(p)
+            return True
+        if target is not None:
+            if event.type == "identify":
+                if data["identified_as"] != target:
+                    raise IdentityError(
+                        f"{event.customer_id} is identified as {target} already: send an "
+                        f"unlink for it first, then identify it as {data['identified_as']}")
+                return True  # said again: nothing changes
+            # Under an alias: the customer's event (its id kept, so the customer's duplicate
+            # window drops a copy), on the customer's partition of the same topic.
+            out.outputs.append(forward_output(
+                self.decoder.logical_topic[msg.topic], target,
+                {**data, "customer_id": target}, place))
+            out.forwarded += 1
+            return True
+        if event.type == "identify":
+            customer = data["identified_as"]
+            if customer == event.customer_id:
+                raise IdentityError(f"identify: identified_as is the identifier itself "
+                                    f"({customer}); name the customer it belongs to")
+            # A copy: the rest of the batch goes on changing the profile's lists (the
+            # duplicate window) before the outbox is serialised.
+            carried = orjson.loads(orjson.dumps(
+                {k: p[k] for k in CARRIED if k in p}))  # type: ignore[literal-required]
+            moves = leave_all(p, event, trigger_of(event), MERGED)
+            out.outputs.extend({"topic": "segments", "record": m} for m in moves)
+            self.kpis.count_moves(moves, event.ts_ms, out.kpis)
+            out.outputs.append(forward_output("profiles", customer, {
+                "event_id": f"merge:{event.event_id}", "type": "profile_merge",
+                "customer_id": customer, "ts": data["ts"], "merge_id": event.event_id,
+                "identifier": event.customer_id, "profile": carried}, place))
+            out.outputs.append({"topic": "learning", "record": alias_record(
+                event.customer_id, event.event_id, event.ts_ms, customer,
+                read_from(event.message))})
+            alias_profile(p, customer)
+            out.withheld_at = len(out.outputs)  # its latest decisions go with the rest
+            return True
+        if event.type == "profile_merge":
+            self._merge(p, event, out)
+            return True
+        return False
+
+    def _merge(self, p: Profile, event: Event, out: _CustomerOutcome) -> None:
+        """Apply a profile_merge to the customer's profile, once per merge (``p["merged"]``)."""
+        data = event.data
+        identifier = data["identifier"]
+        token = event_token(f"{identifier}:{data['merge_id']}")
+        merged = p.setdefault("merged", [])
+        if token in merged:
+            out.duplicates += 1
+            return
+        merged.append(token)
+        del merged[:-MAX_MERGES]
+        aliases = p.setdefault("aliases", [])
+        if data.get("unlinked"):
+            if identifier in aliases:
+                aliases.remove(identifier)
+            return
+        other: dict[str, Any] = data.get("profile") or {}
+        for alias in [identifier, *(other.get("aliases") or ())]:
+            if alias not in aliases and alias != event.customer_id:
+                aliases.append(alias)
+        del aliases[:-MAX_ALIASES]
+        consent = p.setdefault("consent", {})
+        merge_consent(consent, other.get("consent") or {})
+        if not self._consents(p, event, out):
+            return  # the stricter consent denies profiling: nothing of the identifier is kept
+        merge_profile(p, other, self.profile_config)
+        merge_history(p, other.get("decisions") or {})
+        timers.merge_timers(p, other.get("timers") or {}, event.message.partition)
+        merge_memory(p, other.get("kpi") or {})
+        recent = p.setdefault("recent_event_ids", [])
+        recent[:0] = [t for t in other.get("recent_event_ids") or () if t not in recent]
+        if self.dedupe_window:
+            del recent[: -self.dedupe_window]
+        moves = [{**m, "reason": MERGED}
+                 for m in self.segmenter.update(p, event, trigger_of(event))]
+        out.outputs.extend({"topic": "segments", "record": m} for m in moves)
+        self.kpis.count_moves(moves, event.ts_ms, out.kpis)
+        out.merged += 1
 
     def _consents(self, p: Profile, event: Event, out: _CustomerOutcome) -> bool:
         """Whether ``event`` is profiled: its customer has personalisation consent (a
@@ -769,8 +920,7 @@ class Processor:
                 # what it decided is published again, if the outbox still has it.
                 out.outputs.extend(
                     o for o in previous_outbox
-                    if o["record"]["trigger"]["topic"] == topic
-                    and o["record"]["trigger"]["offset"] == d.due_ms)
+                    if place_of(o)["topic"] == topic and place_of(o)["offset"] == d.due_ms)
                 out.timers_done.append((timer_index_key(self.app_id, d.partition), d.member))
                 out.redelivered += 1
                 continue
@@ -802,7 +952,7 @@ class Processor:
             # outlive the batch, and one batch can fire several of a customer's timers): the
             # outputs of the customer's last TIMER_OUTBOX_FIRES fired timers are kept.
             def group(o: dict[str, Any]) -> tuple[str, int, int] | None:
-                t = o["record"]["trigger"]
+                t = place_of(o)
                 return ((t["topic"], t["partition"], t["offset"])
                         if t["topic"].startswith("timer.") else None)
 
@@ -893,9 +1043,22 @@ def outbox_keeps(output: dict[str, Any], read: Mapping[tuple[str, int], int]) ->
     ...                                 {("browsing", 2): 9}, {("purchases", 1): 9})]
     [True, True, False, True, True]
     """
-    trigger = output["record"]["trigger"]
+    trigger = place_of(output)
     last = read.get((trigger["topic"], trigger["partition"]))
     return last is None or trigger["offset"] > last
+
+
+def place_of(output: dict[str, Any]) -> dict[str, Any]:
+    """Where the event an outbox output came from was read: its record's trigger, or for an
+    event forwarded to the customer an identifier belongs to (whose record is the event
+    itself), the output's own ``trigger`` (streamproc.state.identity).
+
+    >>> place_of({"topic": "forward", "to": "browsing", "key": "c1", "record": {},
+    ...           "trigger": {"topic": "browsing", "partition": 0, "offset": 3}})["offset"]
+    3
+    """
+    place: dict[str, Any] = output.get("trigger") or output["record"]["trigger"]
+    return place
 
 
 def upgrade_outbox(outbox: list[Any]) -> list[dict[str, Any]]:
@@ -906,6 +1069,18 @@ def upgrade_outbox(outbox: list[Any]) -> list[dict[str, Any]]:
     """
     return [o if "record" in o else {"topic": "decisions", "record": o}
             for o in outbox if isinstance(o, dict)]
+
+
+def forward_output(topic: str, customer_id: str, record: dict[str, Any],
+                   place: dict[str, Any]) -> dict[str, Any]:
+    """An outbox output publishing ``record`` (an event) on input ``topic``, keyed by
+    ``customer_id``; ``place``: where its trigger was read (:func:`place_of`)."""
+    return {"topic": FORWARD, "to": topic, "key": customer_id, "record": record,
+            "trigger": place}
+
+
+class IdentityError(StreamprocError):
+    """An identity event that cannot apply (dead-lettered with this reason)."""
 
 
 class _PoisonEventError(Exception):

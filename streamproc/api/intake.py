@@ -8,9 +8,10 @@ accepts is dead-lettered by a worker for being malformed. What is wrong is locat
 of the event in the batch and the field (``product.price``), with the schema's message.
 
 Before checking, an event is completed: a missing ``event_id`` gets one (``api-<uuid>``), and
-``ts`` is settled against the API's receive time (:mod:`.clock`). Two types are refused here:
-``decision_served`` (the API's own record of a served decision) and ``erase`` (erasure is an
-admin endpoint: ``DELETE /v1/customers/{id}``).
+``ts`` is settled against the API's receive time (:mod:`.clock`). Three types are refused here:
+``decision_served`` (the API's own record of a served decision), ``erase`` (erasure is an
+admin endpoint: ``DELETE /v1/customers/{id}``) and ``profile_merge`` (the workers' own, after an
+``identify``: docs/identity.md).
 
 >>> from streamproc.settings import Settings
 >>> intake = Intake(Settings())
@@ -44,6 +45,8 @@ MAX_BATCH = 500
 REFUSED = {
     SERVED: "decision_served is written by the API itself when it serves a decision",
     "erase": "erasure needs the admin token: DELETE /v1/customers/{id}",
+    "profile_merge": "profile_merge is written by the workers when an identify event merges a "
+                     "profile; send identify",
 }
 
 

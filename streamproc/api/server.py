@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -67,8 +68,9 @@ from streamproc.processor import BatchResult, default_engine, erase_customer
 from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc
+from streamproc.state.identity import alias_target
 from streamproc.state.keys import validate_customer_id
-from streamproc.state.profile import upgrade_profile
+from streamproc.state.profile import Profile, upgrade_profile
 from streamproc.state.readable import readable
 from streamproc.state.store import RedisStore, with_hiredis_packing
 from streamproc.worker.emitter import batch_records
@@ -78,6 +80,9 @@ log = logging.getLogger(__name__)
 
 # How long a request waits for Kafka to confirm its events before answering 503.
 PRODUCE_TIMEOUT_S = 10.0
+# How many aliases a decide follows to the customer (an identifier merged into an identifier
+# merged into a customer is two: docs/identity.md).
+ALIAS_HOPS = 4
 # Paths a browser may call from a configured origin (CORS); the admin ones never.
 BROWSER_PATHS = ("/v1/events", "/v1/decide", "/v1/feedback", "/v1/decisions/")
 CORS_HEADERS = "Content-Type, X-API-Key"
@@ -283,16 +288,29 @@ class Api:
             return record, "none"
 
         assert self.store is not None
+        p: Profile | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                doc = await self.store.read_doc(req.customer_id)
+                # An identifier known as an alias is decided for with its customer's profile,
+                # and the decision is the customer's (docs/identity.md); a chain of aliases is
+                # followed a few hops.
+                for _ in range(ALIAS_HOPS):
+                    doc = await self.store.read_doc(req.customer_id)
+                    if doc is None:
+                        break
+                    p = upgrade_profile(unpack_doc(doc))
+                    target = alias_target(p)
+                    if target is None:
+                        break
+                    req = replace(req, customer_id=target,
+                                  data={**req.data, "customer_id": target})
+                    p = None
         except TimeoutError:
             return fallback(f"deadline of {budget} ms passed while reading the profile")
         except (RedisError, OSError) as exc:
             return fallback(f"profile store unavailable ({type(exc).__name__})")
-        if doc is None:
+        if p is None:
             return fallback("unknown customer: no profile yet")
-        p = upgrade_profile(unpack_doc(doc))
         did = self.decider.decision_id(req)
         if exposure.find(p, did) is not None:  # a retry of a decide already recorded
             try:

@@ -112,3 +112,39 @@ def forget_stale(p: Profile, ts_ms: int, freshness_ms: Callable[[str], int | Non
         window = freshness_ms(action)
         if window is None or ts_ms - seen_ms >= window:
             del s["seen"][action]
+
+
+def merge_history(p: Profile, other: Mapping[str, Any]) -> None:
+    """Add an identifier's exposure history (``other``: its ``p["decisions"]``) to the
+    customer's, as if one profile had been shown both (docs/identity.md): ``recent`` in time
+    order (as long as the longer of the two), ``seen`` the later showing of each action, the
+    daily caps the sum of the same day's sends (the later day's otherwise), ``reveals`` both.
+
+    >>> p = {}
+    >>> record(p, "aaa", "x", "hero", "hero:new", "", 0.5, 2_000, LEARNING, history=6,
+    ...        channel_day=("email", 20))
+    >>> merge_history(p, {"recent": [["bbb", "y", "hero:new", "", 0.5, 1_000, 0]],
+    ...                   "seen": {"x": [3_000, "side"]}, "sent": {"email": [20, 2]}})
+    >>> [e[ACTION] for e in p["decisions"]["recent"]], p["decisions"]["seen"]["x"]
+    (['y', 'x'], [3000, 'side'])
+    >>> p["decisions"]["sent"]
+    {'email': [20, 3]}
+    """
+    if not other:
+        return
+    s = section(p)
+    theirs = list(other.get("recent") or ())
+    keep = max(len(s["recent"]), len(theirs))
+    s["recent"] = sorted(s["recent"] + theirs, key=lambda e: (e[TS], e[ID]))[-keep:] if keep else []
+    for action, seen in (other.get("seen") or {}).items():
+        ours = s["seen"].get(action)
+        if ours is None or seen[0] > ours[0]:
+            s["seen"][action] = list(seen)
+    for channel, (day, count) in (other.get("sent") or {}).items():
+        ours = s["sent"].get(channel)
+        if ours is None or day > ours[0]:
+            s["sent"][channel] = [day, count]
+        elif day == ours[0]:
+            s["sent"][channel] = [day, ours[1] + count]
+    if other.get("reveals"):
+        s["reveals"] = sorted([*s.get("reveals", ()), *other["reveals"]])[-MAX_REVEALS:]

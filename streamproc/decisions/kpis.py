@@ -429,3 +429,41 @@ def attribute(decisions: Sequence[Mapping[str, Any]], purchases: Sequence[Mappin
         n, revenue = out.get(latest[1], (0, 0.0))
         out[latest[1]] = (n + 1, revenue + float(purchase.get("amount") or 0.0))
     return out
+
+
+def merge_memory(p: Profile, other: Mapping[str, Any]) -> None:
+    """Add an identifier's KPI memory (``other``: its ``p["kpi"]``) to the customer's
+    (docs/identity.md), so that what was counted under the identifier is not counted again
+    under the customer: the rows reached on a day (a customer reached anonymously is not a new
+    customer of the row when reached again after login), the exposures a later purchase is
+    attributed to, the purchases still claimable, the buyers held; the earlier retention cohort.
+
+    >>> p = {"kpi": {"reach": {"20": ["a"]}, "exp": [["d2", 5, "", "x", "r"]]}}
+    >>> merge_memory(p, {"reach": {"20": ["b"], "19": ["c"]}, "exp": [["d1", 3, "", "y", "r"]]})
+    >>> p["kpi"]["reach"], [e[ID] for e in p["kpi"]["exp"]]
+    ({'20': ['a', 'b'], '19': ['c']}, ['d1', 'd2'])
+    """
+    if not other:
+        return
+    state: dict[str, Any] = p.setdefault("kpi", {})
+    reach: dict[str, list[str]] = state.setdefault("reach", {})
+    for day, tokens in (other.get("reach") or {}).items():
+        ours = reach.setdefault(day, [])
+        ours.extend(t for t in tokens if t not in ours)
+    for old in sorted(reach, key=int)[:-REACH_DAYS]:
+        del reach[old]
+    state["segs"] = {**(other.get("segs") or {}), **state.get("segs", {})}
+    state["exp"] = sorted([*state.get("exp", ()), *(other.get("exp") or ())],
+                          key=lambda e: (e[TS], e[ID]))[-EXPOSURES_KEPT:]
+    state["buys"] = sorted([*state.get("buys", ()), *(other.get("buys") or ())],
+                           key=lambda b: b[BUY_TS])[-BUYS_KEPT:]
+    bought = state.setdefault("bought", {})
+    for token, held in (other.get("bought") or {}).items():
+        bought.setdefault(token, list(held))
+    theirs = other.get("cohort")
+    if theirs is not None and (state.get("cohort") is None or theirs[0] < state["cohort"][0]):
+        state["cohort"] = list(theirs)
+    if not state["exp"]:
+        del state["exp"]
+    if not state["buys"]:
+        del state["buys"]

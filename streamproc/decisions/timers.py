@@ -248,3 +248,15 @@ def trigger_of_timer(cat: Catalogue, name: str, entry: Mapping[str, Any]) -> Tri
     if name.startswith(CASCADE):
         return _trigger(cat, entry.get("trigger"))
     return _trigger(cat, name)
+
+
+def merge_timers(p: Profile, other: Mapping[str, dict[str, Any]], partition: int) -> None:
+    """Take over an identifier's armed timers (``other``: its ``p["timers"]``) on the
+    customer's ``partition`` (docs/identity.md): a timer the customer has too keeps the later
+    due time (the later cart_add's abandonment); the identifier's index entries were dropped
+    with its profile, these are indexed anew by the customer's write (:func:`settle`)."""
+    timers = armed(p)
+    for name, entry in other.items():
+        ours = timers.get(name)
+        if ours is None or entry["due"] > ours["due"]:
+            timers[name] = {**entry, "p": partition, "at": ours.get("at") if ours else None}

@@ -282,6 +282,9 @@ class Learner:
         if obs.lesson is not None:
             state.bandit.apply(obs.lesson, join.watermark)
             return 0
+        if obs.kind == "alias":  # an identifier merged into a customer: its moments follow
+            join.rename(obs.customer_id, obs.to)
+            return 0
         if obs.kind == "erase":
             join.forget(obs.customer_id)
             state.relations.forget(obs.customer_id, until_ms=obs.ts_ms)

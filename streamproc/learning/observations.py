@@ -1,6 +1,6 @@
 """Records of the learning topic: what the scoring workers tell the learner.
 
-Five kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
+Six kinds, JSON objects; a worker publishes the observations of one batch as one record, a JSON
 array of them (:func:`pack_batch`: one record instead of one per event), and the learner reads
 either form (:func:`parse_all`):
 
@@ -21,7 +21,10 @@ either form (:func:`parse_all`):
   policy. :func:`lesson_record` writes them; the observation's
   ``lesson`` gives the Lesson back;
 * ``erase``: the customer was erased (:func:`erase_record`): the learner forgets what it holds
-  of them (pending moments and purchases, :meth:`~streamproc.models.join.LabelJoin.forget`).
+  of them (pending moments and purchases, :meth:`~streamproc.models.join.LabelJoin.forget`);
+* ``alias``: an identifier was merged into the customer ``to`` (:func:`alias_record`,
+  docs/identity.md): its pending moments and purchases become the customer's
+  (:meth:`~streamproc.models.join.LabelJoin.rename`).
 
 All carry the id and time of the event that caused them (the learner ignores a second score or
 purchase observation of one event, and a second lesson of one kind for one decision: a
@@ -70,7 +73,7 @@ class ObservationError(StreamprocError):
 
 
 class Observation(NamedTuple):
-    kind: str  # "score", "purchase", "expect", "reward" or "erase"
+    kind: str  # "score", "purchase", "expect", "reward", "erase" or "alias"
     customer_id: str
     event_id: str
     ts_ms: int
@@ -90,6 +93,8 @@ class Observation(NamedTuple):
     item: tuple[str, str, bool] | None = None
     # A purchase: its lines' (product id, category), for the item relations.
     lines: tuple[tuple[str, str], ...] = ()
+    # An alias: the customer the identifier (customer_id) was merged into (docs/identity.md).
+    to: str = ""
 
 
 def read_from(message: Any) -> dict[str, Any]:
@@ -239,6 +244,21 @@ def pack_batch(values: list[bytes]) -> bytes:
     return b"[" + b",".join(values) + b"]"
 
 
+def alias_record(customer_id: str, event_id: str, ts_ms: int, to: str,
+                 trigger: dict[str, Any]) -> dict[str, Any]:
+    """The identifier ``customer_id`` was merged into the customer ``to`` by the identify
+    event ``event_id`` (docs/identity.md): the learner's pending moments and purchases of the
+    identifier become the customer's, so a purchase after login labels the moments before it.
+
+    >>> obs = parse(orjson.dumps(alias_record("anon-1", "e5", 90, "c1", {"topic": "p",
+    ...                                                                  "partition": 1})))
+    >>> obs.kind, obs.customer_id, obs.to, obs.source
+    ('alias', 'anon-1', 'c1', 'p:1')
+    """
+    return {"kind": "alias", "customer_id": customer_id, "event_id": event_id, "ts_ms": ts_ms,
+            "to": to, "trigger": trigger}
+
+
 def observation(record: Any) -> Observation:
     """An observation from its decoded JSON; ObservationError when it is not one."""
     if not isinstance(record, dict):
@@ -262,6 +282,9 @@ def observation(record: Any) -> Observation:
                            orders=orders, total=float(total), lines=lines)
     if kind == "erase":
         return Observation(kind, customer_id, event_id, ts_ms, source=source)
+    if kind == "alias":
+        return Observation(kind, customer_id, event_id, ts_ms, source=source,
+                           to=_field(record, "to", str))
     if kind in ("expect", "reward"):
         reward = _field(record, "reward", (int, float)) if kind == "reward" else 0.0
         cx = record.get("cx")

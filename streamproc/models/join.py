@@ -167,6 +167,40 @@ class LabelJoin:
         heapq.heapify(self._purchase_heap)
         return len(keys) + len(self.purchases.pop(customer_id, ()))
 
+    def rename(self, customer_id: str, to: str) -> int:
+        """An identifier merged into a customer (docs/identity.md): its pending moments and
+        purchases become the customer's (a moment of a bucket both have keeps the later
+        snapshot), so a purchase after login labels the moments before it; returns how many
+        entries moved.
+
+        >>> j = LabelJoin(horizon_ms=100, lateness_ms=0)
+        >>> _ = j.snapshot("anon-1", "e1", 10, {"x": 1.0}, 0.5)
+        >>> j.rename("anon-1", "c1"), sorted(j.pending)
+        (1, [('c1', 0)])
+        """
+        if customer_id == to:
+            return 0
+        moved = 0
+        for key in [key for key in self.pending if key[0] == customer_id]:
+            theirs = self.pending.pop(key)
+            new = (to, key[1])
+            ours = self.pending.get(new)
+            if ours is None:
+                heapq.heappush(self._due, (self._due_ms(key[1]), to, key[1]))
+            if ours is None or (theirs.ts_ms, theirs.event_id) > (ours.ts_ms, ours.event_id):
+                self.pending[new] = theirs
+            moved += 1
+        bought = self.purchases.pop(customer_id, None)
+        if bought:
+            merged = self.purchases.setdefault(to, [])
+            for ts in bought:
+                bisect.insort(merged, ts)
+            self._purchase_heap = [(ts, to if c == customer_id else c)
+                                   for ts, c in self._purchase_heap]
+            heapq.heapify(self._purchase_heap)
+            moved += len(bought)
+        return moved
+
     def _bought(self, customer_id: str, ts_ms: int) -> bool:
         bought = self.purchases.get(customer_id, ())
         i = bisect.bisect_left(bought, ts_ms)

@@ -31,8 +31,10 @@ from streamproc.state.profile import Profile, new_profile, record_consent
 __all__ = ["KEPT", "granted", "profiling", "record_consent", "withhold"]
 
 # What a profile keeps without personalisation consent: who, what they answered, and the
-# offsets and event ids already applied (so nothing is applied twice, a grant included).
-KEPT = ("customer_id", "consent", "applied", "recent_event_ids")
+# offsets and event ids already applied (so nothing is applied twice, a grant included), the
+# identifiers merged into the profile and the merges applied (an erasure reaches the
+# identifiers; a redelivered merge is not applied twice: docs/identity.md).
+KEPT = ("customer_id", "consent", "applied", "recent_event_ids", "aliases", "merged")
 
 
 def granted(p: Mapping[str, Any], purpose: str, defaults: frozenset[str]) -> bool:

@@ -86,6 +86,12 @@ class Profile(TypedDict, total=False):
     # Written by the processor: what it applied already (idempotency).
     applied: dict[str, int]
     recent_event_ids: list[str]
+    # Written by the processor for identity (streamproc.state.identity, docs/identity.md): the
+    # customer an alias profile forwards to, the identifiers merged into this profile, and the
+    # merges applied (tokens of identifier and merge id).
+    alias_of: str
+    aliases: list[str]
+    merged: list[str]
     # Kept by versions before the learner held them; dropped by the scorer on the next event.
     pending_labels: Any
 

@@ -42,10 +42,13 @@ def batch_records(result: BatchResult, settings: Settings) -> list[Record]:
      ('deadletter', b'c2', None)]
     """
     topics = settings.topics
+    inputs = {"browsing": topics.browsing, "purchases": topics.purchases,
+              "profiles": topics.profiles, "feedback": topics.feedback}
     records: list[Record] = [
         *((topics.decisions, k, v) for k, v in result.decisions),
         *((topics.segments, k, v) for k, v in result.segments),
         *((topics.deadletter, k, v) for k, v in result.deadletters),
+        *((inputs[to], k, v) for to, k, v in result.forwards),
     ]
     # The learner's observations: one record per slice of the batch, not one per event (the
     # learning topic has a single partition and a single reader; keys do not matter there).

@@ -1,7 +1,7 @@
 """The demo shop in a real headless Chromium, on the real stack: a visitor browses, searches and
 adds to the basket; the cart-drawer slot shows a personalised decision; the page's events and
-the feedback on the decision are in Kafka. And when the API fails, the pages keep their own
-content.
+the feedback on the decision are in Kafka. Signing in carries the anonymous cart over to the
+member (docs/identity.md). And when the API fails, the pages keep their own content.
 
 Chromium is Debian's ``chromium`` package (``deploy/local/test.sh`` installs it when missing
 and run as root), driven by Playwright for Python; no browser is ever downloaded. The cart's
@@ -199,5 +199,57 @@ async def test_when_the_api_fails_the_pages_keep_their_own_content(
     await page.wait_for_selector("[data-streamproc-slot=cart_drawer][data-streamproc-state=kept]",
                                  timeout=5000)
     assert "Free delivery from" in await page.inner_text("[data-streamproc-slot=cart_drawer]")
+    assert errors == []
+    await context.close()
+
+
+async def test_signing_in_carries_the_anonymous_cart_over(stack_env: Env, browser: Any) -> None:
+    # Two workers: the anonymous id and the member id may be owned by different ones. The
+    # decide deadline is generous: this is about whose profile decides, on a busy machine.
+    stack_env.start_worker()
+    stack_env.start_worker()
+    url, _ = await start_api(stack_env, STREAMPROC_API_KEYS=f"demo={DEMO_KEY}",
+                             STREAMPROC_API_DEADLINE_MS="2000")
+    context, page, errors = await open_page(browser)
+    await page.goto(f"{url}/demo/product.html?p=shoes-7")
+    await page.click(".consent button[data-answer=yes]")
+    await page.click("#add")
+    await page.wait_for_selector("#added", state="visible")
+    anon = {c["name"]: c["value"] for c in await context.cookies()}["streamproc_id"]
+    assert anon.startswith("anon-")
+
+    async def carted() -> dict[str, Any] | None:
+        p = await profile_of(stack_env, anon)
+        return p if p and p["cart"]["value"] > 0 else None
+
+    await until("the worker applies the anonymous cart_add", carted)
+    await page.click("#signin")
+    await page.wait_for_url("**/demo/cart.html")
+    member = {c["name"]: c["value"] for c in await context.cookies()}["streamproc_id"]
+    assert member == "member-" + anon[5:17]
+
+    async def merged() -> dict[str, Any] | None:
+        p = await profile_of(stack_env, member)
+        return p if p and anon in p.get("aliases", []) else None
+
+    p = await until("the anonymous profile is merged into the member's", merged)
+    assert "shoes-7" in p["cart"]["items"] and p["counts"]["consent_update"] == 1
+    assert p["consent"]["personalisation"]["granted"] is True
+    # The member's next page: the basket's drawer is decided from the cart carried over.
+    async with page.expect_response(lambda r: r.url.endswith("/v1/decide") and "cart_drawer"
+                                    in (r.request.post_data or "")) as answer:
+        await page.goto(f"{url}/demo/cart.html")
+    decision = (await (await answer.value).json())["decision"]
+    assert decision["customer_id"] == member and decision["personalised"], decision["reasons"]
+    assert decision["scores"]["cart_value"] == 89.95
+    await page.wait_for_selector(FILLED.format(slot="cart_drawer"))
+    drawer = page.locator("[data-streamproc-slot=cart_drawer]")
+    assert await drawer.get_attribute("data-streamproc-personalised") == "true"
+    assert await drawer.get_attribute("data-streamproc-action") in {
+        "cart_reminder", "free_delivery_nudge"}
+    assert await page.inner_text("#signin") == "Signed in"
+    assert member in await page.inner_text("#who")
+    ARTEFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTEFACTS / "shop-signed-in.png"), full_page=True)
     assert errors == []
     await context.close()

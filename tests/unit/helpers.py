@@ -22,6 +22,8 @@ TOPIC_OF = {
     "cart_remove": SETTINGS.topics.browsing, "checkout": SETTINGS.topics.browsing,
     "purchase": SETTINGS.topics.purchases, "profile_update": SETTINGS.topics.profiles,
     "consent_update": SETTINGS.topics.profiles, "erase": SETTINGS.topics.profiles,
+    "identify": SETTINGS.topics.profiles, "unlink": SETTINGS.topics.profiles,
+    "profile_merge": SETTINGS.topics.profiles,
     "feedback": SETTINGS.topics.feedback, "slot_request": SETTINGS.topics.browsing,
     "decision_served": SETTINGS.topics.browsing,
     "survey": SETTINGS.topics.feedback,
@@ -49,6 +51,8 @@ def event(type_: str, customer: str = "c1", minute: int = 0, **fields: Any) -> d
         "consent_update": {"purpose": "personalisation", "granted": True, "source": "web_form"},
         "feedback": {"decision_id": "d1", "outcome": "click"},
         "erase": {},
+        "identify": {"identified_as": "c1"},
+        "unlink": {},
         "slot_request": {"slot": "homepage_hero", "page": {"page_type": "home"}},
         "survey": {"score": 9},
     }

@@ -44,6 +44,9 @@ EXPECTED_TOPICS = {
     "erase": "profiles",
     "consent_update": "profiles",
     "context_update": "profiles",
+    "identify": "profiles",
+    "unlink": "profiles",
+    "profile_merge": "profiles",
     "feedback": "feedback",
     "survey": "feedback",
 }

@@ -113,8 +113,10 @@ def test_every_event_validates(events: list[SimEvent]) -> None:
         assert len(orjson.dumps(e.event)) < Settings().max_event_bytes
     types = Counter(e.event["type"] for e in events)
     # Not simulated: feedback, surveys, erasure, the website's slot requests (requests for a
-    # decision, not customer behaviour) and the HTTP API's record of a decision it served.
-    expected = set(schemas) - {"feedback", "survey", "erase", "slot_request", "decision_served"}
+    # decision, not customer behaviour), the HTTP API's record of a decision it served, and
+    # identity (the simulated personas are known customers from their first event).
+    expected = set(schemas) - {"feedback", "survey", "erase", "slot_request", "decision_served",
+                               "identify", "unlink", "profile_merge"}
     assert set(types) == expected, f"missing {expected - set(types)}"
     assert {e.topic for e in events} == {"browsing", "purchases", "profiles"}
 

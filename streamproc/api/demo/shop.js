@@ -261,6 +261,23 @@
   consentBanner();
   var which = document.documentElement.getAttribute("data-page");
   if (pages[which]) pages[which]();
+  // Sign in (a demo account, the same member for this browser; a real shop's login goes here):
+  // the snippet's identify() sends an identify event under the anonymous id, so the visitor's
+  // cart and interests become the member's (docs/identity.md), and the basket opens.
+  var signin = $("#signin");
+  if (signin && window.streamproc) {
+    if (!/^anon-/.test(window.streamproc.customerId())) {
+      signin.textContent = "Signed in";
+      signin.removeAttribute("href");
+    }
+    signin.addEventListener("click", function (e) {
+      e.preventDefault();
+      var id = window.streamproc.customerId();
+      if (!/^anon-/.test(id)) return;
+      window.streamproc.identify("member-" + id.slice(5, 17));
+      window.location.href = "cart.html";  // leaving the page sends the event (keepalive)
+    });
+  }
   var who = $("#who");
   if (who && window.streamproc) who.textContent = "You are " + window.streamproc.customerId();
   window.demoShop = { products: PRODUCTS, cart: cart };

@@ -198,6 +198,9 @@
     identify: function (id) {
       id = String(id);
       if (!ID.test(id)) { warn("identify: not a valid customer id"); return false; }
+      // The anonymous visitor's history and cart become the customer's (docs/identity.md):
+      // an identify event under the anonymous id, sent before the id changes.
+      if (customer !== id && /^anon-/.test(customer)) send("identify", { identified_as: id });
       customer = id;
       writeCookie(id);
       return true;
