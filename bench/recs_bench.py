@@ -47,11 +47,12 @@ from streamproc.models.ranking import Recommender
 from streamproc.models.relations import ItemRelations
 from streamproc.settings import Settings
 from streamproc.simulator import Population, generate_events
+from streamproc.simulator.sessions import ItemTastes, product_weights
 from streamproc.state.profile import SESSION_GAP_MS, Profile, apply_event, new_profile
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 TOP = 10
-METHODS = ("relations", "popularity", "category popularity")
+METHODS = ("relations", "popularity", "category popularity", "ceiling")
 
 
 def excluded(p: Profile, replenishable: frozenset[str]) -> set[str]:
@@ -83,6 +84,23 @@ def category_popular(rel: ItemRelations, p: Profile, skip: set[str], n: int) -> 
     return ranked + [pid for pid in popular(rel, skip | set(ranked), n)][: n - len(ranked)]
 
 
+def ceilings(population: Population) -> dict[str, list[str]]:
+    """Every product, by how likely the simulator makes each customer pick it (category
+    weight times the product's share of the category's choice weights): the best any ranking
+    can do without knowing which category a session is about."""
+    tastes = ItemTastes(population)
+    out = {}
+    for index, customer in enumerate(population.customers):
+        scores: dict[str, float] = {}
+        for category, items in population.catalogue.products.items():
+            weights = product_weights(population, index, category, tastes)
+            total = sum(weights)
+            for product, weight in zip(items, weights, strict=True):
+                scores[product.product_id] = customer.category_weights[category] * weight / total
+        out[customer.customer_id] = sorted(scores, key=scores.__getitem__, reverse=True)
+    return out
+
+
 class Scores:
     def __init__(self) -> None:
         self.hits = {m: 0 for m in METHODS}
@@ -105,6 +123,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     rel = ItemRelations()
     served = rel.serving_copy()
     ranker = Recommender(served, replenishable=replenishable)
+    ceiling = ceilings(population)
     profiles: dict[str, Profile] = {}
     last_ms: dict[str, int] = {}
     pending: dict[str, dict[str, list[str]]] = {}
@@ -134,7 +153,8 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
             cpu.append(time.process_time() - began_cpu)
             in_cart[cid] = set(p["cart"]["items"])
             pending[cid] = {"relations": ranked, "popularity": popular(served, skip, TOP),
-                            "category popularity": category_popular(served, p, skip, TOP)}
+                            "category popularity": category_popular(served, p, skip, TOP),
+                            "ceiling": [pid for pid in ceiling[cid] if pid not in skip][:TOP]}
         last_ms[cid] = max(last_ms.get(cid, ts), ts)
         if type_ == "purchase" and cid in pending:
             carted = in_cart.get(cid, set())

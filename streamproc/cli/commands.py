@@ -522,7 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("simulate", help="produce realistic customer traffic to Kafka",
-                       description="Simulated customers with personas browse, search, fill "
+                       description="The shop's product feed (every product, a few out of "
+                       "stock) goes to the products topic first, so recommendations skip what "
+                       "is out of stock. Then simulated customers with personas browse, "
+                       "search, fill "
                        "carts and buy; events go to the input topics at the given rate, "
                        "stamped with the wall-clock time they are sent at. Their pages ask "
                        "for their slots (slot_request: homepage_hero, product_recs, "

@@ -7,10 +7,13 @@ time in, ordered ``{"id", "reason"}`` out. :meth:`Recommender.recommend`:
    weighted by its kind (:data:`SEED_WEIGHTS`) and its recency (half-life
    ``seed_half_life_hours``).
 2. **Candidates**: a product viewed or carted in an earlier session itself
-   (:data:`SEEN_WEIGHT`), and each seed's :data:`PER_SEED` strongest neighbours in the three
-   relations (scores damped by the neighbour's popularity, relative to the seed's strongest
-   neighbour, so a popular seed does not drown the others), times the relation's weight.
-   Purchase intent shifts the weights: the hotter (``scores.intent``), the more "bought after
+   (:data:`SEEN_WEIGHT`, :data:`SEEN_AFFINITY` of it in proportion to its category's
+   affinity: on the simulator's stream, what a customer viewed before is what they most often
+   buy), and each seed's :data:`PER_SEED` strongest neighbours in the three relations
+   (scores damped by the neighbour's popularity, relative to the seed's strongest neighbour,
+   so a popular seed does not drown the others), times the relation's weight.
+   "Viewed together" weighs a tenth of the others (it predicted few purchases in the replay);
+   purchase intent shifts the weights: the hotter (``scores.intent``), the more "bought after
    viewing" and "bought together" count against "viewed together". Then the
    popular products of the customer's favourite categories (``affinities.categories``),
    weighted by the affinity. Each candidate keeps the reason of its first contribution, from
@@ -51,12 +54,13 @@ from streamproc.state.profile import SESSION_GAP_MS, Profile
 
 SEED_WEIGHTS = {"view": 1.0, "cart": 2.0, "buy": 1.5}
 # (relation, weight when intent is cold, weight when hot), and the reason a relation gives.
-RELATION_WEIGHTS = (("co_view", 1.0, 0.5), ("view_buy", 0.8, 1.2), ("co_buy", 0.6, 1.0))
+RELATION_WEIGHTS = (("co_view", 0.1, 0.05), ("view_buy", 0.8, 1.2), ("co_buy", 0.6, 1.0))
 REASONS = {"co_view": "viewed together with {}", "view_buy": "bought by those who viewed {}",
            "co_buy": "bought together with {}"}
 # What a product viewed (or carted) before, in an earlier session, scores by itself against
 # its seed weight, and the reason; how many neighbours of each seed and relation are taken.
-SEEN_WEIGHT = 3.0
+# Of that score, the share that follows its category's affinity (relative to the strongest).
+SEEN_WEIGHT, SEEN_AFFINITY = 10.0, 0.5
 SEEN_REASONS = {"view": "you viewed it recently", "cart": "you added it to a cart recently"}
 PER_SEED = 10
 # What a favourite category's most popular product scores (its others in proportion to
@@ -107,10 +111,14 @@ class Recommender:
         relations = [(relation, cold + (hot - cold) * intent, REASONS[relation])
                      for relation, cold, hot in RELATION_WEIGHTS]
         get = scores.get
-        for pid, _, kind, seen_ms in reversed(recent):  # the latest first: it gives the reason
+        affinities = (p.get("affinities") or {}).get("categories") or {}
+        strongest = max(affinities.values(), default=0.0) or 1.0
+        for pid, category, kind, seen_ms in reversed(recent):  # the latest first: the reason
             seed = SEED_WEIGHTS.get(kind, 1.0) * 0.5 ** (max(0, ts_ms - seen_ms) / half_life_ms)
             if kind != "buy":  # viewed or carted before: interest shown in the product itself
-                scores[pid] = get(pid, 0.0) + seed * SEEN_WEIGHT
+                liking = 1.0 - SEEN_AFFINITY + SEEN_AFFINITY * affinities.get(category, 0.0) / (
+                    strongest)
+                scores[pid] = get(pid, 0.0) + seed * SEEN_WEIGHT * liking
                 reasons.setdefault(pid, SEEN_REASONS[kind])
             for relation, weight, reason in relations:
                 neighbours = rel.neighbours(pid, relation)
@@ -122,7 +130,6 @@ class Recommender:
                     scores[other] = get(other, 0.0) + scale * score
                     if other not in reasons:
                         reasons[other] = why
-        affinities = (p.get("affinities") or {}).get("categories") or {}
         if affinities:
             favourite = sorted(affinities.items(), key=lambda kv: -kv[1])[:AFFINITY_CATEGORIES]
             strongest = favourite[0][1]

@@ -45,7 +45,13 @@ from streamproc.simulator.responder import (
     ResponderStats,
     respond_to_decisions,
 )
-from streamproc.simulator.sessions import SIMULATED_TOPICS, SimEvent, format_ts, generate_events
+from streamproc.simulator.sessions import (
+    SIMULATED_TOPICS,
+    SimEvent,
+    format_ts,
+    generate_events,
+    product_feed,
+)
 
 CONNECT_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
@@ -81,6 +87,8 @@ class SimulationStats:
     last_ts: str | None = None
     interrupted: bool = False
     feedback: str = ""  # the responder's summary, when it ran
+    products: int = 0  # product-feed records sent at the start (not counted as events)
+    out_of_stock: int = 0  # of which say the product is out of stock
     _seen: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
@@ -110,6 +118,8 @@ class SimulationStats:
             f"{head}: {self.events:,} events ({self.delivered:,} confirmed) from "
             f"{self.active_customers:,} of {self.customers:,} customers in {self.seconds:.1f}s "
             f"({self.rate:,.1f}/s); {self.topics_line()}{span}"
+            + (f"; product feed: {self.products:,} products ({self.out_of_stock:,} out of stock)"
+               if self.products else "")
             + (f"\nfeedback: {self.feedback}" if self.feedback else "")
         )
 
@@ -224,6 +234,25 @@ class _Sender:
         self.pending.append(future)
         self.stats.count(event)
 
+    async def send_feed(self, feed: list[SimEvent]) -> None:
+        """The product feed (:func:`~streamproc.simulator.sessions.product_feed`), before the
+        customers' events: counted apart from them, stamped with the clock likewise, and
+        acknowledged before the first of them is sent."""
+        futures = []
+        for item in feed:
+            if self.stamp is not None:
+                item = stamp_now(item, self.stamp())
+            futures.append(await self.producer.send(
+                getattr(self.topics, item.topic), orjson.dumps(item.event),
+                key=item.key.encode()))
+        await self.producer.flush()
+        try:
+            await asyncio.gather(*futures)
+        except Exception as exc:  # as prune(): whatever the delivery future failed with
+            raise SimulationError(f"Kafka rejected the product feed: {exc!r}") from exc
+        self.stats.products = len(feed)
+        self.stats.out_of_stock = sum(not item.event["in_stock"] for item in feed)
+
     def prune(self) -> None:
         """Forget delivered messages; raise on the first failed one."""
         still = []
@@ -299,7 +328,7 @@ async def _connect(producer: Any, settings: Settings) -> None:
             f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc or type(exc).__name__}); "
             f"{hint}"
         ) from None
-    needed = [getattr(settings.topics, t) for t in SIMULATED_TOPICS]
+    needed = [getattr(settings.topics, t) for t in (*SIMULATED_TOPICS, "products")]
     missing = [name for name in needed if name not in metadata.topics()]
     if missing:
         raise KafkaUnavailableError(
@@ -361,7 +390,9 @@ async def run_simulation(
     until cancelled), then waits until Kafka has acknowledged every event. Events are stamped
     with the wall clock when sent; ``accelerated`` keeps the generator's faster clock instead
     (from now on) and writes to ``topic_prefix`` topics, created when missing (see the module
-    docstring). ``slot_requests``: pages ask for their slots. ``respond``: answer the
+    docstring). The shop's product feed (every product, a few out of stock) goes to the
+    products topic first, so recommendations skip what is out of stock. ``slot_requests``:
+    pages ask for their slots. ``respond``: answer the
     decisions about the simulated customers with their feedback while the simulation runs
     (:func:`streamproc.simulator.responder.respond_to_decisions`). On cancellation (Ctrl-C) it
     flushes what was sent, prints the summary and re-raises. Raises
@@ -389,6 +420,7 @@ async def run_simulation(
         await _connect(producer, settings)
         if respond:
             responder = await _start_responder(settings, customers, seed, accelerated)
+        await sender.send_feed(product_feed(population, datetime.now(UTC), seed))
         started = time.monotonic()
         report = _Progress(progress, stats, loop.time())
         await _pump(sender, events, rate, duration, max_events, report, loop.time)

@@ -56,6 +56,20 @@ BUY_WHILE_BROWSING = 0.03
 # Hidden item-level tastes (generate_events(item_tastes=True)): styles, liked per customer, and
 # how much more readily a liked product is picked.
 STYLES, LIKED_STYLES, TASTE_BOOST = 8, 2, 6.0
+# With item tastes, how a product view is steered (ItemTastes): right after a cart add, the
+# share of views that go to a complement of the product added; the share that go back to a
+# product of the session's category considered in an earlier session (of the CONSIDERED latest
+# viewed); the share that follow "similar products" (the last viewed product's style).
+COMPLEMENT, REVISIT, RELATED, CONSIDERED = 0.5, 0.5, 0.4, 12
+# Each category's companions: where a product's complements are (shoes -> sports socks, ...).
+COMPANIONS: dict[str, tuple[str, str]] = {
+    "shoes": ("sports", "dresses"), "dresses": ("jewellery", "shoes"),
+    "electronics": ("electronics", "books"), "books": ("books", "home"),
+    "home": ("garden", "home"), "beauty": ("beauty", "jewellery"),
+    "sports": ("shoes", "grocery"), "toys": ("baby", "books"), "baby": ("toys", "grocery"),
+    "grocery": ("grocery", "home"), "garden": ("home", "garden"),
+    "jewellery": ("dresses", "beauty"),
+}
 
 USER_AGENTS: dict[tuple[str, bool], str] = {
     ("desktop", False): "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -145,6 +159,8 @@ class _State:
     consents: dict[str, bool] = field(default_factory=dict)
     # Whether the shop's consent banner has recorded the personalisation answer yet.
     banner_answered: bool = False
+    # With item tastes: the latest products viewed, across sessions (the latest last).
+    considered: list[Product] = field(default_factory=list)
 
 
 class _Session:
@@ -158,6 +174,7 @@ class _Session:
         self.t = t
         self.out: list[tuple[int, str, dict[str, Any]]] = []
         self.viewed: list[Product] = []
+        self.carted: Product | None = None  # added to the cart by the step before
         c, rng = self.customer, self.rng
         self.app = rng.random() < c.app_share
         self.channel = "app" if self.app else "web"
@@ -223,20 +240,8 @@ class _Session:
 
     def pick_product(self, category: str) -> Product:
         """A product of ``category``: affordable for this customer, preferred brands favoured."""
-        c, rng = self.customer, self.rng
         items = self.sim.population.catalogue.products[category]
-        weights = []
-        for p in items:
-            relative = p.price / self.sim.median_price[category]
-            affordability = 1.0 if relative <= c.budget else (c.budget / relative) ** (
-                1 + 4 * c.price_sensitivity)
-            cheapness = (1.0 / relative) ** (2 * c.price_sensitivity)
-            weights.append(affordability * cheapness * c.brand_weights.get(p.brand, 1.0))
-        tastes = self.sim.tastes
-        if tastes is not None:  # hidden item-level tastes: the same random draw, other weights
-            weights = [w * tastes.weight(self.index, p.product_id) for w, p in zip(
-                weights, items, strict=True)]
-        return rng.choices(items, weights=weights)[0]
+        return self.rng.choices(items, weights=self.sim.choice_weights(self.index, category))[0]
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -266,13 +271,52 @@ class _Session:
         self.emit("search", query=words, results_count=results)
 
     def view_product(self) -> None:
-        product = self.pick_product(self.category)
+        product = self.pick_product(self.category)  # drawn always: the sessions' draws stay
+        if self.sim.tastes is not None:
+            product = self.steer(product)
         self.viewed = [*[p for p in self.viewed if p != product][-RECENT_VIEWS + 1:], product]
         self.emit("product_view", product=product.as_event())
+
+    def steer(self, picked: Product) -> Product:
+        """With item tastes, the product actually viewed instead of ``picked`` (the tastes' own
+        random stream): a complement of what was just carted, a product considered in an
+        earlier session, or one similar to the last viewed (:data:`COMPLEMENT`, ...)."""
+        tastes, carted = self.sim.tastes, self.carted
+        assert tastes is not None
+        rng, self.carted = tastes.rng, None
+        considered = self.state.considered
+        if carted is not None and rng.random() < COMPLEMENT:
+            product = self.liked_most(tastes.complements[carted.product_id])
+        elif rng.random() < REVISIT and (earlier := [
+                p for p in considered if p.category == self.category and p not in self.viewed]):
+            product = rng.choice(earlier)
+        elif self.viewed and rng.random() < RELATED:
+            last = self.viewed[-1]
+            product = self.liked_most([p for p in tastes.similar(last) if p != last] or [last],
+                                      rng.random())
+        else:
+            product = picked
+        self.state.considered = [*[p for p in considered if p != product][1 - CONSIDERED:],
+                                 product]
+        return product
+
+    def liked_most(self, products: list[Product], draw: float | None = None) -> Product:
+        """One of ``products`` by this customer's choice weights (``draw`` in [0, 1)), or with
+        none given, the one they pick most readily."""
+        weights = [self.sim.weight_of(self.index, p) for p in products]
+        if draw is None:
+            return products[weights.index(max(weights))]
+        at, total = draw * sum(weights), 0.0
+        for product, weight in zip(products, weights, strict=True):
+            total += weight
+            if at < total:
+                return product
+        return products[-1]
 
     def add_to_cart(self) -> None:
         rng = self.rng
         product = self.viewed[-1] if rng.random() < 0.7 else rng.choice(self.viewed)
+        self.carted = product
         bulk = product.category in {"grocery", "baby"}
         quantity = rng.choice((1, 1, 2, 3, 4)) if bulk else rng.choice((1, 1, 1, 1, 2))
         cart = self.state.cart
@@ -417,21 +461,33 @@ class _Simulator:
                  slot_requests: bool = False, item_tastes: bool = False) -> None:
         self.population = population
         self.slot_requests = slot_requests
-        self.tastes = ItemTastes(population) if item_tastes else None
+        self.tastes = ItemTastes(population, seed) if item_tastes else None
         self.rng = random.Random(f"sessions:{population.seed}:{seed}")
         self.prefix = f"sim{seed}-{_base36(start_ms)}-"
         self.topic_of = {name: s.topic for name, s in load_event_schemas().items()}
         self.products = population.catalogue.by_id()
-        self.median_price = {
-            category: items[len(items) // 2].price
-            for category, items in population.catalogue.products.items()
-        }
+        self._weights: dict[tuple[int, str], list[float]] = {}
         self.sessions = 0
         self.orders = 0
         self.states = []
         for _ in population.customers:
             consents = {p: self.rng.random() < share for p, share in INITIAL_CONSENT.items()}
             self.states.append(_State(consents=consents))
+
+    def choice_weights(self, index: int, category: str) -> list[float]:
+        """How readily customer ``index`` picks each product of ``category`` (catalogue order)."""
+        key = (index, category)
+        weights = self._weights.get(key)
+        if weights is None:
+            weights = self._weights[key] = product_weights(self.population, index, category,
+                                                           self.tastes)
+        return weights
+
+    def weight_of(self, index: int, product: Product) -> float:
+        """How readily customer ``index`` picks ``product`` (:meth:`choice_weights`)."""
+        assert self.tastes is not None
+        return self.choice_weights(index, product.category)[self.tastes.position[
+            product.product_id]]
 
     def next_session(self, customer: Customer, after_ms: int) -> int:
         """Start of the customer's next session: a Poisson process thinned by hour of day."""
@@ -476,6 +532,37 @@ class _Simulator:
             yield SimEvent(topic, event["customer_id"], event)
 
 
+# Share of the catalogue the simulated shop's product feed says is out of stock.
+OUT_OF_STOCK = 0.05
+
+
+def product_feed(population: Population, start: datetime, seed: int = 7) -> list[SimEvent]:
+    """The shop's product feed at ``start``: one ``product`` event per catalogue product
+    (topic ``products``, keyed by the product id), :data:`OUT_OF_STOCK` of them out of stock,
+    with a margin. Deterministic, like :func:`generate_events` (its own random stream); event
+    ids are unique per (seed, start).
+
+    >>> from streamproc.simulator.population import Population
+    >>> feed = product_feed(Population.generate(2, seed=1), datetime(2026, 3, 1, tzinfo=UTC))
+    >>> len(feed), feed[0].topic, feed[0].key == feed[0].event["product_id"]
+    (360, 'products', True)
+    >>> 0 < sum(not e.event["in_stock"] for e in feed) < 36
+    True
+    """
+    start_ms = _to_ms(start)
+    rng = random.Random(f"stock:{population.seed}:{seed}")
+    prefix = f"sim{seed}-{_base36(start_ms)}-feed-"
+    out = []
+    for items in population.catalogue.products.values():
+        for p in items:
+            event = {"event_id": prefix + p.product_id, "type": "product",
+                     "ts": format_ts(start_ms), **p.as_event(),
+                     "in_stock": rng.random() >= OUT_OF_STOCK,
+                     "margin": round(rng.uniform(0.1, 0.5), 2)}
+            out.append(SimEvent("products", p.product_id, event))
+    return out
+
+
 def generate_events(population: Population, start: datetime, seed: int = 7, *,
                     slot_requests: bool = False,
                     item_tastes: bool = False) -> Iterator[SimEvent]:
@@ -494,26 +581,81 @@ def generate_events(population: Population, start: datetime, seed: int = 7, *,
     return _Simulator(population, start_ms, seed, slot_requests, item_tastes).run(start_ms)
 
 
+def product_weights(population: Population, index: int, category: str,
+                    tastes: ItemTastes | None = None) -> list[float]:
+    """The weights customer ``index`` picks a product of ``category`` with, in the catalogue's
+    order: affordability for their budget, cheapness for their price sensitivity, their brand
+    preferences and, with ``tastes``, their hidden item-level tastes. Ground truth the events
+    only show through what is picked (the recommendations' benchmark ranks by it as a ceiling).
+    """
+    c = population.customers[index]
+    items = population.catalogue.products[category]
+    median = items[len(items) // 2].price
+    weights = []
+    for p in items:
+        relative = p.price / median
+        affordability = 1.0 if relative <= c.budget else (c.budget / relative) ** (
+            1 + 4 * c.price_sensitivity)
+        cheapness = (1.0 / relative) ** (2 * c.price_sensitivity)
+        weight = affordability * cheapness * c.brand_weights.get(p.brand, 1.0)
+        if tastes is not None:
+            weight *= tastes.weight(index, p.product_id)
+        weights.append(weight)
+    return weights
+
+
 class ItemTastes:
-    """Hidden item-level tastes: every product has one of :data:`STYLES` styles (across
-    categories: an outdoorsy tent and an outdoorsy jacket), every customer likes
-    :data:`LIKED_STYLES` of them, and picks a liked product ``TASTE_BOOST`` times as readily.
-    Neither is ever sent in events: it is what item relations can learn and category
-    popularity cannot. Drawn from their own random streams (``styles:`` and ``tastes:``), so
-    the sessions' stream draws as without them.
+    """Hidden item-level tastes, what item relations can learn and category popularity cannot.
+    Neither styles, likes nor complements are ever sent in events.
+
+    * **Styles**: every product has one of :data:`STYLES` (across categories: an outdoorsy tent
+      and an outdoorsy jacket), every customer likes :data:`LIKED_STYLES` of them and picks a
+      liked product ``TASTE_BOOST`` times as readily (:func:`product_weights`).
+    * **Complements**: every product has two, one in each of its category's
+      :data:`COMPANIONS` (of its style when there is one): right after a cart add, a view goes
+      to the complement the customer likes more with :data:`COMPLEMENT` (bought together).
+    * **Consideration**: a view goes back to a product of the session's category that the
+      customer viewed in an earlier session (of their :data:`CONSIDERED` latest) with
+      :data:`REVISIT`; shoppers come back to what they looked at before they buy.
+    * **Similar products**: else a view follows the last viewed product's style in its
+      category with :data:`RELATED` (a "similar products" strip), by the customer's weights.
+
+    Drawn from their own random streams (``styles:``, ``tastes:``, ``picks:``), so the sessions'
+    stream draws as without them: the same sessions, event types and times, other products.
 
     >>> from streamproc.simulator.population import Population
     >>> t = ItemTastes(Population.generate(2, seed=1))
     >>> sorted({t.weight(0, p) for p in t.style})
     [1.0, 6.0]
+    >>> [p.category for p in t.complements["shoes-0000"]]
+    ['sports', 'dresses']
     """
 
-    def __init__(self, population: Population) -> None:
+    def __init__(self, population: Population, seed: int = 7) -> None:
         rng = random.Random(f"styles:{population.seed}")
+        catalogue = population.catalogue.products
         self.style = {p.product_id: rng.randrange(STYLES)
-                      for items in population.catalogue.products.values() for p in items}
+                      for items in catalogue.values() for p in items}
         self.liked = [frozenset(random.Random(f"tastes:{population.seed}:{i}").sample(
             range(STYLES), LIKED_STYLES)) for i in range(len(population.customers))]
+        self.position = {p.product_id: i for items in catalogue.values()
+                         for i, p in enumerate(items)}
+        self._by_style: dict[tuple[str, int], list[Product]] = {}
+        for category, items in catalogue.items():
+            for p in items:
+                self._by_style.setdefault((category, self.style[p.product_id]), []).append(p)
+        self.complements: dict[str, list[Product]] = {}
+        for category, items in catalogue.items():
+            for p in items:
+                self.complements[p.product_id] = [
+                    rng.choice(self._by_style.get((companion, self.style[p.product_id]))
+                               or [q for q in catalogue[companion] if q != p])
+                    for companion in COMPANIONS[category]]
+        self.rng = random.Random(f"picks:{population.seed}:{seed}")
 
     def weight(self, index: int, product_id: str) -> float:
         return TASTE_BOOST if self.style.get(product_id) in self.liked[index] else 1.0
+
+    def similar(self, product: Product) -> list[Product]:
+        """The products of ``product``'s category and style (itself included)."""
+        return self._by_style[(product.category, self.style[product.product_id])]

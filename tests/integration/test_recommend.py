@@ -5,6 +5,8 @@ products for a customer who viewed one of them, with the reason."""
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +16,8 @@ import orjson
 import yaml
 
 from streamproc.decisions.catalogue import default_catalogue_path
+from streamproc.simulator import Population
+from streamproc.simulator.sessions import product_feed
 from tests.integration.conftest import Env
 from tests.integration.test_api import KEY, start_api
 
@@ -143,3 +147,54 @@ async def test_the_http_decide_endpoint_serves_a_recommendation_with_its_product
     assert action["kind"] == "recommendation", body["decision"]["reasons"]
     assert action["params"]["products"][0] == {"id": "stove-2",
                                                "reason": "viewed together with tent-2"}
+
+
+RELATED = ("viewed together with ", "bought by those who viewed ", "bought together with ")
+
+
+async def test_a_simulated_customer_gets_related_in_stock_products_with_reasons(
+        stack_env: Env) -> None:
+    """`streamproc simulate` sends the product feed first, then the customers' events; the
+    recommendation of the customer who browsed most names products related to what they
+    browsed, none out of stock."""
+    env = stack_env
+    env.env.update(LEARNING)
+    seed = random.randrange(1_000_000)  # simulated customer ids unique in the shared Redis
+    population = Population.generate(20, seed)
+    gone = {e.key for e in product_feed(population, datetime.now(UTC), seed)
+            if not e.event["in_stock"]}
+    assert gone
+    env.start_worker()
+    done = await asyncio.to_thread(env.cli, "simulate", "--customers", "20", "--rate", "2000",
+                                   "--max-events", "3000", "--seed", str(seed), "--no-feedback")
+    assert done.returncode == 0, done.stderr
+    assert f"product feed: 360 products ({len(gone)} out of stock)" in done.stderr
+    counted = re.search(r"browsing=([\d,]+)", done.stderr)
+    assert counted, done.stderr
+    sent = int(counted[1].replace(",", ""))
+    browsing = await env.consume_until(env.settings.topics.browsing,
+                                       lambda rs: len(rs) >= sent)
+    seen: dict[str, set[str]] = {}
+    for r in browsing:
+        if r["value"]["type"] in ("product_view", "cart_add"):
+            seen.setdefault(r["value"]["customer_id"], set()).add(
+                r["value"]["product"]["product_id"])
+    me = max(seen, key=lambda cid: len(seen[cid]))
+
+    deadline = time.monotonic() + 180  # the learner's snapshots lag on a busy machine
+    while True:
+        got = await asyncio.to_thread(env.cli, "recommend", me, "--n", "10")
+        if got.returncode == 0:
+            shown = orjson.loads(got.stdout)
+            products = shown["products"]
+            related = [p for p in products if p["reason"].startswith(RELATED)]
+            if related and not gone & {p["id"] for p in products}:
+                break
+        else:  # until the learner's first snapshot
+            assert "no model snapshot" in got.stderr, got.stderr
+        assert time.monotonic() < deadline, (got.stdout, got.stderr, env.worker_log())
+        await asyncio.sleep(0.5)
+    assert shown["known"] is True and len(products) == 10
+    assert all(p["reason"] for p in products)
+    for p in related:  # related to a product this customer browsed
+        assert p["reason"].split(" ")[-1] in seen[me], p

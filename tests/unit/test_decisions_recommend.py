@@ -66,3 +66,39 @@ def test_served_relations_reach_the_engine_through_the_scorer() -> None:
     served = related()
     scorer.adopt(ServedModels(IntentModel(), relations=served), 3, 0)
     assert engine.recommender.relations is served
+
+
+def test_the_recommendation_takes_part_in_the_shipped_experiment_and_its_uplift_is_reported(
+        ) -> None:
+    """The shipped hero-2026 experiment covers product_recs: its control group gets the
+    neutral popular_products, its treated arms the recommendation; the report gives the
+    treated arms' uplift over that fallback."""
+    from streamproc.decisions.decision_log import join
+    from streamproc.decisions.report import arm_results
+
+    kept = [a for a in SHIPPED["actions"] if a.get("neutral") or a["id"] == RECS]
+    assert [e["id"] for e in SHIPPED["experiments"] if "product_recs" in e["slots"]] == [
+        "hero-2026"]
+    engine = Engine(catalogue(actions=kept), UniformChooser(),
+                    recommender=Recommender(related()), consent_defaults=GRANTED)
+    decisions, feedback = [], []
+    for i in range(300):
+        c = Customer(engine, f"c{i}")
+        c.event("product_view", "2026-03-01T10:00:00Z",
+                product={"product_id": "tent", "category": "outdoor", "price": 99.0})
+        record = c.request("product_recs", "2026-03-01T10:01:00Z")
+        decisions.append(record)
+        # Half the customers shown the recommendation buy, one in five of the others.
+        if i % (2 if record["action"]["id"] == RECS else 5) == 0:
+            feedback.append({"event_id": f"f{i}", "type": "feedback",
+                             "decision_id": record["decision_id"], "outcome": "conversion",
+                             "revenue": 20.0})
+    served = {(r["experiment"]["arm"], r["action"]["id"]) for r in decisions}
+    assert {action for arm, action in served if arm == "control"} == {"popular_products"}
+    assert {action for arm, action in served if arm != "control"} == {RECS}
+    rows = {r.arm: r for r in arm_results(join(decisions, feedback))
+            if r.experiment == "hero-2026"}
+    assert "control" in rows and rows["control"].conversion_uplift is None
+    treated = [r for arm, r in rows.items() if arm != "control"]
+    assert treated and all(r.conversion_uplift is not None for r in treated)
+    assert all(r.conversion_uplift.value > 0 for r in treated)  # type: ignore[union-attr]

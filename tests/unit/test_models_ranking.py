@@ -58,7 +58,9 @@ def test_what_the_customer_is_looking_at_now_is_not_recommended_to_them():
     assert "tent" in ids(ranker.recommend(p, 2 * HOUR, 10))
 
 
-def test_hot_intent_favours_what_viewers_bought():
+def test_what_viewers_bought_ranks_above_what_they_only_viewed_together():
+    # Viewed together says little on the simulator's stream (docs/benchmarks.md, recs_bench):
+    # co-views weigh a tenth of bought-after-viewing when cold, less when hot.
     p = viewed(("tent", "outdoor"))
     p["affinities"]["categories"] = {}  # relations only
     ranker = Recommender(shop().serving_copy())
@@ -66,7 +68,7 @@ def test_hot_intent_favours_what_viewers_bought():
     cold = ids(ranker.recommend(p, 2 * HOUR, 4))
     p["scores"] = {"intent": 1.0}
     hot = ids(ranker.recommend(p, 2 * HOUR, 4))
-    assert cold.index("stove") < cold.index("lamp")
+    assert cold.index("lamp") < cold.index("stove")
     assert hot.index("lamp") < hot.index("stove")
 
 

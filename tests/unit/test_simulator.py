@@ -23,7 +23,7 @@ import pytest
 
 from streamproc.errors import ConfigError, StackError, StreamprocError
 from streamproc.events.codec import parse_ts
-from streamproc.events.schemas import load_event_schemas
+from streamproc.events.schemas import load_event_schemas, load_product_schema
 from streamproc.settings import Settings, Topics
 from streamproc.simulator import (
     CATEGORIES,
@@ -291,6 +291,8 @@ class FakeProducer:
         self._names = names
         self.fail = fail
         self.sent: list[tuple[str, bytes, bytes]] = []
+        # the product feed's records apart, with how many events were sent before each
+        self.feed: list[tuple[str, bytes, bytes, int]] = []
         self.started = self.stopped = False
 
     async def _metadata(self) -> Any:
@@ -305,7 +307,10 @@ class FakeProducer:
             future.set_exception(self.fail)
         else:
             future.set_result(None)
-        self.sent.append((topic, key, value))
+        if topic.endswith(".products"):
+            self.feed.append((topic, key, value, len(self.sent)))
+        else:
+            self.sent.append((topic, key, value))
         return future
 
     async def flush(self) -> None:
@@ -350,6 +355,18 @@ async def test_run_simulation_sends_keyed_events(settings: Settings, fake: FakeP
     assert stats.first_ts is not None and stats.first_ts <= str(stats.last_ts)
     assert "simulation done: 1,500 events" in out.getvalue()
     assert "\r" not in out.getvalue()
+    # The shop's product feed went first, to the products topic: every product, keyed by its
+    # id, valid, a few out of stock (recommendations skip them), and counted apart.
+    validate = load_product_schema().validate
+    assert {topic for topic, _, _, _ in fake.feed} == {settings.topics.products}
+    assert all(before == 0 for _, _, _, before in fake.feed)
+    feed = [orjson.loads(value) for _, _, value, _ in fake.feed]
+    for (_, key, _, _), record in zip(fake.feed, feed, strict=True):
+        validate(record)
+        assert key == record["product_id"].encode()
+    assert len({r["product_id"] for r in feed}) == len(feed) == stats.products == 360
+    assert 0 < stats.out_of_stock == sum(not r["in_stock"] for r in feed) < 36
+    assert f"product feed: 360 products ({stats.out_of_stock} out of stock)" in out.getvalue()
 
 
 async def test_run_simulation_keeps_the_rate(settings: Settings, fake: FakeProducer) -> None:
