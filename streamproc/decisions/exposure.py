@@ -117,8 +117,9 @@ def forget_stale(p: Profile, ts_ms: int, freshness_ms: Callable[[str], int | Non
 def merge_history(p: Profile, other: Mapping[str, Any]) -> None:
     """Add an identifier's exposure history (``other``: its ``p["decisions"]``) to the
     customer's, as if one profile had been shown both (docs/identity.md): ``recent`` in time
-    order (as long as the longer of the two), ``seen`` the later showing of each action, the
-    daily caps the sum of the same day's sends (the later day's otherwise), ``reveals`` both.
+    order (both; the next decision recorded trims it to the history length), ``seen`` the later
+    showing of each action, the daily caps the sum of the same day's sends (the later day's
+    otherwise), ``reveals`` both.
 
     >>> p = {}
     >>> record(p, "aaa", "x", "hero", "hero:new", "", 0.5, 2_000, LEARNING, history=6,
@@ -134,8 +135,7 @@ def merge_history(p: Profile, other: Mapping[str, Any]) -> None:
         return
     s = section(p)
     theirs = list(other.get("recent") or ())
-    keep = max(len(s["recent"]), len(theirs))
-    s["recent"] = sorted(s["recent"] + theirs, key=lambda e: (e[TS], e[ID]))[-keep:] if keep else []
+    s["recent"] = sorted(s["recent"] + theirs, key=lambda e: (e[TS], e[ID]))
     for action, seen in (other.get("seen") or {}).items():
         ours = s["seen"].get(action)
         if ours is None or seen[0] > ours[0]:

@@ -12,7 +12,7 @@ scores, so the session already contains that event.
 >>> from streamproc.state.profile import apply_event, new_profile
 >>> p = new_profile("c1")
 >>> ctx = {"context": {"session_id": "s1", "device": "mobile"}}
->>> apply_event(p, "page_view", 1_767_225_600_000, {"category": "shoes", **ctx})
+>>> _ = apply_event(p, "page_view", 1_767_225_600_000, {"category": "shoes", **ctx})
 >>> x = intent_features(p, "page_view", 1_767_225_600_000)
 >>> x["s_views"], x["dev_mobile"], x["never_bought"], x["ev_page_view"]
 (0.693, 1.0, 1.0, 1.0)

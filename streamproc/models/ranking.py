@@ -35,7 +35,7 @@ time in, ordered ``{"id", "reason"}`` out. :meth:`Recommender.recommend`:
 >>> rel.view("d", "novel", "books", 0)
 >>> served = rel.serving_copy()
 >>> p = new_profile("c9")
->>> apply_event(p, "product_view", 5000, {"product": {"product_id": "tent",
+>>> _ = apply_event(p, "product_view", 5000, {"product": {"product_id": "tent",
 ...     "category": "outdoor", "price": 99.0}})
 >>> [(r["id"], r["reason"]) for r in Recommender(served).recommend(p, 6000, 2)]
 [('stove', 'viewed together with tent'), ('novel', 'popular right now')]

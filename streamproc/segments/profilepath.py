@@ -75,7 +75,7 @@ def check_path(path: str, shape: Shape = PROFILE_SHAPE) -> str | None:
     >>> check_path("purchase.total")
     "unknown profile field 'purchase'; known: activity, affinities, attributes, cart, categories, \
 cluster, consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
-location, purchases, rfm, scores, segments, session"
+location, moment, purchases, rfm, scores, segments, session, surroundings"
     """
     node: Shape | str | None = shape
     done: list[str] = []

@@ -13,9 +13,9 @@ processor runs them all (streamproc.processor).
 
 >>> from streamproc.state.profile import apply_event, new_profile
 >>> c, x = new_profile("c1"), new_profile("anon-1")
->>> apply_event(c, "product_view", 1_000, {"product": {"product_id": "p1", "category": "books",
+>>> _ = apply_event(c, "product_view", 1_000, {"product": {"product_id": "p1", "category": "books",
 ...     "price": 9.0}})
->>> apply_event(x, "cart_add", 2_000, {"product": {"product_id": "p2", "category": "shoes",
+>>> _ = apply_event(x, "cart_add", 2_000, {"product": {"product_id": "p2", "category": "shoes",
 ...     "price": 30.0}, "quantity": 1})
 >>> merge_profile(c, x)
 >>> c["counts"], c["cart"]["value"], sorted(c["affinities"]["categories"])

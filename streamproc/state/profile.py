@@ -5,7 +5,7 @@ The profile is stored as one JSON document per customer. ``apply_event`` knows n
 or Kafka; the processor decides which events to apply (idempotency) and stores the result.
 
 >>> p = new_profile("c1")
->>> apply_event(p, "cart_add", 1_000, {"product": {"product_id": "p1", "category": "shoes",
+>>> _ = apply_event(p, "cart_add", 1_000, {"product": {"product_id": "p1", "category": "shoes",
 ...     "price": 30.0}, "quantity": 2})
 >>> p["cart"]["value"], p["counts"]["cart_add"]
 (60.0, 1)
