@@ -79,6 +79,8 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "topic_disable_leader": True,
         "topic_partitions": settings.partitions,
         "consumer_auto_offset_reset": "earliest",
+        # Faust's default (None): a fetch's whole answer at once (streamproc.worker.delivery).
+        "broker_max_poll_records": settings.fetch_max_records or None,
         "producer_acks": -1,
         "datadir": str(settings.stack_dir / "worker-data"),
         "key_serializer": "raw",
