@@ -48,18 +48,25 @@ class FetchBuffer:
         self.closed = False  # nobody takes from it (the batch loop ended): nothing goes in
 
     async def put(self, messages: Sequence[Any], consumer: Any) -> None:
-        while len(self.messages) >= self.capacity and not self.closed:
-            self.room.clear()
-            await self.room.wait()
-        if self.closed:  # not acknowledged: read again after the restart
-            return
+        """Add a fetch's messages, waiting for room: at most ``capacity`` wait here, tracked
+        as pending acknowledgement (Faust's stop and rebalance wait for those). Cancelled (a
+        rebalance starts) or closed, the rest is left out: never tracked, read again."""
         self.consumer = consumer
         unacked = consumer._unacked_messages
-        for message in messages:  # pending acknowledgement, as Faust's stream tracks them
-            message.tracked = True
-            unacked.add(message)
-        self.messages.extend(messages)
-        self.arrived.set()
+        start = 0
+        while start < len(messages):
+            while len(self.messages) >= self.capacity and not self.closed:
+                self.room.clear()
+                await self.room.wait()
+            if self.closed or not consumer.flow_active:  # read again after the restart or
+                return  # the rebalance (Faust stops the flow first)
+            part = messages[start:start + self.capacity - len(self.messages)]
+            start += len(part)
+            for message in part:  # pending acknowledgement, as Faust's stream tracks them
+                message.tracked = True
+                unacked.add(message)
+            self.messages.extend(part)
+            self.arrived.set()
 
     def take(self, n: int, generation: int | None = None) -> list[Any]:
         """Up to ``n`` messages, oldest first. Messages fetched before the consumer group's
@@ -85,6 +92,15 @@ class FetchBuffer:
         for message in messages:
             consumer.ack(message)
 
+    def clear(self) -> None:
+        """A rebalance starts: what waits is forgotten, as Faust clears its stream queues, so
+        that the rebalance waits only for the batch in hand; it is read again from the
+        committed offsets by whoever gets the partition."""
+        forget(self.messages, self.consumer)
+        self.messages.clear()
+        self.arrived.clear()
+        self.room.set()
+
     def open(self) -> None:
         self.closed = False
 
@@ -92,10 +108,7 @@ class FetchBuffer:
         """The batch loop ended (the worker stops): what waits is not acknowledged (it is read
         again by whoever takes the partition) but no longer holds up Faust's stop."""
         self.closed = True
-        forget(self.messages, self.consumer)
-        self.messages.clear()
-        self.arrived.clear()
-        self.room.set()
+        self.clear()
 
 
 def forget(messages: Sequence[Any], consumer: Any) -> None:
@@ -112,6 +125,13 @@ def forget(messages: Sequence[Any], consumer: Any) -> None:
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer delivering each fetch's messages of buffered topics at once."""
+
+    async def wait_empty(self) -> None:
+        # Faust's rebalance and stop wait here, once the flow is stopped, for every tracked
+        # message to be acknowledged: the batch in hand, not the messages waiting behind it.
+        for buffer in set(getattr(self.transport, "buffers", {}).values()):
+            buffer.clear()
+        await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - real Kafka
         # Faust's loop (faust.transport.consumer.Consumer._drain_messages) with one change:

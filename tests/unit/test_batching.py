@@ -30,6 +30,7 @@ class FakeConsumer:
 
     _unacked_messages: set[Any] = field(default_factory=set)
     acked: list[int] = field(default_factory=list)
+    flow_active: bool = True
 
     def ack(self, message: Message) -> None:
         message.acked = True
@@ -159,6 +160,21 @@ async def test_messages_of_an_earlier_generation_are_forgotten() -> None:
     await asyncio.sleep(0)
     assert source.acked == [2] and not source.consumer._unacked_messages
     nxt.cancel()
+
+
+async def test_a_fetch_larger_than_the_room_waits_and_a_rebalance_forgets_what_waits() -> None:
+    source = Source(2)
+    put = asyncio.ensure_future(source.fetch(0, 1, 2, 3, 4))
+    await asyncio.sleep(0.01)
+    assert offsets(source.buffer.messages) == [0, 1] and not put.done()
+    assert len(source.consumer._unacked_messages) == 2  # tracked: only what is in the buffer
+    # A rebalance: Faust stops the flow (the rest of the fetch stays out), then waits for the
+    # tracked messages, of which only the batch in hand is left.
+    source.consumer.flow_active = False
+    source.buffer.clear()
+    await asyncio.wait_for(put, 1)
+    assert not source.consumer._unacked_messages
+    assert source.acked == []  # nothing acknowledged: read again from the committed offsets
 
 
 async def test_old_events_with_nothing_waiting_behind_them_wait_only_the_short_wait() -> None:
