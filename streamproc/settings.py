@@ -107,6 +107,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "instead for fuller batches"),
     ("BATCH_BEHIND_WAIT_MS", "50",
      "longest wait for a batch to fill while the worker is behind, in milliseconds"),
+    ("FETCH_MAX_RECORDS", "0",
+     "most messages a worker's consumer takes from one fetch (0: all the fetch holds); each "
+     "fetch reaches the worker's batch buffer in one step"),
     ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),
     ("STATE_COMPRESSION", "zstd",
      "how profiles are stored in Redis: zstd (a shipped dictionary; smallest, fastest), zlib or "
@@ -347,6 +350,7 @@ class Settings:
     batch_wait_ms: int = 5
     batch_behind_ms: int = 200
     batch_behind_wait_ms: int = 50
+    fetch_max_records: int = 0
     dedupe_window: int = 32
     state_compression: str = "zstd"
     affinity_half_life_days: float = 14.0
@@ -477,6 +481,7 @@ class Settings:
             batch_wait_ms=_int(get, "BATCH_WAIT_MS", 1, 60_000),
             batch_behind_ms=_int(get, "BATCH_BEHIND_MS", 0, 3_600_000),
             batch_behind_wait_ms=_int(get, "BATCH_BEHIND_WAIT_MS", 1, 60_000),
+            fetch_max_records=_int(get, "FETCH_MAX_RECORDS", 0, 1_000_000),
             dedupe_window=_int(get, "DEDUPE_WINDOW", 0, 10_000),
             state_compression=get("STATE_COMPRESSION").lower(),
             affinity_half_life_days=_float(get, "AFFINITY_HALF_LIFE_DAYS", 0.01, 3650),

@@ -29,6 +29,7 @@ from streamproc.errors import DecodeError
 from streamproc.events.codec import Decoder
 from streamproc.settings import Settings
 from streamproc.worker.app import app_options, raw_batches, run_worker
+from streamproc.worker.delivery import attach
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def create_bare_app(settings: Settings, arrivals: Path | None = None) -> faust.A
     options = app_options(settings)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
+    buffer = attach(app, settings.topics.inputs, settings.batch_size)
     inputs = app.topic(*settings.topics.inputs, key_type=bytes, value_type=bytes)
     decoder = Decoder(settings)
     seen: list[tuple[str, int, int, float]] = []
@@ -44,7 +46,7 @@ def create_bare_app(settings: Settings, arrivals: Path | None = None) -> faust.A
     async def decode_events(stream: faust.StreamT) -> None:  # type: ignore[type-arg]
         decoded = invalid = 0
         try:
-            async for batch in raw_batches(stream, settings):
+            async for batch in raw_batches(stream, buffer, settings):
                 if arrivals is not None:
                     now = time.time()
                     seen.extend((m.topic, m.partition, m.offset, now) for m in batch)

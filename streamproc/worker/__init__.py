@@ -4,6 +4,7 @@
   task and the operations endpoints for one ``Settings``;
 - :mod:`~streamproc.worker.agents`: the thin Faust side of a batch (nothing escapes the loop);
 - :mod:`~streamproc.worker.batching`: how a batch is filled;
+- :mod:`~streamproc.worker.delivery`: Faust's consumer delivering a fetch at a time;
 - :mod:`~streamproc.worker.emitter`: publishes a batch's records with a plain aiokafka producer;
 - :mod:`~streamproc.worker.heartbeat`, :mod:`~streamproc.worker.web`,
   :mod:`~streamproc.worker.metrics`: heartbeats in Redis, the HTTP endpoints, Prometheus;

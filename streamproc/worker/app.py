@@ -37,6 +37,7 @@ from streamproc.state.store import RedisStore, Store
 from streamproc.worker import heartbeat, web
 from streamproc.worker.agents import BatchStats, Emitter, consume
 from streamproc.worker.batching import take_batches
+from streamproc.worker.delivery import FetchBuffer, attach, feed_from_stream
 from streamproc.worker.emitter import KafkaEmitter
 from streamproc.worker.lifecycle import Lifecycle, OutageClock
 from streamproc.worker.metrics import LearnerMetrics, MeteredStore, WorkerMetrics
@@ -61,8 +62,7 @@ def group_timeouts(session_timeout_s: int) -> dict[str, float]:
     }
 
 
-def _raw(event: Any) -> RawMessage:
-    m = event.message
+def _raw(m: Any) -> RawMessage:
     ts = int(m.timestamp * 1000) if m.timestamp else None
     return RawMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
 
@@ -80,6 +80,8 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "topic_disable_leader": True,
         "topic_partitions": settings.partitions,
         "consumer_auto_offset_reset": "earliest",
+        # Faust's default (None): a fetch's whole answer at once (streamproc.worker.delivery).
+        "broker_max_poll_records": settings.fetch_max_records or None,
         "producer_acks": -1,
         "datadir": str(settings.stack_dir / "worker-data"),
         "key_serializer": "raw",
@@ -114,6 +116,7 @@ def create_app(
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
+    buffer = attach(app, settings.topics.inputs, settings.batch_size)
     lifecycle = lifecycle or Lifecycle()
     lifecycle.stopping = lambda: bool(app.should_stop)
     topics = settings.topics
@@ -155,7 +158,7 @@ def create_app(
                               scorer=scorer, engine=engine,
                               partition_check=PartitionCheck(settings.partition_check,
                                                              topic_partitions(app)))
-        batches = raw_batches(stream, settings, metrics,
+        batches = raw_batches(stream, buffer, settings, metrics,
                               forget=lambda: lifecycle.gave_up is not None)
         # Aggregate updates logged by a process that stopped before folding them (a crash):
         # folded beside the batches (folding is idempotent), not before them: a sweep of every
@@ -343,21 +346,29 @@ def partition_backlog(app: faust.types.AppT) -> Callable[[Any], int | None]:
 
 
 async def raw_batches(
-    stream: faust.StreamT[Any], settings: Settings, metrics: WorkerMetrics | None = None,
-    forget: Callable[[], bool] | None = None,
+    stream: faust.StreamT[Any], buffer: FetchBuffer, settings: Settings,
+    metrics: WorkerMetrics | None = None, forget: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Sequence[RawMessage]]:
-    """The worker's batches (streamproc.worker.batching): up to STREAMPROC_BATCH_SIZE events, filled
-    for STREAMPROC_BATCH_WAIT_MS, or STREAMPROC_BATCH_BEHIND_WAIT_MS while the worker is behind
-    (its newest event older than STREAMPROC_BATCH_BEHIND_MS, and more waiting in its
-    partition)."""
+    """The worker's batches (streamproc.worker.batching) from the agent's ``buffer``
+    (streamproc.worker.delivery; what reaches the agent's ``stream`` is fed into it too): up to
+    STREAMPROC_BATCH_SIZE events, filled for STREAMPROC_BATCH_WAIT_MS, or
+    STREAMPROC_BATCH_BEHIND_WAIT_MS while the worker is behind (its newest event older than
+    STREAMPROC_BATCH_BEHIND_MS, and more waiting in its partition)."""
+    app = stream.app
     on_behind = None if metrics is None else metrics.batches_behind.inc
-    async for events in take_batches(stream, settings.batch_size,
-                                     settings.batch_wait_ms / 1000,
-                                     settings.batch_behind_ms / 1000,
-                                     settings.batch_behind_wait_ms / 1000,
-                                     backlog=partition_backlog(stream.app),
-                                     on_behind=on_behind, forget=forget):
-        yield [_raw(e) for e in events]
+    feeder = asyncio.ensure_future(feed_from_stream(stream, buffer))
+    try:
+        async for messages in take_batches(buffer, settings.batch_size,
+                                           settings.batch_wait_ms / 1000,
+                                           settings.batch_behind_ms / 1000,
+                                           settings.batch_behind_wait_ms / 1000,
+                                           backlog=partition_backlog(app),
+                                           on_behind=on_behind, forget=forget,
+                                           generation=lambda: app.consumer_generation_id,
+                                           stopping=lambda: bool(app.should_stop)):
+            yield [_raw(m) for m in messages]
+    finally:
+        feeder.cancel()
 
 
 # The worker's garbage-collector thresholds: a first generation of 50,000 allocations instead of

@@ -17,8 +17,9 @@ A long ``within`` fills batches but makes every event wait for it when the worke
   (or until it holds ``size`` events).
   That gave a worker catching up 30-60 % more throughput (``streamproc bench``, in
   docs/benchmarks.md), with the same latency when it keeps up.
-- The stream keeps filling the next batch while one is handled (during its awaits on Redis and
-  Kafka), up to ``size`` events; then it waits for that batch to be taken.
+- Faust's consumer keeps filling the next batch, a fetch at a time (streamproc.worker.delivery),
+  while one is handled (during its awaits on Redis and Kafka), up to ``size`` messages; then
+  it waits for that batch to be taken.
 
 An event's age is the worker's clock minus the message's Kafka timestamp (the producer's create
 time, unless the topic keeps log-append time). Age alone would trust the producers' clocks: one
@@ -29,11 +30,11 @@ it, when the caller passes ``backlog``): a worker that keeps up has next to noth
 producer whose clock runs ahead makes a backlog look fresh: batches fill as with
 ``take_events``.
 
-Acknowledgements are as in ``take_events``: the stream's own acks are off, and the events of a
-batch are acknowledged when the ``async for`` body that handled it has ended, so Faust commits
-only offsets whose batches were handled; events still in the buffer when the worker stops are
-not acknowledged, and are read again by whoever takes the partition. While ``forget()`` holds
-(the worker gave up a batch it could not finish, streamproc.worker.lifecycle), a batch's events
+Acknowledgements are as in ``take_events``: the messages of a batch are acknowledged (Faust's
+``Consumer.ack``) when the ``async for`` body that handled it has ended, so Faust commits only
+offsets whose batches were handled; messages still in the buffer when the worker stops are not
+acknowledged, and are read again by whoever takes the partition. While ``forget()`` holds (the
+worker gave up a batch it could not finish, streamproc.worker.lifecycle), a batch's messages
 are forgotten instead: marked done, so that Faust's stop stops waiting for them, but never
 acknowledged, so that no offset from them on is committed.
 """
@@ -44,6 +45,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from streamproc.worker.delivery import FetchBuffer
+from streamproc.worker.delivery import forget as forget_messages
 
 # Messages that must wait in the newest event's partition, beyond it, for an old event to mean
 # that the worker is behind (a worker that keeps up has the few of one fetch at most).
@@ -82,84 +86,56 @@ def is_behind(message: Any, now_s: float, behind_s: float,
 
 
 async def take_batches(
-    stream: Any, size: int, within: float, behind: float, within_behind: float,
+    buffer: FetchBuffer, size: int, within: float, behind: float, within_behind: float,
     clock: Callable[[], float] = time.time,
     backlog: Callable[[Any], int | None] | None = None,
     on_behind: Callable[[], None] | None = None,
     forget: Callable[[], bool] | None = None,
+    generation: Callable[[], int | None] = lambda: None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[list[Any]]:
-    """Yield lists of at most ``size`` Faust events (``event.message`` is the Kafka message) of
-    the Faust ``stream``, as the module docstring says; times in seconds. ``backlog(message)``
-    is how many messages its partition holds after it (None: unknown); ``on_behind()`` is
-    called for every batch that waits ``within_behind``."""
-    events: list[Any] = []
-    arrived = asyncio.Event()  # the buffer holds an event
-    full = asyncio.Event()  # the buffer holds `size` events
-    room = asyncio.Event()  # the buffer has room again
-    room.set()
+    """Yield lists of at most ``size`` Kafka messages (Faust's) of ``buffer``, which Faust's
+    consumer fills a fetch at a time (streamproc.worker.delivery), as the module docstring
+    says; times in seconds. ``backlog(message)`` is how many messages its partition holds after
+    it (None: unknown); ``on_behind()`` is called for every batch that waits ``within_behind``;
+    ``generation()`` is the consumer group's current generation (messages of an earlier one are
+    dropped); the loop ends once ``stopping()`` holds."""
     loop = asyncio.get_running_loop()
-
-    async def add_to_buffer(value: Any) -> Any:
-        try:
-            event = stream.current_event
-            if event is None:
-                raise RuntimeError("the batch buffer found no current event")
-            while len(events) >= size:  # the next batch is full: wait until it is taken
-                room.clear()
-                if await stream.wait_for_stopped(room):
-                    return value  # stopping: the event is not acknowledged, so read again
-            events.append(event)
-            arrived.set()
-            if len(events) >= size:
-                full.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            stream.log.exception("Error adding to the batch buffer: %r", exc)
-            await stream.crash(exc)
-        return value
-
-    # As in Faust's take_events: the stream is drained in the background (the processor above
-    # fills the buffer), and acknowledging is left to this loop.
-    stream.enable_acks = False
-    stream.add_processor(add_to_buffer)
-    stream._enable_passive(stream.channel)
-    while not stream.should_stop:
-        began = loop.time()
-        if not events:
-            arrived.clear()
-            # The timeout only makes the loop look at should_stop now and then.
-            await stream.wait_for_stopped(arrived, timeout=max(within, within_behind, 0.1))
-            if not events:
+    buffer.open()
+    try:
+        while not stopping():
+            began = loop.time()
+            if not buffer.messages:
+                # The timeout only makes the loop look at `stopping` now and then.
+                await _wait(buffer.arrived, max(within, within_behind, 0.1))
+                if not buffer.messages:
+                    continue
+            if len(buffer.messages) < size:
+                # Fill for `within` since the loop was free (as take_events), or `within_behind`
+                # when the newest message says the worker is behind.
+                late = is_behind(buffer.messages[-1], clock(), behind, backlog)
+                if late and on_behind is not None:
+                    on_behind()
+                deadline = began + (within_behind if late else within)
+                while len(buffer.messages) < size and (wait := deadline - loop.time()) > 0:
+                    buffer.arrived.clear()  # set again by the next fetch put in
+                    await _wait(buffer.arrived, wait)
+            batch = buffer.take(size, generation())
+            if not batch:
                 continue
-        if len(events) < size:
-            # Fill for `within` since the loop was free (as take_events), or `within_behind`
-            # when the newest event says the worker is behind.
-            late = is_behind(events[-1].message, clock(), behind, backlog)
-            if late and on_behind is not None:
-                on_behind()
-            wait = began + (within_behind if late else within) - loop.time()
-            if wait > 0:  # `full` is clear: it is set only with `size` events in the buffer
-                await stream.wait_for_stopped(full, timeout=wait)
-        batch = events[:size]
-        del events[:size]
-        full.clear()
-        room.set()
-        try:
-            yield batch
-        finally:
-            if forget is not None and forget():
-                for event in batch:
-                    forget_event(event)
-            else:
-                for event in batch:
-                    await stream.ack(event)
+            try:
+                yield batch
+            finally:
+                if forget is not None and forget():
+                    forget_messages(batch, buffer.consumer)
+                else:
+                    buffer.ack(batch)
+    finally:
+        buffer.close()
 
 
-def forget_event(event: Any) -> None:
-    """Mark a Faust event's message done without acknowledging it: Faust's consumer drops a
-    message marked ``acked`` from the messages a stop waits for, while only a real
-    acknowledgement puts its offset among those to commit (faust.transport.consumer: ``ack``,
-    ``_clean_unacked_messages``, ``_new_offset``); a later message's acknowledgement commits
-    nothing past the gap this leaves."""
-    event.message.acked = True
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass

@@ -39,9 +39,11 @@ async def produce_old(env: Env, events: list[tuple[str, bytes]], age_ms: int = 6
 
 async def test_old_events_count_as_behind_only_with_a_backlog_behind_them(stack_env: Env) -> None:
     port = free_port()
-    # Batches larger than the backlog: each batch is formed from a partial buffer, so the worker
-    # judges behind or not for every one of them.
-    stack_env.env.update({"STREAMPROC_WEB_PORT": str(port), "STREAMPROC_BATCH_SIZE": "5000"})
+    # Batches larger than the backlog and fetches of 100 messages: each batch is formed from a
+    # partial buffer, with more waiting in Kafka, so the worker judges behind or not for every
+    # one of them.
+    stack_env.env.update({"STREAMPROC_WEB_PORT": str(port), "STREAMPROC_BATCH_SIZE": "5000",
+                          "STREAMPROC_FETCH_MAX_RECORDS": "100"})
     browsing = stack_env.settings.topics.browsing
     customers = [stack_env.customer() for _ in range(300)]
     await produce_old(stack_env, [(c, page_view(c, n)) for n in range(BACKLOG // 300)

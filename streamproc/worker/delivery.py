@@ -1,0 +1,221 @@
+"""Faust's delivery, a fetch at a time: the worker's input messages skip the per-message path.
+
+Faust hands every message of a fetch to its agents one at a time: per message, the fetcher
+races the delivery against a rebalance (``Service.wait_first``: two tasks and an
+``asyncio.wait``), the conductor takes a lock, waits for flow control and the producer, builds
+an event and queues it, and the stream takes it off the queue, yields to the loop and runs its
+processors. A sampling profile of the bare app (docs/benchmarks.md) put about half of the
+event loop's busy time there, against a few microseconds for aiokafka's own work.
+
+:class:`BatchConsumer` (a subclass of Faust's aiokafka consumer, installed through the
+transport's ``Consumer`` class attribute by :func:`attach`) keeps Faust's fetcher, its
+bookkeeping of read offsets and gaps, its commits and its rebalances, and changes one thing:
+the messages of the topics that have a :class:`FetchBuffer` go into it as one list per fetch,
+raced once against a rebalance, instead of through the conductor one by one. Messages of other
+topics take Faust's usual path. The agent stays a Faust agent, started, stopped and subscribed
+by Faust; it takes its batches from the buffer (streamproc.worker.batching), and what reaches its
+stream all the same (Faust's ``test_context``) is fed into the same buffer.
+
+Acknowledgements are Faust's: a message is tracked as unacknowledged when it enters the buffer
+and acknowledged with ``Consumer.ack`` once its batch is handled, so Faust commits only offsets
+whose batches were handled (after their state was written and their outputs published).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+class FetchBuffer:
+    """The messages fetched for one agent's topics, in fetch order, until its batch loop takes
+    them. ``put`` waits while ``capacity`` messages are already waiting (back-pressure: the
+    fetcher stops, as Faust's full stream buffer stops it)."""
+
+    def __init__(self, topics: Iterable[str], capacity: int) -> None:
+        self.topics = frozenset(topics)
+        self.capacity = capacity
+        self.messages: list[Any] = []
+        self.arrived = asyncio.Event()  # set while messages wait
+        self.room = asyncio.Event()  # set while fewer than `capacity` wait
+        self.room.set()
+        self.consumer: Any = None  # the consumer that acknowledges them
+        self.closed = False  # nobody takes from it (the batch loop ended): nothing goes in
+
+    async def put(self, messages: Sequence[Any], consumer: Any) -> None:
+        """Add a fetch's messages, waiting for room: at most ``capacity`` wait here, tracked
+        as pending acknowledgement (Faust's stop and rebalance wait for those). Cancelled (a
+        rebalance starts) or closed, the rest is left out: never tracked, read again."""
+        self.consumer = consumer
+        unacked = consumer._unacked_messages
+        start = 0
+        while start < len(messages):
+            while len(self.messages) >= self.capacity and not self.closed:
+                self.room.clear()
+                await self.room.wait()
+            if self.closed or not consumer.flow_active:  # read again after the restart or
+                return  # the rebalance (Faust stops the flow first)
+            part = messages[start:start + self.capacity - len(self.messages)]
+            start += len(part)
+            for message in part:  # pending acknowledgement, as Faust's stream tracks them
+                message.tracked = True
+                unacked.add(message)
+            self.messages.extend(part)
+            self.arrived.set()
+
+    def take(self, n: int, generation: int | None = None) -> list[Any]:
+        """Up to ``n`` messages, oldest first. Messages fetched before the consumer group's
+        latest rebalance (another ``generation``) are forgotten, as Faust's stream skips them:
+        their partition may have moved, its new owner reads them."""
+        batch = self.messages[:n]
+        del self.messages[:n]
+        if not self.messages:
+            self.arrived.clear()
+        if len(self.messages) < self.capacity:
+            self.room.set()
+        if generation is not None:
+            stale = [m for m in batch if m.generation_id != generation]
+            if stale:
+                forget(stale, self.consumer)
+                batch = [m for m in batch if m.generation_id == generation]
+        return batch
+
+    def ack(self, messages: Sequence[Any]) -> None:
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for message in messages:
+            consumer.ack(message)
+
+    def clear(self) -> None:
+        """A rebalance starts: what waits is forgotten, as Faust clears its stream queues, so
+        that the rebalance waits only for the batch in hand; it is read again from the
+        committed offsets by whoever gets the partition."""
+        forget(self.messages, self.consumer)
+        self.messages.clear()
+        self.arrived.clear()
+        self.room.set()
+
+    def open(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        """The batch loop ended (the worker stops): what waits is not acknowledged (it is read
+        again by whoever takes the partition) but no longer holds up Faust's stop."""
+        self.closed = True
+        self.clear()
+
+
+def forget(messages: Sequence[Any], consumer: Any) -> None:
+    """Mark messages done without acknowledging them: Faust's stop waits only for messages not
+    marked ``acked``, while only ``Consumer.ack`` puts an offset among those to commit
+    (faust.transport.consumer: ``ack``, ``_clean_unacked_messages``, ``_new_offset``); a later
+    message's acknowledgement commits nothing past the gap this leaves."""
+    unacked = None if consumer is None else consumer._unacked_messages
+    for message in messages:
+        message.acked = True
+        if unacked is not None:
+            unacked.discard(message)
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer delivering each fetch's messages of buffered topics at once."""
+
+    async def wait_empty(self) -> None:
+        # Faust's rebalance and stop wait here, once the flow is stopped, for every tracked
+        # message to be acknowledged: the batch in hand, not the messages waiting behind it.
+        for buffer in set(getattr(self.transport, "buffers", {}).values()):
+            buffer.clear()
+        await super().wait_empty()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - real Kafka
+        # Faust's loop (faust.transport.consumer.Consumer._drain_messages) with one change:
+        # messages of buffered topics are collected per fetch and delivered by one `deliver`.
+        buffers: dict[str, FetchBuffer] = getattr(self.transport, "buffers", {})
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        read_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                ait = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                fetched: dict[FetchBuffer, list[Any]] = {}
+                async for tp, message in ait:
+                    offset = message.offset
+                    r_offset = read_offsets[tp]
+                    if r_offset is not None and offset < r_offset:
+                        continue  # read already (Faust drops it likewise)
+                    if (r_offset and offset - r_offset > 1
+                            and acks_enabled_for(message.topic)):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    buffer = buffers.get(message.topic)
+                    if buffer is not None:
+                        fetched.setdefault(buffer, []).append(message)
+                    else:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offsets[tp] = offset
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                for buffer, messages in fetched.items():
+                    await self.wait_first(buffer.put(messages, self), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with :class:`BatchConsumer`; ``buffers`` by topic name."""
+
+    Consumer = BatchConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffers: dict[str, FetchBuffer] = {}
+
+
+def attach(app: faust.App, topics: Iterable[str], capacity: int) -> FetchBuffer:
+    """A buffer for ``topics`` on ``app``, whose consumer delivers their messages into it a
+    fetch at a time. Call it right after making the app (before anything uses its transport)."""
+    buffer = FetchBuffer(topics, capacity)
+    if app._transport is None:
+        app.transport = BatchTransport(app.conf.broker_consumer, app)
+    transport = app.transport
+    if isinstance(transport, BatchTransport):
+        for topic in buffer.topics:
+            transport.buffers[topic] = buffer
+    return buffer
+
+
+async def feed_from_stream(stream: faust.StreamT[Any], buffer: FetchBuffer) -> None:
+    """Whatever reaches the agent's stream one message at a time (Faust's ``test_context``, or
+    a transport without :class:`BatchConsumer`) goes into ``buffer`` too; the stream's own
+    acknowledgements are off, the buffer's batch loop acknowledges."""
+    stream.enable_acks = False
+    async for _ in stream:
+        event = stream.current_event
+        if event is not None:
+            await buffer.put([event.message], cast(Any, stream.app).consumer)
