@@ -165,6 +165,7 @@ class Learner:
         self.version = 0
         self.learnt_since_snapshot = 0
         self.snapshot_offset = -1  # the learning-topic offset the last snapshot covers
+        self.snapshot_feed_offset = -1  # and the products-topic offset (the product feed)
         self.active = False
         self.stale = False  # another learner published a newer snapshot: restore before going on
         self._next_snapshot = 0.0
@@ -195,6 +196,7 @@ class Learner:
         self.version = 0
         self.learnt_since_snapshot = 0
         self.snapshot_offset = -1
+        self.snapshot_feed_offset = -1
         self.stale = False
         self._next_snapshot = self.clock() + self.interval_s
         self.feed_seek = 0
@@ -236,6 +238,7 @@ class Learner:
         contextual.reward_wait_ms = self.bandit_wait_ms
         self.state = state
         self.snapshot_offset = state.offset
+        self.snapshot_feed_offset = state.products_offset
         self.feed_seek = state.products_offset + 1
         self.version = max(self.version, version)
         log.info("learner: model v%d restored: %d labels learnt, AUC %s, bandit %d outcomes "
@@ -383,11 +386,13 @@ class Learner:
 
     async def checkpoint(self, force: bool = False) -> bool:
         """Publish a snapshot when one is due (or ``force``) and something was consumed since
-        (labels learnt, or observations that will be: a new learner then starts after them).
+        (labels learnt, or observations that will be: a new learner then starts after them; or
+        product-feed records: a product out of stock must reach the workers' recommendations).
 
         Never raises: a failed write is logged and retried at the next call.
         """
-        if not self.active or self.state.offset == self.snapshot_offset:
+        if not self.active or (self.state.offset == self.snapshot_offset
+                               and self.state.products_offset == self.snapshot_feed_offset):
             return False
         now = self.clock()
         due = now >= self._next_snapshot or self.learnt_since_snapshot >= self.every_labels
@@ -404,6 +409,7 @@ class Learner:
             self.version = version
             self.learnt_since_snapshot = 0
             self.snapshot_offset = self.state.offset
+            self.snapshot_feed_offset = self.state.products_offset
             if self.on_publish is not None:
                 self.on_publish(copy.deepcopy(served), version, int(time.time() * 1000))
             return True
@@ -423,6 +429,7 @@ class Learner:
         self.version = version
         self.learnt_since_snapshot = 0
         self.snapshot_offset = self.state.offset
+        self.snapshot_feed_offset = self.state.products_offset
         log.info("learner: published model v%d (%d labels learnt, AUC %s, offset %d)", version,
                  self.state.intent.n, self.state.intent.stats()["auc"], self.state.offset)
         return True

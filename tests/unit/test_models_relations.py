@@ -233,3 +233,20 @@ def test_the_learner_applies_the_product_feed_once_and_refuses_bad_records(caplo
     assert learner.last_refusal[0] == "schema_violation" and "price" in learner.last_refusal[1]
     assert not learner.state.relations.in_stock("p1")
     assert learner.stats()["products_offset"] == 2
+
+
+# Found by the integration test on the merged code: a snapshot went out before the feed was
+# read, and with nothing new on the learning topic none followed, so an out-of-stock product
+# stayed recommended. Product-feed records alone now make a snapshot due.
+async def test_a_product_feed_record_alone_makes_the_next_snapshot():
+    models = MemoryModelStore()
+    learner = Learner(SETTINGS, models)
+    learner.active = True
+    feed = {"event_id": "f1", "type": "product", "ts": "2026-01-01T00:00:00Z",
+            "product_id": "p1", "category": "x", "price": 3.0, "in_stock": True}
+    learner.apply_product(0, orjson.dumps(feed))
+    assert await learner.checkpoint(force=True) and await models.version() == 1
+    assert not await learner.checkpoint(force=True)  # nothing since
+    learner.apply_product(1, orjson.dumps(feed | {"ts": "2026-01-02T00:00:00Z",
+                                                  "in_stock": False}))
+    assert await learner.checkpoint(force=True) and await models.version() == 2
