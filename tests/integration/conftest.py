@@ -240,12 +240,21 @@ class KafkaCluster:
     def bootstrap(self) -> str:
         return kafka.bootstrap_of(self.settings)
 
+    def revive(self, node: int) -> None:
+        """Start a broker a test killed again, on its data, and wait until it is ready: the
+        failover tests leave three brokers for the tests after them."""
+        out = io.StringIO()
+        jvm = kafka.prepare(self.settings, out)
+        self.pids[node] = kafka.start(self.settings, jvm, out, node=node,
+                                      cluster=kafka.cluster_id(self.settings))
+        kafka.wait_ready(self.settings, self.pids[node], out, node)
+
 
 @pytest.fixture(scope="session")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """A three-broker cluster started as `streamproc stack up --kafka-brokers 3` starts one,
     on its own ports and stack dir, for the session; stopped at its end. A test may kill a
-    broker (the failover test does): later users get the nodes that are left."""
+    broker (the failover tests do) and :meth:`KafkaCluster.revive` it."""
     host = BASE.kafka_host_port[0]
     first = (BASE.kafka_extra_port or BASE.kafka_host_port[1] + 8) + CLUSTER_PORT_OFFSET
     settings = Settings(kafka_bootstrap=f"{host}:{first}", kafka_controller_port=first + 1,

@@ -12,22 +12,22 @@ different ids. A worker also refuses topics with fewer copies than it is configu
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 import uuid
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-
-from streamproc.stack.process import signal_process, wait_dead
-from streamproc.worker.heartbeat import WorkerBeat, read_beats
 
 from .conftest import Env, KafkaCluster, isolated_env
+from .failover import (
+    all_working,
+    decided_once,
+    kill_broker,
+    leaders_moved,
+    leading_broker,
+    replicated_topics,
+)
 from .streams import (
     build_stream,
     forget_run,
@@ -47,37 +47,6 @@ REPLICATED = {"REPLICATION_FACTOR": "3", "MIN_INSYNC_REPLICAS": "2",
               "SESSION_TIMEOUT_S": "10"}
 
 
-async def leaders(env: Env, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    """``{(topic, partition): (leader node, in-sync replicas)}``; {} while no live broker
-    answers (the admin client may ask the dead one first)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=env.settings.kafka_bootstrap,
-                                request_timeout_ms=5000)
-    try:
-        await admin.start()
-        return {(t["topic"], p["partition"]): (p["leader"], len(p["isr"]))
-                for t in await admin.describe_topics(topics) for p in t["partitions"]}
-    except KafkaError:
-        return {}
-    finally:
-        await admin.close()
-
-
-async def until(check: Any, what: str, env: Env, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}\n{env.worker_log()}"
-        await asyncio.sleep(0.5)
-
-
-def working(beats: list[WorkerBeat], pids: set[int]) -> bool:
-    now = time.time()
-    live = [b for b in beats if b.pid in pids and b.alive(now)]
-    return len(live) == len(pids) and all(b.partitions and b.messages > 0 for b in live)
-
-
 async def test_a_leading_broker_killed_mid_stream_loses_and_doubles_nothing(
         kafka_cluster: KafkaCluster, test_redis: aioredis.Redis, tmp_path: Path) -> None:
     began = time.monotonic()
@@ -85,42 +54,23 @@ async def test_a_leading_broker_killed_mid_stream_loses_and_doubles_nothing(
     stream, truth, duplicates = build_stream(run, CUSTOMERS, EVENTS, tag="bf")
     backlog, streamed = stream[:BACKLOG], stream[BACKLOG:BACKLOG + STREAMED]
     rest = stream[BACKLOG + STREAMED:]
+    dead = 0  # the broker killed, started again at the end
     async with isolated_env(tmp_path, kafka_cluster.bootstrap, **REPLICATED) as env:
-        topics = env.settings.topics
         try:
-            expected = sum(topics.partitions_of(t, env.settings.partitions)
-                           for t in topics.all())
-
-            async def replicated() -> dict[tuple[str, int], tuple[int, int]]:
-                found = await leaders(env, list(topics.all()))  # all there: a new topic's
-                return found if len(found) == expected else {}  # metadata takes a moment
-
-            before = await until(replicated, "the topics never showed up", env, timeout=60)
-            assert {isr for _, isr in before.values()} == {3}, before
+            before = await replicated_topics(env)
             await produce_chunk(env, backlog)
             workers = [env.start_worker() for _ in range(3)]
-            pids = {w.pid for w in workers}
-            await until(lambda: _beats_show(test_redis, env, pids),
-                        "the three workers never all processed", env, timeout=120)
+            await all_working(test_redis, env, {w.pid for w in workers})
 
             killed = asyncio.Event()
             sender = asyncio.create_task(stream_chunk(env, streamed, per_tick=5, until=killed))
             await asyncio.sleep(1.0)  # traffic in flight (paced: 50 events a second)
-            led = Counter(leader for (topic, _), (leader, _) in before.items()
-                          if topic in topics.inputs)
-            victim = led.most_common(1)[0][0]
+            victim, led = leading_broker(env, before)
             assert not sender.done(), "the traffic should still be flowing at the kill"
-            signal_process(kafka_cluster.pids[victim], signal.SIGKILL)
-            assert wait_dead(kafka_cluster.pids[victim], 30)
+            kill_broker(kafka_cluster, victim)
+            dead = victim
             killed_at = time.monotonic() - began
-
-            async def moved() -> dict[tuple[str, int], tuple[int, int]]:
-                now = await leaders(env, list(topics.all()))
-                ok = all(leader not in (victim, -1) for leader, _ in now.values())
-                return now if ok else {}
-
-            after = await until(moved, f"partitions still led by the dead node {victim}", env,
-                                timeout=90)
+            after = await leaders_moved(env, victim)
             killed.set()
             await sender
             await produce_chunk(env, rest)
@@ -128,36 +78,19 @@ async def test_a_leading_broker_killed_mid_stream_loses_and_doubles_nothing(
             final = await wait_complete(env, test_redis, workers, truth, timeout=180)
             wrong = mismatches(truth, final)
             assert not wrong, f"{len(wrong)} customers differ: {list(wrong.items())[:3]}"
-
             # Every cart add and purchase has its decision; none has two with different ids.
-            needed = {e["event_id"] for _, e in stream if e["type"] in {"cart_add", "purchase"}}
-
-            def decided(records: list[dict[str, Any]]) -> bool:
-                return needed <= {r["value"]["trigger"]["event_id"] for r in records
-                                  if r["value"] is not None}
-
-            decisions = await env.consume_until(topics.decisions, decided, timeout=90)
-            ids: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
-            for r in decisions:
-                if r["value"] is not None:
-                    d = r["value"]
-                    ids[(d["trigger"]["event_id"], d["slot"] or "", d["channel"] or "")].add(
-                        d["decision_id"])
-            twice = {k: v for k, v in ids.items() if len(v) > 1}
-            assert not twice, f"{len(twice)} triggers decided twice: {list(twice.items())[:3]}"
+            decisions = await decided_once(env, stream, timeout=90)
             assert all(w.poll() is None for w in workers), env.worker_log()
             print(f"\nbroker failover: {len(stream)} messages ({EVENTS} events + {duplicates} "
                   f"duplicates) for {len(truth)} customers; 3 workers; node {victim} (leader of "
-                  f"{led[victim]} of {sum(led.values())} input partitions) SIGKILLed at "
+                  f"{led} input partitions) SIGKILLed at "
                   f"{killed_at:.1f}s; leaders moved to {sorted({v[0] for v in after.values()})}"
                   f"; exact totals, {len(decisions)} decisions, none doubled; done in "
                   f"{time.monotonic() - began:.1f}s")
         finally:
             await forget_run(test_redis, truth, f"sp:{{bf{run}-*")
-
-
-async def _beats_show(redis: aioredis.Redis, env: Env, pids: set[int]) -> bool:
-    return working(await read_beats(redis, env.settings.app_id), pids)
+            if dead:
+                await asyncio.to_thread(kafka_cluster.revive, dead)
 
 
 async def test_a_worker_refuses_topics_with_fewer_copies_than_configured(

@@ -30,6 +30,7 @@ from streamproc.state.keys import (
 from streamproc.state.store import RedisStore, Write
 
 from .conftest import Env, LocalCluster
+from .failover import decided_once, kill_a_primary
 from .streams import (
     build_stream,
     mismatches,
@@ -133,12 +134,6 @@ async def test_a_failed_fold_is_retried_with_the_next_write_whatever_it_writes(
     assert (await store.histograms())["frequency"] == {"0": 2}
 
 
-async def primaries(cluster: LocalCluster, avoid: int = 0) -> dict[int, int | None]:
-    """Primary port -> replica port, as a node that runs (not ``avoid``) sees the cluster."""
-    node = next(n for n in redis_cluster_stack.running(cluster.settings) if n.port != avoid)
-    return await asyncio.to_thread(redis_cluster_stack.primary_ports, node.port)
-
-
 async def timers_not_indexed(redis: Any, app_id: str, customers: Any) -> tuple[int, list[str]]:
     """The timers armed in the customers' profiles, and those missing from their partition's
     index (which would then never fire)."""
@@ -154,20 +149,12 @@ async def timers_not_indexed(redis: Any, app_id: str, customers: Any) -> tuple[i
     return armed, missing
 
 
-def decisions_once(records: list[dict[str, Any]]) -> dict[str, set[str]]:
-    """Trigger event id -> the decision ids published for it (one each when nothing was
-    published twice with different ids)."""
-    found: dict[str, set[str]] = {}
-    for r in records:
-        found.setdefault(r["value"]["trigger"]["event_id"], set()).add(r["value"]["decision_id"])
-    return found
-
-
 async def run_stream(env: Env, redis: Any, customers: int, events: int, workers: int,
                      during: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A third of the stream as a backlog, a third streamed while ``during()`` runs (after
     the workers processed some), the rest at once; returns the truth and the decisions once
-    every event is applied exactly (to the cent) and every decision trigger has one."""
+    every event is applied exactly (to the cent) and every decision trigger has one (none two
+    with different ids)."""
     run = uuid.uuid4().hex[:8]
     stream, truth, _ = build_stream(run, customers, events, tag="rc")
     third = len(stream) // 3
@@ -189,21 +176,12 @@ async def run_stream(env: Env, redis: Any, customers: int, events: int, workers:
     final = await wait_complete(env, redis, procs, truth, timeout=90)
     wrong = mismatches(truth, final)
     assert not wrong, f"{len(wrong)} customers differ: {list(wrong.items())[:3]}"
-    needed = {e["event_id"] for _, e in stream if e["type"] in {"cart_add", "purchase"}}
-    assert needed
-
-    def decided(records: list[dict[str, Any]]) -> bool:
-        return needed <= {r["value"]["trigger"]["event_id"] for r in records}
-
-    decisions = await env.consume_until(env.settings.topics.decisions, decided, timeout=60)
-    return truth, decisions
+    return truth, await decided_once(env, stream, timeout=60)
 
 
 async def test_a_worker_on_the_cluster_applies_every_event_once(
         cluster_env: Env, cluster_redis: Any) -> None:
-    truth, decisions = await run_stream(cluster_env, cluster_redis, 60, 1500, workers=1)
-    twice = {k: v for k, v in decisions_once(decisions).items() if len(v) > 1}
-    assert not twice, list(twice.items())[:3]
+    truth, _ = await run_stream(cluster_env, cluster_redis, 60, 1500, workers=1)
     # The shared aggregates add up over customers in thousands of slots: every customer with
     # a profile counted once in each histogram it has a bucket in (at most once).
     histograms = await RedisStore(cluster_redis).histograms()
@@ -219,44 +197,28 @@ async def test_a_worker_on_the_cluster_applies_every_event_once(
 async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(
         cluster_env: Env, cluster_redis: Any, redis_cluster: LocalCluster) -> None:
     began = time.monotonic()
-    before = await primaries(redis_cluster)
-    victim_port = next(p for p, replica in sorted(before.items()) if replica is not None)
-    replica = before[victim_port]
-    victim = next(n for n in redis_cluster_stack.existing_nodes(redis_cluster.settings)
-                  if n.port == victim_port)
-    promoted: dict[str, float] = {}
+    promoted: dict[str, Any] = {}
 
-    async def kill_a_primary() -> None:
+    async def kill_a_primary_into_the_stream() -> None:
         await asyncio.sleep(1.0)  # into the streamed third
-        killed_at = time.monotonic()
-        redis_cluster_stack.kill_node(victim)
-        # Its replica takes over (the cluster's node timeout, 2 s, plus an election).
-        deadline = killed_at + 30
-        while True:
-            now = await primaries(redis_cluster, avoid=victim_port)
-            if victim_port not in now and replica in now:
-                promoted["after_s"] = time.monotonic() - killed_at
-                return
-            assert time.monotonic() < deadline, f"no replica took over: {now}"
-            await asyncio.sleep(0.2)
+        promoted["primary"], promoted["replica"], promoted["after_s"] = \
+            await kill_a_primary(redis_cluster)
 
     try:
         truth, decisions = await run_stream(cluster_env, cluster_redis, 80, 2400, workers=2,
-                                            during=kill_a_primary)
+                                            during=kill_a_primary_into_the_stream)
     finally:
         # The killed node comes back as a replica of the promoted one.
         await asyncio.to_thread(redis_cluster_stack.up, redis_cluster.settings, 3,
                                 io.StringIO())
     assert "after_s" in promoted
-    twice = {k: v for k, v in decisions_once(decisions).items() if len(v) > 1}
-    assert not twice, list(twice.items())[:3]
     sizes = {k: int(v) for k, v in (await cluster_redis.hgetall(
         kpi_sizes_key(cluster_env.settings.app_id))).items()}
     assert sum(v for k, v in sizes.items() if k.startswith(b"lifecycle:")) == len(truth), sizes
     # Timers armed before and after the failover are found in their partitions' indexes.
     held, missing = await timers_not_indexed(cluster_redis, cluster_env.settings.app_id, truth)
     assert held > 0 and not missing, missing[:3]
-    print(f"\nredis failover: primary {victim_port} SIGKILLed mid-stream, replica "
-          f"{replica} promoted after {promoted['after_s']:.1f}s; "
+    print(f"\nredis failover: primary {promoted['primary']} SIGKILLed mid-stream, replica "
+          f"{promoted['replica']} promoted after {promoted['after_s']:.1f}s; "
           f"{sum(t.events for t in truth.values())} events for {len(truth)} customers exact, "
           f"{len(decisions)} decisions, none twice; done in {time.monotonic() - began:.1f}s")
