@@ -1,5 +1,5 @@
-"""A worker fails fast and always stops: docs/operations.md ("Starting a worker", "Stopping a
-worker", "When something fails").
+"""A worker fails fast and always stops: docs/operations.md ("Stopping a worker", "When something
+fails").
 
 - Started with a Redis or a Kafka it cannot reach, it exits 2 with the reason within
   STREAMPROC_STARTUP_TIMEOUT_S, before joining the consumer group.
