@@ -580,6 +580,9 @@ def describe(cat: Catalogue, source: str | Path) -> str:
     for a in cat.actions.values():
         what = "neutral" if a.neutral else (
             f"fresh {a.freshness_ms / HOUR_MS:g} h" + (", excludes" if a.exclude else ""))
+        if a.trust:
+            least = dict.fromkeys(source for _, source in a.trust)
+            what += f", data trusted from {' / '.join(least)} up"
         if a.reveals_tracking:
             what += (f", reveals tracking: at most {a.reveal_limit.max} in "
                      f"{a.reveal_limit.per_days:g} days")

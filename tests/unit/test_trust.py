@@ -213,3 +213,11 @@ def test_a_contextual_pick_names_its_features_and_the_trust_of_their_data() -> N
             in record["reasons"]), record["reasons"]
     # The action's own data, too: cart.value, which both cart actions read.
     assert "data: cart.value from observed (trust 3, 0 min old)" in record["reasons"]
+
+
+def test_streamproc_catalogue_shows_the_trust_an_action_needs() -> None:
+    from streamproc.decisions.catalogue import describe
+
+    shown = describe(parse_catalogue(copy.deepcopy(SHIPPED)), "catalogue.yaml")
+    [line] = [x for x in shown.splitlines() if "picked_in_your_size" in x]
+    assert line.endswith("(fresh 24 h, data trusted from declared up)")
