@@ -288,7 +288,8 @@ def default_engine(settings: Settings) -> Engine:
     path = settings.catalogue or default_catalogue_path()
     return Engine(CatalogueFile(path, activity_days=settings.activity_days), UniformChooser(),
                   consent_defaults=settings.consent_granted_by_default(),
-                  recommender=Recommender.from_settings(settings))
+                  recommender=Recommender.from_settings(settings),
+                  trust_levels=settings.trust_level_map())
 
 
 @dataclass
@@ -361,7 +362,9 @@ class Processor:
         self.segment_config = getattr(self.segmenter, "config", None)
         self.scorer: Scorer = scorer or NoScoring()
         self.profile_config = ProfileConfig(settings.affinity_half_life_days,
-                                            settings.activity_days)
+                                            settings.activity_days,
+                                            settings.trust_conflict_days,
+                                            settings.trust_level_map())
         self.ttl_ms = settings.customer_ttl_days * 86_400_000
         self.suppress_ms = settings.erasure_suppress_days * 86_400_000
         self._unreported_suppressed = 0  # events suppressed, not yet in a log line

@@ -263,6 +263,14 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
      "each consent purpose's answer until the customer gives one, as purpose=granted|denied "
      "pairs separated by commas (a purpose not named: denied); without personalisation "
      "consent a customer is not profiled (no scores, segments, learning or decisions)"),
+    ("TRUST_LEVELS", "declared=3,observed=3,crm=2,inferred=1",
+     "trust level (0 to 100) of each source of profile data, as source=level pairs separated "
+     "by commas, every source given: declared (the customer said it), observed (their own "
+     "events), crm, inferred (derived from behaviour); an attribute stored before sources were "
+     "kept is 0. A catalogue's min_trust compares with these (docs/bandit.md)"),
+    ("TRUST_CONFLICT_DAYS", "30",
+     "an attribute that one source sets to another value than a different source gave less "
+     "than this many days before is contradictory (weak for min_trust) until its next update"),
     ("RECS_SENSITIVE_CATEGORIES", "adult,health,pharmacy",
      "product categories never recommended, comma separated"),
     ("RECS_REPLENISHABLE_CATEGORIES", "grocery,beauty,baby",
@@ -293,6 +301,8 @@ SECRETS = frozenset({"MODEL_SECRET", "API_KEYS", "API_ADMIN_TOKEN", "API_READ_TO
 # needs PROFILING_PURPOSE; each message channel needs its own.
 CONSENT_PURPOSES = ("personalisation", "email", "sms", "push", "call_centre")
 PROFILING_PURPOSE = "personalisation"
+# The sources of profile data (streamproc.state.provenance), each with a trust level.
+TRUST_SOURCES = ("declared", "crm", "inferred", "observed")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -424,6 +434,8 @@ class Settings:
     tombstone_hours: int = 24
     erasure_suppress_days: int = 30
     consent_defaults: str = _DEFAULTS["CONSENT_DEFAULTS"]
+    trust_levels: str = _DEFAULTS["TRUST_LEVELS"]
+    trust_conflict_days: float = 30.0
     recs_sensitive_categories: str = "adult,health,pharmacy"
     recs_replenishable_categories: str = "grocery,beauty,baby"
     # Where each value came from, by setting name (KAFKA_BOOTSTRAP ...): FROM_ENVIRONMENT,
@@ -557,6 +569,8 @@ class Settings:
             tombstone_hours=_int(get, "TOMBSTONE_HOURS", 0, 24 * 366),
             erasure_suppress_days=_int(get, "ERASURE_SUPPRESS_DAYS", 0, 3650),
             consent_defaults=get("CONSENT_DEFAULTS"),
+            trust_levels=get("TRUST_LEVELS"),
+            trust_conflict_days=_float(get, "TRUST_CONFLICT_DAYS", 0, 3650),
             recs_sensitive_categories=get("RECS_SENSITIVE_CATEGORIES"),
             recs_replenishable_categories=get("RECS_REPLENISHABLE_CATEGORIES"),
             sources=sources,
@@ -576,6 +590,7 @@ class Settings:
         if self.partition_check not in {"deadletter", "warn", "off"}:
             raise ConfigError(f"STREAMPROC_PARTITION_CHECK={self.partition_check!r}: use "
                               "deadletter, warn or off")
+        self.trust_level_map()  # a mistake there stops the start, with what to write
         if self.state_compression not in {"zstd", "zlib", "none"}:
             raise ConfigError(
                 f"STREAMPROC_STATE_COMPRESSION={self.state_compression!r}: use zstd, zlib or none"
@@ -690,6 +705,33 @@ class Settings:
                 raise ConfigError(f"STREAMPROC_CONSENT_DEFAULTS: {purpose} is given twice")
             granted[purpose] = answer == "granted"
         return frozenset(purpose for purpose, yes in granted.items() if yes)
+    def trust_level_map(self) -> dict[str, int]:
+        """``STREAMPROC_TRUST_LEVELS`` as a map of source to level.
+
+        >>> Settings().trust_level_map()
+        {'declared': 3, 'observed': 3, 'crm': 2, 'inferred': 1}
+        >>> Settings(trust_levels="declared=3,crm=2").trust_level_map()
+        Traceback (most recent call last):
+        streamproc.errors.ConfigError: STREAMPROC_TRUST_LEVELS: no level for inferred, observed; give every source: declared, crm, inferred, observed
+        """  # noqa: E501
+        levels: dict[str, int] = {}
+        for pair in filter(None, (part.strip() for part in self.trust_levels.split(","))):
+            name, sep, number = (piece.strip().lower() for piece in pair.partition("="))
+            if name not in TRUST_SOURCES:
+                raise ConfigError(f"STREAMPROC_TRUST_LEVELS: unknown source {name!r}: the "
+                                  f"sources are {', '.join(TRUST_SOURCES)}")
+            if not sep or not number.isdigit() or int(number) > 100:
+                raise ConfigError(f"STREAMPROC_TRUST_LEVELS: {pair!r} is not "
+                                  f"{name}=<level, 0 to 100>")
+            if name in levels:
+                raise ConfigError(f"STREAMPROC_TRUST_LEVELS: {name} is given twice")
+            levels[name] = int(number)
+        missing = [s for s in TRUST_SOURCES if s not in levels]
+        if missing:
+            raise ConfigError(f"STREAMPROC_TRUST_LEVELS: no level for {', '.join(missing)}; "
+                              f"give every source: {', '.join(TRUST_SOURCES)}")
+        return levels
+
     def categories(self, which: str) -> frozenset[str]:
         """``STREAMPROC_RECS_<WHICH>_CATEGORIES`` as a set.
 

@@ -26,6 +26,7 @@ import orjson
 
 from streamproc.days import DAY_MS, HOUR_MS
 from streamproc.decisions.experiments import validate_experiment
+from streamproc.decisions.trust import fields_read, gates
 from streamproc.errors import ConfigError
 from streamproc.events.schemas import schema_dir
 from streamproc.segments.builtin import CUSTOM_PREFIX, SEGMENTATIONS
@@ -35,6 +36,7 @@ from streamproc.segments.rulecheck import check_condition, schema_pieces, schema
 from streamproc.segments.rulefile import WatchedFile
 from streamproc.segments.rules import Predicate, compile_condition, parse_document, read_bytes
 from streamproc.segments.sensitive import SensitivePolicy, allowance_problems, describe_uses
+from streamproc.settings import TRUST_SOURCES
 
 SCHEMA_FILE = "catalogue.schema.json"
 MESSAGE_CHANNELS = frozenset({"email", "sms", "push", "call_centre"})
@@ -101,6 +103,10 @@ class Action:
     params_from: Mapping[str, str] = field(default_factory=dict)
     reveals_tracking: bool = False
     reveal_limit: RevealLimit = DEFAULT_REVEAL_LIMIT
+    # The profile fields its when, requires and params_from read (streamproc.decisions.trust),
+    # and (field, least trusted source) for those its min_trust covers.
+    reads: tuple[str, ...] = ()
+    trust: tuple[tuple[str, str], ...] = ()
 
 
 NONE_ACTION = Action(NONE_ID, "none", "Nothing: deliberately no action")
@@ -285,7 +291,8 @@ def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str
     check.slot_refs(a["slots"], slots, f"{loc}.slots")
     if a.get("neutral"):
         personal: list[str] = [k for k in ("when", "exclude", "consent", "requires",
-                                           "params_from", "reveal_limit") if k in a]
+                                           "params_from", "reveal_limit", "min_trust")
+                               if k in a]
         if a.get("reveals_tracking"):
             personal.append("reveals_tracking")
         if personal:
@@ -298,6 +305,7 @@ def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str
         check.path(path, f"{loc}.requires[{i}]")
     for name, path in a.get("params_from", {}).items():
         check.path(path, f"{loc}.params_from.{name}", allow_event=True)
+    _check_min_trust(check, loc, a)
     if "reveal_limit" in a and not a.get("neutral") and not reveals_tracking(a):
         check.problems.append(f"{loc}.reveal_limit: the action does not reveal tracking (its "
                               "params_from reads no browsing history); set reveals_tracking: "
@@ -306,6 +314,26 @@ def _check_action(check: _Check, loc: str, a: dict[str, Any], slots: Mapping[str
     if start is not None and end is not None and start >= end:
         check.problems.append(f"{loc}: valid_from {a['valid_from']} is not before valid_until "
                               f"{a['valid_until']}: never valid")
+
+
+def _check_min_trust(check: _Check, loc: str, a: dict[str, Any]) -> None:
+    """An action's ``min_trust``: known sources, and paths the action reads."""
+    wanted = a.get("min_trust")
+    if wanted is None:
+        return
+    named = {"": wanted} if isinstance(wanted, str) else dict(wanted)
+    read = fields_read(a)
+    for path, source in named.items():
+        where = f"{loc}.min_trust" + (f".{path}" if path else "")
+        if source not in TRUST_SOURCES:
+            check.problems.append(f"{where}: unknown source {source!r}; known: "
+                                  f"{', '.join(TRUST_SOURCES)}")
+        if path and not any(r == path or r.startswith(path + ".") for r in read):
+            check.problems.append(f"{where}: the action reads nothing under {path} (its when, "
+                                  f"requires and params_from read: {', '.join(read) or 'nothing'})")
+    if not read:
+        check.problems.append(f"{loc}.min_trust: the action reads no profile field (when, "
+                              "requires, params_from): nothing to trust; remove min_trust")
 
 
 def _check_trigger(check: _Check, loc: str, t: dict[str, Any], slots: Mapping[str, Any]) -> None:
@@ -468,6 +496,7 @@ def _compile(data: dict[str, Any], version: str,
             int(max_age * HOUR_MS) if max_age is not None else None,
             dict(a.get("params", {})), dict(a.get("params_from", {})),
             reveals_tracking(a), _reveal_limit(a.get("reveal_limit") or data.get("reveal_limit")),
+            fields_read(a), gates(a),
         )
     triggers = tuple(
         Trigger(t["id"], t.get("event"),
@@ -551,6 +580,9 @@ def describe(cat: Catalogue, source: str | Path) -> str:
     for a in cat.actions.values():
         what = "neutral" if a.neutral else (
             f"fresh {a.freshness_ms / HOUR_MS:g} h" + (", excludes" if a.exclude else ""))
+        if a.trust:
+            least = dict.fromkeys(source for _, source in a.trust)
+            what += f", data trusted from {' / '.join(least)} up"
         if a.reveals_tracking:
             what += (f", reveals tracking: at most {a.reveal_limit.max} in "
                      f"{a.reveal_limit.per_days:g} days")

@@ -82,11 +82,13 @@ from streamproc.decisions.record import (
     scores_used,
     segments_used,
 )
+from streamproc.decisions.trust import data_trail, features_trail, trust_problem
 from streamproc.errors import StreamprocError
 from streamproc.models.ranking import Recommender
 from streamproc.settings import PROFILING_PURPOSE
 from streamproc.state.consent import granted
 from streamproc.state.profile import Profile
+from streamproc.state.provenance import DEFAULT_LEVELS, quality
 
 # The type of a timer's synthetic event (streamproc.decisions.timers).
 TIMER = "timer"
@@ -202,8 +204,11 @@ class Engine:
         uniform: Chooser | None = None,
         consent_defaults: frozenset[str] = frozenset(),
         recommender: Recommender | None = None,
+        trust_levels: Mapping[str, int] | None = None,
     ) -> None:
         self.catalogue = catalogue
+        # Each source's trust level (STREAMPROC_TRUST_LEVELS), for min_trust and the reasons.
+        self.trust_levels = dict(trust_levels if trust_levels is not None else DEFAULT_LEVELS)
         # The purposes granted until withdrawn (STREAMPROC_CONSENT_DEFAULTS).
         self.consent_defaults = consent_defaults
         self.chooser = chooser
@@ -373,9 +378,14 @@ class Engine:
                             channel_day=(slot.channel, now.day) if capped else None,
                             reveals=action.reveals_tracking
                             and choice.pick.policy != REUSE_POLICY)
+        if personalised and action.reads:
+            trail = data_trail(p, action.reads, src.ts_ms, self.trust_levels)
+            if trail:
+                choice.reasons.append(trail)
         intent = (p.get("scores") or {}).get("intent")
         if intent is not None and segments.get("intent") == "hot":
             choice.reasons.append(f"purchase intent is hot ({intent:.2f})")
+        p["quality"] = quality(p, src.ts_ms, self.trust_levels)
         record = {
             "decision_id": did,
             "customer_id": src.customer_id,
@@ -397,6 +407,7 @@ class Engine:
             "candidates": choice.candidates,
             "features": ({k: round(v, 4) for k, v in choice.features.items()}
                          if choice.features is not None else None),
+            "data_quality": p["quality"]["score"],
             "expires_at": iso_ms(src.ts_ms + slot.expires_ms),
             "model_versions": dict(versions),
             "latency_ms": (max(0, now_ms - src.timestamp_ms)
@@ -450,6 +461,7 @@ class Engine:
         features = context_features(p, src.ts_ms) if learning else None
         pick = None
         fallback: list[str] = []
+        sources: list[str] = []  # of the features a contextual pick used
         if contextual and features is not None and self.contextual is not None:
             pick = self.contextual.choose(ids, slot.id, features, bytes.fromhex(did))
             if pick is None:
@@ -457,6 +469,9 @@ class Engine:
                 fallback.append(f"contextual policy still learning ({', '.join(cold)}: fewer "
                                 f"than {self.contextual.min_outcomes} outcomes in {slot.id}): "
                                 "the bandit picks")
+            else:  # the features drove it: say what data they come from
+                trail = features_trail(features, self.trust_levels)
+                sources += [trail] if trail else []
         if pick is None:
             pick = chooser.choose(ids, context, bytes.fromhex(did))
         chosen = next((a for a in eligible if a.id == pick.action_id), None)
@@ -467,7 +482,7 @@ class Engine:
                *[*data_issues, *excluded][:4],
                *fallback,
                f"chosen by {pick.policy} (propensity {pick.propensity:.2f}) for {context}",
-               *pick.reasons]
+               *pick.reasons, *sources]
         return _Choice(chosen, pick, why, ids, learning, features), experiment
 
     def _candidates(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],
@@ -495,6 +510,8 @@ class Engine:
             if a.when is not None and not a.when(p, ts):
                 continue  # simply not for this customer: not worth a reason
             problem = data_problem(p, a, ts, data)
+            if problem is None and a.trust:
+                problem = trust_problem(p, a.trust, ts, self.trust_levels, a.max_age_ms)
             if problem is None and a.kind == RECOMMENDATION and not self.products(
                     p, ts, _count(a)):
                 problem = "no products to recommend yet (no item relations served)"

@@ -26,25 +26,13 @@ from typing import Any
 from streamproc.days import HOUR_MS, LocalTime
 from streamproc.decisions import exposure
 from streamproc.decisions.catalogue import Action, Cap, RevealLimit
+from streamproc.decisions.trust import SECTION_STAMPS
 from streamproc.segments.profilepath import MISSING, getter
 from streamproc.state.consent import granted
 
 # The channel whose own consent a message needs.
 CHANNEL_PURPOSE = {"email": "email", "sms": "sms", "push": "push", "call_centre": "call_centre"}
 
-# The timestamp that says how old a section of the profile is, for data-quality checks.
-# Sections not listed have no age: only their absence is checked.
-SECTION_STAMPS = {
-    "cart": "cart.updated_ms",
-    "session": "session.last_ms",
-    "purchases": "purchases.last_ms",
-    "rfm": "purchases.last_ms",
-    "affinities": "affinities.ts_ms",
-    "categories": "last_seen_ms",
-    "scores": "last_seen_ms",
-    "segments": "last_seen_ms",
-    "surroundings": "surroundings.ts_ms",
-}
 _STAMP_READERS = {section: getter(path) for section, path in SECTION_STAMPS.items()}
 
 

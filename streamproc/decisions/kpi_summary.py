@@ -24,7 +24,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from streamproc.decisions.kpis import KPIS, NONE_ROW, NPS_KPIS
+from streamproc.decisions.kpis import KPIS, NONE_ROW, NPS_KPIS, QUALITY_BANDS
 from streamproc.state.counters import Counters
 
 EPOCH = datetime.date(1970, 1, 1)
@@ -119,7 +119,8 @@ def summarise_counters(counters: Counters, by: str = "all") -> dict[str, Any]:
     """What ``streamproc kpis --json`` prints and ``GET /v1/kpis`` answers: :func:`summarise`
     of the counters, with the segments (:func:`segment_summary`)."""
     return {**summarise(counters.days, counters.cohorts, by),
-            "segments": segment_summary(counters.moves, counters.sizes, by)}
+            "segments": segment_summary(counters.moves, counters.sizes, by),
+            "quality": quality_summary(counters.days, by)}
 
 
 def segment_summary(moves: Mapping[int, Mapping[str, int]], sizes: Mapping[str, int],
@@ -202,3 +203,32 @@ def render_kpis(summary: Mapping[str, Any]) -> str:
         lines.append(f"cohort {row['cohort']} {row['segment']}: {row['customers']:,} "
                      f"customers; {months or 'no repeat purchase yet'}")
     return "\n".join(lines)
+
+
+def quality_summary(days: Mapping[int, Mapping[str, int]], by: str = "all"
+                    ) -> list[dict[str, Any]]:
+    """The data quality of the decisions over ``days``, per segment of ``by``: how many fell in
+    each band of 0.2 (``bands``, lowest first) and the mean score.
+
+    >>> quality_summary({20000: {"rfm:new|-|-|quality_4": 3, "rfm:new|-|-|quality_1": 1,
+    ...                          "rfm:new|-|-|quality_milli": 2950}}, "rfm")
+    [{'segment': 'new', 'decisions': 4, 'bands': [0, 1, 0, 0, 3], 'mean': 0.7375}]
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for counts in days.values():
+        for name, n in counts.items():
+            parts = _split(name)
+            if parts is None or parts[0] != by or not parts[4].startswith("quality_"):
+                continue
+            row = found.setdefault(parts[1], {"segment": parts[1], "decisions": 0,
+                                              "bands": [0] * QUALITY_BANDS, "milli": 0})
+            kpi = parts[4].removeprefix("quality_")
+            if kpi == "milli":
+                row["milli"] += n
+            elif kpi.isdigit() and int(kpi) < QUALITY_BANDS:
+                row["bands"][int(kpi)] += n
+                row["decisions"] += n
+    return [{"segment": s, "decisions": row["decisions"], "bands": row["bands"],
+             "mean": _ratio(row.pop("milli") / 1000, row["decisions"], 4)}
+            for s, row in sorted(found.items())]
+

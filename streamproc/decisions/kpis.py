@@ -27,6 +27,9 @@ The segmentations are those of the decision record (every one, clusters included
 ``all:all``; the arm is ``experiment:arm``, or ``(none):policy`` outside experiments.
 Surveys count NPS on the survey's day, by the customer's segments then, with arm and action
 ``-``: ``responses``, ``promoters`` (9-10), ``passives`` (7-8), ``detractors`` (0-6).
+The data quality of decisions (their record's ``data_quality``) counts on the decision's day
+and segments with arm and action ``-``: ``quality_0`` to ``quality_4`` (bands of 0.2) and
+``quality_milli`` (the sum, in thousandths).
 Segment moves (the segmenter's records for the segments topic), per UTC day of the event
 that moved the customer (:func:`~streamproc.state.keys.kpi_moves_key`), fields
 ``segmentation|from|to`` (``-``: no segment), and the segment sizes they add up to
@@ -73,6 +76,8 @@ FEEDBACK_KPIS = {"impression": "impressions", "open": "opens", "click": "clicks"
                  "conversion": "conversions"}
 ALL = "all:all"
 NO_EXPERIMENT = "(none)"
+# Bands of the data quality score counted per segment (streamproc.state.provenance.quality).
+QUALITY_BANDS = 5
 NONE_ROW = "-"  # the arm and action of rows that are not about a decision (surveys)
 # Decisions remembered per customer for feedback and attribution (the latest ones).
 EXPOSURES_KEPT = 32
@@ -197,6 +202,9 @@ class KpiCounter:
             for part in parts:
                 field = f"{part}{middle}decisions"
                 counts[field] = counts.get(field, 0) + 1
+            quality = record.get("data_quality")
+            if isinstance(quality, int | float):
+                count_quality(counts, parts, float(quality))
             if action == NONE_ID:
                 continue  # nothing shown or sent: no exposure, nobody reached
             segs = "\t".join(parts[:-1])
@@ -374,6 +382,23 @@ class KpiCounter:
             row = f"{part}|{NONE_ROW}|{NONE_ROW}|"
             counts[row + "responses"] = counts.get(row + "responses", 0) + 1
             counts[row + kind] = counts.get(row + kind, 0) + 1
+
+
+def count_quality(counts: dict[str, int], parts: Sequence[str], quality: float) -> None:
+    """Count a decision's data quality (0 to 1) in each of its segments' rows: its band
+    (``quality_0`` for [0, 0.2) ... ``quality_4`` for [0.8, 1]) and the sum in thousandths
+    (``quality_milli``), under arm and action ``-``.
+
+    >>> counts = {}
+    >>> count_quality(counts, ["rfm:new", "all:all"], 0.85)
+    >>> counts["rfm:new|-|-|quality_4"], counts["all:all|-|-|quality_milli"]
+    (1, 850)
+    """
+    band = f"quality_{min(QUALITY_BANDS - 1, max(0, int(quality * QUALITY_BANDS)))}"
+    for part in parts:
+        row = f"{part}|{NONE_ROW}|{NONE_ROW}|"
+        for field, by in ((band, 1), ("quality_milli", round(quality * 1000))):
+            counts[row + field] = counts.get(row + field, 0) + by
 
 
 def tally_fields(tally: Tally) -> tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...]:

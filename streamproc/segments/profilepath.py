@@ -55,6 +55,9 @@ PROFILE_SHAPE: Shape = {
     "scores": {"intent": None, "ltv": None},
     # Written by the scorer from the learner's behaviour clusters.
     "cluster": {"id": None, "about": None},
+    # The data quality score (streamproc.state.provenance), from the last profile_update or
+    # decision.
+    "quality": {"score": None, "completeness": None, "freshness": None, "trust": None},
     # From context_update events (absent until the first one).
     "surroundings": {"weather": None, "temperature_c": None, "place": None, "ts_ms": None},
     # Not stored: the moment of the event in the customer's timezone (conditions only).
@@ -75,7 +78,7 @@ def check_path(path: str, shape: Shape = PROFILE_SHAPE) -> str | None:
     >>> check_path("purchase.total")
     "unknown profile field 'purchase'; known: activity, affinities, attributes, cart, categories, \
 cluster, consent, counts, customer_id, device, engagement, feedback, first_seen_ms, last_seen_ms, \
-location, moment, purchases, rfm, scores, segments, session, surroundings"
+location, moment, purchases, quality, rfm, scores, segments, session, surroundings"
     """
     node: Shape | str | None = shape
     done: list[str] = []

@@ -350,7 +350,9 @@ class _Session:
             | ({"children": rng.randint(1, 3)} if c.persona == "new_parent" else {}),
         }
         keys = rng.sample(sorted(everything), k=rng.randint(1, 4))
-        self.emit("profile_update", attributes={k: everything[k] for k in sorted(keys)})
+        # The customer edits their own account: declared data (the most trusted source).
+        self.emit("profile_update", source="declared",
+                  attributes={k: everything[k] for k in sorted(keys)})
 
     def report_weather(self) -> None:
         c = self.customer

@@ -136,9 +136,10 @@ def merge_profile(into: Profile, other: Profile | dict[str, Any],
     Counts, categories, activity, feedback and engagement add up; purchases add up per day
     (RFM is recomputed); the carts are combined (quantities of a product added: the shop's
     usual merge at login); affinities are decayed to the later time and added; the current
-    session, device and location are the side seen last's; the customer's attributes win over
-    the identifier's; consent is the stricter (:func:`merge_consent`). The parts kept by later
-    steps (exposure history, timers, KPI memory, segments, scores) are not touched here.
+    session, device and location are the side seen last's; the customer's attributes (and
+    their sources) win over the identifier's; consent is the stricter (:func:`merge_consent`).
+    The parts kept by later steps (exposure history, timers, KPI memory, segments, scores) are
+    not touched here.
     """
     first, last = into["first_seen_ms"], into["last_seen_ms"]
     other_last = other.get("last_seen_ms")
@@ -162,6 +163,10 @@ def merge_profile(into: Profile, other: Profile | dict[str, Any],
         into["location"] = {**(other.get("location") or {}), **into["location"]}
         into["device"] = into["device"] or other.get("device")
     into["attributes"] = {**(other.get("attributes") or {}), **into["attributes"]}
+    # Each attribute keeps the source of the side whose value it kept.
+    marks = {**(other.get("provenance") or {}), **(into.get("provenance") or {})}
+    if marks:
+        into["provenance"] = {k: v for k, v in marks.items() if k in into["attributes"]}
     merge_consent(into["consent"], other.get("consent") or {})
 
     cart, theirs = into["cart"], other.get("cart") or {}

@@ -13,11 +13,18 @@ or Kafka; the processor decides which events to apply (idempotency) and stores t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypedDict, cast
 
 from streamproc.days import DAY_MS
+from streamproc.state.provenance import (
+    DEFAULT_LEVELS,
+    DEFAULT_UPDATE_SOURCE,
+    quality,
+    record_provenance,
+)
 
 # A gap of event time longer than this starts a new session (the common web-analytics default).
 SESSION_GAP_MS = 30 * 60 * 1000
@@ -61,6 +68,10 @@ class Profile(TypedDict, total=False):
     engagement: dict[str, Any]
     activity: dict[str, dict[str, int]]
     attributes: dict[str, Any]
+    # The source and event time of each attribute (streamproc.state.provenance), and the data
+    # quality score last computed (on a profile_update, and by the engine on a decision).
+    provenance: dict[str, list[Any]]
+    quality: dict[str, float]
     consent: dict[str, Any]
     feedback: dict[str, int]
     device: str | None
@@ -98,10 +109,13 @@ class Profile(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class ProfileConfig:
-    """The knobs of the profile: affinity half-life and how long daily activity is kept."""
+    """The knobs of the profile: affinity half-life, how long daily activity is kept, how close
+    in time two sources must be to contradict each other, and the trust level of each source."""
 
     affinity_half_life_days: float = 14.0
     activity_days: int = 30
+    trust_conflict_days: float = 30.0
+    trust_levels: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
 
 
 DEFAULT_CONFIG = ProfileConfig()
@@ -321,7 +335,7 @@ PARTS_BY_TYPE: dict[str, frozenset[str]] = {
     "cart_remove": _SESSION | {"cart"},
     "checkout": _SESSION,
     "purchase": frozenset({"purchases", "affinities", "categories", "recent_products", "cart"}),
-    "profile_update": frozenset({"attributes"}),
+    "profile_update": frozenset({"attributes", "provenance", "quality"}),
     "consent_update": frozenset({"consent"}),
     "feedback": frozenset({"feedback", "engagement"}),
 }
@@ -435,7 +449,11 @@ def apply_event(
         p["cart"]["value"] = _cart_value(items)
         p["cart"]["updated_ms"] = ts_ms
     elif type_ == "profile_update":
+        record_provenance(cast(dict[str, Any], p), data["attributes"],
+                          data.get("source") or DEFAULT_UPDATE_SOURCE, ts_ms,
+                          int(config.trust_conflict_days * DAY_MS))
         p["attributes"].update(data["attributes"])
+        p["quality"] = quality(p, ts_ms, config.trust_levels)
     elif type_ == "consent_update":
         record_consent(p, ts_ms, data)
     elif type_ == "context_update":

@@ -46,7 +46,7 @@ AUTH = {"Authorization": f"Bearer {READ}"}
 FAST_GROUP = {"STREAMPROC_SESSION_TIMEOUT_S": "6"}
 CHARTS = ("chart-sizes", "chart-moves", "chart-rates", "chart-revenue", "chart-segment-days",
           "chart-cluster-days", "chart-uplift", "chart-control", "chart-nps", "chart-retention",
-          "chart-bandit", "chart-models", "chart-pipeline")
+          "chart-bandit", "chart-models", "chart-pipeline", "chart-quality")
 
 
 async def drive(env: Env, redis: aioredis.Redis, run: str, customers: int, events: int
@@ -178,6 +178,15 @@ async def test_the_json_behind_the_charts_equals_the_commands_and_the_topics(
                 r["decisions"] for r in bandit_rows) > 0
             assert abs(sum(a["share"] for a in bandit["actions"]) - 1) < 1e-3
 
+            # Data quality: every decision once, in the band of its data_quality, with the mean.
+            scores = [d["data_quality"] for d in unique(
+                await read_topic(settings, settings.topics.decisions), "decision_id")]
+            [quality] = kpis["quality"]
+            bands = Counter(min(4, int(q * 5)) for q in scores)
+            assert quality["segment"] == "all" and quality["decisions"] == len(scores)
+            assert quality["bands"] == [bands[b] for b in range(5)] and bands[0] < len(scores)
+            assert quality["mean"] == pytest.approx(sum(scores) / len(scores), abs=1e-3)
+
             # The worker is alive: a heartbeat within 15 s. On a loaded machine one can come
             # late, so the page is asked again (its status is cached 5 s) until it shows one.
             async def worker_alive() -> dict[str, Any] | None:
@@ -265,6 +274,7 @@ async def test_the_dashboard_in_chromium_draws_every_chart_with_the_json_numbers
             "chart-nps": not kpis["nps"],
             "chart-control": not any(r["status"] == "control" for r in report["rows"]),
             "chart-bandit": not bandit["actions"],
+            "chart-quality": not kpis["quality"],
         }
         drawn = 0
         for chart in CHARTS:

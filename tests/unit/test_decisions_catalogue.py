@@ -222,7 +222,7 @@ def test_a_file_gets_every_problem_in_one_pass_with_ids_and_lines(tmp_path: Path
         f"line {line_of(text, 'titel')}: actions[4] (id: cart_reminder): unknown key 'titel'; "
         "expected id, kind, title, slots, neutral, when, exclude, consent, valid_from, "
         "valid_until, freshness_hours, requires, max_data_age_hours, params, params_from, "
-        "reveals_tracking, reveal_limit",
+        "min_trust, reveals_tracking, reveal_limit",
         f"line {line_of(text, 'mesage')}: actions[4] (id: cart_reminder).kind: must be one of "
         "['offer', 'content', 'message', 'recommendation'], got 'mesage'",
         f"line {line_of(text, 'cart.valu,')}: actions[4] (id: cart_reminder).when.field: "

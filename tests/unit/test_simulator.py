@@ -181,7 +181,9 @@ def test_consent_and_profile_updates_happen() -> None:
     consents = [e.event for e in events if e.event["type"] == "consent_update"]
     assert any(not c["granted"] for c in consents), "some consent must be withdrawn"
     assert any(c["granted"] for c in consents)
-    assert any(e.event["type"] == "profile_update" for e in events)
+    updates = [e.event for e in events if e.event["type"] == "profile_update"]
+    # The customers edit their own accounts: what they declare.
+    assert updates and all(u["source"] == "declared" for u in updates)
 
 
 def test_each_customer_answers_the_consent_banner_on_their_first_visit() -> None:

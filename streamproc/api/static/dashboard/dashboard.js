@@ -297,6 +297,21 @@ function drawNpsRetention(seg) {
   return cohorts;
 }
 
+const QUALITY_BANDS = ["0–0.2", "0.2–0.4", "0.4–0.6", "0.6–0.8", "0.8–1"];
+const QUALITY_COLORS = ["#ef4444", "#f97316", "#f59e0b", "#84cc16", "#10b981"];
+
+function drawQuality(seg) {
+  // Completeness, freshness and trust of the attributes of the customers decided for
+  // (the decision record's data_quality), counted per segment in bands of 0.2.
+  const rows = (seg.quality || []).filter((r) => r.decisions > 0);
+  if (!rows.length) { empty("chart-quality", "no decision with a data quality score yet"); return; }
+  drawn("chart-quality").setOption({ ...base, color: QUALITY_COLORS,
+    xAxis: catAxis(rows.map((r) => `${r.segment}\nmean ${r.mean.toFixed(2)}`)),
+    yAxis: { type: "value", minInterval: 1 },
+    series: QUALITY_BANDS.map((name, i) => ({ name: "quality " + name, type: "bar", stack: "bands",
+      data: rows.map((r) => r.bands[i]) })) }, true);
+}
+
 function drawBandit(b) {
   const actions = b.actions.filter((a) => a.mean != null || a.share != null);
   if (!actions.length) { empty("chart-bandit", "the bandit has learnt nothing yet"); return; }
@@ -374,6 +389,7 @@ async function refresh() {
     drawDays("chart-segment-days", seg, "segments");
     drawDays("chart-cluster-days", clusters, "clusters");
     drawNpsRetention(seg);
+    drawQuality(seg);
   });
   await step("experiments", async () => {
     if (!state.experiments || Date.now() - state.experimentsAt > EXPERIMENTS_MS || state.experiments.by !== `segments.${by}`) {
