@@ -179,9 +179,23 @@ def check_pid(pid_file: Path, marker: str) -> PidInfo:
         return PidInfo(None, "none")
     if not pid_alive(pid):
         return PidInfo(pid, "stale", f"pid {pid} no longer runs")
-    if marker not in cmdline(pid):
+    if marker not in _settled_cmdline(pid):
         return PidInfo(pid, "stale", f"pid {pid} is another program now")
     return PidInfo(pid, "running")
+
+
+def _settled_cmdline(pid: int, timeout: float = 2.0) -> list[str]:
+    """``cmdline(pid)``, waiting out the moment just after exec when Linux shows it empty.
+
+    A process spawned a moment ago can read as ``[]`` (measured: 34 of 200 checks made at once
+    after :func:`spawn`); so can a kernel thread, for good, which then counts as not ours.
+    """
+    deadline = time.monotonic() + timeout
+    args = cmdline(pid)
+    while not args and time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.01)
+        args = cmdline(pid)
+    return args
 
 
 def spawn(argv: Sequence[str], *, cwd: Path, log_file: Path, pid_file: Path,
