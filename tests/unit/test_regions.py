@@ -4,9 +4,12 @@ features, named in the reasons with the region it came from."""
 
 from __future__ import annotations
 
+import copy
+
 import orjson
 import pytest
 
+from streamproc.api.deciding import Decider
 from streamproc.decisions.bandit import ThompsonChooser
 from streamproc.decisions.contextual import (
     DIMENSIONS,
@@ -254,3 +257,24 @@ def test_a_state_of_the_older_feature_set_is_served_exactly() -> None:
     assert served.pending == 2
     served.expect("d3", "hero", "web_offer", [1.0] * (DIMENSIONS + 1), 6)  # no set has it
     assert served.pending == 2
+
+
+# -- the HTTP API's decide ----------------------------------------------------------------------
+
+async def test_the_apis_decide_sees_the_regions_report_from_its_cache() -> None:
+    store = MemoryStore()
+    regions = RegionContexts(0)
+    decider = Decider(Engine(catalogue(experiments=[]), ThompsonChooser(),
+                             consent_defaults=GRANTED), regions=regions)
+    now = 1_772_359_200_000
+    p = new_profile("c1")
+    p["location"] = {"city": "Oslo"}
+    req = decider.request({"customer_id": "c1", "slot": "homepage_hero"}, now)
+    dry = decider.decide(req, copy.deepcopy(p), now)
+    assert dry is not None and "rainy_day_delivery" not in dry.record["candidates"]
+    await store.save_region("city:oslo", {"ts_ms": now - HOUR, "weather": "snow"})
+    await regions.refresh(store)  # what the server's reload task does
+    wet = decider.decide(req, copy.deepcopy(p), now)
+    assert wet is not None and wet.record["action"]["id"] == "rainy_day_delivery"
+    assert any("region city:oslo" in r for r in wet.record["reasons"])
+    assert "surroundings" not in p  # the profile read from Redis is not changed
