@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 import yaml
 
 from streamproc.decisions.catalogue import default_catalogue_path
-from streamproc.state.keys import region_key
+from streamproc.state.keys import REGIONS_KEY, region_key
+from streamproc.state.regions import REGION_TTL_MS
+from streamproc.state.store import RedisStore
 from tests.unit.helpers import event
 
 from .conftest import Env
@@ -94,3 +96,31 @@ async def test_a_region_report_changes_the_next_decision_of_its_customers(
     letter = next(r["value"] for r in dead if ours(r))
     assert letter["reason"] == "invalid_region" and "invalid region id" in letter["error"]
     assert all(proc.poll() is None for proc in env.workers), env.worker_log()
+
+
+async def check_region_store(store: RedisStore, client: Any) -> None:
+    """A region's reports in Redis: only a newer one changes it, field by field; every region
+    is read back; a region whose key is gone leaves the index."""
+    oslo, lima = f"city:oslo-{uuid.uuid4().hex[:6]}", f"city:lima-{uuid.uuid4().hex[:6]}"
+    assert await store.save_region(oslo, {"ts_ms": 1_772_359_200_000, "weather": "snow",
+                                          "temperature_c": -3.5})
+    assert not await store.save_region(oslo, {"ts_ms": 1_772_359_100_000, "weather": "clear"})
+    assert await store.save_region(oslo, {"ts_ms": 1_772_359_300_000, "temperature_c": -4.0})
+    assert await store.save_region(lima, {"ts_ms": 1_772_359_200_000, "weather": "clear"})
+    found = await store.region_contexts()
+    assert found[oslo] == {"ts_ms": 1_772_359_300_000, "weather": "snow",
+                           "temperature_c": -4.0}
+    assert found[lima] == {"ts_ms": 1_772_359_200_000, "weather": "clear"}
+    assert 0 < await client.pttl(region_key(oslo)) <= REGION_TTL_MS
+    await client.delete(region_key(lima))  # as its expiry would
+    assert lima not in await store.region_contexts()
+    assert lima.encode() not in await client.smembers(REGIONS_KEY)
+
+
+async def test_a_regions_context_in_redis(test_redis: aioredis.Redis) -> None:
+    await check_region_store(RedisStore(test_redis), test_redis)
+
+
+async def test_a_regions_context_on_redis_cluster(cluster_redis: Any) -> None:
+    # The index and the region's hash are in different slots: two commands, never one script.
+    await check_region_store(RedisStore(cluster_redis), cluster_redis)
