@@ -461,6 +461,7 @@ class Processor:
         for region, report in reports:
             if len(report) > 1 and await self.store.save_region(region, report):
                 self.regions.put(region, report)
+        result.applied += len(reports)
         await self.regions.refresh(self.store)
         # An erase supersedes everything before it: the customer's keys go now, the learner is
         # told to forget them (before any observation of this batch: those are all of events

@@ -29,6 +29,7 @@ from streamproc.state.regions import (
     region_of,
     region_surroundings,
 )
+from streamproc.worker.metrics import MeteredStore, WorkerMetrics
 
 from .helpers import GRANTED, SETTINGS, Partition, event
 from .test_decisions_engine import catalogue
@@ -110,7 +111,7 @@ async def test_a_region_report_reaches_the_decisions_of_its_customers() -> None:
         part.message(event("context_update", customer="region:City:London", minute=1,
                            weather="rain", temperature_c=9.5)),
     ])
-    assert not first.deadletters
+    assert not first.deadletters and first.applied == 3
     # Kept as the region's context, not as a customer.
     assert store.regions == {"city:london": {"weather": "rain", "temperature_c": 9.5,
                                              "ts_ms": 1_772_359_260_000}}
@@ -278,3 +279,17 @@ async def test_the_apis_decide_sees_the_regions_report_from_its_cache() -> None:
     assert wet is not None and wet.record["action"]["id"] == "rainy_day_delivery"
     assert any("region city:oslo" in r for r in wet.record["reasons"])
     assert "surroundings" not in p  # the profile read from Redis is not changed
+
+
+async def test_a_workers_region_round_trips_are_counted() -> None:
+    metrics = WorkerMetrics()
+    proc = Processor(SETTINGS, MeteredStore(MemoryStore(), metrics))
+    part = Partition()
+    await proc.process([part.message(event("context_update", customer="region:oslo",
+                                           weather="fog"))])
+    await proc.process([part.message(event("page_view", customer="c1", minute=1))])
+    v = metrics.value
+    assert v("streamproc_redis_round_trips_total", operation="save_region") == 1
+    # Read once: the second batch comes within STREAMPROC_REGION_CONTEXT_SECONDS.
+    assert v("streamproc_redis_round_trips_total", operation="regions") == 1
+    assert proc.regions.contexts["oslo"]["weather"] == "fog"
