@@ -130,8 +130,9 @@ class Api:
         self.engine.chooser = self.bandit = ThompsonChooser.from_settings(settings)
         self.engine.contextual = ContextualChooser.from_settings(settings)
         self.scorer: IntentScorer | None = None
-        self.decider = Decider(self.engine, self._model_versions,
-                               RegionContexts(settings.region_context_seconds))
+        # Read by _reload_regions every STREAMPROC_REGION_CONTEXT_SECONDS (0 here: each call
+        # of its loop reads).
+        self.decider = Decider(self.engine, self._model_versions, RegionContexts(0))
         self.dashboard = Dashboard(settings, ReadAccess(settings.api_read_token,
                                                         settings.api_admin_token,
                                                         settings.api_host))
