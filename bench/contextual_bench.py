@@ -4,7 +4,8 @@
 
 Offline and broker-free. Visits (``--visits``, 40,000, one every ~2 s of event time) come from
 :class:`streamproc.simulator.situations.Situations`: customers whose response to the four
-actions depends on their device, basket, value tier, intent and the local hour. One experiment
+actions depends on their device, basket, value tier, intent, the local hour and the day's weather
+in their city (a region's ``context_update``). One experiment
 splits customers 50/50 (``streamproc.decisions.experiments.assign``, no control group):
 
 * **bandit**: the bucketed Thompson bandit (``ThompsonChooser``), context key = slot and value
@@ -60,6 +61,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         ContextualChooser(args.exploration, args.alpha, args.min_outcomes,
                           args.wait_min * 60_000))
     revenue: dict[str, list[float]] = {"bandit": [], "contextual": []}
+    wet: dict[str, list[float]] = {"bandit": [], "contextual": []}  # revenue of wet visits
     picked_by: dict[str, int] = {}
     samples: list[Sample] = []  # the bandit arm's log, for the evaluate check
     ts = START_MS
@@ -84,13 +86,15 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
             learner.apply(Lesson("reward", did, pick.action_id, context, ts, earned,
                                  revenue=True), ts)
         revenue[arm].append(earned)
+        if features.get("weather_wet"):
+            wet[arm].append(earned)
         if arm == "bandit":
             samples.append(Sample(did, context, pick.action_id, pick.propensity, ACTIONS,
                                   earned, SLOT, features))
         if (visit + 1) % 10_000 == 0:
             print(f"{visit + 1:,} visits", file=sys.stderr, flush=True)
-    return {"revenue": revenue, "picked_by": picked_by, "samples": samples,
-            "learner": learner.stats()}
+    return {"revenue": revenue, "wet": wet, "picked_by": picked_by, "samples": samples,
+            "learner": learner.stats(), "weights": learner.contextual.summary()["arms"]}
 
 
 def _iv(iv: Interval) -> dict[str, float]:
@@ -108,6 +112,13 @@ def summarise(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
                               "difference": _iv(difference_ci(rc, rb))},
         "second_half": {"bandit": _iv(mean_ci(hb)), "contextual": _iv(mean_ci(hc)),
                         "difference": _iv(difference_ci(hc, hb))},
+        "wet_visits": {"bandit": _iv(mean_ci(run["wet"]["bandit"])),
+                       "contextual": _iv(mean_ci(run["wet"]["contextual"])),
+                       "difference": _iv(difference_ci(run["wet"]["contextual"],
+                                                       run["wet"]["bandit"])),
+                       "share": round((len(run["wet"]["bandit"]) + len(run["wet"]["contextual"]))
+                                      / max(1, len(rb) + len(rc)), 4)},
+        "free_delivery_weights": run["weights"].get(f"{SLOT}/free_delivery", {}),
         "conversion_per_visit": {
             "bandit": _iv(mean_ci([1.0 if r > 0 else 0.0 for r in rb])),
             "contextual": _iv(mean_ci([1.0 if r > 0 else 0.0 for r in rc]))},
@@ -134,6 +145,11 @@ def render(s: dict[str, Any]) -> str:
         "revenue per visit, second half:",
         row("bandit (per value tier)", h["bandit"]), row("contextual", h["contextual"]),
         row("contextual - bandit", h["difference"]),
+        f"revenue per visit, wet weather ({s['wet_visits']['share']:.0%} of visits):",
+        row("bandit (per value tier)", s["wet_visits"]["bandit"]),
+        row("contextual", s["wet_visits"]["contextual"]),
+        row("contextual - bandit", s["wet_visits"]["difference"]),
+        f"free_delivery's strongest weights: {s['free_delivery_weights']}",
         "conversion per visit:",
         row("bandit", s["conversion_per_visit"]["bandit"]),
         row("contextual", s["conversion_per_visit"]["contextual"]),

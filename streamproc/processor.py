@@ -86,6 +86,14 @@ from streamproc.state.profile import (
     new_profile,
     upgrade_profile,
 )
+from streamproc.state.regions import (
+    REGION_FIELDS,
+    REGION_PREFIX,
+    InvalidRegionError,
+    RegionContexts,
+    region_surroundings,
+    validate_region,
+)
 from streamproc.state.store import DueTimers, Store, Stored, Write
 
 log = logging.getLogger(__name__)
@@ -275,6 +283,35 @@ def lesson_outputs(event: Event, lessons: Sequence[Lesson]) -> list[dict[str, An
             for le in lessons]
 
 
+def region_report(event: Event) -> tuple[str, dict[str, Any]] | None:
+    """The region and report of a region's ``context_update`` (customer id
+    ``region:<region>``: :mod:`streamproc.state.regions`); None for a customer's event;
+    DecodeError (dead-lettered with the reason) for an invalid region id, or another event type
+    under a region's id.
+
+    >>> from streamproc.events.codec import RawMessage
+    >>> m = RawMessage("streamproc.profiles", 0, 1, b"region:city:paris", b"")
+    >>> region_report(Event("context_update", "region:City:Paris", "e1", 5, {"weather": "rain"},
+    ...                     m))
+    ('city:paris', {'ts_ms': 5, 'weather': 'rain'})
+    """
+    if not event.customer_id.startswith(REGION_PREFIX):
+        return None
+    if event.type != "context_update":
+        raise DecodeError("reserved_id",
+                          f"{event.type}: customer ids starting {REGION_PREFIX!r} name regions, "
+                          "for their context_update only; use another id for a customer",
+                          event.customer_id)
+    try:
+        region = validate_region(event.customer_id[len(REGION_PREFIX):])
+    except InvalidRegionError as exc:
+        raise DecodeError("invalid_region", f"context_update: {exc}",
+                          event.customer_id) from None
+    report: dict[str, Any] = {"ts_ms": event.ts_ms}
+    report.update((k, event.data[k]) for k in REGION_FIELDS if k in event.data)
+    return region, report
+
+
 def source_of(event: Event) -> Source:
     msg = event.message
     return Source(event.type, event.event_id, event.customer_id, event.data["ts"], event.ts_ms,
@@ -382,6 +419,8 @@ class Processor:
         self.cache_size = settings.profile_cache
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self.cache_hits = self.cache_misses = 0  # since the processor started
+        # The regions' context (streamproc.state.regions), read every REGION_CONTEXT_SECONDS.
+        self.regions = RegionContexts(settings.region_context_seconds)
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
@@ -391,13 +430,18 @@ class Processor:
         seen: dict[int, int] = {}  # partition -> latest event time read (timers' watermarks)
         if self.partition_check is not None:
             self.partition_check.refresh()
+        reports: list[tuple[str, dict[str, Any]]] = []  # the regions' context_updates
         for msg in messages:
             try:
                 event = self.decoder.decode(msg)
+                reported = region_report(event)
             except DecodeError as exc:
                 result.deadletters.append((deadletter_key(msg, exc.customer_id),
                                            deadletter_record(msg, exc.reason, exc.message,
                                                              now_ms)))
+                continue
+            if reported is not None:
+                reports.append(reported)
                 continue
             check = self.partition_check
             if check is not None and (want := check.expected(msg)) is not None:
@@ -414,6 +458,14 @@ class Processor:
 
         await self.segmenter.refresh(self.store)
         await self.scorer.refresh()
+        # The regions' reports first (the customers' decisions of this batch see them), each
+        # in its own key: never part of a customer's atomic write. Keeping one again (a
+        # redelivery) changes nothing: only a newer report replaces a region's context.
+        for region, report in reports:
+            if len(report) > 1 and await self.store.save_region(region, report):
+                self.regions.put(region, report)
+        result.applied += len(reports)
+        await self.regions.refresh(self.store)
         # An erase supersedes everything before it: the customer's keys go now, the learner is
         # told to forget them (before any observation of this batch: those are all of events
         # after the erase), and the events after it (if any) start a new profile.
@@ -701,8 +753,9 @@ class Processor:
                 if not self.skip_unchanged or self.engine.may_fire(event.type, moves):
                     # Asked per event: the reload timer may swap the served model between
                     # batches' awaits, and the record names the model that scored this event.
-                    decided = self.engine.decide(p, source_of(event), event.data, moves, now_ms,
-                                                 self.scorer.model_versions())
+                    with region_surroundings(p, self.regions.contexts):
+                        decided = self.engine.decide(p, source_of(event), event.data, moves,
+                                                     now_ms, self.scorer.model_versions())
                 out.outputs.extend({"topic": "decisions", "record": r} for r in decided.records)
                 out.outputs.extend(lesson_outputs(event, decided.lessons))
                 self.kpis.count(p, event.type, event.ts_ms, event.data, decided.records,
@@ -941,7 +994,8 @@ class Processor:
                           RawMessage(topic, d.partition, d.due_ms, cid.encode(), None))
             unfired = orjson.loads(orjson.dumps(p))
             try:
-                records = self._fire(p, cat, d, entry, event, now_ms, out)
+                with region_surroundings(p, self.regions.contexts):
+                    records = self._fire(p, cat, d, entry, event, now_ms, out)
                 self.kpis.count_decisions(p, records, d.due_ms, out.kpis)
             except Exception as exc:  # a bug must not block the index: logged, dead-lettered
                 log.exception("timer %s of %s failed; dropped", d.name, cid)

@@ -150,6 +150,9 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("CONTEXTUAL_MIN_OUTCOMES", "30",
      "outcomes each candidate needs in a slot before the contextual policy picks there; until "
      "then the bucketed bandit does"),
+    ("REGION_CONTEXT_SECONDS", "30",
+     "how often workers and the HTTP API read the regions' context (region context_updates) "
+     "from Redis: the bound on deciding with an older report; 0: before every batch"),
     ("SESSION_TIMEOUT_S", "30",
      "seconds before the group gives a silent (crashed) worker's partitions to the others"),
     ("WEB_HOST", "127.0.0.1", "address the worker's web server binds (0.0.0.0 in containers)"),
@@ -385,6 +388,7 @@ class Settings:
     bandit_reward_wait_minutes: int = 1440
     contextual_alpha: float = 0.1
     contextual_min_outcomes: int = 30
+    region_context_seconds: int = 30
     session_timeout_s: int = 30
     web_host: str = "127.0.0.1"
     learner_web_port: int = 0
@@ -518,6 +522,7 @@ class Settings:
             bandit_reward_wait_minutes=_int(get, "BANDIT_REWARD_WAIT_MINUTES", 1, 525_600),
             contextual_alpha=_float(get, "CONTEXTUAL_ALPHA", 0.0, 10.0),
             contextual_min_outcomes=_int(get, "CONTEXTUAL_MIN_OUTCOMES", 0, 1_000_000),
+            region_context_seconds=_int(get, "REGION_CONTEXT_SECONDS", 0, 3600),
             # Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
             session_timeout_s=_int(get, "SESSION_TIMEOUT_S", 6, 1800),
             web_host=get("WEB_HOST"),

@@ -51,6 +51,7 @@ from streamproc.decisions.engine import (
 from streamproc.decisions.record import Source, action_shown, decision_id, iso_ms
 from streamproc.events.schemas import load_event_schemas
 from streamproc.state.profile import Profile
+from streamproc.state.regions import RegionContexts, region_surroundings
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,60}$")
 API_TOPIC = "api"  # the trigger's place until the worker gives it the served event's
@@ -80,9 +81,12 @@ class Decided:
 
 class Decider:
     def __init__(self, engine: Engine,
-                 model_versions: Callable[[], Mapping[str, str]] = dict) -> None:
+                 model_versions: Callable[[], Mapping[str, str]] = dict,
+                 regions: RegionContexts | None = None) -> None:
         self.engine = engine
         self.model_versions = model_versions
+        # The regions' context, as the workers see it (the server refreshes it).
+        self.regions = regions or RegionContexts(0)
         self.validate = load_event_schemas()["slot_request"].validate
 
     def request(self, params: Mapping[str, Any], received_ms: int) -> DecideRequest:
@@ -138,8 +142,9 @@ class Decider:
         ``slot_request`` trigger that fires for this customer."""
         cat = self.engine.current()
         names = {t.id for t in cat.triggers if t.event == SLOT_REQUEST}
-        outcome = self.engine.decide(p, self._source(req), req.data, [], now_ms,
-                                     self.model_versions())
+        with region_surroundings(p, self.regions.contexts):
+            outcome = self.engine.decide(p, self._source(req), req.data, [], now_ms,
+                                         self.model_versions())
         record = next((r for r in outcome.records
                        if r["slot"] == req.slot and r["trigger"]["name"] in names), None)
         if record is None:

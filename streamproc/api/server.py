@@ -72,6 +72,7 @@ from streamproc.state.identity import alias_target
 from streamproc.state.keys import validate_customer_id
 from streamproc.state.profile import Profile, upgrade_profile
 from streamproc.state.readable import readable
+from streamproc.state.regions import RegionContexts
 from streamproc.state.store import RedisStore, with_hiredis_packing
 from streamproc.worker.emitter import batch_records
 from streamproc.worker.metrics import CONTENT_TYPE
@@ -129,7 +130,9 @@ class Api:
         self.engine.chooser = self.bandit = ThompsonChooser.from_settings(settings)
         self.engine.contextual = ContextualChooser.from_settings(settings)
         self.scorer: IntentScorer | None = None
-        self.decider = Decider(self.engine, self._model_versions)
+        # Read by _reload_regions every STREAMPROC_REGION_CONTEXT_SECONDS (0 here: each call
+        # of its loop reads).
+        self.decider = Decider(self.engine, self._model_versions, RegionContexts(0))
         self.dashboard = Dashboard(settings, ReadAccess(settings.api_read_token,
                                                         settings.api_admin_token,
                                                         settings.api_host))
@@ -158,6 +161,7 @@ class Api:
         self.dashboard.redis, self.dashboard.scorer = self.redis, self.scorer
         self._spawn(self._connect_kafka())
         self._spawn(self._reload_models())
+        self._spawn(self._reload_regions())
 
     async def stop(self, app: web.Application) -> None:
         for task in list(self._tasks):
@@ -204,6 +208,14 @@ class Api:
                 except Exception as exc:  # Redis away: keep serving the bandit we have
                     log.debug("model refresh failed: %s", exc)
             await asyncio.sleep(self.settings.model_reload_seconds)
+
+    async def _reload_regions(self) -> None:
+        """The regions' context (streamproc.state.regions), read periodically off the request
+        path (a failed read keeps the copy: RegionContexts.refresh)."""
+        while True:
+            if self.store is not None:
+                await self.decider.regions.refresh(self.store)
+            await asyncio.sleep(max(1, self.settings.region_context_seconds))
 
     # -- access -------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 The bucketed bandit (:mod:`.bandit`) gives two customers of one segment the same odds. This
 chooser scores each candidate from a feature vector ``x`` of the customer and the moment
 (:func:`context_features`: purchase intent and its tier, behaviour cluster, value tier, recency
-of the last order, basket, device, local hour and weekday, engagement with messages), with one
-ridge regression per (slot, action) ("disjoint" LinUCB, Li et al. 2010):
+of the last order, basket, device, local hour and weekday, engagement with messages, and the
+weather and temperature of a fresh ``context_update``: the customer's own or their region's),
+with one ridge regression per (slot, action) ("disjoint" LinUCB, Li et al. 2010):
 
     score(a) = theta_a . x + alpha * sqrt(x' A_a^-1 x),   theta_a = A_a^-1 b_a
 
@@ -28,7 +29,11 @@ behind it.
 ``theta_best[i] x[i] - theta_next[i] x[i]`` most favoured the chosen action over the runner-up.
 
 **State.** Plain numbers only (:meth:`to_state`: lists of floats, JSON-able); it travels in the
-learner's signed snapshot as that state, never as an object of its own.
+learner's signed snapshot as that state, never as an object of its own. The state names its
+feature set; a state of an older set (:data:`FEATURE_SETS`, one a subset of the current) is
+embedded exactly: a feature it did not have was 0 in every outcome it learnt, so its row and
+column of ``A`` are the identity's and its weight 0 (:func:`embed`). A lesson's vector of an
+older set (a worker not yet upgraded) is embedded the same way.
 
 >>> chooser = ContextualChooser(exploration=0.1, min_outcomes=5)
 >>> mobile = context_features({"device": "mobile"}, 0)
@@ -77,19 +82,34 @@ DAY_PARTS = (("night", 0, 6), ("morning", 6, 11), ("lunch", 11, 14), ("afternoon
              ("evening", 18, 24))
 DAY_MS = 86_400_000
 BASKET_SCALE = math.log1p(500.0)  # a basket of 500 scores 1
+# The weather of a context_update, as features: wet (rain, snow, storm) or fair (clear, heat),
+# and the temperature in three buckets (cold below 10 °C, warm from 22 °C). A report older than
+# WEATHER_FRESH_MS at the event is no longer the moment's weather: none of them then.
+WET, FAIR = frozenset({"rain", "snow", "storm"}), frozenset({"clear", "heat"})
+TEMPERATURES = (("cold", -math.inf, 10.0), ("mild", 10.0, 22.0), ("warm", 22.0, math.inf))
+WEATHER_FRESH_MS = 6 * 3_600_000
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "bias", "intent",
-    *(f"intent_{t}" for t in INTENT_TIERS),
-    *(f"cluster_{i}" for i in range(CLUSTERS)),
-    *(f"value_{t}" for t in VALUE_TIERS),
-    "recency", "basket", "basket_items",
-    *(f"device_{d}" for d in DEVICES),
-    *(f"hour_{name}" for name, _, _ in DAY_PARTS),
-    "weekend", "engagement",
+# Every feature set a state or a lesson may carry, oldest first; the last is the current one.
+FEATURE_SETS: tuple[tuple[str, ...], ...] = (
+    (
+        "bias", "intent",
+        *(f"intent_{t}" for t in INTENT_TIERS),
+        *(f"cluster_{i}" for i in range(CLUSTERS)),
+        *(f"value_{t}" for t in VALUE_TIERS),
+        "recency", "basket", "basket_items",
+        *(f"device_{d}" for d in DEVICES),
+        *(f"hour_{name}" for name, _, _ in DAY_PARTS),
+        "weekend", "engagement",
+    ),
 )
+FEATURE_SETS += ((*FEATURE_SETS[0], "weather_wet", "weather_fair",
+                  *(f"temp_{name}" for name, _, _ in TEMPERATURES)),)
+FEATURE_NAMES: tuple[str, ...] = FEATURE_SETS[-1]
 INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 DIMENSIONS = len(FEATURE_NAMES)
+# The features a context_update drives, for reasons that say where the weather came from.
+WEATHER_FEATURES = frozenset(name for name in FEATURE_NAMES
+                             if name.startswith(("weather_", "temp_")))
 
 
 def context_features(p: Mapping[str, Any], ts_ms: int) -> dict[str, float]:
@@ -138,7 +158,61 @@ def context_features(p: Mapping[str, Any], ts_ms: int) -> dict[str, float]:
         clicked += channel.get("clicked", 0) + channel.get("converted", 0)
     if clicked:
         x["engagement"] = min(clicked / max(sent, clicked), 1.0)
+    x.update(weather_features(p.get("surroundings"), ts_ms))
     return x
+
+
+def weather_features(around: Mapping[str, Any] | None, ts_ms: int) -> dict[str, float]:
+    """The weather features of surroundings (``surroundings`` of a profile: a context_update's
+    weather, temperature_c and ts_ms) at event time ``ts_ms``; none when the report is older
+    than :data:`WEATHER_FRESH_MS` (or dated after the event).
+
+    >>> weather_features({"weather": "rain", "temperature_c": 8.0, "ts_ms": 0}, 3_600_000)
+    {'weather_wet': 1.0, 'temp_cold': 1.0}
+    >>> weather_features({"weather": "rain", "ts_ms": 0}, 7 * 3_600_000)
+    {}
+    """
+    if not around:
+        return {}
+    reported = around.get("ts_ms")
+    if not isinstance(reported, int | float) or not 0 <= ts_ms - reported <= WEATHER_FRESH_MS:
+        return {}
+    x: dict[str, float] = {}
+    weather = around.get("weather")
+    if weather in WET:
+        x["weather_wet"] = 1.0
+    elif weather in FAIR:
+        x["weather_fair"] = 1.0
+    temperature = around.get("temperature_c")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        x[next(f"temp_{name}" for name, low, high in TEMPERATURES
+               if low <= temperature < high)] = 1.0
+    return x
+
+
+def embed(values: Sequence[float] | np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """A vector over the feature ``names`` of an older set, as a vector of the current set
+    (the features it lacks are 0); BanditError when a name is not a current feature.
+
+    >>> v = embed([1.0, 0.5], ["bias", "intent"])
+    >>> float(v[INDEX["bias"]]), float(v[INDEX["intent"]]), float(v.sum())
+    (1.0, 0.5, 1.5)
+    """
+    if any(n not in INDEX for n in names) or len(names) != len(values):
+        raise BanditError("the contextual policy state has another feature set")
+    where = [INDEX[n] for n in names]
+    v = np.zeros(DIMENSIONS)
+    v[where] = np.asarray(values, dtype=float)
+    return v
+
+
+def current_vector(values: Sequence[float] | np.ndarray) -> np.ndarray | None:
+    """A lesson's feature vector in the current set: as it is, embedded from the older set
+    of its length, or None (a length no set has)."""
+    if len(values) == DIMENSIONS:
+        return np.asarray(values, dtype=float)
+    older = next((names for names in FEATURE_SETS if len(names) == len(values)), None)
+    return None if older is None else embed(values, older)
 
 
 def as_vector(features: Mapping[str, float]) -> np.ndarray:
@@ -229,9 +303,11 @@ class ContextualChooser:
         return [floor + (1.0 - self.exploration if i == best else 0.0) for i in range(k)]
 
     def choose(self, candidates: Sequence[str], slot: str, features: Mapping[str, float],
-               seed: bytes) -> Pick | None:
+               seed: bytes, weather_from: str | None = None) -> Pick | None:
         """A pick among ``candidates``, or None while one of them is cold (see the module
-        docstring): a deterministic function of this state, the features and ``seed``."""
+        docstring): a deterministic function of this state, the features and ``seed``.
+        ``weather_from``: where the weather features came from (``region london``), named in
+        the reasons when they drove the pick."""
         if not candidates:
             raise BanditError("choose needs at least one candidate action")
         if self.cold(candidates, slot):
@@ -242,10 +318,12 @@ class ContextualChooser:
         index = draw_index(probs, seed, "contextual")
         action = candidates[index]
         return Pick(action, probs[index], POLICY,
-                    (self._why(candidates, slot, x, means, bonuses, index, probs),))
+                    (self._why(candidates, slot, x, means, bonuses, index, probs,
+                               weather_from),))
 
     def _why(self, candidates: Sequence[str], slot: str, x: np.ndarray, means: list[float],
-             bonuses: list[float], index: int, probs: list[float]) -> str:
+             bonuses: list[float], index: int, probs: list[float],
+             weather_from: str | None = None) -> str:
         action = candidates[index]
         propensity = probs[index]
         best = probs.index(max(probs))
@@ -264,7 +342,9 @@ class ContextualChooser:
             contribution, against = theta * x, ""
         drivers = [i for i in np.argsort(-contribution) if i != INDEX["bias"]
                    and x[i] != 0 and contribution[i] >= 0.0005][:3]
-        named = ", ".join(f"{FEATURE_NAMES[i]}={x[i]:.2f} ({contribution[i]:+.3f})"
+        named = ", ".join(f"{FEATURE_NAMES[i]}={x[i]:.2f} ({contribution[i]:+.3f}"
+                          + (f", {weather_from}" if weather_from
+                             and FEATURE_NAMES[i] in WEATHER_FEATURES else "") + ")"
                           for i in drivers) or "none (the actions' baselines)"
         return (f"contextual ({POLICY}) in slot {slot}: {action} expects {means[index]:.3f} "
                 f"(+{bonuses[index]:.3f} for uncertainty){against}; features that drove it: "
@@ -288,12 +368,12 @@ class ContextualChooser:
         self.updates += 1
 
     def expect(self, decision_id: str, slot: str, action_id: str,
-               features: Sequence[float], ts_ms: int) -> None:
+               features: Sequence[float] | np.ndarray, ts_ms: int) -> None:
         """Keep a pick's features until its reward (or its wait) comes; idempotent per id."""
-        if decision_id in self._pending or len(features) != DIMENSIONS:
+        x = current_vector(features)
+        if decision_id in self._pending or x is None:
             return
-        self._pending[decision_id] = (slot, action_id, np.asarray(features, dtype=float),
-                                      int(ts_ms))
+        self._pending[decision_id] = (slot, action_id, x, int(ts_ms))
         while len(self._pending) > MAX_PENDING:
             self._close(next(iter(self._pending)), 0.0)
             self.expired += 1
@@ -345,20 +425,28 @@ class ContextualChooser:
         """A chooser from :meth:`to_state`; BanditError when it is not one of this feature set."""
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             raise BanditError(f"not a contextual policy state of format {STATE_FORMAT}")
-        if list(state.get("features") or ()) != list(FEATURE_NAMES):
-            raise BanditError("the contextual policy state has another feature set")
+        names = [str(name) for name in state.get("features") or ()]
+        if not names or any(n not in INDEX for n in names) or len(set(names)) != len(names):
+            raise BanditError("the contextual policy state has another feature set (names "
+                              "this version does not know): it cannot be served")
+        k, where = len(names), [INDEX[n] for n in names]
         chooser = cls(float(state["exploration"]), float(state["alpha"]),
                       int(state["min_outcomes"]), int(state["reward_wait_ms"]))
         chooser.updates, chooser.expired = int(state["updates"]), int(state["expired"])
-        for key, arm_state in state["arms"].items():
-            arm = _Arm()
-            arm.a_inv = np.asarray(arm_state["a_inv"], dtype=float).reshape(DIMENSIONS,
-                                                                            DIMENSIONS)
-            arm.b = np.asarray(arm_state["b"], dtype=float).reshape(DIMENSIONS)
-            arm.n = int(arm_state["n"])
-            chooser.arms[str(key)] = arm
-        for decision_id, slot, action_id, x, ts_ms in state["pending"]:
-            chooser.expect(str(decision_id), str(slot), str(action_id), x, int(ts_ms))
+        try:
+            for key, arm_state in state["arms"].items():
+                arm = _Arm()  # A^-1 block diagonal: the older set's block, the identity's rest
+                arm.a_inv[np.ix_(where, where)] = np.asarray(arm_state["a_inv"],
+                                                             dtype=float).reshape(k, k)
+                arm.b = embed(np.asarray(arm_state["b"], dtype=float).reshape(k), names)
+                arm.n = int(arm_state["n"])
+                chooser.arms[str(key)] = arm
+            for decision_id, slot, action_id, x, ts_ms in state["pending"]:
+                chooser.expect(str(decision_id), str(slot), str(action_id),
+                               embed(x, names), int(ts_ms))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BanditError(f"the contextual policy state's numbers do not fit its {k} "
+                              f"features ({type(exc).__name__}: {exc})") from None
         return chooser
 
     # Pickled (inside the learner's signed snapshot) as its plain state, never as arrays.

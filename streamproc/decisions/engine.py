@@ -125,6 +125,22 @@ def reward_of(kind: str, data: Mapping[str, Any]) -> tuple[float | None, bool]:
     return 1.0, False
 
 
+def region_note(around: Mapping[str, Any], ts_ms: int) -> str:
+    """Why the surroundings a decision read are a region's (streamproc.state.regions).
+
+    >>> region_note({"region": "city:oslo", "weather": "snow", "temperature_c": -3.0,
+    ...              "ts_ms": 0}, 1_200_000)
+    "surroundings from region city:oslo's report 20 min ago (snow, -3.0 °C): fresher than \
+the customer's own"
+    """
+    said = ", ".join(str(v) for v in (around.get("weather"),) if v)
+    if isinstance(around.get("temperature_c"), int | float):
+        said = ", ".join(filter(None, (said, f"{around['temperature_c']:.1f} °C")))
+    return (f"surroundings from region {around['region']}'s report "
+            f"{ago_text(ts_ms - around['ts_ms'])}" + (f" ({said})" if said else "")
+            + ": fresher than the customer's own")
+
+
 def vector(features: Mapping[str, float] | None) -> tuple[float, ...] | None:
     """A feature dict as the tuple a lesson carries (None stays None)."""
     if features is None:
@@ -462,8 +478,10 @@ class Engine:
         pick = None
         fallback: list[str] = []
         sources: list[str] = []  # of the features a contextual pick used
+        region = (p.get("surroundings") or {}).get("region")  # streamproc.state.regions
         if contextual and features is not None and self.contextual is not None:
-            pick = self.contextual.choose(ids, slot.id, features, bytes.fromhex(did))
+            pick = self.contextual.choose(ids, slot.id, features, bytes.fromhex(did),
+                                          f"region {region}" if region else None)
             if pick is None:
                 cold = self.contextual.cold(ids, slot.id)
                 fallback.append(f"contextual policy still learning ({', '.join(cold)}: fewer "
@@ -483,6 +501,8 @@ class Engine:
                *fallback,
                f"chosen by {pick.policy} (propensity {pick.propensity:.2f}) for {context}",
                *pick.reasons, *sources]
+        if region and any(r.startswith("surroundings") for r in chosen.requires):
+            why.append(region_note(p["surroundings"], src.ts_ms))
         return _Choice(chosen, pick, why, ids, learning, features), experiment
 
     def _candidates(self, cat: Catalogue, p: Profile, src: Source, data: Mapping[str, Any],

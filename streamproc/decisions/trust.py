@@ -170,15 +170,16 @@ def data_trail(p: Mapping[str, Any], fields: Iterable[str], ts_ms: int,
 # by name prefix; the moment's features (hour_*, weekend) come from the event's time.
 FEATURE_SECTIONS = (("intent", "scores"), ("cluster_", "segments"), ("value_", "segments"),
                     ("recency", "purchases"), ("basket", "cart"), ("device_", "device"),
-                    ("engagement", "engagement"))
+                    ("engagement", "engagement"), ("weather_", "surroundings"),
+                    ("temp_", "surroundings"))
 
 
 def features_trail(features: Mapping[str, float], levels: Mapping[str, int]) -> str | None:
     """The reason naming the sources and trust of the features a contextual pick used.
 
-    >>> features_trail({"bias": 1.0, "intent": 0.8, "intent_hot": 1.0, "basket": 0.4,
-    ...                 "hour_lunch": 1.0}, {"inferred": 1, "observed": 3})
-    'features from inferred data (trust 1): intent, intent_hot; observed (trust 3): basket'
+    >>> features_trail({"bias": 1.0, "intent": 0.8, "basket": 0.4, "hour_lunch": 1.0,
+    ...                 "temp_cold": 1.0}, {"inferred": 1, "observed": 3})
+    'features from inferred data (trust 1): intent; observed (trust 3): basket, temp_cold'
     """
     by_source: dict[str, list[str]] = {}
     for name in features:

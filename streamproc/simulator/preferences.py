@@ -17,6 +17,10 @@ any catalogue):
   (a new parent likes the baby offer);
 * neutral, non-personalised actions (:data:`NEUTRAL_ACTIONS`) have a lift of 0.6 for everyone;
 * each customer multiplies each probability by ``exp(0.25 * z)`` (individual taste);
+* a delivery action (its id names ``delivery``: ``rainy_day_delivery``, ``free_delivery_nudge``)
+  converts :data:`WET_DELIVERY_LIFT` times as often when the decision saw wet weather (its
+  ``features`` say ``weather_wet``: a rain, snow or storm report, the customer's own or their
+  region's); nobody wants to go out;
 * a click happens with ``min(0.9, 3 * p_convert)``; a conversion only after a click, so
   ``P(conversion | click) = p_convert / p_click``; revenue is log-normal around the customer's
   budget times the median price of their favourite category.
@@ -60,6 +64,7 @@ NEUTRAL_ACTIONS: tuple[str, ...] = (
 NEUTRAL_ACTION = "bestsellers_hero"  # the homepage_hero slot's
 CATEGORY_BOOST = 3.0  # an action naming a category: lift x (1 + this x persona's interest share)
 NEUTRAL_LIFT = 0.6
+WET_DELIVERY_LIFT = 2.5  # a delivery action in wet weather
 ACTION_SPREAD = 0.8  # sd of the log-lift between actions, per persona
 CUSTOMER_SPREAD = 0.25  # sd of a customer's own log-lift per action
 CLICK_DELAY_MS = 30_000
@@ -132,11 +137,14 @@ class Preferences:
     def respond(self, customer: Customer,
                 decision: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
         """``(event time ms, feedback event)`` for a decision (``decision_id``, ``action_id``,
-        ``ts_ms``): an impression, then maybe a click, then maybe a conversion with revenue.
-        Deterministic in the decision id; the events follow ``schemas/events/feedback``."""
+        ``ts_ms``, and ``wet``: whether it saw wet weather): an impression, then maybe a click,
+        then maybe a conversion with revenue. Deterministic in the decision id; the events
+        follow ``schemas/events/feedback``."""
         rng = random.Random(f"feedback:{self.seed}:{decision['decision_id']}")
         action, ts = decision["action_id"], int(decision["ts_ms"])
         p_convert = self.conversion(customer, action)
+        if decision.get("wet") and "delivery" in action and action not in self.neutral:
+            p_convert = min(0.95, p_convert * WET_DELIVERY_LIFT)
         p_click = min(0.9, 3.0 * p_convert)
         events = [self._event(customer, decision, "impression", ts)]
         if rng.random() < p_click:

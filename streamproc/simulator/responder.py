@@ -127,7 +127,9 @@ class Responder:
         action_id = action["id"]
         if record.get("personalised") is False:
             self.preferences.add_neutral(action_id)
-        decision = {"decision_id": record["decision_id"], "action_id": action_id, "ts_ms": ts_ms}
+        features = record.get("features")
+        decision = {"decision_id": record["decision_id"], "action_id": action_id, "ts_ms": ts_ms,
+                    "wet": isinstance(features, dict) and bool(features.get("weather_wet"))}
         answered = self.preferences.respond(customer, decision)
         answered += self.preferences.after(customer, decision, str(record.get("channel")),
                                            answered)

@@ -32,6 +32,24 @@ def validate_customer_id(customer_id: str) -> str:
     return customer_id
 
 
+def region_key(region: str) -> str:
+    """The hash of a region's current context (streamproc.state.regions): weather,
+    temperature_c, place and the report's event time ts_ms. ``region`` is a validated region id
+    (no braces): the key has a slot of its own, never the slot of a customer.
+
+    >>> region_key("city:london"), REGIONS_KEY
+    ('sp:region:{city:london}:context', 'sp:regions')
+    """
+    if not isinstance(region, str) or not CUSTOMER_ID.fullmatch(region):
+        raise InvalidIdentifierError(f"invalid region id {str(region)[:80]!r}")
+    return f"sp:region:{{{region}}}:context"
+
+
+# The set of the region ids with a context (read to refresh every region's; an id whose key
+# expired is removed from it by the next read).
+REGIONS_KEY = "sp:regions"
+
+
 # Histograms over all customers, one per RFM dimension, read to score customers against the
 # whole base: last purchase day, repeat purchase days, average order value bucket.
 HISTOGRAMS = ("last_purchase_day", "frequency", "monetary")

@@ -17,6 +17,7 @@ from streamproc.state.keys import (
     timer_index_key,
     timer_watermark_key,
 )
+from streamproc.state.regions import REGION_FIELDS
 from streamproc.state.store import DueTimers, Stored, Write, decode_profile
 
 
@@ -42,6 +43,8 @@ class MemoryStore:
         self.latest: dict[str, dict[str, bytes]] = {}
         # KPI counter hashes: key -> field -> count (no expiry).
         self.kpis: dict[str, dict[str, int]] = {}
+        # Regions' contexts: region id -> surroundings with ts_ms (no expiry).
+        self.regions: dict[str, dict[str, Any]] = {}
 
     async def load(self, customer_ids: Sequence[str]) -> dict[str, Stored]:
         self.round_trips += 1
@@ -139,6 +142,19 @@ class MemoryStore:
         self.round_trips += 1
         for index, member in entries:
             self.zsets.get(index, {}).pop(member, None)
+
+    async def save_region(self, region: str, report: Mapping[str, Any]) -> bool:
+        self.round_trips += 1
+        known = self.regions.get(region)
+        if known is not None and known["ts_ms"] > report["ts_ms"]:
+            return False
+        fields = {k: report[k] for k in REGION_FIELDS if k in report}
+        self.regions[region] = {**(known or {}), **fields, "ts_ms": int(report["ts_ms"])}
+        return True
+
+    async def region_contexts(self) -> dict[str, dict[str, Any]]:
+        self.round_trips += 1
+        return {region: dict(context) for region, context in self.regions.items()}
 
     async def close(self) -> None:
         return None

@@ -33,6 +33,7 @@ from streamproc.state.erasure import erasure_token, new_erasure_key
 from streamproc.state.keys import (
     ERASURE_KEY,
     HISTOGRAMS,
+    REGIONS_KEY,
     SLOTS,
     aggregate_log_key,
     aggregate_seq_key,
@@ -44,10 +45,12 @@ from streamproc.state.keys import (
     histogram_key,
     key_slot,
     latest_decisions_key,
+    region_key,
     slot_tag,
     timer_index_key,
     timer_watermark_key,
 )
+from streamproc.state.regions import REGION_FIELDS, REGION_TTL_MS, parse_context
 
 # KEYS: the customer's hash, the customer's latest decisions (streamproc.decisions.latest), the
 # customer's erasure suppression record (streamproc.state.erasure), then the shared keys the
@@ -282,6 +285,22 @@ return due
 """
 
 
+# A region's report (streamproc.state.regions): only a newer one (or one of the same event time)
+# changes the region's context, and only the fields it sends.
+# KEYS[1] the region's hash; ARGV[1] the report's event time (ms, a string: Lua would print a
+# number of that size in floating point), ARGV[2] the key's time to live (ms), ARGV[3..] field,
+# value pairs. Returns 1 when applied, 0 when the region's context is newer.
+_REGION_SCRIPT = """
+local known = redis.call('HGET', KEYS[1], 'ts_ms')
+if known and tonumber(known) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'ts_ms', ARGV[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     version: int
@@ -371,6 +390,15 @@ class Store(Protocol):
         """Remove fired timers' index entries (index key, member), once their outputs are out."""
         ...
 
+    async def save_region(self, region: str, report: Mapping[str, Any]) -> bool:
+        """Keep a region's report (``ts_ms`` and the fields sent) unless its context is newer;
+        True when it was kept (:mod:`streamproc.state.regions`)."""
+        ...
+
+    async def region_contexts(self) -> dict[str, dict[str, Any]]:
+        """Every region's current context (region id -> surroundings with ``ts_ms``)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -437,6 +465,7 @@ class RedisStore:
         self._due = client.register_script(_DUE_SCRIPT)
         self._fold = client.register_script(_FOLD_SCRIPT)
         self._trim = client.register_script(_TRIM_SCRIPT)
+        self._region = client.register_script(_REGION_SCRIPT)
         self._histogram_keys = [histogram_key(name) for name in HISTOGRAMS]
         self._erasure_key: bytes | None = None
         self._unfolded: set[int] = set()
@@ -681,6 +710,30 @@ class RedisStore:
         for key, member in entries:
             pipe.zrem(key, member)
         await pipe.execute()
+
+    async def save_region(self, region: str, report: Mapping[str, Any]) -> bool:
+        pairs = [str(v) for k in REGION_FIELDS if k in report for v in (k, report[k])]
+        # Two commands, two slots on a cluster: the index first, so a region whose context
+        # exists is always listed (a listed region without a context is dropped when read).
+        await self.client.sadd(REGIONS_KEY, region)
+        applied = await self._region(keys=[region_key(region)],
+                                     args=[str(int(report["ts_ms"])), REGION_TTL_MS, *pairs])
+        return bool(applied)
+
+    async def region_contexts(self) -> dict[str, dict[str, Any]]:
+        regions = sorted(r.decode() if isinstance(r, bytes) else str(r)
+                         for r in await self.client.smembers(REGIONS_KEY))
+        if not regions:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for region in regions:
+            pipe.hgetall(region_key(region))
+        rows = await pipe.execute()
+        found = {region: parse_context(row) for region, row in zip(regions, rows, strict=True)}
+        gone = [region for region, context in found.items() if context is None]
+        if gone:  # expired: no report for REGION_TTL_MS
+            await self.client.srem(REGIONS_KEY, *gone)
+        return {region: context for region, context in found.items() if context is not None}
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -371,6 +371,16 @@ class MeteredStore:
         found: dict[str, dict[str, int]] = await self._call("histograms", self.store.histograms)
         return found
 
+    async def save_region(self, region: str, report: Mapping[str, Any]) -> bool:
+        kept: bool = await self._call("save_region",
+                                      lambda: self.store.save_region(region, report))
+        return kept
+
+    async def region_contexts(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = await self._call("regions",
+                                                            self.store.region_contexts)
+        return found
+
     async def close(self) -> None:
         await self.store.close()
 

@@ -22,6 +22,7 @@ TOPIC_OF = {
     "cart_remove": SETTINGS.topics.browsing, "checkout": SETTINGS.topics.browsing,
     "purchase": SETTINGS.topics.purchases, "profile_update": SETTINGS.topics.profiles,
     "consent_update": SETTINGS.topics.profiles, "erase": SETTINGS.topics.profiles,
+    "context_update": SETTINGS.topics.profiles,
     "identify": SETTINGS.topics.profiles, "unlink": SETTINGS.topics.profiles,
     "profile_merge": SETTINGS.topics.profiles,
     "feedback": SETTINGS.topics.feedback, "slot_request": SETTINGS.topics.browsing,
@@ -55,6 +56,7 @@ def event(type_: str, customer: str = "c1", minute: int = 0, **fields: Any) -> d
         "unlink": {},
         "slot_request": {"slot": "homepage_hero", "page": {"page_type": "home"}},
         "survey": {"score": 9},
+        "context_update": {},
     }
     body.update(defaults[type_])
     body.update(fields)

@@ -137,8 +137,11 @@ def test_the_state_is_plain_json_and_gives_the_same_policy_back() -> None:
     assert copy_.pending == 1 and copy_.updates == chooser.updates
     # Pickled (the learner's snapshot) as that plain state.
     assert pickle.loads(pickle.dumps(chooser)).to_state() == chooser.to_state()
-    state["features"] = ["bias"]
+    state["features"] = [*state["features"][:-1], "moon_phase"]  # a name this version lacks
     with pytest.raises(BanditError, match="another feature set"):
+        ContextualChooser.from_state(state)
+    state["features"] = ["bias"]  # names it knows, but the numbers are of more features
+    with pytest.raises(BanditError, match="do not fit its 1 features"):
         ContextualChooser.from_state(state)
 
 

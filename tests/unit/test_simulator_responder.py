@@ -120,3 +120,18 @@ def test_messages_are_opened_before_a_click_and_some_customers_answer_a_survey()
     assert stats.by_outcome["survey"] == surveys and stats.by_outcome["open"] == opened
     web = responder.answer(record(999, POPULATION.customers[0].customer_id, channel="web"), stats)
     assert "open" not in [e.get("outcome") for e in web]  # a web slot is not opened
+
+
+def test_a_delivery_offer_converts_more_when_the_decision_saw_wet_weather() -> None:
+    def conversions(features: dict[str, float] | None, action: str) -> int:
+        responder = Responder(POPULATION, Preferences(seed=7))
+        return sum(e.get("outcome") == "conversion"
+                   for i in range(3000) for e in responder.answer(
+                       record(i, POPULATION.customers[i % 30].customer_id, action,
+                              features=features), ResponderStats()))
+
+    wet, dry = {"bias": 1.0, "weather_wet": 1.0}, {"bias": 1.0, "weather_fair": 1.0}
+    assert conversions(wet, "rainy_day_delivery") > 1.8 * conversions(dry, "rainy_day_delivery")
+    assert conversions(None, "rainy_day_delivery") == conversions(dry, "rainy_day_delivery")
+    # Other offers do not care about the weather.
+    assert conversions(wet, "running_shoes_10pct") == conversions(dry, "running_shoes_10pct")
