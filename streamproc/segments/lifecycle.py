@@ -34,6 +34,7 @@ purchase: on their next event, or in a periodic sweep.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from streamproc.days import DAY_MS, days_since, plural
@@ -50,6 +51,13 @@ def last_return_day(purchase_days: Mapping[str, Any], gap_days: float) -> int | 
     >>> last_return_day({"1": 9.0, "100": 5.0, "110": 5.0}, 90)
     100
     """
+    # Asked on every event of a buyer; the answer depends only on the days, which change
+    # only when they buy on a new day.
+    return _last_return_day(tuple(purchase_days), gap_days)
+
+
+@lru_cache(maxsize=4096)
+def _last_return_day(purchase_days: tuple[str, ...], gap_days: float) -> int | None:
     days = sorted(int(d) for d in purchase_days)
     for before, day in zip(reversed(days[:-1]), reversed(days[1:]), strict=True):
         if day - before >= gap_days:

@@ -90,11 +90,13 @@ def rfm_values(profile: Mapping[str, Any], now_ms: int) -> dict[str, float] | No
 
 def rfm_scores(values: Mapping[str, float], cuts: Mapping[str, Cuts]) -> tuple[int, int, int]:
     """(R, F, M), each 1 to 5; a dimension missing from ``cuts`` uses the default cuts."""
-    r, f, m = (
-        score(d, values[d], cuts.get(d) or DEFAULT_CUTS[d])
-        for d in ("recency_days", "frequency", "monetary")
-    )
-    return r, f, m
+    # Written out: run for every event of a buyer, a generator here cost as much as the scores.
+    return (score("recency_days", values["recency_days"],
+                  cuts.get("recency_days") or DEFAULT_CUTS["recency_days"]),
+            score("frequency", values["frequency"],
+                  cuts.get("frequency") or DEFAULT_CUTS["frequency"]),
+            score("monetary", values["monetary"],
+                  cuts.get("monetary") or DEFAULT_CUTS["monetary"]))
 
 
 def assign_rfm(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cuts]) -> Assignment:
@@ -124,7 +126,7 @@ def rfm_deferred(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cut
                 f"{plural(values['frequency'], 'repeat purchase day')}, "
                 f"{values['monetary']:,.2f} per order")
 
-    return Deferred(rfm_segment(r, f, m), explain)
+    return Deferred(_GRID[r][(f + m) // 2 - 1], explain)  # scores are 1 to 5 (rfm_scores)
 
 
 def _no_purchase() -> str:
