@@ -6,7 +6,7 @@ time, except loading the rules file. :func:`assign_all` is the entry point.
 
 from __future__ import annotations
 
-from streamproc.segments.assign import assign_all, changed
+from streamproc.segments.assign import assign_all, assign_deferred, changed
 from streamproc.segments.assignment import Assignment, Transition
 from streamproc.segments.builtin import CUSTOM_PREFIX, MEMBER, NOT_MEMBER, SEGMENTATIONS
 from streamproc.segments.config import SegmentConfig
@@ -48,6 +48,7 @@ __all__ = [
     "SegmentConfig",
     "Transition",
     "assign_all",
+    "assign_deferred",
     "assign_demographics",
     "assign_intent",
     "assign_journey",

@@ -20,16 +20,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from streamproc.segments.assignment import Assignment, Transition
+from streamproc.segments.assignment import Assignment, Deferred, Transition
 from streamproc.segments.builtin import CUSTOM_PREFIX, MEMBER, NOT_MEMBER
 from streamproc.segments.cluster import assign_cluster
 from streamproc.segments.config import SegmentConfig
 from streamproc.segments.demographic import assign_demographics
 from streamproc.segments.intent_tier import assign_intent
-from streamproc.segments.journey import assign_journey
-from streamproc.segments.lifecycle import assign_lifecycle
+from streamproc.segments.journey import journey_deferred
+from streamproc.segments.lifecycle import lifecycle_deferred
 from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts
-from streamproc.segments.rfm import assign_rfm
+from streamproc.segments.rfm import rfm_deferred
 from streamproc.segments.rules import RuleSet
 from streamproc.segments.tiers import assign_value_tier
 from streamproc.state.profile import APPLIED_PARTS, Profile
@@ -71,20 +71,35 @@ def assign_all(
     >>> sorted(assign_all({"customer_id": "c1"}, 0, None, None, SegmentConfig(), {"cart"}))
     ['journey']
     """
+    found = assign_deferred(profile, now_ms, rfm_cuts, rules, config, changed_parts)
+    return {k: a.assignment() if isinstance(a, Deferred) else a for k, a in found.items()}
+
+
+def assign_deferred(
+    profile: Profile,
+    now_ms: int,
+    rfm_cuts: Mapping[str, Cuts] | None,
+    rules: RuleSet | None,
+    config: SegmentConfig,
+    changed_parts: Collection[str] | None = None,
+) -> dict[str, Assignment | Deferred]:
+    """:func:`assign_all` with the RFM, lifecycle and journey reasons (those segmentations run
+    on nearly every event) built only when read (:class:`~.assignment.Deferred`): the
+    segmenter reads only the reasons of the moves (:func:`changed`)."""
     def runs(reads: frozenset[str] | None) -> bool:
         return (changed_parts is None or reads is None or not reads.isdisjoint(changed_parts)
                 or not reads <= TRACKED)
 
     previous: Mapping[str, Any] = profile.get("segments") or {}
-    out: dict[str, Assignment] = {}
+    out: dict[str, Assignment | Deferred] = {}
     if runs(READS["rfm"]):
-        out["rfm"] = assign_rfm(profile, now_ms, {**DEFAULT_CUTS, **(rfm_cuts or {})})
+        out["rfm"] = rfm_deferred(profile, now_ms, {**DEFAULT_CUTS, **(rfm_cuts or {})})
     if runs(READS["value_tier"]):
         out["value_tier"] = assign_value_tier(profile, config)
     if runs(READS["lifecycle"]):
-        out["lifecycle"] = assign_lifecycle(profile, now_ms, previous.get("lifecycle"), config)
+        out["lifecycle"] = lifecycle_deferred(profile, now_ms, previous.get("lifecycle"), config)
     if runs(READS["journey"]):
-        out["journey"] = assign_journey(profile, config)
+        out["journey"] = journey_deferred(profile, config)
     if runs(READS["demographics"]):
         out.update(assign_demographics(profile))
     intent = assign_intent(profile, config) if runs(READS["intent"]) else None
@@ -110,7 +125,7 @@ def assign_all(
     return out
 
 
-def changed(previous: Mapping[str, str], new: Mapping[str, Assignment],
+def changed(previous: Mapping[str, str], new: Mapping[str, Assignment | Deferred],
             complete: bool = True) -> list[Transition]:
     """The segmentations whose segment differs from ``previous`` (the profile's ``segments``).
 

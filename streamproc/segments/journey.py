@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamproc.days import plural
-from streamproc.segments.assignment import Assignment
+from streamproc.segments.assignment import Assignment, Deferred
 from streamproc.segments.config import SegmentConfig
 
 SEGMENTS = (
@@ -35,22 +35,31 @@ SEGMENTS = (
 
 
 def assign_journey(profile: Mapping[str, Any], config: SegmentConfig) -> Assignment:
+    return journey_deferred(profile, config).assignment()
+
+
+def journey_deferred(profile: Mapping[str, Any], config: SegmentConfig) -> Deferred:
+    """:func:`assign_journey` with the reason built only when it is read."""
     orders = (profile.get("purchases") or {}).get("orders") or 0
     if orders >= config.journey_loyal_orders:
-        return Assignment("loyal", f"{plural(orders, 'order')}, "
-                                   f"at least {config.journey_loyal_orders}")
+        return Deferred("loyal", lambda: f"{plural(orders, 'order')}, "
+                                         f"at least {config.journey_loyal_orders}")
     if orders >= 2:
-        return Assignment("repeat_buyer", f"{plural(orders, 'order')}")
+        return Deferred("repeat_buyer", lambda: f"{plural(orders, 'order')}")
     if orders == 1:
-        return Assignment("first_time_buyer", "1 order")
+        return Deferred("first_time_buyer", lambda: "1 order")
     items = ((profile.get("cart") or {}).get("items")) or {}
     if items:
-        return Assignment("cart_builder", f"never bought; {plural(len(items), 'product')} "
-                                          "in the cart")
+        n = len(items)
+        return Deferred("cart_builder", lambda: f"never bought; {plural(n, 'product')} "
+                                                "in the cart")
     counts = profile.get("counts") or {}
     views, sessions = counts.get("product_view", 0), counts.get("sessions", 0)
-    seen = f"{plural(views, 'product view')}, {plural(sessions, 'session')}"
+
+    def seen() -> str:
+        return f"{plural(views, 'product view')}, {plural(sessions, 'session')}"
+
     if (views >= config.journey_engaged_product_views
             or sessions >= config.journey_engaged_sessions):
-        return Assignment("engaged_browser", f"never bought; {seen}")
-    return Assignment("anonymous_visitor", f"never bought, empty cart; {seen}")
+        return Deferred("engaged_browser", lambda: f"never bought; {seen()}")
+    return Deferred("anonymous_visitor", lambda: f"never bought, empty cart; {seen()}")

@@ -34,10 +34,11 @@ purchase: on their next event, or in a periodic sweep.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from streamproc.days import DAY_MS, days_since, plural
-from streamproc.segments.assignment import Assignment
+from streamproc.segments.assignment import Assignment, Deferred
 from streamproc.segments.config import SegmentConfig
 
 SEGMENTS = ("new", "active", "at_risk", "lapsed", "reactivated")
@@ -50,6 +51,13 @@ def last_return_day(purchase_days: Mapping[str, Any], gap_days: float) -> int | 
     >>> last_return_day({"1": 9.0, "100": 5.0, "110": 5.0}, 90)
     100
     """
+    # Asked on every event of a buyer; the answer depends only on the days, which change
+    # only when they buy on a new day.
+    return _last_return_day(tuple(purchase_days), gap_days)
+
+
+@lru_cache(maxsize=4096)
+def _last_return_day(purchase_days: tuple[str, ...], gap_days: float) -> int | None:
     days = sorted(int(d) for d in purchase_days)
     for before, day in zip(reversed(days[:-1]), reversed(days[1:]), strict=True):
         if day - before >= gap_days:
@@ -64,6 +72,13 @@ def _days(n: float) -> str:
 def assign_lifecycle(
     profile: Mapping[str, Any], now_ms: int, previous: str | None, config: SegmentConfig
 ) -> Assignment:
+    return lifecycle_deferred(profile, now_ms, previous, config).assignment()
+
+
+def lifecycle_deferred(
+    profile: Mapping[str, Any], now_ms: int, previous: str | None, config: SegmentConfig
+) -> Deferred:
+    """:func:`assign_lifecycle` with the reason built only when it is read."""
     purchases = profile.get("purchases") or {}
     bought = (purchases.get("orders") or 0) > 0 and purchases.get("last_ms") is not None
     if bought:
@@ -71,24 +86,23 @@ def assign_lifecycle(
     else:
         anchor, first, what = profile.get("last_seen_ms"), profile.get("first_seen_ms"), "visit"
     if anchor is None:
-        return Assignment("new", "no activity yet")
+        return Deferred("new", lambda: "no activity yet")
     idle = days_since(now_ms, anchor)
     if idle >= config.lifecycle_lapsed_days:
-        return Assignment("lapsed", f"last {what} {_days(idle)} ago, "
-                                    f"{config.lifecycle_lapsed_days:g}+ days")
+        return Deferred("lapsed", lambda: f"last {what} {_days(idle)} ago, "
+                                          f"{config.lifecycle_lapsed_days:g}+ days")
     if idle >= config.lifecycle_active_days:
-        return Assignment("at_risk", f"last {what} {_days(idle)} ago, "
-                                     f"{config.lifecycle_active_days:g}+ days")
+        return Deferred("at_risk", lambda: f"last {what} {_days(idle)} ago, "
+                                           f"{config.lifecycle_active_days:g}+ days")
     if bought:
         returned = last_return_day(purchases.get("days") or {}, config.lifecycle_active_days)
         since_return = None if returned is None else days_since(now_ms, returned * DAY_MS)
         if previous in _AWAY and (since_return is None or idle < since_return):
             since_return = idle  # came back since the at-risk/lapsed segment was given
         if since_return is not None and since_return < config.lifecycle_reactivated_days:
-            gap = config.lifecycle_active_days
-            return Assignment("reactivated", f"bought again {_days(since_return)} ago "
-                                             f"after a gap of {gap:g}+ days")
+            gap, since = config.lifecycle_active_days, since_return
+            return Deferred("reactivated", lambda: f"bought again {_days(since)} ago "
+                                                   f"after a gap of {gap:g}+ days")
     if first is not None and days_since(now_ms, first) < config.lifecycle_new_days:
-        return Assignment("new", f"first {what} {_days(days_since(now_ms, first))} ago")
-    return Assignment("active", f"last {what} {_days(idle)} ago")
-
+        return Deferred("new", lambda: f"first {what} {_days(days_since(now_ms, first))} ago")
+    return Deferred("active", lambda: f"last {what} {_days(idle)} ago")

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamproc.days import days_since, plural
-from streamproc.segments.assignment import Assignment
+from streamproc.segments.assignment import Assignment, Deferred
 from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts, score
 
 RFM_SEGMENTS = (
@@ -90,11 +90,13 @@ def rfm_values(profile: Mapping[str, Any], now_ms: int) -> dict[str, float] | No
 
 def rfm_scores(values: Mapping[str, float], cuts: Mapping[str, Cuts]) -> tuple[int, int, int]:
     """(R, F, M), each 1 to 5; a dimension missing from ``cuts`` uses the default cuts."""
-    r, f, m = (
-        score(d, values[d], cuts.get(d) or DEFAULT_CUTS[d])
-        for d in ("recency_days", "frequency", "monetary")
-    )
-    return r, f, m
+    # Written out: run for every event of a buyer, a generator here cost as much as the scores.
+    return (score("recency_days", values["recency_days"],
+                  cuts.get("recency_days") or DEFAULT_CUTS["recency_days"]),
+            score("frequency", values["frequency"],
+                  cuts.get("frequency") or DEFAULT_CUTS["frequency"]),
+            score("monetary", values["monetary"],
+                  cuts.get("monetary") or DEFAULT_CUTS["monetary"]))
 
 
 def assign_rfm(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cuts]) -> Assignment:
@@ -107,14 +109,25 @@ def assign_rfm(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cuts]
     >>> reason
     'R5 F4 M3: bought 2 days ago, 6 repeat purchase days, 84.20 per order'
     """
+    return rfm_deferred(profile, now_ms, cuts).assignment()
+
+
+def rfm_deferred(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cuts]) -> Deferred:
+    """:func:`assign_rfm` with the reason built only when it is read."""
     values = rfm_values(profile, now_ms)
     if values is None:
-        return Assignment(PROSPECT, "no purchase yet")
+        return Deferred(PROSPECT, _no_purchase)
     r, f, m = rfm_scores(values, cuts)
-    days = int(values["recency_days"])
-    bought = "bought today" if days == 0 else f"bought {plural(days, 'day')} ago"
-    return Assignment(
-        rfm_segment(r, f, m),
-        f"R{r} F{f} M{m}: {bought}, {plural(values['frequency'], 'repeat purchase day')}, "
-        f"{values['monetary']:,.2f} per order",
-    )
+
+    def explain() -> str:
+        days = int(values["recency_days"])
+        bought = "bought today" if days == 0 else f"bought {plural(days, 'day')} ago"
+        return (f"R{r} F{f} M{m}: {bought}, "
+                f"{plural(values['frequency'], 'repeat purchase day')}, "
+                f"{values['monetary']:,.2f} per order")
+
+    return Deferred(_GRID[r][(f + m) // 2 - 1], explain)  # scores are 1 to 5 (rfm_scores)
+
+
+def _no_purchase() -> str:
+    return "no purchase yet"

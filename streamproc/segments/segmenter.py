@@ -33,7 +33,7 @@ from streamproc.segments import (
     RuleFile,
     SegmentConfig,
     Transition,
-    assign_all,
+    assign_deferred,
     bucket_of,
     changed,
     cuts_from_histograms,
@@ -148,7 +148,7 @@ class Segmenter:
                     parts.add("day")
             if memo["moved"]:
                 parts.add("segments")
-        new = assign_all(p, now_ms, cuts, rules, self.config, parts)
+        new = assign_deferred(p, now_ms, cuts, rules, self.config, parts)
         moves = changed(p["segments"], new, complete=parts is None)
         if memo is not None:
             memo.update(cuts=self._cuts_version, rules=rules, now_ms=now_ms, moved=bool(moves))

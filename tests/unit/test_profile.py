@@ -91,6 +91,18 @@ def test_daily_activity_is_kept_for_the_configured_days_only():
     assert p["activity"]["search"] == {"7": 1}
 
 
+def test_activity_trim_finds_an_old_day_wherever_a_late_event_put_it():
+    p = new_profile("c1")
+    config = ProfileConfig(activity_days=7)
+    apply_event(p, "product_view", 10 * DAY, event("product_view"), config)
+    apply_event(p, "product_view", 5 * DAY, event("product_view"), config)  # late, kept
+    apply_event(p, "product_view", 2 * DAY, event("product_view"), config)  # late, too old
+    assert p["activity"]["product_view:shoes"] == {"10": 1, "5": 1}
+    apply_event(p, "search", 12 * DAY, event("search"), config)  # day 5 now too old
+    assert p["activity"]["product_view:shoes"] == {"10": 1}
+    assert p["activity"]["search"] == {"12": 1}
+
+
 def test_feedback_counts_engagement_per_channel():
     p = new_profile("c1")
     for outcome, minute in (("impression", 0), ("open", 1), ("click", 2), ("conversion", 3)):

@@ -13,9 +13,11 @@ from streamproc.segments import (
     SegmentConfig,
     Transition,
     assign_all,
+    assign_deferred,
     changed,
     parse_rules,
 )
+from streamproc.segments.assignment import Deferred
 from streamproc.segments.builtin import SEGMENTATIONS
 
 DAY = 86_400_000
@@ -134,3 +136,34 @@ def test_public_names_exist(name: str) -> None:
 def test_assign_all_signature() -> None:
     assert list(inspect.signature(assign_all).parameters) == [
         "profile", "now_ms", "rfm_cuts", "rules", "config", "changed_parts"]
+
+
+@pytest.mark.parametrize("days_later", [0, 1, 29, 31, 95, 200])
+@pytest.mark.parametrize("shape", ["buyer", "browser", "cart", "empty", "away"])
+def test_deferred_reasons_are_the_reasons_assign_all_gives(shape: str, days_later: int) -> None:
+    p = full_profile()
+    if shape != "buyer":
+        p["purchases"] = {"orders": 0, "total": 0.0, "first_ms": None, "last_ms": None,
+                          "days": {}}
+        p.pop("rfm")
+    if shape == "cart":
+        p["cart"]["items"] = {"p1": {"qty": 1, "price": 9.0, "category": "shoes"}}
+    if shape == "empty":
+        p = {"customer_id": "c2"}
+    if shape == "away":
+        p["segments"]["lifecycle"] = "at_risk"
+    now = NOW + days_later * DAY
+    eager = assign_all(p, now, None, None, CONFIG)
+    lazy = assign_deferred(p, now, None, None, CONFIG)
+    assert {k: (a.segment, a.reason) for k, a in lazy.items()} == {
+        k: tuple(a) for k, a in eager.items()}
+    assert {type(lazy[k]) for k in ("rfm", "lifecycle", "journey")} == {Deferred}
+
+
+def test_changed_builds_only_the_reasons_of_moves() -> None:
+    def unread() -> str:
+        raise AssertionError("the reason of a segment that did not move was built")
+
+    new = {"rfm": Deferred("loyal", unread), "journey": Deferred("loyal", lambda: "5 orders")}
+    assert changed({"rfm": "loyal", "journey": "repeat_buyer"}, new) == [
+        Transition("journey", "repeat_buyer", "loyal", "5 orders")]
