@@ -14,9 +14,12 @@ from collections.abc import Iterable
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streamproc.decisions.decision_log import read_topic
+
 from .conftest import Env, stop_process
+from .polling import until
 from .streams import alive, committed_offsets, end_offsets
-from .test_api import profile_of, until
+from .test_api import profile_of
 from .test_batches import page_view
 
 pytestmark = pytest.mark.integration
@@ -74,3 +77,13 @@ async def test_transaction_markers_are_committed_past_before_and_after_a_restart
     for cid in customers:
         profile = await profile_of(env, cid)
         assert profile is not None and profile["counts"]["page_view"] == 7, (cid, profile)
+    # Read back with their places: every event, none at a marker's offset.
+    browsing = env.settings.topics.browsing
+    placed = await read_topic(env.settings, browsing, offsets=True)
+    assert len(placed) == 7 * len(customers)
+    assert all(record is not None and record["customer_id"] in customers
+               for _, _, record in placed)
+    tops: dict[str, int] = {}
+    for partition, offset, _ in placed:
+        tops[f"{browsing}:{partition}"] = max(tops.get(f"{browsing}:{partition}", -1), offset)
+    assert tops == more

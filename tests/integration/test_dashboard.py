@@ -27,6 +27,7 @@ from streamproc.state.counters import read_counters
 from streamproc.state.store import RedisStore
 
 from .conftest import Env
+from .polling import until
 from .streams import (
     Truth,
     alive,
@@ -36,7 +37,7 @@ from .streams import (
     stream_chunk,
     wait_complete,
 )
-from .test_api import start_api, until
+from .test_api import start_api
 from .test_kpis import OUTCOMES, _iso, recount, unique
 from .test_shop import ARTEFACTS, browser, open_page  # noqa: F401 (the browser fixture)
 
