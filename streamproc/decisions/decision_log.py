@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, NamedTuple, TextIO, overload
 
 import orjson
 
@@ -158,15 +158,35 @@ def read_jsonl(path: Path) -> list[dict[str, Any] | None]:
     return records
 
 
-async def read_topic(settings: Settings, topic: str, progress: TextIO | None = None,
-                     ) -> list[dict[str, Any] | None]:
-    """Every record of ``topic`` from the beginning to its end offsets as of now."""
+class Placed(NamedTuple):
+    """A record of a topic with where it was read from."""
+
+    partition: int
+    offset: int
+    record: dict[str, Any] | None
+
+
+@overload
+async def read_topic(settings: Settings, topic: str, progress: TextIO | None = None, *,
+                     offsets: Literal[False] = False) -> list[dict[str, Any] | None]: ...
+
+
+@overload
+async def read_topic(settings: Settings, topic: str, progress: TextIO | None = None, *,
+                     offsets: Literal[True]) -> list[Placed]: ...
+
+
+async def read_topic(settings: Settings, topic: str, progress: TextIO | None = None, *,
+                     offsets: bool = False) -> list[dict[str, Any] | None] | list[Placed]:
+    """Every record of ``topic`` from the beginning to its end offsets as of now (None for
+    one that is not a JSON object); with ``offsets``, each as a :class:`Placed`, with its
+    partition and offset."""
     from aiokafka import TopicPartition
 
     from streamproc.tail import open_consumer
 
     consumer, partitions = await open_consumer(settings, topic)
-    records: list[dict[str, Any] | None] = []
+    records: list[Placed] = []
     try:
         if not partitions:
             raise LogError(f"topic {topic} does not exist: check STREAMPROC_TOPIC_PREFIX, or "
@@ -190,7 +210,7 @@ async def read_topic(settings: Settings, topic: str, progress: TextIO | None = N
                             value = loaded if isinstance(loaded, dict) else None
                         except orjson.JSONDecodeError:
                             value = None
-                    records.append(value)
+                    records.append(Placed(tp.partition, message.offset, value))
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
@@ -199,7 +219,7 @@ async def read_topic(settings: Settings, topic: str, progress: TextIO | None = N
                 next_report += PROGRESS_EVERY
     finally:
         await consumer.stop()
-    return records
+    return records if offsets else [r.record for r in records]
 
 
 async def load_log(settings: Settings, decisions: Path | None, feedback: Path | None,

@@ -3,7 +3,9 @@
 
 Pure: it takes the counters already read (:func:`streamproc.state.counters.read_counters`)
 and knows nothing of Redis or HTTP. ``by`` picks one segmentation (``rfm``, ``cluster``, ...;
-``all`` for everyone together); rates are ``None`` where their denominator is 0.
+``all`` for everyone together); rates are ``None`` where their denominator is 0, and open and
+click rates are shares of the decisions seen (never above 1: each decision counts once per
+outcome, :mod:`streamproc.decisions.kpis`).
 
 >>> days = {20_513: {"all:all|hero:control|hero_default|decisions": 4,
 ...                  "all:all|hero:control|hero_default|customers": 2,

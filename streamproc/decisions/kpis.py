@@ -14,8 +14,11 @@ Redis hash a day (:func:`streamproc.state.keys.kpi_day_key`), fields
 
 * ``decisions``: decision records (the action ``none`` included);
 * ``customers``: distinct customers shown or sent something (once per row and day);
-* ``impressions``, ``opens``, ``clicks``, ``conversions``: feedback events naming a decision,
-  counted on the decision's row (its day, segments, arm and action);
+* ``impressions``, ``opens``, ``clicks``, ``conversions``: decisions with such feedback, each
+  decision at most once per outcome (a second open of an email is not a second open), counted
+  on the decision's row (its day, segments, arm and action) whenever the feedback comes; an
+  open, click or conversion also counts the decision's impression if none was counted (it was
+  seen), so open and click rates per impression never exceed 100 %, on any row or sum of rows;
 * ``purchases``, ``revenue_cents``: purchases attributed to a decision: the customer's latest
   decision that showed or sent something (personalised, or the neutral action of the control
   group and of every fallback: arms compare fairly) strictly before the purchase and at most
@@ -92,8 +95,11 @@ COHORT_TTL_DAYS = (RETENTION_MONTHS + 2) * 31
 Tally = dict[str, tuple[int, dict[str, int]]]
 
 # Positions in an exposure entry of p["kpi"]["exp"], and in a purchase entry of
-# p["kpi"]["buys"] (the exposure it is attributed to: a copy of its entry, or None).
-ID, TS, ARM, ACTION, SEGS = range(5)
+# p["kpi"]["buys"] (the exposure it is attributed to: a copy of its first five, or None).
+# FLAGS: the feedback KPIs already counted for the decision (bits of FEEDBACK_BITS; entries
+# written before it have five positions).
+ID, TS, ARM, ACTION, SEGS, FLAGS = range(6)
+FEEDBACK_BITS = {"impressions": 1, "opens": 2, "clicks": 4, "conversions": 8}
 BUY_TS, BUY_CENTS, BUY_TO = range(3)
 # Purchases remembered per customer (those of the last attribution window, at most this many).
 BUYS_KEPT = 16
@@ -239,7 +245,7 @@ class KpiCounter:
         ref = _token(segs)[:6]
         table[ref] = segs
         exposures: list[list[Any]] = state.setdefault("exp", [])
-        exposure = [decision_id[:ID_DIGITS], ts_ms, arm, action, ref]
+        exposure = [decision_id[:ID_DIGITS], ts_ms, arm, action, ref, 0]
         exposures.append(exposure)
         del exposures[:-EXPOSURES_KEPT]
         used = {e[SEGS] for e in exposures} | {
@@ -280,7 +286,7 @@ class KpiCounter:
                     and (before is None or key > (before[TS], before[ID]))):
                 if before is not None:
                     self._credit(state, before, buy[BUY_CENTS], -1, tally)
-                buy[BUY_TO] = list(exposure)
+                buy[BUY_TO] = exposure[:FLAGS]
                 self._credit(state, exposure, buy[BUY_CENTS], 1, tally)
 
     def _rows(self, state: dict[str, Any], exposure: list[Any]) -> list[str]:
@@ -319,6 +325,8 @@ class KpiCounter:
                 sizes[name] = sizes.get(name, 0) + 1
 
     def _feedback(self, p: Profile, data: Mapping[str, Any], tally: Tally) -> None:
+        """Count a decision's first feedback of each kind (and its implied impression) on the
+        decision's day and rows; a repeated one adds nothing."""
         kpi = FEEDBACK_KPIS.get(data.get("outcome", ""))
         state = p.get("kpi")
         if kpi is None or not state:
@@ -326,9 +334,17 @@ class KpiCounter:
         short = str(data.get("decision_id", ""))[:ID_DIGITS]
         for exposure in reversed(state.get("exp", ())):
             if exposure[ID] == short:
+                if len(exposure) <= FLAGS:
+                    exposure.append(0)
+                new = (FEEDBACK_BITS[kpi] | FEEDBACK_BITS["impressions"]) & ~exposure[FLAGS]
+                if not new:
+                    return
+                exposure[FLAGS] |= new
                 counts = self._day(tally, exposure[TS])
+                kpis = [k for k, bit in FEEDBACK_BITS.items() if new & bit]
                 for row in self._rows(state, exposure):
-                    counts[row + kpi] = counts.get(row + kpi, 0) + 1
+                    for k in kpis:
+                        counts[row + k] = counts.get(row + k, 0) + 1
                 return
 
     def _purchase(self, p: Profile, ts_ms: int, data: Mapping[str, Any], tally: Tally) -> None:
@@ -342,7 +358,7 @@ class KpiCounter:
         cents = round(float(data.get("amount") or 0) * 100)
         # Remembered while a decision counted later could still claim it (within the window).
         buys: list[list[Any]] = state.setdefault("buys", [])
-        buys.append([ts_ms, cents, None if latest is None else list(latest)])
+        buys.append([ts_ms, cents, None if latest is None else latest[:FLAGS]])
         newest = max(b[BUY_TS] for b in buys)
         buys[:] = [b for b in buys if b[BUY_TS] > newest - self.window_ms][-BUYS_KEPT:]
         if latest is not None:

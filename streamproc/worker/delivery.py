@@ -19,6 +19,18 @@ stream all the same (Faust's ``test_context``) is fed into the same buffer.
 Acknowledgements are Faust's: a message is tracked as unacknowledged when it enters the buffer
 and acknowledged with ``Consumer.ack`` once its batch is handled, so Faust commits only offsets
 whose batches were handled (after their state was written and their outputs published).
+
+**Commits never pass an unacknowledged message.** Faust 0.15's ``Consumer._new_offset`` commits
+past a single unacknowledged message at the head of a partition (its guard is ``min(acked) -
+committed > 1``: faust-streaming/faust#606, PR #707), because its gap bookkeeping cannot tell an
+offset that does not exist (log compaction, a transaction's control record, retention) from a
+message still in flight, and it cannot record a gap at the committed offset itself.
+:class:`BatchConsumer` records every offset the fetcher skipped, exactly (:meth:`note_read`:
+the offsets between the committed or last read one and the one delivered, at the head of the
+partition after an assignment or a seek as well as between messages), and withholds a commit
+while the head of the partition is neither acknowledged nor one of those gaps
+(:meth:`~BatchConsumer._new_offset`). So a transaction's markers and compacted offsets are
+committed past, and a message in flight never is.
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ from typing import Any, cast
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from intervaltree import IntervalTree
 
 
 class FetchBuffer:
@@ -123,8 +137,61 @@ def forget(messages: Sequence[Any], consumer: Any) -> None:
             unacked.discard(message)
 
 
+def covered(gaps: IntervalTree, start: int, end: int) -> bool:
+    """Whether the intervals of ``gaps`` cover every offset from ``start`` to ``end - 1``.
+
+    >>> covered(IntervalTree.from_tuples([(3, 5), (5, 6)]), 3, 6), covered(IntervalTree(), 3, 3)
+    (True, True)
+    >>> covered(IntervalTree.from_tuples([(4, 6)]), 3, 6)
+    False
+    """
+    for interval in sorted(gaps.overlap(start, end)):
+        if interval.begin > start:
+            return False
+        start = max(start, interval.end)
+    return start >= end
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer delivering each fetch's messages of buffered topics at once."""
+    """Faust's aiokafka consumer delivering each fetch's messages of buffered topics at once,
+    and committing no offset past an unacknowledged message (see the module's docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per partition: the offset after the last one delivered, and the first offset to be
+        # acknowledged since the partition was assigned or sought (where nothing is committed).
+        self._next_read: dict[TP, int] = {}
+        self._read_from: dict[TP, int] = {}
+
+    def note_read(self, tp: TP, offset: int) -> None:
+        """A message at ``offset`` of ``tp`` is delivered: the offsets skipped before it (from
+        the last one delivered, or, first after an assignment or a seek, from the committed
+        offset) do not exist and become a gap, committed past with the messages around it."""
+        expected = self._next_read.get(tp)
+        committed = self._committed_offset[tp]
+        if expected is None or offset < expected:  # assigned or sought: from the committed
+            expected = self._read_from[tp] = offset if committed is None else committed
+        if committed is not None:
+            expected = max(expected, committed)
+        if offset > expected:
+            gaps = self._gap[tp]
+            gaps.addi(expected, offset)
+            gaps.merge_overlaps()
+        self._next_read[tp] = offset + 1
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # Faust's, except that a head of the partition neither acknowledged nor a known gap
+        # (a message still in flight) holds the commit back (faust-streaming/faust#606).
+        acked = self._acked[tp]
+        if acked:
+            head = self._committed_offset[tp]
+            if head is None:
+                head = self._read_from.get(tp)
+            low = min(acked)
+            if head is not None and low > head and not covered(self._gap[tp], head, low):
+                return None
+        new: int | None = super()._new_offset(tp)
+        return new
 
     async def wait_empty(self) -> None:
         # Faust's rebalance and stop wait here, once the flow is stopped, for every tracked
@@ -155,9 +222,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     r_offset = read_offsets[tp]
                     if r_offset is not None and offset < r_offset:
                         continue  # read already (Faust drops it likewise)
-                    if (r_offset and offset - r_offset > 1
-                            and acks_enabled_for(message.topic)):
-                        await self._add_gap(tp, r_offset + 1, offset)
+                    if acks_enabled_for(message.topic):
+                        self.note_read(tp, offset)  # instead of Faust's inexact _add_gap
                     buffer = buffers.get(message.topic)
                     if buffer is not None:
                         fetched.setdefault(buffer, []).append(message)

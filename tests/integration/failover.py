@@ -23,19 +23,10 @@ from streamproc.stack.process import signal_process, wait_dead
 from streamproc.worker.heartbeat import WorkerBeat, read_beats
 
 from .conftest import Env, KafkaCluster, LocalCluster
+from .polling import until
 from .streams import Item
 
 Leaders = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> (leader, in-sync)
-
-
-async def until(check: Any, what: str, env: Env, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}\n{env.worker_log()}"
-        await asyncio.sleep(0.5)
 
 
 async def leaders(env: Env, topics: list[str]) -> Leaders:
@@ -62,7 +53,8 @@ async def replicated_topics(env: Env) -> Leaders:
         found = await leaders(env, list(topics.all()))  # all there: a new topic's
         return found if len(found) == expected else {}  # metadata takes a moment
 
-    before: Leaders = await until(replicated, "the topics never showed up", env, timeout=60)
+    before: Leaders = await until("the topics never showed up", replicated, 60,
+                                  env.worker_log, every=0.5)
     assert {isr for _, isr in before.values()} == {3}, before
     return before
 
@@ -78,7 +70,8 @@ async def all_working(redis: aioredis.Redis, env: Env, pids: set[int]) -> None:
     async def show() -> bool:
         return working(await read_beats(redis, env.settings.app_id), pids)
 
-    await until(show, f"the {len(pids)} workers never all processed", env, timeout=120)
+    await until(f"the {len(pids)} workers never all processed", show, 120, env.worker_log,
+                every=0.5)
 
 
 def leading_broker(env: Env, before: Leaders) -> tuple[int, int]:
@@ -100,8 +93,8 @@ async def leaders_moved(env: Env, victim: int) -> Leaders:
         ok = all(leader not in (victim, -1) for leader, _ in now.values())
         return now if ok else {}
 
-    found: Leaders = await until(moved, f"partitions still led by the dead node {victim}",
-                                 env, timeout=90)
+    found: Leaders = await until(f"partitions still led by the dead node {victim}", moved,
+                                 90, env.worker_log, every=0.5)
     return found
 
 

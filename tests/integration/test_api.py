@@ -23,6 +23,7 @@ from streamproc.stack import stack_status
 from streamproc.state.store import RedisStore
 
 from .conftest import Env, stop_process
+from .polling import until
 
 pytestmark = pytest.mark.integration
 KEY = "it-write-key-1"
@@ -85,16 +86,6 @@ async def profile_of(env: Env, cid: str) -> dict[str, Any] | None:
     finally:
         await store.close()
     return None if found is None else found["profile"]
-
-
-async def until(what: str, check: Any, timeout: float = 60.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await check()
-            if found:
-                return found
-            await asyncio.sleep(0.2)
-    raise AssertionError(what)  # pragma: no cover
 
 
 async def exposure_recorded(env: Env, cid: str, did: str) -> dict[str, Any]:

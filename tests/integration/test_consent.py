@@ -18,7 +18,8 @@ from streamproc.state.keys import latest_decisions_key
 from tests.unit.helpers import event
 
 from .conftest import Env
-from .test_api import profile_of, until
+from .polling import until
+from .test_api import profile_of
 from .test_decisions import SHOES, iso, shoe_views
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from streamproc.days import DAY_MS
 from streamproc.decisions.bandit import POLICY
 from streamproc.decisions.decision_log import read_topic
 from streamproc.decisions.kpis import ts_ms_of
@@ -26,6 +27,7 @@ from streamproc.state.counters import read_counters
 from streamproc.state.store import RedisStore
 
 from .conftest import Env
+from .polling import until
 from .streams import (
     Truth,
     alive,
@@ -35,7 +37,7 @@ from .streams import (
     stream_chunk,
     wait_complete,
 )
-from .test_api import start_api, until
+from .test_api import start_api
 from .test_kpis import OUTCOMES, _iso, recount, unique
 from .test_shop import ARTEFACTS, browser, open_page  # noqa: F401 (the browser fixture)
 
@@ -81,6 +83,14 @@ async def drive(env: Env, redis: aioredis.Redis, run: str, customers: int, event
     answers = [{"event_id": f"db{run}-f{i}", "type": "feedback", "customer_id": d["customer_id"],
                 "decision_id": d["decision_id"], "outcome": OUTCOMES[i % len(OUTCOMES)],
                 "ts": _iso(ts_ms_of(d["ts"]) + 1000)} for i, d in enumerate(decisions[::3])]
+    # Emails opened again and again, up to a day after they were sent, with no impression
+    # reported: each decision's open counts once, on its own day and segments.
+    answers += [{"event_id": f"db{run}-o{i}-{n}", "type": "feedback",
+                 "customer_id": d["customer_id"], "decision_id": d["decision_id"],
+                 "outcome": "open", "ts": _iso(ts_ms_of(d["ts"]) + 2000 + n * DAY_MS // 2)}
+                for i, d in enumerate(decisions[1::6]) for n in range(3)]
+    outcomes = Counter(a["outcome"] for a in answers)
+    assert outcomes["open"] > outcomes["impression"]  # counted raw, the open rate was > 100 %
     surveys = [{"event_id": f"db{run}-s{i}", "type": "survey", "customer_id": cid,
                 "ts": _iso(ts_ms_of(decisions[-1]["ts"])), "score": (3 * i) % 11}
                for i, cid in enumerate(sorted(truth)[:12])]
@@ -140,6 +150,12 @@ async def test_the_json_behind_the_charts_equals_the_commands_and_the_topics(
             assert sum(r["decisions"] for r in kpis["rows"]) == len(unique(
                 await read_topic(settings, settings.topics.decisions), "decision_id")) > 50
             assert kpis["nps"][0]["responses"] == surveys
+            # Every rate of every row, day and segment is a share: at most 100 %.
+            rates = [r[k] for summary in (kpis, by_rfm)
+                     for part in ("rows", "daily", "daily_segments") for r in summary[part]
+                     for k in ("open_rate", "click_rate", "conversion") if r[k] is not None]
+            assert rates and max(rates) <= 1
+            assert any(r["open_rate"] for r in kpis["rows"] if r["open_rate"] is not None)
 
             # Segment moves: each move record of the segments topic once, by its day.
             records = await read_topic(settings, settings.topics.segments)
@@ -262,6 +278,15 @@ async def test_the_dashboard_in_chromium_draws_every_chart_with_the_json_numbers
         want = headline(kpis["rows"], kpis["nps"])
         shown = {k: await page.inner_text(f"[data-kpi={k}]") for k in want}
         assert shown == want
+        for rate in ("open_rate", "click_rate", "conversion"):
+            assert 0 < float(shown[rate].rstrip("%")) <= 100, shown
+        # The bars of "Rates per segment", as drawn (percent).
+        bars = await page.evaluate(
+            "echarts.getInstanceByDom(document.getElementById('chart-rates')).getOption()"
+            ".series.map((s) => [s.name, s.data])")
+        drawn_rates = [v for _, data in bars for v in data if v is not None]
+        assert {name for name, _ in bars} == {"open rate", "click rate", "conversion"}
+        assert drawn_rates and max(drawn_rates) <= 100, bars
         assert int(want["decisions"].replace(",", "")) > 50
 
         # Every chart drew its data (marks in its svg); one without data says so, and only

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from streamproc.state.store import RedisStore
 
 from .conftest import BASE, TEST_REDIS_DB, Env
+from .polling import until
 from .streams import committed_offsets, snapshot
 from .test_stack import free_ports
 
@@ -94,21 +95,8 @@ async def page_views(redis: aioredis.Redis, customers: list[str]) -> dict[str, i
     return found
 
 
-async def until(what: str, check: Any, env: Env, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if asyncio.iscoroutine(found):
-            found = await found
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s\n" \
-                                            f"{env.worker_log()}"
-        await asyncio.sleep(0.3)
-
-
 async def exit_code(proc: subprocess.Popen[bytes], env: Env, timeout: float) -> int:
-    await until("the worker exits", lambda: proc.poll() is not None, env, timeout)
+    await until("the worker exits", lambda: proc.poll() is not None, timeout, env.worker_log)
     return int(proc.returncode)
 
 
@@ -157,10 +145,10 @@ async def test_a_worker_cut_off_from_redis_leaves_and_a_healthy_one_takes_over(
     await stack_env.produce_events(stack_env.settings.topics.browsing,
                                    [view(c, "before") for c in customers])
     await until("the first events applied",
-                lambda: _all_equal(test_redis, customers, 1), stack_env)
+                lambda: _all_equal(test_redis, customers, 1), log=stack_env.worker_log)
     healthy = stack_env.start_worker()
     await until("the partitions shared", lambda: "Worker ready" in log_of(stack_env, 1),
-                stack_env)
+                log=stack_env.worker_log)
 
     await relay.cut()
     cut_at = time.monotonic()
@@ -173,7 +161,7 @@ async def test_a_worker_cut_off_from_redis_leaves_and_a_healthy_one_takes_over(
     assert 4 <= left_after < 40, f"left {left_after:.0f}s after the cut"
     # The healthy worker takes every partition: each event applied, once.
     await until("every event applied by the healthy worker",
-                lambda: _all_equal(test_redis, customers, 2), stack_env)
+                lambda: _all_equal(test_redis, customers, 2), log=stack_env.worker_log)
     assert healthy.poll() is None, stack_env.worker_log()
     assert set((await page_views(test_redis, customers)).values()) == {2}
 
@@ -189,12 +177,13 @@ async def test_sigterm_during_a_redis_outage_stops_the_worker_and_commits_nothin
     await stack_env.produce_events(stack_env.settings.topics.browsing,
                                    [view(c, "before") for c in customers])
     await until("the first events applied",
-                lambda: _all_equal(test_redis, customers, 1), stack_env)
+                lambda: _all_equal(test_redis, customers, 1), log=stack_env.worker_log)
 
     await relay.cut()
     await stack_env.produce_events(stack_env.settings.topics.browsing,
                                    [view(c, "during") for c in customers])
-    await until("a batch retrying", lambda: "retrying in" in log_of(stack_env, 0), stack_env)
+    await until("a batch retrying", lambda: "retrying in" in log_of(stack_env, 0),
+                log=stack_env.worker_log)
     worker.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     assert await exit_code(worker, stack_env, 20) == 75, stack_env.worker_log()
@@ -211,7 +200,7 @@ async def test_sigterm_during_a_redis_outage_stops_the_worker_and_commits_nothin
     # ...so a successor applies the events of the outage, each once.
     stack_env.start_worker()
     await until("the outage's events applied by the successor",
-                lambda: _all_equal(test_redis, customers, 2), stack_env)
+                lambda: _all_equal(test_redis, customers, 2), log=stack_env.worker_log)
 
 
 async def _all_equal(redis: aioredis.Redis, customers: list[str], n: int) -> bool:

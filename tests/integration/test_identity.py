@@ -11,7 +11,8 @@ import pytest
 from streamproc.events.partitioner import partition_for
 
 from .conftest import Env
-from .test_api import H, profile_of, start_api, until
+from .polling import until
+from .test_api import H, profile_of, start_api
 
 pytestmark = pytest.mark.integration
 

@@ -77,11 +77,16 @@ def recount(decisions: list[dict[str, Any]], feedback: list[dict[str, Any]],
             reached.add((d["customer_id"], day, row))
             for f in fields:
                 counts[f + "customers"] += 1
+    # Each decision once per outcome, an open, click or conversion counting its impression.
+    answered: dict[str, set[str]] = {}
     for event in feedback:
         found = rows.get(event["decision_id"])
         if found is not None and event["outcome"] in FEEDBACK_KPIS:
-            for f in found[1]:
-                days[found[0]][f + FEEDBACK_KPIS[event["outcome"]]] += 1
+            done = answered.setdefault(event["decision_id"], set())
+            for kpi in {FEEDBACK_KPIS[event["outcome"]], "impressions"} - done:
+                done.add(kpi)
+                for f in found[1]:
+                    days[found[0]][f + kpi] += 1
     buyers: set[tuple[str, int, str]] = set()
     by_id = {d["decision_id"]: d for d in decisions}
     for did, (n, revenue) in attribute(decisions, purchases, window_ms).items():

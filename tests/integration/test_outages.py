@@ -14,7 +14,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from streamproc.stack import kafka, redis, stack_down, stack_up
 from streamproc.state.store import RedisStore
 
 from .conftest import CONSENT_GRANTED, REPO, stop_process
+from .polling import until
 from .test_stack import free_ports
 from .test_web import get
 
@@ -52,19 +52,14 @@ class Running:
         return self.log.read_text(errors="replace")[-6000:]
 
     async def until(self, what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-        """Poll ``check`` until it returns something truthy; fail with the worker's log."""
-        deadline = time.monotonic() + timeout
-        while True:
+        """Poll ``check`` while the worker runs until it returns something truthy; fail with
+        the worker's log."""
+        def running() -> Any:
             assert self.worker.poll() is None, (
                 f"the worker exited with {self.worker.returncode}:\n{self.log_text()}")
-            found = check()
-            if asyncio.iscoroutine(found):
-                found = await found
-            if found:
-                return found
-            assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s\n" \
-                                                f"{self.log_text()}"
-            await asyncio.sleep(0.3)
+            return check()
+
+        return await until(what, running, timeout, self.log_text)
 
     def readyz(self) -> int:
         status, _ = get(self.port, "/readyz")

@@ -33,6 +33,7 @@ from streamproc.settings import Settings
 from streamproc.stack import ensure_topics, kafka
 
 from .conftest import BASE, CONSENT_GRANTED, REPO, TEST_REDIS_DB, stop_process
+from .polling import until
 from .test_outages import events
 from .test_stack import free_ports
 from .test_web import get
@@ -149,14 +150,6 @@ def cli(secured: Secured, *args: str, timeout: float = 60,
                           timeout=timeout, cwd=REPO)
 
 
-async def until(what: str, check: object, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s\n" \
-                                            f"{log.read_text(errors='replace')[-5000:]}"
-        await asyncio.sleep(0.3)
-
-
 async def test_a_worker_and_the_tools_work_over_sasl_ssl(secured: Secured,
                                                          tmp_path: Path) -> None:
     settings = secured.settings
@@ -170,7 +163,8 @@ async def test_a_worker_and_the_tools_work_over_sasl_ssl(secured: Secured,
     try:
         # /readyz: the probe's own Kafka client answers over SASL_SSL.
         await until("the worker is ready", lambda: (worker.poll() is None
-                    and get(web, "/readyz")[0] == 200) or worker.poll() is not None, 90, log)
+                    and get(web, "/readyz")[0] == 200) or worker.poll() is not None, 90,
+                    lambda: log.read_text(errors="replace")[-5000:])
         assert worker.poll() is None, log.read_text(errors="replace")[-5000:]
 
         customer = f"sec-{uuid.uuid4().hex[:8]}"

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from .conftest import REPO, Env
-from .test_api import profile_of, start_api, until
+from .polling import until
+from .test_api import profile_of, start_api
 
 pytestmark = pytest.mark.integration
 

@@ -3,6 +3,7 @@ exactly once through the processor whatever the redeliveries and duplicates."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -109,6 +110,83 @@ def test_feedback_counts_on_the_row_and_day_of_its_decision() -> None:
     for kpi in ("impressions", "opens", "clicks", "conversions"):
         assert counts[f"rfm:new|hero:uniform|shoes_10pct|{kpi}"] == 1
     assert day(tally, T0 + DAY_MS) == {}
+
+
+def feedback(counter: KpiCounter, p: Any, did: str, outcome: str, ts_ms: int,
+             tally: Tally) -> None:
+    counter.count(p, "feedback", ts_ms, {"decision_id": did * 4, "outcome": outcome}, [], tally)
+
+
+def test_repeated_opens_and_clicks_of_one_decision_count_once() -> None:
+    counter, p, tally = KpiCounter("shop", WINDOW), new_profile("c"), {}
+    counter.count_decisions(p, [decision("a"), decision("b", action="cart_reminder")], T0,
+                            tally)
+    for minute in range(3):  # an email opened three times, its link clicked twice
+        feedback(counter, p, "a", "open", T0 + minute * 60_000, tally)
+    feedback(counter, p, "a", "impression", T0 + 5 * 60_000, tally)
+    for minute in (6, 7):
+        feedback(counter, p, "a", "click", T0 + minute * 60_000, tally)
+    feedback(counter, p, "b", "open", T0 + 8 * 60_000, tally)  # another decision: its own
+    counts = day(tally, T0)
+    row = "all:all|hero:uniform|shoes_10pct|"
+    assert (counts[row + "impressions"], counts[row + "opens"], counts[row + "clicks"]) == (
+        1, 1, 1)
+    assert counts["rfm:new|hero:uniform|cart_reminder|opens"] == 1
+    assert counts["rfm:new|hero:uniform|cart_reminder|impressions"] == 1
+
+
+def test_an_open_without_an_impression_counts_the_decision_seen_once() -> None:
+    counter, p, tally = KpiCounter("shop", WINDOW), new_profile("c"), {}
+    counter.count_decisions(p, [decision("a")], T0, tally)
+    feedback(counter, p, "a", "open", T0 + 1, tally)  # an email sender reports no impression
+    counts = day(tally, T0)
+    row = "cluster:2|hero:uniform|shoes_10pct|"
+    assert counts[row + "impressions"] == counts[row + "opens"] == 1
+    feedback(counter, p, "a", "conversion", T0 + 2, tally)
+    feedback(counter, p, "a", "impression", T0 + 3, tally)  # seen already: nothing more
+    assert counts[row + "impressions"] == counts[row + "conversions"] == 1
+    assert row + "clicks" not in counts
+
+
+def test_an_open_days_after_the_send_counts_on_the_send_day_and_segments() -> None:
+    counter, p, tally = KpiCounter("shop", WINDOW), new_profile("c"), {}
+    counter.count_decisions(p, [decision("a", segments={"rfm": "new"})], T0 + 23 * HOUR_MS,
+                            tally)
+    p["segments"] = {"rfm": "loyal"}  # moved since the send
+    counter.count_decisions(p, [decision("b", segments={"rfm": "loyal"})], T0 + 3 * DAY_MS,
+                            tally)
+    feedback(counter, p, "a", "open", T0 + 3 * DAY_MS + 1, tally)
+    feedback(counter, p, "a", "open", T0 + 4 * DAY_MS, tally)
+    sent_day, open_day = day(tally, T0), day(tally, T0 + 3 * DAY_MS)
+    assert sent_day["rfm:new|hero:uniform|shoes_10pct|opens"] == 1
+    assert sent_day["rfm:new|hero:uniform|shoes_10pct|impressions"] == 1
+    assert not any(f.endswith(("|opens", "|impressions")) for f in open_day)
+    assert day(tally, T0 + 4 * DAY_MS) == {}
+
+
+def test_no_rate_exceeds_one_where_raw_feedback_would() -> None:
+    from streamproc.decisions.kpi_summary import summarise
+
+    counter, p, tally = KpiCounter("shop", WINDOW), new_profile("c"), {}
+    outcomes = ("open", "click", "open", "conversion", "impression", "click", "open")
+    sent: Counter[str] = Counter()  # feedback events by outcome: what was counted before
+    for i in range(40):
+        ts = T0 + i * HOUR_MS
+        segments = {"rfm": ("new", "loyal")[i % 2]}
+        counter.count_decisions(p, [decision(f"d{i:02d}", segments=segments)], ts, tally)
+        for j in range(i % 5):  # 0 to 4 answers of this decision and of an earlier one
+            for did in (f"d{i:02d}", f"d{max(0, i - 3):02d}"):
+                outcome = outcomes[(i + j) % len(outcomes)]
+                feedback(counter, p, did, outcome, ts + j, tally)
+                sent[outcome] += 1
+    assert sent["open"] > sent["impression"] and sent["click"] > sent["impression"]
+    days = {n: counts for n, (key, (_, counts)) in enumerate(sorted(tally.items()))
+            if ":day:" in key}
+    for by in ("all", "rfm"):
+        summary = summarise(days, {}, by)
+        rates = [r[k] for part in ("rows", "daily", "daily_segments") for r in summary[part]
+                 for k in ("open_rate", "click_rate")]
+        assert rates and all(r is not None and 0 < r <= 1 for r in rates)
 
 
 def test_retention_counts_each_month_once_from_the_first_purchase() -> None:
