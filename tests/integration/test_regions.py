@@ -20,7 +20,8 @@ from streamproc.state.store import RedisStore
 from tests.unit.helpers import event
 
 from .conftest import Env
-from .test_api import profile_of, until
+from .polling import until
+from .test_api import profile_of
 from .test_shared_bandit import decisions_for, iso
 
 pytestmark = pytest.mark.integration
