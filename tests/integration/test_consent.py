@@ -21,7 +21,7 @@ from .conftest import Env
 from .test_api import profile_of, until
 from .test_decisions import SHOES, iso, shoe_views
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 def observations(records: list[dict[str, Any]], cid: str) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from streamproc.events.partitioner import partition_for
 from .conftest import Env
 from .test_api import H, profile_of, start_api, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 def on_other_partitions(env: Env) -> tuple[str, str]:
