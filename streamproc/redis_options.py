@@ -29,6 +29,10 @@ from streamproc.settings import Settings
 # cluster no start-up node answering (RedisClusterUnreachableError, not a ConnectionError).
 UNREACHABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError,
                                             redis.exceptions.RedisClusterUnreachableError)
+# What a command may raise when Redis is away or refuses it, timeouts included: on a cluster
+# also RedisClusterException (no RedisError: none of the cluster's nodes answering, say).
+FAILURES: tuple[type[Exception], ...] = (redis.exceptions.RedisError,
+                                         redis.exceptions.RedisClusterException, OSError)
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
