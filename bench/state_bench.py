@@ -16,14 +16,17 @@ consecutive offsets per partition, key = customer id), go through the worker's `
 
 (b) Memory. ``--memory-customers`` customers (100,000) with about ``--history`` events each
 (30, purchases included) are written through the batched path (``--jobs`` processes, one shard of
-customers each), then ``INFO memory`` ``used_memory`` after minus before, divided by the
-customers stored, and ``MEMORY USAGE`` of a random sample of customer keys (mean, p50, p95),
-with the sizes of the stored fields and of the profile's top-level parts.
+customers each), then ``INFO memory`` ``used_memory`` (less the replication backlog) after
+minus before, divided by the customers stored, and ``MEMORY USAGE`` of a random sample of
+customer keys (mean, p50, p95), with the sizes of the stored fields and of the profile's
+top-level parts.
 
 Everything runs against ``--redis-url`` (database 14 of the local Redis by default), flushed
-before and after each part. A database holding keys streamproc did not write is refused unless
-``--force``. Progress goes to stderr, the table to stdout, the figures to ``--json`` when given.
-See docs/benchmarks.md for the measured figures and how to re-measure them.
+before and after each part; a ``redis+cluster://`` URL runs it on a Redis Cluster (all of it
+flushed: a cluster has database 0 only), its ``used_memory`` summed over the primaries. A
+database holding keys streamproc did not write is refused unless ``--force``. Progress goes to
+stderr, the table to stdout, the figures to ``--json`` when given. See docs/benchmarks.md for
+the measured figures and how to re-measure them.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from streamproc.benchmark.profiling import summarise_profile
 from streamproc.events.codec import Decoder, RawMessage
 from streamproc.events.partitioner import partition_for
 from streamproc.processor import BatchResult, Processor
+from streamproc.redis_options import is_cluster, redis_client
 from streamproc.settings import Settings
 from streamproc.simulator import Population, SimEvent, generate_events
 from streamproc.state.memory import MemoryStore
@@ -182,8 +186,19 @@ async def check_database(client: aioredis.Redis, url: str, force: bool) -> None:
             "flushes its database. Use a spare one (--redis-url redis://host:port/N) or --force.")
 
 
+def _data_memory(info: dict[str, Any]) -> int:
+    # Less the replication backlog: a buffer of a primary with replicas that fills up to
+    # repl-backlog-size (1 MB) as writes flow, whatever the data (3 MB on a fresh local cluster).
+    return int(info["used_memory"]) - int(info.get("mem_replication_backlog", 0))
+
+
 async def used_memory(client: aioredis.Redis) -> int:
-    return int((await client.info("memory"))["used_memory"])
+    """``used_memory`` of the Redis less its replication backlog, or on a cluster the sum over
+    its primaries (each replica holds one more copy of its primary's keys)."""
+    if is_cluster(client):
+        found = await client.info("memory", target_nodes="primaries")
+        return sum(_data_memory(node) for node in found.values())
+    return _data_memory(await client.info("memory"))
 
 
 # -- (a) throughput -------------------------------------------------------------------------------
@@ -342,7 +357,7 @@ async def write_memory_shard(job: Job) -> dict[str, Any]:
 
 async def _write_shard(shard: int, target: int, events: Iterator[SimEvent], settings: Settings,
                        url: str, batch: int) -> dict[str, Any]:
-    store = RedisStore.from_url(url)
+    store = RedisStore.from_settings(dataclasses.replace(settings, redis_url=url))
     processor = make_processor(settings, store)
     per_customer: dict[str, int] = {}
     offsets: dict[tuple[str, int], int] = {}
@@ -580,8 +595,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                                    max_future_skew_s=0)
     if args.batch is None:
         args.batch = settings.batch_size
-    # Commands packed as a worker packs them (RedisStore.from_url): hiredis, not redis-py.
-    client = with_hiredis_packing(aioredis.from_url(args.redis_url, decode_responses=False))
+    # Commands packed as a worker packs them (RedisStore.from_settings): hiredis, not redis-py;
+    # a cluster client for a redis+cluster:// URL (database 0, the whole cluster flushed).
+    client = with_hiredis_packing(redis_client(settings, decode_responses=False))
     try:
         await check_database(client, args.redis_url, args.force)
         info = await client.info("server") | await client.info("memory")

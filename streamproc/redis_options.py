@@ -19,10 +19,20 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from streamproc.errors import ConfigError
 from streamproc.settings import Settings
+
+# What a client raises when Redis cannot be reached: a node's connection error, or on a
+# cluster no start-up node answering (RedisClusterUnreachableError, not a ConnectionError).
+UNREACHABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError,
+                                            redis.exceptions.RedisClusterUnreachableError)
+# What a command may raise when Redis is away or refuses it, timeouts included: on a cluster
+# also RedisClusterException (no RedisError: none of the cluster's nodes answering, say).
+FAILURES: tuple[type[Exception], ...] = (redis.exceptions.RedisError,
+                                         redis.exceptions.RedisClusterException, OSError)
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:

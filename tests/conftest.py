@@ -56,3 +56,29 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("child processes a test left behind")
         for nodeid, processes in _left_running:
             terminalreporter.write_line(f"{nodeid}: {'; '.join(processes)}")
+
+
+# --- the cluster stack ------------------------------------------------------------------------
+# `--cluster-stack` runs the integration tests marked `core` against a three-broker Kafka and a
+# Redis Cluster (three primaries, a replica each) the session starts (tests/integration/conftest.py:
+# kafka_cluster, redis_cluster) instead of the single-node stack; the other integration tests
+# are deselected (they test the single-node stack itself, or start their own cluster already).
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster-stack", action="store_true",
+        help="run the integration tests marked `core` on a three-broker Kafka and a Redis "
+             "Cluster started for the session (the README's Development section)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--cluster-stack"):
+        return
+    integration = Path(__file__).parent / "integration"
+    other = [i for i in items if i.path.is_relative_to(integration)
+             and i.get_closest_marker("core") is None]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        left = set(map(id, other))
+        items[:] = [i for i in items if id(i) not in left]

@@ -31,7 +31,6 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from streamproc.api.access import ReadAccess
 from streamproc.api.assets import TYPES, file_response
@@ -41,6 +40,7 @@ from streamproc.decisions.kpi_summary import summarise_counters
 from streamproc.decisions.report import experiment_report
 from streamproc.errors import StreamprocError
 from streamproc.learning.scorer import IntentScorer
+from streamproc.redis_options import FAILURES as REDIS_FAILURES
 from streamproc.settings import Settings
 from streamproc.state.counters import read_counters
 from streamproc.worker.status import collect_status
@@ -243,7 +243,7 @@ class Dashboard:
         try:
             async with asyncio.timeout(5):
                 counters = await read_counters(self.redis, self.settings.app_id, days)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise _unavailable(f"the KPI counters in Redis are unavailable "
                                f"({type(exc).__name__})") from None
         return summarise_counters(counters, by)

@@ -37,7 +37,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError
 
 from streamproc.api.access import (
     OPEN_SITE,
@@ -65,6 +65,7 @@ from streamproc.kafka_options import producer_options
 from streamproc.learning.modelstore import RedisModelStore
 from streamproc.learning.scorer import IntentScorer
 from streamproc.processor import BatchResult, default_engine, erase_customer
+from streamproc.redis_options import FAILURES as REDIS_FAILURES
 from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc
@@ -319,7 +320,7 @@ class Api:
                     p = None
         except TimeoutError:
             return fallback(f"deadline of {budget} ms passed while reading the profile")
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             return fallback(f"profile store unavailable ({type(exc).__name__})")
         if p is None:
             return fallback("unknown customer: no profile yet")
@@ -328,7 +329,7 @@ class Api:
             try:
                 async with asyncio.timeout_at(deadline):
                     latest = await RedisLatest(self.store.client).read(req.customer_id, 0)
-            except (TimeoutError, RedisError, OSError):
+            except REDIS_FAILURES:
                 latest = {}
             if (latest.get(req.slot) or {}).get("decision_id") == did:
                 return latest[req.slot], "already"
@@ -469,7 +470,7 @@ async def latest_decisions(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(2):
             found = await RedisLatest(api.store.client).read(cid, api.clock_ms())
-    except (TimeoutError, RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         return _problem(503, f"the decision store is unavailable ({type(exc).__name__})")
     return _json({"customer_id": cid, "decisions": found})
 
@@ -483,7 +484,7 @@ async def customer_export(request: web.Request) -> web.Response:
         found = await api.store.read_profile(cid)
         if found is not None:  # everything stored: expired latest decisions too
             found["latest_decisions"] = await RedisLatest(api.store.client).read(cid, 0)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         return _problem(503, f"the profile store is unavailable ({type(exc).__name__})")
     if found is None:
         return _problem(404, f"no profile stored for customer {cid!r}")
@@ -508,7 +509,7 @@ async def customer_erase(request: web.Request) -> web.Response:
         deleted = await erase_customer(
             api.store, cid, f"forget-{now}-{time.monotonic_ns()}", now, None, erasure,
             suppress_ms=api.settings.erasure_suppress_days * 86_400_000)
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         return _problem(503, f"the profile store is unavailable ({type(exc).__name__}): "
                              "nothing was erased")
     producer = api.producer
@@ -634,7 +635,7 @@ async def check_redis_login(settings: Settings, timeout_s: float = 2.0) -> None:
     client = redis_client(settings, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         await client.ping()
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         refused = redis_refusal(settings.redis_url, exc)
         if refused is not None:
             raise StreamprocError(refused) from None

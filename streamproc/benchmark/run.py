@@ -31,7 +31,6 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import redis.asyncio as aioredis
 
 from streamproc.benchmark.machine import machine
 from streamproc.benchmark.offsets import KafkaProbe, partitions_of
@@ -50,7 +49,8 @@ from streamproc.benchmark.stages import (
 )
 from streamproc.benchmark.workers import BARE_FAUST, PIPELINE, BenchError, profiled
 from streamproc.errors import redis_unreachable, shown_url
-from streamproc.redis_options import redis_options
+from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
+from streamproc.redis_options import redis_client
 from streamproc.settings import Settings, Topics
 from streamproc.simulator import Population, generate_events
 from streamproc.stack import ensure_topics
@@ -128,33 +128,44 @@ class RedisGuard:
     """The bench's Redis database: refuse a non-empty one, flush between stages and at the end.
 
     A lock key (``streamproc:bench:lock``) marks a database in use by a running bench: another
-    bench refuses it even with ``--flush``.
+    bench refuses it even with ``--flush``. A Redis Cluster has only database 0: the bench
+    takes the whole cluster (its keys counted and flushed on every primary).
     """
 
-    def __init__(self, url: str, db: int, **options: Any) -> None:
-        self.url = shown_url(url)
+    def __init__(self, settings: Settings, db: int) -> None:
+        self.url = shown_url(settings.redis_url)
         self.db = db
-        self.client = aioredis.from_url(url, decode_responses=False, **options)
+        self.cluster = settings.redis_is_cluster
+        self.where = "the Redis Cluster" if self.cluster else f"Redis database {db}"
+        self.client = redis_client(settings, decode_responses=False)
         self.token = f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}"
+
+    async def _keys(self) -> int:
+        if self.cluster:  # DBSIZE alone asks one node of the cluster
+            return int(await self.client.dbsize(target_nodes="primaries"))
+        return int(await self.client.dbsize())
 
     async def acquire(self, flush: bool) -> dict[str, Any]:
         try:
             await self.client.ping()
-        except (aioredis.ConnectionError, OSError) as exc:
+        except REDIS_UNREACHABLE + (OSError,) as exc:
             raise redis_unreachable(self.url, exc, kind=BenchError) from None
         holder = await self.client.get(LOCK_KEY)
         if holder is not None:
             who = holder.decode(errors="replace") if isinstance(holder, bytes) else holder
-            raise BenchError(f"Redis database {self.db} is in use by another streamproc bench "
-                             f"({who}); wait for it to finish or "
-                             "use another --redis-db")
-        keys = await self.client.dbsize()
+            raise BenchError(f"{self.where} is in use by another streamproc bench ({who}); "
+                             "wait for it to finish" + ("" if self.cluster else
+                                                        " or use another --redis-db"))
+        keys = await self._keys()
         if keys and not flush:
-            raise BenchError(f"Redis database {self.db} at {self.url} holds {keys:,} keys; the "
-                             "bench flushes its database between stages. Pick an empty one "
-                             "(--redis-db N) or pass --flush to empty this one")
+            pick = ("A cluster has only database 0: give the bench a cluster of its own (`stack "
+                    "up --redis-cluster 3` with another STREAMPROC_REDIS_CLUSTER_PORT and "
+                    "STREAMPROC_STACK_DIR) or pass --flush to empty this one" if self.cluster
+                    else "Pick an empty one (--redis-db N) or pass --flush to empty this one")
+            raise BenchError(f"{self.where} at {self.url} holds {keys:,} keys; the bench "
+                             f"flushes its database between stages. {pick}")
         if not await self.client.set(LOCK_KEY, self.token, nx=True, ex=LOCK_TTL_S):
-            raise BenchError(f"Redis database {self.db} was just taken by another bench")
+            raise BenchError(f"{self.where} was just taken by another bench")
         await self.reset()
         info: dict[str, Any] = await self.client.info("server") | await self.client.info("memory")
         return info
@@ -199,8 +210,11 @@ class Bench:
         self.progress = Progress(out)
         self.run_id = uuid.uuid4().hex[:8]
         self.partitions = options.partitions or base.partitions
-        self.redis_url = with_db(base.redis_url, options.redis_db)
-        self.guard = RedisGuard(self.redis_url, options.redis_db, **redis_options(base))
+        # A Redis Cluster has database 0 only: the bench uses the whole cluster (RedisGuard).
+        self.redis_url = (base.redis_url if base.redis_is_cluster
+                          else with_db(base.redis_url, options.redis_db))
+        self.guard = RedisGuard(dataclasses.replace(base, redis_url=self.redis_url),
+                                options.redis_db)
         # Made in run(): aiokafka clients need the running loop, and nothing is left behind
         # when the bench refuses its Redis database.
         self.probe: KafkaProbe

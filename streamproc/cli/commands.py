@@ -177,11 +177,11 @@ async def _read_profile(settings: Settings, customer_id: str) -> dict[str, Any] 
 
 
 def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.exceptions
+    from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
 
     try:
         found = asyncio.run(_read_profile(settings, args.customer_id))
-    except redis.exceptions.ConnectionError as exc:
+    except REDIS_UNREACHABLE as exc:
         raise redis_unreachable(settings.redis_url, exc) from None
     if found is None:
         print(f"streamproc: no profile stored for customer {args.customer_id!r}", file=sys.stderr)
@@ -224,12 +224,13 @@ async def _forget(settings: Settings, customer_id: str) -> int:
 
 
 def _cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.exceptions
     from aiokafka.errors import KafkaError
+
+    from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
 
     try:
         deleted = asyncio.run(_forget(settings, args.customer_id))
-    except redis.exceptions.ConnectionError as exc:
+    except REDIS_UNREACHABLE as exc:
         raise redis_unreachable(settings.redis_url, exc) from None
     except KafkaError as exc:
         raise StreamprocError(f"erased from Redis, but the tombstones could not be sent to "
@@ -267,9 +268,8 @@ async def _read_snapshot(settings: Settings) -> bytes | None:
 
 
 def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.exceptions
-
     from streamproc.learning.scorer import snapshot_stats
+    from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
     from streamproc.state.keys import model_key
 
     if not settings.model_secret:
@@ -278,7 +278,7 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
                               f"{settings.model_secret_hint}")
     try:
         blob = asyncio.run(_read_snapshot(settings))
-    except redis.exceptions.ConnectionError as exc:
+    except REDIS_UNREACHABLE as exc:
         raise redis_unreachable(settings.redis_url, exc) from None
     key = model_key(settings.app_id, "serving")
     if blob is None:
@@ -307,10 +307,9 @@ async def _read_for_recs(settings: Settings, customer_id: str
 def _cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    import redis.exceptions
-
     from streamproc.learning.scorer import load_served
     from streamproc.models.ranking import Recommender
+    from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
     from streamproc.state.keys import model_key
     from streamproc.state.profile import new_profile, upgrade_profile
 
@@ -320,7 +319,7 @@ def _cmd_recommend(settings: Settings, args: argparse.Namespace) -> int:
                               f"{settings.model_secret_hint}")
     try:
         doc, blob = asyncio.run(_read_for_recs(settings, args.customer_id))
-    except redis.exceptions.ConnectionError as exc:
+    except REDIS_UNREACHABLE as exc:
         raise redis_unreachable(settings.redis_url, exc) from None
     if blob is None:
         print(f"streamproc: no model snapshot in Redis ({model_key(settings.app_id, 'serving')} "
@@ -701,7 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-seconds", type=float,
                    help="first seconds of each load left out of the percentiles (default: 3)")
     p.add_argument("--redis-db", type=int, help="Redis database of the bench, on the host of "
-                   "STREAMPROC_REDIS_URL; must be empty (default: 13)")
+                   "STREAMPROC_REDIS_URL; must be empty (default: 13). On a Redis Cluster "
+                   "(database 0 only) the bench takes the whole cluster, which must be empty")
     p.add_argument("--flush", action="store_true",
                    help="empty the Redis database first if it holds keys")
     p.add_argument("--keep-topics", action="store_true",

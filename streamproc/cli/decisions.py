@@ -82,17 +82,16 @@ def read_bandit(blob: bytes, settings: Settings) -> tuple[ThompsonChooser, dict[
 async def bandit_from_redis(settings: Settings) -> tuple[ThompsonChooser, dict[str, Any]]:
     """The bandit the workers serve: in the learner's model snapshot in Redis; a clear error
     when there is none."""
-    import redis.exceptions
-
     from streamproc.errors import StreamprocError, masked_url, redis_unreachable
     from streamproc.learning.modelstore import RedisModelStore
+    from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
     from streamproc.redis_options import redis_client
     from streamproc.state.keys import model_key
 
     client = redis_client(settings, decode_responses=False)
     try:
         blob = await RedisModelStore(client, settings.app_id).get("serving")
-    except redis.exceptions.ConnectionError as exc:
+    except REDIS_UNREACHABLE as exc:
         raise redis_unreachable(settings.redis_url, exc,
                                 otherwise="give --bandit-snapshot FILE") from None
     finally:
@@ -172,10 +171,9 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.exceptions
-
     from streamproc.decisions.kpi_summary import render_kpis, summarise_counters
     from streamproc.errors import redis_unreachable
+    from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
     from streamproc.state.counters import read_counters
     from streamproc.state.store import RedisStore
 
@@ -188,7 +186,7 @@ def cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         counters = asyncio.run(read())
-    except redis.exceptions.ConnectionError as exc:
+    except REDIS_UNREACHABLE as exc:
         raise redis_unreachable(settings.redis_url, exc,
                                 why="the KPI counters live there") from None
     summary = summarise_counters(counters, args.by)

@@ -45,7 +45,9 @@ __all__ = [
 
 
 def stack_status(settings: Settings) -> StackStatus:
-    """What runs where: each component's state, pid and address. Changes nothing."""
+    """What runs where: each component's state, pid and address, every broker of a local
+    Kafka made with several (:func:`kafka.as_made`). Changes nothing."""
+    settings = kafka.as_made(settings)
     cluster = redis_cluster.status(settings)
     brokers = tuple(kafka.status(settings, node) for node in range(2, settings.kafka_brokers + 1))
     if settings.redis_is_cluster:  # the workers' Redis is the local cluster, or none
@@ -83,6 +85,12 @@ def stack_up(settings: Settings, out: TextIO = sys.stderr,
     to change. Started processes outlive this process; `stack_down` stops them.
     """
     _require_local(settings)
+    made = kafka.as_made(settings)
+    if made.kafka_brokers != settings.kafka_brokers:
+        print(f"kafka: the local Kafka was made with {made.kafka_brokers} brokers "
+              f"(`stack up --kafka-brokers {made.kafka_brokers}`): all of them are its",
+              file=out, flush=True)
+        settings = made
     stack_dir = settings.stack_dir.expanduser()
     stack_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(stack_dir / ".lock", LOCK_TIMEOUT_S, "starting or stopping this stack"):
@@ -103,7 +111,9 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
               "STREAMPROC_MODEL_SECRET is not set)", file=out, flush=True)
     before = stack_status(settings)
     if before.running:
-        print("stack: already running", file=out, flush=True)
+        print("stack: already running" + (
+            f" ({len(before.brokers) + 1} Kafka brokers: STREAMPROC_KAFKA_BOOTSTRAP="
+            f"{kafka.bootstrap_of(settings)})" if before.brokers else ""), file=out, flush=True)
         _create_topics(settings, out)
         return before
     taken = [c.detail for c in before.components if c.state in ("port-taken", "other-stack")]

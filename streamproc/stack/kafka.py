@@ -302,19 +302,42 @@ def prepare(settings: Settings, out: TextIO) -> list[str]:
             f"-Dlog4j2.configurationFile={paths.log4j}", "-cp", f"{libs}/*"]
 
 
+def made_for(settings: Settings, node: int = 1) -> int | None:
+    """How many brokers the stack dir's ``node`` was formatted for (None: never formatted).
+
+    >>> made_for(Settings(stack_dir=Path("/nonexistent")))
+    """
+    paths = KafkaPaths.of(settings, node)
+    if not (paths.data / "meta.properties").exists():
+        return None
+    try:
+        return int(paths.brokers.read_text().strip())
+    except (OSError, ValueError):
+        return 1  # made before the file existed: always one node
+
+
+def as_made(settings: Settings) -> Settings:
+    """``settings`` with as many brokers as the local Kafka was made with, when they say one
+    (the default) and the stack dir holds a cluster: `stack up`, `status` and `down` without
+    ``--kafka-brokers`` then see the whole cluster, not its node 1 alone.
+
+    >>> as_made(Settings(stack_dir=Path("/nonexistent"))).kafka_brokers
+    1
+    """
+    made = made_for(settings)
+    if settings.kafka_brokers == 1 and made is not None and made > 1:
+        return replace(settings, kafka_brokers=made)
+    return settings
+
+
 def check_formatted_for(settings: Settings) -> None:
     """Refuse to start nodes whose data was formatted for another number of brokers: the
     quorum's voters are part of the cluster's metadata, fixed at the first start."""
     wanted = settings.kafka_brokers
     for node in range(1, MAX_NODES + 1):
+        made = made_for(settings, node)
         paths = KafkaPaths.of(settings, node)
-        if not (paths.data / "meta.properties").exists():
-            continue
-        try:
-            made = int(paths.brokers.read_text().strip())
-        except (OSError, ValueError):
-            made = 1  # made before the file existed: always one node
-        if made != wanted:
+        if made is not None and made != wanted:
             raise StackError(
                 f"the local Kafka in {paths.root.parent} was made for {made} broker(s), not "
                 f"{wanted}: run `streamproc stack up --kafka-brokers {made}` (or "

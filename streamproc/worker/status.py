@@ -25,6 +25,7 @@ from aiokafka.errors import (
 
 from streamproc.errors import StreamprocError, masked_url, redis_unreachable
 from streamproc.kafka_options import kafka_options
+from streamproc.redis_options import UNREACHABLE as REDIS_UNREACHABLE
 from streamproc.redis_options import redis_client
 from streamproc.settings import Settings
 from streamproc.tail import topic_partitions
@@ -170,7 +171,7 @@ async def collect_status(settings: Settings) -> Status:
     client = redis_client(settings, socket_timeout=5, socket_connect_timeout=5)
     try:
         workers = await read_beats(client, settings.app_id)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+    except REDIS_UNREACHABLE + (redis.exceptions.TimeoutError, OSError) as exc:
         raise redis_unreachable(settings.redis_url, exc,
                                 why="the workers' heartbeats live there") from None
     finally:

@@ -4,6 +4,12 @@ Each test gets its own topics (a unique prefix, 3 partitions) and its own consum
 uses Redis database 15 with customer ids unique to the test, so tests neither see each other's
 data nor a developer's. When Kafka or Redis is not reachable the tests fail (not skip) with
 what to run: a skipped integration test is a missing one.
+
+With ``pytest --cluster-stack`` (tests/conftest.py) the tests marked ``core`` run on the cluster
+stack instead: :func:`stack_env` and :func:`test_redis` give the session's three-broker Kafka
+(:func:`kafka_cluster`; topics of replication factor 3, ``min.insync.replicas`` 2) and its Redis
+Cluster (:func:`redis_cluster`, database 0: the customer ids unique to each test keep tests
+apart there).
 """
 
 from __future__ import annotations
@@ -55,8 +61,17 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def on_cluster_stack(request: pytest.FixtureRequest) -> bool:
+    """Whether this run is ``pytest --cluster-stack``."""
+    return bool(request.config.getoption("--cluster-stack"))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def real_stack() -> None:
+def real_stack(request: pytest.FixtureRequest) -> None:
+    if on_cluster_stack(request):  # the session's own cluster instead, started before any test
+        request.getfixturevalue("kafka_cluster")
+        request.getfixturevalue("redis_cluster")
+        return
     missing = [
         f"{name} at {host}:{port}"
         for name, (host, port) in (("Kafka", BASE.kafka_host_port), ("Redis", BASE.redis_host_port))
@@ -181,17 +196,16 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 @contextlib.asynccontextmanager
 async def isolated_env(tmp_path: Path, kafka_bootstrap: str = BASE.kafka_bootstrap,
-                       **settings: str) -> AsyncIterator[Env]:
-    """A test's own topics and group on ``kafka_bootstrap``; ``settings`` adds STREAMPROC_*
-    variables (names without the prefix). Its workers are stopped and its topics deleted at
-    the end."""
+                       redis_url: str | None = None, **settings: str) -> AsyncIterator[Env]:
+    """A test's own topics and group on ``kafka_bootstrap``, its state on ``redis_url`` (the
+    stack's Redis, database 15, by default); ``settings`` adds STREAMPROC_* variables (names
+    without the prefix). Its workers are stopped and its topics deleted at the end."""
     run = uuid.uuid4().hex[:8]
     prefix = f"it-{run}."
-    host, port = BASE.redis_host_port
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
     env.update({
         "STREAMPROC_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "STREAMPROC_REDIS_URL": f"redis://{host}:{port}/{TEST_REDIS_DB}",
+        "STREAMPROC_REDIS_URL": redis_url or _test_redis_url(),
         "STREAMPROC_TOPIC_PREFIX": prefix,
         "STREAMPROC_APP_ID": f"it-{run}",
         "STREAMPROC_PARTITIONS": "3",
@@ -217,9 +231,40 @@ async def isolated_env(tmp_path: Path, kafka_bootstrap: str = BASE.kafka_bootstr
             await admin.close()
 
 
+def _test_redis_url() -> str:
+    host, port = BASE.redis_host_port
+    return f"redis://{host}:{port}/{TEST_REDIS_DB}"
+
+
+# What the topics of a test on the cluster stack are created with, as on a production cluster.
+REPLICATED = {"REPLICATION_FACTOR": "3", "MIN_INSYNC_REPLICAS": "2"}
+
+
+@dataclass(frozen=True)
+class StackUnderTest:
+    """Where a test's workers run: the single-node stack, or the session's cluster."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    settings: dict[str, str]  # STREAMPROC_* variables (without the prefix) its topics need
+    redis_cluster: LocalCluster | None = None
+
+
 @pytest.fixture
-async def stack_env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with isolated_env(tmp_path) as env:
+def test_stack(request: pytest.FixtureRequest) -> StackUnderTest:
+    """The single-node stack, or with ``--cluster-stack`` the session's three brokers and
+    Redis Cluster (a plain fixture: the cluster fixtures start outside the test's loop)."""
+    if not on_cluster_stack(request):
+        return StackUnderTest(BASE.kafka_bootstrap, _test_redis_url(), {})
+    kafka_cluster: KafkaCluster = request.getfixturevalue("kafka_cluster")
+    redis_cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+    return StackUnderTest(kafka_cluster.bootstrap, redis_cluster.url, REPLICATED, redis_cluster)
+
+
+@pytest.fixture
+async def stack_env(tmp_path: Path, test_stack: StackUnderTest) -> AsyncIterator[Env]:
+    async with isolated_env(tmp_path, test_stack.kafka_bootstrap, test_stack.redis_url,
+                            **test_stack.settings) as env:
         yield env
 
 
@@ -284,9 +329,13 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 
 
 @pytest.fixture
-async def test_redis() -> AsyncIterator[aioredis.Redis]:
-    host, port = BASE.redis_host_port
-    client = aioredis.from_url(f"redis://{host}:{port}/{TEST_REDIS_DB}")
+async def test_redis(test_stack: StackUnderTest) -> AsyncIterator[aioredis.Redis]:
+    """A client of the Redis the test's workers use (:func:`stack_env`): database 15 of the
+    stack's, or with ``--cluster-stack`` a cluster client of the session's Redis Cluster."""
+    if test_stack.redis_cluster is not None:
+        client = test_stack.redis_cluster.client()
+    else:
+        client = aioredis.from_url(test_stack.redis_url)
     yield client
     await client.aclose()
 

@@ -25,7 +25,7 @@ from streamproc.state.store import RedisStore
 from .conftest import Env, stop_process
 from .polling import until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 KEY = "it-write-key-1"
 H = {"X-API-Key": KEY}
 
@@ -80,7 +80,7 @@ def treated_customer(env: Env) -> str:
 
 
 async def profile_of(env: Env, cid: str) -> dict[str, Any] | None:
-    store = RedisStore.from_url(env.settings.redis_url)
+    store = RedisStore.from_settings(env.settings)
     try:
         found = await store.read_profile(cid)
     finally:

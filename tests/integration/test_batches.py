@@ -16,7 +16,7 @@ import pytest
 from .conftest import Env
 from .test_web import free_port, poll, sample
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 BACKLOG = 3000
 

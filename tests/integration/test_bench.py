@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,6 +19,8 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamproc.settings import Settings
+
+from .conftest import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH_DB = 12
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     host, port = BASE.redis_host_port
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
     env.update({
@@ -37,14 +40,16 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "STREAMPROC_STACK_DIR": str(tmp_path / "stack"),
         "PYTHONPATH": str(REPO),
         "TMPDIR": str(tmp_path),  # where the bench keeps its worker logs while it runs
+        **(extra or {}),
     })
     return env
 
 
-def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _bench(tmp_path: Path, *args: str,
+           extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamproc.cli", "bench", *args],
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path)
+                          env=_env(tmp_path, extra), capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
 
 
 async def _topics_with_prefix(prefix: str) -> list[str]:
@@ -170,3 +175,35 @@ def test_bench_refuses_a_redis_database_it_does_not_own(
     finally:
         client.delete(key)
         client.close()
+
+
+async def test_bench_on_a_redis_cluster_counts_every_primary_and_leaves_it_empty(
+        tmp_path: Path, redis_cluster: LocalCluster, cluster_redis: Any) -> None:
+    """A cluster has database 0 only: the bench refuses one holding keys (counted on every
+    primary, not the one node DBSIZE asks), and with --flush runs its pipeline stages with one
+    and two workers on it, leaving it empty."""
+    foreign = [f"not-the-bench-{n}" for n in range(12)]  # spread over the primaries' slots
+    for key in foreign:
+        await cluster_redis.set(key, "x")
+    primaries = {cluster_redis.get_node_from_key(k).name for k in foreign}
+    assert len(primaries) > 1
+    env = {"STREAMPROC_REDIS_URL": redis_cluster.url}
+    refused = _bench(tmp_path, "--quick", "--stages", "pipeline", extra=env)
+    assert refused.returncode == 2, refused.stderr
+    assert f"the Redis Cluster at {redis_cluster.url} holds {len(foreign)} keys" in \
+        refused.stderr
+    assert "a cluster of its own" in refused.stderr and "--flush" in refused.stderr
+    assert await cluster_redis.dbsize(target_nodes="primaries") == len(foreign)
+
+    out = tmp_path / "bench.json"
+    done = _bench(tmp_path, "--quick", "--flush", "--stages", "pipeline,pipeline2",
+                  "--partitions", "3", "--json", str(out), extra=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = orjson.loads(out.read_bytes())
+    stages = report["stages"]
+    assert set(stages) == {"pipeline_1_worker", "pipeline_2_workers"}
+    for name, stage in stages.items():
+        assert stage["events"] == report["events"]["count"] > 0, name
+        assert stage["outputs"]["deadletter"] == 0, name
+        assert stage["outputs"]["decisions"] > 0, name
+    assert await cluster_redis.dbsize(target_nodes="primaries") == 0

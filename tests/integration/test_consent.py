@@ -22,7 +22,7 @@ from .polling import until
 from .test_api import profile_of
 from .test_decisions import SHOES, iso, shoe_views
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 def observations(records: list[dict[str, Any]], cid: str) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ from .streams import (
     wait_complete,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 CUSTOMERS = 200
 EVENTS = 8000

@@ -24,7 +24,7 @@ from tests.unit.helpers import event
 
 from .conftest import REPO, Env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 SHOES = {"product_id": "shoe-1", "category": "shoes", "price": 60.0}
 

@@ -25,7 +25,7 @@ from tests.unit.helpers import event
 from .conftest import Env
 from .test_privacy import _keys_mentioning, _wait_for_profile
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 def _iso(when: datetime) -> str:
@@ -49,10 +49,12 @@ async def test_a_worker_refuses_a_topic_that_is_not_compacted_and_stack_up_fixes
     decisions = settings.topics.decisions
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
-    try:  # as a topic made before compaction, with a retention of its own
+    try:  # as a topic made before compaction, with a retention of its own (AlterConfigs
+        # replaces every value set on the topic: its min.insync.replicas is given again)
         await admin.alter_configs([ConfigResource(
             ConfigResourceType.TOPIC, decisions,
-            {"cleanup.policy": "delete", "retention.ms": "3600000"})])
+            {"cleanup.policy": "delete", "retention.ms": "3600000",
+             "min.insync.replicas": str(settings.min_insync_replicas)})])
     finally:
         await admin.close()
     async with asyncio.timeout(30):  # the brokers take the change a moment after the controller
@@ -75,7 +77,8 @@ async def test_a_worker_refuses_a_topic_that_is_not_compacted_and_stack_up_fixes
     assert fixed == [decisions]
     found = (await topic_configs(settings, [decisions]))[decisions]
     assert found["cleanup.policy"] == "compact,delete"
-    assert found["retention.ms"] == "3600000"  # the topic's own value is kept
+    assert found["retention.ms"] == "3600000"  # the topic's own values are kept
+    assert found["min.insync.replicas"] == str(settings.min_insync_replicas)
     await check_topic_configs(settings)  # no refusal now
     fixed.clear()
     await ensure_topics(settings, fix_configs=True, out=fixed)

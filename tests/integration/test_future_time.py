@@ -13,7 +13,7 @@ from .conftest import Env
 from .test_decisions import wait_for_profile
 from .test_timers import at, tick, timer_decisions
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 MIN = 60_000
 Y2099 = 4_102_444_799_000  # 2099-12-31T23:59:59Z

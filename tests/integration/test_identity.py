@@ -14,7 +14,7 @@ from .conftest import Env
 from .polling import until
 from .test_api import H, profile_of, start_api
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 def on_other_partitions(env: Env) -> tuple[str, str]:

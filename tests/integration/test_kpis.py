@@ -38,7 +38,7 @@ from .streams import (
     wait_complete,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 CUSTOMERS = 40
 EVENTS = 1500

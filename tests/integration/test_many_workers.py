@@ -35,7 +35,7 @@ from .streams import (
     wait_complete,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 CUSTOMERS = 150
 EVENTS = 6000

@@ -11,7 +11,7 @@ from tests.unit.helpers import event
 
 from .conftest import Env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 async def test_event_in_decision_out_and_profile_updated(stack_env: Env) -> None:

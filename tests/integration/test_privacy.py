@@ -13,7 +13,7 @@ from tests.unit.helpers import event
 
 from .conftest import Env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 
 async def _keys_mentioning(redis_client, customer_id: str) -> list[bytes]:

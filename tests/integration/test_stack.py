@@ -146,3 +146,44 @@ def test_stale_pid_files_are_cleaned_up(settings: Settings) -> None:
     assert status.redis.pid != os.getpid()
     stack_down(settings, io.StringIO())
     assert not stack_status(settings).running
+
+
+def _listened(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a three-node Kafka's extra ports)."""
+    for _ in range(50):
+        first = free_ports(1)[0]
+        if first + count < 65_536 and not any(map(_listened, range(first, first + count))):
+            return first
+    raise AssertionError(f"found no {count} consecutive free ports")
+
+
+def test_a_three_broker_stack_is_seen_whole_without_the_flag(settings: Settings) -> None:
+    """`stack up --kafka-brokers 3`, then `status` and `up` without the flag report all three
+    brokers (the count is recorded in the stack dir), and `down` stops all of them."""
+    three = replace(settings, kafka_brokers=3, kafka_extra_port=free_run(4), kafka_heap="384m")
+    started = stack_up(three, io.StringIO())
+    assert started.running and len(started.brokers) == 2
+    pids = [c.pid for c in (started.kafka, *started.brokers)]
+
+    plain = replace(three, kafka_brokers=1)  # what a `streamproc status` without flags has
+    seen = stack_status(plain)
+    assert [(c.name, c.state, c.pid) for c in (seen.kafka, *seen.brokers)] == [
+        (name, "running", pid) for name, pid in zip(("kafka", "kafka-2", "kafka-3"), pids,
+                                                     strict=True)]
+    out = io.StringIO()
+    assert stack_up(plain, out).running
+    assert "made with 3 brokers" in out.getvalue()
+    assert f"already running (3 Kafka brokers: STREAMPROC_KAFKA_BOOTSTRAP=" \
+           f"{kafka.bootstrap_of(three)})" in out.getvalue()
+
+    down = io.StringIO()
+    stack_down(plain, down)
+    for name, pid in zip(("kafka", "kafka-2", "kafka-3"), pids, strict=True):
+        assert f"{name}: stopped (pid {pid})" in down.getvalue()
+        assert pid is not None and not pid_alive(pid)
+    assert not any(c.running for c in stack_status(plain).components)

@@ -18,7 +18,7 @@ from tests.unit.helpers import event
 from .conftest import Env
 from .test_decisions import wait_for_profile
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.core]
 
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 

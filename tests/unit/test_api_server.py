@@ -5,6 +5,7 @@ in tests/integration/test_api.py, on the real stack."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -24,9 +25,12 @@ NOWHERE = Settings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1
                    api_origins="https://shop.example", api_max_body_bytes=4096, api_rate=0)
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(build_app(NOWHERE))) as c:
+@pytest.fixture(params=["redis://127.0.0.1:1/0",
+                        # none of a cluster's nodes answering raises no RedisError
+                        "redis+cluster://127.0.0.1:1,127.0.0.1:2/0"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[TestClient]:
+    settings = replace(NOWHERE, redis_url=request.param)
+    async with TestClient(TestServer(build_app(settings))) as c:
         yield c
 
 

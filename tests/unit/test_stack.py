@@ -107,6 +107,27 @@ def test_a_stack_made_for_other_broker_count_is_refused(settings: Settings) -> N
         kafka.check_formatted_for(replace(settings, kafka_brokers=3))
 
 
+def test_status_without_the_broker_count_sees_every_node_of_the_stack_made(
+        settings: Settings) -> None:
+    """A stack made by `stack up --kafka-brokers 3`: `status` (and `up`) without the flag
+    report its three nodes, not node 1 alone; an explicit other count is still refused."""
+    three = replace(settings, kafka_brokers=3, kafka_extra_port=free_port())
+    for node in (1, 2, 3):
+        paths = kafka.KafkaPaths.of(three, node)
+        paths.data.mkdir(parents=True)
+        (paths.data / "meta.properties").write_text(f"cluster.id=abc\nnode.id={node}\n")
+        paths.brokers.write_text("3\n")
+        paths.pid.write_text(f"{dead_pid()}\n")
+    one = replace(three, kafka_brokers=1)
+    assert kafka.made_for(one) == 3
+    assert kafka.as_made(one).kafka_brokers == 3
+    status = stack_status(one)
+    assert [c.name for c in status.components][:3] == ["kafka", "kafka-2", "kafka-3"]
+    assert all(c.state == "stale" for c in status.components[:3])
+    with pytest.raises(StackError, match=r"made for 3 broker\(s\), not 2"):
+        kafka.check_formatted_for(kafka.as_made(replace(three, kafka_brokers=2)))
+
+
 def test_stack_down_stops_every_node(settings: Settings) -> None:
     out = io.StringIO()
     three = replace(settings, kafka_brokers=3)

@@ -103,14 +103,17 @@ def test_status_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--json" in out and "Exits 0 when a worker is alive" in out
 
 
+@pytest.mark.parametrize("url", ["redis://:hunter2@127.0.0.1:1/0",
+                                 # a cluster raises no ConnectionError: none of its nodes answers
+                                 "redis+cluster://:hunter2@127.0.0.1:1,127.0.0.1:2/0"])
 @pytest.mark.parametrize("argv", [["status"], ["profile", "c1"], ["forget", "c1"],
-                                  ["models"], ["bandit"]])
+                                  ["models"], ["bandit"], ["recommend", "c1"]])
 def test_every_command_says_the_same_when_redis_is_away(
-        argv: list[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], url: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("STREAMPROC_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0")
+    monkeypatch.setenv("STREAMPROC_REDIS_URL", url)
     monkeypatch.setenv("STREAMPROC_MODEL_SECRET", "s")  # `models` checks it before Redis
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "cannot reach Redis at redis://127.0.0.1:1/0 (" in err
+    assert f"cannot reach Redis at {url.replace(':hunter2@', '')} (" in err
     assert "Run `streamproc stack up`" in err and "hunter2" not in err
