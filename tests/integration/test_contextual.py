@@ -27,8 +27,10 @@ from streamproc.learning.modelstore import RedisModelStore
 from tests.unit.helpers import event
 
 from .conftest import Env
+from .polling import until
 from .streams import forget_run
 from .test_shared_bandit import BABY, SECRET, SHOES, decisions_for, iso, wait_learnt
+from .test_web import free_port, get, sample
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +74,8 @@ async def test_the_contextual_policy_learns_from_feedback_and_says_which_feature
                     "STREAMPROC_MODEL_RELOAD_SECONDS": "1",
                     "STREAMPROC_CONTEXTUAL_MIN_OUTCOMES": "3",
                     "STREAMPROC_MAX_FUTURE_SKEW_S": "900",
-                    "STREAMPROC_CATALOGUE": contextual_catalogue(env)})
+                    "STREAMPROC_CATALOGUE": contextual_catalogue(env),
+                    "STREAMPROC_WEB_PORT": str(port := free_port())})
     devices = ["mobile", "desktop"]
     first = [(env.customer("cx"), devices[i % 2]) for i in range(24)]
     later = [(env.customer("cx2"), devices[i % 2]) for i in range(12)]
@@ -116,7 +119,12 @@ async def test_the_contextual_policy_learns_from_feedback_and_says_which_feature
 
         # 3. Warm: new customers get the contextual policy's pick for their device, with the
         # features that drove it in the reasons.
-        await asyncio.sleep(1.5)  # the workers' reload period (1 s), not a result waited on
+        async def serves_it() -> bool:  # the worker's /metrics: the snapshot it decides with
+            _, body = await asyncio.to_thread(get, port, "/metrics")
+            served = sample(body.decode(), "streamproc_model_version")
+            return served is not None and served >= version
+
+        await until("the worker serves the snapshot that learnt every reward", serves_it)
         events, requests = browse_and_ask(later, now + 600)
         await env.produce_events(topics.browsing, events)
         final = list({d["decision_id"]: d for _, d in await decisions_for(env, requests)}.values())
