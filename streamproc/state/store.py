@@ -398,7 +398,7 @@ class _HiredisPacking:
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
         try:  # bytes, str, int and float as they are: no copy of the arguments first
-            return [hiredis.pack_command(args)]  # type: ignore[arg-type]
+            return [hiredis.pack_command(args)]
         except TypeError:
             pass  # a bytearray or memoryview (hiredis takes neither), or a value Redis cannot
         try:
