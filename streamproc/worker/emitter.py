@@ -10,8 +10,10 @@ so a batch costs one produce request per partition leader and no Python call per
 appending it: about 3 µs of CPU per record against 13 with a ``send`` per record
 (docs/benchmarks.md).
 
-Keys are the customer ids, partitioned by aiokafka's default partitioner (murmur2, as Java's and
-Faust's), so a customer's records land on the same partition as before.
+Keys are the customer ids, partitioned as aiokafka's default partitioner does (murmur2, as Java's
+and Faust's: ``partition_for``), so a customer's records land on the same partition as its events.
+A record larger than the broker takes fails with ``MessageSizeTooLargeError`` as before, now
+from the broker's answer rather than from a size check before sending.
 """
 
 from __future__ import annotations
