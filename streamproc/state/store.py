@@ -425,6 +425,10 @@ class _HiredisPacking:
             args = (*args[0].encode().split(), *args[1:])
         elif b" " in args[0]:
             args = (*args[0].split(), *args[1:])
+        try:  # bytes, str, int and float as they are: no copy of the arguments first
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            pass  # a bytearray or memoryview (hiredis takes neither), or a value Redis cannot
         try:
             return [hiredis.pack_command(tuple(  # type: ignore[arg-type]
                 bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args))]
