@@ -485,12 +485,15 @@ async def seek_window(consumer: AIOKafkaConsumer, tp: TopicPartition,
     """Seek to the first record of the last ``window_ms`` (Kafka record time), or to the end
     when there is none; returns the offset and what it is, for the log."""
     since_ms = int(time.time() * 1000) - window_ms
+    # The end first: a record written between the two questions is then at or after it, so it is
+    # read. (Asked the other way round, a record written in between is past the end read and
+    # was skipped: a fresh learner lost the workers' first observations that way.)
+    end = (await consumer.end_offsets([tp]))[tp]
     found = (await consumer.offsets_for_times({tp: since_ms})).get(tp)
     if found is not None:
         consumer.seek(tp, found.offset)
         return found.offset, (f"offset {found.offset}: no snapshot, so the last "
                               f"{window_ms / 3_600_000:g} h only (STREAMPROC_LEARNER_REPLAY_HOURS)")
-    end = (await consumer.end_offsets([tp]))[tp]
     consumer.seek(tp, end)
     return end, (f"its end, offset {end}: no snapshot, and no record in the last "
                  f"{window_ms / 3_600_000:g} h (STREAMPROC_LEARNER_REPLAY_HOURS)")

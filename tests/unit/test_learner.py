@@ -473,3 +473,42 @@ async def test_a_pick_without_reward_closes_as_zero_when_the_learners_watermark_
     ln.apply(3, traffic(5 * MIN + wait + lateness))
     assert ln.state.bandit.chooser.pending == 0 and ln.stats()["bandit_expired"] == 1
     assert ln.state.bandit.chooser.posterior("x", "a") == (1.0, 2.0)
+
+
+class _RacingTopic:
+    """A learning topic empty when a fresh learner asks its first question about it, and
+    holding one record (offset 0) from then on: a worker wrote it in between."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.position: int | None = None
+
+    def _answered(self) -> None:
+        self.records = 1
+
+    async def end_offsets(self, tps: list[object]) -> dict[object, int]:
+        end = self.records
+        self._answered()
+        return {tps[0]: end}
+
+    async def offsets_for_times(self, query: dict[object, int]) -> dict[object, object]:
+        from aiokafka.structs import OffsetAndTimestamp
+
+        found = OffsetAndTimestamp(0, 0) if self.records else None
+        self._answered()
+        return {tp: found for tp in query}
+
+    def seek(self, tp: object, offset: int) -> None:
+        self.position = offset
+
+
+async def test_a_fresh_learner_reads_a_record_written_while_it_looks_for_its_start() -> None:
+    from aiokafka import TopicPartition
+
+    from streamproc.learning.learner import seek_window
+
+    topic = _RacingTopic()
+    start, where = await seek_window(topic, TopicPartition("learning", 0),  # type: ignore[arg-type]
+                                     24 * 3_600_000)
+    assert topic.records == 1  # written while the learner looked
+    assert start == topic.position == 0, where  # and the learner starts at it, not past it
