@@ -244,8 +244,8 @@ async def _read_between(settings: Settings, start: Mapping[TopicPartition, int],
             batch = await consumer.getmany(*left, timeout_ms=500)
             for tp, messages in batch.items():
                 records.extend((m.key, m.value) for m in messages if m.offset < end[tp])
-                if messages and messages[-1].offset + 1 >= end[tp]:
-                    left.discard(tp)
+            # The position, not the last record: it passes offsets that hold no record.
+            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
     finally:
         await consumer.stop()
     return records
