@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -78,6 +79,9 @@ class StageResult:
     seconds: float  # start of the stage (processes started) to every offset committed
     method: str  # how events_per_s was measured
     outputs: dict[str, int] = field(default_factory=dict)  # records written per output topic
+    # Of those, the distinct ones: a record published again with the same key and value (a
+    # redelivered batch's outbox, after a rebalance) counts once. See distinct_records.
+    distinct_outputs: dict[str, int] = field(default_factory=dict)
     # Cores used over the span the rate is measured on: by the stage's processes (the workers
     # and the pipeline's learner; the bench itself for raw aiokafka) and by the whole machine.
     cpu: dict[str, float | None] = field(default_factory=dict)
@@ -85,7 +89,8 @@ class StageResult:
     def as_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "workers": self.workers, "events": self.events,
                 "events_per_s": round(self.events_per_s, 1), "seconds": round(self.seconds, 1),
-                "method": self.method, "outputs": self.outputs, "cpu": self.cpu}
+                "method": self.method, "outputs": self.outputs,
+                "distinct_outputs": self.distinct_outputs, "cpu": self.cpu}
 
 
 async def produce(settings: Settings, messages: Sequence[Message], progress: Progress) -> None:
@@ -182,11 +187,75 @@ async def _wait_committed(probe: KafkaProbe, group: str, tps: Sequence[TopicPart
     return samples
 
 
-async def _output_counts(probe: KafkaProbe, settings: Settings) -> dict[str, int]:
-    names = {"decisions": settings.topics.decisions, "segments": settings.topics.segments,
-             "deadletter": settings.topics.deadletter}
-    return {k: await probe.end_total(partitions_of([t], settings.partitions))
-            for k, t in names.items()}
+OUTPUTS = ("decisions", "segments", "deadletter")
+
+
+def _output_partitions(settings: Settings) -> dict[str, list[TopicPartition]]:
+    return {name: partitions_of([getattr(settings.topics, name)], settings.partitions)
+            for name in OUTPUTS}
+
+
+async def _output_offsets(probe: KafkaProbe,
+                          settings: Settings) -> dict[str, dict[TopicPartition, int]]:
+    return {name: await probe.end_offsets(tps)
+            for name, tps in _output_partitions(settings).items()}
+
+
+def distinct_records(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """How many different (key, value) records ``records`` holds.
+
+    A batch redelivered after a rebalance or a crash publishes its outbox again: the same
+    records, byte for byte (a decision keeps its id and time, a segment move its trigger), so
+    they count once here. Two different records for one event count twice.
+
+    >>> move = (b"c1", b'{"segmentation":"rfm","to":"prospect","trigger":{"offset":0}}')
+    >>> other = (b"c1", b'{"segmentation":"rfm","to":"champion","trigger":{"offset":0}}')
+    >>> distinct_records([move, move, other, (b"c1", None), (b"c1", None)])
+    3
+    """
+    seen = set()
+    for key, value in records:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(b"-" if key is None else b"k%d:" % len(key) + key)
+        digest.update(b"-" if value is None else b"v" + value)
+        seen.add(digest.digest())
+    return len(seen)
+
+
+async def _read_between(settings: Settings, start: Mapping[TopicPartition, int],
+                        end: Mapping[TopicPartition, int]) -> list[tuple[bytes | None,
+                                                                          bytes | None]]:
+    """(key, value) of every record from ``start`` up to ``end`` of each partition."""
+    tps = [tp for tp in end if end[tp] > start.get(tp, 0)]
+    if not tps:
+        return []
+    consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    records: list[tuple[bytes | None, bytes | None]] = []
+    try:
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, start.get(tp, 0))
+        deadline = time.monotonic() + STALL_S
+        left = set(tps)
+        while left:
+            if time.monotonic() > deadline:
+                raise BenchError(f"could not read the stage's records of {sorted(left)}")
+            batch = await consumer.getmany(*left, timeout_ms=500)
+            for tp, messages in batch.items():
+                records.extend((m.key, m.value) for m in messages if m.offset < end[tp])
+            # The position, not the last record: it passes offsets that hold no record.
+            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _distinct_between(settings: Settings,
+                            before: Mapping[str, Mapping[TopicPartition, int]],
+                            after: Mapping[str, Mapping[TopicPartition, int]]) -> dict[str, int]:
+    return {name: distinct_records(await _read_between(settings, before[name], after[name]))
+            for name in after}
 
 
 @dataclass
@@ -222,7 +291,7 @@ async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerR
     (all of them, except in the profiled run)."""
     settings = run.settings
     tps = partitions_of(settings.topics.inputs, settings.partitions)
-    before = await _output_counts(probe, settings)
+    before = await _output_offsets(probe, settings)
     started = time.monotonic()
     workers = start_stage(stage, argv, count, run, pipeline)
     cpu_samples: list[CpuSample] = []
@@ -233,7 +302,8 @@ async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerR
         finished = time.monotonic()
     finally:
         stop_workers(workers)
-    after = await _output_counts(probe, settings)
+    after = await _output_offsets(probe, settings)
+    distinct = await _distinct_between(settings, before, after)
     try:
         first, last, method = span = steady_span(samples, stable_at, total)
     except ValueError as exc:
@@ -242,8 +312,9 @@ async def worker_stage(stage: str, argv: Sequence[str], count: int, run: WorkerR
     cpu = (cores_between(cpu_samples[first], cpu_samples[last],
                          samples[last][0] - samples[first][0]) if first is not None else {})
     rate = rate_over(samples, stable_at, span)
+    written = {name: sum(after[name].values()) - sum(before[name].values()) for name in after}
     return StageResult(stage, count, samples[-1][1], rate, finished - started, method,
-                       {k: after[k] - before[k] for k in after}, cpu)
+                       written, distinct, cpu)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from streamproc.benchmark import BenchError, BenchOptions, render
 from streamproc.benchmark.machine import cpu_seconds, machine_jiffies
 from streamproc.benchmark.measure import percentile, steady_rate
 from streamproc.benchmark.run import Bench, on_topics, ratios_and_targets, with_db
+from streamproc.benchmark.stages import distinct_records
 from streamproc.benchmark.workers import PIPELINE, profiled, worker_env
 from streamproc.cli import build_parser
 from streamproc.settings import Settings, Topics
@@ -245,3 +246,17 @@ def test_cpu_seconds_read_the_processes_own_counters() -> None:
     assert cpu_seconds([2 ** 22 + 1]) is None  # no such process
     busy, total = machine_jiffies() or (0, 0)
     assert 0 < busy < total
+
+
+def test_distinct_records_counts_a_record_published_again_once():
+    # A segment move published twice with the same bytes (a redelivered batch's outbox) is one
+    # move; two different moves for one event are two.
+    move = (b"c1", b'{"segmentation":"rfm","from":null,"to":"prospect","trigger":{"offset":0}}')
+    other = (b"c1", b'{"segmentation":"rfm","from":null,"to":"loyal","trigger":{"offset":0}}')
+    assert distinct_records([]) == 0
+    assert distinct_records([move, move, move]) == 1
+    assert distinct_records([move, other, move]) == 2
+    # the same value under another key, and a tombstone, are other records
+    assert distinct_records([move, (b"c2", move[1]), (b"c1", None), (b"c1", None)]) == 3
+    # a key and a value that would concatenate to the same bytes stay apart
+    assert distinct_records([(b"ab", b"c"), (b"a", b"bc"), (None, b"abc")]) == 3
