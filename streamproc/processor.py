@@ -729,7 +729,7 @@ class Processor:
                     out.applied += 1
                     continue
                 if event.type == SERVED:  # decided by the HTTP API: recorded, not re-decided
-                    out.outputs.extend(self._served(p, event))
+                    out.outputs.extend(self._served(p, event, out.kpis))
                     out.applied += 1
                     continue
                 parts: Collection[str] | None = apply_event(
@@ -902,14 +902,16 @@ class Processor:
             out.unprofiled += 1
         return False
 
-    def _served(self, p: Profile, event: Event) -> list[dict[str, Any]]:
-        """A decision the HTTP API served: its exposure recorded, and the record published (and
-        kept as the latest for its slot) with this event as its trigger's place, so a
-        redelivered batch publishes it again from the outbox like any decision."""
+    def _served(self, p: Profile, event: Event, tally: Tally) -> list[dict[str, Any]]:
+        """A decision the HTTP API served: its exposure recorded, counted in the KPIs as the
+        worker's own decisions are (once: see KpiCounter.count_served), and the record
+        published (and kept as the latest for its slot) with this event as its trigger's place,
+        so a redelivered batch publishes it again from the outbox like any decision."""
         lessons = self.engine.served(p, event.data, event.ts_ms)
         msg, record = event.message, event.data["decision"]
         record = {**record, "trigger": {**record["trigger"], "topic": msg.topic,
                                         "partition": msg.partition, "offset": msg.offset}}
+        self.kpis.count_served(p, record, event.ts_ms, tally)
         return [{"topic": "decisions", "record": record}, *lesson_outputs(event, lessons)]
 
     def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,

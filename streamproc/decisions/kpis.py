@@ -12,7 +12,9 @@ Counters, per UTC day (of the decision's event time) x segment x experiment arm 
 Redis hash a day (:func:`streamproc.state.keys.kpi_day_key`), fields
 ``segmentation:segment|arm|action|kpi``:
 
-* ``decisions``: decision records (the action ``none`` included);
+* ``decisions``: decision records (the action ``none`` included), the worker's own and those
+  the HTTP API served (:meth:`KpiCounter.count_served`, when their ``decision_served`` event is
+  applied);
 * ``customers``: distinct customers shown or sent something (once per row and day);
 * ``impressions``, ``opens``, ``clicks``, ``conversions``: decisions with such feedback, each
   decision at most once per outcome (a second open of an email is not a second open), counted
@@ -220,6 +222,28 @@ class KpiCounter:
                     counts[field] = counts.get(field, 0) + 1
             exposure = self._remember(state, record["decision_id"], ts_ms, arm, action, segs)
             self._claim(state, exposure, tally)
+
+    def count_served(self, p: Profile, record: Mapping[str, Any], ts_ms: int,
+                     tally: Tally) -> bool:
+        """Count a decision the HTTP API served (its ``decision_served`` event, applied once by
+        the worker that owns the customer) like the worker's own; False, and nothing counted,
+        when the decision is counted already: the same decision served again under another
+        event id, past the duplicate window (the exposures remembered know its id).
+
+        >>> from streamproc.state.profile import new_profile
+        >>> counter, p, tally = KpiCounter("shop", window_ms=1), new_profile("c1"), {}
+        >>> record = {"decision_id": "d" * 32, "segments": {}, "policy": "bandit",
+        ...           "action": {"id": "hero_shoes"}}
+        >>> counter.count_served(p, record, 0, tally), counter.count_served(p, record, 5, tally)
+        (True, False)
+        >>> tally["sp:kpi:{shop}:day:1970-01-01"][1]["all:all|(none):bandit|hero_shoes|decisions"]
+        1
+        """
+        short = str(record["decision_id"])[:ID_DIGITS]
+        if any(e[ID] == short for e in (p.get("kpi") or {}).get("exp", ())):
+            return False
+        self.count_decisions(p, [record], ts_ms, tally)
+        return True
 
     @staticmethod
     def _reach(state: dict[str, Any], day: int, row: str) -> bool:
