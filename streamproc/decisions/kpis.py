@@ -1,7 +1,8 @@
 """KPIs counted by the stream, exactly once: what each customer's own atomic step adds.
 
 The worker calls :meth:`KpiCounter.count` for every event it applies (and
-:meth:`KpiCounter.count_decisions` for the decisions of a timer that fired); the increments go
+:meth:`KpiCounter.count_decisions` for the decisions of a timer that fired,
+:meth:`KpiCounter.count_served` for a decision the HTTP API served); the increments go
 into a :data:`Tally` that the processor carries in the customer's compare-and-set write
 (:class:`streamproc.state.store.Write`). So the counters move exactly when the profile does: an
 event already applied (a redelivery, a producer duplicate) adds nothing, and a write refused by
@@ -13,8 +14,7 @@ Redis hash a day (:func:`streamproc.state.keys.kpi_day_key`), fields
 ``segmentation:segment|arm|action|kpi``:
 
 * ``decisions``: decision records (the action ``none`` included), the worker's own and those
-  the HTTP API served (:meth:`KpiCounter.count_served`, when their ``decision_served`` event is
-  applied);
+  the HTTP API served (not the neutral fallbacks it publishes itself: no worker sees them);
 * ``customers``: distinct customers shown or sent something (once per row and day);
 * ``impressions``, ``opens``, ``clicks``, ``conversions``: decisions with such feedback, each
   decision at most once per outcome (a second open of an email is not a second open), counted
