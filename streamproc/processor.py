@@ -149,9 +149,12 @@ class BatchResult:
     duplicates: int = 0
     # Events applied but not profiled: their customer has no personalisation consent.
     unprofiled: int = 0
-    # Identifiers merged into a customer's profile, and events forwarded from an alias.
+    # Identifiers merged into a customer's profile, and events forwarded from an alias; on the
+    # identifier's side, identifiers made aliases (identify) and aliases ended (unlink).
     merged: int = 0
     forwarded: int = 0
+    linked: int = 0
+    unlinked: int = 0
     # Profiles reduced to their consent record (consent withdrawn, or missing) by this batch.
     withheld: int = 0
     # Stored profiles taken from the worker's cache, and parsed (STREAMPROC_PROFILE_CACHE).
@@ -351,6 +354,8 @@ class _CustomerOutcome:
     withheld: int = 0
     merged: int = 0
     forwarded: int = 0
+    linked: int = 0
+    unlinked: int = 0
     # Where in ``outputs`` the customer's profile was last withheld (their latest decisions are
     # deleted and only the decisions after it kept as latest); None: it was not.
     withheld_at: int | None = None
@@ -614,6 +619,8 @@ class Processor:
                 result.withheld += outcome.withheld
                 result.merged += outcome.merged
                 result.forwarded += outcome.forwarded
+                result.linked += outcome.linked
+                result.unlinked += outcome.unlinked
                 result.timers_fired += outcome.fired
                 result.timers_done.extend(outcome.timers_done)
                 key = cid.encode()
@@ -729,7 +736,7 @@ class Processor:
                     out.applied += 1
                     continue
                 if event.type == SERVED:  # decided by the HTTP API: recorded, not re-decided
-                    out.outputs.extend(self._served(p, event))
+                    out.outputs.extend(self._served(p, event, out.kpis))
                     out.applied += 1
                     continue
                 parts: Collection[str] | None = apply_event(
@@ -798,6 +805,7 @@ class Processor:
                     "customer_id": target, "ts": data["ts"], "merge_id": event.event_id,
                     "identifier": event.customer_id, "unlinked": True}, place))
                 unlinked(p)
+                out.unlinked += 1
             return True
         if target is not None:
             if event.type == "identify":
@@ -833,6 +841,7 @@ class Processor:
                 event.customer_id, event.event_id, event.ts_ms, customer,
                 read_from(event.message))})
             alias_profile(p, customer)
+            out.linked += 1
             out.withheld_at = len(out.outputs)  # its latest decisions go with the rest
             return True
         if event.type == "profile_merge":
@@ -902,14 +911,16 @@ class Processor:
             out.unprofiled += 1
         return False
 
-    def _served(self, p: Profile, event: Event) -> list[dict[str, Any]]:
-        """A decision the HTTP API served: its exposure recorded, and the record published (and
-        kept as the latest for its slot) with this event as its trigger's place, so a
-        redelivered batch publishes it again from the outbox like any decision."""
+    def _served(self, p: Profile, event: Event, tally: Tally) -> list[dict[str, Any]]:
+        """A decision the HTTP API served: its exposure recorded, counted in the KPIs as the
+        worker's own decisions are (once: see KpiCounter.count_served), and the record
+        published (and kept as the latest for its slot) with this event as its trigger's place,
+        so a redelivered batch publishes it again from the outbox like any decision."""
         lessons = self.engine.served(p, event.data, event.ts_ms)
         msg, record = event.message, event.data["decision"]
         record = {**record, "trigger": {**record["trigger"], "topic": msg.topic,
                                         "partition": msg.partition, "offset": msg.offset}}
+        self.kpis.count_served(p, record, event.ts_ms, tally)
         return [{"topic": "decisions", "record": record}, *lesson_outputs(event, lessons)]
 
     def _write(self, out: _CustomerOutcome, cid: str, p: Profile, stored: Stored,

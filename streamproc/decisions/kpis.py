@@ -1,7 +1,8 @@
 """KPIs counted by the stream, exactly once: what each customer's own atomic step adds.
 
 The worker calls :meth:`KpiCounter.count` for every event it applies (and
-:meth:`KpiCounter.count_decisions` for the decisions of a timer that fired); the increments go
+:meth:`KpiCounter.count_decisions` for the decisions of a timer that fired,
+:meth:`KpiCounter.count_served` for a decision the HTTP API served); the increments go
 into a :data:`Tally` that the processor carries in the customer's compare-and-set write
 (:class:`streamproc.state.store.Write`). So the counters move exactly when the profile does: an
 event already applied (a redelivery, a producer duplicate) adds nothing, and a write refused by
@@ -12,7 +13,8 @@ Counters, per UTC day (of the decision's event time) x segment x experiment arm 
 Redis hash a day (:func:`streamproc.state.keys.kpi_day_key`), fields
 ``segmentation:segment|arm|action|kpi``:
 
-* ``decisions``: decision records (the action ``none`` included);
+* ``decisions``: decision records (the action ``none`` included), the worker's own and those
+  the HTTP API served (not the neutral fallbacks it publishes itself: no worker sees them);
 * ``customers``: distinct customers shown or sent something (once per row and day);
 * ``impressions``, ``opens``, ``clicks``, ``conversions``: decisions with such feedback, each
   decision at most once per outcome (a second open of an email is not a second open), counted
@@ -220,6 +222,28 @@ class KpiCounter:
                     counts[field] = counts.get(field, 0) + 1
             exposure = self._remember(state, record["decision_id"], ts_ms, arm, action, segs)
             self._claim(state, exposure, tally)
+
+    def count_served(self, p: Profile, record: Mapping[str, Any], ts_ms: int,
+                     tally: Tally) -> bool:
+        """Count a decision the HTTP API served (its ``decision_served`` event, applied once by
+        the worker that owns the customer) like the worker's own; False, and nothing counted,
+        when the decision is counted already: the same decision served again under another
+        event id, past the duplicate window (the exposures remembered know its id).
+
+        >>> from streamproc.state.profile import new_profile
+        >>> counter, p, tally = KpiCounter("shop", window_ms=1), new_profile("c1"), {}
+        >>> record = {"decision_id": "d" * 32, "segments": {}, "policy": "bandit",
+        ...           "action": {"id": "hero_shoes"}}
+        >>> counter.count_served(p, record, 0, tally), counter.count_served(p, record, 5, tally)
+        (True, False)
+        >>> tally["sp:kpi:{shop}:day:1970-01-01"][1]["all:all|(none):bandit|hero_shoes|decisions"]
+        1
+        """
+        short = str(record["decision_id"])[:ID_DIGITS]
+        if any(e[ID] == short for e in (p.get("kpi") or {}).get("exp", ())):
+            return False
+        self.count_decisions(p, [record], ts_ms, tally)
+        return True
 
     @staticmethod
     def _reach(state: dict[str, Any], day: int, row: str) -> bool:

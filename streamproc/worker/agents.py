@@ -120,6 +120,8 @@ async def handle_batch(
 
     async def run(chunk: Sequence[RawMessage]) -> None:
         result = await processor.process(chunk)
+        if metrics is not None:
+            metrics.on_applied(result)
         await emitter.emit(result)
         await processor.settle(result)  # published: the timers it fired are done
         stats.decisions += len(result.decisions)

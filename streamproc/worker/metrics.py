@@ -263,8 +263,30 @@ class WorkerMetrics:
             "applied but not profiled (unprofiled), and profiles reduced to their consent "
             "record on a withdrawal (withheld): STREAMPROC_CONSENT_DEFAULTS", ["result"],
             registry=r)
+        self.merges = Counter(
+            "streamproc_identity_merges", "identifiers' profiles merged into a customer's "
+            "(profile_merge applied, once per merge: docs/identity.md)", registry=r)
+        self.links = Counter(
+            "streamproc_identity_links", "identifiers made an alias of a customer (identify: "
+            "linked) and aliases ended (unlink: unlinked), once each", ["change"], registry=r)
+        self.forwarded = Counter(
+            "streamproc_identity_forwarded", "events under an alias forwarded to its customer",
+            registry=r)
         r.register(_ModelCollector(scorer))
         r.register(_LearnerCollector(learner_lag))
+
+    def on_applied(self, result: BatchResult) -> None:
+        """What a batch's writes applied, counted as soon as they went through: a batch
+        processed again after a failed publish is redelivered and applies nothing again, so
+        each merge, link and forward counts once."""
+        if result.merged:
+            self.merges.inc(result.merged)
+        if result.linked:
+            self.links.labels("linked").inc(result.linked)
+        if result.unlinked:
+            self.links.labels("unlinked").inc(result.unlinked)
+        if result.forwarded:
+            self.forwarded.inc(result.forwarded)
 
     def on_published(self, messages: Sequence[RawMessage], result: BatchResult, seconds: float,
                      now_ms: int | None = None) -> None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,11 +19,14 @@ import orjson
 import pytest
 
 from streamproc.decisions.catalogue import default_catalogue_path, load_catalogue
+from streamproc.decisions.decision_log import read_topic
 from streamproc.decisions.experiments import CONTROL, assign
+from streamproc.decisions.kpis import KPIS, arm_of
 from streamproc.stack import stack_status
 from streamproc.state.store import RedisStore
 
 from .conftest import Env, stop_process
+from .kpi_recount import recount, unique
 from .polling import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.core]
@@ -388,3 +392,82 @@ async def test_a_pending_exposure_waits_out_a_frozen_broker_and_is_recorded_once
     did = answer["decision"]["decision_id"]
     p = await exposure_recorded(stack_env, cid, did)
     assert sum(1 for e in p["decisions"]["recent"] if e[0] == did[:12]) == 1
+
+
+async def test_a_decision_served_over_http_is_counted_in_the_kpis_once(
+        stack_env: Env, http: aiohttp.ClientSession) -> None:
+    """A decide over HTTP (retried by the client), its decision_served event produced again (a
+    producer retry), then a click on it and a purchase: ``/v1/kpis`` counts the decision once
+    on its row, with the click and the purchase attributed to it, and equals a recount from
+    the topics (every decision published, each once)."""
+    stack_env.start_worker()
+    token = "it-read-token-1"
+    url, _ = await start_api(stack_env, STREAMPROC_API_EXPOSURE_WAIT_MS="20000",
+                             STREAMPROC_API_DEADLINE_MS="20000", STREAMPROC_API_READ_TOKEN=token)
+    cid = await shoe_lover(stack_env, url, http)
+    params = {"customer_id": cid, "slot": "homepage_hero", "request_id": "kpi-1"}
+    answers = []
+    for _ in range(2):
+        async with http.get(f"{url}/v1/decide", params=params, headers=H) as resp:
+            answers.append(await resp.json())
+    decision = answers[0]["decision"]
+    did = decision["decision_id"]
+    assert decision["personalised"] and answers[1]["decision"]["decision_id"] == did, answers
+    await exposure_recorded(stack_env, cid, did)
+
+    settings = stack_env.settings
+    topics = settings.topics
+    browsing = await stack_env.consume_until(topics.browsing, lambda rs: any(
+        (r["value"] or {}).get("event_id") == f"served-{did}" for r in rs))
+    served = next(r["value"] for r in browsing if r["value"]["event_id"] == f"served-{did}")
+    await stack_env.produce_events(topics.browsing, [served])  # the same event again
+    amount = 89.9
+    async with http.post(f"{url}/v1/feedback", headers=H, json={
+            "customer_id": cid, "decision_id": did, "outcome": "click"}) as resp:
+        assert resp.status == 202, await resp.text()
+    async with http.post(f"{url}/v1/events", headers=H, json=[
+            {"type": "purchase", "customer_id": cid, "order_id": f"o-{cid}", "currency": "EUR",
+             "amount": amount, "lines": [{"product_id": "shoes-7", "category": "shoes",
+                                          "quantity": 1, "unit_price": amount}]},
+            {"type": "search", "customer_id": cid, "query": "marker"}]) as resp:
+        assert resp.status == 202, await resp.text()
+
+    async def settled() -> bool:  # the marker after the copy, the purchase and the click
+        p = await profile_of(stack_env, cid)
+        return bool(p and p["counts"].get("search") == 1 and p["purchases"]["orders"] == 1
+                    and p["counts"].get("feedback") == 1)
+
+    await until("the worker applies the copy, the click and the purchase", settled)
+    window_ms = settings.attribution_hours * 3_600_000
+    reader = {"Authorization": f"Bearer {token}"}
+
+    last: list[Any] = [None, None]
+
+    async def counted() -> tuple[dict[Any, Any], list[dict[str, Any]]] | None:
+        decisions = unique(await read_topic(settings, topics.decisions), "decision_id")
+        feedback = [e for e in unique(await read_topic(settings, topics.feedback), "event_id")
+                    if e.get("type") == "feedback"]
+        purchases = unique(await read_topic(settings, topics.purchases), "event_id")
+        want: dict[tuple[str, str], Counter[str]] = {}
+        for counts in recount(decisions, feedback, purchases, window_ms).values():
+            for name, n in counts.items():
+                segment, arm, action, kpi = name.split("|")
+                if segment == "all:all":
+                    want.setdefault((arm, action), Counter())[kpi] += n
+        async with http.get(f"{url}/v1/kpis", params={"days": "2"}, headers=reader) as resp:
+            assert resp.status == 200, await resp.text()
+            rows = (await resp.json())["rows"]
+        got = {(r["arm"], r["action"]): Counter({k: r[k] for k in KPIS if k != "revenue_cents"}
+                                                | {"revenue_cents": round(r["revenue"] * 100)})
+               for r in rows}
+        got, want = {k: +c for k, c in got.items()}, {k: +c for k, c in want.items()}
+        last[:] = [got, want]
+        return (got, decisions) if got == want else None
+
+    got, decisions = await until("/v1/kpis equals the recount from the topics", counted,
+                                 log=lambda: f"/v1/kpis: {last[0]}\nrecount: {last[1]}")
+    assert sum(1 for d in decisions if d["decision_id"] == did) == 1
+    row = got[(arm_of(decision), decision["action"]["id"])]
+    assert row["decisions"] >= 1 and row["customers"] == 1
+    assert (row["clicks"], row["impressions"], row["purchases"], row["buyers"]) == (1, 1, 1, 1)
+    assert row["revenue_cents"] == round(amount * 100)

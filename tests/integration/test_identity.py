@@ -5,6 +5,8 @@ the customer's; a later event under the anonymous id reaches the customer's prof
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -13,6 +15,7 @@ from streamproc.events.partitioner import partition_for
 from .conftest import Env
 from .polling import until
 from .test_api import H, profile_of, start_api
+from .test_web import free_port, get, sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.core]
 
@@ -99,3 +102,72 @@ async def login_story(stack_env: Env, http: aiohttp.ClientSession) -> None:
     assert p["cart"]["value"] == 100.0 and p["counts"]["cart_add"] == 2
     alias = await profile_of(stack_env, anon)
     assert alias is not None and not alias["counts"]
+
+
+async def test_events_posted_under_an_alias_reach_the_customer_once_and_are_counted(
+        stack_env: Env) -> None:
+    """After a merge, events posted to /v1/events under the anonymous id (one of them retried
+    by the client with the same event id) are forwarded and applied to the customer's profile
+    exactly once; the workers' /metrics count the link, the merge, the forwards and the unlink
+    once each (summed over both workers: each step runs on the worker of its partition)."""
+    ports = [free_port(), free_port()]
+    for port in ports:
+        stack_env.start_worker(settings={"STREAMPROC_WEB_PORT": str(port)})
+    url, _ = await start_api(stack_env)
+    anon, customer = on_other_partitions(stack_env)
+    shoes = {"product_id": "shoes-7", "category": "shoes", "price": 40.0}
+    async with aiohttp.ClientSession() as http:
+        await post(http, url, [
+            {"type": "page_view", "customer_id": customer, "url": "https://shop.example/",
+             "page_type": "home"},
+            {"type": "product_view", "customer_id": anon, "product": shoes}])
+
+        async def seen() -> bool:
+            return all([await profile_of(stack_env, c) for c in (anon, customer)])
+
+        await until("both profiles exist", seen)
+        await post(http, url, [{"type": "identify", "customer_id": anon,
+                                "identified_as": customer, "identifier_kind": "anonymous"}])
+
+        async def merged() -> dict | None:
+            p = await profile_of(stack_env, customer)
+            return p if p and anon in p.get("aliases", []) else None
+
+        await until("the merge is applied", merged)
+        cart_add = {"event_id": f"alias-cart-{anon}", "type": "cart_add", "customer_id": anon,
+                    "product": shoes, "quantity": 2}
+        await post(http, url, [cart_add])
+        await post(http, url, [cart_add])  # the client retries it: the same event id
+        await post(http, url, [{"type": "search", "customer_id": anon, "query": "marker"}])
+
+        async def marked() -> dict | None:  # the marker comes after both copies, in order
+            p = await profile_of(stack_env, customer)
+            return p if p and p["counts"].get("search") == 1 else None
+
+        p = await until("the events under the alias reach the customer", marked)
+        assert p["counts"]["cart_add"] == 1 and p["cart"]["items"]["shoes-7"]["qty"] == 2
+        assert p["counts"]["product_view"] == 1 and p["counts"]["page_view"] == 1
+        alias = await profile_of(stack_env, anon)
+        assert alias is not None and alias["alias_of"] == customer and not alias["counts"]
+
+        await post(http, url, [{"type": "unlink", "customer_id": anon}])
+
+        async def forgotten() -> bool:
+            p = await profile_of(stack_env, customer)
+            return bool(p and anon not in p.get("aliases", []))
+
+        await until("the customer forgets the unlinked identifier", forgotten)
+
+    def total(text_of: list[str], name: str, **labels: str) -> float:
+        return sum(sample(t, name, **labels) or 0.0 for t in text_of)
+
+    async def counted() -> list[str] | None:
+        texts = [(await asyncio.to_thread(get, port, "/metrics"))[1].decode() for port in ports]
+        return texts if total(texts, "streamproc_identity_links_total",
+                              change="unlinked") == 1 else None
+
+    texts = await until("the workers count the unlink", counted, log=stack_env.worker_log)
+    assert total(texts, "streamproc_identity_links_total", change="linked") == 1
+    assert total(texts, "streamproc_identity_merges_total") == 1
+    # The cart_add and the marker; the retried copy was dropped by the alias's duplicate window.
+    assert total(texts, "streamproc_identity_forwarded_total") == 2

@@ -4,15 +4,17 @@ of a served decision (decision_served applied once)."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import orjson
 import pytest
 
 from streamproc.api.access import AdminToken, RateLimiter, WriteKeys, check_open_access
 from streamproc.api.clock import settle_ts
-from streamproc.api.deciding import Decider, DecideRequestError
+from streamproc.api.deciding import Decided, Decider, DecideRequest, DecideRequestError
 from streamproc.api.intake import MAX_BATCH, BatchTooLargeError, Intake, parse_body
 from streamproc.decisions import exposure
+from streamproc.decisions.kpis import arm_of
 from streamproc.decisions.record import iso_ms
 from streamproc.errors import ConfigError
 from streamproc.events.codec import Decoder
@@ -193,9 +195,10 @@ async def consenting_customer(cid: str) -> tuple[Processor, MemoryStore, Partiti
     return proc, proc.store, part  # type: ignore[return-value]
 
 
-async def test_a_served_decision_reaches_the_profile_once_through_the_worker() -> None:
-    d = decider()
-    for n in range(20):  # the first customer outside the hero experiment's control group
+async def personalised_decide(d: Decider) -> tuple[
+        Processor, MemoryStore, Partition, dict[str, Any], DecideRequest, Decided]:
+    """A decide for the first customer outside the hero experiment's control group."""
+    for n in range(20):
         proc, store, part = await consenting_customer(f"c{n}")
         found = await store.read_profile(f"c{n}")
         assert found is not None
@@ -205,8 +208,14 @@ async def test_a_served_decision_reaches_the_profile_once_through_the_worker() -
         decided = d.decide(req, copy.deepcopy(p), NOW + 3)
         assert decided is not None
         if decided.record["personalised"]:
-            break
-    cid = f"c{n}"
+            return proc, store, part, p, req, decided
+    raise AssertionError("no customer of 20 outside the control group")
+
+
+async def test_a_served_decision_reaches_the_profile_once_through_the_worker() -> None:
+    d = decider()
+    proc, store, part, p, req, decided = await personalised_decide(d)
+    cid = req.customer_id
     record, served = decided.record, decided.event
     load_event_schemas()["decision_served"].validate(served)
     load_decision_validator()(record)
@@ -233,3 +242,46 @@ async def test_a_served_decision_reaches_the_profile_once_through_the_worker() -
     assert final["decisions"] == after["decisions"]
     assert sum(1 for e in final["decisions"]["recent"]
                if e[0] == record["decision_id"][:12]) == 1
+
+
+def served_counts(store: MemoryStore, row: str) -> dict[str, int]:
+    """The all:all KPI counters of a decision's row (decisions, customers, ...)."""
+    out: dict[str, int] = {}
+    for counts in store.kpis.values():
+        for name, n in counts.items():
+            segment, _, _, kpi = name.split("|") if name.count("|") == 3 else ("", "", "", "")
+            if segment == "all:all" and row in name and n:
+                out[kpi] = out.get(kpi, 0) + n
+    return out
+
+
+async def test_a_served_decision_is_counted_in_the_kpis_once() -> None:
+    """The worker counts a decision served over HTTP as it counts its own, on the decision's
+    row; the same event redelivered, a producer duplicate and the same decision served again
+    under another event id (past the duplicate window) add nothing."""
+    d = decider()
+    proc, store, part, _, _, decided = await personalised_decide(d)
+    record, served = decided.record, decided.event
+    row = f"|{arm_of(record)}|{record['action']['id']}|"
+    before = copy.deepcopy(store.kpis)
+    message = part.message(served)
+    await proc.process([message])
+    assert served_counts(store, row) == {"decisions": 1, "customers": 1}
+    assert sum(n for counts in store.kpis.values() for f, n in counts.items()
+               if f.startswith("all:all|") and f.endswith("|decisions")) == sum(
+        n for counts in before.values() for f, n in counts.items()
+        if f.startswith("all:all|") and f.endswith("|decisions")) + 1
+    counted = copy.deepcopy(store.kpis)
+    await proc.process([message])  # redelivered
+    await proc.process([part.message(served)])  # a producer duplicate: the same event id
+    await proc.process([part.message({**served, "event_id": "served-again"})])
+    assert store.kpis == counted
+    # A click on it and a purchase after it count on its row.
+    await proc.process([
+        part.message(event("feedback", req_cid := record["customer_id"], minute=1,
+                           decision_id=record["decision_id"], outcome="click")),
+        part.message(event("purchase", req_cid, minute=2, amount=20.0)),
+    ])
+    got = served_counts(store, row)
+    assert (got["clicks"], got["impressions"], got["purchases"], got["buyers"],
+            got["revenue_cents"]) == (1, 1, 1, 1, 2000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from streamproc.models.join import LabelJoin
 from streamproc.processor import BatchResult, Processor
 from streamproc.segments.segmenter import Segmenter
 from streamproc.state.memory import MemoryStore
+from streamproc.worker.agents import BatchStats, handle_batch
+from streamproc.worker.metrics import WorkerMetrics
 
 from .helpers import SETTINGS, Partition, event
 
@@ -374,3 +377,56 @@ async def test_any_interleaving_redeliveries_and_crashes_give_the_clean_pass(
     for ident, target in IDENTIFIED_AS.items():
         alias = await profile(store, ident)
         assert alias is not None and alias["alias_of"] == target and not alias["counts"]
+
+
+class FlakyEmitter:
+    """Refuses every other publish (a transient Kafka error), so each batch is processed again
+    after its writes went through: what it applied comes back as redelivered."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.published: list[BatchResult] = []
+
+    async def emit(self, result: BatchResult) -> None:
+        self.calls += 1
+        if self.calls % 2:
+            raise KafkaConnectionError("the broker went away")
+        self.published.append(result)
+
+
+async def test_identity_steps_count_once_in_the_worker_metrics():
+    """streamproc_identity_merges_total, _links_total{change} and _forwarded_total move once
+    per applied step: not when a batch is processed again after a failed publish, nor for a
+    profile_merge or an event published twice."""
+    proc, store = make()
+    log, emitter, stats, metrics = Log(), FlakyEmitter(), BatchStats(), WorkerMetrics()
+
+    async def batch(msgs: list[RawMessage]) -> BatchResult:
+        await handle_batch(msgs, proc, emitter, stats, metrics)  # type: ignore[arg-type]
+        return emitter.published[-1]
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.value(name, **labels) or 0.0
+
+    await batch([log.message(event("product_view", customer="anon-1", minute=1))])
+    linked = await batch([log.message(event("identify", customer="anon-1", minute=2,
+                                            identified_as="c1"))])
+    assert linked.redelivered == 1 and len(linked.forwards) == 1  # its outbox, published
+    merge = log.forwarded(linked)
+    await batch(merge)
+    await batch([RawMessage(m.topic, m.partition, m.offset + 1, m.key, m.value, m.timestamp_ms)
+                 for m in merge])  # the same profile_merge published twice
+    assert value("streamproc_identity_links_total", change="linked") == 1
+    assert value("streamproc_identity_merges_total") == 1
+    c1 = await profile(store, "c1")
+    assert c1 is not None and c1["aliases"] == ["anon-1"]
+
+    later = log.message(event("cart_add", customer="anon-1", minute=3))
+    forwarded = await batch([later])
+    await batch([later])  # redelivered
+    assert len(forwarded.forwards) == 1 and value("streamproc_identity_forwarded_total") == 1
+    await batch([log.message(event("unlink", customer="anon-1", minute=4))])
+    assert value("streamproc_identity_links_total", change="unlinked") == 1
+    assert value("streamproc_identity_links_total", change="linked") == 1
+    assert value("streamproc_identity_merges_total") == 1
+    assert stats.retries == emitter.calls // 2
