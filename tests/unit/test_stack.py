@@ -745,3 +745,30 @@ def test_a_cluster_url_needs_the_local_cluster_running(tmp_path: Path) -> None:
     assert "--redis-cluster 3" in status.redis.detail
     with pytest.raises(StackError, match="--redis-cluster 3"):
         stack_up(settings, io.StringIO())
+
+
+def test_stack_up_names_a_running_cluster_by_its_nodes_not_a_pid() -> None:
+    """A Redis Cluster runs a process per node: the component has no one pid. `stack up` says
+    which nodes run instead of "(pid None)", and nothing of a cluster its own `--redis-cluster`
+    step has just reported."""
+    from streamproc.stack import _running_before
+
+    cluster = ComponentStatus("redis-cluster", "running", "127.0.0.1:7000-7005",
+                              detail="6 of 6 nodes; STREAMPROC_REDIS_URL=redis+cluster://x")
+    before = StackStatus(kafka=ComponentStatus("kafka", "stopped", "127.0.0.1:9092"),
+                         redis=ComponentStatus("redis", "running", "127.0.0.1:6379", pid=42),
+                         redis_cluster=cluster)
+    assert _running_before(before) == [
+        "redis: already running (pid 42)",
+        "redis-cluster: already running (6 of 6 nodes; STREAMPROC_REDIS_URL=redis+cluster://x)"]
+    assert _running_before(before, reported=("redis-cluster",)) == [
+        "redis: already running (pid 42)"]
+
+    # Some nodes down: `stack up` does not wait for the cluster, and says how to start them.
+    partial = replace(cluster, state="starting", detail="4 of 6 nodes")
+    [line] = _running_before(replace(before, redis=partial, redis_cluster=None))
+    assert line.startswith("redis-cluster: not ready (4 of 6 nodes)"), line
+    assert "--redis-cluster N" in line and "None" not in line and "waiting" not in line
+    starting = ComponentStatus("kafka", "starting", "127.0.0.1:9092", pid=7)
+    assert _running_before(replace(before, kafka=starting, redis_cluster=None)) == [
+        "kafka: already starting (pid 7); waiting for it", "redis: already running (pid 42)"]
