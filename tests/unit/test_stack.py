@@ -376,9 +376,18 @@ def test_ours_is_recognised_by_whole_argument(tmp_path: Path) -> None:
     assert not process.pid_alive(pid)  # reaped, not a zombie that looks alive
 
 
+def until_zombie(pid: int, what: str = "the child did not exit") -> None:
+    """Until the process ``pid`` (its first thread) has exited and is not reaped yet."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def test_zombie_counts_as_dead() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    time.sleep(0.5)  # exited, not yet waited for
+    until_zombie(proc.pid)  # exited, not yet waited for
     try:
         assert not process.pid_alive(proc.pid)
     finally:
@@ -392,10 +401,7 @@ def test_a_child_that_exits_while_it_is_checked_is_reaped(tmp_path: Path,
                         pid_file=tmp_path / "p.pid")
     child = process._CHILDREN[pid]
     stat = Path(f"/proc/{pid}/stat")
-    deadline = time.monotonic() + 10
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not yet reaped
-        assert time.monotonic() < deadline, "the child did not exit"
-        time.sleep(0.01)
+    until_zombie(pid)  # exited, not yet reaped
     # The race: the reaping poll still saw it running, the state check then saw a zombie.
     polls: list[int | None] = []
     poll = child.poll
@@ -425,10 +431,7 @@ def test_a_child_whose_first_thread_exited_before_the_others_is_waited_for(
                         pid_file=tmp_path / "p.pid")
     child = process._CHILDREN[pid]
     stat, tasks = Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/task")
-    deadline = time.monotonic() + 10
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
-        assert time.monotonic() < deadline, "the first thread did not exit"
-        time.sleep(0.01)
+    until_zombie(pid, "the first thread did not exit")
     assert len(list(tasks.iterdir())) == 2
     assert process.pid_alive(pid)  # a zombie first thread, but the process runs
     release.touch()
@@ -443,7 +446,8 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     pid = process.spawn([sys.executable, "-c", code], cwd=tmp_path, log_file=log,
                         pid_file=tmp_path / "p.pid")
     deadline = time.monotonic() + 10
-    while "ready" not in log.read_text() and time.monotonic() < deadline:
+    while "ready" not in log.read_text():  # SIGTERM ignored from now on
+        assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
     assert process.stop_pid(pid, timeout=0.5) is True
     assert not process.pid_alive(pid)
