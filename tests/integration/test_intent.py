@@ -130,9 +130,10 @@ def model_store(env: Env, redis: aioredis.Redis) -> RedisModelStore:
     return RedisModelStore(redis, env.settings.app_id)
 
 
-async def read_stats(env: Env, redis: aioredis.Redis) -> dict[str, Any] | None:
+async def read_stats(env: Env, redis: aioredis.Redis, secret: str = SECRET
+                     ) -> dict[str, Any] | None:
     blob = await model_store(env, redis).get("serving")
-    return None if blob is None else snapshot_stats(blob, SECRET.encode())
+    return None if blob is None else snapshot_stats(blob, secret.encode())
 
 
 async def wait_snapshot(env: Env, redis: aioredis.Redis, more_than: int,
@@ -152,8 +153,8 @@ async def wait_snapshot(env: Env, redis: aioredis.Redis, more_than: int,
         await asyncio.sleep(0.3)
 
 
-async def wait_observed(env: Env, redis: aioredis.Redis,
-                        timeout: float = 180.0) -> dict[str, Any]:
+async def wait_observed(env: Env, redis: aioredis.Redis, timeout: float = 180.0,
+                        secret: str = SECRET) -> dict[str, Any]:
     """Until the workers committed every input message and the learner's snapshot
     covers every observation they published (event time then stops: nothing more is learnt).
 
@@ -172,7 +173,7 @@ async def wait_observed(env: Env, redis: aioredis.Redis,
         while True:
             ends = await consumer.end_offsets([*inputs, learning])
             committed = await admin.list_consumer_group_offsets(env.settings.app_id)
-            stats = await read_stats(env, redis)
+            stats = await read_stats(env, redis, secret)
             done = all(tp in committed and committed[tp].offset >= ends[tp] for tp in inputs)
             if done and stats is not None and stats["learner"]["offset"] >= ends[learning] - 1:
                 return stats
