@@ -192,7 +192,7 @@ async def kill_after_a_republishable_reward(
         proc = by_pid[owners[behind[0]]]
         proc.send_signal(signal.SIGSTOP)  # nothing it owns moves now: no commit, no publish
         try:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # what it sent before the stop lands (no condition shows it)
             committed = await committed_offsets(env)
             mine = {p for p, pid in owners.items() if pid == proc.pid}
             again = [o for o in lessons(await learning_records(env), "reward")
