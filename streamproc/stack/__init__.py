@@ -94,15 +94,15 @@ def stack_up(settings: Settings, out: TextIO = sys.stderr,
     stack_dir = settings.stack_dir.expanduser()
     stack_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(stack_dir / ".lock", LOCK_TIMEOUT_S, "starting or stopping this stack"):
-        if redis_cluster_primaries:
+        if redis_cluster_primaries:  # it says itself how it started, or that it runs
             redis_cluster.up(settings, redis_cluster_primaries, out)
         elif settings.redis_is_cluster and not redis_cluster.running(settings):
             raise StackError("STREAMPROC_REDIS_URL names a Redis Cluster: start the local one "
                              "with `streamproc stack up --redis-cluster 3`, or unset it")
-        return _up(settings, out)
+        return _up(settings, out, reported=("redis-cluster",) if redis_cluster_primaries else ())
 
 
-def _up(settings: Settings, out: TextIO) -> StackStatus:
+def _up(settings: Settings, out: TextIO, reported: tuple[str, ...] = ()) -> StackStatus:
     # Also for a stack already running (made before the secret was): the local commands sign
     # and verify model snapshots with it when STREAMPROC_MODEL_SECRET is not set.
     secret, made = ensure_model_secret(settings.stack_dir.expanduser())
@@ -119,15 +119,8 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
     taken = [c.detail for c in before.components if c.state in ("port-taken", "other-stack")]
     if taken:
         raise StackError("cannot start the stack: " + "; ".join(taken))
-    for component in before.components:
-        if component.state == "stale":
-            print(f"{component.name}: cleaning up a stale pid file ({component.detail})",
-                  file=out, flush=True)
-        elif component.running:
-            print(f"{component.name}: already running (pid {component.pid})", file=out)
-        elif component.state == "starting":
-            print(f"{component.name}: already starting (pid {component.pid}); waiting for it",
-                  file=out)
+    for line in _running_before(before, reported):
+        print(line, file=out, flush=True)
 
     started = time.monotonic()
     # Prerequisites of both first (may install Redis or fetch the jars), so that a missing one
@@ -166,6 +159,39 @@ def _up(settings: Settings, out: TextIO) -> StackStatus:
     _create_topics(settings, out)
     print(f"stack: up in {time.monotonic() - started:.1f} s", file=out, flush=True)
     return stack_status(settings)
+
+
+def _running_before(before: StackStatus, reported: tuple[str, ...] = ()) -> list[str]:
+    """What ``stack up`` says of the components it finds running or starting, or with a stale
+    pid file, before it starts the others; not of those named in ``reported`` (`stack up
+    --redis-cluster` has just started or found the cluster, and said so). A Redis Cluster has
+    a process per node, no one pid: its line names its nodes.
+
+    >>> cluster = ComponentStatus("redis-cluster", "running", "127.0.0.1:7000-7005",
+    ...                           detail="6 of 6 nodes")
+    >>> before = StackStatus(kafka=ComponentStatus("kafka", "stopped", "127.0.0.1:9092"),
+    ...                      redis=ComponentStatus("redis", "running", "127.0.0.1:6379", pid=42),
+    ...                      redis_cluster=cluster)
+    >>> _running_before(before)
+    ['redis: already running (pid 42)', 'redis-cluster: already running (6 of 6 nodes)']
+    >>> _running_before(before, reported=("redis-cluster",))
+    ['redis: already running (pid 42)']
+    """
+    lines = []
+    for component in before.components:
+        if component.name in reported:
+            continue
+        which = f"pid {component.pid}" if component.pid is not None else component.detail
+        if component.state == "stale":
+            lines.append(f"{component.name}: cleaning up a stale pid file ({component.detail})")
+        elif component.running:
+            lines.append(f"{component.name}: already running ({which})")
+        elif component.state == "starting" and component.pid is None:  # a cluster: not waited
+            lines.append(f"{component.name}: not ready ({which}); `streamproc stack up "
+                         "--redis-cluster N`, N its number of primaries, starts its other nodes")
+        elif component.state == "starting":
+            lines.append(f"{component.name}: already starting ({which}); waiting for it")
+    return lines
 
 
 def _needs_start(component: ComponentStatus) -> bool:

@@ -415,9 +415,10 @@ def decode_profile(stored: Stored) -> dict[str, Any] | None:
 class _HiredisPacking:
     """Commands packed by hiredis, in C, as redis-py's synchronous connections do.
 
-    redis-py's asyncio connections pack every command in Python: for a batch's compare-and-set
-    writes (an EVALSHA of 15 arguments per customer) that was about 8 µs per customer against
-    1.3 µs here, the same bytes (tests/unit/test_store.py).
+    redis-py's asyncio connections pack every command in Python. Packed here, the same bytes
+    (tests/unit/test_store.py), a batch's compare-and-set write of a customer (an EVALSHA of 34
+    arguments) takes 3.8 to 6.2 µs on a busy machine (docs/benchmarks.md, "The worker's cost
+    outside the processor").
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .test_web import get, sample
+
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 60.0,
                 log: Callable[[], str] | None = None, every: float = 0.3) -> Any:
@@ -23,3 +25,16 @@ async def until(what: str, check: Callable[[], Any], timeout: float = 60.0,
         assert time.monotonic() < deadline, (
             f"{what}: not within {timeout:.0f}s" + (f"\n{log()}" if log is not None else ""))
         await asyncio.sleep(every)
+
+
+async def serves_version(port: int, version: int, timeout: float = 60.0,
+                         log: Callable[[], str] | None = None) -> None:
+    """Until the worker whose web server listens on ``port`` (its ``STREAMPROC_WEB_PORT``) says
+    on /metrics that it serves the learner's snapshot ``version`` or a newer one."""
+    async def serves() -> bool:
+        _, body = await asyncio.to_thread(get, port, "/metrics")
+        served = sample(body.decode(errors="replace"), "streamproc_model_version")
+        return served is not None and served >= version
+
+    await until(f"the worker on port {port} serves model snapshot v{version} or newer", serves,
+                timeout, log)

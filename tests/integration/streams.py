@@ -30,6 +30,7 @@ from streamproc.state.store import RedisStore
 from streamproc.worker import status
 
 from .conftest import Env
+from .polling import until
 
 SEED = 11
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -138,6 +139,16 @@ async def end_offsets(env: Env) -> dict[str, int]:
     return {f"{topic}:{p}": end - 1 for (topic, p), end in found.items() if end > 0}
 
 
+async def streaming(env: Env, beyond: int, timeout: float = 60.0) -> None:
+    """Until the test's input topics hold more than ``beyond`` records: the live traffic sent
+    after a backlog of ``beyond`` is on them (the moment to break something mid-stream)."""
+    async def flowing() -> bool:
+        return sum(last + 1 for last in (await end_offsets(env)).values()) > beyond
+
+    await until(f"live traffic after the {beyond} records of the backlog", flowing, timeout,
+                env.worker_log)
+
+
 async def produce_chunk(env: Env, items: list[Item]) -> None:
     """Through the fixture's helper, one topic at a time (order within a topic is kept)."""
     for logical in ("browsing", "purchases", "profiles"):
@@ -157,7 +168,7 @@ async def stream_chunk(env: Env, items: list[Item], per_tick: int = 50,
                 await sends.send(getattr(env.settings.topics, logical), orjson.dumps(event),
                                  key=event["customer_id"].encode())
             if until is None or not until.is_set():
-                await asyncio.sleep(tick_s)
+                await asyncio.sleep(tick_s)  # pacing the traffic, not waiting on a result
 
 
 async def dead_letters_of(env: Env, customers: set[str]) -> list[str]:

@@ -34,6 +34,7 @@ from .streams import (
     mismatches,
     produce_chunk,
     stream_chunk,
+    streaming,
     wait_complete,
 )
 
@@ -64,7 +65,7 @@ async def test_a_leading_broker_killed_mid_stream_loses_and_doubles_nothing(
 
             killed = asyncio.Event()
             sender = asyncio.create_task(stream_chunk(env, streamed, per_tick=5, until=killed))
-            await asyncio.sleep(1.0)  # traffic in flight (paced: 50 events a second)
+            await streaming(env, len(backlog))  # traffic in flight (paced: 50 events a second)
             victim, led = leading_broker(env, before)
             assert not sender.done(), "the traffic should still be flowing at the kill"
             kill_broker(kafka_cluster, victim)

@@ -33,7 +33,14 @@ from .failover import (
     leading_broker,
     replicated_topics,
 )
-from .streams import build_stream, mismatches, produce_chunk, stream_chunk, wait_complete
+from .streams import (
+    build_stream,
+    mismatches,
+    produce_chunk,
+    stream_chunk,
+    streaming,
+    wait_complete,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +68,7 @@ async def test_a_worker_a_leading_broker_and_a_redis_primary_killed_mid_stream(
         killed = asyncio.Event()
         sender = asyncio.create_task(stream_chunk(env, streamed, per_tick=5, until=killed))
         try:
-            await asyncio.sleep(1.0)  # traffic in flight
+            await streaming(env, len(backlog))  # traffic in flight
             assert not sender.done(), "the traffic should still be flowing at the kills"
             workers[0].kill()
             workers[0].wait()

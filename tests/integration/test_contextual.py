@@ -27,10 +27,10 @@ from streamproc.learning.modelstore import RedisModelStore
 from tests.unit.helpers import event
 
 from .conftest import Env
-from .polling import until
+from .polling import serves_version
 from .streams import forget_run
 from .test_shared_bandit import BABY, SECRET, SHOES, decisions_for, iso, wait_learnt
-from .test_web import free_port, get, sample
+from .test_web import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -119,12 +119,8 @@ async def test_the_contextual_policy_learns_from_feedback_and_says_which_feature
 
         # 3. Warm: new customers get the contextual policy's pick for their device, with the
         # features that drove it in the reasons.
-        async def serves_it() -> bool:  # the worker's /metrics: the snapshot it decides with
-            _, body = await asyncio.to_thread(get, port, "/metrics")
-            served = sample(body.decode(), "streamproc_model_version")
-            return served is not None and served >= version
-
-        await until("the worker serves the snapshot that learnt every reward", serves_it)
+        # The worker's /metrics: it decides with the snapshot that learnt every reward.
+        await serves_version(port, version, log=env.worker_log)
         events, requests = browse_and_ask(later, now + 600)
         await env.produce_events(topics.browsing, events)
         final = list({d["decision_id"]: d for _, d in await decisions_for(env, requests)}.values())

@@ -45,7 +45,9 @@ from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
 
 from .conftest import Env
+from .polling import serves_version
 from .streams import profiled_throughout
+from .test_web import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -128,9 +130,10 @@ def model_store(env: Env, redis: aioredis.Redis) -> RedisModelStore:
     return RedisModelStore(redis, env.settings.app_id)
 
 
-async def read_stats(env: Env, redis: aioredis.Redis) -> dict[str, Any] | None:
+async def read_stats(env: Env, redis: aioredis.Redis, secret: str = SECRET
+                     ) -> dict[str, Any] | None:
     blob = await model_store(env, redis).get("serving")
-    return None if blob is None else snapshot_stats(blob, SECRET.encode())
+    return None if blob is None else snapshot_stats(blob, secret.encode())
 
 
 async def wait_snapshot(env: Env, redis: aioredis.Redis, more_than: int,
@@ -150,8 +153,8 @@ async def wait_snapshot(env: Env, redis: aioredis.Redis, more_than: int,
         await asyncio.sleep(0.3)
 
 
-async def wait_observed(env: Env, redis: aioredis.Redis,
-                        timeout: float = 180.0) -> dict[str, Any]:
+async def wait_observed(env: Env, redis: aioredis.Redis, timeout: float = 180.0,
+                        secret: str = SECRET) -> dict[str, Any]:
     """Until the workers committed every input message and the learner's snapshot
     covers every observation they published (event time then stops: nothing more is learnt).
 
@@ -170,7 +173,7 @@ async def wait_observed(env: Env, redis: aioredis.Redis,
         while True:
             ends = await consumer.end_offsets([*inputs, learning])
             committed = await admin.list_consumer_group_offsets(env.settings.app_id)
-            stats = await read_stats(env, redis)
+            stats = await read_stats(env, redis, secret)
             done = all(tp in committed and committed[tp].offset >= ends[tp] for tp in inputs)
             if done and stats is not None and stats["learner"]["offset"] >= ends[learning] - 1:
                 return stats
@@ -233,6 +236,12 @@ async def wait_ready(env: Env, workers: list[int]) -> None:
         await asyncio.sleep(0.3)
 
 
+def start_serving_worker(env: Env) -> int:
+    """A worker with a web port of its own (its /metrics say which snapshot it serves)."""
+    env.start_worker(settings={"STREAMPROC_WEB_PORT": str(port := free_port())})
+    return port
+
+
 def cart_adds(run: str, customers: set[str]) -> list[dict[str, Any]]:
     """A cart add of 30 of the customers, each deciding with the model served then."""
     return [{"event_id": f"add-{run}-{i}", "type": "cart_add", "customer_id": cid,
@@ -256,8 +265,7 @@ async def test_one_learner_learns_live_traffic_and_both_workers_serve_its_versio
     stack_env.env.update(LEARNING)
     models = model_store(stack_env, test_redis)
     try:
-        stack_env.start_worker()
-        stack_env.start_worker()
+        ports = [start_serving_worker(stack_env), start_serving_worker(stack_env)]
         # Live traffic starts once both workers are up.
         await wait_ready(stack_env, [0, 1])
         await send(stack_env, stream, per_second=500)
@@ -273,12 +281,12 @@ async def test_one_learner_learns_live_traffic_and_both_workers_serve_its_versio
         assert (learnt["n"], learnt["positives"]) == (n, positives), learnt
         assert positives > 100 and learnt["learner"]["too_late"] == 0
         assert learnt["auc"] >= AUC_FLOOR, learnt
-        written = time.monotonic()
 
-        # Both workers serve that version within the reload period: cart adds of customers on
-        # every partition (so of both workers) decide with it.
+        # Both workers serve that version (they reload every RELOAD_S): cart adds of customers
+        # on every partition (so of both workers) decide with it.
+        for port in ports:
+            await serves_version(port, version, log=stack_env.worker_log)
         adds = cart_adds(run, customers)
-        await asyncio.sleep(max(0.0, written + RELOAD_S + 0.5 - time.monotonic()))
         await stack_env.produce_events(stack_env.settings.topics.browsing, adds)
         ids = {a["event_id"] for a in adds}
 
@@ -393,8 +401,7 @@ async def test_a_learner_of_its_own_learns_for_workers_that_do_not(
     models = model_store(stack_env, test_redis)
     try:
         learner = stack_env.start_worker("learner")  # worker-0.log
-        stack_env.start_worker()
-        stack_env.start_worker()
+        ports = [start_serving_worker(stack_env), start_serving_worker(stack_env)]
         await wait_ready(stack_env, [1, 2])
         await send(stack_env, stream, per_second=500)
         learnt = await wait_observed(stack_env, test_redis)
@@ -408,8 +415,9 @@ async def test_a_learner_of_its_own_learns_for_workers_that_do_not(
         version = await models.version()
 
         # Both workers serve the learner's version (reloaded from its signed snapshot).
+        for port in ports:
+            await serves_version(port, version, log=stack_env.worker_log)
         adds = cart_adds(run, customers)
-        await asyncio.sleep(RELOAD_S + 0.5)
         await stack_env.produce_events(stack_env.settings.topics.browsing, adds)
         ids = {a["event_id"] for a in adds}
         records = await stack_env.consume_until(

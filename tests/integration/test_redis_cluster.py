@@ -37,6 +37,7 @@ from .streams import (
     produce_chunk,
     snapshot,
     stream_chunk,
+    streaming,
     wait_complete,
 )
 
@@ -169,6 +170,7 @@ async def run_stream(env: Env, redis: Any, customers: int, events: int, workers:
     sender = asyncio.create_task(stream_chunk(env, stream[third:2 * third], per_tick=20,
                                               until=done))
     if during is not None:
+        await streaming(env, third)  # into the streamed third
         await during()
     done.set()
     await sender
@@ -200,7 +202,6 @@ async def test_a_primary_killed_mid_stream_loses_and_doubles_nothing(
     promoted: dict[str, Any] = {}
 
     async def kill_a_primary_into_the_stream() -> None:
-        await asyncio.sleep(1.0)  # into the streamed third
         promoted["primary"], promoted["replica"], promoted["after_s"] = \
             await kill_a_primary(redis_cluster)
 

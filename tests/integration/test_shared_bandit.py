@@ -38,7 +38,9 @@ from streamproc.worker.heartbeat import read_beats
 from tests.unit.helpers import event
 
 from .conftest import Env
+from .polling import serves_version
 from .streams import committed_offsets, end_offsets, forget_run, snapshot
+from .test_web import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +192,7 @@ async def kill_after_a_republishable_reward(
         proc = by_pid[owners[behind[0]]]
         proc.send_signal(signal.SIGSTOP)  # nothing it owns moves now: no commit, no publish
         try:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # what it sent before the stop lands (no condition shows it)
             committed = await committed_offsets(env)
             mine = {p for p, pid in owners.items() if pid == proc.pid}
             again = [o for o in lessons(await learning_records(env), "reward")
@@ -252,9 +254,15 @@ async def test_feedback_handled_by_two_workers_teaches_one_bandit_that_both_serv
                     "STREAMPROC_MAX_FUTURE_SKEW_S": "900"})
     customers = bandit_customers(env, "sb", PER_PARTITION)
     later = bandit_customers(env, "sb2", 2)
+    ports: dict[int, int] = {}  # worker pid -> its web port, where /metrics says what it serves
+
+    def start_worker() -> None:
+        proc = env.start_worker(settings={"STREAMPROC_WEB_PORT": str(port := free_port())})
+        ports[proc.pid] = port
+
     try:
-        env.start_worker()
-        env.start_worker()
+        start_worker()
+        start_worker()
         owners = await feedback_owners(env, test_redis, workers=2)
 
         # 1. Decisions for customers on every partition: the bandit picks (one lesson each).
@@ -274,7 +282,7 @@ async def test_feedback_handled_by_two_workers_teaches_one_bandit_that_both_serv
         sender = asyncio.create_task(stream_feedback(env, feedback, every_s=0.25))
         killed, republished = await kill_after_a_republishable_reward(env, test_redis,
                                                                       customers, owners)
-        env.start_worker()  # two workers again once the group has settled
+        start_worker()  # two workers again once the group has settled
         await sender
 
         # 3. The one bandit learnt every reward once: the copies the redelivery published
@@ -300,7 +308,10 @@ async def test_feedback_handled_by_two_workers_teaches_one_bandit_that_both_serv
         # 4. Both workers serving now decide with that bandit: new customers on every partition
         # get decisions naming its version (or a later one: their own expects are lessons too),
         # and the posterior the reasons quote is the learner's.
-        await asyncio.sleep(RELOAD_S + 0.5)  # the reload period, not a result being waited on
+        serving = [proc for proc in env.workers if proc.poll() is None]
+        assert len(serving) == 2, env.worker_log()
+        for proc in serving:  # each reloads the snapshot within RELOAD_S
+            await serves_version(ports[proc.pid], version, log=env.worker_log)
         owners = await feedback_owners(env, test_redis, workers=2)
         events, requests = browse_and_ask(later, now + 600)
         await env.produce_events(topics.browsing, events)

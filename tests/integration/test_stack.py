@@ -153,11 +153,17 @@ def _listened(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def free_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports (a three-node Kafka's extra ports)."""
+def free_run(count: int, bus: int = 0, avoid: Settings | None = None) -> int:
+    """The first of ``count`` consecutive free ports (a three-node Kafka's extra ports); with
+    ``bus``, each port's ``port + bus`` is free too (a Redis Cluster node's bus port: 10000);
+    none of them a port ``avoid`` gives Kafka or Redis (not listening before they start)."""
+    taken = set() if avoid is None else {avoid.kafka_host_port[1], avoid.kafka_controller_port,
+                                         avoid.redis_host_port[1]}
     for _ in range(50):
         first = free_ports(1)[0]
-        if first + count < 65_536 and not any(map(_listened, range(first, first + count))):
+        ports = [*range(first, first + count), *range(first + bus, first + bus + count)]
+        if (max(ports) < 65_536 and not taken & set(ports)
+                and not any(map(_listened, ports))):
             return first
     raise AssertionError(f"found no {count} consecutive free ports")
 
@@ -165,7 +171,8 @@ def free_run(count: int) -> int:
 def test_a_three_broker_stack_is_seen_whole_without_the_flag(settings: Settings) -> None:
     """`stack up --kafka-brokers 3`, then `status` and `up` without the flag report all three
     brokers (the count is recorded in the stack dir), and `down` stops all of them."""
-    three = replace(settings, kafka_brokers=3, kafka_extra_port=free_run(4), kafka_heap="384m")
+    three = replace(settings, kafka_brokers=3, kafka_extra_port=free_run(4, avoid=settings),
+                    kafka_heap="384m")
     started = stack_up(three, io.StringIO())
     assert started.running and len(started.brokers) == 2
     pids = [c.pid for c in (started.kafka, *started.brokers)]
@@ -187,3 +194,27 @@ def test_a_three_broker_stack_is_seen_whole_without_the_flag(settings: Settings)
         assert f"{name}: stopped (pid {pid})" in down.getvalue()
         assert pid is not None and not pid_alive(pid)
     assert not any(c.running for c in stack_status(plain).components)
+
+
+def test_up_with_a_redis_cluster_names_its_nodes_not_a_pid(settings: Settings) -> None:
+    """`stack up --redis-cluster 3` from nothing starts Kafka, Redis and the cluster and
+    reports the cluster once; a later `stack up` that has Kafka to start says the cluster runs,
+    naming its nodes (a cluster has a process per node, no one pid)."""
+    settings = replace(settings, redis_cluster_port=free_run(6, bus=10_000,
+                                                                  avoid=settings))
+    out = io.StringIO()
+    assert stack_up(settings, out, redis_cluster_primaries=3).running, out.getvalue()
+    said = out.getvalue()
+    assert "redis-cluster: creating 3 primaries" in said and "redis-cluster: ready" in said
+    assert "already running" not in said and "None" not in said, said
+
+    kafka.stop(settings, io.StringIO())
+    again = io.StringIO()
+    status = stack_up(settings, again)
+    assert status.running and status.redis_cluster is not None, again.getvalue()
+    said = again.getvalue()
+    assert "kafka: ready" in said, said
+    assert f"redis: already running (pid {status.redis.pid})" in said, said
+    assert "redis-cluster: already running (6 of 6 nodes; STREAMPROC_REDIS_URL=" \
+           "redis+cluster://" in said, said
+    assert "None" not in said, said

@@ -376,9 +376,18 @@ def test_ours_is_recognised_by_whole_argument(tmp_path: Path) -> None:
     assert not process.pid_alive(pid)  # reaped, not a zombie that looks alive
 
 
+def until_zombie(pid: int, what: str = "the child did not exit") -> None:
+    """Until the process ``pid`` (its first thread) has exited and is not reaped yet."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def test_zombie_counts_as_dead() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    time.sleep(0.5)  # exited, not yet waited for
+    until_zombie(proc.pid)  # exited, not yet waited for
     try:
         assert not process.pid_alive(proc.pid)
     finally:
@@ -392,10 +401,7 @@ def test_a_child_that_exits_while_it_is_checked_is_reaped(tmp_path: Path,
                         pid_file=tmp_path / "p.pid")
     child = process._CHILDREN[pid]
     stat = Path(f"/proc/{pid}/stat")
-    deadline = time.monotonic() + 10
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not yet reaped
-        assert time.monotonic() < deadline, "the child did not exit"
-        time.sleep(0.01)
+    until_zombie(pid)  # exited, not yet reaped
     # The race: the reaping poll still saw it running, the state check then saw a zombie.
     polls: list[int | None] = []
     poll = child.poll
@@ -425,10 +431,7 @@ def test_a_child_whose_first_thread_exited_before_the_others_is_waited_for(
                         pid_file=tmp_path / "p.pid")
     child = process._CHILDREN[pid]
     stat, tasks = Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/task")
-    deadline = time.monotonic() + 10
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
-        assert time.monotonic() < deadline, "the first thread did not exit"
-        time.sleep(0.01)
+    until_zombie(pid, "the first thread did not exit")
     assert len(list(tasks.iterdir())) == 2
     assert process.pid_alive(pid)  # a zombie first thread, but the process runs
     release.touch()
@@ -443,7 +446,8 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     pid = process.spawn([sys.executable, "-c", code], cwd=tmp_path, log_file=log,
                         pid_file=tmp_path / "p.pid")
     deadline = time.monotonic() + 10
-    while "ready" not in log.read_text() and time.monotonic() < deadline:
+    while "ready" not in log.read_text():  # SIGTERM ignored from now on
+        assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
     assert process.stop_pid(pid, timeout=0.5) is True
     assert not process.pid_alive(pid)
@@ -745,3 +749,30 @@ def test_a_cluster_url_needs_the_local_cluster_running(tmp_path: Path) -> None:
     assert "--redis-cluster 3" in status.redis.detail
     with pytest.raises(StackError, match="--redis-cluster 3"):
         stack_up(settings, io.StringIO())
+
+
+def test_stack_up_names_a_running_cluster_by_its_nodes_not_a_pid() -> None:
+    """A Redis Cluster runs a process per node: the component has no one pid. `stack up` says
+    which nodes run instead of "(pid None)", and nothing of a cluster its own `--redis-cluster`
+    step has just reported."""
+    from streamproc.stack import _running_before
+
+    cluster = ComponentStatus("redis-cluster", "running", "127.0.0.1:7000-7005",
+                              detail="6 of 6 nodes; STREAMPROC_REDIS_URL=redis+cluster://x")
+    before = StackStatus(kafka=ComponentStatus("kafka", "stopped", "127.0.0.1:9092"),
+                         redis=ComponentStatus("redis", "running", "127.0.0.1:6379", pid=42),
+                         redis_cluster=cluster)
+    assert _running_before(before) == [
+        "redis: already running (pid 42)",
+        "redis-cluster: already running (6 of 6 nodes; STREAMPROC_REDIS_URL=redis+cluster://x)"]
+    assert _running_before(before, reported=("redis-cluster",)) == [
+        "redis: already running (pid 42)"]
+
+    # Some nodes down: `stack up` does not wait for the cluster, and says how to start them.
+    partial = replace(cluster, state="starting", detail="4 of 6 nodes")
+    [line] = _running_before(replace(before, redis=partial, redis_cluster=None))
+    assert line.startswith("redis-cluster: not ready (4 of 6 nodes)"), line
+    assert "--redis-cluster N" in line and "None" not in line and "waiting" not in line
+    starting = ComponentStatus("kafka", "starting", "127.0.0.1:9092", pid=7)
+    assert _running_before(replace(before, kafka=starting, redis_cluster=None)) == [
+        "kafka: already starting (pid 7); waiting for it", "redis: already running (pid 42)"]
