@@ -142,6 +142,7 @@ class IntentScorer:
         self.thresholds = (config.intent_warm, config.intent_hot)
         self._folded: FoldedIntent | None = None
         self.model = IntentModel(thresholds=self.thresholds)
+        self._ltv_params: dict[str, float] = {}
         self.ltv = LifetimeValue()
         self.clusters = BehaviourClusters()
         # The engine's learning chooser: each served snapshot's bandit replaces its state.
@@ -180,6 +181,16 @@ class IntentScorer:
         # bit, at a sixth of the River pipeline's cost per event. None: River's own predict.
         self._model = model
         self._folded = fold(model.model, INTENT_NAMES)
+
+    @property
+    def ltv(self) -> LifetimeValue:
+        """The served lifetime-value model (its parameters taken once, when it is served)."""
+        return self._ltv
+
+    @ltv.setter
+    def ltv(self, ltv: LifetimeValue) -> None:
+        self._ltv = ltv
+        self._ltv_params = ltv.params
 
     def predict_intent(self, values: tuple[float, ...]) -> float:
         """P(purchase) of ``intent_values``, by the folded model (or River's, if not foldable)."""
@@ -290,8 +301,8 @@ class IntentScorer:
         if rfm is not None and buys["orders"] > 0 and (
                 changed_parts is None or not LTV_READS.isdisjoint(changed_parts)):
             # Expected spend over the next year (BG/NBD x Gamma-Gamma): read by the value tier.
-            p.setdefault("scores", {})["ltv"] = self.ltv.predict_value(
-                rfm, buys["total"], buys["orders"], LTV_HORIZON_DAYS)
+            p.setdefault("scores", {})["ltv"] = self._ltv.predict_value(
+                rfm, buys["total"], buys["orders"], LTV_HORIZON_DAYS, self._ltv_params)
         if event.type in BROWSING:
             x = intent_values(p, event.type, event.ts_ms)
             score = round(self.predict_intent(x), 4)

@@ -80,6 +80,28 @@ def _log(x: float) -> float:
     return round(math.log1p(max(0.0, x)), 3)
 
 
+# Amounts repeat from one event of a customer to the next (a cart's value, the total spent, the
+# top affinity between two views): their logs are remembered, a dict lookup instead of a log and
+# a round (about 0.3 µs). Bounded: emptied when full. Not for times, which never repeat.
+_AMOUNT_LOGS: dict[float, float] = {}
+_MAX_AMOUNT_LOGS = 1 << 16
+
+
+def _log_amount(x: float) -> float:
+    """:func:`_log` of an amount, remembered.
+
+    >>> _log_amount(3.5) == _log(3.5) == _log_amount(3.5)
+    True
+    """
+    found = _AMOUNT_LOGS.get(x)
+    if found is None:
+        found = _log(x)
+        if len(_AMOUNT_LOGS) >= _MAX_AMOUNT_LOGS:
+            _AMOUNT_LOGS.clear()
+        _AMOUNT_LOGS[x] = found
+    return found
+
+
 def intent_features(profile: Mapping[str, Any], event_type: str, ts_ms: int) -> dict[str, float]:
     """Purchase-intent features at event time ``ts_ms``, by name: :func:`intent_values` in a
     dict (:data:`INTENT_NAMES` order)."""
@@ -130,10 +152,10 @@ def intent_values(profile: Mapping[str, Any], event_type: str,
     day = (ts_ms // DAY_MS + 3) % 7  # epoch day 0 was a Thursday: 0 = Monday
     # In INTENT_NAMES order (a linear model sums in it: keep it when adding a feature).
     return (*session,
-            _log(len(cart["items"])), _log(cart["value"]),
-            _log(orders), _log(buys["total"]), days, never,
+            _log(len(cart["items"])), _log_amount(cart["value"]),
+            _log(orders), _log_amount(buys["total"]), days, never,
             _log(rfm["frequency"]) if rfm else 0.0,
-            _log(max(affinities.values())) if affinities else 0.0,
+            _log_amount(max(affinities.values())) if affinities else 0.0,
             round(min(1.0, orders / sessions), 3) if sessions else 0.0,
             _HOUR_SIN[hour], _HOUR_COS[hour], _DOW_SIN[day], _DOW_COS[day],
             *_DEVICE_FLAGS.get(profile.get("device") or "", _NO_DEVICE),

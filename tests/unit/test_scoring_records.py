@@ -1,6 +1,6 @@
 """The scorer's outputs are those of River's pipeline on the feature dict: the learning topic's
-records byte for byte, the stored scores and the segment moves, on the simulator's stream with
-redeliveries, erasures and a new model version on the way.
+records byte for byte, the stored scores (intent and lifetime value) and the segment moves, on
+the simulator's stream with redeliveries, erasures and a new model version on the way.
 
 The reference scorer below takes the features as a dict of named values written out from their
 definitions (no lookup tables, no tuple), scores them with River's ``predict_proba_one`` and
@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import random
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +21,10 @@ import orjson
 
 from streamproc.events.codec import Event
 from streamproc.learning.observations import FEATURE_NAMES, Observation, parse_all
-from streamproc.learning.scorer import IntentScorer, ServedModels
+from streamproc.learning.scorer import LTV_HORIZON_DAYS, LTV_READS, IntentScorer, ServedModels
 from streamproc.models.features import EVENT_TYPES, INTENT_NAMES
 from streamproc.models.intent import IntentModel
+from streamproc.models.ltv import LifetimeValue
 from streamproc.processor import Processor
 from streamproc.segments.segmenter import Segmenter
 from streamproc.state.memory import MemoryStore
@@ -79,6 +81,11 @@ class ReferenceScorer(IntentScorer):
     def update(self, p: Profile, event: Event,
                changed_parts: Collection[str] | None = None) -> list[dict[str, Any]]:
         records = super().update(p, event, changed_parts)
+        rfm, buys = p.get("rfm"), p["purchases"]
+        if rfm is not None and buys["orders"] > 0 and (
+                changed_parts is None or not LTV_READS.isdisjoint(changed_parts)):
+            p["scores"]["ltv"] = self.ltv.predict_value(rfm, buys["total"], buys["orders"],
+                                                        LTV_HORIZON_DAYS)  # params each time
         for record in records:
             if record["kind"] == "score":
                 x = reference_features(p, event.type, event.ts_ms)
@@ -99,6 +106,19 @@ def learnt(seed: int, events: int) -> IntentModel:
     return model
 
 
+def learnt_value(seed: int) -> LifetimeValue:
+    """A lifetime-value model whose parameters moved away from its priors."""
+    rng = random.Random(seed)
+    ltv = LifetimeValue()
+    for _ in range(500):
+        t = rng.uniform(10, 300)
+        frequency = rng.randint(0, 8)
+        ltv.learn_one({"frequency": frequency, "recency": rng.uniform(0, t), "T": t},
+                      rng.uniform(20, 400) * (frequency + 1), frequency + 1)
+    assert ltv.params != LifetimeValue().params
+    return ltv
+
+
 async def replay(scorer_type: type[IntentScorer], models: list[IntentModel]) -> dict[str, Any]:
     settings = dataclasses.replace(SETTINGS, timer_lateness_seconds=0)
     store = MemoryStore()
@@ -111,11 +131,18 @@ async def replay(scorer_type: type[IntentScorer], models: list[IntentModel]) -> 
     outputs = []
     for i, batch in enumerate(batches):
         if i % 20 == 0:  # the learner's next version, served
-            scorer.adopt(ServedModels(copy.deepcopy(models[i // 20 % len(models)])), i + 1, 0)
+            served = ServedModels(copy.deepcopy(models[i // 20 % len(models)]),
+                                  ltv=learnt_value(i))
+            scorer.adopt(served, i + 1, 0)
         result = await proc.process(batch)
         await proc.settle(result)
         outputs.append((result.learning, result.segments, result.decisions))
-    return {"outputs": outputs, "rows": store.rows}
+    ltv = []
+    for customer in sorted({m.key.decode() for m in log}):
+        found = await store.read_profile(customer)
+        if found is not None and "ltv" in found["profile"].get("scores", {}):
+            ltv.append(found["profile"]["scores"]["ltv"])
+    return {"outputs": outputs, "rows": store.rows, "ltv": ltv}
 
 
 async def test_learning_records_scores_and_moves_are_those_of_rivers_pipeline() -> None:
@@ -132,3 +159,5 @@ async def test_learning_records_scores_and_moves_are_those_of_rivers_pipeline() 
     assert len({o.version for o in scores}) >= 3
     moves = [orjson.loads(v) for out in served["outputs"] for _, v in out[1]]
     assert sum(m["segmentation"] == "intent" for m in moves) > 20
+    assert served["ltv"] == reference["ltv"]
+    assert len(set(served["ltv"])) > 20  # lifetime values predicted by the served models
