@@ -178,7 +178,7 @@ class IntentScorer:
     @model.setter
     def model(self, model: IntentModel) -> None:
         # Folded once per served version (streamproc.models.folded): the same scores, bit for
-        # bit, at a sixth of the River pipeline's cost per event. None: River's own predict.
+        # bit, at about a third of the River pipeline's cost per event. None: River's own predict.
         self._model = model
         self._folded = fold(model.model, INTENT_NAMES)
 

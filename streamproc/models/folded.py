@@ -5,7 +5,7 @@ the River pipeline (``StandardScaler | LogisticRegression``, :func:`~streamproc.
 default_pipeline`) is a fixed function between two snapshots. :func:`fold` reads it once, when a
 snapshot is served, into one tuple of ``(position, mean, deviation, weight)`` per feature that
 counts, and :meth:`FoldedIntent.predict` scores a tuple of feature values with one loop: about
-a sixth of the pipeline's cost (``bench/learner_bench.py``), the same score to the last bit.
+a third of the pipeline's cost (2 µs against 6, docs/benchmarks.md), the same score to the last bit.
 
 Bit for bit because it does River 0.26's float operations in River's order:
 
