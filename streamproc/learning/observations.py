@@ -49,6 +49,7 @@ streamproc.learning.observations.ObservationError: not a learning record: missin
 from __future__ import annotations
 
 import hashlib
+import operator
 from typing import Any, NamedTuple
 
 import orjson
@@ -56,10 +57,11 @@ import orjson
 from streamproc.decisions.contextual import FEATURE_NAMES as CONTEXT_FEATURES
 from streamproc.decisions.engine import Lesson
 from streamproc.errors import StreamprocError
-from streamproc.models.features import intent_features
-from streamproc.state.profile import new_profile
+from streamproc.models.features import INTENT_NAMES
 
-FEATURE_NAMES: tuple[str, ...] = tuple(sorted(intent_features(new_profile("-"), "page_view", 0)))
+FEATURE_NAMES: tuple[str, ...] = tuple(sorted(INTENT_NAMES))
+# intent_values (INTENT_NAMES order) -> the record's x (FEATURE_NAMES order), in one C call.
+_IN_RECORD_ORDER = operator.itemgetter(*(INTENT_NAMES.index(n) for n in FEATURE_NAMES))
 # Order lines an observation carries for the item relations (an order's first ones).
 MAX_LINES = 50
 FEATURES_ID = hashlib.blake2b(",".join(FEATURE_NAMES).encode(), digest_size=4).hexdigest()
@@ -102,14 +104,17 @@ def read_from(message: Any) -> dict[str, Any]:
     return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
 
 
-def score_record(customer_id: str, event_id: str, ts_ms: int, x: dict[str, float],
-                 score: float, version: int, trigger: dict[str, Any],
-                 behaviour: dict[str, float] | None = None,
+def score_record(customer_id: str, event_id: str, ts_ms: int,
+                 x: dict[str, float] | tuple[float, ...], score: float, version: int,
+                 trigger: dict[str, Any], behaviour: dict[str, float] | None = None,
                  item: tuple[str, str, bool] | None = None) -> dict[str, Any]:
-    """A ``score`` observation; ``item`` (product id, category, a cart add?) for a product view
-    or cart add, ``i`` in the record."""
+    """A ``score`` observation of the features ``x``: by name (a missing one is 0), or the
+    tuple of ``intent_values`` (the scorer's); ``item`` (product id, category, a cart add?) for
+    a product view or cart add, ``i`` in the record."""
+    values = (list(_IN_RECORD_ORDER(x)) if isinstance(x, tuple)
+              else [x.get(n, 0.0) for n in FEATURE_NAMES])
     record = {"kind": "score", "customer_id": customer_id, "event_id": event_id,
-              "ts_ms": ts_ms, "f": FEATURES_ID, "x": [x.get(n, 0.0) for n in FEATURE_NAMES],
+              "ts_ms": ts_ms, "f": FEATURES_ID, "x": values,
               "p": score, "v": version, "trigger": trigger}
     if behaviour is not None:
         record["b"] = behaviour

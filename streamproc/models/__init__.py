@@ -1,8 +1,9 @@
 """Online models on plain dicts: intent, delayed labels, behaviour clusters, lifetime value.
 
 Pure and storage-agnostic (no Kafka, no Redis): ``features`` turns a profile into feature dicts,
-``intent`` scores and learns purchase intent, ``labels`` and ``join`` join feature snapshots
-with the purchases that follow (``join``: the learner's, in event time across partitions),
+``intent`` scores and learns purchase intent (``folded``: the served model as plain floats),
+``labels`` and ``join`` join feature snapshots with the purchases that follow (``join``: the
+learner's, in event time across partitions),
 ``clusters`` groups customers by behaviour, ``ltv`` estimates future value, ``relations`` learns
 which products go together and ``ranking`` recommends products to a customer with them, and
 ``snapshot`` signs models for distribution between workers.

@@ -58,6 +58,15 @@ _EVENT_FLAGS = {t: (*(1.0 if t == other else 0.0 for other in EVENT_TYPES), 0.0)
                 for t in EVENT_TYPES}
 _OTHER_EVENT = (*(0.0 for _ in EVENT_TYPES), 1.0)
 _NO_SESSION = (0.0,) * 8
+# The names of intent_values, in its order: the order the models have always seen them in.
+INTENT_NAMES = (
+    "s_views", "s_product_views", "s_searches", "s_dwell_min", "s_categories", "s_cart_adds",
+    "s_checkouts", "s_cart_touched", "cart_lines", "cart_value", "orders", "spend",
+    "days_since_purchase", "never_bought", "frequency", "top_affinity", "conversion",
+    "hour_sin", "hour_cos", "dow_sin", "dow_cos", "dev_desktop", "dev_mobile", "dev_tablet",
+    "ev_page_view", "ev_product_view", "ev_search", "ev_cart_add", "ev_cart_remove",
+    "ev_checkout", "ev_other",
+)
 
 
 def _log(x: float) -> float:
@@ -71,8 +80,38 @@ def _log(x: float) -> float:
     return round(math.log1p(max(0.0, x)), 3)
 
 
+# Amounts repeat from one event of a customer to the next (a cart's value, the total spent, the
+# top affinity between two views): their logs are remembered, a dict lookup instead of a log and
+# a round (about 0.3 µs). Bounded: emptied when full. Not for times, which never repeat.
+_AMOUNT_LOGS: dict[float, float] = {}
+_MAX_AMOUNT_LOGS = 8192  # about 0.7 MB; a batch of 500 events reads a few hundred
+
+
+def _log_amount(x: float) -> float:
+    """:func:`_log` of an amount, remembered.
+
+    >>> _log_amount(3.5) == _log(3.5) == _log_amount(3.5)
+    True
+    """
+    found = _AMOUNT_LOGS.get(x)
+    if found is None:
+        found = _log(x)
+        if len(_AMOUNT_LOGS) >= _MAX_AMOUNT_LOGS:
+            _AMOUNT_LOGS.clear()
+        _AMOUNT_LOGS[x] = found
+    return found
+
+
 def intent_features(profile: Mapping[str, Any], event_type: str, ts_ms: int) -> dict[str, float]:
-    """Purchase-intent features at event time ``ts_ms``: session, history and context.
+    """Purchase-intent features at event time ``ts_ms``, by name: :func:`intent_values` in a
+    dict (:data:`INTENT_NAMES` order)."""
+    return dict(zip(INTENT_NAMES, intent_values(profile, event_type, ts_ms), strict=True))
+
+
+def intent_values(profile: Mapping[str, Any], event_type: str,
+                  ts_ms: int) -> tuple[float, ...]:
+    """Purchase-intent features at event time ``ts_ms``, in :data:`INTENT_NAMES` order: session,
+    history and context.
 
     Session: views, product views, searches (``log1p``), minutes since the session started, the
     number of distinct categories, cart adds and checkout steps (read from the session's
@@ -82,6 +121,10 @@ def intent_features(profile: Mapping[str, Any], event_type: str, ts_ms: int) -> 
     RFM frequency, the top category affinity and the past conversion rate (orders per session,
     at most 1). Context: hour of day and day of week as sine/cosine (UTC), the device and the
     type of the event being scored as one-hot flags.
+
+    A tuple, not a dict: the scorer serves it to the folded model (:mod:`streamproc.models.
+    folded`) and the observation (:func:`~streamproc.learning.observations.score_record`) by
+    position, which saves building and reading 31 dict entries per browsing event.
     """
     s = profile.get("session")
     cart = profile["cart"]
@@ -107,25 +150,16 @@ def intent_features(profile: Mapping[str, Any], event_type: str, ts_ms: int) -> 
     sessions = profile["counts"].get("sessions", 0)
     hour = (ts_ms // HOUR_MS) % 24
     day = (ts_ms // DAY_MS + 3) % 7  # epoch day 0 was a Thursday: 0 = Monday
-    dev = _DEVICE_FLAGS.get(profile.get("device") or "", _NO_DEVICE)
-    ev = _EVENT_FLAGS.get(event_type, _OTHER_EVENT)
-    # One dict display, in the order the models have always seen (a linear model sums in it).
-    return {
-        "s_views": session[0], "s_product_views": session[1], "s_searches": session[2],
-        "s_dwell_min": session[3], "s_categories": session[4], "s_cart_adds": session[5],
-        "s_checkouts": session[6], "s_cart_touched": session[7],
-        "cart_lines": _log(len(cart["items"])), "cart_value": _log(cart["value"]),
-        "orders": _log(orders), "spend": _log(buys["total"]),
-        "days_since_purchase": days, "never_bought": never,
-        "frequency": _log(rfm["frequency"]) if rfm else 0.0,
-        "top_affinity": _log(max(affinities.values())) if affinities else 0.0,
-        "conversion": round(min(1.0, orders / sessions), 3) if sessions else 0.0,
-        "hour_sin": _HOUR_SIN[hour], "hour_cos": _HOUR_COS[hour],
-        "dow_sin": _DOW_SIN[day], "dow_cos": _DOW_COS[day],
-        "dev_desktop": dev[0], "dev_mobile": dev[1], "dev_tablet": dev[2],
-        "ev_page_view": ev[0], "ev_product_view": ev[1], "ev_search": ev[2],
-        "ev_cart_add": ev[3], "ev_cart_remove": ev[4], "ev_checkout": ev[5], "ev_other": ev[6],
-    }
+    # In INTENT_NAMES order (a linear model sums in it: keep it when adding a feature).
+    return (*session,
+            _log(len(cart["items"])), _log_amount(cart["value"]),
+            _log(orders), _log_amount(buys["total"]), days, never,
+            _log(rfm["frequency"]) if rfm else 0.0,
+            _log_amount(max(affinities.values())) if affinities else 0.0,
+            round(min(1.0, orders / sessions), 3) if sessions else 0.0,
+            _HOUR_SIN[hour], _HOUR_COS[hour], _DOW_SIN[day], _DOW_COS[day],
+            *_DEVICE_FLAGS.get(profile.get("device") or "", _NO_DEVICE),
+            *_EVENT_FLAGS.get(event_type, _OTHER_EVENT))
 
 
 def behaviour_vector(profile: Mapping[str, Any]) -> dict[str, float]:

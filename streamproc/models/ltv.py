@@ -109,38 +109,47 @@ class LifetimeValue:
 
     # -- predictions ----------------------------------------------------------------------------
 
-    def p_alive(self, rfm: dict[str, Any]) -> float:
-        """P(the customer has not dropped out) given frequency, recency and T."""
+    def p_alive(self, rfm: dict[str, Any], params: dict[str, float] | None = None) -> float:
+        """P(the customer has not dropped out) given frequency, recency and T (``params``:
+        :attr:`params` taken once, by a caller predicting many times with a fixed model)."""
         x = rfm["frequency"]
         if x <= 0:
             return 1.0  # BG/NBD: no repeat purchase yet, no evidence of dropping out
-        p = self.params
+        p = params or self.params
         ratio = ((p["alpha"] + rfm["T"]) / (p["alpha"] + rfm["recency"])) ** (p["r"] + x)
         return float(1.0 / (1.0 + p["a"] / (p["b"] + x - 1) * ratio))
 
-    def expected_purchases(self, rfm: dict[str, Any], horizon_days: float = 365) -> float:
+    def expected_purchases(self, rfm: dict[str, Any], horizon_days: float = 365,
+                           params: dict[str, float] | None = None) -> float:
         """Expected purchase days in the next ``horizon_days`` (see the module docstring)."""
-        p = self.params
+        p = params or self.params
         x = rfm["frequency"]
         n = (p["r"] + x) / (p["alpha"] + rfm["T"]) * horizon_days
         q = p["a"] / (p["a"] + p["b"] + x)
-        return float(self.p_alive(rfm) * (1.0 - (1.0 - q) ** n) / q)
+        return float(self.p_alive(rfm, p) * (1.0 - (1.0 - q) ** n) / q)
 
-    def expected_order_value(self, total: float, orders: int) -> float:
+    def expected_order_value(self, total: float, orders: int,
+                             params: dict[str, float] | None = None) -> float:
         """The customer's mean order value shrunk toward the population's (Gamma-Gamma style)."""
-        population = self.params["mean_order_value"]
+        population = (params or self.params)["mean_order_value"]
         if orders <= 0:
             return population
         return (total + self.shrinkage * population) / (orders + self.shrinkage)
 
     def predict_value(
-        self, rfm: dict[str, Any] | None, total: float, orders: int, horizon_days: float = 365
+        self, rfm: dict[str, Any] | None, total: float, orders: int, horizon_days: float = 365,
+        params: dict[str, float] | None = None,
     ) -> float:
-        """Expected spend over the next ``horizon_days``; 0 for a customer who never bought."""
+        """Expected spend over the next ``horizon_days``; 0 for a customer who never bought.
+
+        ``params``: :attr:`params`, taken once by a caller that predicts with a model it does
+        not train (the scorer, once per served version): the same floats, a third of the cost.
+        """
         if rfm is None or orders <= 0:
             return 0.0
-        value = self.expected_purchases(rfm, horizon_days) * self.expected_order_value(
-            total, orders
+        p = params or self.params
+        value = self.expected_purchases(rfm, horizon_days, p) * self.expected_order_value(
+            total, orders, p
         )
         return round(value, 2)
 

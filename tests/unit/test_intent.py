@@ -4,6 +4,7 @@ the outbox), model reloads by version, refused snapshots, ``streamproc models``.
 from __future__ import annotations
 
 import logging
+import random
 
 import orjson
 import pytest
@@ -14,6 +15,7 @@ from streamproc.learning.modelstore import MemoryModelStore
 from streamproc.learning.observations import FEATURE_NAMES, FEATURES_ID, Observation, parse
 from streamproc.learning.scorer import IntentScorer, ServedModels, snapshot_stats
 from streamproc.models import IntentModel, dump
+from streamproc.models.features import INTENT_NAMES, intent_values
 from streamproc.models.snapshot import SnapshotError
 from streamproc.processor import Processor
 from streamproc.segments import SegmentConfig, assign_intent
@@ -143,6 +145,38 @@ async def test_a_newer_version_is_reloaded_within_the_reload_period():
     assert (stats["model_version"], stats["intent_examples"], stats["model_reloads_total"]) == (
         1.0, 10.0, 1.0)
     assert stats["snapshot_age_s"] >= 0 and {"intent_auc", "drifts_total"} <= set(stats)
+
+
+def learnt_on_features(seed: int) -> IntentModel:
+    """A model learnt on every intent feature (random values, labels following the views)."""
+    rng = random.Random(seed)
+    model = IntentModel()
+    for _ in range(300):
+        x = {name: rng.uniform(0, 3) for name in FEATURE_NAMES}
+        model.observe(x, rng.random() < x["s_views"] / 3)
+    return model
+
+
+async def test_each_served_version_is_folded_again_and_scores_as_rivers_pipeline():
+    models, clock = MemoryModelStore(), Clock()
+    proc, store, scorer = make(models=models, clock=clock)
+    part = Partition()
+    scored = []
+    for version, minute in ((1, 0), (2, 1)):
+        await publish(models, version, learnt_on_features(version))
+        clock.now += 5.0
+        result = await proc.process([part.message(event("page_view", minute=minute))])
+        assert scorer.version == version and scorer._folded is not None  # served folded
+        obs = observations(result.learning)[0]
+        assert obs.features is not None and obs.version == version
+        x = dict(zip(INTENT_NAMES, intent_values(await profile(store), "page_view",
+                                                  obs.ts_ms), strict=True))
+        assert {n: x[n] for n in FEATURE_NAMES} == obs.features  # the features it scored
+        # The folded model of this version, bit for bit River's (rounded as stored).
+        assert obs.score == round(scorer.model.predict_proba_one(x), 4)
+        scored.append((obs.score, round(learnt_on_features(3 - version).predict_proba_one(x),
+                                        4)))
+    assert all(mine != other for mine, other in scored)  # each version's own model scored
 
 
 async def test_a_snapshot_signed_with_another_secret_is_refused_once(caplog):
