@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from bench import profile_dictionary
-from streamproc.processor import Processor
+from streamproc.processor import Processor, upgrade_outbox
 from streamproc.state import zdict
 from streamproc.state.document import (
     COMPRESSIONS,
@@ -22,7 +22,7 @@ from streamproc.state.document import (
     unpack_outbox,
 )
 from streamproc.state.memory import MemoryStore
-from streamproc.state.profile import apply_event, new_profile
+from streamproc.state.profile import apply_event, new_profile, upgrade_profile
 from streamproc.state.store import Stored
 
 from .helpers import SETTINGS
@@ -116,7 +116,8 @@ def test_what_the_previous_version_stored_still_loads():
     # dictionary, no bigger than before.
     processor = Processor(SETTINGS, MemoryStore())
     profile, outputs, _ = processor._load("c", Stored(3, doc, outbox))
-    assert profile == stored["doc_json"] and outputs == stored["outbox_json"]
+    assert profile == upgrade_profile(stored["doc_json"])
+    assert outputs == upgrade_outbox(stored["outbox_json"])
     rewritten = pack_doc(profile, "zstd"), pack_outbox(outputs, "zstd")
     assert [zstandard.get_frame_parameters(b).dict_id for b in rewritten] == [zdict.CURRENT] * 2
     assert unpack_doc(rewritten[0]) == profile and unpack_outbox(rewritten[1]) == outputs
