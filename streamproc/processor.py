@@ -361,6 +361,9 @@ class _CustomerOutcome:
     withheld_at: int | None = None
     # KPI counter increments, carried in the customer's write (streamproc.decisions.kpis).
     kpis: Tally = field(default_factory=dict)
+    # ``outputs``' records as JSON, when the write serialised them (in the same order): the
+    # outbox is built from these bytes and the batch publishes them, serialised once.
+    encoded: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,12 +629,12 @@ class Processor:
                 key = cid.encode()
                 targets = {"decisions": result.decisions, "segments": result.segments,
                            "learning": result.learning}
-                for out in outcome.outputs:
+                encoded = outcome.encoded or [orjson.dumps(o["record"]) for o in outcome.outputs]
+                for out, record in zip(outcome.outputs, encoded, strict=True):
                     if out["topic"] == FORWARD:
-                        result.forwards.append((out["to"], out["key"].encode(),
-                                                orjson.dumps(out["record"])))
+                        result.forwards.append((out["to"], out["key"].encode(), record))
                         continue
-                    targets[out["topic"]].append((key, orjson.dumps(out["record"])))
+                    targets[out["topic"]].append((key, record))
                     if out["topic"] == "learning":
                         trigger = place_of(out)
                         read_order.append((trigger["topic"], trigger["partition"],
@@ -933,7 +936,8 @@ class Processor:
         read of each input partition), and its decisions as the latest per slot; and what the
         cache keeps of it (``out.kept``, with the segmenter's ``memo`` on ``p``: none when
         something else changed it)."""
-        outbox = [o for o in previous_outbox if outbox_keeps(o, read)] + out.outputs
+        kept = [o for o in previous_outbox if outbox_keeps(o, read)] if read else previous_outbox
+        outbox = kept + out.outputs
         index = timers.settle(p, cid, self.app_id, before, fired)
         decided = [o for o in out.outputs if o["topic"] == "decisions"]
         if out.withheld_at is not None:
@@ -945,9 +949,13 @@ class Processor:
         latest, latest_ttl_ms = latest_fields([o["record"] for o in decided], now_ms)
         if out.withheld_at is not None:  # the latest decisions kept before are deleted first
             latest_ttl_ms = -max(latest_ttl_ms, 1)
+        # Each new record serialised once: the outbox embeds the bytes, the batch publishes them.
+        out.encoded = [orjson.dumps(o["record"]) for o in out.outputs]
+        packed = [{**o, "record": orjson.Fragment(record)}
+                  for o, record in zip(out.outputs, out.encoded, strict=True)]
         out.write = Write(
             cid, stored.version, pack_doc(p, self.compression),
-            pack_outbox(outbox, self.compression),
+            pack_outbox(kept + packed, self.compression),
             self.segmenter.buckets(p), self.ttl_ms,
             index.entries, index.add, index.remove, latest, latest_ttl_ms,
             tally_fields(out.kpis), stored.erased_ms,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import zlib
+from pathlib import Path
 
 import orjson
 import pytest
 import zstandard
 
 from bench import profile_dictionary
+from streamproc.processor import Processor, upgrade_outbox
 from streamproc.state import zdict
 from streamproc.state.document import (
     COMPRESSIONS,
@@ -18,7 +21,11 @@ from streamproc.state.document import (
     unpack_doc,
     unpack_outbox,
 )
-from streamproc.state.profile import apply_event, new_profile
+from streamproc.state.memory import MemoryStore
+from streamproc.state.profile import apply_event, new_profile, upgrade_profile
+from streamproc.state.store import Stored
+
+from .helpers import SETTINGS
 
 DAY = 86_400_000
 
@@ -93,3 +100,25 @@ def test_the_dictionary_trainer_runs_on_simulated_traffic(tmp_path, capsys):
     assert len(with_it) < 0.7 * len(zstandard.ZstdCompressor().compress(doc))
     with pytest.raises(SystemExit, match="exists"):  # a shipped dictionary never changes
         profile_dictionary.main(["--out", str(out), "--dict-id", "99"])
+
+
+def test_what_the_previous_version_stored_still_loads():
+    """A document and an outbox as streamproc stored them before profiles-2 and level 1 (taken
+    from a simulated worker's write): read back by this version, and the processor's loading
+    gives the same profile and outbox."""
+    stored = orjson.loads((Path(__file__).parent / "data" / "stored-5878326.json").read_bytes())
+    doc, outbox = base64.b64decode(stored["doc"]), base64.b64decode(stored["outbox"])
+    assert zstandard.get_frame_parameters(doc).dict_id == zdict.ID_BASE + 1 != zdict.CURRENT
+    assert zstandard.get_frame_parameters(outbox).dict_id == zdict.ID_BASE + 1
+    assert unpack_doc(doc) == stored["doc_json"]
+    assert unpack_outbox(outbox) == stored["outbox_json"]
+    # The processor reads it as it reads its own writes, and writes it anew with the current
+    # dictionary, no bigger than before.
+    processor = Processor(SETTINGS, MemoryStore())
+    profile, outputs, _ = processor._load("c", Stored(3, doc, outbox))
+    assert profile == upgrade_profile(stored["doc_json"])
+    assert outputs == upgrade_outbox(stored["outbox_json"])
+    rewritten = pack_doc(profile, "zstd"), pack_outbox(outputs, "zstd")
+    assert [zstandard.get_frame_parameters(b).dict_id for b in rewritten] == [zdict.CURRENT] * 2
+    assert unpack_doc(rewritten[0]) == profile and unpack_outbox(rewritten[1]) == outputs
+    assert len(rewritten[0]) + len(rewritten[1]) <= len(doc) + len(outbox)

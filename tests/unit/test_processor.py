@@ -71,6 +71,23 @@ async def test_redelivered_batch_changes_nothing_and_republishes_the_same_decisi
     assert await store.read_profile("c1") == before
 
 
+async def test_another_worker_republishes_the_outbox_byte_for_byte():
+    # The outbox is built from the records' JSON as the batch published it: a worker without
+    # the first one's cache reads it from the store and publishes the same bytes again.
+    proc, store = make(segments=True)
+    part = Partition()
+    msgs = [part.message(event(kind, minute=m)) for m, kind in
+            enumerate(["page_view", "cart_add", "purchase", "cart_add"])]
+    first = await proc.process(msgs)
+    assert first.decisions and first.segments
+    again = await make(store, segments=True)[0].process(msgs)
+    assert again.applied == 0 and again.redelivered == len(msgs)
+    assert (again.decisions, again.segments) == (first.decisions, first.segments)
+    stored = (await store.read_profile("c1") or {})["last_outputs"]
+    assert sorted(orjson.dumps(o["record"]) for o in stored) == sorted(
+        v for _, v in first.decisions + first.segments + first.learning)
+
+
 async def test_a_batch_of_another_topic_read_first_after_a_crash_keeps_the_outbox():
     # A worker wrote a batch of browsing events and died before publishing its decisions. The
     # next worker happens to read the customer's new purchase before the browsing batch again:
