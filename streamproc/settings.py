@@ -110,6 +110,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("FETCH_MAX_RECORDS", "0",
      "most messages a worker's consumer takes from one fetch (0: all the fetch holds); each "
      "fetch reaches the worker's batch buffer in one step"),
+    ("FETCH_MAX_WAIT_MS", "100",
+     "longest a worker's fetch waits at the broker for new messages, in milliseconds; a "
+     "consumer has one fetch at a time per broker, so a partition read to the end waits for "
+     "the one in flight: a long wait stalls a worker catching up while some partitions are idle"),
     ("DEDUPE_WINDOW", "32", "event ids remembered per customer against producer duplicates"),
     ("STATE_COMPRESSION", "zstd",
      "how profiles are stored in Redis: zstd (a shipped dictionary; smallest, fastest), zlib or "
@@ -364,6 +368,7 @@ class Settings:
     batch_behind_ms: int = 200
     batch_behind_wait_ms: int = 50
     fetch_max_records: int = 0
+    fetch_max_wait_ms: int = 100
     dedupe_window: int = 32
     state_compression: str = "zstd"
     affinity_half_life_days: float = 14.0
@@ -498,6 +503,7 @@ class Settings:
             batch_behind_ms=_int(get, "BATCH_BEHIND_MS", 0, 3_600_000),
             batch_behind_wait_ms=_int(get, "BATCH_BEHIND_WAIT_MS", 1, 60_000),
             fetch_max_records=_int(get, "FETCH_MAX_RECORDS", 0, 1_000_000),
+            fetch_max_wait_ms=_int(get, "FETCH_MAX_WAIT_MS", 1, 60_000),
             dedupe_window=_int(get, "DEDUPE_WINDOW", 0, 10_000),
             state_compression=get("STATE_COMPRESSION").lower(),
             affinity_half_life_days=_float(get, "AFFINITY_HALF_LIFE_DAYS", 0.01, 3650),

@@ -38,7 +38,8 @@ def create_bare_app(settings: Settings, arrivals: Path | None = None) -> faust.A
     options = app_options(settings)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
-    buffer = attach(app, settings.topics.inputs, settings.batch_size)
+    buffer = attach(app, settings.topics.inputs, settings.batch_size,
+                    settings.fetch_max_wait_ms)
     inputs = app.topic(*settings.topics.inputs, key_type=bytes, value_type=bytes)
     decoder = Decoder(settings)
     seen: list[tuple[str, int, int, float]] = []

@@ -116,7 +116,8 @@ def create_app(
     options.update(faust_options)
     Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **options)
-    buffer = attach(app, settings.topics.inputs, settings.batch_size)
+    buffer = attach(app, settings.topics.inputs, settings.batch_size,
+                    settings.fetch_max_wait_ms)
     lifecycle = lifecycle or Lifecycle()
     lifecycle.stopping = lambda: bool(app.should_stop)
     topics = settings.topics

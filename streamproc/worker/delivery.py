@@ -31,6 +31,15 @@ partition after an assignment or a seek as well as between messages), and withho
 while the head of the partition is neither acknowledged nor one of those gaps
 (:meth:`~BatchConsumer._new_offset`). So a transaction's markers and compacted offsets are
 committed past, and a message in flight never is.
+
+**A fetch waits at most ``fetch_max_wait_ms`` at the broker** (STREAMPROC_FETCH_MAX_WAIT_MS,
+100 ms) instead of Faust's 1,500. aiokafka sends one fetch at a time to a broker, for the
+partitions whose earlier messages were all taken; a fetch of partitions read to the end (an
+idle topic, such as purchases beside browsing) waits at the broker until one of them has a
+message or the wait ends, and a partition of a busy topic read to the end meanwhile is not
+fetched again before. Measured on the bare app catching up (docs/benchmarks.md): with
+Faust's 1,500 ms, the fetches of the idle partitions took 1.5 s each and the app was idle a
+fifth of the time with its buffer empty, waiting for them.
 """
 
 from __future__ import annotations
@@ -152,6 +161,20 @@ def covered(gaps: IntervalTree, start: int, end: int) -> bool:
     return start >= end
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's thread of the aiokafka consumer, whose consumer's fetches wait at the broker at
+    most the transport's ``fetch_max_wait_ms`` (Faust passes a fixed 1,500 ms)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = cast(BatchTransport, transport).fetch_max_wait_ms
+        if wait_ms is not None:
+            # aiokafka hands it to its fetcher when the consumer starts (AIOKafkaConsumer.start);
+            # tests/integration/test_batches.py checks that the started fetcher has it.
+            consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer delivering each fetch's messages of buffered topics at once,
     and committing no offset past an unacknowledged message (see the module's docstring)."""
@@ -162,6 +185,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # acknowledged since the partition was assigned or sought (where nothing is committed).
         self._next_read: dict[TP, int] = {}
         self._read_from: dict[TP, int] = {}
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def note_read(self, tp: TP, offset: int) -> None:
         """A message at ``offset`` of ``tp`` is delivered: the offsets skipped before it (from
@@ -254,18 +280,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
 
 class BatchTransport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with :class:`BatchConsumer`; ``buffers`` by topic name."""
+    """Faust's aiokafka transport with :class:`BatchConsumer`; ``buffers`` by topic name, and
+    the consumer's longest wait of a fetch at the broker (None: Faust's)."""
 
     Consumer = BatchConsumer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.buffers: dict[str, FetchBuffer] = {}
+        self.fetch_max_wait_ms: int | None = None
 
 
-def attach(app: faust.App, topics: Iterable[str], capacity: int) -> FetchBuffer:
+def attach(app: faust.App, topics: Iterable[str], capacity: int,
+           fetch_max_wait_ms: int | None = None) -> FetchBuffer:
     """A buffer for ``topics`` on ``app``, whose consumer delivers their messages into it a
-    fetch at a time. Call it right after making the app (before anything uses its transport)."""
+    fetch at a time, its fetches waiting at most ``fetch_max_wait_ms`` at the broker (None:
+    Faust's 1,500). Call it right after making the app (before anything uses its transport)."""
     buffer = FetchBuffer(topics, capacity)
     if app._transport is None:
         app.transport = BatchTransport(app.conf.broker_consumer, app)
@@ -273,6 +303,7 @@ def attach(app: faust.App, topics: Iterable[str], capacity: int) -> FetchBuffer:
     if isinstance(transport, BatchTransport):
         for topic in buffer.topics:
             transport.buffers[topic] = buffer
+        transport.fetch_max_wait_ms = fetch_max_wait_ms
     return buffer
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import orjson
 import pytest
+
+from streamproc.worker.app import create_app
 
 from .conftest import Env
 from .test_web import free_port, poll, sample
@@ -63,3 +66,18 @@ async def test_old_events_count_as_behind_only_with_a_backlog_behind_them(stack_
     await produce_old(stack_env, [(customers[0], page_view(customers[0], BACKLOG))])
     _, body = await poll(stack_env, port, "/metrics", consumed(BACKLOG + 1))
     assert sample(body.decode(), "streamproc_batches_behind_total") == behind
+
+
+async def test_the_workers_fetches_wait_at_the_broker_as_long_as_the_setting_says(
+        stack_env: Env) -> None:
+    # Faust starts its aiokafka consumer with a fixed 1,500 ms wait (streamproc.worker.delivery
+    # says why that stalls a worker catching up); the worker's consumer, started on the real
+    # broker, hands STREAMPROC_FETCH_MAX_WAIT_MS to the fetcher it starts.
+    worker = create_app(replace(stack_env.settings, fetch_max_wait_ms=250))
+    consumer = worker.app.consumer
+    kafka = consumer._new_consumer_thread()._create_worker_consumer(worker.app.transport)
+    await kafka.start()
+    try:
+        assert kafka._fetcher._fetch_max_wait_ms == 250
+    finally:
+        await kafka.stop()

@@ -160,3 +160,21 @@ def test_commits_never_pass_an_unacknowledged_message() -> None:
             if committed is not None and pending:
                 assert committed <= min(pending), (seed, offsets, pending, committed)
         assert commit(consumer) == offsets[-1] + 1, (seed, offsets)
+
+
+@pytest.mark.parametrize(("wait_ms", "expected"), [(40, 40), (None, 1500)])
+async def test_the_consumers_fetches_wait_at_the_broker_as_long_as_attach_says(
+        wait_ms: int | None, expected: int) -> None:
+    # The aiokafka consumer that Faust's consumer thread makes for a worker (never started: no
+    # broker); its fetcher takes the wait when it starts. None keeps Faust's own 1,500 ms.
+    app = faust.App("test-delivery", broker="kafka://127.0.0.1:1", store="memory://",
+                    web_enabled=False)
+    attach(app, [TOPIC], 100, fetch_max_wait_ms=wait_ms)
+    consumer = app.consumer
+    assert isinstance(consumer, BatchConsumer)
+    thread = consumer._new_consumer_thread()
+    kafka = thread._create_worker_consumer(app.transport)
+    try:
+        assert kafka._fetch_max_wait_ms == expected
+    finally:
+        await kafka.stop()
