@@ -96,7 +96,8 @@ OPENAPI: dict[str, Any] = {
                           "403": _ERROR, "503": _ERROR}}},
         "/v1/customers/{customer_id}": {
             "get": {"summary": "Everything stored about the customer (right of access); "
-                               "?human=true gives times and days as ISO 8601 UTC",
+                               "?human=true gives times and days as ISO 8601 UTC, and "
+                               "attribute sources and compact lists spelled out",
                     "security": _ADMIN, "parameters": [_CID, {
                         "name": "human", "in": "query", "required": False,
                         "schema": {"type": "boolean", "default": False}}],

@@ -72,7 +72,7 @@ from streamproc.state.document import unpack_doc
 from streamproc.state.identity import alias_target
 from streamproc.state.keys import validate_customer_id
 from streamproc.state.profile import Profile, upgrade_profile
-from streamproc.state.readable import readable
+from streamproc.state.readable import human
 from streamproc.state.regions import RegionContexts
 from streamproc.state.store import RedisStore, with_hiredis_packing
 from streamproc.worker.emitter import batch_records
@@ -491,7 +491,7 @@ async def customer_export(request: web.Request) -> web.Response:
     shown = {"customer_id": cid, **found}
     # As `streamproc profile --human`: the stored numbers by default (what programs read).
     if request.query.get("human", "").lower() in {"1", "true", "yes"}:
-        shown = readable(shown)
+        shown = human(shown, api.clock_ms())
     return _json(shown)
 
 

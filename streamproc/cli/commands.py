@@ -188,9 +188,11 @@ def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     shown = {"customer_id": args.customer_id, **found}
     if args.human:
-        from streamproc.state.readable import readable
+        import time
 
-        shown = readable(shown)
+        from streamproc.state.readable import human
+
+        shown = human(shown, time.time_ns() // 1_000_000)
     print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -561,12 +563,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "access): the profile, its version, the decisions and segment moves "
                        "of its last batch, and the latest decision per slot, from Redis. "
                        "Times are epoch milliseconds and days epoch day numbers, as stored; "
-                       "--human shows them as ISO 8601 UTC times and dates. "
+                       "--human shows them as ISO 8601 UTC times and dates, each "
+                       "attribute's source and age in words, and the compact lists with named "
+                       "fields. "
                        "Exits 1 when nothing is stored.")
     p.add_argument("customer_id")
     p.add_argument("--human", action="store_true",
                    help="times as 2026-03-01T10:03:00.000Z and days as 2026-03-01 instead of "
-                   "epoch milliseconds and day numbers (for people; the default is for "
+                   "epoch milliseconds and day numbers, attribute sources as 'declared, 3 days "
+                   "ago (...)' instead of one-letter codes (for people; the default is for "
                    "programs)")
     p.set_defaults(func=_cmd_profile)
 

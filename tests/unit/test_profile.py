@@ -122,7 +122,8 @@ def test_profile_human_shows_iso_times_and_dates_and_the_default_stays_raw(monke
                           "activity": {"purchase": {"20513": 1}},
                           "session": {"id": "c1:1772359200000", "start_ms": 1772359200000},
                           "timers": {"lifecycle": {"due": 1780135380000, "at": [0, 1780135380000]}},
-                          "cart": {"items": {"20513": 1}}},
+                          "cart": {"items": {"20513": 1}},
+                          "provenance": {"city": ["d", 1772359200000]}},
               "version": 4, "latest_decisions": []}
 
     async def read(settings, customer_id):
@@ -139,5 +140,8 @@ def test_profile_human_shows_iso_times_and_dates_and_the_default_stays_raw(monke
     assert shown["purchases"]["days"] == {"2026-03-01": 50.0}
     assert shown["activity"] == {"purchase": {"2026-03-01": 1}}
     assert shown["session"] == {"id": "c1:1772359200000", "start_ms": "2026-03-01T10:00:00.000Z"}
-    assert shown["timers"]["lifecycle"]["at"] == [0, "2026-05-30T10:03:00.000Z"]
+    assert shown["timers"]["lifecycle"] == {"due": "2026-05-30T10:03:00.000Z",
+                                            "indexed_as": [0, "2026-05-30T10:03:00.000Z"]}
     assert shown["cart"]["items"] == {"20513": 1}  # a product id, not a day
+    assert shown["provenance"]["city"].startswith("declared, ")  # not the stored "d"
+    assert shown["provenance"]["city"].endswith(" ago (2026-03-01T10:00:00.000Z)")
