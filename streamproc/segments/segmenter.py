@@ -145,7 +145,7 @@ class Segmenter:
         rules = self.rule_file.current() if self.rule_file else None
         cuts = self.cuts(now_ms // DAY_MS)
         parts = None
-        if (changed_parts is not None and memo and memo["cuts"] == self._cuts_version
+        if (changed_parts is not None and memo and memo.get("cuts", -1) == self._cuts_version
                 and memo["rules"] is rules):
             parts = self._changed_since(memo, changed_parts, now_ms, ahead)
         new = assign_deferred(p, now_ms, cuts, rules, self.config, parts)
