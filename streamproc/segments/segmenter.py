@@ -3,8 +3,10 @@
 Only the segmentations that read a part of the profile the event changed run
 (:data:`~streamproc.segments.assign.READS`; the others would give the segment they have): the
 processor says what the event changed and keeps this segmenter's notes on the customer (the
-time, the base's cuts and the rules of their last update, and whether a segment moved) with
-the cached profile. A profile read from Redis has no notes: everything runs.
+time, the base's cuts and the rules of their last update, whether a segment moved, and until
+when RFM and lifecycle hold: they read the time, and run again only once it reaches the moment
+their answer can change) with the cached profile. A profile read from Redis has no notes:
+everything runs.
 
 RFM scores are quantiles of the whole customer base. The base lives in Redis as histograms
 (``streamproc.state.keys.HISTOGRAMS``) that the state write moves atomically with each profile:

@@ -345,7 +345,8 @@ PARTS_BY_TYPE: dict[str, frozenset[str]] = {
 }
 CONTEXT_PARTS = frozenset({"device", "location"})
 NEW_SESSION_PARTS = frozenset({"counts.sessions"})
-# Every part apply_event writes: what its answer can name.
+# Every part apply_event writes that something may read (of the "counts.<key>" parts, those of
+# the types above, of context_update and of sessions): what the skipping can rely on.
 APPLIED_PARTS = EVERY_EVENT_PARTS.union(
     SEEN_PARTS, CONTEXT_PARTS, NEW_SESSION_PARTS, {"rfm"}, *PARTS_BY_TYPE.values(),
     {f"counts.{type_}" for type_ in (*PARTS_BY_TYPE, "context_update")})
