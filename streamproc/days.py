@@ -11,6 +11,7 @@ contextual policy and the ``moment.*`` fields of conditions use it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -31,6 +32,26 @@ def epoch_day(ts_ms: int) -> int:
 def days_since(now_ms: int, then_ms: int) -> float:
     """Days from ``then_ms`` to ``now_ms``; never negative (late events can arrive)."""
     return max(0.0, (now_ms - then_ms) / DAY_MS)
+
+
+def reached_ms(then_ms: int, days: float) -> int:
+    """The first millisecond ``t`` with ``days_since(t, then_ms) >= days``: when a threshold of
+    ``days`` from ``then_ms`` is reached, exact to the millisecond (``then_ms`` itself for
+    ``days`` <= 0). The segments use it to know until when their answer holds.
+
+    >>> reached_ms(5, 1.5) - 5 == 1.5 * DAY_MS, reached_ms(0, 1e-9)
+    (True, 1)
+    """
+    if days <= 0:
+        return then_ms
+    span = math.ceil(days * DAY_MS)
+    # The product above can round either way: the division days_since makes decides (spans
+    # are positive here, so its max(0, ...) changes nothing).
+    while span > 1 and (span - 1) / DAY_MS >= days:
+        span -= 1
+    while span / DAY_MS < days:
+        span += 1
+    return then_ms + span
 
 
 def plural(n: float, word: str) -> str:

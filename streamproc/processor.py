@@ -375,7 +375,8 @@ class _Kept:
     outbox: bytes
     profile: Profile
     outputs: list[dict[str, Any]]
-    # The segmenter's notes on this profile (SegmentUpdater.update's memo).
+    # The notes kept with this profile: the segmenter's (SegmentUpdater.update's memo) and
+    # the timer index entries of the write (timers.settle).
     memo: dict[str, Any] = field(default_factory=dict)
 
 
@@ -938,7 +939,7 @@ class Processor:
         something else changed it)."""
         kept = [o for o in previous_outbox if outbox_keeps(o, read)] if read else previous_outbox
         outbox = kept + out.outputs
-        index = timers.settle(p, cid, self.app_id, before, fired)
+        index = timers.settle(p, cid, self.app_id, before, fired, memo)
         decided = [o for o in out.outputs if o["topic"] == "decisions"]
         if out.withheld_at is not None:
             # Only what was decided after the withdrawal (a new grant's) may be the latest, not

@@ -129,25 +129,42 @@ class IndexChange:
     remove: tuple[tuple[str, str], ...]
 
 
+# Where settle notes the index entries of a write, in the notes kept with the profile.
+INDEX_NOTE = "timer_index"
+
+
 def settle(p: Profile, customer_id: str, app_id: str, before: set[tuple[int, int, str]],
-           fired: Iterable[tuple[int, int, str]] = ()) -> IndexChange:
+           fired: Iterable[tuple[int, int, str]] = (),
+           notes: dict[str, Any] | None = None) -> IndexChange:
     """Index what needs it (a new timer, or one due earlier than its entry) and say which
-    entries to add and remove. ``fired`` entries stay until the batch is published."""
+    entries to add and remove. ``fired`` entries stay until the batch is published.
+
+    ``notes``: a dict kept with the profile from one write to the next (the processor's,
+    with its cached profile), where the entries of a write that fired nothing are noted: the
+    next write whose timers are indexed as they were (nearly all: an armed timer that moves
+    later keeps its entry) takes them again instead of building them.
+    """
     for e in (p.get("timers") or {}).values():
         at = e.get("at")
         if not at or e["due"] < at[1]:
             e["at"] = [e["p"], e["due"]]
     after = indexed(p)
     kept = set(fired)
+    noted = None if notes is None else notes.get(INDEX_NOTE)
+    if noted is not None and not kept and noted[0] == after == before:
+        return IndexChange(noted[1], (), ())
 
     def entry(part: int, due: int, name: str) -> tuple[str, str]:
         return timer_index_key(app_id, part), member(customer_id, name, due)
 
-    return IndexChange(
+    change = IndexChange(
         tuple(sorted(entry(*t) for t in after | kept)),
         tuple((*entry(*t), t[1]) for t in sorted(after - before)),
         tuple(entry(*t) for t in sorted(before - after - kept)),
     )
+    if notes is not None:
+        notes[INDEX_NOTE] = None if kept else (after, change.entries)
+    return change
 
 
 def next_lifecycle_due(p: Profile, ts_ms: int, config: SegmentConfig) -> int | None:

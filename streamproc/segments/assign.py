@@ -34,22 +34,39 @@ from streamproc.segments.rules import RuleSet
 from streamproc.segments.tiers import assign_value_tier
 from streamproc.state.profile import APPLIED_PARTS, Profile
 
-# What each built-in segmentation reads: top-level parts of the profile, and "clock" (the
-# customer's time, to the millisecond), "day" (its epoch day), "cuts" (the base's RFM cuts),
-# "segments" (segments assigned before). Given the parts an event changed, assign_all runs
-# only the segmentations that read one: the others would give the segment they have.
+# What each built-in segmentation reads: parts of the profile ("counts.<key>": one key of
+# ``counts``), and "clock.<segmentation>" (the customer's time reached the moment its answer
+# may change by time alone: Deferred.until_ms), "clock.idle" (the customer's time is, or was
+# at their last update, ahead of their last event: a timer moved it), "cuts" (the base's RFM
+# cuts), "segments" (segments assigned before). Given the parts an event changed, assign_all
+# runs only the segmentations that read one: the others would give the segment they have.
 READS: dict[str, frozenset[str]] = {
-    "rfm": frozenset({"purchases", "rfm", "clock", "cuts"}),
+    "rfm": frozenset({"purchases", "rfm", "clock.rfm", "cuts"}),
     "value_tier": frozenset({"purchases", "scores"}),
-    "lifecycle": frozenset({"purchases", "first_seen_ms", "last_seen_ms", "clock", "segments"}),
-    "journey": frozenset({"purchases", "cart", "counts"}),
+    # A visitor's anchor, the last event, is their time unless "clock.idle" (lifecycle.py).
+    "lifecycle": frozenset({"purchases", "first_seen_ms", "clock.lifecycle", "clock.idle",
+                            "segments"}),
+    "journey": frozenset({"purchases", "cart", "counts.product_view", "counts.sessions"}),
     "demographics": frozenset({"attributes", "location"}),  # age_band, gender, country
     "intent": frozenset({"scores"}),
     "cluster": frozenset({"cluster"}),
 }
+# What they read of a buyer (``purchases.last_ms`` known): RFM's recency and the lifecycle's
+# anchor are the last purchase, not ``rfm`` (whose T moves every day) or the visits; the
+# journey stage follows the orders alone.
+BUYER_READS: dict[str, frozenset[str]] = {
+    "rfm": frozenset({"purchases", "clock.rfm", "cuts"}),
+    "lifecycle": frozenset({"purchases", "clock.lifecycle", "segments"}),
+    "journey": frozenset({"purchases"}),
+}
+# The segmentations whose answer moves with time (their Deferred says until when it holds).
+TIMED = ("rfm", "lifecycle")
+CLOCK_PARTS = {name: f"clock.{name}" for name in TIMED}
+IDLE = "clock.idle"
 # The parts whose changes the processor reports (the profile update's, the scorer's, the
 # segmenter's own and the time): a rule reading another part runs on every event.
-TRACKED = APPLIED_PARTS | {"scores", "cluster", "segments", "clock", "day", "cuts"}
+TRACKED = APPLIED_PARTS | {"scores", "cluster", "segments", "day", "cuts", IDLE,
+                           *CLOCK_PARTS.values()}
 
 
 def assign_all(
@@ -92,13 +109,16 @@ def assign_deferred(
 
     previous: Mapping[str, Any] = profile.get("segments") or {}
     out: dict[str, Assignment | Deferred] = {}
-    if runs(READS["rfm"]):
+    purchases = profile.get("purchases") or {}
+    reads = (BUYER_READS if (purchases.get("orders") or 0) > 0
+             and purchases.get("last_ms") is not None else READS)
+    if runs(reads["rfm"]):
         out["rfm"] = rfm_deferred(profile, now_ms, {**DEFAULT_CUTS, **(rfm_cuts or {})})
     if runs(READS["value_tier"]):
         out["value_tier"] = assign_value_tier(profile, config)
-    if runs(READS["lifecycle"]):
+    if runs(reads["lifecycle"]):
         out["lifecycle"] = lifecycle_deferred(profile, now_ms, previous.get("lifecycle"), config)
-    if runs(READS["journey"]):
+    if runs(reads["journey"]):
         out["journey"] = journey_deferred(profile, config)
     if runs(READS["demographics"]):
         out.update(assign_demographics(profile))

@@ -20,6 +20,9 @@ class Deferred(NamedTuple):
 
     segment: str
     explain: Callable[[], str]
+    # The first event time from which the segment may change by time alone, its other inputs
+    # unchanged (None: never): the segmenter skips the segmentation until then.
+    until_ms: int | None = None
 
     @property
     def reason(self) -> str:

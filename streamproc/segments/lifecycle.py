@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from streamproc.days import DAY_MS, days_since, plural
+from streamproc.days import DAY_MS, days_since, plural, reached_ms
 from streamproc.segments.assignment import Assignment, Deferred
 from streamproc.segments.config import SegmentConfig
 
@@ -78,7 +78,23 @@ def assign_lifecycle(
 def lifecycle_deferred(
     profile: Mapping[str, Any], now_ms: int, previous: str | None, config: SegmentConfig
 ) -> Deferred:
-    """:func:`assign_lifecycle` with the reason built only when it is read."""
+    """:func:`assign_lifecycle` with the reason built only when it is read, and the event time
+    until which the stage holds with the same inputs (``until_ms``): the first threshold the
+    days since the anchor, the return or the first purchase or visit cross next. A visitor's
+    anchor is their last visit, which is their time itself (no idle days) unless a timer moved
+    their clock past it: theirs holds while that stays so (``until_ms`` is ``now_ms`` when it
+    is not).
+
+    >>> from streamproc.segments.config import SegmentConfig
+    >>> day = 86_400_000
+    >>> buyer = {"purchases": {"orders": 1, "first_ms": 0, "last_ms": 0, "days": {"0": 9.0}}}
+    >>> [(d.segment, d.until_ms // day) for d in (
+    ...     lifecycle_deferred(buyer, t * day, None, SegmentConfig()) for t in (1, 40, 100))]
+    [('new', 30), ('active', 90), ('at_risk', 180)]
+    >>> visitor = {"first_seen_ms": 0, "last_seen_ms": 3 * day}
+    >>> lifecycle_deferred(visitor, 3 * day, None, SegmentConfig()).until_ms // day
+    30
+    """
     purchases = profile.get("purchases") or {}
     bought = (purchases.get("orders") or 0) > 0 and purchases.get("last_ms") is not None
     if bought:
@@ -93,16 +109,30 @@ def lifecycle_deferred(
                                           f"{config.lifecycle_lapsed_days:g}+ days")
     if idle >= config.lifecycle_active_days:
         return Deferred("at_risk", lambda: f"last {what} {_days(idle)} ago, "
-                                           f"{config.lifecycle_active_days:g}+ days")
-    if bought:
-        returned = last_return_day(purchases.get("days") or {}, config.lifecycle_active_days)
-        since_return = None if returned is None else days_since(now_ms, returned * DAY_MS)
-        if previous in _AWAY and (since_return is None or idle < since_return):
-            since_return = idle  # came back since the at-risk/lapsed segment was given
-        if since_return is not None and since_return < config.lifecycle_reactivated_days:
-            gap, since = config.lifecycle_active_days, since_return
-            return Deferred("reactivated", lambda: f"bought again {_days(since)} ago "
-                                                   f"after a gap of {gap:g}+ days")
+                                           f"{config.lifecycle_active_days:g}+ days",
+                        reached_ms(anchor, config.lifecycle_lapsed_days) if bought else now_ms)
+    if not bought:
+        if first is not None and days_since(now_ms, first) < config.lifecycle_new_days:
+            return Deferred("new", lambda: f"first {what} {_days(days_since(now_ms, first))} "
+                                           "ago",
+                            now_ms if idle else reached_ms(first, config.lifecycle_new_days))
+        return Deferred("active", lambda: f"last {what} {_days(idle)} ago",
+                        now_ms if idle else None)
+    at_risk_ms = reached_ms(anchor, config.lifecycle_active_days)
+    returned = last_return_day(purchases.get("days") or {}, config.lifecycle_active_days)
+    since_return = None if returned is None else days_since(now_ms, returned * DAY_MS)
+    if previous in _AWAY and (since_return is None or idle < since_return):
+        since_return = idle  # came back since the at-risk/lapsed segment was given
+    if since_return is not None and since_return < config.lifecycle_reactivated_days:
+        gap, since = config.lifecycle_active_days, since_return
+        # Until the return and (after an away stage) the last purchase are both that old.
+        ends = [reached_ms(t, config.lifecycle_reactivated_days) for t in (
+            None if returned is None else returned * DAY_MS,
+            anchor if previous in _AWAY else None) if t is not None]
+        return Deferred("reactivated", lambda: f"bought again {_days(since)} ago "
+                                               f"after a gap of {gap:g}+ days",
+                        min(at_risk_ms, max(ends)))
     if first is not None and days_since(now_ms, first) < config.lifecycle_new_days:
-        return Deferred("new", lambda: f"first {what} {_days(days_since(now_ms, first))} ago")
-    return Deferred("active", lambda: f"last {what} {_days(idle)} ago")
+        return Deferred("new", lambda: f"first {what} {_days(days_since(now_ms, first))} ago",
+                        min(at_risk_ms, reached_ms(first, config.lifecycle_new_days)))
+    return Deferred("active", lambda: f"last {what} {_days(idle)} ago", at_risk_ms)

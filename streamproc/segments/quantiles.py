@@ -131,6 +131,27 @@ def score(dimension: str, value: float, cuts: Cuts) -> int:
     return score_bucket(bucket_of(dimension, value), cuts)
 
 
+def worst_value_within(dimension: str, cut: float) -> float | None:
+    """The lowest value of a lower-is-better ``dimension`` whose bucket is at or below ``cut``
+    (None: no value's is): as the value grows (days since the last purchase, with time), the
+    score falls to at most ``k`` from that value on, for ``cut`` = ``cuts[k-1]``.
+
+    >>> cuts = DEFAULT_CUTS["recency_days"]  # R5 under 30 days, R4 under 90, ...
+    >>> worst_value_within("recency_days", cuts[3]), worst_value_within("recency_days", cuts[0])
+    (30, 365)
+    """
+    if dimension not in LOWER_IS_BETTER:
+        raise ValueError(f"{dimension} is not lower-is-better")
+    edges = BUCKETS[dimension]
+    # bucket = len - 1 - raw, raw = the index of the value's edge: bucket <= cut iff
+    # raw >= len - 1 - cut, iff the value is at least that edge.
+    lowest = len(edges) - 1 - cut
+    if lowest <= 0:
+        return edges[0]
+    index = math.ceil(lowest)
+    return edges[index] if index < len(edges) else None
+
+
 def cuts_at(dimension: str, thresholds: tuple[float, float, float, float]) -> Cuts:
     """Fixed cuts from value thresholds, read as in :data:`DEFAULT_THRESHOLDS`.
 

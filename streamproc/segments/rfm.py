@@ -30,9 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streamproc.days import days_since, plural
+from streamproc.days import days_since, plural, reached_ms
 from streamproc.segments.assignment import Assignment, Deferred
-from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts, score
+from streamproc.segments.quantiles import DEFAULT_CUTS, Cuts, score, worst_value_within
 
 RFM_SEGMENTS = (
     "champions", "loyal", "potential_loyalists", "new", "promising", "needs_attention",
@@ -113,11 +113,21 @@ def assign_rfm(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cuts]
 
 
 def rfm_deferred(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cuts]) -> Deferred:
-    """:func:`assign_rfm` with the reason built only when it is read."""
+    """:func:`assign_rfm` with the reason built only when it is read, and the time until
+    which it holds (:func:`rfm_until`; for a profile without ``purchases.last_ms``, whose
+    recency comes from ``rfm``, None: it moves with ``rfm``).
+
+    >>> d = rfm_deferred({"purchases": {"orders": 1, "total": 30.0, "last_ms": 0}}, 0, {})
+    >>> d.segment, d.until_ms // 86_400_000  # R5 until 30 days, then R4: promising
+    ('new', 30)
+    """
     values = rfm_values(profile, now_ms)
     if values is None:
         return Deferred(PROSPECT, _no_purchase)
     r, f, m = rfm_scores(values, cuts)
+    last_ms = profile["purchases"].get("last_ms")
+    until = None if last_ms is None else rfm_until(
+        last_ms, r, (f + m) // 2, cuts.get("recency_days") or DEFAULT_CUTS["recency_days"])
 
     def explain() -> str:
         days = int(values["recency_days"])
@@ -126,7 +136,29 @@ def rfm_deferred(profile: Mapping[str, Any], now_ms: int, cuts: Mapping[str, Cut
                 f"{plural(values['frequency'], 'repeat purchase day')}, "
                 f"{values['monetary']:,.2f} per order")
 
-    return Deferred(_GRID[r][(f + m) // 2 - 1], explain)  # scores are 1 to 5 (rfm_scores)
+    return Deferred(_GRID[r][(f + m) // 2 - 1], explain, until)  # scores 1 to 5 (rfm_scores)
+
+
+def rfm_until(last_ms: int, r: int, fm: int, recency_cuts: Cuts) -> int | None:
+    """The first event time at which the segment of a buyer scored R ``r`` and FM ``fm``,
+    whose last purchase was at ``last_ms``, changes by time alone (None: never). Only R moves
+    with time, downwards as the purchase ages, and the segment changes at the first lower R
+    whose grid cell differs (no column of the grid comes back to a segment it left).
+
+    >>> rfm_until(0, 5, 4, DEFAULT_CUTS["recency_days"]) // 86_400_000  # champions, then loyal
+    30
+    >>> rfm_until(0, 4, 5, DEFAULT_CUTS["recency_days"]) // 86_400_000  # loyal until R2
+    180
+    >>> rfm_until(0, 1, 3, DEFAULT_CUTS["recency_days"]) is None  # at_risk for good
+    True
+    """
+    segment = _GRID[r][fm - 1]
+    lower = next((s for s in range(r - 1, 0, -1) if _GRID[s][fm - 1] != segment), None)
+    if lower is None:
+        return None
+    # R <= lower from the age at which the recency bucket is at or below cuts[lower - 1].
+    days = worst_value_within("recency_days", recency_cuts[lower - 1])
+    return None if days is None else reached_ms(last_ms, days)
 
 
 def _no_purchase() -> str:

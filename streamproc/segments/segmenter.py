@@ -3,8 +3,10 @@
 Only the segmentations that read a part of the profile the event changed run
 (:data:`~streamproc.segments.assign.READS`; the others would give the segment they have): the
 processor says what the event changed and keeps this segmenter's notes on the customer (the
-time, the base's cuts and the rules of their last update, and whether a segment moved) with
-the cached profile. A profile read from Redis has no notes: everything runs.
+time, the base's cuts and the rules of their last update, whether a segment moved, and until
+when RFM and lifecycle hold: they read the time, and run again only once it reaches the moment
+their answer can change) with the cached profile. A profile read from Redis has no notes:
+everything runs.
 
 RFM scores are quantiles of the whole customer base. The base lives in Redis as histograms
 (``streamproc.state.keys.HISTOGRAMS``) that the state write moves atomically with each profile:
@@ -38,6 +40,8 @@ from streamproc.segments import (
     changed,
     cuts_from_histograms,
 )
+from streamproc.segments.assign import CLOCK_PARTS, IDLE, TIMED
+from streamproc.segments.assignment import Deferred
 from streamproc.settings import Settings
 from streamproc.state.profile import Profile
 from streamproc.state.store import Store
@@ -130,28 +134,32 @@ class Segmenter:
         With ``changed_parts`` (what the event changed in ``p``) and ``memo`` (what this
         segmenter noted in the customer's last update, kept by the caller with the profile;
         empty: nothing known), only the segmentations reading a changed part run
-        (:data:`~streamproc.segments.assign.READS`); the time, the base's cuts and the
-        segments moved since count as changed parts. Otherwise every one runs.
+        (:data:`~streamproc.segments.assign.READS`); the segments moved since count as a
+        changed part, and so does the time for RFM and lifecycle once it reaches the moment
+        their answer can change by time alone (noted when they last ran). Otherwise every
+        one runs.
         """
         # The customer's time: their latest event, or a timer that fired later (a lifecycle
         # move in time, streamproc.decisions.timers): a late event does not turn it back.
         now_ms = max(event.ts_ms, p["last_seen_ms"] or event.ts_ms, p.get("clock_ms") or 0)
+        # Ahead of their last event: a timer moved the customer's clock (a lifecycle move).
+        ahead = now_ms != p["last_seen_ms"]
         rules = self.rule_file.current() if self.rule_file else None
         cuts = self.cuts(now_ms // DAY_MS)
-        parts: set[str] | None = None
-        if (changed_parts is not None and memo and memo["cuts"] == self._cuts_version
+        parts = None
+        if (changed_parts is not None and memo and memo.get("cuts", -1) == self._cuts_version
                 and memo["rules"] is rules):
-            parts = set(changed_parts)
-            if memo["now_ms"] != now_ms:
-                parts.add("clock")
-                if memo["now_ms"] // DAY_MS != now_ms // DAY_MS:
-                    parts.add("day")
-            if memo["moved"]:
-                parts.add("segments")
+            parts = self._changed_since(memo, changed_parts, now_ms, ahead)
         new = assign_deferred(p, now_ms, cuts, rules, self.config, parts)
         moves = changed(p["segments"], new, complete=parts is None)
         if memo is not None:
-            memo.update(cuts=self._cuts_version, rules=rules, now_ms=now_ms, moved=bool(moves))
+            until = memo.setdefault("until", {})
+            for name in TIMED:  # noted when they ran (always when parts is None), kept else
+                ran = new.get(name)
+                if isinstance(ran, Deferred):
+                    until[name] = ran.until_ms
+            memo.update(cuts=self._cuts_version, rules=rules, now_ms=now_ms, moved=bool(moves),
+                        ahead=ahead)
         if not moves:
             return []
         segments, history = p["segments"], p["segment_history"]
@@ -166,6 +174,26 @@ class Segmenter:
                 history.append([move.segmentation, move.from_, move.to, event.ts_ms])
         del history[: -self.history or len(history)]
         return move_records(moves, event, trigger)
+
+    @staticmethod
+    def _changed_since(memo: dict[str, Any], changed_parts: Collection[str], now_ms: int,
+                       ahead: bool) -> set[str]:
+        """What changed since the customer's last update (``memo``): the event's parts, and
+        the segmenter's own (see :data:`~streamproc.segments.assign.READS`)."""
+        parts = set(changed_parts)
+        before = memo["now_ms"]
+        if before != now_ms:
+            if before // DAY_MS != now_ms // DAY_MS:
+                parts.add("day")
+            for name, clock in CLOCK_PARTS.items():
+                due = memo["until"][name]
+                if now_ms < before or (due is not None and now_ms >= due):
+                    parts.add(clock)
+        if ahead or memo["ahead"]:
+            parts.add(IDLE)
+        if memo["moved"]:
+            parts.add("segments")
+        return parts
 
     def buckets(self, p: Profile) -> tuple[str, ...]:
         return rfm_buckets(p)

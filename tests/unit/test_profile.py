@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from streamproc.state.profile import SESSION_GAP_MS, ProfileConfig, apply_event, new_profile
 
 from .helpers import event
@@ -145,3 +147,19 @@ def test_profile_human_shows_iso_times_and_dates_and_the_default_stays_raw(monke
     assert shown["cart"]["items"] == {"20513": 1}  # a product id, not a day
     assert shown["provenance"]["city"].startswith("declared, ")  # not the stored "d"
     assert shown["provenance"]["city"].endswith(" ago (2026-03-01T10:00:00.000Z)")
+
+
+def test_trimming_the_daily_activity_keeps_the_window_whatever_it_holds() -> None:
+    from random import Random
+
+    from streamproc.state.profile import _trim_activity
+
+    rng = Random(4)
+    for _ in range(500):
+        activity = {f"k{k}": {str(rng.randint(90, 130)): rng.randint(1, 3)
+                              for _ in range(rng.randint(0, 3))}
+                    for k in range(rng.randint(0, 6))}
+        p: Any = {"activity": {k: dict(v) for k, v in activity.items()}}
+        _trim_activity(p, 130, 30)
+        kept = {k: {d: n for d, n in v.items() if int(d) >= 101} for k, v in activity.items()}
+        assert p["activity"] == {k: v for k, v in kept.items() if v}

@@ -419,3 +419,32 @@ def test_unreadable_index_entries_are_dropped_not_fired() -> None:
 
     assert parse_member("a|b", 0) is None and parse_member("a|b|c", 0) is None
     assert RawMessage  # the synthetic event's message type stays the codec's
+
+
+def test_a_write_whose_timers_are_indexed_as_before_takes_the_noted_entries() -> None:
+    from streamproc.decisions.timers import INDEX_NOTE, arm, indexed, settle
+    from streamproc.state.profile import Profile
+
+    p: Profile = {}
+    arm(p, "lifecycle", T0 + 90 * DAY, 2)
+    notes: dict[str, Any] = {}
+    first = settle(p, "c1", "app", set(), notes=notes)
+    assert first.add and notes[INDEX_NOTE] == ({(2, T0 + 90 * DAY, "lifecycle")},
+                                               first.entries)
+    arm(p, "lifecycle", T0 + 95 * DAY, 2)  # later: its entry stays
+    before = indexed(p)
+    again = settle(p, "c1", "app", before, notes=notes)
+    assert again.entries is first.entries and not again.add and not again.remove
+    assert again == settle(p, "c1", "app", before)  # what building them gives
+    # A new timer, or an earlier due time: built again, and noted.
+    for name, due in (("cart_abandoned", T0 + HOUR), ("lifecycle", T0 + DAY)):
+        before = indexed(p)
+        arm(p, name, due, 2)
+        built = settle(p, "c1", "app", before, notes=notes)
+        assert built.add and built.entries != first.entries
+        assert notes[INDEX_NOTE][1] is built.entries
+    # A fired timer's entry stays in the write's entries until the batch is out: not noted.
+    fired = [(2, T0 + HOUR, "cart_abandoned")]
+    p["timers"].pop("cart_abandoned")
+    out = settle(p, "c1", "app", indexed(p), fired, notes)
+    assert any("cart_abandoned" in m for _, m in out.entries) and notes[INDEX_NOTE] is None
