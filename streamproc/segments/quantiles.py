@@ -12,6 +12,9 @@ a customer's value moves, its old bucket loses one and its new bucket gains one)
 share of the base strictly worse than the customer: beat 80 % of customers or more and the
 score is 5, beat fewer than 20 % and it is 1. Ties share the lower score, so when every customer
 has frequency 0 they all get F1 (nobody beats anybody), not F3; an empty base scores everyone 1.
+:func:`cut_points` turns a histogram into the four quintile boundaries, ``cuts[k-1]`` being the
+bucket holding the ``k``/5 quantile, and :func:`score` is then ``1 +`` the number of boundaries
+the customer's bucket lies above.
 
 **Ties across a boundary.** When two boundaries fall in one bucket (a fifth of the base or more
 ties there, across a quintile), the quintiles cannot be told apart and the tie takes the lowest
@@ -20,9 +23,6 @@ scored R1 (``lost``); the next day the 80 % who bought today scored R2. A dimens
 boundaries are not four different buckets is therefore scored against the fixed thresholds
 (:data:`DEFAULT_THRESHOLDS`), as a base too small is (like ``pandas.qcut``, which refuses bin
 edges that are not unique).
-:func:`cut_points` turns a histogram into the four quintile boundaries, ``cuts[k-1]`` being the
-bucket holding the ``k``/5 quantile, and :func:`score` is then ``1 +`` the number of boundaries
-the customer's bucket lies above.
 
 **Bucket order.** Bucket indices run from worst to best in every dimension, so one rule serves all
 three: bucket 0 of ``recency_days`` holds the purchases longest ago (its edges are read backwards).
