@@ -16,6 +16,14 @@ has frequency 0 they all get F1 (nobody beats anybody), not F3; an empty base sc
 bucket holding the ``k``/5 quantile, and :func:`score` is then ``1 +`` the number of boundaries
 the customer's bucket lies above.
 
+**Ties across a boundary.** When two boundaries fall in one bucket (a fifth of the base or more
+ties there, across a quintile), the quintiles cannot be told apart and the tie takes the lowest
+of the scores it spans: on a shop's first day everybody bought today, and a purchase minutes old
+scored R1 (``lost``); the next day the 80 % who bought today scored R2. A dimension whose four
+boundaries are not four different buckets is therefore scored against the fixed thresholds
+(:data:`DEFAULT_THRESHOLDS`), as a base too small is (like ``pandas.qcut``, which refuses bin
+edges that are not unique).
+
 **Bucket order.** Bucket indices run from worst to best in every dimension, so one rule serves all
 three: bucket 0 of ``recency_days`` holds the purchases longest ago (its edges are read backwards).
 
@@ -169,13 +177,20 @@ DEFAULT_CUTS: dict[str, Cuts] = {d: cuts_at(d, t) for d, t in DEFAULT_THRESHOLDS
 def cuts_from_histograms(
     histograms: Mapping[str, Mapping[int, int]], min_customers: int = 100
 ) -> dict[str, Cuts]:
-    """Cuts for every dimension: from its histogram, or the default ones for a small base.
+    """Cuts for every dimension: from its histogram, or the default ones for a small base or a
+    base whose quintiles share a bucket (a tie across a boundary: see the module notes).
 
     >>> cuts_from_histograms({"frequency": {0: 3}})["frequency"] == DEFAULT_CUTS["frequency"]
+    True
+    >>> today = bucket_of("recency_days", 0)  # 500 customers who all bought today
+    >>> cuts_from_histograms({"recency_days": {today: 500}})["recency_days"] == DEFAULT_CUTS[
+    ...     "recency_days"]
     True
     """
     out = dict(DEFAULT_CUTS)
     for dimension, counts in histograms.items():
         if dimension in out and sum(n for n in counts.values() if n > 0) >= max(min_customers, 1):
-            out[dimension] = cut_points(counts)
+            cuts = cut_points(counts)
+            if cuts[0] < cuts[1] < cuts[2] < cuts[3]:
+                out[dimension] = cuts
     return out

@@ -222,3 +222,27 @@ def test_a_forgotten_customer_is_never_labelled_and_the_others_are():
     j.purchase("gone", "p2", 4 * H + MIN)
     assert close(j, 10 * H) == [("other", 4 * H, False)]
     assert j.purchases.get("gone") is None  # aged out as usual
+
+
+@pytest.mark.parametrize("offset_s", [0, 90, 359])
+def test_the_first_labels_come_36_to_42_minutes_after_a_start(offset_s):
+    # What README's "A marketer's first hour" says of make run with the defaults: no label in the
+    # first 35 minutes; the first one when the watermark (slowest of the sources, a purchase
+    # partition about a minute behind, minus the 5 minutes' lateness) passes the first
+    # 6-minute bucket's end plus the 30-minute horizon.
+    sources = ["browsing:0", "purchases:0"]
+    j = LabelJoin(H, 5 * MIN, 6 * 60 * MIN, sources=sources)
+    start = 1_000 * H + offset_s * 1000  # a start `offset_s` into a 6-minute bucket
+    first = None
+    for second in range(0, 50 * 60, 10):
+        ts = start + second * 1000
+        out = j.snapshot(f"c{second % 7}", f"b{second}", ts, {"x": 1.0}, 0.5, "browsing:0")
+        if second % 60 == 0:  # a purchase a minute: its partition is up to a minute behind
+            out += j.purchase("c0", f"p{second}", ts, "purchases:0")
+        if out and first is None:
+            first = second
+    assert first is not None
+    assert 36 * 60 <= first <= 42 * 60
+    # exactly: the bucket's end, the horizon and the lateness, at the next purchase's minute
+    due_s = (6 * 60 - offset_s) + 30 * 60 + 5 * 60
+    assert first == -(-due_s // 60) * 60

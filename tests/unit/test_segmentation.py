@@ -4,7 +4,7 @@ import orjson
 
 from streamproc.processor import Processor
 from streamproc.segments import DEFAULT_CUTS, bucket_of
-from streamproc.segments.segmenter import Segmenter, base_cuts, rfm_buckets
+from streamproc.segments.segmenter import HISTOGRAM_REFRESH_S, Segmenter, base_cuts, rfm_buckets
 from streamproc.settings import Settings
 from streamproc.state.memory import MemoryStore
 
@@ -149,3 +149,25 @@ def test_intent_tier_moves_are_published_but_not_kept_in_history():
     assert intent_moves == [(None, "cold"), ("cold", "hot")]
     assert p["segments"]["intent"] == "hot"
     assert all(h[0] != "intent" for h in p["segment_history"])
+
+
+async def test_a_first_day_base_keeps_todays_buyers_out_of_lost():
+    # The demo's first hour: 150 customers each bought once, minutes ago. Every one ties on
+    # recency (today) and frequency (0), so the quintiles cannot score those dimensions: they
+    # were all R1 F1 (`lost`, `at_risk` for the big spenders) while bought today.
+    now = [0.0]
+    proc = Processor(SETTINGS, MemoryStore(),
+                     segmenter=Segmenter(SETTINGS, clock=lambda: now[0]))
+    part = Partition()
+    customers = [f"c{i}" for i in range(150)]
+    await proc.process([part.message(event("purchase", customer=c, minute=i % 50,
+                                           amount=10.0 + 3 * i))
+                        for i, c in enumerate(customers)])
+    now[0] += HISTOGRAM_REFRESH_S + 1  # the segmenter reads the base of 150 buyers
+    out = await proc.process([part.message(event("page_view", customer=c, minute=55))
+                              for c in customers])
+    moves = [orjson.loads(v) for _, v in out.segments]
+    rfm = {r["customer_id"]: r for r in moves if r["segmentation"] == "rfm"}
+    assert rfm, "the base's cuts moved nobody"
+    assert {r["to"] for r in rfm.values()} <= {"new", "potential_loyalists"}
+    assert all(r["reason"].startswith("R5 F1 ") for r in rfm.values())

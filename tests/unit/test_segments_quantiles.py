@@ -121,10 +121,35 @@ def test_default_cuts_at_their_thresholds(dimension: str, value: float, expected
 
 
 def test_cuts_from_histograms_fall_back_below_min_customers() -> None:
-    small = {"frequency": {0: 99}, "monetary": {5: 150}}
+    # 150 customers, 30 in each of 5 buckets; 95, 19 in each
+    small = {"frequency": {b: 19 for b in range(5)}, "monetary": {b: 30 for b in range(5)}}
     cuts = cuts_from_histograms(small, min_customers=100)
     assert cuts["frequency"] == DEFAULT_CUTS["frequency"]
     assert cuts["recency_days"] == DEFAULT_CUTS["recency_days"]
-    assert cuts["monetary"] == (5, 5, 5, 5)
-    assert cuts_from_histograms({"frequency": {0: 99}}, 99)["frequency"] == (0, 0, 0, 0)
+    assert cuts["monetary"] == (0, 1, 2, 3)
+    assert cuts_from_histograms(small, 95)["frequency"] == (0, 1, 2, 3)
     assert cuts_from_histograms({"frequency": {}}, 0)["frequency"] == DEFAULT_CUTS["frequency"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "quantiles_used"),
+    [
+        ({50: 500}, False),  # everybody in one bucket (all bought today)
+        ({49: 100, 50: 400}, False),  # 80 % bought today, 20 % yesterday: today's were R2
+        ({46: 100, 47: 200, 48: 100, 49: 100}, False),  # two fifths tie: boundaries 2 and 3
+        ({b: 100 for b in range(45, 50)}, True),  # a fifth in each bucket
+        ({b: 10 for b in range(50)}, True),
+    ],
+)
+def test_a_base_with_no_spread_is_scored_with_the_fixed_thresholds(
+        counts: dict[int, int], quantiles_used: bool) -> None:
+    cuts = cuts_from_histograms({"recency_days": counts})["recency_days"]
+    assert (cuts == cut_points(counts)) is quantiles_used
+    assert (cuts == DEFAULT_CUTS["recency_days"]) is not quantiles_used
+
+
+def test_todays_buyers_are_r5_not_r1_while_the_whole_base_bought_today() -> None:
+    today = bucket_of("recency_days", 0.01)
+    cuts = cuts_from_histograms({"recency_days": {today: 745}})["recency_days"]
+    assert score("recency_days", 0.01, cuts) == 5
+    assert score("recency_days", 0.01, cut_points({today: 745})) == 1  # what the tie gave
