@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamproc.errors import StackError
 from streamproc.settings import Settings
 from streamproc.stack import ensure_topics, kafka, redis, stack_down, stack_status, stack_up
-from streamproc.stack.process import pid_alive, write_pid
+from streamproc.stack.process import pid_alive, port_in_use, write_pid
 
 pytestmark = pytest.mark.integration
 
@@ -149,8 +149,12 @@ def test_stale_pid_files_are_cleaned_up(settings: Settings) -> None:
 
 
 def _listened(port: int) -> bool:
+    """Something listens on ``port``, or holds it (a connection's local end: a port picked
+    from the ephemeral range can be one), so that a server could not bind it."""
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    return port_in_use("127.0.0.1", port)  # the stack's own check before it starts a server
 
 
 def free_run(count: int, bus: int = 0, avoid: Settings | None = None) -> int:
