@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from bench.state_bench import START, make_processor, raw_messages
 from streamproc.benchmark.profiling import summarise_profile
 from streamproc.events.codec import RawMessage
+from streamproc.processor import Processor
 from streamproc.settings import Settings
 from streamproc.simulator import Population, generate_events
 from streamproc.state.memory import MemoryStore
@@ -35,7 +36,13 @@ from streamproc.state.memory import MemoryStore
 
 async def one_round(settings: Settings, messages: Sequence[RawMessage], batch: int) -> float:
     """CPU seconds the processor took for ``messages`` on a fresh in-memory store."""
-    processor = make_processor(settings, MemoryStore())
+    return await timed_batches(make_processor(settings, MemoryStore()), messages, batch)
+
+
+async def timed_batches(processor: Processor, messages: Sequence[RawMessage],
+                        batch: int) -> float:
+    """CPU seconds ``processor`` took for ``messages``, processed and settled ``batch`` at a
+    time, as the worker does."""
     started = time.process_time()
     for i in range(0, len(messages), batch):
         result = await processor.process(messages[i:i + batch])

@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bench.processor_bench import timed_batches
 from bench.state_bench import START, make_processor, raw_messages
 from streamproc.events.codec import Event, RawMessage, parse_ts
 from streamproc.learning.scorer import IntentScorer, ServedModels
@@ -93,11 +94,7 @@ async def processor_round(settings: Settings, served: ServedModels,
     scorer = processor.scorer
     assert isinstance(scorer, IntentScorer)
     scorer.adopt(copy.deepcopy(served), 1, 0)
-    started = time.process_time()
-    for i in range(0, len(messages), 500):
-        result = await processor.process(messages[i:i + 500])
-        await processor.settle(result)
-    return (time.process_time() - started) / len(messages) * 1e6
+    return await timed_batches(processor, messages, 500) / len(messages) * 1e6
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
