@@ -236,7 +236,11 @@ async def test_signing_in_carries_the_anonymous_cart_over(stack_env: Env, browse
     p = await until("the anonymous profile is merged into the member's", merged)
     assert "shoes-7" in p["cart"]["items"] and p["counts"]["consent_update"] == 1
     assert p["consent"]["personalisation"]["granted"] is True
-    # The member's next page: the basket's drawer is decided from the cart carried over.
+    # The member's next page: the basket's drawer is decided from the cart carried over. The
+    # sign-in's own cart page must have its answer first, or that answer, still in flight, is
+    # the response caught below and its body is gone once the page navigates away.
+    await page.wait_for_selector("[data-streamproc-slot=cart_drawer][data-streamproc-state=filled],"
+                                 " [data-streamproc-slot=cart_drawer][data-streamproc-state=kept]")
     async with page.expect_response(lambda r: r.url.endswith("/v1/decide") and "cart_drawer"
                                     in (r.request.post_data or "")) as answer:
         await page.goto(f"{url}/demo/cart.html")
