@@ -110,11 +110,28 @@ def _cli(port: int, *args: str, timeout: float = 10.0) -> str:
 
 def cluster_info(port: int) -> dict[str, str]:
     """``CLUSTER INFO`` of the node on ``port`` ({} when it does not answer)."""
+    return _fields(port, "cluster", "info")
+
+
+def _fields(port: int, *command: str) -> dict[str, str]:
     try:
-        text = _cli(port, "cluster", "info", timeout=5.0)
+        text = _cli(port, *command, timeout=5.0)
     except StackError:
         return {}
     return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def synchronised_replicas(nodes: list[Node]) -> int:
+    """How many of ``nodes`` are replicas holding their primary's data: linked to it and done
+    with the first synchronisation. A replica promoted before that would lose the writes its
+    primary had acknowledged."""
+    synced = 0
+    for node in nodes:
+        info = _fields(node.port, "info", "replication")
+        if (info.get("role") == "slave" and info.get("master_link_status") == "up"
+                and info.get("master_sync_in_progress") == "0"):
+            synced += 1
+    return synced
 
 
 def running(settings: Settings) -> list[Node]:
@@ -156,6 +173,8 @@ def up(settings: Settings, primaries: int, out: TextIO) -> str:
              "--cluster-yes", timeout=60.0)
     _wait(lambda: all(cluster_info(n.port).get("cluster_state") == "ok" for n in wanted),
           "every slot to be served (cluster_state:ok)", wanted)
+    _wait(lambda: synchronised_replicas(wanted) == primaries,
+          "every replica to hold its primary's data (master_link_status:up)", wanted)
     address = url(settings, primaries)
     print(f"redis-cluster: ready in {time.monotonic() - started:.1f} s on ports "
           f"{wanted[0].port}-{wanted[-1].port}: STREAMPROC_REDIS_URL={address}",
