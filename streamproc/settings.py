@@ -221,6 +221,10 @@ SETTING_DOCS: tuple[tuple[str, str, str], ...] = (
     ("STARTUP_TIMEOUT_S", "30",
      "seconds a starting worker waits for Redis and Kafka to answer before it exits (code 2) "
      "with the reason"),
+    ("REDIS_REPLICA_WAIT_MS", "500",
+     "on a Redis Cluster, how long a batch's writes wait (WAIT) for the replicas of their "
+     "primary before its offsets are committed: a primary's failure then loses no write "
+     "acknowledged to a worker; a replica slower than this is logged, not waited for; 0: off"),
     ("REDIS_OUTAGE_LEAVE_S", "60",
      "seconds a running worker retries an unreachable Redis before it leaves the group and "
      "exits (code 75) so that another worker takes its partitions; 0: never"),
@@ -423,6 +427,7 @@ class Settings:
     api_clock_tolerance_s: int = 300
     startup_timeout_s: float = 30.0
     redis_outage_leave_s: float = 60.0
+    redis_replica_wait_ms: int = 500
     # Kafka security: every client's options come from streamproc.kafka_options.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "PLAIN"
@@ -560,6 +565,7 @@ class Settings:
             api_clock_tolerance_s=_int(get, "API_CLOCK_TOLERANCE_S", 0, 7 * 86_400),
             startup_timeout_s=_float(get, "STARTUP_TIMEOUT_S", 0, 3600),
             redis_outage_leave_s=_float(get, "REDIS_OUTAGE_LEAVE_S", 0, 86_400),
+            redis_replica_wait_ms=_int(get, "REDIS_REPLICA_WAIT_MS", 0, 60_000),
             kafka_security_protocol=get("KAFKA_SECURITY_PROTOCOL").upper(),
             kafka_sasl_mechanism=get("KAFKA_SASL_MECHANISM").upper(),
             kafka_sasl_username=get("KAFKA_SASL_USERNAME"),

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import hiredis
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError
 
@@ -29,6 +31,7 @@ from streamproc.errors import StreamprocError
 from streamproc.redis_options import is_cluster, redis_client, redis_options
 from streamproc.settings import Settings
 from streamproc.state.document import unpack_doc, unpack_outbox
+from streamproc.state.durable import Replication
 from streamproc.state.erasure import erasure_token, new_erasure_key
 from streamproc.state.keys import (
     ERASURE_KEY,
@@ -462,9 +465,12 @@ class RedisStore:
     instead of two). Erasures log theirs on every Redis.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, replica_wait_ms: int = 500) -> None:
         self.client = client
         self.cluster = is_cluster(client)
+        # On a cluster: how long the writes of a batch wait for their primaries' replicas
+        # (streamproc.state.durable), and the waits that came back short.
+        self.replication = Replication(replica_wait_ms)
         self._cas = client.register_script(_CAS_SCRIPT)
         self._erase = client.register_script(_ERASE_SCRIPT)
         self._due = client.register_script(_DUE_SCRIPT)
@@ -487,7 +493,8 @@ class RedisStore:
         """The store every streamproc process uses: ``STREAMPROC_REDIS_URL`` with its TLS
         settings (a cluster client for a Redis Cluster)."""
         if settings.redis_is_cluster:
-            return cls(redis_client(settings, decode_responses=False))
+            return cls(redis_client(settings, decode_responses=False),
+                       replica_wait_ms=settings.redis_replica_wait_ms)
         return cls.from_url(settings.redis_url, **redis_options(settings))
 
     def _erased_key(self, secret: bytes, customer_id: str) -> str:
@@ -565,12 +572,13 @@ class RedisStore:
         self._unfolded.update(slots)
 
         async def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_writes(pipe, writes, secret)  # first: the query sees their entries
-            for slot in slots:
-                pipe.lrange(aggregate_log_key(slot), 0, -1)
-            if not self.cluster:
-                self._queue_due(pipe, app_id, seen, partitions, lateness_ms, limit)
+            commands = self._write_commands(writes, secret)  # first: the query sees them
+            if self.cluster:  # replicated before the batch's offsets are committed
+                return await self._on_primaries(
+                    [*commands, *((slot, ("LRANGE", aggregate_log_key(slot), 0, -1))
+                                  for slot in slots)])
+            pipe = self._pipeline_of(commands)
+            self._queue_due(pipe, app_id, seen, partitions, lateness_ms, limit)
             return await pipe.execute()
 
         rows = await self._reloading((self._cas, self._due), run)
@@ -582,12 +590,26 @@ class RedisStore:
         return lost, (await self.due_timers(app_id, seen, lateness_ms, limit)
                       if partitions else [])
 
-    def _queue_writes(self, pipe: Any, writes: Sequence[Write], secret: bytes) -> None:
+    def _pipeline_of(self, commands: Sequence[tuple[int, tuple[Any, ...]]]) -> Pipeline:
+        """A pipeline (one Redis) with ``commands`` queued."""
+        pipe = self.client.pipeline(transaction=False)
+        for _, args in commands:
+            pipe.execute_command(*args)
+        return pipe
+
+    async def _on_primaries(self, commands: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        return await self.replication.run(cast(RedisCluster, self.client), commands)
+
+    def _write_commands(self, writes: Sequence[Write],
+                        secret: bytes) -> list[tuple[int, tuple[Any, ...]]]:
+        """The compare-and-set of each write, with its customer's slot (0 on one Redis)."""
         empty = ("",) * len(HISTOGRAMS)
+        commands: list[tuple[int, tuple[Any, ...]]] = []
         for w in writes:
             buckets = w.buckets or empty
             shared = [*self._histogram_keys, *(key for key, _, _ in w.kpis),
                       *(key for key, _, _ in w.timers_add), *(key for key, _ in w.timers_remove)]
+            slot = 0
             if self.cluster:
                 slot = customer_slot(w.customer_id)
                 keys = [aggregate_log_key(slot), aggregate_seq_key(slot)]
@@ -597,16 +619,18 @@ class RedisStore:
             adds = [a for _, member, due in w.timers_add for a in (member, due)]
             kpis = [a for _, ttl, fields in w.kpis
                     for a in (ttl, len(fields), *(x for pair in fields for x in pair))]
-            pipe.evalsha(self._cas.sha, 3 + len(keys),
-                         customer_key(w.customer_id), latest_decisions_key(w.customer_id),
-                         self._erased_key(secret, w.customer_id), *keys,
-                         w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
-                         w.erased_ms, mode, len(named), *named,
-                         len(buckets), *buckets, timer_lines(w.timers),
-                         w.latest_ttl_ms, len(w.latest), *(x for field in w.latest for x in field),
-                         len(w.kpis), *kpis,
-                         len(w.timers_add), *adds,
-                         len(w.timers_remove), *(member for _, member in w.timers_remove))
+            commands.append((slot, (
+                "EVALSHA", self._cas.sha, 3 + len(keys),
+                customer_key(w.customer_id), latest_decisions_key(w.customer_id),
+                self._erased_key(secret, w.customer_id), *keys,
+                w.expected_version, w.doc, w.expected_version + 1, w.outbox, w.ttl_ms,
+                w.erased_ms, mode, len(named), *named,
+                len(buckets), *buckets, timer_lines(w.timers),
+                w.latest_ttl_ms, len(w.latest), *(x for field in w.latest for x in field),
+                len(w.kpis), *kpis,
+                len(w.timers_add), *adds,
+                len(w.timers_remove), *(member for _, member in w.timers_remove))))
+        return commands
 
     def _queue_due(self, pipe: Any, app_id: str, seen: Mapping[int, int],
                    partitions: Sequence[int], lateness_ms: int, limit: int) -> None:
@@ -655,12 +679,17 @@ class RedisStore:
         if not last:
             return 0
 
+        # Replicated before the entries are trimmed from the logs (the logs are the truth
+        # until then): a failover cannot take a fold whose entries are gone.
         async def fold() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
+            commands = []
             for tag_key, group in groups.items():
                 keys, args = group.arguments()
-                pipe.evalsha(self._fold.sha, 1 + len(keys), tag_key, *keys, *args)
-            return await pipe.execute()
+                commands.append((key_slot(tag_key), (
+                    "EVALSHA", self._fold.sha, 1 + len(keys), tag_key, *keys, *args)))
+            if self.cluster:
+                return await self._on_primaries(commands)
+            return await self._pipeline_of(commands).execute()
 
         applied = sum(int(n) for n in await self._reloading((self._fold,), fold))
 
@@ -680,11 +709,15 @@ class RedisStore:
         main, latest = customer_keys(customer_id)
         slot = customer_slot(customer_id)
         record = self._erased_key(await self.erasure_key(), customer_id)
-        erased = int(await self._erase(
-            keys=[main, latest, record, aggregate_log_key(slot), aggregate_seq_key(slot)],
-            args=[erased_ms, suppress_ms, *self._histogram_keys]))
+        keys = [main, latest, record, aggregate_log_key(slot), aggregate_seq_key(slot)]
+        args: list[Any] = [erased_ms, suppress_ms, *self._histogram_keys]
+        if self.cluster:  # replicated before it is reported done
+            [erased] = await self._reloading((self._erase,), lambda: self._on_primaries(
+                [(slot, ("EVALSHA", self._erase.sha, len(keys), *keys, *args))]))
+        else:
+            erased = await self._erase(keys=keys, args=args)
         await self.fold([slot])
-        return erased
+        return int(erased)
 
     async def histograms(self) -> dict[str, dict[str, int]]:
         pipe = self.client.pipeline(transaction=False)

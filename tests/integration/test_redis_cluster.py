@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import time
 import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio
 import redis.exceptions
 
 from streamproc.decisions import timers
 from streamproc.stack import redis_cluster as redis_cluster_stack
+from streamproc.stack.redis_cluster import Node
 from streamproc.state.keys import (
     aggregate_log_key,
     customer_key,
@@ -30,7 +34,7 @@ from streamproc.state.keys import (
 from streamproc.state.store import RedisStore, Write
 
 from .conftest import Env, LocalCluster
-from .failover import decided_once, kill_a_primary
+from .failover import decided_once, kill_a_primary, primaries
 from .streams import (
     build_stream,
     mismatches,
@@ -133,6 +137,53 @@ async def test_a_failed_fold_is_retried_with_the_next_write_whatever_it_writes(
     assert await store.save([write(b, 0, ("100", "0", "5"))]) == []
     assert await cluster_redis.hget(kpi_sizes_key("cl"), "rfm:x") == b"2"
     assert (await store.histograms())["frequency"] == {"0": 2}
+
+
+async def replica_of(cluster: LocalCluster, client: Any, customer: str) -> Node:
+    """The replica of the primary that holds ``customer``."""
+    primary = client.nodes_manager.get_node_from_slot(customer_slot(customer)).port
+    port = (await primaries(cluster))[primary]
+    assert port is not None, f"primary {primary} has no replica"
+    return next(n for n in redis_cluster_stack.existing_nodes(cluster.settings)
+                if n.port == port)
+
+
+async def test_a_batchs_writes_are_on_the_replica_once_the_store_returns(
+        cluster_redis: Any, redis_cluster: LocalCluster) -> None:
+    # Redis replicates after it answers: without the WAIT the worker could commit a batch's
+    # offsets while only the primary has its writes, and a failover would lose them.
+    store = RedisStore(cluster_redis, replica_wait_ms=5000)
+    customers = [cid() for _ in range(12)]  # on every primary
+    assert await store.save([write(c, 0, ("1", "2", "3")) for c in customers]) == []
+    assert store.replication.short == 0 and set(store.replication.replicas.values()) == {1}
+    for customer in customers:
+        node = await replica_of(redis_cluster, cluster_redis, customer)
+        replica = redis.asyncio.Redis(port=node.port, single_connection_client=True)
+        try:
+            await replica.execute_command("READONLY")  # a replica serves its primary's slots
+            assert await replica.hget(customer_key(customer), "ver") == b"1", node.port
+        finally:
+            await replica.aclose()
+
+
+async def test_a_replica_that_does_not_answer_delays_a_batch_only_so_long(
+        cluster_redis: Any, redis_cluster: LocalCluster) -> None:
+    store = RedisStore(cluster_redis, replica_wait_ms=300)
+    customer = cid()
+    assert await store.save([write(customer, 0, ("1", "2", "3"))]) == []
+    node = await replica_of(redis_cluster, cluster_redis, customer)
+    pid = int(node.pid.read_text())
+    os.kill(pid, signal.SIGSTOP)  # well within the cluster's node timeout (2 s)
+    try:
+        began = time.monotonic()
+        assert await store.save([write(customer, 1, ("1", "2", "3"))]) == []
+        waited = time.monotonic() - began
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The write stands on its primary (logged), after one WAIT's timeout: not refused, and
+    # not retried until the replica answers.
+    assert store.replication.short == 1 and 0.3 <= waited < 1.8, waited
+    assert await cluster_redis.hget(customer_key(customer), "ver") == b"2"
 
 
 async def timers_not_indexed(redis: Any, app_id: str, customers: Any) -> tuple[int, list[str]]:

@@ -78,18 +78,10 @@ def test_the_keys_each_other_script_or_multi_touches_share_a_slot() -> None:
     assert len({key_slot(model_key("app", p)) for p in ("version", "serving", "learner")}) == 1
 
 
-class Captured:
-    """A pipeline (or a script) that records what it was asked to run."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def evalsha(self, sha: str, numkeys: int, *args: Any) -> None:
-        self.calls.append(tuple(args[:numkeys]))
-
-    async def __call__(self, keys: list[str], args: list[Any]) -> int:
-        self.calls.append(tuple(keys))
-        return 0
+def declared(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The keys an ``EVALSHA sha numkeys key... arg...`` declares."""
+    assert args[0] == "EVALSHA"
+    return args[3:3 + args[2]]
 
 
 def cluster_store() -> RedisStore:
@@ -110,20 +102,18 @@ WRITE = Write("c-42", 3, b"{}", b"[]", ("100", "0", "5"),
 
 def test_the_compare_and_set_on_a_cluster_declares_keys_of_the_customers_slot_only() -> None:
     store = cluster_store()
-    pipe = Captured()
-    store._queue_writes(pipe, [WRITE, Write("other", 0, b"{}", b"[]")], b"k" * 32)
-    for call, cid in zip(pipe.calls, ("c-42", "other"), strict=True):
-        assert {key_slot(k) for k in call} == {customer_slot(cid)}, call
-        assert customer_key(cid) in call and aggregate_log_key(customer_slot(cid)) in call
+    commands = store._write_commands([WRITE, Write("other", 0, b"{}", b"[]")], b"k" * 32)
+    for (slot, args), cid in zip(commands, ("c-42", "other"), strict=True):
+        keys = declared(args)
+        assert {key_slot(k) for k in keys} == {customer_slot(cid)} == {slot}, keys
+        assert customer_key(cid) in keys and aggregate_log_key(customer_slot(cid)) in keys
 
 
 def test_on_one_redis_the_compare_and_set_declares_every_shared_key_it_updates() -> None:
     store = RedisStore.from_url("redis://127.0.0.1:1/0")
     assert not store.cluster
-    pipe = Captured()
-    store._queue_writes(pipe, [WRITE], b"k" * 32)
-    (keys,) = pipe.calls
-    assert set(keys) >= {histogram_key(h) for h in HISTOGRAMS} | {
+    ((_, args),) = store._write_commands([WRITE], b"k" * 32)
+    assert set(declared(args)) >= {histogram_key(h) for h in HISTOGRAMS} | {
         kpi_day_key("app", 20_513), kpi_sizes_key("app"), timer_index_key("app", 1),
         timer_index_key("app", 2)}
 
@@ -131,17 +121,23 @@ def test_on_one_redis_the_compare_and_set_declares_every_shared_key_it_updates()
 async def test_the_erase_script_declares_the_keys_it_deletes_all_in_one_slot() -> None:
     store = cluster_store()
     store._erasure_key = b"k" * 32
-    script = Captured()
-    store._erase = script  # type: ignore[assignment]
+    sent: list[tuple[int, tuple[Any, ...]]] = []
+
+    async def on_primaries(commands: Any) -> list[Any]:
+        sent.extend(commands)
+        return [0]
+
+    store._on_primaries = on_primaries  # type: ignore[method-assign]
 
     async def no_fold(slots: Any = None) -> int:
         return 0
 
     store.fold = no_fold  # type: ignore[method-assign]
     await store.erase("c-42")
-    (keys,) = script.calls
+    ((slot, args),) = sent
+    keys = declared(args)
     assert set(customer_keys("c-42")) <= set(keys)
-    assert {key_slot(k) for k in keys} == {customer_slot("c-42")}
+    assert {key_slot(k) for k in keys} == {customer_slot("c-42")} == {slot}
 
 
 def test_a_fold_groups_the_shared_keys_by_slot() -> None:
