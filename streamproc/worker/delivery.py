@@ -185,13 +185,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # acknowledged since the partition was assigned or sought (where nothing is committed).
         self._next_read: dict[TP, int] = {}
         self._read_from: dict[TP, int] = {}
-        # Seeks to the committed offsets so far (each assignment makes one): a fetch during
-        # which one happened holds records from before it (see _drain_messages).
-        self.seeks = 0
-
-    async def perform_seek(self) -> None:
-        await super().perform_seek()
-        self.seeks += 1
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -245,22 +238,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                seeks = self.seeks
                 ait = self.getmany(timeout=1.0)
                 await self.sleep(0)
                 if self.should_stop:
                     continue
                 fetched: dict[FetchBuffer, list[Any]] = {}
-                straddled = False
                 async for tp, message in ait:
-                    if self.seeks != seeks:
-                        # A rebalance's seek to the committed offsets came while this fetch
-                        # waited: its records were fetched before the seek, past what the
-                        # rebalance cleared from the buffer. Delivered, they would move the
-                        # read offsets past the seek and the records between would be skipped
-                        # as read already, never delivered. Drop them and seek again.
-                        straddled = True
-                        break
                     offset = message.offset
                     r_offset = read_offsets[tp]
                     if r_offset is not None and offset < r_offset:
@@ -273,9 +256,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     read_offsets[tp] = offset
-                if straddled:
-                    await self.perform_seek()
-                    continue
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
