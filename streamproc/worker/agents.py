@@ -52,6 +52,10 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 # How often a backoff looks whether the worker stops meanwhile.
 STOP_CHECK_S = 0.1
+# A batch still running after this long is logged, with where it waits, and again every as long:
+# the worker reads nothing more meanwhile (its fetch buffer stays full), so a batch that never
+# ends would otherwise look like a worker that stopped fetching, with nothing in its log.
+SLOW_BATCH_S = 30.0
 
 
 class BatchAbandonedError(StreamprocError):
@@ -188,7 +192,7 @@ async def consume(
         batch = asyncio.ensure_future(handle_batch(messages, processor, emitter, stats, metrics,
                                                    stopping))
         try:
-            await asyncio.shield(batch)
+            await _finished(batch, len(messages))
         except BatchAbandonedError as exc:
             _give_up(lifecycle, exc, len(messages))
         except asyncio.CancelledError:
@@ -199,6 +203,44 @@ async def consume(
                 except BatchAbandonedError as exc:
                     _give_up(lifecycle, exc, len(messages))
             raise
+
+
+async def _finished(batch: asyncio.Future[None], size: int) -> None:
+    """``batch``'s end, as ``asyncio.shield`` (cancelling the wait leaves the batch running),
+    saying every SLOW_BATCH_S while it runs where it waits."""
+    started = time.monotonic()
+    while not (await asyncio.wait({batch}, timeout=SLOW_BATCH_S))[0]:
+        log.warning("a batch of %d messages has been running for %.0f s; nothing more is read "
+                    "meanwhile. It waits in %s", size, time.monotonic() - started,
+                    " > ".join(awaiting(batch)))
+    batch.result()
+
+
+def awaiting(task: asyncio.Future[None]) -> list[str]:
+    """Where a task waits: its coroutines from the outermost, as ``function:line``.
+
+    >>> async def inner(e): await e.wait()
+    >>> async def outer(e): await inner(e)
+    >>> async def look():
+    ...     e = asyncio.Event()
+    ...     t = asyncio.ensure_future(outer(e))
+    ...     await asyncio.sleep(0)
+    ...     where = awaiting(t)
+    ...     e.set()
+    ...     await t
+    ...     return where[:3]
+    >>> [w.split(":")[0] for w in asyncio.run(look())]
+    ['outer', 'inner', 'Event.wait']
+    """
+    found: list[str] = []
+    current: object = task.get_coro() if isinstance(task, asyncio.Task) else None
+    while current is not None and len(found) < 30:
+        frame = getattr(current, "cr_frame", None) or getattr(current, "ag_frame", None)
+        if frame is None:
+            break
+        found.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+        current = getattr(current, "cr_await", None) or getattr(current, "ag_await", None)
+    return found
 
 
 def _give_up(lifecycle: Lifecycle | None, exc: BatchAbandonedError, size: int) -> None:

@@ -32,6 +32,11 @@ while the head of the partition is neither acknowledged nor one of those gaps
 (:meth:`~BatchConsumer._new_offset`). So a transaction's markers and compacted offsets are
 committed past, and a message in flight never is.
 
+**A seek to the committed offsets moves every partition**, those with nothing committed
+included (:func:`seek_to_committed`): Faust drops a fetch that comes back while its flow is
+stopped and seeks, and aiokafka alone left a partition with no commit yet after the records
+dropped, never read again.
+
 **A fetch waits at most ``fetch_max_wait_ms`` at the broker** (STREAMPROC_FETCH_MAX_WAIT_MS,
 100 ms) instead of Faust's 1,500. aiokafka sends one fetch at a time to a broker, for the
 partitions whose earlier messages were all taken; a fetch of partitions read to the end (an
@@ -45,10 +50,11 @@ fifth of the time with its buffer empty, waiting for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -161,9 +167,45 @@ def covered(gaps: IntervalTree, start: int, end: int) -> bool:
     return start >= end
 
 
+async def seek_to_committed(consumer: Any) -> dict[Any, int | None]:
+    """aiokafka's ``AIOKafkaConsumer.seek_to_committed`` (the committed offset of every assigned
+    partition, None where there is none), except that a partition with nothing committed is
+    moved back too: to offset 0 when 0 is committed, else where the consumer's
+    ``auto_offset_reset`` starts a partition (the earliest offset, for the worker).
+
+    aiokafka seeks only the partitions whose committed offset is above 0 and leaves the others
+    where its fetcher got to, while Faust's ``perform_seek`` takes them to be read again from the
+    start (their read offset None). Faust seeks so after dropping a fetch that came back while
+    the flow was stopped (``Consumer.getmany``: a fetch sent before a rebalance and answered
+    with the new assignment's first records before the flow resumed): on a partition with
+    nothing committed yet (a worker's first seconds), those records were never read again."""
+    committed: dict[Any, int | None] = await consumer.seek_to_committed()
+    assigned = consumer.assignment()
+    fresh = []
+    for tp, offset in committed.items():
+        if tp not in assigned or (offset is not None and offset > 0):
+            continue  # sought by aiokafka (or no longer ours)
+        if offset == 0:
+            consumer.seek(tp, 0)
+        else:
+            fresh.append(tp)
+    fetcher = consumer._fetcher
+    if fresh and fetcher._default_reset_strategy != OffsetResetStrategy.NONE:
+        # Where a partition with nothing committed starts, as aiokafka's own assignment does;
+        # the fetcher finds the offset (nothing waits for it: ``reset`` only lets us see errors).
+        reset = fetcher.request_offset_reset(fresh, fetcher._default_reset_strategy)
+        reset.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return committed
+
+
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's thread of the aiokafka consumer, whose consumer's fetches wait at the broker at
-    most the transport's ``fetch_max_wait_ms`` (Faust passes a fixed 1,500 ms)."""
+    most the transport's ``fetch_max_wait_ms`` (Faust passes a fixed 1,500 ms), and whose seek to
+    the committed offsets moves every partition (:func:`seek_to_committed`)."""
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return cast(Mapping[TP, int],
+                    await self.call_thread(seek_to_committed, self._ensure_consumer()))
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -28,6 +28,7 @@ from streamproc.processor import event_token
 from streamproc.simulator import Population, generate_events
 from streamproc.state.store import RedisStore
 from streamproc.worker import status
+from streamproc.worker.heartbeat import read_beats
 
 from .conftest import Env
 from .polling import until
@@ -217,6 +218,20 @@ async def missing_events(env: Env, behind: dict[str, Truth], state: Snapshot) ->
     return lines
 
 
+async def consumers(env: Env, redis: aioredis.Redis, unread: dict[str, int]) -> str:
+    """Where the group stands on the partitions not read to their end: its committed offsets
+    (read past what Redis shows applied, or not) and each worker's last heartbeat (its
+    partitions, messages so far and its last batch): a worker that stopped fetching or one
+    that stopped applying."""
+    committed = await committed_offsets(env)
+    now = time.time()
+    beats = [(b.pid, b.state, b.partitions, b.messages,
+              round(now - b.last_batch, 1) if b.last_batch else None)
+             for b in await read_beats(redis, env.settings.app_id)]
+    return (f"Committed: { {s: committed.get(s) for s in unread} }. Heartbeats (pid, state, "
+            f"partitions, messages, seconds since the last batch): {beats}. ")
+
+
 def alive(env: Env, proc: subprocess.Popen[bytes]) -> None:
     assert proc.poll() is None, f"worker exited with {proc.returncode}:\n{env.worker_log()}"
 
@@ -243,6 +258,7 @@ async def wait_complete(env: Env, redis: aioredis.Redis, procs: list[subprocess.
             pytest.fail(f"after {timeout}s {len(behind)} customers are behind "
                         f"({state.total} of {expected} events applied), partitions not fully "
                         f"read: {unread}. Missing: {missing}. Their dead letters: {dead}. "
+                        f"{await consumers(env, redis, unread)}"
                         f"Worker logs in {env.tmp}:\n{env.worker_log()}")
         await asyncio.sleep(0.5)
 

@@ -13,8 +13,10 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from streamproc.worker.app import create_app
+from streamproc.worker.delivery import seek_to_committed
 
 from .conftest import Env
 from .test_web import free_port, poll, sample
@@ -79,5 +81,41 @@ async def test_the_workers_fetches_wait_at_the_broker_as_long_as_the_setting_say
     await kafka.start()
     try:
         assert kafka._fetcher._fetch_max_wait_ms == 250
+    finally:
+        await kafka.stop()
+
+
+async def test_a_seek_to_the_committed_offsets_reads_again_what_nothing_committed_covers(
+        stack_env: Env) -> None:
+    # Faust drops a fetch answered while its flow is stopped (the first records of a new
+    # assignment, before the flow resumes) and seeks to the committed offsets. aiokafka seeks
+    # only partitions committed above 0: the others stayed after the dropped records, never
+    # read again (events lost in a worker's first seconds). The worker's seek moves them all.
+    worker = create_app(stack_env.settings)
+    kafka = worker.app.consumer._new_consumer_thread()._create_worker_consumer(
+        worker.app.transport)
+    browsing = stack_env.settings.topics.browsing
+    customers = [stack_env.customer() for _ in range(30)]
+    await produce_old(stack_env, [(c, page_view(c, 0)) for c in customers])
+    await kafka.start()
+    try:
+        tps = [TopicPartition(browsing, p) for p in range(3)]
+        kafka.assign(tps)
+        ends = await kafka.end_offsets(tps)
+        assert all(end > 0 for end in ends.values()), ends  # every partition has records
+
+        async def read_to_the_end() -> None:
+            while [await kafka.position(tp) for tp in tps] != [ends[tp] for tp in tps]:
+                await kafka.getmany(*tps, timeout_ms=500)
+
+        await read_to_the_end()
+        await kafka.commit({tps[0]: 0})  # 0 committed on one partition, nothing on the others
+        assert await kafka.seek_to_committed() == {tps[0]: 0, tps[1]: None, tps[2]: None}
+        # aiokafka's own seek left every partition where the reading got to
+        assert {tp: await kafka.position(tp) for tp in tps} == ends
+        assert await seek_to_committed(kafka) == {tps[0]: 0, tps[1]: None, tps[2]: None}
+        assert {tp: await kafka.position(tp) for tp in tps} == {tp: 0 for tp in tps}
+        records = await kafka.getmany(*tps, timeout_ms=2000)
+        assert records and all(batch[0].offset == 0 for batch in records.values())
     finally:
         await kafka.stop()

@@ -9,6 +9,7 @@ import redis.exceptions
 from streamproc.processor import BatchResult, Processor
 from streamproc.settings import Settings, Topics
 from streamproc.state.memory import MemoryStore
+from streamproc.worker import agents
 from streamproc.worker.agents import (
     STOP_CHECK_S,
     BatchAbandonedError,
@@ -214,3 +215,34 @@ def test_a_worker_asked_to_stop_stops_and_says_why():
     lifecycle.stop("Redis unreachable for 60 s")
     assert asked == [True] and lifecycle.exit_code == EXIT_UNFINISHED
     assert lifecycle.exit_message() == "worker stopped: Redis unreachable for 60 s"
+
+
+async def test_a_batch_that_does_not_end_says_where_it_waits(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A worker whose batch never ends reads nothing more: without this warning its log would
+    # look like a worker that stopped fetching.
+    monkeypatch.setattr(agents, "SLOW_BATCH_S", 0.05)
+
+    class StuckEmitter(ListEmitter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def emit(self, result: BatchResult) -> None:
+            await self.release.wait()
+            await super().emit(result)
+
+    async def batches():
+        yield [Partition().message(event("cart_add"))]
+
+    emitter = StuckEmitter()
+    task = asyncio.ensure_future(consume(batches(), Processor(SETTINGS, MemoryStore()), emitter,
+                                         BatchStats()))
+    async with asyncio.timeout(5):
+        while "has been running" not in caplog.text:
+            await asyncio.sleep(0.02)
+    assert not task.done()
+    assert "StuckEmitter.emit" in caplog.text and "handle_batch" in caplog.text
+    emitter.release.set()
+    await task  # the batch ends as before, published
+    assert len(emitter.decisions()) == 1

@@ -5,16 +5,19 @@ offsets that do not exist (compaction, a transaction's control records) are."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import faust
 import pytest
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streamproc.worker.delivery import BatchConsumer, attach
+from streamproc.worker.delivery import BatchConsumer, attach, seek_to_committed
 
 TOPIC = "streamproc.browsing"
 P0 = TP(TOPIC, 0)
@@ -178,3 +181,47 @@ async def test_the_consumers_fetches_wait_at_the_broker_as_long_as_attach_says(
         assert kafka._fetch_max_wait_ms == expected
     finally:
         await kafka.stop()
+
+
+class SeekingConsumer:
+    """What :func:`seek_to_committed` uses of an aiokafka consumer, recording the seeks. Its
+    own ``seek_to_committed`` moves only the partitions committed above 0, as aiokafka's."""
+
+    def __init__(self, committed: dict[str, int | None], assigned: set[str],
+                 strategy: int = OffsetResetStrategy.EARLIEST) -> None:
+        self.committed, self.assigned = committed, assigned
+        self.position: dict[str, Any] = {tp: "after the dropped fetch" for tp in committed}
+        self._fetcher = self
+        self._default_reset_strategy = strategy
+
+    async def seek_to_committed(self) -> dict[str, int | None]:
+        for tp, offset in self.committed.items():
+            if offset and offset > 0:
+                self.position[tp] = offset
+        return dict(self.committed)
+
+    def assignment(self) -> set[str]:
+        return self.assigned
+
+    def seek(self, tp: str, offset: int) -> None:
+        self.position[tp] = offset
+
+    def request_offset_reset(self, tps: list[str], strategy: int) -> asyncio.Future[None]:
+        for tp in tps:
+            self.position[tp] = ("reset", strategy)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_seek_moves_the_partitions_with_nothing_committed_too() -> None:
+    kafka = SeekingConsumer({"a": 120, "b": 0, "c": None, "gone": None}, {"a", "b", "c"})
+    assert await seek_to_committed(kafka) == {"a": 120, "b": 0, "c": None, "gone": None}
+    assert kafka.position == {"a": 120, "b": 0, "c": ("reset", OffsetResetStrategy.EARLIEST),
+                              "gone": "after the dropped fetch"}  # revoked meanwhile: not ours
+
+
+async def test_without_a_reset_policy_a_partition_with_nothing_committed_is_left_alone() -> None:
+    kafka = SeekingConsumer({"c": None}, {"c"}, strategy=OffsetResetStrategy.NONE)
+    await seek_to_committed(kafka)
+    assert kafka.position == {"c": "after the dropped fetch"}
