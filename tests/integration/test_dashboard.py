@@ -263,7 +263,10 @@ async def test_the_dashboard_in_chromium_draws_every_chart_with_the_json_numbers
         page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
         await page.goto(f"{url}/dashboard/")
         # No token yet: the page asks for it (the 401s of the first refresh are expected).
+        # The box shows at the first 401, while the refresh's later requests still run: their
+        # 401s are awaited (the refresh ends) before the console is cleared.
         await page.wait_for_selector("#token-box:not([hidden])")
+        await page.wait_for_function("Number(document.body.dataset.refreshed) >= 1")
         console.clear()
         await page.fill("#token", READ)
         await page.click("#token-form button")

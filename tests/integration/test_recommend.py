@@ -182,6 +182,7 @@ async def test_a_simulated_customer_gets_related_in_stock_products_with_reasons(
     me = max(seen, key=lambda cid: len(seen[cid]))
 
     deadline = time.monotonic() + 180  # the learner's snapshots lag on a busy machine
+    why = "no model snapshot yet"
     while True:
         got = await asyncio.to_thread(env.cli, "recommend", me, "--n", "10")
         if got.returncode == 0:
@@ -190,9 +191,12 @@ async def test_a_simulated_customer_gets_related_in_stock_products_with_reasons(
             related = [p for p in products if p["reason"].startswith(RELATED)]
             if related and not gone & {p["id"] for p in products}:
                 break
+            shown_gone = sorted(gone & {p["id"] for p in products})
+            why = (f"model v{shown.get('model_version')}: {len(related)} related of "
+                   f"{len(products)}, out of stock shown: {shown_gone}")
         else:  # until the learner's first snapshot
             assert "no model snapshot" in got.stderr, got.stderr
-        assert time.monotonic() < deadline, (got.stdout, got.stderr, env.worker_log())
+        assert time.monotonic() < deadline, (why, got.stdout[-2000:], env.worker_log())
         await asyncio.sleep(0.5)
     assert shown["known"] is True and len(products) == 10
     assert all(p["reason"] for p in products)
