@@ -180,9 +180,11 @@ async def test_a_replica_that_does_not_answer_delays_a_batch_only_so_long(
         waited = time.monotonic() - began
     finally:
         os.kill(pid, signal.SIGCONT)
-    # The write stands on its primary (logged), after one WAIT's timeout: not refused, and
-    # not retried until the replica answers.
-    assert store.replication.short == 1 and 0.3 <= waited < 1.8, waited
+    # The write stands on its primary (logged), after one WAIT's timeout (two when the fold's
+    # shared keys live on the same primary): not refused, and not retried until the replica
+    # answers.
+    short = store.replication.short
+    assert short in (1, 2) and 0.3 * short <= waited < 0.3 * short + 1.5, (short, waited)
     assert await cluster_redis.hget(customer_key(customer), "ver") == b"2"
 
 
